@@ -1,0 +1,130 @@
+// The wire protocol between the agent and the host, version 1.
+// The other half is instr/protocol.py; change both together.
+
+export const PROTOCOL_VERSION = 1;
+
+// Record header: u16 size, u8 phase, u8 flags, u32 probe, u32 site, u32 tid, u64 ts.
+export const HEADER_SIZE = 24;
+export const OFF_SIZE = 0;
+export const OFF_PHASE = 2;
+export const OFF_FLAGS = 3;
+export const OFF_PROBE = 4;
+export const OFF_SITE = 8;
+export const OFF_TID = 12;
+export const OFF_TS = 16;
+
+export const SLOT_SIZE = 8;
+export const VAR_HEADER_SIZE = 8; // u32 length, u32 status
+
+export const PHASE_ENTRY = 0;
+export const PHASE_EXIT = 1;
+
+export const FLAG_NO_ENTRY = 0x01;
+
+export const STATUS_OK = 0;
+export const STATUS_TRUNCATED = 1;
+export const STATUS_NULL = 2;
+export const STATUS_UNREADABLE = 3;
+
+export function pad8(n: number): number {
+    return (n + 7) & ~7;
+}
+
+// ---- Plan (host -> agent, via rpc configure) ----
+
+export type IntType = "i8" | "i16" | "i32" | "i64" | "u8" | "u16" | "u32" | "u64" | "ptr" | "bool";
+export type CaptureType = IntType | "cstr" | "bytes";
+
+export type Capture =
+    | { src: "arg"; index: number; type: IntType }
+    | { src: "arg"; index: number; type: "cstr"; max: number }
+    | { src: "arg"; index: number; type: "bytes"; len: { const: number } | { arg: number }; max: number }
+    | { src: "retval"; type: IntType }
+    | { src: "caller" }
+    | { src: "backtrace"; depth: number }
+    | { src: "duration" };
+
+export type Point =
+    | { kind: "function"; module: string | null; symbol: string; exclude: { module: string | null; symbol: string }[] }
+    | { kind: "address"; address: string }
+    | { kind: "offset"; module: string; offset: number };
+
+export type Expr =
+    | { op: "const"; value: number | string | boolean }
+    | { op: "cap"; phase: "entry" | "exit"; index: number }
+    | { op: "tid" }
+    | { op: "and" | "or"; args: Expr[] }
+    | { op: "not" | "neg" | "invert"; arg: Expr }
+    | { op: "==" | "!=" | "<" | "<=" | ">" | ">="; left: Expr; right: Expr }
+    | { op: "+" | "-" | "*" | "//" | "%" | "&" | "|" | "^" | "<<" | ">>"; left: Expr; right: Expr }
+    | { op: "in"; needle: Expr; haystack: Expr }
+    | { op: "call"; fn: "startswith" | "endswith" | "len"; args: Expr[] };
+
+export type Action = { kind: "emit" };
+
+export interface ProbePlan {
+    id: number;
+    point: Point;
+    entry: Capture[] | null; // null: no entry hook
+    exit: Capture[] | null; // null: no exit hook
+    where: { phase: "entry" | "exit"; expr: Expr } | null;
+    actions: Action[];
+    tier: "auto" | "native" | "js";
+    max_sites: number;
+}
+
+export interface PlanOptions {
+    flush_interval_ms: number;
+    buffer_bytes: number;
+    on_full: "block" | "drop";
+}
+
+export interface Plan {
+    protocol: number;
+    options: PlanOptions;
+    probes: ProbePlan[];
+}
+
+// ---- Messages (agent -> host, via send) ----
+
+export interface SiteInfo {
+    site: number;
+    address: string;
+    module: string | null;
+    symbol: string | null;
+}
+
+export type ProbeState = "armed" | "pending" | "failed";
+
+export interface ProbeStatus {
+    id: number;
+    state: ProbeState;
+    tier: "native" | "js" | null;
+    sites: number;
+    reason: string | null;
+}
+
+export type Message =
+    | { v: number; type: "batch"; seq: number; records: number; drops: Record<string, number> }
+    | { v: number; type: "status"; probe: ProbeStatus }
+    | { v: number; type: "sites"; probe: number; sites: SiteInfo[] }
+    | { v: number; type: "symbols"; map: Record<string, [string | null, string | null, number]> }
+    | { v: number; type: "error"; probe: number | null; message: string; stack: string | null }
+    | {
+          v: number;
+          type: "ending";
+          reason: "exit" | "exec" | "crash" | "detach";
+          code: number | null;
+          signal: string | null;
+          address: string | null;
+          symbol: string | null;
+          token: number;
+      };
+
+export interface Hello {
+    protocol: number;
+    arch: string;
+    platform: string;
+    pid: number;
+    pointer_size: number;
+}

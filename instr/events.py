@@ -1,0 +1,145 @@
+"""Decoded events and the run context that collectors see.
+
+The decoder (``instr.collectors.decode``) turns binary batches into ``Event``
+objects using the ``ProbeTable``; collectors receive them together with a
+``RunContext`` that knows site names and symbols.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from instr.probes.ir import ProbeTable
+
+
+@dataclass(slots=True)
+class Event:
+    seq: int  # host-assigned, 1-based, in arrival order
+    probe_id: int
+    probe: str  # probe name, "set/probe"
+    phase: str  # "entry" | "exit"
+    tid: int
+    ts_ns: int
+    site: int
+    args: dict[str, Any]  # named captures other than retval and duration
+    retval: int | None = None
+    duration_ns: int | None = None
+    flags: int = 0
+
+
+@dataclass(frozen=True)
+class Site:
+    probe: int
+    site: int
+    address: int
+    module: str | None
+    symbol: str | None
+
+    @property
+    def function(self) -> str:
+        if self.symbol is None:
+            return f"{self.module or '?'}+{self.address:#x}" if self.module else hex(self.address)
+        return f"{self.module}!{self.symbol}" if self.module else self.symbol
+
+
+@dataclass(frozen=True)
+class Symbol:
+    module: str | None
+    name: str | None
+    offset: int
+
+    def __str__(self) -> str:
+        if self.name:
+            base = f"{self.module}!{self.name}" if self.module else self.name
+            return f"{base}+{self.offset:#x}" if self.offset else base
+        if self.module:
+            return f"{self.module}+{self.offset:#x}"
+        return hex(self.offset)
+
+
+@dataclass
+class RunContext:
+    """Shared, thread-safe lookup state for one run."""
+
+    table: ProbeTable
+    sites: dict[tuple[int, int], Site] = field(default_factory=dict)
+    symbols: dict[int, Symbol] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add_site(self, site: Site) -> None:
+        with self._lock:
+            self.sites[(site.probe, site.site)] = site
+
+    def site(self, probe: int, site: int) -> Site | None:
+        return self.sites.get((probe, site))
+
+    def add_symbols(self, mapping: dict[int, Symbol]) -> None:
+        with self._lock:
+            self.symbols.update(mapping)
+
+    def symbolize(self, address: int) -> str:
+        sym = self.symbols.get(address)
+        return str(sym) if sym is not None else hex(address)
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What a run is: written once at the start by every collector that stores runs."""
+
+    started_ns: int  # wall clock, time.time_ns()
+    device: str
+    pid: int
+    argv: tuple[str, ...] | None  # spawned program and args; None when attached
+    source: str | None  # probe-set file, or "cli" for quick mode
+    sets: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Ending:
+    """Why the target's session ended."""
+
+    reason: str  # "exit" | "exec" | "crash" | "detach" | "killed" | "lost"
+    code: int | None = None  # exit status, for reason == "exit"
+    signal: str | None = None  # e.g. "SIGSEGV", for reason == "crash"
+    address: int | None = None  # faulting address, for a crash
+    symbol: str | None = None  # where it crashed, symbolised
+
+    def describe(self) -> str:
+        if self.reason == "exit":
+            return f"target exited with status {self.code}" if self.code is not None else "target exited"
+        if self.reason == "crash":
+            where = f" at {self.symbol}" if self.symbol else ""
+            addr = f" (address {self.address:#x})" if self.address is not None else ""
+            return f"target crashed: {self.signal or 'fatal signal'}{where}{addr}"
+        if self.reason == "exec":
+            return "target called exec; probes do not survive it"
+        if self.reason == "detach":
+            return "detached; the target keeps running"
+        if self.reason == "killed":
+            return "target was killed"
+        return f"session lost ({self.reason})"
+
+
+@dataclass
+class ProbeReport:
+    id: int
+    name: str
+    state: str  # "armed" | "pending" | "failed"
+    tier: str | None
+    sites: int
+    reason: str | None
+    events: int = 0
+    drops: int = 0
+
+
+@dataclass
+class RunSummary:
+    events: int
+    batches: int
+    drops: int
+    probes: list[ProbeReport]
+    ending: Ending | None
+    errors: list[str]
+    ended_ns: int
