@@ -1,0 +1,3 @@
+from instr.cli import main
+
+main()

@@ -1,0 +1,190 @@
+"""The ``instr`` command line: flags in, library calls out. No logic lives here."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+import click
+
+from instr.errors import InstrError, UsageError
+from instr.probes.ir import PlanOptions
+
+F = Callable[..., Any]
+
+
+def _debug_enabled() -> bool:
+    return os.environ.get("INSTR_DEBUG", "") not in ("", "0")
+
+
+def _fail(err: BaseException, code: int) -> NoReturn:
+    if _debug_enabled():
+        raise err
+    click.echo(f"instr: error: {err}", err=True)
+    sys.exit(code)
+
+
+def _guard(fn: F) -> F:
+    """Turn errors into a short message and an exit code; --debug shows the traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.pop("debug", False):
+            os.environ["INSTR_DEBUG"] = "1"
+        try:
+            return fn(*args, **kwargs)
+        except InstrError as e:
+            _fail(e, e.exit_code)
+        except OSError as e:
+            _fail(InstrError(f"{e.strerror or e}: {e.filename}" if e.filename else str(e)), 1)
+        except Exception as e:  # an unexpected failure: short, unless --debug
+            _fail(InstrError(f"{type(e).__name__}: {e}", hint="rerun with --debug for a traceback"), 1)
+
+    return wrapper
+
+
+def _debug_option(fn: F) -> F:
+    return click.option("--debug", is_flag=True, help="Show tracebacks on errors.")(fn)
+
+
+def _target_options(fn: F) -> F:
+    for opt in reversed(
+        [
+            click.option("-D", "--device", "device_id", metavar="ID", help="Device by id."),
+            click.option("-U", "--usb", is_flag=True, help="The USB device."),
+            click.option("-R", "--remote", is_flag=True, help="The remote frida-server (default host)."),
+            click.option("-H", "--host", metavar="HOST[:PORT]", help="A remote frida-server."),
+            click.option("-f", "--file", "spawn_file", metavar="PROGRAM", help="Spawn PROGRAM."),
+            click.option("-p", "--pid", "attach_pid", type=int, metavar="PID", help="Attach to PID."),
+            click.option("-n", "--name", "attach_name", metavar="NAME", help="Attach to NAME."),
+            click.option("-o", "--output", "outputs", multiple=True, metavar="PATH",
+                         help="Write events to PATH: .jsonl, .db/.sqlite, or - for the console. Repeatable."),  # fmt: skip
+            click.option("--duration", type=float, metavar="SECONDS", help="Stop after SECONDS."),
+            click.option("--buffer-size", type=int, default=8 << 20, show_default=True,
+                         help="In-target buffer bytes."),  # fmt: skip
+            click.option("--on-full", type=click.Choice(["block", "drop"]), default="block",
+                         show_default=True,
+                         help="When the in-target buffer is full: slow the target, or drop and count."),  # fmt: skip
+            click.option("-q", "--quiet", is_flag=True, help="No status lines on stderr."),
+            click.argument("program", nargs=-1, type=click.UNPROCESSED),
+        ]
+    ):
+        fn = opt(fn)
+    return fn
+
+
+def _device(kw: dict[str, Any]) -> Any:
+    from instr.target import DeviceSpec
+
+    chosen = [k for k in ("device_id", "usb", "remote", "host") if kw.get(k)]
+    if len(chosen) > 1:
+        raise UsageError("give at most one of -D, -U, -R, -H")
+    if kw.get("device_id"):
+        return DeviceSpec("id", kw["device_id"])
+    if kw.get("usb"):
+        return DeviceSpec("usb")
+    if kw.get("remote"):
+        return DeviceSpec("remote")
+    if kw.get("host"):
+        return DeviceSpec("host", kw["host"])
+    return DeviceSpec()
+
+
+def _target(kw: dict[str, Any]) -> Any:
+    from instr.target import TargetSpec
+
+    program: tuple[str, ...] = kw.get("program") or ()
+    spawn = kw.get("spawn_file")
+    if spawn and program:
+        raise UsageError("give the program either with -f or after --, not both")
+    argv = (spawn, *program) if spawn else program or None
+    return TargetSpec(argv=argv, pid=kw.get("attach_pid"), name=kw.get("attach_name"))
+
+
+def _execute(table: Any, kw: dict[str, Any], source: str, sets: tuple[str, ...]) -> None:
+    from instr.runner import RunConfig, run
+
+    config = RunConfig(
+        table=table,
+        target=_target(kw),
+        device=_device(kw),
+        outputs=tuple(kw["outputs"]),
+        source=source,
+        sets=sets,
+        duration_s=kw.get("duration"),
+        quiet=kw["quiet"],
+    )
+    _summary, code = run(config)
+    sys.exit(code)
+
+
+def _options(kw: dict[str, Any]) -> PlanOptions:
+    return PlanOptions(buffer_bytes=kw["buffer_size"], on_full=kw["on_full"])
+
+
+CONTEXT = {"ignore_unknown_options": False, "allow_interspersed_args": False}
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="instr")
+def main() -> None:
+    """Dynamic instrumentation of native programs, driven by YAML probe sets."""
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("-P", "--probes", "probes_file", required=True, metavar="FILE", help="Probe-set file.")
+@click.option("-s", "--set", "set_names", multiple=True, required=True, metavar="SET",
+              help="A set to run (repeatable).")  # fmt: skip
+@_target_options
+@_debug_option
+@_guard
+def run(probes_file: str, set_names: tuple[str, ...], **kw: Any) -> None:
+    """Run probe sets from FILE against a program (spawned) or a process (-p/-n)."""
+    from instr.probes import compile_sets, load_file
+
+    table = compile_sets(load_file(probes_file), list(set_names), _options(kw))
+    _execute(table, kw, probes_file, set_names)
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("-i", "--include", "includes", multiple=True, required=True, metavar="GLOB",
+              help="Trace functions matching MODULE!SYMBOL (or SYMBOL). Repeatable.")  # fmt: skip
+@click.option("-x", "--exclude", "excludes", multiple=True, metavar="GLOB",
+              help="Leave out functions matching MODULE!SYMBOL. Repeatable.")  # fmt: skip
+@_target_options
+@_debug_option
+@_guard
+def trace(includes: tuple[str, ...], excludes: tuple[str, ...], **kw: Any) -> None:
+    """Trace entry and exit of functions matching -i globs, without a probe set."""
+    from instr.probes import compile_quick
+
+    table = compile_quick(list(includes), list(excludes), _options(kw))
+    _execute(table, kw, "cli", ())
+
+
+@main.command()
+@click.argument("file")
+@_debug_option
+@_guard
+def check(file: str) -> None:
+    """Validate a probe-set FILE; report every problem as file:line:col."""
+    from instr.probes import check_file
+
+    click.echo(check_file(file))
+
+
+@main.command()
+@click.argument("file")
+@_debug_option
+@_guard
+def sets(file: str) -> None:
+    """List the sets in a probe-set FILE with their descriptions."""
+    from instr.probes import load_file
+
+    psf = load_file(file)
+    width = max((len(n) for n in psf.sets), default=0)
+    for name, info in psf.sets.items():
+        click.echo(f"{name:<{width}}  {info.description or ''}".rstrip())

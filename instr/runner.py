@@ -1,0 +1,118 @@
+"""Run a compiled probe table against a target until it ends or the user stops it.
+
+This is what ``instr run`` and ``instr trace`` do, as a function a script can call.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import TextIO
+
+from instr.collectors import open_output
+from instr.collectors.base import Collector
+from instr.events import RunSummary
+from instr.probes.ir import ProbeTable
+from instr.session import Session
+from instr.target import DeviceSpec, TargetSpec
+
+SIGNALS = {
+    "SIGHUP": 1, "SIGINT": 2, "SIGQUIT": 3, "SIGILL": 4, "SIGTRAP": 5, "SIGABRT": 6,
+    "SIGBUS": 7, "SIGFPE": 8, "SIGKILL": 9, "SIGSEGV": 11, "SIGPIPE": 13, "SIGTERM": 15,
+    "SIGSYS": 31,
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one run needs; the CLI builds it from flags."""
+
+    table: ProbeTable
+    target: TargetSpec
+    device: DeviceSpec = field(default_factory=DeviceSpec)
+    outputs: tuple[str, ...] = ()  # paths; "-" is the console; none means the console
+    source: str | None = None
+    sets: tuple[str, ...] = ()
+    duration_s: float | None = None  # stop after this long
+    quiet: bool = False
+
+
+def exit_status(summary: RunSummary, spawned: bool) -> int:
+    """strace's convention: a spawned target's own status; 128+N when signal N killed it."""
+    ending = summary.ending
+    if ending is None or not spawned:
+        return 0
+    if ending.reason == "exit" and ending.code is not None:
+        return ending.code & 0xFF
+    if ending.reason == "crash":
+        return 128 + SIGNALS.get(ending.signal or "", 6)
+    return 0
+
+
+def _collectors(outputs: Sequence[str]) -> list[Collector]:
+    return [open_output(o) for o in (outputs or ("-",))]
+
+
+def run(config: RunConfig, status: TextIO | None = None) -> tuple[RunSummary, int]:
+    """Run to the end; return the summary and the exit status the CLI should use."""
+    out = status if status is not None else sys.stderr
+
+    def say(text: str) -> None:
+        if not config.quiet:
+            print(f"instr: {text}", file=out, flush=True)
+
+    session = Session(
+        config.table,
+        config.target,
+        device=config.device,
+        collectors=_collectors(config.outputs),
+        source=config.source,
+        sets=config.sets,
+    )
+    restore = _stop_on_sigterm()
+    try:
+        reports = session.start(resume=False)
+        armed = [r for r in reports if r.state == "armed"]
+        for r in reports:
+            if r.state != "armed":
+                say(f"probe {r.name} {r.state}: {r.reason}")
+        sites = sum(r.sites for r in armed)
+        pending = len(reports) - len(armed) - sum(r.state == "failed" for r in reports)
+        extra = f", {pending} pending" if pending else ""
+        say(f"armed {len(armed)} of {len(reports)} probes ({sites} sites{extra}) in pid {session.pid}")
+        session.resume()
+        _wait(session, config.duration_s)
+    except KeyboardInterrupt:
+        say("stopping")
+    finally:
+        summary = session.close() if session.summary is None else session.summary
+        restore()
+    if summary.ending is not None:
+        say(summary.ending.describe())
+    for err in summary.errors:
+        say(f"error: {err}")
+    return summary, exit_status(summary, config.target.spawns)
+
+
+def _wait(session: Session, duration_s: float | None) -> None:
+    deadline = None if duration_s is None else time.monotonic() + duration_s
+    while not session.wait(0.25):
+        if deadline is not None and time.monotonic() >= deadline:
+            return
+
+
+def _stop_on_sigterm() -> Callable[[], None]:
+    """Treat SIGTERM like Ctrl-C, so that a killed instr still flushes and detaches."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        return lambda: None
+    return lambda: signal.signal(signal.SIGTERM, previous)

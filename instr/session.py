@@ -1,0 +1,297 @@
+"""A run of probes against one target: the library API under the CLI.
+
+    from instr import Session, load_file
+
+    table = load_file("probes.yaml").compile(["calls"])
+    with Session.spawn(["./demo"], table) as run:
+        for event in run.events():
+            print(event.probe, event.args)
+    print(run.summary)
+
+The Frida callback thread only hands messages to the ``Dispatcher``; its worker
+decodes and feeds collectors. ``Session`` owns the Frida device, session and
+script, the lifecycle (resume, ack of the agent's final flush, dispose,
+detach) and turns Frida's failures into ``InstrError``.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from types import TracebackType
+from typing import Any
+
+import frida
+
+from instr import target as tgt
+from instr.agent import load_bundle
+from instr.collectors.base import Collector
+from instr.dispatch import Dispatcher
+from instr.errors import AgentError, NothingArmedError, TargetError
+from instr.events import Ending, Event, ProbeReport, RunContext, RunInfo, RunSummary
+from instr.probes.ir import ProbeTable
+from instr.protocol import PROTOCOL_VERSION, ack
+
+_SENTINEL: list[Event] = []
+
+
+class _QueueCollector:
+    """Feeds ``Session.events()``: the worker puts decoded batches on a queue."""
+
+    def __init__(self) -> None:
+        self.queue: queue.SimpleQueue[list[Event]] = queue.SimpleQueue()
+
+    def open(self, ctx: RunContext, info: RunInfo) -> None:
+        pass
+
+    def on_events(self, events: list[Event]) -> None:
+        self.queue.put(events)
+
+    def close(self, summary: RunSummary) -> None:
+        self.queue.put(_SENTINEL)
+
+
+class Session:
+    """Spawn or attach, arm a compiled probe set, stream events, close cleanly."""
+
+    def __init__(
+        self,
+        table: ProbeTable,
+        target: tgt.TargetSpec,
+        device: tgt.DeviceSpec | None = None,
+        collectors: Sequence[Collector] = (),
+        source: str | None = None,
+        sets: Sequence[str] = (),
+        kill_on_stop: bool | None = None,
+    ) -> None:
+        self.table = table
+        self.target = target
+        self.device_spec = device or tgt.DeviceSpec()
+        self.collectors: list[Collector] = list(collectors)
+        self.source = source
+        self.sets = tuple(sets)
+        # A spawned target dies with the run when the user stops it; an attached one never.
+        self.kill_on_stop = target.spawns if kill_on_stop is None else kill_on_stop
+        self.ctx = RunContext(table)
+        self.pid: int | None = None
+        self.reports: list[ProbeReport] = []
+        self.summary: RunSummary | None = None
+        self._device: Any = None
+        self._session: Any = None
+        self._script: Any = None
+        self._dispatcher: Dispatcher | None = None
+        self._events: _QueueCollector | None = None
+        self._ended = threading.Event()
+        self._detach_reason: str | None = None
+        self._crash: Any = None
+        self._resumed = False
+        self._closed = False
+
+    # -- construction helpers -------------------------------------------------
+
+    @classmethod
+    def spawn(cls, argv: Sequence[str], table: ProbeTable, **kw: Any) -> Session:
+        stdio = kw.pop("stdio", "inherit")
+        return cls(table, tgt.TargetSpec(argv=tuple(argv), stdio=stdio), **kw)
+
+    @classmethod
+    def attach(cls, pid_or_name: int | str, table: ProbeTable, **kw: Any) -> Session:
+        if isinstance(pid_or_name, int):
+            return cls(table, tgt.TargetSpec(pid=pid_or_name), **kw)
+        return cls(table, tgt.TargetSpec(name=pid_or_name), **kw)
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def start(self, resume: bool = True) -> list[ProbeReport]:
+        """Open the device, spawn or attach, load the agent and arm the probes.
+
+        A spawned target stays suspended until ``resume()`` (called here unless
+        ``resume=False``), so probes are armed before ``main`` runs.
+        """
+        self._device = tgt.open_device(self.device_spec)
+        if self.target.argv is not None:
+            self.pid = tgt.spawn(self._device, self.target)
+        elif self.target.pid is not None:
+            self.pid = self.target.pid
+        else:
+            assert self.target.name is not None
+            self.pid = tgt.resolve_name(self._device, self.target.name)
+        try:
+            self._arm()
+        except BaseException:
+            self._abort()
+            raise
+        if resume:
+            self.resume()
+        return self.reports
+
+    def _arm(self) -> None:
+        assert self.pid is not None
+        self._session = tgt.attach(self._device, self.pid)
+        self._session.on("detached", self._on_detached)
+        info = RunInfo(
+            started_ns=time.time_ns(),
+            device=str(self.device_spec),
+            pid=self.pid,
+            argv=self.target.argv,
+            source=self.source,
+            sets=self.sets,
+        )
+        self._dispatcher = Dispatcher(self.ctx, self.collectors, on_ending=self._on_ending)
+        for c in self.collectors:
+            c.open(self.ctx, info)
+        try:
+            self._script = self._session.create_script(load_bundle(), name="instr")
+            self._script.on("message", self._dispatcher.post)
+            self._script.load()
+            hello = self._script.exports_sync.hello()
+        except frida.InvalidOperationError as e:
+            raise TargetError(f"the target (pid {self.pid}) ended before the agent loaded: {e}") from e
+        except frida.TransportError as e:
+            raise TargetError(f"lost pid {self.pid} while loading the agent: {e}") from e
+        if hello.get("protocol") != PROTOCOL_VERSION:
+            raise AgentError(
+                f"agent speaks protocol {hello.get('protocol')}, host speaks {PROTOCOL_VERSION}",
+                hint="reinstall instr so that agent and host match",
+            )
+        try:
+            result = self._script.exports_sync.configure(self.table.plan())
+        except frida.RPCException as e:
+            raise AgentError(f"the agent rejected the plan: {e}") from e
+        self.reports = [self._report(s) for s in result["probes"]]
+        self._dispatcher.set_reports(self.reports)
+        if self.reports and all(r.state == "failed" for r in self.reports):
+            reasons = "\n".join(f"  {r.name}: {r.reason}" for r in self.reports)
+            raise NothingArmedError(f"no probe could be armed:\n{reasons}")
+
+    def _report(self, status: dict[str, Any]) -> ProbeReport:
+        probe = self.table.probes[int(status["id"])]
+        return ProbeReport(
+            id=probe.id,
+            name=probe.name,
+            state=str(status["state"]),
+            tier=status.get("tier"),
+            sites=int(status.get("sites", 0)),
+            reason=status.get("reason"),
+        )
+
+    def resume(self) -> None:
+        if self.target.spawns and not self._resumed and self.pid is not None:
+            self._resumed = True
+            try:
+                self._device.resume(self.pid)
+            except (frida.InvalidOperationError, frida.ProcessNotFoundError) as e:
+                raise TargetError(f"cannot resume pid {self.pid}: {e}") from e
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the target ends or the session is lost; False on timeout."""
+        return self._ended.wait(timeout)
+
+    @property
+    def ended(self) -> bool:
+        return self._ended.is_set()
+
+    def stop(self) -> None:
+        """Flush and disarm; detach. A spawned target is then killed (see ``kill_on_stop``)."""
+        if self._script is not None and not self._ended.is_set():
+            try:
+                self._script.exports_sync.dispose()
+            except (frida.InvalidOperationError, frida.TransportError, frida.RPCException):
+                pass  # the target went away meanwhile; its ending is reported
+        if self._session is not None and not self._ended.is_set():
+            try:
+                self._session.detach()
+            except (frida.InvalidOperationError, frida.TransportError):
+                pass
+        if self.kill_on_stop and self.pid is not None and self._device is not None:
+            tgt.kill(self._device, self.pid)
+
+    def close(self) -> RunSummary:
+        """Stop if needed, drain everything, close the collectors; returns the summary."""
+        if self.summary is not None:
+            return self.summary
+        if not self._ended.is_set():
+            self.stop()
+        if self._dispatcher is None:
+            raise TargetError("the session was never started")
+        self.summary = self._dispatcher.close(self._fallback_ending())
+        self._closed = True
+        return self.summary
+
+    def _abort(self) -> None:
+        """Undo a half-started session: detach, kill what we spawned, close collectors."""
+        if self._session is not None:
+            try:
+                self._session.detach()
+            except (frida.InvalidOperationError, frida.TransportError):
+                pass
+        if self.target.spawns and self.pid is not None and self._device is not None:
+            tgt.kill(self._device, self.pid)
+        if self._dispatcher is not None:
+            self.summary = self._dispatcher.close(None)
+
+    # -- callbacks (Frida's thread, or the dispatcher worker) -----------------
+
+    def _on_ending(self, ending: Ending, token: int) -> None:
+        """The agent flushed everything and waits: all earlier batches are decoded."""
+        if self._script is not None:
+            try:
+                self._script.post(ack(token))
+            except (frida.InvalidOperationError, frida.TransportError):
+                pass
+
+    def _on_detached(self, reason: str, crash: Any) -> None:
+        self._detach_reason = reason
+        self._crash = crash
+        self._ended.set()
+
+    def _fallback_ending(self) -> Ending | None:
+        """How the run ended when the agent could not say (SIGKILL, lost device)."""
+        reason = self._detach_reason
+        if reason is None or reason == "application-requested":
+            return Ending("detach")
+        if self._crash is not None:
+            summary = getattr(self._crash, "summary", None) or str(self._crash)
+            return Ending("crash", signal=str(summary))
+        if reason == "process-terminated":
+            return Ending("killed")
+        if reason == "process-replaced":
+            return Ending("exec")
+        return Ending("lost", signal=reason)
+
+    # -- iteration and context manager ----------------------------------------
+
+    def events(self) -> Iterator[Event]:
+        """Yield decoded events until the run ends. Starts the session if needed."""
+        if self._events is None:
+            if self._dispatcher is not None:
+                raise TargetError("events() must be called before start()")
+            self._events = _QueueCollector()
+            self.collectors.append(self._events)
+        if self._dispatcher is None:
+            self.start()
+        closer = threading.Thread(target=self._close_when_ended, daemon=True)
+        closer.start()
+        while True:
+            batch = self._events.queue.get()
+            if batch is _SENTINEL:
+                return
+            yield from batch
+
+    def _close_when_ended(self) -> None:
+        self._ended.wait()
+        self.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._dispatcher is not None and not self._closed:
+            self.close()

@@ -1,0 +1,174 @@
+"""Device and target control: pick a Frida device, spawn or attach, resolve names.
+
+Every Frida failure a user can cause is turned into a short ``TargetError`` or
+``DeviceError`` that says what is wrong; nothing here prints.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import shutil
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import frida
+
+from instr.errors import DeviceError, TargetError, UsageError
+
+DeviceKind = Literal["local", "usb", "remote", "id", "host"]
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """Which Frida device: frida-tools' ``-D ID``, ``-U``, ``-R``, ``-H HOST[:PORT]``."""
+
+    kind: DeviceKind = "local"
+    value: str | None = None  # the id for "id", host[:port] for "host"
+
+    def __str__(self) -> str:
+        return self.kind if self.value is None else f"{self.kind}:{self.value}"
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """What to instrument: spawn ``argv``, or attach to ``pid`` or ``name``."""
+
+    argv: tuple[str, ...] | None = None
+    pid: int | None = None
+    name: str | None = None
+    stdio: Literal["inherit", "pipe"] = "inherit"
+    env: tuple[tuple[str, str], ...] | None = None
+    cwd: str | None = None
+
+    def __post_init__(self) -> None:
+        given = sum(x is not None for x in (self.argv, self.pid, self.name))
+        if given != 1:
+            raise UsageError(
+                "give exactly one target: a program to spawn (-f PROGRAM or -- PROGRAM ARGS), "
+                "-p PID or -n NAME"
+            )
+        if self.argv is not None and not self.argv:
+            raise UsageError("the program to spawn is empty")
+
+    @property
+    def spawns(self) -> bool:
+        return self.argv is not None
+
+
+DEVICE_TIMEOUT_S = 5
+
+
+def open_device(spec: DeviceSpec) -> Any:
+    """The Frida device for ``spec``; ``DeviceError`` if it cannot be found or reached."""
+    mgr = frida.get_device_manager()
+    try:
+        if spec.kind == "local":
+            return frida.get_local_device()
+        if spec.kind == "usb":
+            return mgr.get_usb_device(DEVICE_TIMEOUT_S)
+        if spec.kind == "remote":
+            return mgr.get_remote_device()
+        if spec.kind == "host":
+            assert spec.value is not None
+            return mgr.add_remote_device(spec.value)
+        assert spec.value is not None
+        return mgr.get_device(spec.value, timeout=DEVICE_TIMEOUT_S)
+    except (frida.InvalidArgumentError, frida.TimedOutError, frida.TransportError) as e:
+        known = ", ".join(f"{d.id} ({d.type})" for d in mgr.enumerate_devices())
+        raise DeviceError(
+            f"device not found: {spec.value or spec.kind} ({e})",
+            hint=f"devices available: {known}" if known else None,
+        ) from e
+    except frida.ServerNotRunningError as e:
+        raise DeviceError(
+            f"cannot reach frida-server on {spec.value or spec.kind}: {e}",
+            hint="start frida-server on the device, or check host and port",
+        ) from e
+
+
+def check_program(argv0: str) -> str:
+    """The path of a local program to spawn, or ``TargetError`` when it cannot run."""
+    path = argv0 if os.sep in argv0 else shutil.which(argv0)
+    if path is None:
+        raise TargetError(f"program not found: {argv0}", hint="give a path, or a name on $PATH")
+    if not os.path.exists(path):
+        raise TargetError(f"program not found: {path}")
+    if os.path.isdir(path):
+        raise TargetError(f"cannot run {path}: it is a directory")
+    if not os.access(path, os.X_OK):
+        raise TargetError(f"cannot run {path}: not executable", hint=f"chmod +x {path}")
+    return path
+
+
+def spawn(device: Any, spec: TargetSpec) -> int:
+    """Spawn ``spec.argv`` suspended; return its pid."""
+    assert spec.argv is not None
+    argv = list(spec.argv)
+    if device.type == "local":
+        argv[0] = check_program(argv[0])
+    kwargs: dict[str, Any] = {"stdio": spec.stdio}
+    if spec.env is not None:
+        kwargs["env"] = dict(spec.env)
+    if spec.cwd is not None:
+        kwargs["cwd"] = spec.cwd
+    try:
+        pid: int = device.spawn(argv, **kwargs)
+    except frida.ExecutableNotFoundError as e:
+        raise TargetError(f"program not found: {spec.argv[0]} ({e})") from e
+    except frida.ExecutableNotSupportedError as e:
+        raise TargetError(f"cannot run {spec.argv[0]}: {e}") from e
+    except frida.PermissionDeniedError as e:
+        raise TargetError(f"permission denied spawning {spec.argv[0]}: {e}") from e
+    except frida.NotSupportedError as e:
+        raise TargetError(f"cannot spawn {spec.argv[0]}: {e}") from e
+    return pid
+
+
+def resolve_name(device: Any, name: str) -> int:
+    """The pid of the one process called ``name``; ``TargetError`` on none or several."""
+    procs = device.enumerate_processes()
+    matches = [p for p in procs if p.name == name]
+    if not matches:
+        close = difflib.get_close_matches(name, sorted({p.name for p in procs}), n=3)
+        raise TargetError(
+            f"no process named {name!r}",
+            hint=f"did you mean {', '.join(repr(c) for c in close)}?" if close else None,
+        )
+    if len(matches) > 1:
+        listing = ", ".join(str(p.pid) for p in sorted(matches, key=lambda p: p.pid))
+        raise TargetError(
+            f"{len(matches)} processes are named {name!r} (pids {listing})",
+            hint="pick one with -p PID",
+        )
+    pid: int = matches[0].pid
+    return pid
+
+
+def attach(device: Any, pid: int) -> Any:
+    """A Frida session on ``pid``."""
+    if pid <= 0:
+        raise TargetError(f"invalid pid {pid}")
+    try:
+        return device.attach(pid)
+    except frida.ProcessNotFoundError as e:
+        raise TargetError(f"no process with pid {pid}", hint="is it still running?") from e
+    except frida.PermissionDeniedError as e:
+        raise TargetError(
+            f"permission denied attaching to pid {pid}: {e}",
+            hint="run as root or as the process's owner, and check kernel.yama.ptrace_scope",
+        ) from e
+    except frida.ProcessNotRespondingError as e:
+        raise TargetError(f"pid {pid} is not responding: {e}") from e
+    except frida.TransportError as e:
+        raise TargetError(f"lost the connection while attaching to pid {pid}: {e}") from e
+    except frida.NotSupportedError as e:
+        raise TargetError(f"cannot attach to pid {pid}: {e}") from e
+
+
+def kill(device: Any, pid: int) -> None:
+    """Kill a process we spawned; a process already gone is fine."""
+    try:
+        device.kill(pid)
+    except (frida.ProcessNotFoundError, frida.InvalidOperationError, frida.TransportError):
+        pass
