@@ -1,0 +1,86 @@
+/* bench: the hot-function target that scripts/bench.py drives.
+ *
+ * Prints "ready", then serves one command per stdin line, answering each
+ * with exactly one flushed line:
+ *   run N     calls target_add(i, i) for i in [0, N) in a tight loop, timed
+ *             with CLOCK_MONOTONIC around the loop only
+ *   wloop N   N write(fd, "x", 1) calls to /dev/null, timed the same way
+ *   ping      answers "pong" (lets a harness check the target is responsive)
+ * Answer to run/wloop: "ns_per_call=<f> calls=<N> elapsed_ns=<E> sum=<S>"
+ * (for run, S = N*(N-1); for wloop, S = bytes written = N).
+ * "quit" or EOF exits 0; anything else answers "error".
+ */
+#include <fcntl.h>
+#include <stdint.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "target.h"
+
+TARGET_FN long target_add(long a, long b)
+{
+    KEEP(a);
+    return a + b;
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static long run_calls(long n)
+{
+    long sum = 0;
+    for (long i = 0; i < n; i++) {
+        sum += target_add(i, i);
+        __asm__ volatile("" : "+r"(sum));
+    }
+    return sum;
+}
+
+static long run_writes(int fd, long n)
+{
+    long total = 0;
+    for (long i = 0; i < n; i++) {
+        ssize_t w = write(fd, "x", 1);
+        if (w > 0)
+            total += w;
+    }
+    return total;
+}
+
+int main(void)
+{
+    char line[128];
+    char cmd[16];
+    long n = 0;
+    int fd = open("/dev/null", O_WRONLY);
+    if (fd < 0) {
+        perror("open /dev/null");
+        return 1;
+    }
+    fputs("ready\n", stdout);
+    fflush(stdout);
+    while (fgets(line, sizeof line, stdin) != NULL) {
+        if (strncmp(line, "quit", 4) == 0)
+            break;
+        if (strncmp(line, "ping", 4) == 0) {
+            puts("pong");
+        } else if (sscanf(line, "%15s %ld", cmd, &n) == 2 && n > 0 &&
+                   (strcmp(cmd, "run") == 0 || strcmp(cmd, "wloop") == 0)) {
+            int is_write = strcmp(cmd, "wloop") == 0;
+            uint64_t t0 = now_ns();
+            long sum = is_write ? run_writes(fd, n) : run_calls(n);
+            uint64_t t1 = now_ns();
+            printf("ns_per_call=%.3f calls=%ld elapsed_ns=%llu sum=%ld\n",
+                   (double)(t1 - t0) / (double)n, n, (unsigned long long)(t1 - t0), sum);
+        } else {
+            puts("error");
+        }
+        fflush(stdout);
+    }
+    close(fd);
+    return 0;
+}
