@@ -1,0 +1,22 @@
+"""Probe sets: the YAML front end and the quick CLI front end, both compiling
+to the IR in ``instr.probes.ir``. See ``docs/probes.md`` for the format."""
+
+from instr.probes.compiler import (
+    ProbeSetFile,
+    SetInfo,
+    check_file,
+    compile_sets,
+    load_file,
+    load_text,
+)
+from instr.probes.quick import compile_quick
+
+__all__ = [
+    "ProbeSetFile",
+    "SetInfo",
+    "check_file",
+    "compile_quick",
+    "compile_sets",
+    "load_file",
+    "load_text",
+]

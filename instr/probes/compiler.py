@@ -1,0 +1,271 @@
+"""The probe-set compiler: YAML text -> ``ProbeSetFile`` -> ``ProbeTable``.
+
+Passes, each small and reporting into one ``Diagnostics``:
+
+1. parse      (``loader``)     YAML -> located nodes
+2. validate   (``schema``)     structure, keys, points -> ``FileSpec``
+3. resolve    (``captures``)   capture specs -> typed ``Capture`` + phase;
+              (``predicate``)  ``where`` -> ``Expr`` tree + phase
+4. build IR   (here)           hooks, names, checks -> ``Probe`` (id 0)
+5. number     (``compile_sets``) the selected sets' probes get ids 1, 2, ...
+
+``load_*`` runs passes 1-4 over the whole file and raises ``ProbeSetError``
+with every diagnostic; ``compile_sets`` selects and numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from instr.errors import UsageError
+from instr.probes.captures import MAX_RECORD, SpecError, check_name, parse_capture, record_size
+from instr.probes.diag import Diagnostics, did_you_mean
+from instr.probes.ir import (
+    AddressPoint,
+    Capture,
+    FunctionPoint,
+    Phase,
+    PlanOptions,
+    Point,
+    Probe,
+    ProbeTable,
+    SourceLoc,
+)
+from instr.probes.loader import parse_yaml
+from instr.probes.predicate import CapInfo, compile_predicate
+from instr.probes.schema import ProbeSpec, SetSpec, validate
+
+
+@dataclass(frozen=True)
+class SetInfo:
+    name: str
+    description: str | None
+    probes: tuple[Probe, ...]  # compiled, with id 0 until compile_sets numbers them
+    loc: SourceLoc
+
+
+@dataclass(frozen=True)
+class ProbeSetFile:
+    path: str
+    version: int
+    sets: dict[str, SetInfo]
+
+    def compile(self, names: list[str], options: PlanOptions | None = None) -> ProbeTable:
+        return compile_sets(self, names, options)
+
+
+def default_name(point: Point) -> str:
+    """A probe's name when it has no ``name:``: the symbol, address or module+offset."""
+    if isinstance(point, FunctionPoint):
+        return point.symbol
+    if isinstance(point, AddressPoint):
+        return hex(point.address)
+    return str(point)
+
+
+def _is_exit_only(cap: Capture) -> bool:
+    return cap.src in ("retval", "duration")
+
+
+def _needs_entry_hook(cap: Capture) -> str | None:
+    """Why an exit capture needs the entry hook too, or None."""
+    if cap.src == "duration":
+        return "measuring a duration needs the entry hook"
+    if cap.src == "arg":
+        return "arguments read at exit are saved by the entry hook"
+    return None
+
+
+def _native_blockers(probe: ProbeSpec, caps: list[Capture]) -> list[str]:
+    out = ["a 'where' predicate"] if probe.where is not None else []
+    out += [f"the {c.type} capture '{c.name}'" for c in caps if c.type in ("cstr", "bytes")]
+    out += [f"the backtrace capture '{c.name}'" for c in caps if c.src == "backtrace"]
+    return out
+
+
+class _ProbeBuilder:
+    def __init__(self, set_name: str, diags: Diagnostics) -> None:
+        self.set_name = set_name
+        self.d = diags
+
+    def build(self, spec: ProbeSpec, name: str) -> Probe | None:
+        errors = len(self.d)
+        parsed: list[tuple[Capture, Phase, SourceLoc]] = []
+        for src in spec.captures:
+            bad = check_name(src.name)
+            if bad is not None:
+                self.d.error(src.name_loc, *bad)
+                continue
+            try:
+                pc = parse_capture(src.name, src.spec.text)
+            except SpecError as exc:
+                self.d.error(src.spec.pos(exc.offset), exc.message, exc.hint)
+                continue
+            parsed.append((pc.capture, pc.phase, src.name_loc))
+        entry = [c for c, ph, _ in parsed if ph == "entry"]
+        exit_ = [c for c, ph, _ in parsed if ph == "exit"]
+        on = spec.on or (("entry", "exit") if exit_ else ("entry",))
+        self.check_phases(spec, on, parsed)
+        hooks_entry = "entry" in on
+        env: dict[str, CapInfo] = {}
+        for phase, caps in (("entry", entry), ("exit", exit_)):
+            for i, c in enumerate(caps):
+                env[c.name] = CapInfo("entry" if phase == "entry" else "exit", i, c.type)
+        where = None
+        if spec.where is not None:
+            where, perrs = compile_predicate(spec.where.text, env, entry_hook=hooks_entry)
+            for e in perrs:
+                self.d.error(spec.where.pos(e.offset), e.message, e.hint)
+        if spec.tier == "native" and spec.tier_loc is not None:
+            blockers = _native_blockers(spec, [c for c, _, _ in parsed])
+            if blockers:
+                self.d.error(
+                    spec.tier_loc,
+                    f"'tier: native' cannot run {', '.join(blockers)}",
+                    "use 'tier: auto' (native when possible) or 'tier: js'",
+                )
+        for phase, caps in (("entry", entry), ("exit", exit_)):
+            size = record_size(tuple(caps))
+            if size > MAX_RECORD:
+                self.d.error(
+                    spec.loc,
+                    f"the {phase} record of this probe can reach {size} bytes; the limit is {MAX_RECORD}",
+                    "lower the cstr/bytes lengths or the backtrace depth",
+                )
+        if len(self.d) > errors or spec.point is None:
+            return None
+        return Probe(
+            id=0,
+            name=f"{self.set_name}/{name}",
+            point=spec.point,
+            entry=tuple(entry) if hooks_entry else None,
+            exit=tuple(exit_) if "exit" in on else None,
+            where=where,
+            tier=spec.tier,
+            max_sites=spec.max_sites,
+            loc=spec.loc,
+        )
+
+    def check_phases(
+        self,
+        spec: ProbeSpec,
+        on: tuple[Phase, ...],
+        parsed: list[tuple[Capture, Phase, SourceLoc]],
+    ) -> None:
+        for cap, phase, loc in parsed:
+            if phase not in on:
+                hint = f"add {phase} to 'on'"
+                if cap.src == "arg" and phase == "entry":
+                    hint += ", or read it at exit with '@exit'"
+                self.d.error(
+                    loc,
+                    f"capture '{cap.name}' is taken at {phase}, but 'on' does not include {phase}",
+                    hint,
+                )
+            elif phase == "exit" and "entry" not in on and (why := _needs_entry_hook(cap)):
+                self.d.error(
+                    loc, f"capture '{cap.name}' needs the entry hook: {why}", "add entry to 'on'"
+                )
+
+
+def _names(spec: SetSpec, diags: Diagnostics) -> list[str]:
+    """Each probe's name within its set: its ``name:``, or a unique default."""
+    taken: dict[str, SourceLoc] = {}
+    for p in spec.probes:
+        if p.name is None or p.name_loc is None:
+            continue
+        if p.name in taken:
+            first = taken[p.name]
+            diags.error(
+                p.name_loc,
+                f"duplicate probe name '{p.name}' in set '{spec.name}'",
+                f"the first is at line {first.line}",
+            )
+        taken.setdefault(p.name, p.name_loc)
+    names: list[str] = []
+    for p in spec.probes:
+        if p.name is not None:
+            names.append(p.name)
+            continue
+        base = default_name(p.point) if p.point is not None else "probe"
+        name, n = base, 1
+        while name in taken:
+            n += 1
+            name = f"{base}-{n}"
+        taken[name] = p.loc
+        names.append(name)
+    return names
+
+
+def _compile(text: str, file: str) -> ProbeSetFile:
+    diags = Diagnostics()
+    root = parse_yaml(text, file, diags)
+    if root is None:
+        diags.check()
+        raise AssertionError("unreachable: parse_yaml failed without a diagnostic")
+    spec = validate(root, file, diags)
+    sets: dict[str, SetInfo] = {}
+    for set_name, set_spec in spec.sets.items():
+        builder = _ProbeBuilder(set_name, diags)
+        probes: list[Probe] = []
+        for probe_spec, name in zip(set_spec.probes, _names(set_spec, diags), strict=True):
+            probe = builder.build(probe_spec, name)
+            if probe is not None:
+                probes.append(probe)
+        sets[set_name] = SetInfo(set_name, set_spec.description, tuple(probes), set_spec.loc)
+    diags.check()
+    return ProbeSetFile(file, spec.version or 1, sets)
+
+
+def load_text(text: str, file: str = "<string>") -> ProbeSetFile:
+    """Compile probe-set YAML ``text``; ``file`` is the name used in diagnostics."""
+    return _compile(text, file)
+
+
+def load_file(path: str | Path) -> ProbeSetFile:
+    """Read and compile a probe-set file. Raises ``ProbeSetError`` (every
+    problem, as ``file:line:col``) or ``UsageError`` (cannot read it)."""
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot read probe-set file '{file}': {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"probe-set file '{file}' is not UTF-8 text: {exc.reason}") from exc
+    return _compile(text, file)
+
+
+def check_file(path: str | Path) -> str:
+    """Validate a file; returns a one-line summary, raises like ``load_file``."""
+    psf = load_file(path)
+    probes = sum(len(s.probes) for s in psf.sets.values())
+    sets = len(psf.sets)
+    return (
+        f"{psf.path}: ok ({sets} set{'s' if sets != 1 else ''}, "
+        f"{probes} probe{'s' if probes != 1 else ''})"
+    )
+
+
+def compile_sets(
+    psf: ProbeSetFile, names: list[str], options: PlanOptions | None = None
+) -> ProbeTable:
+    """The ``ProbeTable`` of the named sets, with probe ids 1, 2, ... in order."""
+    available = list(psf.sets)
+    if not names:
+        raise UsageError(
+            f"no probe set selected from {psf.path}", f"available sets: {', '.join(available)}"
+        )
+    unknown = [n for n in names if n not in psf.sets]
+    if unknown:
+        hints = [h for n in unknown if (h := did_you_mean(n, available))]
+        listed = ", ".join(f"'{n}'" for n in unknown)
+        plural = "s" if len(unknown) > 1 else ""
+        hint = " ".join([*hints, f"available sets: {', '.join(available)}"])
+        raise UsageError(f"unknown probe set{plural} {listed} in {psf.path}", hint)
+    table = ProbeTable(options=options or PlanOptions())
+    for name in dict.fromkeys(names):
+        for probe in psf.sets[name].probes:
+            table.add(dataclasses.replace(probe, id=len(table) + 1))
+    return table

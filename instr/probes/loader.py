@@ -1,0 +1,247 @@
+"""YAML -> a small tree of nodes that remember where they came from.
+
+PyYAML's ``compose`` gives nodes with 0-based marks; this module turns them
+into ``YMap``/``YSeq``/``YScalar`` with 1-based ``SourceLoc`` and resolves plain
+scalars with the YAML 1.2 core schema (so ``on:`` is a string key and ``yes``
+is a string, as in editors that use the published JSON Schema). Keys are
+always strings. Malformed YAML becomes a ``Diagnostic`` at the parser's mark.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from instr.probes.diag import Diagnostics
+from instr.probes.ir import SourceLoc
+
+Scalar = str | int | float | bool | None
+
+_NULL = re.compile(r"^(?:~|null|Null|NULL|)$")
+_BOOL = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
+_INT10 = re.compile(r"^[-+]?[0-9]+$")
+_INT8 = re.compile(r"^0o[0-7]+$")
+_INT16 = re.compile(r"^0x[0-9a-fA-F]+$")
+_FLOAT = re.compile(
+    r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+    r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+)
+
+
+class _Source:
+    """The text of one file, for turning character indexes into line/col."""
+
+    def __init__(self, file: str, text: str) -> None:
+        self.file = file
+        self.text = text
+        self.line_starts = [0] + [m.end() for m in re.finditer("\n", text)]
+
+    def loc(self, index: int) -> SourceLoc:
+        line = bisect.bisect_right(self.line_starts, index) - 1
+        return SourceLoc(self.file, line + 1, index - self.line_starts[line] + 1)
+
+
+@dataclass(eq=False)
+class YScalar:
+    value: Scalar
+    text: str  # the scalar's string form, as PyYAML read it
+    loc: SourceLoc
+    style: str | None = None  # None (plain), '"', "'", '|' or '>'
+    _src: _Source | None = field(default=None, repr=False)
+    _span: tuple[int, int] = (0, 0)
+
+    def pos(self, offset: int) -> SourceLoc:
+        """The source location of character ``offset`` of ``text``.
+
+        Exact for plain, quoted and block scalars written without escapes;
+        otherwise the best alignment found, or the scalar's own location.
+        """
+        if self._src is None:
+            return self.loc
+        start, end = self._span
+        raw = self._src.text[start:end]
+        skip = 0
+        if self.style in ('"', "'"):
+            skip = 1
+        elif self.style in ("|", ">"):
+            skip = raw.find("\n") + 1
+            if skip == 0:
+                return self.loc
+        index = _align(raw, skip, self.text, offset)
+        return self.loc if index is None else self._src.loc(start + index)
+
+
+def _align(raw: str, j: int, text: str, offset: int) -> int | None:
+    """Walk ``text`` and ``raw[j:]`` together (raw may hold extra indentation,
+    line breaks and escape characters) and return the raw index of
+    ``text[offset]`` (or of the end of the scalar when ``offset == len(text)``)."""
+    i = 0
+    while i < len(text) and j < len(raw):
+        if raw[j] == text[i]:
+            if i == offset:
+                return j
+            i, j = i + 1, j + 1
+        elif text[i].isspace() and not raw[j].isspace():
+            if i == offset:
+                return j
+            i += 1  # a folded line break or an escape: nothing to step over in raw
+        else:
+            j += 1  # indentation, a line break, an escape character
+    return j if i == offset else None
+
+
+@dataclass(eq=False)
+class YEntry:
+    key: str
+    key_loc: SourceLoc
+    value: YNode
+
+
+@dataclass(eq=False)
+class YMap:
+    entries: dict[str, YEntry]
+    loc: SourceLoc
+
+    def get(self, key: str) -> YNode | None:
+        entry = self.entries.get(key)
+        return None if entry is None else entry.value
+
+
+@dataclass(eq=False)
+class YSeq:
+    items: list[YNode]
+    loc: SourceLoc
+
+
+YNode = YScalar | YMap | YSeq
+
+
+def describe(node: YNode) -> str:
+    """What a node is, for messages: ``a mapping``, ``a list``, ``the integer 3``."""
+    if isinstance(node, YMap):
+        return "a mapping"
+    if isinstance(node, YSeq):
+        return "a list"
+    v = node.value
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return f"the boolean {'true' if v else 'false'}"
+    if isinstance(v, int):
+        return f"the integer {v}"
+    if isinstance(v, float):
+        return f"the number {node.text}"
+    return f"the string '{v}'"
+
+
+def _resolve_plain(text: str) -> Scalar:
+    if _NULL.match(text):
+        return None
+    if text in _BOOL:
+        return _BOOL[text]
+    if _INT10.match(text):
+        return int(text, 10)
+    if _INT8.match(text):
+        return int(text[2:], 8)
+    if _INT16.match(text):
+        return int(text[2:], 16)
+    if _FLOAT.match(text):
+        return float(text.replace("inf", "Inf").replace("INF", "Inf").replace("Inf", "inf"))
+    return text
+
+
+class _Builder:
+    def __init__(self, src: _Source, diags: Diagnostics) -> None:
+        self.src = src
+        self.diags = diags
+
+    def loc(self, node: yaml.Node) -> SourceLoc:
+        return SourceLoc(self.src.file, node.start_mark.line + 1, node.start_mark.column + 1)
+
+    def build(self, node: yaml.Node) -> YNode:
+        if isinstance(node, yaml.MappingNode):
+            return self.mapping(node)
+        if isinstance(node, yaml.SequenceNode):
+            return YSeq([self.build(item) for item in node.value], self.loc(node))
+        assert isinstance(node, yaml.ScalarNode)
+        text = str(node.value)
+        start, end = node.start_mark.index, node.end_mark.index
+        start, tag = self.skip_properties(start, end)
+        loc = self.src.loc(start)
+        if tag is not None and not tag.startswith("!!"):
+            self.diags.error(self.loc(node), f"unsupported YAML tag '{tag}'")
+        value: Scalar = text
+        if node.style is None and tag != "!!str":
+            value = _resolve_plain(text)
+        return YScalar(value, text, loc, node.style, self.src, (start, end))
+
+    def skip_properties(self, start: int, end: int) -> tuple[int, str | None]:
+        """Step over a scalar's anchor (``&a``) and tag (``!!str``); return
+        where its content starts and the tag as written."""
+        text, tag = self.src.text, None
+        while start < end and text[start] in "&!":
+            stop = start
+            while stop < end and not text[stop].isspace():
+                stop += 1
+            if text[start] == "!":
+                tag = text[start:stop]
+            start = stop
+            while start < end and text[start].isspace():
+                start += 1
+        return start, tag
+
+    def mapping(self, node: yaml.MappingNode) -> YMap:
+        entries: dict[str, YEntry] = {}
+        for key_node, value_node in node.value:
+            key_loc = self.loc(key_node)
+            value = self.build(value_node)
+            if not isinstance(key_node, yaml.ScalarNode):
+                self.diags.error(key_loc, "mapping keys must be plain strings")
+                continue
+            key = str(key_node.value)
+            if key in entries:
+                first = entries[key].key_loc
+                self.diags.error(
+                    key_loc, f"duplicate key '{key}' (first defined at line {first.line})"
+                )
+                continue
+            entries[key] = YEntry(key, key_loc, value)
+        return YMap(entries, self.loc(node))
+
+
+def parse_yaml(text: str, file: str, diags: Diagnostics) -> YNode | None:
+    """Parse one YAML document. Problems go to ``diags``; returns None when
+    the text is not YAML at all (or is empty)."""
+    src = _Source(file, text)
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        loc = SourceLoc(file, mark.line + 1, mark.column + 1) if mark else SourceLoc(file, 1, 1)
+        problem = exc.problem or exc.context or "malformed YAML"
+        hint = None
+        if exc.context and exc.problem and exc.context_mark is not None:
+            c = exc.context_mark
+            hint = f"{exc.context} that starts at line {c.line + 1}, column {c.column + 1}"
+        diags.error(loc, f"invalid YAML: {problem}", hint)
+        return None
+    except yaml.reader.ReaderError as exc:
+        diags.error(src.loc(exc.position), f"invalid YAML: {exc.reason}")
+        return None
+    if node is None:
+        diags.error(SourceLoc(file, 1, 1), "empty probe-set file", "start with 'version: 1'")
+        return None
+    return _Builder(src, diags).build(node)
+
+
+def to_data(node: YNode) -> Any:
+    """Plain Python data (dict/list/scalars) from a node tree, e.g. for JSON Schema."""
+    if isinstance(node, YMap):
+        return {k: to_data(e.value) for k, e in node.entries.items()}
+    if isinstance(node, YSeq):
+        return [to_data(item) for item in node.items]
+    return node.value

@@ -1,0 +1,95 @@
+"""Quick mode: ``instr trace -i GLOB -x GLOB [-a KEY:NAME=SPEC]`` -> ``ProbeTable``.
+
+Each include (frida-trace style ``module!symbol`` glob, or a bare ``symbol``
+for any module) becomes one probe named ``cli/<include>`` with entry and exit
+hooks. Excludes apply to every include. Without ``-a`` a probe captures
+nothing: its events carry the timestamp, thread and site. ``-a`` adds
+captures with the probe-set spec syntax, e.g. ``malloc:size=arg0:u64`` or
+``open:path=arg0:cstr,fd=retval:i32``; ``KEY`` is an include as written or
+its symbol part.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from instr.errors import UsageError
+from instr.probes.captures import ParsedCapture, SpecError, check_name, parse_capture
+from instr.probes.diag import did_you_mean
+from instr.probes.ir import FunctionPoint, PlanOptions, Probe, ProbeTable
+from instr.probes.schema import parse_function
+
+QUICK_SET = "cli"
+
+
+def _glob(text: str, flag: str) -> tuple[str | None, str]:
+    parsed = parse_function(text)
+    if isinstance(parsed, str):
+        raise UsageError(f"bad {flag} pattern: {parsed}")
+    return parsed
+
+
+def _parse_adds(adds: Sequence[str], keys: dict[str, int]) -> dict[int, list[ParsedCapture]]:
+    """``-a KEY:NAME=SPEC[,NAME=SPEC...]`` -> include index -> captures."""
+    out: dict[int, list[ParsedCapture]] = {}
+    for add in adds:
+        key, colon, rest = add.partition(":")
+        if not colon or not rest.strip():
+            raise UsageError(
+                f"bad -a '{add}'", "write FUNCTION:NAME=SPEC, e.g. malloc:size=arg0:u64"
+            )
+        key = key.strip()
+        if key not in keys:
+            hint = did_you_mean(key, keys) or f"the includes are: {', '.join(keys)}"
+            raise UsageError(f"-a '{add}' names '{key}', which is not an -i include", hint)
+        caps = out.setdefault(keys[key], [])
+        for item in rest.split(","):
+            name, eq, spec = item.partition("=")
+            name = name.strip()
+            if not eq:
+                raise UsageError(f"bad -a '{add}': '{item}' has no '='", "write NAME=SPEC")
+            bad = check_name(name)
+            if bad is not None:
+                raise UsageError(f"bad -a '{add}': {bad[0]}", bad[1])
+            if any(c.capture.name == name for c in caps):
+                raise UsageError(f"bad -a '{add}': capture '{name}' is given twice")
+            try:
+                caps.append(parse_capture(name, spec))
+            except SpecError as exc:
+                raise UsageError(f"bad -a '{add}': {exc.message}", exc.hint) from exc
+    return out
+
+
+def compile_quick(
+    includes: list[str],
+    excludes: list[str],
+    options: PlanOptions | None = None,
+    *,
+    captures: Sequence[str] = (),
+) -> ProbeTable:
+    """One entry+exit probe per include glob; ids 1, 2, ... in include order."""
+    incs = list(dict.fromkeys(i.strip() for i in includes if i.strip()))
+    if not incs:
+        raise UsageError("nothing to trace", "give at least one -i MODULE!SYMBOL or -i SYMBOL")
+    points = [_glob(i, "-i") for i in incs]
+    excl = tuple(_glob(x.strip(), "-x") for x in dict.fromkeys(excludes) if x.strip())
+    keys: dict[str, int] = {}
+    for n, (inc, (_, symbol)) in enumerate(zip(incs, points, strict=True)):
+        keys.setdefault(inc, n)
+        keys.setdefault(symbol, n)
+    added = _parse_adds(captures, keys)
+    table = ProbeTable(options=options or PlanOptions())
+    for n, (inc, (module, symbol)) in enumerate(zip(incs, points, strict=True)):
+        caps = added.get(n, [])
+        entry = [c.capture for c in caps if c.phase == "entry"]
+        exit_ = [c.capture for c in caps if c.phase == "exit"]
+        table.add(
+            Probe(
+                id=n + 1,
+                name=f"{QUICK_SET}/{inc}",
+                point=FunctionPoint(module, symbol, excl),
+                entry=tuple(entry),
+                exit=tuple(exit_),
+            )
+        )
+    return table
