@@ -67,6 +67,8 @@ RESERVED_NAMES: tuple[str, ...] = ("tid", "len", "True", "False", "None")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TYPE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*\*?)\s*(?:\((.*)\))?$")
 _ARG = re.compile(r"^arg([0-9]+)$")
+_DEC = re.compile(r"^[0-9]+$")
+_HEX = re.compile(r"^0[xX][0-9a-fA-F]+$")
 _BACKTRACE = re.compile(r"^backtrace\s*(?:\((.*)\))?$")
 
 
@@ -98,12 +100,22 @@ def check_name(name: str) -> tuple[str, str | None] | None:
     return None
 
 
-def _int(text: str, offset: int, what: str, low: int, high: int, base: int = 0) -> int:
+def parse_int(text: str) -> int | None:
+    """A decimal or ``0x`` hexadecimal integer, or None."""
     t = text.strip()
-    try:
-        value = int(t, base)
-    except ValueError:
-        raise SpecError(offset, f"{what} must be an integer, not '{t}'") from None
+    if _DEC.match(t):
+        return int(t, 10)
+    if _HEX.match(t):
+        return int(t, 16)
+    return None
+
+
+def _int(text: str, offset: int, what: str, low: int, high: int) -> int:
+    offset += len(text) - len(text.lstrip())
+    t = text.strip()
+    value = parse_int(t)
+    if value is None:
+        raise SpecError(offset, f"{what} must be an integer, not '{t}'")
     if not low <= value <= high:
         raise SpecError(offset, f"{what} must be between {low} and {high}, not {value}")
     return value
@@ -138,7 +150,7 @@ def parse_capture(name: str, spec: str) -> ParsedCapture:
 
     m = _ARG.match(src_text)
     if m:
-        index = _int(m.group(1), base + 3, "argument index", 0, MAX_ARG_INDEX, 10)
+        index = _int(m.group(1), base + 3, "argument index", 0, MAX_ARG_INDEX)
         cap = _typed(name, "arg", index, type_text, type_off)
         return ParsedCapture(cap, phase or "entry")
     if src_text == "retval":
@@ -179,11 +191,14 @@ def _fixed_source(name: str, src_text: str, base: int) -> Capture:
             depth = _int(m.group(1), off, "backtrace depth", 1, BACKTRACE_MAX)
         return Capture(name, "backtrace", "backtrace", depth=depth)
     word = re.split(r"[^A-Za-z0-9_]", src_text, maxsplit=1)[0]
-    raise SpecError(
-        base,
-        f"unknown capture source '{word}'",
-        did_you_mean(word, SOURCES) or f"use {one_of(('argN', *SOURCES[1:]))}",
-    )
+    if word in SOURCES[1:] or _ARG.match(word):
+        rest = src_text[len(word) :].strip()
+        raise SpecError(base + src_text.index(rest), f"unexpected '{rest}' after '{word}'")
+    if word.startswith("arg"):
+        hint: str | None = "arguments are arg0, arg1, ..."
+    else:
+        hint = did_you_mean(word, SOURCES[1:]) or f"use {one_of(('argN', *SOURCES[1:]))}"
+    raise SpecError(base, f"unknown capture source '{word}'", hint)
 
 
 def _typed(
@@ -196,9 +211,12 @@ def _typed(
     canonical = ALIASES.get(word, word)
     if canonical in NOT_YET:
         raise SpecError(off, f"capture type '{word}' is not supported yet in version 1")
-    if m is None or canonical not in (*INT_TYPES, "cstr", "bytes"):
-        hint = did_you_mean(word, TYPE_NAMES) if m else None
-        raise SpecError(off, f"unknown capture type '{word}'", hint)
+    known = canonical in (*INT_TYPES, "cstr", "bytes")
+    if m is None and known and word:
+        rest = type_text[len(word) :].strip()
+        raise SpecError(off + type_text.index(rest), f"unexpected '{rest}' after type '{word}'")
+    if m is None or not known:
+        raise SpecError(off, f"unknown capture type '{word}'", did_you_mean(word, TYPE_NAMES))
     args = m.group(2)
     args_off = off + type_text.index("(") + 1 if args is not None else off
     if canonical in INT_TYPES:
@@ -217,7 +235,7 @@ def _typed(
     length, _, limit = args.partition(",")
     am = _ARG.match(length.strip())
     if am:
-        len_arg = _int(am.group(1), args_off, "length argument index", 0, MAX_ARG_INDEX, 10)
+        len_arg = _int(am.group(1), args_off, "length argument index", 0, MAX_ARG_INDEX)
         size = VAR_MAX
         if limit:
             size = _int(limit, args_off + len(length) + 1, "bytes limit", 1, VAR_MAX)

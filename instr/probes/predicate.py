@@ -309,8 +309,11 @@ def compile_predicate(
     try:
         tree = ast.parse(text, mode="eval")
     except SyntaxError as exc:
-        offset = max((exc.offset or 1) - 1, 0)
-        return None, [PredicateError(min(offset, len(text)), f"invalid predicate: {exc.msg}")]
+        offset = min(max((exc.offset or 1) - 1, 0), len(text))
+        hint = None
+        if text[offset : offset + 1] == "=" and text[offset + 1 : offset + 2] != "=":
+            hint = "use '==' to compare"
+        return None, [PredicateError(offset, f"invalid predicate: {exc.msg}", hint)]
     c = _Compiler(text, env)
     expr, kind = c.expr(tree.body)
     if kind == "str":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from instr.probes.captures import parse_int
 from instr.probes.diag import Diagnostics, did_you_mean, one_of
 from instr.probes.ir import AddressPoint, FunctionPoint, OffsetPoint, Phase, Point, SourceLoc, Tier
 from instr.probes.loader import YMap, YNode, YScalar, YSeq, describe
@@ -289,10 +290,9 @@ class _Validator:
     def address(self, node: YNode) -> AddressPoint | None:
         v = node.value if isinstance(node, YScalar) else None
         if isinstance(v, str):
-            try:
-                v = int(v.strip(), 0)
-            except ValueError:
-                self.d.error(node.loc, f"invalid address '{v}'", "write it like 0x401000")
+            text, v = v, parse_int(v)
+            if v is None:
+                self.d.error(node.loc, f"invalid address '{text}'", "write it like 0x401000")
                 return None
         if not isinstance(v, int) or isinstance(v, bool):
             self.d.error(node.loc, f"'address' must be an integer, not {describe(node)}")
@@ -312,9 +312,8 @@ class _Validator:
                 s.loc, f"invalid offset '{s.text}'", "write MODULE+OFFSET, e.g. demo+0x1234"
             )
             return None
-        try:
-            value = int(off.strip(), 0)
-        except ValueError:
+        value = parse_int(off)
+        if value is None:
             self.d.error(
                 s.pos(len(module) + 1), f"invalid offset '{off.strip()}'", "write it like 0x1234"
             )

@@ -1,0 +1,283 @@
+"""Every kind of probe-set diagnostic, with its exact file:line:col and text."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from instr.errors import ProbeSetError
+from instr.probes import load_text
+
+
+def errors(text: str) -> list[str]:
+    with pytest.raises(ProbeSetError) as info:
+        load_text(textwrap.dedent(text).lstrip("\n"), "p.yaml")
+    assert info.value.exit_code == 2
+    return [str(d) for d in info.value.diagnostics]
+
+
+def probe(body: str) -> list[str]:
+    """Diagnostics of one probe written at line 4, keys indented by 8."""
+    head = "version: 1\nsets:\n  s:\n    probes:\n      - "
+    lines = textwrap.dedent(body).strip("\n").splitlines()
+    text = head + lines[0] + "\n" + "".join(f"        {line}\n" for line in lines[1:])
+    with pytest.raises(ProbeSetError) as info:
+        load_text(text, "p.yaml")
+    return [str(d) for d in info.value.diagnostics]
+
+
+# ---------------------------------------------------------------- file and sets
+
+
+def test_top_level() -> None:
+    assert errors("[1, 2]\n") == [
+        "p.yaml:1:1: error: a probe-set file must be a mapping, not a list"
+    ]
+    assert errors("sets: {}\nverison: 1\n") == [
+        "p.yaml:1:1: error: missing 'version'\n  hint: start the file with 'version: 1'",
+        "p.yaml:1:7: error: 'sets' is empty\n  hint: define at least one set",
+        "p.yaml:2:1: error: unknown key 'verison' in the file\n  hint: did you mean 'version'?",
+    ]
+    assert errors("version: 2\n") == [
+        "p.yaml:1:1: error: missing 'sets'\n  hint: add 'sets:' with at least one named set",
+        "p.yaml:1:10: error: unsupported probe-set version 2\n  hint: this instr reads version 1",
+    ]
+    assert errors("version: '1'\nsets: [a]\n") == [
+        "p.yaml:1:10: error: 'version' must be the integer 1, not the string '1'",
+        "p.yaml:2:7: error: 'sets' must be a mapping of set names, not a list",
+    ]
+
+
+def test_sets() -> None:
+    assert errors(
+        """
+        version: 1
+        sets:
+          bad name:
+            probes: [{function: f}]
+          a:
+            descripton: x
+            probes: []
+          b: 3
+          c:
+            description: 5
+        """
+    ) == [
+        "p.yaml:3:3: error: invalid set name 'bad name'\n"
+        "  hint: set names use letters, digits, '_', '.' and '-'",
+        "p.yaml:6:5: error: unknown key 'descripton' in set 'a'\n  hint: did you mean 'description'?",
+        "p.yaml:7:13: error: set 'a' has an empty 'probes' list",
+        "p.yaml:8:6: error: set 'b' must be a mapping, not the integer 3",
+        "p.yaml:9:3: error: set 'c' has no 'probes'\n  hint: add 'probes:' with a list of probes",
+        "p.yaml:10:18: error: 'description' must be a string, not the integer 5",
+    ]
+
+
+# ---------------------------------------------------------------- probe keys and points
+
+
+def test_unknown_and_reserved_keys() -> None:
+    assert probe(
+        """
+        function: f
+        captur: {a: arg0}
+        aggregate: {n: count()}
+        syscall: read
+        patch: {retval: 0}
+        """
+    ) == [
+        "p.yaml:6:9: error: unknown key 'captur' in probe\n  hint: did you mean 'capture'?",
+        "p.yaml:7:9: error: aggregations are not supported yet in version 1",
+        "p.yaml:8:9: error: syscall points are not supported yet in version 1",
+        "p.yaml:9:9: error: patching is not supported yet in version 1",
+    ]
+
+
+def test_points() -> None:
+    assert probe("name: x\n") == [
+        "p.yaml:5:9: error: probe has no point\n"
+        "  hint: give one of 'function: MODULE!SYMBOL', 'address: 0x...' or 'offset: MODULE+0x...'"
+    ]
+    assert probe("function: f\naddress: 0x10\n") == [
+        "p.yaml:6:9: error: 'address' cannot be combined with 'function'\n"
+        "  hint: a probe has exactly one point; write one probe per point"
+    ]
+    assert probe("function: 'libc!'\n") == [
+        "p.yaml:5:19: error: 'libc!' has no symbol; write MODULE!SYMBOL or SYMBOL"
+    ]
+    assert probe("function: '!f'\nexclude: ['a!b!c']\n") == [
+        "p.yaml:5:19: error: '!f' has an empty module; write MODULE!SYMBOL, or SYMBOL for any module",
+        "p.yaml:6:19: error: 'a!b!c' has more than one '!'; write MODULE!SYMBOL",
+    ]
+    assert probe("address: 0x10\nexclude: x\n") == [
+        "p.yaml:6:9: error: 'exclude' only applies to 'function' points"
+    ]
+    assert probe("address: zz\n") == [
+        "p.yaml:5:18: error: invalid address 'zz'\n  hint: write it like 0x401000"
+    ]
+    assert probe("address: 0\n") == ["p.yaml:5:18: error: address 0x0 is out of range"]
+    assert probe("offset: demo\n") == [
+        "p.yaml:5:17: error: invalid offset 'demo'\n  hint: write MODULE+OFFSET, e.g. demo+0x1234"
+    ]
+    assert probe("offset: demo+0xZZ\n") == [
+        "p.yaml:5:22: error: invalid offset '0xZZ'\n  hint: write it like 0x1234"
+    ]
+
+
+def test_value_types_and_choices() -> None:
+    assert probe(
+        """
+        function: f
+        name: a/b
+        where: 3
+        emit: false
+        tier: nativ
+        on: [entry, exti]
+        max_sites: 0
+        """
+    ) == [
+        "p.yaml:6:15: error: invalid probe name 'a/b'\n  hint: no '/', ',' or spaces",
+        "p.yaml:7:16: error: 'where' must be a string, not the integer 3",
+        "p.yaml:8:15: error: 'emit: false' is not supported in version 1\n"
+        "  hint: emitting events is the only action in version 1; remove the probe instead",
+        "p.yaml:9:15: error: unknown tier 'nativ'\n  hint: did you mean 'native'?",
+        "p.yaml:10:21: error: unknown phase 'exti'\n  hint: did you mean 'exit'?",
+        "p.yaml:11:20: error: 'max_sites' must be between 1 and 1000000, not 0",
+    ]
+    assert probe("function: f\nemit: yes\non: []\n") == [
+        "p.yaml:6:15: error: 'emit' must be true, not the string 'yes'",
+        "p.yaml:7:13: error: 'on' is empty\n  hint: use on: entry, on: exit or on: [entry, exit]",
+    ]
+
+
+def test_duplicate_probe_names() -> None:
+    assert errors(
+        """
+        version: 1
+        sets:
+          s:
+            probes:
+              - {function: f, name: x}
+              - {function: g, name: x}
+        """
+    ) == ["p.yaml:6:29: error: duplicate probe name 'x' in set 's'\n  hint: the first is at line 5"]
+
+
+# ---------------------------------------------------------------- captures
+
+
+def test_capture_specs_point_into_the_string() -> None:
+    assert probe(
+        """
+        function: f
+        capture:
+          a: arg0:u63
+          b: "arg1:cstr(64)@exti"
+          c: ret
+          d: 5
+          e: arg1:bytes(5000)
+          tid: arg2
+          2x: arg3
+        """
+    ) == [
+        "p.yaml:7:19: error: unknown capture type 'u63'\n  hint: did you mean 'u64'?",
+        "p.yaml:8:29: error: unknown phase 'exti' in capture 'b'\n  hint: did you mean 'exit'?",
+        "p.yaml:9:14: error: unknown capture source 'ret'\n  hint: did you mean 'retval'?",
+        "p.yaml:10:14: error: capture 'd' must be a spec string, not the integer 5\n"
+        "  hint: e.g. 'arg0:u64', 'arg1:cstr', 'retval:i32', 'caller'",
+        "p.yaml:11:25: error: bytes length must be between 1 and 4096, not 5000",
+        "p.yaml:12:11: error: 'tid' is reserved and cannot name a capture",
+        "p.yaml:13:11: error: invalid capture name '2x'\n"
+        "  hint: capture names are identifiers: letters, digits and '_', not starting with a digit",
+    ]
+
+
+def test_capture_phases_against_on() -> None:
+    assert probe(
+        """
+        function: f
+        capture:
+          size: arg0:u64
+          rv: retval
+          took: duration
+          buf: arg1:bytes(arg2)@exit
+        on: exit
+        """
+    ) == [
+        "p.yaml:7:11: error: capture 'size' is taken at entry, but 'on' does not include entry\n"
+        "  hint: add entry to 'on', or read it at exit with '@exit'",
+        "p.yaml:9:11: error: capture 'took' needs the entry hook: "
+        "measuring a duration needs the entry hook\n  hint: add entry to 'on'",
+        "p.yaml:10:11: error: capture 'buf' needs the entry hook: "
+        "arguments read at exit are saved by the entry hook\n  hint: add entry to 'on'",
+    ]
+    assert probe("function: f\ncapture: {rv: retval}\non: [entry]\n") == [
+        "p.yaml:6:19: error: capture 'rv' is taken at exit, but 'on' does not include exit\n"
+        "  hint: add exit to 'on'"
+    ]
+
+
+def test_native_tier_and_record_size() -> None:
+    assert probe(
+        """
+        function: f
+        capture: {p: arg0:cstr, bt: backtrace}
+        where: "len(p) > 0"
+        tier: native
+        """
+    ) == [
+        "p.yaml:8:15: error: 'tier: native' cannot run a 'where' predicate, "
+        "the cstr capture 'p', the backtrace capture 'bt'\n"
+        "  hint: use 'tier: auto' (native when possible) or 'tier: js'"
+    ]
+    caps = ", ".join(f"c{i}: arg{i}:bytes(4096)" for i in range(16))
+    assert probe(f"function: f\ncapture: {{{caps}}}\n") == [
+        "p.yaml:5:9: error: the entry record of this probe can reach 65688 bytes; the limit is 65535\n"
+        "  hint: lower the cstr/bytes lengths or the backtrace depth"
+    ]
+
+
+# ---------------------------------------------------------------- predicates
+
+
+def test_predicate_errors_point_into_the_expression() -> None:
+    assert probe(
+        """
+        function: f
+        capture: {size: arg0:u64, path: arg1:cstr}
+        where: "sise > 10 and path.upper() == 'X'"
+        """
+    ) == [
+        "p.yaml:7:17: error: unknown name 'sise'\n  hint: did you mean 'size'?",
+        "p.yaml:7:36: error: method 'upper' cannot be used in predicates\n"
+        "  hint: the only methods are startswith() and endswith()",
+    ]
+    assert probe("function: f\nwhere: |\n  size >\n") == [
+        "p.yaml:7:11: error: invalid predicate: invalid syntax",
+    ]
+    assert probe("function: f\nwhere: x > 1\n") == [
+        "p.yaml:6:16: error: unknown name 'x'\n"
+        "  hint: this probe captures nothing; add the value under 'capture:'"
+    ]
+
+
+def test_all_problems_are_reported_in_order() -> None:
+    found = errors(
+        """
+        version: 1
+        sets:
+          a:
+            probes:
+              - function: f
+                capture: {x: arg0:u63}
+          b:
+            probes:
+              - function: g
+                tier: fast
+        """
+    )
+    assert found == [
+        "p.yaml:6:27: error: unknown capture type 'u63'\n  hint: did you mean 'u64'?",
+        "p.yaml:10:15: error: unknown tier 'fast'\n  hint: use 'auto', 'native' or 'js'",
+    ]

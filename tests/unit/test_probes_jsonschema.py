@@ -1,0 +1,125 @@
+"""The published JSON Schema agrees with the compiler on what a valid file is."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+jsonschema = pytest.importorskip("jsonschema")
+
+from instr.errors import ProbeSetError  # noqa: E402
+from instr.probes import load_text  # noqa: E402
+from instr.probes.captures import ALIASES, TYPE_NAMES  # noqa: E402
+from instr.probes.diag import Diagnostics  # noqa: E402
+from instr.probes.ir import INT_TYPES  # noqa: E402
+from instr.probes.loader import parse_yaml, to_data  # noqa: E402
+from instr.schema import PROBES_SCHEMA, probes_schema  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def data(text: str) -> Any:
+    node = parse_yaml(textwrap.dedent(text).lstrip("\n"), "t.yaml", Diagnostics())
+    assert node is not None
+    return to_data(node)
+
+
+def validator() -> Any:
+    schema = probes_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+def doc(probe: str) -> str:
+    return "version: 1\nsets:\n  s:\n    probes:\n      - " + probe + "\n"
+
+
+def test_schema_is_packaged_next_to_the_code() -> None:
+    assert PROBES_SCHEMA.parent == REPO / "instr" / "schema"
+    assert probes_schema()["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+
+
+def test_accepts_the_repo_probes_yaml() -> None:
+    text = (REPO / "probes.yaml").read_text()
+    errors = list(validator().iter_errors(data(text)))
+    assert errors == []
+
+
+GOOD = [
+    "{function: f}",
+    "{function: 'libc.so*!malloc', exclude: 'libc.so*!__*'}",
+    "{function: '*!open*', exclude: ['a!b', c], max_sites: 3}",
+    "{address: 0x401000, on: exit}",
+    "{address: '0x401000'}",
+    "{offset: 'libstdc++.so.6+0x10', tier: js}",
+    "{function: f, on: [entry, exit], emit: true, where: 'n > 1', capture: {n: arg0}}",
+    "{function: f, capture: {a: 'arg0:char*(32)', b: 'arg1:bytes(arg2, 64)@exit', c: 'retval:ssize_t'}}",
+    "{function: f, capture: {a: caller, b: backtrace(8), c: duration, d: 'arg3 : u8 @ entry'}}",
+]
+
+BAD = [
+    "{name: x}",  # no point
+    "{function: f, address: 1}",  # two points
+    "{address: 0x10, exclude: x}",  # exclude without function
+    "{function: f, aggregate: {n: count()}}",  # reserved
+    "{function: f, captur: {}}",  # unknown key
+    "{function: f, capture: {a: 'arg0:u63'}}",  # unknown type
+    "{function: f, capture: {a: 'retval:cstr'}}",  # retval as a string
+    "{function: f, capture: {a: 'caller@exit'}}",  # caller only at entry
+    "{function: f, capture: {tid: arg0}}",  # reserved capture name
+    "{function: f, capture: {a: 5}}",  # spec is not a string
+    "{function: f, tier: fast}",
+    "{function: f, on: [entry, entry]}",
+    "{function: f, on: []}",
+    "{function: f, emit: false}",
+    "{function: f, where: 3}",
+    "{function: 'a!b!c'}",
+    "{function: '!f'}",
+    "{offset: demo}",
+    "{function: f, name: 'a/b'}",
+]
+
+
+@pytest.mark.parametrize("probe", GOOD)
+def test_both_accept(probe: str) -> None:
+    assert list(validator().iter_errors(data(doc(probe)))) == []
+    load_text(doc(probe), "t.yaml")
+
+
+@pytest.mark.parametrize("probe", BAD)
+def test_both_reject(probe: str) -> None:
+    assert list(validator().iter_errors(data(doc(probe)))) != []
+    with pytest.raises(ProbeSetError):
+        load_text(doc(probe), "t.yaml")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "sets: {s: {probes: [{function: f}]}}\n",  # no version
+        "version: 2\nsets: {s: {probes: [{function: f}]}}\n",
+        "version: 1\nsets: {}\n",
+        "version: 1\nsets: {s: {probes: []}}\n",
+        "version: 1\nsets: {s: {description: x}}\n",
+        "version: 1\nsets: {'bad name': {probes: [{function: f}]}}\n",
+        "version: 1\nsets: {s: {probes: [{function: f}]}}\nextra: 1\n",
+    ],
+)
+def test_both_reject_files(text: str) -> None:
+    assert list(validator().iter_errors(data(text))) != []
+    with pytest.raises(ProbeSetError):
+        load_text(text, "t.yaml")
+
+
+def test_every_capture_type_is_in_the_schema() -> None:
+    v = validator()
+    for name in TYPE_NAMES:
+        canonical = ALIASES.get(name, name)
+        spec = {"bytes": f"arg0:{name}(8)"}.get(canonical, f"arg0:{name}")
+        assert v.is_valid(data(doc(f"{{function: f, capture: {{a: '{spec}'}}}}"))), spec
+        retval = f"retval:{name}"
+        ok = v.is_valid(data(doc(f"{{function: f, capture: {{a: '{retval}'}}}}")))
+        assert ok == (canonical in INT_TYPES), retval
