@@ -27,6 +27,9 @@ class Event:
     retval: int | None = None
     duration_ns: int | None = None
     flags: int = 0
+    # capture name -> "truncated" | "null" | "unreadable", only for cstr/bytes captures
+    # that are not complete (None when every capture is complete); see docs/outputs.md
+    args_status: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -143,3 +146,4 @@ class RunSummary:
     ending: Ending | None
     errors: list[str]
     ended_ns: int
+    lost_batches: int = 0  # batches the agent numbered but the host never received
