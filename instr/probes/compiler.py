@@ -93,6 +93,7 @@ class _ProbeBuilder:
     def build(self, spec: ProbeSpec, name: str) -> Probe | None:
         errors = len(self.d)
         parsed: list[tuple[Capture, Phase, SourceLoc]] = []
+        broken: list[str] = []
         for src in spec.captures:
             bad = check_name(src.name)
             if bad is not None:
@@ -102,6 +103,7 @@ class _ProbeBuilder:
                 pc = parse_capture(src.name, src.spec.text)
             except SpecError as exc:
                 self.d.error(src.spec.pos(exc.offset), exc.message, exc.hint)
+                broken.append(src.name)
                 continue
             parsed.append((pc.capture, pc.phase, src.name_loc))
         entry = [c for c, ph, _ in parsed if ph == "entry"]
@@ -109,7 +111,7 @@ class _ProbeBuilder:
         on = spec.on or (("entry", "exit") if exit_ else ("entry",))
         self.check_phases(spec, on, parsed)
         hooks_entry = "entry" in on
-        env: dict[str, CapInfo] = {}
+        env = {name: CapInfo("entry", -1, "") for name in broken}
         for phase, caps in (("entry", entry), ("exit", exit_)):
             for i, c in enumerate(caps):
                 env[c.name] = CapInfo("entry" if phase == "entry" else "exit", i, c.type)

@@ -24,7 +24,10 @@ from instr.probes.ir import Phase, Predicate
 Kind = Literal["int", "str", "err"]
 Expr = dict[str, Any]
 
-MAX_CONST = 2**53 - 1  # the agent parses plan JSON with JSON.parse
+# JSON numbers are exact up to 2**53-1 in the agent (JSON.parse); larger
+# constants travel as decimal text in {"op": "int"}. Values are 64-bit.
+MAX_CONST = 2**53 - 1
+INT_RANGE = (-(2**63), 2**64 - 1)
 
 _BINOPS: dict[type[ast.operator], str] = {
     ast.Add: "+",
@@ -74,11 +77,13 @@ class CapInfo:
     """A capture as the predicate sees it."""
 
     phase: Phase
-    index: int  # position in that phase's capture list
+    index: int  # position in that phase's capture list; -1: the capture itself is in error
     type: str  # int type, "cstr", "bytes", "backtrace" or "duration"
 
     @property
     def kind(self) -> Kind | None:
+        if self.index < 0:
+            return "err"
         if self.type == "cstr":
             return "str"
         if self.type in ("bytes", "backtrace"):
@@ -153,12 +158,14 @@ class _Compiler:
         if isinstance(v, bool):
             return {"op": "const", "value": v}, "int"
         if isinstance(v, int):
-            if abs(v) > MAX_CONST:
+            if not INT_RANGE[0] <= v <= INT_RANGE[1]:
                 return self.fail(
                     node,
-                    f"integer constant {v:#x} is too large for a predicate",
-                    "version 1 predicates take constants up to 2**53-1",
+                    f"integer constant {v:#x} does not fit in 64 bits",
+                    "predicate values are 64-bit integers",
                 )
+            if abs(v) > MAX_CONST:
+                return {"op": "int", "value": str(v)}, "int"
             return {"op": "const", "value": v}, "int"
         if isinstance(v, str):
             return {"op": "const", "value": v}, "str"
@@ -182,6 +189,8 @@ class _Compiler:
             return self.fail(
                 node, f"capture '{node.id}' ({info.type}) cannot be used in a predicate"
             )
+        if kind == "err":
+            return {}, "err"  # already reported where the capture is defined
         self.phases.add(info.phase)
         return {"op": "cap", "phase": info.phase, "index": info.index}, kind
 

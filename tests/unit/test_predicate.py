@@ -137,6 +137,16 @@ def c(value: Any) -> dict[str, Any]:
         ("path == 'x'", "entry", {"op": "==", "left": PATH, "right": c("x")}),
         ("size > 1\n  and fd", "exit", {"op": "and", "args": [{"op": ">", "left": SIZE, "right": c(1)}, FD]}),
         ("size > 9007199254740991", "entry", {"op": ">", "left": SIZE, "right": c(2**53 - 1)}),
+        (
+            "size & 0xffffffffffffffff == 9007199254740992",
+            "entry",
+            {
+                "op": "==",
+                "left": {"op": "&", "left": SIZE, "right": {"op": "int", "value": "18446744073709551615"}},
+                "right": {"op": "int", "value": "9007199254740992"},
+            },
+        ),
+        ("size > -0x8000000000000000", "entry", {"op": ">", "left": SIZE, "right": {"op": "int", "value": "-9223372036854775808"}}),
     ],
 )  # fmt: skip
 def test_compiles(source: str, phase: str, expr: dict[str, Any]) -> None:
@@ -174,7 +184,8 @@ def test_phase_is_exit_without_an_entry_hook() -> None:
         ("size > 1.5", 7, "floating-point numbers cannot be used in predicates", None),
         ("size == b'x'", 8, "bytes literals cannot be used in predicates", None),
         ("size == None", 8, "None cannot be used in predicates", None),
-        ("size > 0x20000000000000", 7, "integer constant 0x20000000000000 is too large for a predicate", "version 1 predicates take constants up to 2**53-1"),
+        ("size > 0x10000000000000000", 7, "integer constant 0x10000000000000000 does not fit in 64 bits", "predicate values are 64-bit integers"),
+        ("size > -0x8000000000000001", 7, "integer constant -0x8000000000000001 does not fit in 64 bits", "predicate values are 64-bit integers"),
         ("stack == 0", 0, "capture 'stack' (backtrace) cannot be used in a predicate", None),
         ("path > 3", 0, "'>' needs an integer, not a string", None),
         ("path == 3", 8, "cannot compare a string with an integer", None),

@@ -262,6 +262,19 @@ def test_predicate_errors_point_into_the_expression() -> None:
     ]
 
 
+def test_a_broken_capture_is_reported_once() -> None:
+    assert probe(
+        """
+        function: f
+        capture: {size: arg0:u63}
+        where: "size > 1 and sise > 2"
+        """
+    ) == [
+        "p.yaml:6:30: error: unknown capture type 'u63'\n  hint: did you mean 'u64'?",
+        "p.yaml:7:30: error: unknown name 'sise'\n  hint: did you mean 'size'?",
+    ]
+
+
 def test_all_problems_are_reported_in_order() -> None:
     found = errors(
         """
