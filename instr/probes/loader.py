@@ -172,10 +172,13 @@ class _Builder:
         start, end = node.start_mark.index, node.end_mark.index
         start, tag = self.skip_properties(start, end)
         loc = self.src.loc(start)
-        if tag is not None and not tag.startswith("!!"):
-            self.diags.error(self.loc(node), f"unsupported YAML tag '{tag}'")
         value: Scalar = text
-        if node.style is None and tag != "!!str":
+        if tag is not None and not tag.startswith("!!"):
+            hint = "quote values that start with '!', e.g. \"!foo\""
+            self.diags.error(self.loc(node), f"unsupported YAML tag '{tag}'", hint)
+            text = f"{tag} {text}" if text else tag  # what the user probably meant
+            value, loc, start = text, self.loc(node), node.start_mark.index
+        elif node.style is None and tag != "!!str":
             value = _resolve_plain(text)
         return YScalar(value, text, loc, node.style, self.src, (start, end))
 
@@ -227,6 +230,8 @@ def parse_yaml(text: str, file: str, diags: Diagnostics) -> YNode | None:
         if exc.context and exc.problem and exc.context_mark is not None:
             c = exc.context_mark
             hint = f"{exc.context} that starts at line {c.line + 1}, column {c.column + 1}"
+        if "alias" in f"{exc.context} {exc.problem}":
+            hint = "quote values that start with '*', e.g. \"*!malloc\""
         diags.error(loc, f"invalid YAML: {problem}", hint)
         return None
     except yaml.reader.ReaderError as exc:

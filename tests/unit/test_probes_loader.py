@@ -92,9 +92,21 @@ def test_malformed_yaml(text: str, expected: str) -> None:
 def test_duplicate_keys_and_custom_tags() -> None:
     _, errors = parse("a: 1\nb: !env X\na: 2\n")
     assert errors == [
-        "p.yaml:2:4: error: unsupported YAML tag '!env'",
+        "p.yaml:2:4: error: unsupported YAML tag '!env'\n"
+        "  hint: quote values that start with '!', e.g. \"!foo\"",
         "p.yaml:3:1: error: duplicate key 'a' (first defined at line 1)",
     ]
+
+
+def test_unquoted_globs() -> None:
+    _, errors = parse("f: *malloc\n")
+    assert errors == [
+        "p.yaml:1:4: error: invalid YAML: found undefined alias 'malloc'\n"
+        "  hint: quote values that start with '*', e.g. \"*!malloc\""
+    ]
+    node, errors = parse("f: !malloc\n")
+    assert len(errors) == 1
+    assert scalar(node, "f").value == "!malloc"
 
 
 def test_non_string_keys() -> None:
