@@ -51,6 +51,8 @@ export type Point =
 
 export type Expr =
     | { op: "const"; value: number | string | boolean }
+    // An exact integer as decimal text (JSON numbers lose precision above 2^53).
+    | { op: "int"; value: string }
     | { op: "cap"; phase: "entry" | "exit"; index: number }
     | { op: "tid" }
     | { op: "and" | "or"; args: Expr[] }
@@ -110,6 +112,7 @@ export type Message =
     | { v: number; type: "sites"; probe: number; sites: SiteInfo[] }
     | { v: number; type: "symbols"; map: Record<string, [string | null, string | null, number]> }
     | { v: number; type: "error"; probe: number | null; message: string; stack: string | null }
+    | { v: number; type: "modules"; loaded: { name: string; base: string; size: number; path: string }[] }
     | {
           v: number;
           type: "ending";

@@ -1,0 +1,157 @@
+// Batching: the JS-tier batch, draining of the native ring, the flush timer,
+// and the `batch` messages ({seq, records, drops} + binary records).
+
+import { HEADER_SIZE, OFF_SIZE, PlanOptions } from "./protocol.js";
+import { NativeRing } from "./native.js";
+import { Symbolizer } from "./symbols.js";
+import { post, reportError } from "./util.js";
+
+/**
+ * The JS tier's batch: native memory (so the C clock can stamp timestamps
+ * into it) viewed as an ArrayBuffer. JS callbacks run under the script lock,
+ * so one writer at a time; a callback reserves nothing until it commits.
+ */
+export class JsBatch {
+    readonly base: NativePointer;
+    readonly cap: number;
+    readonly dv: DataView;
+    readonly u8: Uint8Array;
+    off = 0;
+    records = 0;
+
+    constructor(bytes: number) {
+        this.cap = Math.floor(bytes / 8) * 8;
+        this.base = Memory.alloc(this.cap);
+        const ab = ArrayBuffer.wrap(this.base, this.cap);
+        this.dv = new DataView(ab);
+        this.u8 = new Uint8Array(ab);
+    }
+
+    /** Take the finished records out (a copy) and start over. */
+    take(): ArrayBuffer | null {
+        if (this.off === 0) return null;
+        const data = this.base.readByteArray(this.off);
+        this.off = 0;
+        this.records = 0;
+        return data;
+    }
+}
+
+/** Count the records in a block of whole records. */
+export function countRecords(data: ArrayBuffer): number {
+    const dv = new DataView(data);
+    const end = data.byteLength;
+    let off = 0;
+    let n = 0;
+    while (off + HEADER_SIZE <= end) {
+        const size = dv.getUint16(off + OFF_SIZE, true);
+        if (size < HEADER_SIZE || (size & 7) !== 0 || off + size > end) break;
+        off += size;
+        n++;
+    }
+    return n;
+}
+
+/** Truncate `data` to its prefix of well-formed records (after an incomplete drain). */
+function wellFormedPrefix(data: ArrayBuffer): ArrayBuffer {
+    const dv = new DataView(data);
+    let off = 0;
+    while (off + HEADER_SIZE <= data.byteLength) {
+        const size = dv.getUint16(off + OFF_SIZE, true);
+        if (size < HEADER_SIZE || (size & 7) !== 0 || off + size > data.byteLength) break;
+        off += size;
+    }
+    return off === data.byteLength ? data : data.slice(0, off);
+}
+
+export class Flusher {
+    readonly js: JsBatch;
+    readonly ring: NativeRing;
+    readonly symbols: Symbolizer;
+    private seq = 0;
+    private timer: ReturnType<typeof setInterval> | null = null;
+    /** probe id -> drop slot, for probes armed in the native tier. */
+    private readonly nativeSlots = new Map<number, number>();
+    private readonly lastDrops: Record<string, number> = {};
+    private sentDropTotal = 0;
+
+    constructor(options: PlanOptions, nSlots: number) {
+        const jsBytes = Math.max(128 * 1024, Math.min(Math.floor(options.buffer_bytes / 2), 4 * 1024 * 1024));
+        this.js = new JsBatch(jsBytes);
+        this.ring = new NativeRing(options, nSlots, this.js.base);
+        this.symbols = new Symbolizer();
+    }
+
+    registerNative(probe: number, slot: number): void {
+        this.nativeSlots.set(probe, slot);
+    }
+
+    start(intervalMs: number): void {
+        if (this.timer !== null) return;
+        this.timer = setInterval(() => {
+            try {
+                this.flushAll();
+            } catch (e) {
+                reportError(null, e);
+            }
+        }, Math.max(1, intervalMs));
+    }
+
+    stop(): void {
+        if (this.timer !== null) clearInterval(this.timer);
+        this.timer = null;
+    }
+
+    lastSeq(): number {
+        return this.seq;
+    }
+
+    private drops(): Record<string, number> {
+        for (const [probe, slot] of this.nativeSlots) {
+            const n = this.ring.dropped(slot);
+            if (n > 0) this.lastDrops[String(probe)] = n;
+        }
+        return { ...this.lastDrops };
+    }
+
+    private sendBatch(data: ArrayBuffer, records: number): void {
+        this.symbols.flush();
+        this.seq++;
+        const drops = this.drops();
+        this.sentDropTotal = Object.values(drops).reduce((a, b) => a + b, 0);
+        post("batch", { seq: this.seq, records, drops }, data);
+    }
+
+    /** Send the JS batch if it has records (called when it fills, too). */
+    flushJs(): void {
+        const records = this.js.records;
+        const data = this.js.take();
+        if (data !== null) this.sendBatch(data, records);
+    }
+
+    /** Drain the native ring once and send what it held. */
+    flushNative(): void {
+        const d = this.ring.drain();
+        if (d === null) return;
+        let data = d.data;
+        if (d.incomplete) {
+            data = wellFormedPrefix(data);
+            reportError(null, new Error("native ring drained while a producer was still writing"));
+        }
+        this.symbols.scanNative(data);
+        const n = countRecords(data);
+        if (n > 0) this.sendBatch(data, n);
+    }
+
+    /** Drain everything now; returns the last batch seq. */
+    flushAll(): number {
+        this.flushNative();
+        this.flushJs();
+        if (this.nativeSlots.size > 0) {
+            // Drops that happened since the last batch still get reported.
+            const total = Object.values(this.drops()).reduce((a, b) => a + b, 0);
+            if (total !== this.sentDropTotal) this.sendBatch(new ArrayBuffer(0), 0);
+        }
+        return this.seq;
+    }
+}

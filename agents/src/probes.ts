@@ -1,0 +1,203 @@
+// Arming probes: validate, pick a tier, resolve points to sites, attach, and
+// keep pending points (and module globs) armed as libraries load.
+
+import { ProbePlan, ProbeStatus, SiteInfo } from "./protocol.js";
+import { Flusher } from "./buffer.js";
+import { JsProbe } from "./jstier.js";
+import { Layout, Tier, chooseTier, layoutOf, validate } from "./layout.js";
+import { Site, mayMatchModule, resolvePoint } from "./resolver.js";
+import { describe, post, reportError } from "./util.js";
+
+interface ArmedSite {
+    site: number;
+    address: NativePointer;
+    listener: InvocationListener;
+}
+
+class Probe {
+    readonly layout: Layout;
+    status: ProbeStatus;
+    js: JsProbe | null = null;
+    readonly sites = new Map<string, ArmedSite>();
+    nextSite = 0;
+
+    constructor(
+        readonly plan: ProbePlan,
+        readonly slot: number,
+    ) {
+        this.layout = layoutOf(plan);
+        this.status = { id: plan.id, state: "failed", tier: null, sites: 0, reason: null };
+    }
+
+    get tier(): Tier | null {
+        return this.status.tier;
+    }
+}
+
+export class ProbeSet {
+    private readonly probes: Probe[] = [];
+    private observer: ModuleObserver | null = null;
+    private observing = false;
+
+    constructor(private readonly flusher: Flusher) {}
+
+    /** Arm every probe of the plan; never throws for one probe's failure. */
+    armAll(plans: ProbePlan[]): ProbeStatus[] {
+        plans.forEach((plan, slot) => {
+            const probe = new Probe(plan, slot);
+            this.probes.push(probe);
+            try {
+                this.armInitial(probe);
+            } catch (e) {
+                probe.status = { ...probe.status, state: "failed", reason: describe(e) };
+            }
+        });
+        this.observeModules();
+        return this.probes.map((p) => ({ ...p.status }));
+    }
+
+    private fail(probe: Probe, reason: string): void {
+        probe.status = { ...probe.status, state: "failed", reason };
+    }
+
+    private armInitial(probe: Probe): void {
+        const plan = probe.plan;
+        const invalid = validate(plan);
+        if (invalid !== null) return this.fail(probe, invalid);
+        const choice = chooseTier(plan);
+        if ("error" in choice) return this.fail(probe, choice.error);
+        probe.status.tier = choice.tier;
+        if (choice.tier === "js") {
+            probe.js = new JsProbe(plan, probe.layout, this.flusher);
+        } else {
+            this.flusher.registerNative(plan.id, probe.slot);
+            const callers = { entry: [] as number[], exit: [] as number[] };
+            (plan.entry ?? []).forEach((c, i) => c.src === "caller" && callers.entry.push(24 + 8 * i));
+            (plan.exit ?? []).forEach((c, i) => c.src === "caller" && callers.exit.push(24 + 8 * i));
+            this.flusher.symbols.watchNative(plan.id, callers);
+        }
+        const r = resolvePoint(plan.point);
+        if (r.kind === "failed") return this.fail(probe, r.reason);
+        if (r.kind === "pending") {
+            probe.status = { ...probe.status, state: "pending", reason: r.reason };
+            return;
+        }
+        this.armSites(probe, r.sites);
+    }
+
+    /** Attach to new sites; sends `sites` for what was armed. Returns how many. */
+    private armSites(probe: Probe, sites: Site[]): number {
+        const max = probe.plan.max_sites > 0 ? probe.plan.max_sites : Number.MAX_SAFE_INTEGER;
+        const fresh = sites.filter((s) => !probe.sites.has(s.address.toString()));
+        const room = Math.max(0, max - probe.sites.size);
+        const take = fresh.slice(0, room);
+        const armed: SiteInfo[] = [];
+        const errors: string[] = [];
+        for (const s of take) {
+            const site = probe.nextSite;
+            try {
+                const listener = this.attach(probe, s.address, site);
+                probe.nextSite++;
+                probe.sites.set(s.address.toString(), { site, address: s.address, listener });
+                armed.push({ site, address: s.address.toString(), module: s.module, symbol: s.symbol });
+            } catch (e) {
+                errors.push(`${s.symbol ?? s.address.toString()}: ${describe(e)}`);
+            }
+        }
+        if (armed.length > 0) post("sites", { probe: probe.plan.id, sites: armed });
+        const notes: string[] = [];
+        if (fresh.length > take.length) {
+            notes.push(`${fresh.length - take.length} more matching functions not armed (max_sites ${max})`);
+        }
+        if (errors.length > 0) {
+            const shown = errors.slice(0, 3).join("; ");
+            notes.push(`unable to intercept ${errors.length} function(s): ${shown}${errors.length > 3 ? "; …" : ""}`);
+        }
+        const n = probe.sites.size;
+        probe.status = {
+            ...probe.status,
+            state: n > 0 ? "armed" : probe.status.state === "pending" && errors.length === 0 ? "pending" : "failed",
+            sites: n,
+            reason: notes.length > 0 ? notes.join("; ") : n > 0 ? null : probe.status.reason,
+        };
+        return armed.length;
+    }
+
+    private attach(probe: Probe, address: NativePointer, site: number): InvocationListener {
+        if (probe.tier === "native") {
+            const ring = this.flusher.ring;
+            return ring.attach(address, probe.layout, ring.descriptor(probe.plan, probe.layout, probe.slot, site));
+        }
+        return Interceptor.attach(address, (probe.js as JsProbe).callbacks(site));
+    }
+
+    private observeModules(): void {
+        if (this.observer !== null) return;
+        this.observing = false;
+        this.observer = Process.attachModuleObserver({
+            onAdded: (m) => {
+                if (this.observing) this.moduleAdded(m);
+            },
+            onRemoved: (m) => {
+                if (this.observing) this.moduleRemoved(m);
+            },
+        });
+        // attachModuleObserver reports every loaded module synchronously
+        // first; only what loads from now on is news.
+        this.observing = true;
+    }
+
+    private moduleAdded(m: Module): void {
+        try {
+            post("modules", { loaded: [{ name: m.name, base: m.base.toString(), size: m.size, path: m.path }] });
+        } catch (e) {
+            reportError(null, e);
+        }
+        for (const probe of this.probes) {
+            if (probe.status.tier === null) continue; // failed validation
+            if (probe.status.state === "failed" && probe.sites.size === 0) continue;
+            if (!mayMatchModule(probe.plan.point, m)) continue;
+            try {
+                const r = resolvePoint(probe.plan.point, m);
+                if (r.kind === "failed" && probe.status.state === "pending") {
+                    this.fail(probe, `${r.reason} (in ${m.name})`);
+                    post("status", { probe: { ...probe.status } });
+                }
+                if (r.kind !== "sites") continue;
+                const was = JSON.stringify(probe.status);
+                this.armSites(probe, r.sites);
+                if (JSON.stringify(probe.status) !== was) post("status", { probe: { ...probe.status } });
+            } catch (e) {
+                reportError(probe.plan.id, e);
+            }
+        }
+    }
+
+    private moduleRemoved(m: Module): void {
+        const end = m.base.add(m.size);
+        for (const probe of this.probes) {
+            for (const [key, s] of probe.sites) {
+                if (s.address.compare(m.base) >= 0 && s.address.compare(end) < 0) {
+                    try {
+                        s.listener.detach();
+                    } catch {
+                        // The code is gone already.
+                    }
+                    probe.sites.delete(key);
+                }
+            }
+        }
+    }
+
+    statuses(): ProbeStatus[] {
+        return this.probes.map((p) => ({ ...p.status }));
+    }
+
+    /** Stop arming on module loads (listeners are reverted by Interceptor.detachAll). */
+    dispose(): void {
+        if (this.observer !== null) {
+            this.observer.detach();
+            this.observer = null;
+        }
+    }
+}

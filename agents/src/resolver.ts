@@ -1,0 +1,178 @@
+// Resolution of points to sites (addresses to hook).
+//
+// function: `module` glob over module names (null: every module), `symbol`
+// glob. Exact names use findExportByName, then findSymbolByName (static
+// functions of a binary with a symbol table). Globs use ApiResolver("module")
+// for exports plus Module.enumerateSymbols() (functions) for the rest,
+// deduplicated by address. `exclude` removes matches.
+
+import { Point } from "./protocol.js";
+import { globMatch, isGlob } from "./util.js";
+
+export interface Site {
+    address: NativePointer;
+    module: string | null;
+    symbol: string | null;
+}
+
+export type Resolution =
+    | { kind: "sites"; sites: Site[] }
+    | { kind: "pending"; reason: string }
+    | { kind: "failed"; reason: string };
+
+type FunctionPoint = Extract<Point, { kind: "function" }>;
+
+function moduleMatches(glob: string | null, m: Module): boolean {
+    return glob === null || globMatch(glob, m.name) || (glob.includes("/") && globMatch(glob, m.path));
+}
+
+function excluded(point: FunctionPoint, module: string, symbol: string): boolean {
+    for (const e of point.exclude) {
+        if (e.module !== null && !globMatch(e.module, module)) continue;
+        if (globMatch(e.symbol, symbol)) return true;
+    }
+    return false;
+}
+
+function inModule(m: Module, a: NativePointer): boolean {
+    return a.compare(m.base) >= 0 && a.compare(m.base.add(m.size)) < 0;
+}
+
+/** Only `*` and `?` are understood by ApiResolver; other globs are post-filtered. */
+function resolverGlob(glob: string): string {
+    return /[[\]]/.test(glob) ? "*" : glob;
+}
+
+function basename(path: string): string {
+    const i = path.lastIndexOf("/");
+    return i < 0 ? path : path.slice(i + 1);
+}
+
+function exactIn(m: Module, symbol: string): NativePointer | null {
+    const a = m.findExportByName(symbol);
+    if (a !== null) return a;
+    try {
+        return m.findSymbolByName(symbol);
+    } catch {
+        return null;
+    }
+}
+
+function globIn(point: FunctionPoint, modules: Module[], onlyModule: boolean): Site[] {
+    const sites: Site[] = [];
+    const names = new Set(modules.map((m) => m.name));
+    // Exports, through one resolver query.
+    const modGlob = onlyModule ? modules[0].path : point.module === null ? "*" : resolverGlob(point.module);
+    try {
+        const r = new ApiResolver("module");
+        for (const m of r.enumerateMatches(`exports:${modGlob}!${resolverGlob(point.symbol)}`)) {
+            const bang = m.name.lastIndexOf("!");
+            const mod = basename(m.name.slice(0, bang));
+            const sym = m.name.slice(bang + 1);
+            if (!names.has(mod) || !globMatch(point.symbol, sym)) continue;
+            sites.push({ address: m.address, module: mod, symbol: sym });
+        }
+    } catch {
+        // Fall back to the symbol tables below.
+    }
+    // Non-exported functions, from each module's symbol table.
+    for (const m of modules) {
+        let syms: ModuleSymbolDetails[];
+        try {
+            syms = m.enumerateSymbols();
+        } catch {
+            continue;
+        }
+        for (const s of syms) {
+            if (s.type !== "function" || s.address.isNull() || !inModule(m, s.address)) continue;
+            if (!globMatch(point.symbol, s.name)) continue;
+            sites.push({ address: s.address, module: m.name, symbol: s.name });
+        }
+    }
+    return sites;
+}
+
+function resolveFunction(point: FunctionPoint, only: Module | null): Resolution {
+    const modules = (only !== null ? [only] : Process.enumerateModules()).filter((m) => moduleMatches(point.module, m));
+    const what = `${point.module ?? "*"}!${point.symbol}`;
+    if (modules.length === 0) {
+        if (point.module === null) return { kind: "failed", reason: `no function matches '${what}'` };
+        return { kind: "pending", reason: `no loaded module matches '${point.module}'` };
+    }
+    let found: Site[] = [];
+    if (!isGlob(point.symbol)) {
+        const global = point.module === null && only === null ? Module.findGlobalExportByName(point.symbol) : null;
+        if (global !== null) {
+            const m = Process.findModuleByAddress(global);
+            found.push({ address: global, module: m?.name ?? null, symbol: point.symbol });
+        } else {
+            for (const m of modules) {
+                const a = exactIn(m, point.symbol);
+                if (a !== null) found.push({ address: a, module: m.name, symbol: point.symbol });
+            }
+        }
+    } else {
+        found = globIn(point, modules, only !== null);
+    }
+    const seen = new Set<string>();
+    const sites: Site[] = [];
+    for (const s of found) {
+        const key = s.address.toString();
+        if (seen.has(key)) continue;
+        if (s.module !== null && s.symbol !== null && excluded(point, s.module, s.symbol)) continue;
+        seen.add(key);
+        sites.push(s);
+    }
+    if (sites.length === 0) return { kind: "failed", reason: `no function matches '${what}'` };
+    sites.sort((a, b) => a.address.compare(b.address));
+    return { kind: "sites", sites };
+}
+
+function siteAt(address: NativePointer): Site {
+    const m = Process.findModuleByAddress(address);
+    let symbol: string | null = null;
+    try {
+        const ds = DebugSymbol.fromAddress(address);
+        if (ds.name !== null && !ds.name.startsWith("0x")) symbol = ds.name;
+    } catch {
+        symbol = null;
+    }
+    return { address, module: m?.name ?? null, symbol };
+}
+
+/**
+ * Resolve a point over every loaded module, or (for modules that load later)
+ * over `only`. A `pending` result means: try again when a matching module loads.
+ */
+export function resolvePoint(point: Point, only: Module | null = null): Resolution {
+    switch (point.kind) {
+        case "function":
+            return resolveFunction(point, only);
+        case "address": {
+            if (only !== null) return { kind: "sites", sites: [] };
+            let address: NativePointer;
+            try {
+                address = ptr(point.address);
+            } catch (e) {
+                return { kind: "failed", reason: `bad address '${point.address}'` };
+            }
+            return { kind: "sites", sites: [siteAt(address)] };
+        }
+        case "offset": {
+            const candidates = only !== null ? [only] : Process.enumerateModules();
+            const m = candidates.find((x) => x.name === point.module || globMatch(point.module, x.name));
+            if (m === undefined) return { kind: "pending", reason: `module '${point.module}' is not loaded` };
+            if (point.offset < 0 || point.offset >= m.size) {
+                return { kind: "failed", reason: `offset 0x${point.offset.toString(16)} is outside ${m.name}` };
+            }
+            return { kind: "sites", sites: [siteAt(m.base.add(point.offset))] };
+        }
+    }
+}
+
+/** Can `point` gain sites when module `m` loads? */
+export function mayMatchModule(point: Point, m: Module): boolean {
+    if (point.kind === "function") return point.module !== null && moduleMatches(point.module, m);
+    if (point.kind === "offset") return point.module === m.name || globMatch(point.module, m.name);
+    return false;
+}

@@ -1,0 +1,79 @@
+// One instrumentation session inside the target: what `configure` builds and
+// `dispose` tears down. index.ts exposes it over RPC.
+
+import { Hello, PROTOCOL_VERSION, Plan, ProbeStatus } from "./protocol.js";
+import { Flusher } from "./buffer.js";
+import { Lifecycle } from "./lifecycle.js";
+import { ProbeSet } from "./probes.js";
+import { SymbolTriple, symbolize } from "./symbols.js";
+
+export class Session {
+    private flusher: Flusher | null = null;
+    private probes: ProbeSet | null = null;
+    private lifecycle: Lifecycle | null = null;
+    private disposed = false;
+
+    hello(): Hello {
+        return {
+            protocol: PROTOCOL_VERSION,
+            arch: Process.arch,
+            platform: Process.platform,
+            pid: Process.id,
+            pointer_size: Process.pointerSize,
+        };
+    }
+
+    configure(plan: Plan): { probes: ProbeStatus[] } {
+        if (plan.protocol !== PROTOCOL_VERSION) {
+            throw new Error(`protocol mismatch: the agent speaks ${PROTOCOL_VERSION}, the plan ${plan.protocol}`);
+        }
+        if (this.disposed) throw new Error("the agent was disposed");
+        if (this.flusher !== null) throw new Error("the agent is already configured");
+        const options = plan.options;
+        const flusher = new Flusher(options, plan.probes.length);
+        this.flusher = flusher;
+        // Flush-at-exit is installed for every run, whatever the probes are.
+        this.lifecycle = new Lifecycle(flusher);
+        this.lifecycle.install();
+        this.probes = new ProbeSet(flusher);
+        const statuses = this.probes.armAll(plan.probes);
+        flusher.start(options.flush_interval_ms);
+        return { probes: statuses };
+    }
+
+    flush(): { seq: number } {
+        return { seq: this.flusher !== null ? this.flusher.flushAll() : 0 };
+    }
+
+    /**
+     * `reason` is absent when the host calls dispose. Frida itself calls it
+     * with "exit" (from its exit/_exit/abort hooks, before ours run) and
+     * "unload" (script unload). On "exit" the hooks must stay: the process
+     * goes on through atexit handlers, and our own exit hooks then send the
+     * `ending` and wait for the host's ack.
+     */
+    dispose(reason?: string): { seq: number } {
+        const flusher = this.flusher;
+        if ((reason === "exit" || reason === "exec") && flusher !== null && !this.disposed) {
+            return { seq: flusher.flushAll() };
+        }
+        if (this.disposed || flusher === null) {
+            this.disposed = true;
+            return { seq: flusher?.lastSeq() ?? 0 };
+        }
+        this.disposed = true;
+        flusher.stop();
+        this.probes?.dispose();
+        this.lifecycle?.dispose();
+        let seq = flusher.flushAll();
+        Interceptor.detachAll();
+        Interceptor.flush();
+        flusher.ring.stop(); // producers blocked on a full ring return at once
+        seq = flusher.flushAll(); // whatever was written while detaching
+        return { seq };
+    }
+
+    symbolize(addresses: string[]): Record<string, SymbolTriple> {
+        return symbolize(addresses);
+    }
+}

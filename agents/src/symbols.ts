@@ -1,0 +1,138 @@
+// Symbolisation off the hot path. Captured `caller`/`backtrace` addresses are
+// collected while records are written (JS tier) or when the native ring is
+// drained, and the new ones are resolved and sent in a `symbols` message
+// before the batch that uses them.
+//
+// Each address maps to [module, symbol, offset]: the offset is from the
+// symbol's start when the symbol (and its start) is known, else from the
+// module's base, else the absolute address (module and symbol null).
+
+import { HEADER_SIZE, OFF_PHASE, OFF_PROBE, OFF_SIZE, PHASE_ENTRY, SLOT_SIZE } from "./protocol.js";
+import { post } from "./util.js";
+
+export type SymbolTriple = [string | null, string | null, number];
+
+/** Byte offsets, inside a native record, of the `caller` slots, per phase. */
+export interface CallerSlots {
+    entry: number[];
+    exit: number[];
+}
+
+const startCache = new Map<string, NativePointer | null>();
+
+function symbolStart(mod: Module, name: string, address: NativePointer): NativePointer | null {
+    const key = mod.name + "!" + name;
+    let start = startCache.get(key);
+    if (start === undefined) {
+        start = null;
+        try {
+            start = mod.findExportByName(name) ?? mod.findSymbolByName(name);
+        } catch {
+            start = null;
+        }
+        startCache.set(key, start);
+    }
+    if (start !== null && address.compare(start) >= 0) return start;
+    const range = Process.findFunctionRange(address);
+    return range !== null ? range.base : null;
+}
+
+/** Resolve one address to [module, symbol, offset]. */
+export function resolveAddress(address: NativePointer): SymbolTriple {
+    let mod: Module | null = null;
+    try {
+        mod = Process.findModuleByAddress(address);
+    } catch {
+        mod = null;
+    }
+    let name: string | null = null;
+    try {
+        const ds = DebugSymbol.fromAddress(address);
+        if (ds.name !== null && ds.name !== "" && !ds.name.startsWith("0x")) name = ds.name;
+    } catch {
+        name = null;
+    }
+    if (mod === null) return [null, name, name === null ? Number(address.toString()) : 0];
+    if (name !== null) {
+        const start = symbolStart(mod, name, address);
+        if (start !== null) return [mod.name, name, address.sub(start).toInt32()];
+        name = null;
+    }
+    return [mod.name, null, address.sub(mod.base).toInt32()];
+}
+
+/** "module!symbol+0x1f", for crash reports. */
+export function formatAddress(address: NativePointer): string {
+    const [mod, sym, off] = resolveAddress(address);
+    if (mod === null && sym === null) return address.toString();
+    const where = sym !== null ? `${mod ?? "?"}!${sym}` : mod ?? "?";
+    return off !== 0 ? `${where}+0x${off.toString(16)}` : where;
+}
+
+export class Symbolizer {
+    private readonly known = new Set<string>();
+    private pending = new Set<string>();
+    /** probe id -> caller slot offsets, for native-tier probes with a caller capture. */
+    private readonly nativeCallers = new Map<number, CallerSlots>();
+
+    /** Note an address (as NativePointer.toString() writes it). */
+    note(addr: string): void {
+        if (!this.known.has(addr)) this.pending.add(addr);
+    }
+
+    /** Register a native-tier probe whose records carry caller addresses. */
+    watchNative(probe: number, slots: CallerSlots): void {
+        if (slots.entry.length + slots.exit.length > 0) this.nativeCallers.set(probe, slots);
+    }
+
+    /** Collect caller addresses from drained native records. */
+    scanNative(data: ArrayBuffer): void {
+        if (this.nativeCallers.size === 0) return;
+        const dv = new DataView(data);
+        const end = data.byteLength;
+        let off = 0;
+        while (off + HEADER_SIZE <= end) {
+            const size = dv.getUint16(off + OFF_SIZE, true);
+            if (size < HEADER_SIZE || off + size > end) break;
+            const slots = this.nativeCallers.get(dv.getUint32(off + OFF_PROBE, true));
+            if (slots !== undefined) {
+                const list = dv.getUint8(off + OFF_PHASE) === PHASE_ENTRY ? slots.entry : slots.exit;
+                for (const s of list) {
+                    if (s + SLOT_SIZE > size) continue;
+                    const v = dv.getBigUint64(off + s, true);
+                    this.note("0x" + v.toString(16));
+                }
+            }
+            off += size;
+        }
+    }
+
+    /** Resolve and send what is new; call before sending the batch. */
+    flush(): void {
+        if (this.pending.size === 0) return;
+        const map: Record<string, SymbolTriple> = {};
+        for (const a of this.pending) {
+            this.known.add(a);
+            try {
+                map[a] = resolveAddress(ptr(a));
+            } catch {
+                map[a] = [null, null, 0];
+            }
+        }
+        this.pending = new Set<string>();
+        post("symbols", { map });
+    }
+}
+
+/** The `symbolize` RPC. */
+export function symbolize(addresses: string[]): Record<string, SymbolTriple> {
+    const out: Record<string, SymbolTriple> = {};
+    for (const a of addresses) {
+        try {
+            out[a] = resolveAddress(ptr(a));
+        } catch {
+            out[a] = [null, null, 0];
+        }
+    }
+    return out;
+}

@@ -1,0 +1,152 @@
+// Small helpers shared by every area of the agent: the message envelope,
+// per-probe error reporting, globs and UTF-8 decoding.
+
+import { PROTOCOL_VERSION } from "./protocol.js";
+
+/** Send one envelope (adds `v`). Binary payloads go in `data`. */
+export function post(type: string, fields: Record<string, unknown>, data?: ArrayBuffer | null): void {
+    send({ v: PROTOCOL_VERSION, type, ...fields }, data ?? null);
+}
+
+/** A short, human-readable text for anything thrown. */
+export function describe(e: unknown): string {
+    if (e instanceof Error) return e.message;
+    return String(e);
+}
+
+const reportedProbes = new Set<number>();
+const errorCounts = new Map<number, number>();
+let agentErrors = 0;
+
+/**
+ * Count an exception raised while handling a call of `probe` (or inside the
+ * agent itself, `probe` null) and report the first one per probe to the host.
+ */
+export function reportError(probe: number | null, e: unknown): void {
+    if (probe === null) {
+        agentErrors++;
+        if (agentErrors > 20) return; // an agent bug in a loop must not flood the host
+    } else {
+        errorCounts.set(probe, (errorCounts.get(probe) ?? 0) + 1);
+        if (reportedProbes.has(probe)) return;
+        reportedProbes.add(probe);
+    }
+    const stack = e instanceof Error && typeof e.stack === "string" ? e.stack : null;
+    try {
+        post("error", { probe, message: describe(e), stack });
+    } catch {
+        // Nothing sensible is left to do.
+    }
+}
+
+/** Exceptions counted per probe id (for diagnostics). */
+export function errorCountsByProbe(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const [k, v] of errorCounts) out[String(k)] = v;
+    return out;
+}
+
+/** True when `s` contains glob metacharacters (`*`, `?`, `[`). */
+export function isGlob(s: string): boolean {
+    return /[*?[]/.test(s);
+}
+
+const globCache = new Map<string, RegExp>();
+
+/** fnmatch-style glob (`*`, `?`, `[abc]`, `[!abc]`) compiled to an anchored RegExp. */
+export function globToRegExp(glob: string): RegExp {
+    const cached = globCache.get(glob);
+    if (cached !== undefined) return cached;
+    let re = "^";
+    for (let i = 0; i < glob.length; i++) {
+        const c = glob[i];
+        if (c === "*") {
+            re += ".*";
+        } else if (c === "?") {
+            re += ".";
+        } else if (c === "[") {
+            const end = glob.indexOf("]", i + 2);
+            if (end < 0) {
+                re += "\\[";
+                continue;
+            }
+            let body = glob.slice(i + 1, end);
+            if (body.startsWith("!")) body = "^" + body.slice(1);
+            re += "[" + body.replace(/\\/g, "\\\\") + "]";
+            i = end;
+        } else {
+            re += c.replace(/[.+^${}()|\\\]]/g, "\\$&");
+        }
+    }
+    const out = new RegExp(re + "$");
+    globCache.set(glob, out);
+    return out;
+}
+
+export function globMatch(glob: string, s: string): boolean {
+    return globToRegExp(glob).test(s);
+}
+
+/** Lenient UTF-8 decoding (invalid sequences become U+FFFD); never throws. */
+export function decodeUtf8(bytes: Uint8Array): string {
+    let out = "";
+    let i = 0;
+    const n = bytes.length;
+    while (i < n) {
+        const b = bytes[i];
+        if (b < 0x80) {
+            out += String.fromCharCode(b);
+            i++;
+            continue;
+        }
+        let need = 0;
+        let cp = 0;
+        if (b >= 0xc2 && b <= 0xdf) {
+            need = 1;
+            cp = b & 0x1f;
+        } else if (b >= 0xe0 && b <= 0xef) {
+            need = 2;
+            cp = b & 0x0f;
+        } else if (b >= 0xf0 && b <= 0xf4) {
+            need = 3;
+            cp = b & 0x07;
+        } else {
+            out += "\ufffd";
+            i++;
+            continue;
+        }
+        if (i + need > n - 1) {
+            out += "\ufffd";
+            break;
+        }
+        let ok = true;
+        for (let k = 1; k <= need; k++) {
+            const c = bytes[i + k];
+            if (c === undefined || (c & 0xc0) !== 0x80) {
+                ok = false;
+                break;
+            }
+            cp = (cp << 6) | (c & 0x3f);
+        }
+        if (!ok || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
+            out += "\ufffd";
+            i++;
+            continue;
+        }
+        out += String.fromCodePoint(cp);
+        i += need + 1;
+    }
+    return out;
+}
+
+/** The 64-bit value of a pointer as an unsigned BigInt (exact). */
+export function ptrToBigInt(p: NativePointer): bigint {
+    const lo = p.toUInt32() >>> 0;
+    const hi = p.shr(32).toUInt32() >>> 0;
+    return (BigInt(hi) << 32n) | BigInt(lo);
+}
+
+/** Hex text of a 64-bit value as NativePointer.toString() writes it ("0x1f"). */
+export function hex64(v: bigint): string {
+    return "0x" + v.toString(16);
+}
