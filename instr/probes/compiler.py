@@ -72,9 +72,9 @@ def _is_exit_only(cap: Capture) -> bool:
 def _needs_entry_hook(cap: Capture) -> str | None:
     """Why an exit capture needs the entry hook too, or None."""
     if cap.src == "duration":
-        return "measuring a duration needs the entry hook"
+        return "a duration is measured from entry to exit"
     if cap.src == "arg":
-        return "arguments read at exit are saved by the entry hook"
+        return "arguments read at exit are saved at entry"
     return None
 
 

@@ -208,9 +208,9 @@ def test_capture_phases_against_on() -> None:
         "p.yaml:7:11: error: capture 'size' is taken at entry, but 'on' does not include entry\n"
         "  hint: add entry to 'on', or read it at exit with '@exit'",
         "p.yaml:9:11: error: capture 'took' needs the entry hook: "
-        "measuring a duration needs the entry hook\n  hint: add entry to 'on'",
+        "a duration is measured from entry to exit\n  hint: add entry to 'on'",
         "p.yaml:10:11: error: capture 'buf' needs the entry hook: "
-        "arguments read at exit are saved by the entry hook\n  hint: add entry to 'on'",
+        "arguments read at exit are saved at entry\n  hint: add entry to 'on'",
     ]
     assert probe("function: f\ncapture: {rv: retval}\non: [entry]\n") == [
         "p.yaml:6:19: error: capture 'rv' is taken at exit, but 'on' does not include exit\n"
