@@ -1,0 +1,317 @@
+"""Binary batches (``instr/protocol.py`` records) -> ``Event`` objects.
+
+Per (probe, phase) the decoder builds a plan once: for a fixed layout (only
+scalar slots) a few ``struct.Struct`` objects whose formats apply width and
+sign per type, so one ``unpack_from`` yields finished Python values.  Two
+paths use them:
+
+* a batch made only of records of one fixed layout (one hot probe, the
+  common case) is decoded with ``iter_unpack`` over the whole buffer;
+* any other batch walks record by record: one header unpack, one unpack for
+  the named values, one for retval/duration on exit records.
+
+Variable-length slots (``cstr``, ``bytes``, ``backtrace``) are decoded slot by
+slot.  Value representation (also in docs/outputs.md):
+
+* integers: ``int`` (``i*`` sign-extended, ``u*`` masked to their width);
+  ``ptr`` and ``caller``: ``int`` address; ``bool``: ``bool``;
+* ``cstr``: ``str`` (UTF-8, ``errors="backslashreplace"``); ``bytes``: ``bytes``;
+  a truncated capture keeps the prefix, a NULL or unreadable pointer gives
+  ``None``; either way ``Event.args_status[name]`` says ``"truncated"``,
+  ``"null"`` or ``"unreadable"``;
+* ``backtrace``: ``list[int]`` of return addresses;
+* ``duration``: ``Event.duration_ns``, ``None`` when ``FLAG_NO_ENTRY`` is set.
+
+Problems never raise: a record of an unknown probe or with a size that does
+not match its layout is skipped, a record that runs past the batch ends the
+batch, and each kind of problem is counted in ``Decoder.problems``.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from itertools import chain, count, repeat
+from typing import Any
+
+from instr.collectors.layout import Layout, LayoutCache, Slot
+from instr.events import Event, RunContext
+from instr.protocol import (
+    FLAG_NO_ENTRY,
+    HEADER,
+    HEADER_SIZE,
+    PHASE_NAMES,
+    STATUS_NULL,
+    STATUS_OK,
+    STATUS_TRUNCATED,
+    STATUS_UNREADABLE,
+    VAR_HEADER,
+    pad8,
+)
+
+Buffer = bytes | bytearray | memoryview
+_Unpack = Callable[[Buffer, int], tuple[Any, ...]]
+# (size, probe id, probe name, phase, arg names, args unpack, retval/duration unpack, ri, di)
+_Hot = tuple[int, int, str, str, tuple[str, ...], _Unpack | None, _Unpack | None, int, int]
+
+_HEADER = HEADER.unpack_from
+_PEEK = struct.Struct("<HBBI").unpack_from
+_VAR = VAR_HEADER.unpack_from
+_SLOT_FIELDS = "<8xIIQ"  # site, tid, ts
+STATUS_NAMES = {
+    STATUS_TRUNCATED: "truncated",
+    STATUS_NULL: "null",
+    STATUS_UNREADABLE: "unreadable",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """Everything needed to decode one (probe, phase), built once."""
+
+    layout: Layout
+    hot: _Hot | None  # fixed layouts only
+    head: struct.Struct | None  # fixed: (site, tid, ts) from a whole record
+    args: struct.Struct | None  # fixed: the named values of a whole record
+    ret: struct.Struct | None  # fixed: (retval,)
+    dur: struct.Struct | None  # fixed: (duration,)
+    scalars: dict[str, _Unpack]  # variable layouts: per scalar slot, from the slot start
+
+
+def _plan(lay: Layout) -> _Plan:
+    if not lay.fixed:
+        scalars: dict[str, _Unpack] = {
+            s.name: struct.Struct("<" + s.fmt).unpack_from for s in lay.slots if s.scalar
+        }
+        return _Plan(lay, None, None, None, None, None, scalars)
+    tail = f"{8 * len(lay.slots)}x" if lay.slots else ""
+    names = tuple(s.name for s in lay.arg_slots)
+    args = struct.Struct(lay.slot_format(("arg",))) if names else None
+    special = struct.Struct(lay.slot_format(("retval", "duration")))
+    roles = [s.role for s in lay.slots if s.role != "arg"]
+    ri = roles.index("retval") if "retval" in roles else -1
+    di = roles.index("duration") if "duration" in roles else -1
+    phase = PHASE_NAMES.index(lay.phase)
+    hot: _Hot = (
+        lay.size,
+        lay.probe_id,
+        lay.probe,
+        PHASE_NAMES[phase],
+        names,
+        args.unpack_from if args is not None else None,
+        special.unpack_from if roles else None,
+        ri,
+        di,
+    )
+    ret = struct.Struct(lay.slot_format(("retval",))) if ri >= 0 else None
+    dur = struct.Struct(lay.slot_format(("duration",))) if di >= 0 else None
+    return _Plan(lay, hot, struct.Struct(_SLOT_FIELDS + tail), args, ret, dur, {})
+
+
+class Decoder:
+    """Decodes batches for one run; not thread-safe (the dispatcher's worker owns it)."""
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+        self.layouts = LayoutCache(ctx.table)
+        self.problems: Counter[str] = Counter()  # problem -> how many times it happened
+        self._hot: dict[int, _Hot] = {}  # probe << 8 | phase -> fixed plan, for the record loop
+        self._plans: dict[int, _Plan | None] = {}  # None: unknown probe or phase
+        self._frames: dict[int, struct.Struct] = {}
+
+    def plan(self, probe_id: int, phase: int) -> _Plan | None:
+        key = probe_id << 8 | phase
+        try:
+            return self._plans[key]
+        except KeyError:
+            pass
+        lay = self.layouts.get(probe_id, PHASE_NAMES[phase]) if phase < len(PHASE_NAMES) else None
+        plan = _plan(lay) if lay is not None else None
+        self._plans[key] = plan
+        if plan is not None and plan.hot is not None:
+            self._hot[key] = plan.hot
+        return plan
+
+    def decode(self, data: Buffer, first_seq: int) -> list[Event]:
+        """Decode one batch; events get host sequence numbers from ``first_seq`` on."""
+        uniform = self._uniform(data, first_seq)
+        if uniform is not None:
+            return uniform
+        out: list[Event] = []
+        app = out.append
+        hot_get = self._hot.get
+        n = len(data)
+        off = 0
+        seq = first_seq
+        try:
+            while off < n:
+                size, phase, flags, probe, site, tid, ts = _HEADER(data, off)
+                hot = hot_get(probe << 8 | phase)
+                if hot is not None and hot[0] == size:
+                    _, pid, name, ph, names, au, su, ri, di = hot
+                    args = dict(zip(names, au(data, off), strict=False)) if au is not None else {}
+                    if su is None:
+                        app(Event(seq, pid, name, ph, tid, ts, site, args, None, None, flags))
+                    else:
+                        sp = su(data, off)
+                        ret = sp[ri] if ri >= 0 else None
+                        dur = None if di < 0 or flags & FLAG_NO_ENTRY else sp[di]
+                        app(Event(seq, pid, name, ph, tid, ts, site, args, ret, dur, flags))
+                    seq += 1
+                    off += size
+                    continue
+                if size < HEADER_SIZE or size & 7 or off + size > n:
+                    self.problems["malformed record (bad size); rest of batch dropped"] += 1
+                    break
+                event = self._other(data, off, size, phase, flags, probe, site, tid, ts, seq)
+                if event is not None:
+                    app(event)
+                    seq += 1
+                off += size
+        except struct.error:
+            self.problems["record runs past the end of its batch; rest of batch dropped"] += 1
+        return out
+
+    def _uniform(self, data: Buffer, first_seq: int) -> list[Event] | None:
+        """Whole-buffer decode when every record has the same fixed layout and flags."""
+        n = len(data)
+        if n < HEADER_SIZE:
+            return [] if n == 0 else None
+        size, phase, flags, probe = _PEEK(data, 0)
+        plan = self.plan(probe, phase)
+        if plan is None or plan.hot is None or size != plan.hot[0] or n % size:
+            return None
+        records = n // size
+        if records > 1:
+            words = memoryview(data).cast("B").cast("Q")
+            if words[:: size >> 3].tobytes() != bytes(words[:1]) * records:
+                return None
+        _, pid, name, ph, names, _au, _su, _ri, _di = plan.hot
+        assert plan.head is not None
+        heads = plan.head.iter_unpack(data)
+        args: Iterable[dict[str, Any]]
+        if plan.args is not None:
+            args = map(dict, map(zip, repeat(names), plan.args.iter_unpack(data)))
+        else:
+            args = map(dict, repeat((), records))
+        rets: Iterator[Any] = repeat(None)
+        durs: Iterator[Any] = repeat(None)
+        if plan.ret is not None:
+            rets = chain.from_iterable(plan.ret.iter_unpack(data))
+        if plan.dur is not None and not flags & FLAG_NO_ENTRY:
+            durs = chain.from_iterable(plan.dur.iter_unpack(data))
+        return [
+            Event(s, pid, name, ph, tid, ts, site, a, r, d, flags)
+            for s, (site, tid, ts), a, r, d in zip(count(first_seq), heads, args, rets, durs)
+        ]
+
+    def _other(
+        self,
+        data: Buffer,
+        off: int,
+        size: int,
+        phase: int,
+        flags: int,
+        probe: int,
+        site: int,
+        tid: int,
+        ts: int,
+        seq: int,
+    ) -> Event | None:
+        """A record the fast loop did not take: first of its kind, variable, or bad."""
+        plan = self.plan(probe, phase)
+        if plan is None:
+            self.problems[f"records of unknown probe id {probe} phase {phase} skipped"] += 1
+            return None
+        lay = plan.layout
+        if plan.hot is not None:
+            if size == lay.size:  # first record of this layout: the loop knows it from now on
+                hot = plan.hot
+                args = (
+                    dict(zip(hot[4], hot[5](data, off), strict=False)) if hot[5] is not None else {}
+                )
+                sp = hot[6](data, off) if hot[6] is not None else ()
+                ret = sp[hot[7]] if hot[7] >= 0 else None
+                dur = None if hot[8] < 0 or flags & FLAG_NO_ENTRY else sp[hot[8]]
+                return Event(
+                    seq, lay.probe_id, lay.probe, lay.phase, tid, ts, site, args, ret, dur, flags
+                )
+            self.problems[
+                f"{lay.probe} {lay.phase} records of {size} bytes, expected {lay.size}; skipped"
+            ] += 1
+            return None
+        return self._variable(plan, data, off, size, flags, site, tid, ts, seq)
+
+    def _variable(
+        self,
+        plan: _Plan,
+        data: Buffer,
+        off: int,
+        size: int,
+        flags: int,
+        site: int,
+        tid: int,
+        ts: int,
+        seq: int,
+    ) -> Event | None:
+        lay = plan.layout
+        end = off + size
+        pos = off + HEADER_SIZE
+        args: dict[str, Any] = {}
+        status: dict[str, str] | None = None
+        ret: int | None = None
+        dur: int | None = None
+        for slot in lay.slots:
+            if pos + 8 > end:
+                self._overrun(lay)
+                return None
+            if slot.scalar:
+                value = plan.scalars[slot.name](data, pos)[0]
+                pos += 8
+                if slot.role == "retval":
+                    ret = value
+                elif slot.role == "duration":
+                    dur = None if flags & FLAG_NO_ENTRY else value
+                else:
+                    args[slot.name] = value
+                continue
+            first, second = _VAR(data, pos)
+            pos += 8
+            if slot.kind == "backtrace":
+                if pos + 8 * first > end:
+                    self._overrun(lay)
+                    return None
+                args[slot.name] = list(self._frames_struct(first).unpack_from(data, pos))
+                pos += 8 * first
+                continue
+            if pos + first > end:
+                self._overrun(lay)
+                return None
+            raw = bytes(data[pos : pos + first])
+            pos += pad8(first)
+            args[slot.name] = _var_value(slot, raw, second)
+            if second != STATUS_OK:
+                status = status if status is not None else {}
+                status[slot.name] = STATUS_NAMES.get(second, f"status {second}")
+        return Event(
+            seq, lay.probe_id, lay.probe, lay.phase, tid, ts, site, args, ret, dur, flags, status
+        )
+
+    def _overrun(self, lay: Layout) -> None:
+        self.problems[f"{lay.probe} {lay.phase} record shorter than its captures; skipped"] += 1
+
+    def _frames_struct(self, n: int) -> struct.Struct:
+        s = self._frames.get(n)
+        if s is None:
+            s = self._frames[n] = struct.Struct(f"<{n}Q")
+        return s
+
+
+def _var_value(slot: Slot, raw: bytes, status: int) -> str | bytes | None:
+    if status not in (STATUS_OK, STATUS_TRUNCATED):
+        return None
+    if slot.kind == "cstr":
+        return raw.decode("utf-8", "backslashreplace")
+    return raw
