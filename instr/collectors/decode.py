@@ -16,9 +16,10 @@ slot.  Value representation (also in docs/outputs.md):
 * integers: ``int`` (``i*`` sign-extended, ``u*`` masked to their width);
   ``ptr`` and ``caller``: ``int`` address; ``bool``: ``bool``;
 * ``cstr``: ``str`` (UTF-8, ``errors="backslashreplace"``); ``bytes``: ``bytes``;
-  a truncated capture keeps the prefix, a NULL or unreadable pointer gives
-  ``None``; either way ``Event.args_status[name]`` says ``"truncated"``,
-  ``"null"`` or ``"unreadable"``;
+  a truncated capture keeps the prefix, a NULL pointer gives ``None``, an
+  unreadable one the bytes read before the fault (``None`` when none were);
+  ``Event.args_status[name]`` then says ``"truncated"``, ``"null"`` or
+  ``"unreadable"``;
 * ``backtrace``: ``list[int]`` of return addresses;
 * ``duration``: ``Event.duration_ns``, ``None`` when ``FLAG_NO_ENTRY`` is set.
 
@@ -310,7 +311,12 @@ class Decoder:
 
 
 def _var_value(slot: Slot, raw: bytes, status: int) -> str | bytes | None:
-    if status not in (STATUS_OK, STATUS_TRUNCATED):
+    """The value of a cstr/bytes slot: None for NULL, and for unreadable with nothing read.
+
+    An unreadable capture that faulted after some bytes keeps what was read, like
+    the agent's own predicates see it.
+    """
+    if status == STATUS_NULL or (not raw and status != STATUS_OK and status != STATUS_TRUNCATED):
         return None
     if slot.kind == "cstr":
         return raw.decode("utf-8", "backslashreplace")

@@ -136,7 +136,9 @@ def test_cstr_statuses(decoder: Decoder) -> None:
     assert null.args["path"] is None and null.args_status == {"path": "null"}
     bad = path(Var(b"", STATUS_UNREADABLE))
     assert bad.args["path"] is None and bad.args_status == {"path": "unreadable"}
-    odd = path(Var(b"a\xffb", 9))
+    part = path(Var(b"/et", STATUS_UNREADABLE))  # faulted after 3 bytes
+    assert part.args["path"] == "/et" and part.args_status == {"path": "unreadable"}
+    odd = path(Var(b"", 9))
     assert odd.args["path"] is None and odd.args_status == {"path": "status 9"}
 
 

@@ -1,0 +1,337 @@
+"""From Frida's message callback to the collectors.
+
+``Dispatcher.post`` is the Frida ``on("message")`` callback: it only enqueues.
+One worker thread takes messages in arrival order, decodes batches with the
+``Decoder`` and hands each batch's events to every collector, updates the
+``RunContext`` (sites, symbols) and the per-probe reports, and collects errors.
+Because the queue is FIFO and the agent sends its final batch before its
+``ending`` message, ``on_ending`` runs after every earlier batch reached the
+collectors; that is when the session acknowledges, releasing the target.
+
+Nothing is lost silently: a gap in batch ``seq`` numbers is counted as lost
+batches, the agent's cumulative per-probe ``drops`` are kept, undecodable
+records, agent errors, Frida script errors and collector exceptions all end up
+in ``RunSummary.errors``.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+import traceback
+from collections import Counter
+from collections.abc import Callable, Sequence
+from operator import attrgetter
+from typing import Any
+
+from instr.collectors.base import Collector
+from instr.collectors.decode import Decoder
+from instr.events import Ending, Event, ProbeReport, RunContext, RunSummary, Site, Symbol
+from instr.protocol import PROTOCOL_VERSION
+
+OnEnding = Callable[[Ending, int], None]
+MAX_ERRORS = 200  # beyond this, errors are only counted
+_STOP = object()
+_probe_id = attrgetter("probe_id")
+
+
+def _addr(value: Any) -> int | None:
+    """Addresses arrive as "0x…" strings (64-bit safe) or numbers."""
+    if value is None:
+        return None
+    return int(value, 0) if isinstance(value, str) else int(value)
+
+
+def _kind(message: dict[str, Any]) -> Any:
+    payload = message.get("payload")
+    if message.get("type") == "send" and isinstance(payload, dict):
+        return payload.get("type")
+    return message.get("type")
+
+
+def _describe(exc: BaseException) -> str:
+    where = traceback.extract_tb(exc.__traceback__)
+    at = f" at {where[-1].filename}:{where[-1].lineno}" if where else ""
+    return f"{type(exc).__name__}: {exc}{at}"
+
+
+class Dispatcher:
+    """Queue + worker thread between Frida and the collectors, for one run."""
+
+    def __init__(
+        self,
+        ctx: RunContext,
+        collectors: Sequence[Collector] = (),
+        on_ending: OnEnding | None = None,
+        decoder: Decoder | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self.collectors = list(collectors)
+        self.on_ending = on_ending
+        self.decoder = decoder if decoder is not None else Decoder(ctx)
+        self.ending: Ending | None = None
+        self.errors: list[str] = []
+        self.events = 0
+        self.batches = 0
+        self.lost_batches = 0
+        self.last_seq = 0
+        self.drops: dict[int, int] = {}
+        self.counts: Counter[int] = Counter()
+        self._reports: dict[int, ProbeReport] = {}
+        self._failed: set[int] = set()  # indexes of collectors that raised
+        self._seen_errors: set[str] = set()
+        self._more_errors = 0
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._lock = threading.Lock()  # guards _reports (set_reports runs on the caller's thread)
+        self._close_lock = threading.Lock()
+        self._status_seen: set[int] = set()
+        self._summary: RunSummary | None = None
+        self._closing = False
+        self._handlers: dict[str, Callable[[dict[str, Any], bytes | None], None]] = {
+            "batch": self._batch,
+            "status": self._status,
+            "sites": self._sites,
+            "symbols": self._symbols,
+            "modules": self._modules,
+            "error": self._agent_error,
+            "ending": self._ending,
+        }
+        self._worker = threading.Thread(target=self._run, name="instr-dispatch", daemon=True)
+        self._worker.start()
+
+    # -- called from other threads --------------------------------------------
+
+    def post(self, message: dict[str, Any], data: bytes | None) -> None:
+        """Frida's message callback: enqueue and return (thread-safe, never blocks)."""
+        self._queue.put((message, data))
+
+    def set_reports(self, reports: Sequence[ProbeReport]) -> None:
+        """The per-probe results of ``configure``; later ``status`` messages update them.
+
+        A probe whose ``status`` message was already handled keeps that newer state.
+        """
+        with self._lock:
+            for r in reports:
+                if r.id not in self._status_seen:
+                    self._reports[r.id] = r
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Wait until everything posted before this call was handled; False on timeout."""
+        if self._closing:
+            self._worker.join(timeout)
+            return not self._worker.is_alive()
+        done = threading.Event()
+        self._queue.put(done)
+        return done.wait(timeout)
+
+    def close(self, ending: Ending | None = None) -> RunSummary:
+        """Handle everything still queued, close the collectors, return the summary.
+
+        ``ending`` is used when the agent sent no ``ending`` message (killed, lost).
+        Idempotent: later calls return the same summary.
+        """
+        with self._close_lock:  # a second caller waits, then gets the same summary
+            if self._summary is not None:
+                return self._summary
+            self._closing = True
+            self._queue.put(_STOP)
+            self._worker.join()
+            summary = self._build_summary(ending)
+            for c in self.collectors:
+                try:
+                    c.close(summary)
+                except Exception as e:
+                    summary.errors.append(
+                        f"output {type(c).__name__} failed to close: {_describe(e)}"
+                    )
+            self._summary = summary
+            return summary
+
+    # -- the worker -------------------------------------------------------------
+
+    def _run(self) -> None:
+        get = self._queue.get
+        while True:
+            item = get()
+            if item is _STOP:
+                return
+            if isinstance(item, threading.Event):
+                item.set()
+                continue
+            message, data = item
+            try:
+                self._handle(message, data)
+            except Exception as e:  # a bug or a malformed message must not stop the worker
+                self._error(f"internal error handling a {_kind(message)!r} message: {_describe(e)}")
+
+    def _handle(self, message: dict[str, Any], data: bytes | None) -> None:
+        kind = message.get("type")
+        if kind == "send":
+            payload = message.get("payload")
+            if not isinstance(payload, dict):
+                self._error(f"unexpected message from the agent: {payload!r:.200}")
+                return
+            self._envelope(payload, data)
+        elif kind == "error" and "description" in message:
+            # Frida's own report of an uncaught exception in the script
+            where = ""
+            if message.get("fileName"):
+                where = f" ({message['fileName']}:{message.get('lineNumber', '?')})"
+            self._error(f"agent script error: {message['description']}{where}")
+        elif kind == "log":
+            pass  # console output of the agent goes to Frida's log handler, not here
+        elif "v" in message:
+            self._envelope(message, data)  # an envelope posted directly (tests, replays)
+        else:
+            self._error(f"unexpected Frida message type {kind!r}")
+
+    def _envelope(self, env: dict[str, Any], data: bytes | None) -> None:
+        version = env.get("v")
+        if version != PROTOCOL_VERSION:
+            self._error_once(
+                f"agent message with protocol version {version!r}, host speaks {PROTOCOL_VERSION}"
+            )
+        kind = env.get("type")
+        handler = self._handlers.get(kind) if isinstance(kind, str) else None
+        if handler is None:
+            self._error_once(f"unknown agent message type {kind!r}")
+            return
+        handler(env, data)
+
+    def _sites(self, env: dict[str, Any], data: bytes | None) -> None:
+        probe = int(env["probe"])
+        for s in env.get("sites", ()):
+            addr = _addr(s.get("address"))
+            site = Site(probe, int(s["site"]), addr or 0, s.get("module"), s.get("symbol"))
+            self.ctx.add_site(site)
+
+    def _symbols(self, env: dict[str, Any], data: bytes | None) -> None:
+        mapping: dict[int, Symbol] = {}
+        for key, value in env.get("map", {}).items():
+            module, name, offset = value
+            mapping[int(key, 0)] = Symbol(module, name, int(offset or 0))
+        self.ctx.add_symbols(mapping)
+
+    def _agent_error(self, env: dict[str, Any], data: bytes | None) -> None:
+        probe = env.get("probe")
+        who = f"probe {self._probe_name(int(probe))}" if probe is not None else "agent"
+        self._error(f"{who}: {env.get('message')}")
+
+    def _modules(self, env: dict[str, Any], data: bytes | None) -> None:
+        pass  # the agent arms pending probes itself and reports them with sites/status
+
+    def _batch(self, env: dict[str, Any], data: bytes | None) -> None:
+        seq = int(env["seq"])
+        if seq > self.last_seq + 1:
+            missing = seq - self.last_seq - 1
+            self.lost_batches += missing
+            first = self.last_seq + 1
+            span = f"{first}" if missing == 1 else f"{first}-{seq - 1}"
+            self._error(f"lost {missing} batch{'es' if missing > 1 else ''} (seq {span})")
+        elif seq <= self.last_seq:
+            self._error(f"batch seq {seq} arrived after seq {self.last_seq}; decoded anyway")
+        self.last_seq = max(self.last_seq, seq)
+        self.batches += 1
+        for key, total in (env.get("drops") or {}).items():
+            pid = int(key)
+            self.drops[pid] = max(self.drops.get(pid, 0), int(total))
+        events = self.decoder.decode(data, self.events + 1) if data else []
+        expected = env.get("records")
+        if expected is not None and int(expected) != len(events):
+            self._error(f"batch {seq}: {expected} records announced, {len(events)} decoded")
+        if not events:
+            return
+        self.events += len(events)
+        self.counts.update(map(_probe_id, events))
+        self._deliver(events)
+
+    def _deliver(self, events: list[Event]) -> None:
+        for i, c in enumerate(self.collectors):
+            if i in self._failed:
+                continue
+            try:
+                c.on_events(events)
+            except Exception as e:
+                self._failed.add(i)
+                self._error(
+                    f"output {type(c).__name__} failed and gets no further events: {_describe(e)}"
+                )
+
+    def _status(self, env: dict[str, Any], data: bytes | None) -> None:
+        st = env.get("probe")
+        if not isinstance(st, dict):  # flat form: {probe: id, state, reason, sites}
+            st = {"id": st, **{k: v for k, v in env.items() if k != "probe"}}
+        pid = int(st["id"])
+        report = self._report(pid)
+        self._status_seen.add(pid)
+        report.state = str(st.get("state", report.state))
+        report.tier = st.get("tier", report.tier)
+        report.sites = int(st.get("sites", report.sites) or 0)
+        report.reason = st.get("reason")
+
+    def _ending(self, env: dict[str, Any], data: bytes | None) -> None:
+        code = env.get("code")
+        self.ending = Ending(
+            reason=str(env.get("reason", "exit")),
+            code=int(code) if code is not None else None,
+            signal=env.get("signal"),
+            address=_addr(env.get("address")),
+            symbol=env.get("symbol"),
+        )
+        if self.on_ending is not None:
+            try:
+                self.on_ending(self.ending, int(env.get("token", 0)))
+            except Exception as e:
+                self._error(f"acknowledging the agent's ending failed: {_describe(e)}")
+
+    # -- bookkeeping ------------------------------------------------------------
+
+    def _report(self, pid: int) -> ProbeReport:
+        with self._lock:
+            report = self._reports.get(pid)
+            if report is None:
+                probe = self.ctx.table.probes.get(pid)
+                name = probe.name if probe is not None else f"#{pid}"
+                report = ProbeReport(pid, name, "pending", None, 0, "no status from the agent")
+                self._reports[pid] = report
+            return report
+
+    def _probe_name(self, pid: int) -> str:
+        probe = self.ctx.table.probes.get(pid)
+        return probe.name if probe is not None else f"#{pid}"
+
+    def _error(self, text: str) -> None:
+        if len(self.errors) < MAX_ERRORS:
+            self.errors.append(text)
+        else:
+            self._more_errors += 1
+
+    def _error_once(self, text: str) -> None:
+        if text not in self._seen_errors:
+            self._seen_errors.add(text)
+            self.errors.append(text)
+
+    def _build_summary(self, fallback: Ending | None) -> RunSummary:
+        for pid in self.ctx.table.probes:
+            self._report(pid)
+        for pid in set(self.counts) | set(self.drops):
+            self._report(pid)
+        reports = sorted(self._reports.values(), key=attrgetter("id"))
+        for r in reports:
+            r.events = self.counts.get(r.id, 0)
+            r.drops = self.drops.get(r.id, 0)
+        errors = list(self.errors)
+        if self._more_errors:
+            errors.append(f"... and {self._more_errors} more errors")
+        errors.extend(f"decoder: {text} (x{n})" for text, n in self.decoder.problems.items())
+        return RunSummary(
+            events=self.events,
+            batches=self.batches,
+            drops=sum(self.drops.values()),
+            probes=reports,
+            ending=self.ending if self.ending is not None else fallback,
+            errors=errors,
+            ended_ns=time.time_ns(),
+            lost_batches=self.lost_batches,
+        )
