@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""Per-call overhead of tracers on one hot function, measured inside the target.
+
+The target is tests/targets/bench.c. It times its own loop of ``target_add``
+calls (or of 1-byte ``write()``s to /dev/null, for strace) with
+CLOCK_MONOTONIC and reports ns/call. Each tool gets a fresh copy of the target,
+is armed, and then the harness drives one warm-up round and ``--rounds`` timed
+rounds through the target's stdin. Overhead = median hooked ns/call - median
+unhooked ns/call of the same loop. ``events/s`` is events delivered by the tool
+over the wall time of its rounds; for instr, it is rows in the SQLite store
+over the time until instr has exited (flush and detach included), and the
+note says whether rows == calls (zero loss).
+
+    python scripts/bench.py                          # every tool found here
+    python scripts/bench.py --only instr,frida-trace --calls 200000 --rounds 5
+
+This is a benchmark, not a test: it asserts nothing and exits 0 unless the
+harness itself breaks. Tools that are missing or cannot run here get an
+"unavailable: <reason>" row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent / "tests")]
+
+from bench_tools import TOOLS, Ctx, Measured, Unavailable, baseline  # noqa: E402
+from helpers import REPO, BuildError, compile_c  # noqa: E402
+
+BENCH_SRC = REPO / "tests" / "targets" / "bench.c"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--calls", type=int, default=100_000, help="calls per round (default 100000)")
+    ap.add_argument(
+        "--slow-calls",
+        type=int,
+        default=5_000,
+        help="calls per round for ltrace and strace, ~0.1-0.2 ms/call (default 5000)",
+    )
+    ap.add_argument("--rounds", type=int, default=3, help="timed rounds per tool (default 3)")
+    ap.add_argument(
+        "--only",
+        metavar="NAMES",
+        help=f"comma-separated subset of: {', '.join(TOOLS)} (the baseline always runs)",
+    )
+    ap.add_argument("--timeout", type=float, default=300.0, help="bound on any one wait (s)")
+    ap.add_argument("--no-pie", action="store_true", help="build the target as non-PIE")
+    ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    args = ap.parse_args(argv)
+    names = list(TOOLS) if args.only is None else [n.strip() for n in args.only.split(",") if n]
+    unknown = [n for n in names if n not in TOOLS]
+    if unknown:
+        ap.error(f"unknown tool(s) {', '.join(unknown)}; choose from {', '.join(TOOLS)}")
+    if min(args.calls, args.slow_calls, args.rounds) < 1:
+        ap.error("--calls, --slow-calls and --rounds must be at least 1")
+    args.names = names
+    return args
+
+
+def run_tool(name: str, ctx: Ctx) -> Measured | str:
+    try:
+        return TOOLS[name](ctx)
+    except Unavailable as e:
+        return f"unavailable: {e}"
+    except Exception as e:  # one tool's failure must not end the whole benchmark
+        return f"failed: {type(e).__name__}: {e}"
+
+
+def fmt_ns(ns: float | None) -> str:
+    if ns is None:
+        return "-"
+    return f"{ns / 1000:.2f} µs" if abs(ns) >= 1000 else f"{ns:.1f} ns"
+
+
+def table(results: dict[str, Measured | str], base: dict[str, Measured | str]) -> list[list[str]]:
+    def overhead(m: Measured) -> float | None:
+        b = base.get(m.kind)
+        return m.ns_per_call - b.ns_per_call if isinstance(b, Measured) else None
+
+    ref = results.get("instr")
+    ref_ov = overhead(ref) if isinstance(ref, Measured) else None
+    rows = [["tool", "calls/round", "hooked/call", "overhead/call", "vs instr", "events/s", "note"]]
+    for kind, m in base.items():
+        label = "baseline (target_add)" if kind == "run" else "baseline (write)"
+        if isinstance(m, str):
+            rows.append([label, "", "", "", "", "", m])
+        else:
+            rows.append([label, str(m.calls), fmt_ns(m.ns_per_call), "0", "", "", "unhooked"])
+    for name, m in results.items():
+        if isinstance(m, str):
+            rows.append([name, "", "", "", "", "", m])
+            continue
+        ov = overhead(m)
+        ratio = f"{ov / ref_ov:.1f}x" if ov is not None and ref_ov and ref_ov > 0 else "n/a"
+        rate = f"{m.events_per_s:,.0f}" if m.events_per_s is not None else "-"
+        note = ("write() loop; " if m.kind == "wloop" else "") + m.note
+        rows.append([name, str(m.calls), fmt_ns(m.ns_per_call), fmt_ns(ov), ratio, rate, note])
+    return rows
+
+
+def print_table(rows: list[list[str]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for j, r in enumerate(rows):
+        cells = [
+            c.rjust(w) if i in (1, 2, 3, 4, 5) else c.ljust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=False))
+        ]
+        print("  ".join([*cells, r[-1]]).rstrip())
+        if j == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="instr-bench-"))
+    bench = workdir / "bench"
+    try:
+        warnings = compile_c(BENCH_SRC, bench, pie=not args.no_pie)
+    except BuildError as e:
+        print(f"bench: cannot build the target: {e}", file=sys.stderr)
+        return 1
+    if warnings:
+        print(warnings, file=sys.stderr)
+    ctx = Ctx(bench, workdir, args.calls, args.slow_calls, args.rounds, args.timeout)
+    print(
+        f"# {platform.node()} {platform.machine()} {platform.release()}; target {bench}"
+        f" ({'non-PIE' if args.no_pie else 'PIE'}); {args.rounds} rounds + warm-up; median ns/call",
+        flush=True,
+    )
+
+    base: dict[str, Measured | str] = {}
+    kinds = ["run"] + (["wloop"] if "strace-write" in args.names else [])
+    for kind in kinds:
+        try:
+            base[kind] = baseline(ctx, kind)
+        except Exception as e:  # reported in the table like any tool failure
+            base[kind] = f"failed: {type(e).__name__}: {e}"
+    results: dict[str, Measured | str] = {}
+    for name in args.names:
+        print(f"# {name} ...", file=sys.stderr, flush=True)
+        results[name] = run_tool(name, ctx)
+    print_table(table(results, base))
+    if args.keep:
+        print(f"# scratch kept in {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
