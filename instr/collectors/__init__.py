@@ -1,0 +1,49 @@
+"""Collectors: where decoded events go (console, JSON Lines, SQLite).
+
+``open_output`` picks one from an output argument: ``-`` is the console on
+stdout, otherwise the file extension decides.  Formats are documented in
+docs/outputs.md.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from instr.collectors.base import Collector
+from instr.errors import UsageError
+
+JSONL_EXTENSIONS = (".jsonl", ".ndjson")
+SQLITE_EXTENSIONS = (".db", ".sqlite", ".sqlite3")
+SUPPORTED = "- (console), " + ", ".join(JSONL_EXTENSIONS + SQLITE_EXTENSIONS)
+
+
+def open_output(path_or_dash: str) -> Collector:
+    """The collector for one ``-o`` argument; ``UsageError`` for what cannot work."""
+    if path_or_dash == "-":
+        from instr.collectors.console import ConsoleCollector
+
+        return ConsoleCollector(sys.stdout)
+    path = Path(path_or_dash)
+    ext = path.suffix.lower()
+    if ext not in JSONL_EXTENSIONS + SQLITE_EXTENSIONS:
+        raise UsageError(
+            f"unknown output format {ext or '(no extension)'!r} for {path_or_dash!r}",
+            hint=f"supported: {SUPPORTED}",
+        )
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(f"cannot write {path_or_dash!r}: directory {str(parent)!r} does not exist")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UsageError(f"cannot write {path_or_dash!r}: permission denied")
+    if ext in JSONL_EXTENSIONS:
+        from instr.collectors.jsonl import JsonlCollector
+
+        return JsonlCollector(path)
+    from instr.collectors.sqlite import SqliteCollector
+
+    return SqliteCollector(path)
+
+
+__all__ = ["SUPPORTED", "Collector", "open_output"]

@@ -1,0 +1,122 @@
+"""Human-readable output: one line per event, then a summary block.
+
+    0.000 ms   4242 calls/open → libc.so.6!open path="/etc/passwd" flags=0
+    0.061 ms   4242 calls/open ← libc.so.6!open = 3 (56.0 µs)
+
+Time is relative to the first event this collector saw.  Pointers and callers
+are symbolised through the run context; backtraces follow on indented lines.
+Formatting is deterministic (tests compare it line by line).
+"""
+
+from __future__ import annotations
+
+from typing import TextIO
+
+from instr.collectors.layout import Layout, LayoutCache
+from instr.collectors.values import show_duration, show_value, site_function
+from instr.events import Event, ProbeReport, RunContext, RunInfo, RunSummary
+
+ARROWS = {"entry": "→", "exit": "←"}
+FRAME_INDENT = " " * 8
+
+
+class ConsoleCollector:
+    def __init__(self, stream: TextIO, summary: bool = True) -> None:
+        self.stream = stream
+        self.show_summary = summary
+        self.ctx: RunContext | None = None
+        self.layouts: LayoutCache | None = None
+        self.t0: int | None = None
+
+    def open(self, ctx: RunContext, info: RunInfo) -> None:
+        self.ctx = ctx
+        self.layouts = LayoutCache(ctx.table)
+
+    def on_events(self, events: list[Event]) -> None:
+        if not events or self.ctx is None:
+            return
+        if self.t0 is None:
+            self.t0 = events[0].ts_ns
+        lines: list[str] = []
+        for e in events:
+            self._format(e, lines)
+        lines.append("")
+        self.stream.write("\n".join(lines))
+        self.stream.flush()
+
+    def format_event(self, event: Event) -> list[str]:
+        """The line (and backtrace lines) for one event."""
+        if self.t0 is None:
+            self.t0 = event.ts_ns
+        lines: list[str] = []
+        self._format(event, lines)
+        return lines
+
+    def _format(self, e: Event, lines: list[str]) -> None:
+        ctx = self.ctx
+        assert ctx is not None and self.layouts is not None
+        lay = self.layouts.get(e.probe_id, e.phase)
+        ms = (e.ts_ns - (self.t0 or 0)) / 1e6
+        fn = site_function(ctx.site(e.probe_id, e.site), e.site)
+        parts = [f"{ms:9.3f} ms {e.tid:>6} {e.probe} {ARROWS.get(e.phase, '?')} {fn}"]
+        stacks: list[list[int]] = []
+        status = e.args_status or {}
+        kinds = lay.kinds if lay is not None else {}
+        for name, value in e.args.items():
+            kind = kinds.get(name, "int")
+            parts.append(f"{name}={show_value(ctx, kind, value, status.get(name))}")
+            if kind == "backtrace" and value:
+                stacks.append(value)
+        if e.phase == "exit":
+            parts.extend(self._exit_parts(e, lay))
+        lines.append(" ".join(parts))
+        for frames in stacks:
+            lines.extend(f"{FRAME_INDENT}#{i} {ctx.symbolize(a)}" for i, a in enumerate(frames))
+
+    def _exit_parts(self, e: Event, lay: Layout | None) -> list[str]:
+        assert self.ctx is not None
+        parts: list[str] = []
+        if e.retval is not None:
+            kind = lay.retval.kind if lay is not None and lay.retval is not None else "int"
+            parts.append(f"= {show_value(self.ctx, kind, e.retval, None)}")
+        if e.duration_ns is not None:
+            parts.append(f"({show_duration(e.duration_ns)})")
+        elif lay is not None and lay.duration is not None:
+            parts.append("(entry not seen)")
+        return parts
+
+    def close(self, summary: RunSummary) -> None:
+        if self.show_summary:
+            self.stream.write("\n".join(summary_lines(summary)))
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def _count(n: int, word: str, plural: str = "s") -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}{plural}"
+
+
+def _probe_row(r: ProbeReport, width: int) -> str:
+    row = f"  {r.name:<{width}} {r.state:<7} {r.tier or '-':<6} {r.sites:>5} {r.events:>9} {r.drops:>7}"
+    return f"{row}  {r.reason}" if r.reason else row
+
+
+def summary_lines(summary: RunSummary) -> list[str]:
+    """The end-of-run block: totals, one row per probe, the ending, the errors."""
+    lines = ["--"]
+    lost = f", {_count(summary.lost_batches, 'lost batch', 'es')}" if summary.lost_batches else ""
+    counts = f"{_count(summary.events, 'event')} in {_count(summary.batches, 'batch', 'es')}"
+    lines.append(f"{counts}, {summary.drops} dropped{lost}")
+    if summary.probes:
+        width = max(5, *(len(r.name) for r in summary.probes))
+        header = (
+            f"  {'probe':<{width}} {'state':<7} {'tier':<6} {'sites':>5} {'events':>9} {'drops':>7}"
+        )
+        lines.append(header)
+        lines.extend(_probe_row(r, width) for r in summary.probes)
+    if summary.ending is not None:
+        lines.append(f"ending: {summary.ending.describe()}")
+    if summary.errors:
+        lines.append(f"errors ({len(summary.errors)}):")
+        lines.extend(f"  {text}" for text in summary.errors)
+    return lines

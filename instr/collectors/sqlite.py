@@ -1,0 +1,385 @@
+"""SQLite output: one database can hold many runs; the schema is in docs/outputs.md.
+
+Speed notes (measured on the 2-core VM, see the report in docs/outputs.md):
+
+* one transaction per batch, ``executemany`` per statement, WAL, ``synchronous=OFF``;
+* run id, probe id and phase are literals of a per-(probe, phase) statement, so
+  rows bind only what varies; ``None`` is never bound (Python's sqlite3 binds
+  ``None`` through its slow adapter path): a row without retval or duration
+  goes to a statement that leaves that column out;
+* ``args`` of integer-only captures is built with a ``%`` template, not ``json.dumps``;
+* the two secondary indexes are created at ``close`` when missing, so the first
+  run into a database inserts without maintaining them.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from instr.collectors.jsonl import names_getter
+from instr.collectors.layout import UNSIGNED64, Layout, LayoutCache
+from instr.collectors.values import MAX_I64, address_json, int64, to_json
+from instr.errors import UsageError
+from instr.events import Event, RunContext, RunInfo, RunSummary
+from instr.protocol import PHASE_NAMES
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY, started_ns INTEGER NOT NULL, ended_ns INTEGER,
+    device TEXT, pid INTEGER, argv TEXT, source TEXT, sets TEXT,
+    ending_reason TEXT, ending_code INTEGER, ending_signal TEXT,
+    ending_address INTEGER, ending_symbol TEXT,
+    events INTEGER, batches INTEGER, drops INTEGER, lost_batches INTEGER, errors TEXT
+);
+CREATE TABLE IF NOT EXISTS probes (
+    run_id INTEGER NOT NULL, probe_id INTEGER NOT NULL, name TEXT NOT NULL, point TEXT,
+    state TEXT, tier TEXT, sites INTEGER, reason TEXT, events INTEGER, drops INTEGER,
+    PRIMARY KEY (run_id, probe_id)
+);
+CREATE TABLE IF NOT EXISTS captures (
+    run_id INTEGER NOT NULL, probe_id INTEGER NOT NULL, phase TEXT NOT NULL,
+    position INTEGER NOT NULL, name TEXT NOT NULL, source TEXT NOT NULL, type TEXT NOT NULL,
+    stored_in TEXT NOT NULL,
+    PRIMARY KEY (run_id, probe_id, phase, position)
+);
+CREATE TABLE IF NOT EXISTS sites (
+    run_id INTEGER NOT NULL, probe_id INTEGER NOT NULL, site INTEGER NOT NULL,
+    address INTEGER, module TEXT, symbol TEXT, function TEXT,
+    PRIMARY KEY (run_id, probe_id, site)
+);
+CREATE TABLE IF NOT EXISTS events (
+    run_id INTEGER NOT NULL, seq INTEGER NOT NULL, probe_id INTEGER NOT NULL,
+    phase TEXT NOT NULL, tid INTEGER, ts_ns INTEGER, site INTEGER,
+    retval INTEGER, duration_ns INTEGER, args TEXT, stack_id INTEGER, args_status TEXT
+);
+CREATE TABLE IF NOT EXISTS stacks (
+    run_id INTEGER NOT NULL, stack_id INTEGER NOT NULL, frames TEXT NOT NULL,
+    PRIMARY KEY (run_id, stack_id)
+);
+CREATE TABLE IF NOT EXISTS symbols (
+    run_id INTEGER NOT NULL, address INTEGER NOT NULL, module TEXT, name TEXT,
+    offset INTEGER, symbol TEXT,
+    PRIMARY KEY (run_id, address)
+);
+CREATE VIEW IF NOT EXISTS named_events AS
+SELECT e.run_id, e.seq, p.name AS probe, e.phase, e.tid, e.ts_ns, s.function,
+       e.args, e.retval, e.duration_ns, e.stack_id, e.args_status
+FROM events e
+JOIN probes p ON p.run_id = e.run_id AND p.probe_id = e.probe_id
+LEFT JOIN sites s ON s.run_id = e.run_id AND s.probe_id = e.probe_id AND s.site = e.site;
+"""
+INDEXES = (
+    "CREATE INDEX IF NOT EXISTS events_by_probe ON events (run_id, probe_id)",
+    "CREATE INDEX IF NOT EXISTS events_by_tid ON events (run_id, tid)",
+)
+_NUMERIC_KINDS = frozenset({"int", "ptr", "caller"})
+_Writer = Callable[[Event], None]
+
+
+class SqliteCollector:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.db: sqlite3.Connection | None = None
+        self.ctx: RunContext | None = None
+        self.layouts: LayoutCache | None = None
+        self.run_id = 0
+        self._writers: dict[tuple[int, str], _Writer] = {}
+        self._pending: dict[str, list[tuple[Any, ...]]] = {}
+        self._stacks: dict[tuple[int, ...], int] = {}
+        self._new_stacks: list[tuple[int, int, str]] = []
+        self._nsites = 0
+        self._nsymbols = 0
+
+    # -- collector protocol -------------------------------------------------------
+
+    def open(self, ctx: RunContext, info: RunInfo) -> None:
+        self.ctx = ctx
+        self.layouts = LayoutCache(ctx.table)
+        try:
+            db = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, cached_statements=1024
+            )
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, SCHEMA_VERSION):
+                db.close()
+                raise UsageError(
+                    f"{self.path}: database schema version {version}, expected {SCHEMA_VERSION}"
+                )
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=OFF")
+            db.executescript(SCHEMA)
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.DatabaseError as e:
+            raise UsageError(f"cannot use {self.path} as an instr database: {e}") from e
+        self.db = db
+        db.execute("BEGIN")
+        cur = db.execute(
+            "INSERT INTO runs (started_ns, device, pid, argv, source, sets) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                info.started_ns,
+                info.device,
+                info.pid,
+                to_json(list(info.argv)) if info.argv is not None else "null",
+                info.source or "",
+                to_json(list(info.sets)),
+            ),
+        )
+        self.run_id = int(cur.lastrowid or 0)
+        self._write_probes(ctx)
+        db.execute("COMMIT")
+
+    def on_events(self, events: list[Event]) -> None:
+        db = self.db
+        if db is None:
+            return
+        writers = self._writers
+        for e in events:
+            w = writers.get((e.probe_id, e.phase))
+            if w is None:
+                w = writers[(e.probe_id, e.phase)] = self._writer(e.probe_id, e.phase)
+            w(e)
+        db.execute("BEGIN")
+        try:
+            self._sync_context()
+            if self._new_stacks:
+                db.executemany("INSERT INTO stacks VALUES (?, ?, ?)", self._new_stacks)
+                self._new_stacks.clear()
+            for sql, rows in self._pending.items():
+                if rows:
+                    db.executemany(sql, rows)
+                    rows.clear()
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def close(self, summary: RunSummary) -> None:
+        db = self.db
+        if db is None:
+            return
+        self.db = None
+        try:
+            db.execute("BEGIN")
+            self._sync_context_on(db)
+            ending = summary.ending
+            db.execute(
+                "UPDATE runs SET ended_ns=?, ending_reason=?, ending_code=?, ending_signal=?,"
+                " ending_address=?, ending_symbol=?, events=?, batches=?, drops=?,"
+                " lost_batches=?, errors=? WHERE id=?",
+                (
+                    summary.ended_ns,
+                    ending.reason if ending else None,
+                    ending.code if ending else None,
+                    ending.signal if ending else None,
+                    int64(ending.address) if ending and ending.address is not None else None,
+                    ending.symbol if ending else None,
+                    summary.events,
+                    summary.batches,
+                    summary.drops,
+                    summary.lost_batches,
+                    to_json(summary.errors),
+                    self.run_id,
+                ),
+            )
+            db.executemany(
+                "UPDATE probes SET state=?, tier=?, sites=?, reason=?, events=?, drops=?"
+                " WHERE run_id=? AND probe_id=?",
+                [
+                    (r.state, r.tier, r.sites, r.reason, r.events, r.drops, self.run_id, r.id)
+                    for r in summary.probes
+                ],
+            )
+            db.execute("COMMIT")
+            for sql in INDEXES:
+                db.execute(sql)
+        finally:
+            db.close()
+
+    # -- run context ----------------------------------------------------------------
+
+    def _write_probes(self, ctx: RunContext) -> None:
+        assert self.db is not None and self.layouts is not None
+        rid = self.run_id
+        self.db.executemany(
+            "INSERT INTO probes (run_id, probe_id, name, point) VALUES (?, ?, ?, ?)",
+            [(rid, p.id, p.name, str(p.point)) for p in ctx.table],
+        )
+        rows: list[tuple[Any, ...]] = []
+        for p in ctx.table:
+            for phase in PHASE_NAMES:
+                lay = self.layouts.get(p.id, phase)
+                assert lay is not None
+                caps = p.captures("entry" if phase == "entry" else "exit")
+                for pos, (cap, slot) in enumerate(zip(caps, lay.slots, strict=True)):
+                    where = _stored_in(slot.role, slot.kind, slot.name, lay)
+                    rows.append((rid, p.id, phase, pos, cap.name, cap.src, cap.type, where))
+        self.db.executemany("INSERT INTO captures VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def _sync_context(self) -> None:
+        assert self.db is not None
+        self._sync_context_on(self.db)
+
+    def _sync_context_on(self, db: sqlite3.Connection) -> None:
+        """Write sites and symbols that arrived since the last batch."""
+        ctx = self.ctx
+        assert ctx is not None
+        rid = self.run_id
+        if len(ctx.sites) != self._nsites:
+            new = list(islice(ctx.sites.values(), self._nsites, None))
+            self._nsites += len(new)
+            db.executemany(
+                "INSERT OR REPLACE INTO sites VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (rid, s.probe, s.site, int64(s.address), s.module, s.symbol, s.function)
+                    for s in new
+                ],
+            )
+        if len(ctx.symbols) != self._nsymbols:
+            syms = list(islice(ctx.symbols.items(), self._nsymbols, None))
+            self._nsymbols += len(syms)
+            db.executemany(
+                "INSERT OR REPLACE INTO symbols VALUES (?, ?, ?, ?, ?, ?)",
+                [(rid, int64(a), s.module, s.name, s.offset, str(s)) for a, s in syms],
+            )
+
+    # -- rows -------------------------------------------------------------------------
+
+    def _rows(self, sql: str) -> list[tuple[Any, ...]]:
+        rows = self._pending.get(sql)
+        if rows is None:
+            rows = self._pending[sql] = []
+        return rows
+
+    def _sql(self, probe_id: int, phase: str, columns: tuple[str, ...]) -> str:
+        marks = ", ".join("?" * len(columns))
+        if phase not in PHASE_NAMES:  # only literals we know go into SQL text
+            raise ValueError(f"unknown phase {phase!r}")
+        return (
+            f"INSERT INTO events (run_id, probe_id, phase, {', '.join(columns)})"
+            f" VALUES ({self.run_id}, {int(probe_id)}, '{phase}', {marks})"
+        )
+
+    def _writer(self, probe_id: int, phase: str) -> _Writer:
+        assert self.layouts is not None
+        lay = self.layouts.get(probe_id, phase) if phase in PHASE_NAMES else None
+        if lay is None or phase not in PHASE_NAMES:
+            return self._generic_writer(probe_id, phase, None)
+        numeric = lay.fixed and all(s.kind in _NUMERIC_KINDS for s in lay.arg_slots)
+        if not numeric:
+            return self._generic_writer(probe_id, phase, lay)
+        return self._numeric_writer(lay)
+
+    def _numeric_writer(self, lay: Layout) -> _Writer:
+        """Integer-only captures: args text from a template, no per-row decisions."""
+        names = tuple(s.name for s in lay.arg_slots)
+        template = "{" + ",".join(f"{to_json(n).replace('%', '%%')}:%d" for n in names) + "}"
+        getter = names_getter(names)
+        base = ("seq", "tid", "ts_ns", "site")
+        has_ret = lay.retval is not None
+        wide_ret = has_ret and lay.retval is not None and lay.retval.type in UNSIGNED64
+        ret_cols = ("retval",) if has_ret else ()
+        full = self._rows(
+            self._sql(lay.probe_id, lay.phase, (*base, *ret_cols, "duration_ns", "args"))
+        )
+        short = self._rows(self._sql(lay.probe_id, lay.phase, (*base, *ret_cols, "args")))
+        has_dur = lay.duration is not None
+        generic = self._generic_writer(lay.probe_id, lay.phase, lay)
+
+        def write(e: Event) -> None:
+            if e.args_status is not None or len(e.args) != len(names):
+                return generic(e)
+            try:
+                args = template % getter(e.args)
+            except (KeyError, TypeError):
+                return generic(e)
+            row: tuple[Any, ...] = (e.seq, e.tid, e.ts_ns, e.site)
+            if has_ret:
+                r = e.retval
+                if r is None:
+                    return generic(e)
+                if wide_ret and r > MAX_I64:
+                    r -= 1 << 64
+                row += (int(r),)
+            if has_dur and e.duration_ns is not None:
+                full.append((*row, e.duration_ns, args))
+            else:
+                short.append((*row, args))
+            return None
+
+        return write
+
+    def _generic_writer(self, probe_id: int, phase: str, lay: Layout | None) -> _Writer:
+        kinds = lay.kinds if lay is not None else {}
+        sqls: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+
+        def write(e: Event) -> None:
+            cols: list[str] = ["seq", "tid", "ts_ns", "site"]
+            row: list[Any] = [e.seq, e.tid, e.ts_ns, e.site]
+            if e.retval is not None:
+                cols.append("retval")
+                row.append(int64(int(e.retval)))
+            if e.duration_ns is not None:
+                cols.append("duration_ns")
+                row.append(e.duration_ns)
+            args, stack = self._args_json(e, kinds)
+            cols.append("args")
+            row.append(args)
+            if stack is not None:
+                cols.append("stack_id")
+                row.append(stack)
+            if e.args_status:
+                cols.append("args_status")
+                row.append(to_json(e.args_status))
+            key = tuple(cols)
+            rows = sqls.get(key)
+            if rows is None:
+                rows = sqls[key] = self._rows(self._sql(probe_id, phase, key))
+            rows.append(tuple(row))
+
+        if phase not in PHASE_NAMES:
+            return lambda e: None
+        return write
+
+    def _args_json(self, e: Event, kinds: dict[str, Any]) -> tuple[str, int | None]:
+        out: dict[str, Any] = {}
+        stack: int | None = None
+        for name, value in e.args.items():
+            kind = kinds.get(name, "int")
+            if value is None:
+                out[name] = None
+            elif kind == "bytes":
+                out[name] = bytes(value).hex()
+            elif kind == "backtrace":
+                sid = self._stack_id(value)
+                if stack is None:
+                    stack = sid  # the first backtrace goes to events.stack_id
+                else:
+                    out[name] = sid
+            else:
+                out[name] = value
+        return to_json(out), stack
+
+    def _stack_id(self, frames: list[int]) -> int:
+        key = tuple(frames)
+        sid = self._stacks.get(key)
+        if sid is None:
+            assert self.ctx is not None
+            sid = self._stacks[key] = len(self._stacks) + 1
+            text = to_json([address_json(self.ctx, a) for a in frames])
+            self._new_stacks.append((self.run_id, sid, text))
+        return sid
+
+
+def _stored_in(role: str, kind: str, name: str, lay: Layout) -> str:
+    """Where a capture's value lands in ``events`` (the ``captures.stored_in`` column)."""
+    if role in ("retval", "duration"):
+        return "retval" if role == "retval" else "duration_ns"
+    if kind == "backtrace":
+        first = next(s for s in lay.slots if s.kind == "backtrace")
+        return "stack_id" if first.name == name else f"args.{name} (stack id)"
+    return f"args.{name}"

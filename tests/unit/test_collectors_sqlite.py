@@ -1,0 +1,184 @@
+"""SQLite collector: exact rows for a hand-built run; appending runs; bad files."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from instr.collectors.decode import Decoder
+from instr.collectors.encode import Frames, Var, encode_record
+from instr.collectors.sqlite import SqliteCollector
+from instr.errors import UsageError
+from instr.events import (
+    Ending,
+    Event,
+    ProbeReport,
+    RunContext,
+    RunInfo,
+    RunSummary,
+    Site,
+    Symbol,
+)
+from instr.probes.ir import Capture, FunctionPoint, Probe, ProbeTable
+from instr.protocol import FLAG_NO_ENTRY, STATUS_TRUNCATED
+
+INFO = RunInfo(123, "local", 77, ("demo", "-x"), "probes.yaml", ("calls", "files"))
+STACK = Frames((0x40102A, 0x401000, 0x99))
+TRUNCATED_ARGS = '{"path":"/etc/pas","buf":"00ff","again":1}'
+
+
+def sample() -> tuple[RunContext, list[Event], RunSummary]:
+    t = ProbeTable()
+    t.add(
+        Probe(
+            1,
+            "calls/alloc",
+            FunctionPoint("libc*", "malloc"),
+            entry=(Capture("size", "arg", "u64"), Capture("caller", "caller", "ptr")),
+            exit=(Capture("p", "retval", "u64"), Capture("took", "duration", "duration")),
+        )
+    )
+    entry = (
+        Capture("path", "arg", "cstr", max=8),
+        Capture("stack", "backtrace", "backtrace", depth=4),
+        Capture("buf", "arg", "bytes", index=1, max=4, len_const=4),
+        Capture("again", "backtrace", "backtrace", depth=4),
+    )
+    t.add(Probe(2, "files/open", FunctionPoint(None, "open"), entry, None))
+    ctx = RunContext(t)
+    ctx.add_site(Site(1, 0, 0x7F001000, "libc.so.6", "malloc"))
+    ctx.add_symbols({0x40102A: Symbol("demo", "main", 0x2A), 0x401000: Symbol("demo", "main", 0)})
+    data = b"".join(
+        [
+            encode_record(1, 0, [1024, 0x40102A], tid=10, ts=100),
+            encode_record(1, 1, [-1, 55], tid=10, ts=155),
+            encode_record(1, 1, [7, 0], tid=11, ts=160, flags=FLAG_NO_ENTRY),
+            encode_record(
+                2, 0, [Var(b"/etc/pas", STATUS_TRUNCATED), STACK, Var(b"\x00\xff"), STACK]
+            ),
+            encode_record(2, 0, [Var(b"/x"), Frames((1,)), Var(b""), STACK], tid=12, ts=300),
+        ]
+    )
+    events = Decoder(ctx).decode(data, 1)
+    reports = [
+        ProbeReport(1, "calls/alloc", "armed", "native", 1, None, 3, 2),
+        ProbeReport(2, "files/open", "pending", None, 0, "libfoo not loaded", 2, 0),
+    ]
+    ending = Ending("crash", None, "SIGSEGV", 0xFFFFFFFF_FFFFFFF0, "demo!boom")
+    summary = RunSummary(5, 1, 2, reports, ending, ["lost 1 batch (seq 1)"], 999, 1)
+    return ctx, events, summary
+
+
+def write(path: Path, batches: int = 1) -> None:
+    ctx, events, summary = sample()
+    c = SqliteCollector(path)
+    c.open(ctx, INFO)
+    for _ in range(batches):
+        c.on_events(events)
+    c.close(summary)
+
+
+def rows(db: sqlite3.Connection, sql: str) -> list[tuple[object, ...]]:
+    return [tuple(r) for r in db.execute(sql)]
+
+
+def test_exact_contents(tmp_path: Path) -> None:
+    path = tmp_path / "run.db"
+    write(path)
+    db = sqlite3.connect(path)
+    run = (1, 123, 999, "local", 77, '["demo","-x"]', "probes.yaml", '["calls","files"]')
+    end = ("crash", None, "SIGSEGV", -16, "demo!boom", 5, 1, 2, 1, '["lost 1 batch (seq 1)"]')
+    assert rows(db, "SELECT * FROM runs") == [(*run, *end)]
+    assert rows(db, "SELECT * FROM probes ORDER BY probe_id") == [
+        (1, 1, "calls/alloc", "libc*!malloc", "armed", "native", 1, None, 3, 2),
+        (1, 2, "files/open", "*!open", "pending", None, 0, "libfoo not loaded", 2, 0),
+    ]
+    assert rows(db, "SELECT * FROM events ORDER BY seq") == [
+        (1, 1, 1, "entry", 10, 100, 0, None, None, '{"size":1024,"caller":4198442}', None, None),
+        (1, 2, 1, "exit", 10, 155, 0, -1, 55, "{}", None, None),  # u64 max as its i64 bits
+        (1, 3, 1, "exit", 11, 160, 0, 7, None, "{}", None, None),  # no entry: no duration
+        (1, 4, 2, "entry", 1, 0, 0, None, None, TRUNCATED_ARGS, 1, '{"path":"truncated"}'),
+        (1, 5, 2, "entry", 12, 300, 0, None, None, '{"path":"/x","buf":"","again":1}', 2, None),
+    ]
+    assert rows(db, "SELECT * FROM stacks ORDER BY stack_id") == [
+        (
+            1,
+            1,
+            '[{"address":4198442,"symbol":"demo!main+0x2a"},'
+            '{"address":4198400,"symbol":"demo!main"},{"address":153,"symbol":null}]',
+        ),
+        (1, 2, '[{"address":1,"symbol":null}]'),
+    ]
+    assert rows(db, "SELECT * FROM sites") == [
+        (1, 1, 0, 0x7F001000, "libc.so.6", "malloc", "libc.so.6!malloc")
+    ]
+    assert rows(db, "SELECT * FROM symbols ORDER BY address") == [
+        (1, 0x401000, "demo", "main", 0, "demo!main"),
+        (1, 0x40102A, "demo", "main", 42, "demo!main+0x2a"),
+    ]
+    assert rows(db, "SELECT probe_id, phase, position, name, stored_in FROM captures") == [
+        (1, "entry", 0, "size", "args.size"),
+        (1, "entry", 1, "caller", "args.caller"),
+        (1, "exit", 0, "p", "retval"),
+        (1, "exit", 1, "took", "duration_ns"),
+        (2, "entry", 0, "path", "args.path"),
+        (2, "entry", 1, "stack", "stack_id"),
+        (2, "entry", 2, "buf", "args.buf"),
+        (2, "entry", 3, "again", "args.again (stack id)"),
+    ]
+
+
+def test_documented_queries_work(tmp_path: Path) -> None:
+    path = tmp_path / "run.db"
+    write(path, batches=3)
+    db = sqlite3.connect(path)
+    assert rows(db, "SELECT count(*), sum(args->>'size') FROM named_events WHERE probe = 'calls/alloc'"
+                " AND phase = 'entry'") == [(3, 3072)]  # fmt: skip
+    assert rows(db, "SELECT function, count(*) FROM named_events GROUP BY function ORDER BY 1") == [
+        (None, 6),
+        ("libc.so.6!malloc", 9),
+    ]
+    callers = rows(
+        db,
+        "SELECT s.symbol, count(*) FROM events e JOIN symbols s"
+        " ON s.run_id = e.run_id AND s.address = e.args->>'caller' GROUP BY 1",
+    )
+    assert callers == [("demo!main+0x2a", 3)]
+    indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert {"events_by_probe", "events_by_tid"} <= indexes
+
+
+def test_second_run_appends(tmp_path: Path) -> None:
+    path = tmp_path / "runs.sqlite"
+    write(path)
+    write(path)
+    db = sqlite3.connect(path)
+    assert rows(db, "SELECT id FROM runs") == [(1,), (2,)]
+    assert rows(db, "SELECT run_id, count(*) FROM events GROUP BY run_id") == [(1, 5), (2, 5)]
+    assert rows(db, "SELECT run_id, count(*) FROM stacks GROUP BY run_id") == [(1, 2), (2, 2)]
+    assert rows(db, "PRAGMA journal_mode") == [("wal",)]
+
+
+def test_not_a_database(tmp_path: Path) -> None:
+    path = tmp_path / "text.db"
+    path.write_text("hello, this is not SQLite" * 100)
+    ctx, _, _ = sample()
+    with pytest.raises(UsageError, match=r"cannot use .* as an instr database"):
+        SqliteCollector(path).open(ctx, INFO)
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "future.db"
+    sqlite3.connect(path).execute("PRAGMA user_version = 7")
+    ctx, _, _ = sample()
+    with pytest.raises(UsageError, match="schema version 7, expected 1"):
+        SqliteCollector(path).open(ctx, INFO)
+
+
+def test_close_without_open_and_events_before_open(tmp_path: Path) -> None:
+    c = SqliteCollector(tmp_path / "never.db")
+    c.on_events([])
+    c.close(RunSummary(0, 0, 0, [], None, [], 0))
+    assert not (tmp_path / "never.db").exists()
