@@ -22,6 +22,7 @@ harness itself breaks. Tools that are missing or cannot run here get an
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import shutil
 import sys
@@ -131,11 +132,15 @@ def main(argv: list[str] | None = None) -> int:
     if warnings:
         print(warnings, file=sys.stderr)
     ctx = Ctx(bench, workdir, args.calls, args.slow_calls, args.rounds, args.timeout)
+    load = os.getloadavg()[0]
     print(
-        f"# {platform.node()} {platform.machine()} {platform.release()}; target {bench}"
-        f" ({'non-PIE' if args.no_pie else 'PIE'}); {args.rounds} rounds + warm-up; median ns/call",
+        f"# {platform.node()} {platform.machine()} {platform.release()}, {os.cpu_count()} CPUs,"
+        f" load {load:.2f}; target {bench} ({'non-PIE' if args.no_pie else 'PIE'});"
+        f" {args.rounds} rounds + warm-up; median ns/call",
         flush=True,
     )
+    if load > (os.cpu_count() or 1) * 0.5:
+        print("# warning: the machine is busy; per-call figures will be inflated", flush=True)
 
     base: dict[str, Measured | str] = {}
     kinds = ["run"] + (["wloop"] if "strace-write" in args.names else [])
