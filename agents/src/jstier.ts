@@ -216,7 +216,7 @@ function captureWriter(c: Capture, phase: "entry" | "exit", layout: Layout): Wri
         case "backtrace": {
             const depth = c.depth;
             return (b, off, src, vals, i) => {
-                const frames = depth > 0 ? Thread.backtrace(src.ic.context, Backtracer.ACCURATE).slice(0, depth) : [];
+                const frames = depth > 0 ? backtrace(src.ic, depth) : [];
                 b.dv.setUint32(off, frames.length, true);
                 b.dv.setUint32(off + 4, 0, true);
                 let o = off + VAR_HEADER_SIZE;
@@ -232,6 +232,17 @@ function captureWriter(c: Capture, phase: "entry" | "exit", layout: Layout): Wri
             };
         }
     }
+}
+
+/**
+ * Return addresses, innermost first. From an Interceptor context the
+ * accurate backtracer lists the caller twice (once from the stack pointer,
+ * once from unwinding the hooked function's entry); drop the duplicate.
+ */
+function backtrace(ic: InvocationContext, depth: number): NativePointer[] {
+    const frames = Thread.backtrace(ic.context, Backtracer.ACCURATE);
+    if (frames.length >= 2 && frames[0].equals(frames[1]) && frames[0].equals(ic.returnAddress)) frames.shift();
+    return frames.slice(0, depth);
 }
 
 function writeHeader(b: JsBatch, off: number, size: number, phase: number, flags: number, probe: number, site: number, tid: number): void {

@@ -260,6 +260,13 @@ const K_STASHED = 5;
 
 const SWAP_SPIN_LIMIT = 200000;
 
+/** Memory.alloc() does not promise zeroed memory; the ring and descriptors need it. */
+function zalloc(size: number): NativePointer {
+    const p = Memory.alloc(size);
+    p.writeByteArray(new ArrayBuffer(size));
+    return p;
+}
+
 export interface Drained {
     data: ArrayBuffer;
     /** Producers were still writing when the wait gave up (should not happen). */
@@ -284,9 +291,9 @@ export class NativeRing {
         const total = Math.max(128 * 1024, Math.min(options.buffer_bytes, 1 << 30));
         this.cap = Math.floor(total / 2 / 8) * 8;
         this.nSlots = Math.max(1, nSlots);
-        this.state = Memory.alloc(RING_SIZE);
+        this.state = zalloc(RING_SIZE);
         this.bufs = [Memory.alloc(this.cap), Memory.alloc(this.cap)];
-        this.drops = Memory.alloc(4 * this.nSlots);
+        this.drops = zalloc(4 * this.nSlots);
         this.state.add(R_DROP_MODE).writeS32(options.on_full === "drop" ? 1 : 0);
         this.state.add(R_CAP).writeS32(this.cap);
         this.state.add(R_BUF).writePointer(this.bufs[0]);
@@ -308,7 +315,7 @@ export class NativeRing {
 
     /** A descriptor for one site of a native-tier probe. */
     descriptor(p: ProbePlan, layout: Layout, slot: number, site: number): NativePointer {
-        const d = Memory.alloc(DESC_SIZE);
+        const d = zalloc(DESC_SIZE);
         d.add(D_PROBE).writeU32(p.id);
         d.add(D_SITE).writeU32(site);
         d.add(D_SLOT).writeU32(slot);

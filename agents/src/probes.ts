@@ -57,7 +57,7 @@ export class ProbeSet {
     }
 
     private fail(probe: Probe, reason: string): void {
-        probe.status = { ...probe.status, state: "failed", reason };
+        probe.status = { ...probe.status, state: "failed", tier: probe.sites.size > 0 ? probe.status.tier : null, reason };
     }
 
     private armInitial(probe: Probe): void {

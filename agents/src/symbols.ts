@@ -52,6 +52,11 @@ export function resolveAddress(address: NativePointer): SymbolTriple {
     } catch {
         name = null;
     }
+    if (name !== null) {
+        // Without debug info the name comes as "symbol+0x85".
+        const m = /^(.+)\+0x([0-9a-fA-F]+)$/.exec(name);
+        if (m !== null) return [mod?.name ?? null, m[1], parseInt(m[2], 16)];
+    }
     if (mod === null) return [null, name, name === null ? Number(address.toString()) : 0];
     if (name !== null) {
         const start = symbolStart(mod, name, address);
