@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import Any
 
 from instr.errors import AgentError
 
@@ -29,12 +30,11 @@ def build_agent(root: Path = SOURCE_ROOT, out: Path | None = None) -> str:
     """Compile ``root/src/index.ts`` into one bundle; write it to ``out`` if given."""
     import frida
 
-    compiler = frida.Compiler()
+    compiler = frida.Compiler()  # type: ignore[no-untyped-call]
     problems: list[str] = []
 
-    def on_diagnostics(diags: list[dict[str, object]]) -> None:
-        for d in diags:
-            problems.append(str(d.get("text", d)))
+    def on_diagnostics(diags: list[Any]) -> None:
+        problems.extend(str(d.get("text", d)) for d in diags)
 
     compiler.on("diagnostics", on_diagnostics)
     try:

@@ -41,7 +41,9 @@ def _guard(fn: F) -> F:
         except OSError as e:
             _fail(InstrError(f"{e.strerror or e}: {e.filename}" if e.filename else str(e)), 1)
         except Exception as e:  # an unexpected failure: short, unless --debug
-            _fail(InstrError(f"{type(e).__name__}: {e}", hint="rerun with --debug for a traceback"), 1)
+            _fail(
+                InstrError(f"{type(e).__name__}: {e}", hint="rerun with --debug for a traceback"), 1
+            )
 
     return wrapper
 
@@ -55,19 +57,38 @@ def _target_options(fn: F) -> F:
         [
             click.option("-D", "--device", "device_id", metavar="ID", help="Device by id."),
             click.option("-U", "--usb", is_flag=True, help="The USB device."),
-            click.option("-R", "--remote", is_flag=True, help="The remote frida-server (default host)."),
+            click.option(
+                "-R", "--remote", is_flag=True, help="The remote frida-server (default host)."
+            ),
             click.option("-H", "--host", metavar="HOST[:PORT]", help="A remote frida-server."),
             click.option("-f", "--file", "spawn_file", metavar="PROGRAM", help="Spawn PROGRAM."),
-            click.option("-p", "--pid", "attach_pid", type=int, metavar="PID", help="Attach to PID."),
+            click.option(
+                "-p", "--pid", "attach_pid", type=int, metavar="PID", help="Attach to PID."
+            ),
             click.option("-n", "--name", "attach_name", metavar="NAME", help="Attach to NAME."),
-            click.option("-o", "--output", "outputs", multiple=True, metavar="PATH",
-                         help="Write events to PATH: .jsonl, .db/.sqlite, or - for the console. Repeatable."),  # fmt: skip
+            click.option(
+                "-o",
+                "--output",
+                "outputs",
+                multiple=True,
+                metavar="PATH",
+                help="Write events to PATH: .jsonl, .db/.sqlite, or - for the console. Repeatable.",
+            ),
             click.option("--duration", type=float, metavar="SECONDS", help="Stop after SECONDS."),
-            click.option("--buffer-size", type=int, default=8 << 20, show_default=True,
-                         help="In-target buffer bytes."),  # fmt: skip
-            click.option("--on-full", type=click.Choice(["block", "drop"]), default="block",
-                         show_default=True,
-                         help="When the in-target buffer is full: slow the target, or drop and count."),  # fmt: skip
+            click.option(
+                "--buffer-size",
+                type=int,
+                default=8 << 20,
+                show_default=True,
+                help="In-target buffer bytes.",
+            ),
+            click.option(
+                "--on-full",
+                type=click.Choice(["block", "drop"]),
+                default="block",
+                show_default=True,
+                help="When the in-target buffer is full: slow the target, or drop and count.",
+            ),
             click.option("-q", "--quiet", is_flag=True, help="No status lines on stderr."),
             click.argument("program", nargs=-1, type=click.UNPROCESSED),
         ]
@@ -135,9 +156,18 @@ def main() -> None:
 
 
 @main.command(context_settings=CONTEXT)
-@click.option("-P", "--probes", "probes_file", required=True, metavar="FILE", help="Probe-set file.")
-@click.option("-s", "--set", "set_names", multiple=True, required=True, metavar="SET",
-              help="A set to run (repeatable).")  # fmt: skip
+@click.option(
+    "-P", "--probes", "probes_file", required=True, metavar="FILE", help="Probe-set file."
+)
+@click.option(
+    "-s",
+    "--set",
+    "set_names",
+    multiple=True,
+    required=True,
+    metavar="SET",
+    help="A set to run (repeatable).",
+)
 @_target_options
 @_debug_option
 @_guard
@@ -150,10 +180,23 @@ def run(probes_file: str, set_names: tuple[str, ...], **kw: Any) -> None:
 
 
 @main.command(context_settings=CONTEXT)
-@click.option("-i", "--include", "includes", multiple=True, required=True, metavar="GLOB",
-              help="Trace functions matching MODULE!SYMBOL (or SYMBOL). Repeatable.")  # fmt: skip
-@click.option("-x", "--exclude", "excludes", multiple=True, metavar="GLOB",
-              help="Leave out functions matching MODULE!SYMBOL. Repeatable.")  # fmt: skip
+@click.option(
+    "-i",
+    "--include",
+    "includes",
+    multiple=True,
+    required=True,
+    metavar="GLOB",
+    help="Trace functions matching MODULE!SYMBOL (or SYMBOL). Repeatable.",
+)
+@click.option(
+    "-x",
+    "--exclude",
+    "excludes",
+    multiple=True,
+    metavar="GLOB",
+    help="Leave out functions matching MODULE!SYMBOL. Repeatable.",
+)
 @_target_options
 @_debug_option
 @_guard

@@ -83,7 +83,9 @@ def run(config: RunConfig, status: TextIO | None = None) -> tuple[RunSummary, in
         sites = sum(r.sites for r in armed)
         pending = len(reports) - len(armed) - sum(r.state == "failed" for r in reports)
         extra = f", {pending} pending" if pending else ""
-        say(f"armed {len(armed)} of {len(reports)} probes ({sites} sites{extra}) in pid {session.pid}")
+        say(
+            f"armed {len(armed)} of {len(reports)} probes ({sites} sites{extra}) in pid {session.pid}"
+        )
         session.resume()
         _wait(session, config.duration_s)
     except KeyboardInterrupt:
@@ -115,4 +117,8 @@ def _stop_on_sigterm() -> Callable[[], None]:
         previous = signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not the main thread: leave signals alone
         return lambda: None
-    return lambda: signal.signal(signal.SIGTERM, previous)
+
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, previous)
+
+    return restore

@@ -16,6 +16,7 @@ detach) and turns Frida's failures into ``InstrError``.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -148,7 +149,9 @@ class Session:
             self._script.load()
             hello = self._script.exports_sync.hello()
         except frida.InvalidOperationError as e:
-            raise TargetError(f"the target (pid {self.pid}) ended before the agent loaded: {e}") from e
+            raise TargetError(
+                f"the target (pid {self.pid}) ended before the agent loaded: {e}"
+            ) from e
         except frida.TransportError as e:
             raise TargetError(f"lost pid {self.pid} while loading the agent: {e}") from e
         if hello.get("protocol") != PROTOCOL_VERSION:
@@ -196,15 +199,14 @@ class Session:
     def stop(self) -> None:
         """Flush and disarm; detach. A spawned target is then killed (see ``kill_on_stop``)."""
         if self._script is not None and not self._ended.is_set():
-            try:
+            # The target may have gone away meanwhile; its ending is reported.
+            with contextlib.suppress(
+                frida.InvalidOperationError, frida.TransportError, frida.RPCException
+            ):
                 self._script.exports_sync.dispose()
-            except (frida.InvalidOperationError, frida.TransportError, frida.RPCException):
-                pass  # the target went away meanwhile; its ending is reported
         if self._session is not None and not self._ended.is_set():
-            try:
+            with contextlib.suppress(frida.InvalidOperationError, frida.TransportError):
                 self._session.detach()
-            except (frida.InvalidOperationError, frida.TransportError):
-                pass
         if self.kill_on_stop and self.pid is not None and self._device is not None:
             tgt.kill(self._device, self.pid)
 
@@ -223,10 +225,8 @@ class Session:
     def _abort(self) -> None:
         """Undo a half-started session: detach, kill what we spawned, close collectors."""
         if self._session is not None:
-            try:
+            with contextlib.suppress(frida.InvalidOperationError, frida.TransportError):
                 self._session.detach()
-            except (frida.InvalidOperationError, frida.TransportError):
-                pass
         if self.target.spawns and self.pid is not None and self._device is not None:
             tgt.kill(self._device, self.pid)
         if self._dispatcher is not None:
@@ -237,10 +237,8 @@ class Session:
     def _on_ending(self, ending: Ending, token: int) -> None:
         """The agent flushed everything and waits: all earlier batches are decoded."""
         if self._script is not None:
-            try:
+            with contextlib.suppress(frida.InvalidOperationError, frida.TransportError):
                 self._script.post(ack(token))
-            except (frida.InvalidOperationError, frida.TransportError):
-                pass
 
     def _on_detached(self, reason: str, crash: Any) -> None:
         self._detach_reason = reason

@@ -6,6 +6,7 @@ Every Frida failure a user can cause is turned into a short ``TargetError`` or
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 import shutil
@@ -168,7 +169,7 @@ def attach(device: Any, pid: int) -> Any:
 
 def kill(device: Any, pid: int) -> None:
     """Kill a process we spawned; a process already gone is fine."""
-    try:
+    with contextlib.suppress(
+        frida.ProcessNotFoundError, frida.InvalidOperationError, frida.TransportError
+    ):
         device.kill(pid)
-    except (frida.ProcessNotFoundError, frida.InvalidOperationError, frida.TransportError):
-        pass
