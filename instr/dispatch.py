@@ -16,12 +16,14 @@ in ``RunSummary.errors``.
 
 from __future__ import annotations
 
+import gc
 import queue
 import threading
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from operator import attrgetter
 from typing import Any
 
@@ -41,6 +43,27 @@ def _addr(value: Any) -> int | None:
     if value is None:
         return None
     return int(value, 0) if isinstance(value, str) else int(value)
+
+
+@contextmanager
+def _gc_paused(pause: bool) -> Iterator[None]:
+    """Hold Python's cyclic GC off while one batch is decoded and delivered.
+
+    A batch allocates thousands of short-lived, GC-tracked ``Event`` objects;
+    with the collector on, they trigger generation scans (and push the rest of
+    the heap toward full collections) although they are freed when the batch
+    is done.  Pausing for the few milliseconds of one batch roughly doubles
+    decode throughput.  Collection is only deferred, never skipped: the counts
+    keep growing and the next allocation after ``enable`` collects as usual.
+    """
+    if not pause or not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _kind(message: dict[str, Any]) -> Any:
@@ -65,8 +88,10 @@ class Dispatcher:
         collectors: Sequence[Collector] = (),
         on_ending: OnEnding | None = None,
         decoder: Decoder | None = None,
+        pause_gc: bool = True,
     ) -> None:
         self.ctx = ctx
+        self.pause_gc = pause_gc
         self.collectors = list(collectors)
         self.on_ending = on_ending
         self.decoder = decoder if decoder is not None else Decoder(ctx)
@@ -236,15 +261,16 @@ class Dispatcher:
         for key, total in (env.get("drops") or {}).items():
             pid = int(key)
             self.drops[pid] = max(self.drops.get(pid, 0), int(total))
-        events = self.decoder.decode(data, self.events + 1) if data else []
-        expected = env.get("records")
-        if expected is not None and int(expected) != len(events):
-            self._error(f"batch {seq}: {expected} records announced, {len(events)} decoded")
-        if not events:
-            return
-        self.events += len(events)
-        self.counts.update(map(_probe_id, events))
-        self._deliver(events)
+        with _gc_paused(self.pause_gc):
+            events = self.decoder.decode(data, self.events + 1) if data else []
+            expected = env.get("records")
+            if expected is not None and int(expected) != len(events):
+                self._error(f"batch {seq}: {expected} records announced, {len(events)} decoded")
+            if events:
+                self.events += len(events)
+                self.counts.update(map(_probe_id, events))
+                self._deliver(events)
+            del events  # freed before the collector can run: it never has to scan them
 
     def _deliver(self, events: list[Event]) -> None:
         for i, c in enumerate(self.collectors):

@@ -54,8 +54,9 @@ from instr.protocol import (
 
 Buffer = bytes | bytearray | memoryview
 _Unpack = Callable[[Buffer, int], tuple[Any, ...]]
-# (size, probe id, probe name, phase, arg names, args unpack, retval/duration unpack, ri, di)
-_Hot = tuple[int, int, str, str, tuple[str, ...], _Unpack | None, _Unpack | None, int, int]
+_MakeArgs = Callable[[tuple[Any, ...]], dict[str, Any]]
+# (size, probe id, probe name, phase, args maker, args unpack, retval/duration unpack, ri, di)
+_Hot = tuple[int, int, str, str, _MakeArgs, _Unpack | None, _Unpack | None, int, int]
 
 _HEADER = HEADER.unpack_from
 _PEEK = struct.Struct("<HBBI").unpack_from
@@ -81,6 +82,50 @@ class _Plan:
     scalars: dict[str, _Unpack]  # variable layouts: per scalar slot, from the slot start
 
 
+def args_maker(names: tuple[str, ...]) -> _MakeArgs:
+    """``values -> {names[0]: values[0], ...}``.
+
+    A dict display over unpacked locals is about twice as fast as
+    ``dict(zip(names, values))``, which matters once per record.
+    """
+    if len(names) == 1:
+        (k0,) = names
+
+        def make1(v: tuple[Any, ...]) -> dict[str, Any]:
+            return {k0: v[0]}
+
+        return make1
+    if len(names) == 2:
+        k0, k1 = names
+
+        def make2(v: tuple[Any, ...]) -> dict[str, Any]:
+            a, b = v
+            return {k0: a, k1: b}
+
+        return make2
+    if len(names) == 3:
+        k0, k1, k2 = names
+
+        def make3(v: tuple[Any, ...]) -> dict[str, Any]:
+            a, b, c = v
+            return {k0: a, k1: b, k2: c}
+
+        return make3
+    if len(names) == 4:
+        k0, k1, k2, k3 = names
+
+        def make4(v: tuple[Any, ...]) -> dict[str, Any]:
+            a, b, c, d = v
+            return {k0: a, k1: b, k2: c, k3: d}
+
+        return make4
+
+    def make(v: tuple[Any, ...]) -> dict[str, Any]:
+        return dict(zip(names, v, strict=True))
+
+    return make
+
+
 def _plan(lay: Layout) -> _Plan:
     if not lay.fixed:
         scalars: dict[str, _Unpack] = {
@@ -100,7 +145,7 @@ def _plan(lay: Layout) -> _Plan:
         lay.probe_id,
         lay.probe,
         PHASE_NAMES[phase],
-        names,
+        args_maker(names),
         args.unpack_from if args is not None else None,
         special.unpack_from if roles else None,
         ri,
@@ -151,8 +196,8 @@ class Decoder:
                 size, phase, flags, probe, site, tid, ts = _HEADER(data, off)
                 hot = hot_get(probe << 8 | phase)
                 if hot is not None and hot[0] == size:
-                    _, pid, name, ph, names, au, su, ri, di = hot
-                    args = dict(zip(names, au(data, off), strict=False)) if au is not None else {}
+                    _, pid, name, ph, mk, au, su, ri, di = hot
+                    args = mk(au(data, off)) if au is not None else {}
                     if su is None:
                         app(Event(seq, pid, name, ph, tid, ts, site, args, None, None, flags))
                     else:
@@ -189,12 +234,12 @@ class Decoder:
             words = memoryview(data).cast("B").cast("Q")
             if words[:: size >> 3].tobytes() != bytes(words[:1]) * records:
                 return None
-        _, pid, name, ph, names, _au, _su, _ri, _di = plan.hot
+        _, pid, name, ph, mk, _au, _su, _ri, _di = plan.hot
         assert plan.head is not None
         heads = plan.head.iter_unpack(data)
         args: Iterable[dict[str, Any]]
         if plan.args is not None:
-            args = map(dict, map(zip, repeat(names), plan.args.iter_unpack(data)))
+            args = map(mk, plan.args.iter_unpack(data))
         else:
             args = map(dict, repeat((), records))
         rets: Iterator[Any] = repeat(None)
@@ -230,9 +275,7 @@ class Decoder:
         if plan.hot is not None:
             if size == lay.size:  # first record of this layout: the loop knows it from now on
                 hot = plan.hot
-                args = (
-                    dict(zip(hot[4], hot[5](data, off), strict=False)) if hot[5] is not None else {}
-                )
+                args = hot[4](hot[5](data, off)) if hot[5] is not None else {}
                 sp = hot[6](data, off) if hot[6] is not None else ()
                 ret = sp[hot[7]] if hot[7] >= 0 else None
                 dur = None if hot[8] < 0 or flags & FLAG_NO_ENTRY else sp[hot[8]]

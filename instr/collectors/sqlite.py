@@ -3,11 +3,8 @@
 Speed notes (measured on the 2-core VM, see the report in docs/outputs.md):
 
 * one transaction per batch, ``executemany`` per statement, WAL, ``synchronous=OFF``;
-* run id, probe id and phase are literals of a per-(probe, phase) statement, so
-  rows bind only what varies; ``None`` is never bound (Python's sqlite3 binds
-  ``None`` through its slow adapter path): a row without retval or duration
-  goes to a statement that leaves that column out;
-* ``args`` of integer-only captures is built with a ``%`` template, not ``json.dumps``;
+* rows are built per batch by ``sqlite_rows.EventRows`` (statement per
+  (probe, phase) with literals, no bound ``None``, ``%``-template JSON);
 * the two secondary indexes are created at ``close`` when missing, so the first
   run into a database inserts without maintaining them.
 """
@@ -15,14 +12,13 @@ Speed notes (measured on the 2-core VM, see the report in docs/outputs.md):
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from instr.collectors.jsonl import names_getter
-from instr.collectors.layout import UNSIGNED64, Layout, LayoutCache
-from instr.collectors.values import MAX_I64, address_json, int64, to_json
+from instr.collectors.layout import Layout, LayoutCache
+from instr.collectors.sqlite_rows import EventRows
+from instr.collectors.values import int64, to_json
 from instr.errors import UsageError
 from instr.events import Event, RunContext, RunInfo, RunSummary
 from instr.protocol import PHASE_NAMES
@@ -77,8 +73,6 @@ INDEXES = (
     "CREATE INDEX IF NOT EXISTS events_by_probe ON events (run_id, probe_id)",
     "CREATE INDEX IF NOT EXISTS events_by_tid ON events (run_id, tid)",
 )
-_NUMERIC_KINDS = frozenset({"int", "ptr", "caller"})
-_Writer = Callable[[Event], None]
 
 
 class SqliteCollector:
@@ -88,10 +82,7 @@ class SqliteCollector:
         self.ctx: RunContext | None = None
         self.layouts: LayoutCache | None = None
         self.run_id = 0
-        self._writers: dict[tuple[int, str], _Writer] = {}
-        self._pending: dict[str, list[tuple[Any, ...]]] = {}
-        self._stacks: dict[tuple[int, ...], int] = {}
-        self._new_stacks: list[tuple[int, int, str]] = []
+        self.rows: EventRows | None = None
         self._nsites = 0
         self._nsymbols = 0
 
@@ -130,29 +121,25 @@ class SqliteCollector:
             ),
         )
         self.run_id = int(cur.lastrowid or 0)
+        self.rows = EventRows(self.run_id, ctx, self.layouts)
         self._write_probes(ctx)
         db.execute("COMMIT")
 
     def on_events(self, events: list[Event]) -> None:
-        db = self.db
-        if db is None:
+        db, rows = self.db, self.rows
+        if db is None or rows is None:
             return
-        writers = self._writers
-        for e in events:
-            w = writers.get((e.probe_id, e.phase))
-            if w is None:
-                w = writers[(e.probe_id, e.phase)] = self._writer(e.probe_id, e.phase)
-            w(e)
+        rows.add(events)
         db.execute("BEGIN")
         try:
-            self._sync_context()
-            if self._new_stacks:
-                db.executemany("INSERT INTO stacks VALUES (?, ?, ?)", self._new_stacks)
-                self._new_stacks.clear()
-            for sql, rows in self._pending.items():
-                if rows:
-                    db.executemany(sql, rows)
-                    rows.clear()
+            self._sync_context_on(db)
+            if rows.new_stacks:
+                db.executemany("INSERT INTO stacks VALUES (?, ?, ?)", rows.new_stacks)
+                rows.new_stacks.clear()
+            for sql, pending in rows.pending.items():
+                if pending:
+                    db.executemany(sql, pending)
+                    pending.clear()
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -220,10 +207,6 @@ class SqliteCollector:
                     rows.append((rid, p.id, phase, pos, cap.name, cap.src, cap.type, where))
         self.db.executemany("INSERT INTO captures VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
-    def _sync_context(self) -> None:
-        assert self.db is not None
-        self._sync_context_on(self.db)
-
     def _sync_context_on(self, db: sqlite3.Connection) -> None:
         """Write sites and symbols that arrived since the last batch."""
         ctx = self.ctx
@@ -246,133 +229,6 @@ class SqliteCollector:
                 "INSERT OR REPLACE INTO symbols VALUES (?, ?, ?, ?, ?, ?)",
                 [(rid, int64(a), s.module, s.name, s.offset, str(s)) for a, s in syms],
             )
-
-    # -- rows -------------------------------------------------------------------------
-
-    def _rows(self, sql: str) -> list[tuple[Any, ...]]:
-        rows = self._pending.get(sql)
-        if rows is None:
-            rows = self._pending[sql] = []
-        return rows
-
-    def _sql(self, probe_id: int, phase: str, columns: tuple[str, ...]) -> str:
-        marks = ", ".join("?" * len(columns))
-        if phase not in PHASE_NAMES:  # only literals we know go into SQL text
-            raise ValueError(f"unknown phase {phase!r}")
-        return (
-            f"INSERT INTO events (run_id, probe_id, phase, {', '.join(columns)})"
-            f" VALUES ({self.run_id}, {int(probe_id)}, '{phase}', {marks})"
-        )
-
-    def _writer(self, probe_id: int, phase: str) -> _Writer:
-        assert self.layouts is not None
-        lay = self.layouts.get(probe_id, phase) if phase in PHASE_NAMES else None
-        if lay is None or phase not in PHASE_NAMES:
-            return self._generic_writer(probe_id, phase, None)
-        numeric = lay.fixed and all(s.kind in _NUMERIC_KINDS for s in lay.arg_slots)
-        if not numeric:
-            return self._generic_writer(probe_id, phase, lay)
-        return self._numeric_writer(lay)
-
-    def _numeric_writer(self, lay: Layout) -> _Writer:
-        """Integer-only captures: args text from a template, no per-row decisions."""
-        names = tuple(s.name for s in lay.arg_slots)
-        template = "{" + ",".join(f"{to_json(n).replace('%', '%%')}:%d" for n in names) + "}"
-        getter = names_getter(names)
-        base = ("seq", "tid", "ts_ns", "site")
-        has_ret = lay.retval is not None
-        wide_ret = has_ret and lay.retval is not None and lay.retval.type in UNSIGNED64
-        ret_cols = ("retval",) if has_ret else ()
-        full = self._rows(
-            self._sql(lay.probe_id, lay.phase, (*base, *ret_cols, "duration_ns", "args"))
-        )
-        short = self._rows(self._sql(lay.probe_id, lay.phase, (*base, *ret_cols, "args")))
-        has_dur = lay.duration is not None
-        generic = self._generic_writer(lay.probe_id, lay.phase, lay)
-
-        def write(e: Event) -> None:
-            if e.args_status is not None or len(e.args) != len(names):
-                return generic(e)
-            try:
-                args = template % getter(e.args)
-            except (KeyError, TypeError):
-                return generic(e)
-            row: tuple[Any, ...] = (e.seq, e.tid, e.ts_ns, e.site)
-            if has_ret:
-                r = e.retval
-                if r is None:
-                    return generic(e)
-                if wide_ret and r > MAX_I64:
-                    r -= 1 << 64
-                row += (int(r),)
-            if has_dur and e.duration_ns is not None:
-                full.append((*row, e.duration_ns, args))
-            else:
-                short.append((*row, args))
-            return None
-
-        return write
-
-    def _generic_writer(self, probe_id: int, phase: str, lay: Layout | None) -> _Writer:
-        kinds = lay.kinds if lay is not None else {}
-        sqls: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
-
-        def write(e: Event) -> None:
-            cols: list[str] = ["seq", "tid", "ts_ns", "site"]
-            row: list[Any] = [e.seq, e.tid, e.ts_ns, e.site]
-            if e.retval is not None:
-                cols.append("retval")
-                row.append(int64(int(e.retval)))
-            if e.duration_ns is not None:
-                cols.append("duration_ns")
-                row.append(e.duration_ns)
-            args, stack = self._args_json(e, kinds)
-            cols.append("args")
-            row.append(args)
-            if stack is not None:
-                cols.append("stack_id")
-                row.append(stack)
-            if e.args_status:
-                cols.append("args_status")
-                row.append(to_json(e.args_status))
-            key = tuple(cols)
-            rows = sqls.get(key)
-            if rows is None:
-                rows = sqls[key] = self._rows(self._sql(probe_id, phase, key))
-            rows.append(tuple(row))
-
-        if phase not in PHASE_NAMES:
-            return lambda e: None
-        return write
-
-    def _args_json(self, e: Event, kinds: dict[str, Any]) -> tuple[str, int | None]:
-        out: dict[str, Any] = {}
-        stack: int | None = None
-        for name, value in e.args.items():
-            kind = kinds.get(name, "int")
-            if value is None:
-                out[name] = None
-            elif kind == "bytes":
-                out[name] = bytes(value).hex()
-            elif kind == "backtrace":
-                sid = self._stack_id(value)
-                if stack is None:
-                    stack = sid  # the first backtrace goes to events.stack_id
-                else:
-                    out[name] = sid
-            else:
-                out[name] = value
-        return to_json(out), stack
-
-    def _stack_id(self, frames: list[int]) -> int:
-        key = tuple(frames)
-        sid = self._stacks.get(key)
-        if sid is None:
-            assert self.ctx is not None
-            sid = self._stacks[key] = len(self._stacks) + 1
-            text = to_json([address_json(self.ctx, a) for a in frames])
-            self._new_stacks.append((self.run_id, sid, text))
-        return sid
 
 
 def _stored_in(role: str, kind: str, name: str, lay: Layout) -> str:

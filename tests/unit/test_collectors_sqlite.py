@@ -182,3 +182,31 @@ def test_close_without_open_and_events_before_open(tmp_path: Path) -> None:
     c.on_events([])
     c.close(RunSummary(0, 0, 0, [], None, [], 0))
     assert not (tmp_path / "never.db").exists()
+
+
+def test_unexpected_events_take_the_generic_path(tmp_path: Path) -> None:
+    ctx, events, summary = sample()
+    odd = [
+        Event(10, 1, "calls/alloc", "exit", 1, 5, 0, {}, None, 3),  # retval missing
+        Event(11, 1, "calls/alloc", "entry", 1, 6, 0, {"size": 1}),  # caller missing
+        Event(12, 1, "calls/alloc", "entry", 1, 7, 0, {"size": "big", "caller": 2}),
+        Event(13, 1, "calls/alloc", "entry", 1, 8, 0, {"size": 1, "caller": 2, "x": 3}),
+        Event(14, 1, "calls/alloc", "exit", 1, 9, 0, {}, 1 << 63, None),
+    ]
+    path = tmp_path / "odd.db"
+    c = SqliteCollector(path)
+    c.open(ctx, INFO)
+    c.on_events([*events[:2], *odd])
+    c.close(summary)
+    got = rows(
+        sqlite3.connect(path), "SELECT seq, retval, duration_ns, args FROM events ORDER BY seq"
+    )
+    assert got == [
+        (1, None, None, '{"size":1024,"caller":4198442}'),
+        (2, -1, 55, "{}"),
+        (10, None, 3, "{}"),
+        (11, None, None, '{"size":1}'),
+        (12, None, None, '{"size":"big","caller":2}'),
+        (13, None, None, '{"size":1,"caller":2,"x":3}'),
+        (14, -(1 << 63), None, "{}"),  # 2^63 as its i64 bits,
+    ]

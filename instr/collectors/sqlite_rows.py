@@ -1,0 +1,212 @@
+"""Events -> ``INSERT INTO events`` rows, grouped by statement (for ``sqlite.py``).
+
+Each (probe, phase) gets a writer that turns a list of its events into rows.
+The statement carries run id, probe id and phase as literals, and names only
+the columns a row has a value for: Python's sqlite3 binds ``None`` through its
+slow adapter lookup, so a NULL is left to the column default instead.
+
+Integer-only layouts (the hot case) build rows with one list comprehension per
+batch and ``args`` from a ``%`` template; anything unexpected in an event
+(missing capture, ``args_status``, a non-integer) falls back to the generic
+writer, which handles every capture kind and backtraces (deduplicated into
+``stacks``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from operator import attrgetter
+from typing import Any, cast
+
+from instr.collectors.jsonl import names_getter
+from instr.collectors.layout import UNSIGNED64, Kind, Layout, LayoutCache
+from instr.collectors.values import MAX_I64, address_json, int64, to_json
+from instr.events import Event, RunContext
+from instr.protocol import PHASE_NAMES
+
+Row = tuple[Any, ...]
+_Writer = Callable[[list[Event]], None]
+_key = attrgetter("probe_id", "phase")
+_NUMERIC_KINDS = frozenset({"int", "ptr", "caller"})
+_TWO64 = 1 << 64
+_BASE = ("seq", "tid", "ts_ns", "site")
+
+
+class EventRows:
+    """Pending rows of one run: ``pending`` (SQL -> rows) and ``new_stacks``."""
+
+    def __init__(self, run_id: int, ctx: RunContext, layouts: LayoutCache) -> None:
+        self.run_id = run_id
+        self.ctx = ctx
+        self.layouts = layouts
+        self.pending: dict[str, list[Row]] = {}
+        self.new_stacks: list[Row] = []
+        self._writers: dict[tuple[int, str], _Writer] = {}
+        self._stacks: dict[tuple[int, ...], int] = {}
+
+    def add(self, events: list[Event]) -> None:
+        if not events:
+            return
+        keys = list(map(_key, events))
+        first = keys[0]
+        if keys.count(first) == len(keys):  # one probe and phase: the common hot case
+            self._writer(first)(events)
+            return
+        groups: dict[tuple[int, str], list[Event]] = {}
+        for k, e in zip(keys, events, strict=True):
+            group = groups.get(k)
+            if group is None:
+                group = groups[k] = []
+            group.append(e)
+        for k, group in groups.items():
+            self._writer(k)(group)
+
+    # -- statements -------------------------------------------------------------
+
+    def _rows(self, probe_id: int, phase: str, columns: tuple[str, ...]) -> list[Row]:
+        if phase not in PHASE_NAMES:  # only literals we know go into SQL text
+            raise ValueError(f"unknown phase {phase!r}")
+        sql = (
+            f"INSERT INTO events (run_id, probe_id, phase, {', '.join(columns)})"
+            f" VALUES ({int(self.run_id)}, {int(probe_id)}, '{phase}', {', '.join('?' * len(columns))})"
+        )
+        rows = self.pending.get(sql)
+        if rows is None:
+            rows = self.pending[sql] = []
+        return rows
+
+    def _writer(self, key: tuple[int, str]) -> _Writer:
+        w = self._writers.get(key)
+        if w is None:
+            probe_id, phase = key
+            lay = self.layouts.get(probe_id, phase) if phase in PHASE_NAMES else None
+            if phase not in PHASE_NAMES:
+                w = _ignore
+            elif (
+                lay is not None
+                and lay.fixed
+                and all(s.kind in _NUMERIC_KINDS for s in lay.arg_slots)
+            ):
+                w = self._numeric_writer(lay)
+            else:
+                w = self._generic_writer(probe_id, phase, lay)
+            self._writers[key] = w
+        return w
+
+    # -- integer-only layouts -----------------------------------------------------
+
+    def _numeric_writer(self, lay: Layout) -> _Writer:
+        names = tuple(s.name for s in lay.arg_slots)
+        n = len(names)
+        tpl = "{" + ",".join(f"{to_json(k).replace('%', '%%')}:%d" for k in names) + "}"
+        get = names_getter(names)
+        has_ret = lay.retval is not None
+        wide = lay.retval is not None and lay.retval.type in UNSIGNED64
+        has_dur = lay.duration is not None
+        ret = ("retval",) if has_ret else ()
+        short = self._rows(lay.probe_id, lay.phase, (*_BASE, *ret, "args"))
+        full = self._rows(lay.probe_id, lay.phase, (*_BASE, *ret, "duration_ns", "args"))
+        generic = self._generic_writer(lay.probe_id, lay.phase, lay)
+
+        def entry_rows(evs: list[Event]) -> list[Row]:
+            return [(e.seq, e.tid, e.ts_ns, e.site, tpl % get(e.args)) for e in evs]
+
+        def ret_rows(evs: list[Event]) -> list[Row]:
+            rets = [e.retval for e in evs]
+            if None in rets:
+                raise TypeError("exit event without its retval")
+            vals = cast(list[int], rets)
+            if wide:  # u64/ptr above 2^63-1: SQLite keeps the i64 bit pattern
+                vals = [r - _TWO64 if r > MAX_I64 else r for r in vals]
+            return [(e.seq, e.tid, e.ts_ns, e.site, r) for e, r in zip(evs, vals, strict=True)]
+
+        def write(evs: list[Event]) -> None:
+            odd = [e for e in evs if e.args_status is not None or len(e.args) != n]
+            if odd:
+                generic(odd)
+                evs = [e for e in evs if e.args_status is None and len(e.args) == n]
+            try:
+                if not has_ret and not has_dur:
+                    short.extend(entry_rows(evs))
+                    return
+                heads = ret_rows(evs) if has_ret else [(e.seq, e.tid, e.ts_ns, e.site) for e in evs]
+                args = [tpl % get(e.args) for e in evs]
+            except (KeyError, TypeError):  # not what the layout promises: take the slow path
+                generic(evs)
+                return
+            if not has_dur:
+                short.extend([(*h, a) for h, a in zip(heads, args, strict=True)])
+                return
+            durs = [e.duration_ns for e in evs]
+            for h, d, a in zip(heads, durs, args, strict=True):
+                if d is None:  # FLAG_NO_ENTRY: leave duration_ns NULL
+                    short.append((*h, a))
+                else:
+                    full.append((*h, d, a))
+
+        return write
+
+    # -- everything else ----------------------------------------------------------
+
+    def _generic_writer(self, probe_id: int, phase: str, lay: Layout | None) -> _Writer:
+        kinds: dict[str, Kind] = lay.kinds if lay is not None else {}
+        by_columns: dict[tuple[str, ...], list[Row]] = {}
+
+        def write(evs: list[Event]) -> None:
+            for e in evs:
+                cols: list[str] = list(_BASE)
+                row: list[Any] = [e.seq, e.tid, e.ts_ns, e.site]
+                if e.retval is not None:
+                    cols.append("retval")
+                    row.append(int64(int(e.retval)))
+                if e.duration_ns is not None:
+                    cols.append("duration_ns")
+                    row.append(e.duration_ns)
+                args, stack = self._args_json(e, kinds)
+                cols.append("args")
+                row.append(args)
+                if stack is not None:
+                    cols.append("stack_id")
+                    row.append(stack)
+                if e.args_status:
+                    cols.append("args_status")
+                    row.append(to_json(e.args_status))
+                key = tuple(cols)
+                rows = by_columns.get(key)
+                if rows is None:
+                    rows = by_columns[key] = self._rows(probe_id, phase, key)
+                rows.append(tuple(row))
+
+        return write
+
+    def _args_json(self, e: Event, kinds: dict[str, Kind]) -> tuple[str, int | None]:
+        out: dict[str, Any] = {}
+        stack: int | None = None
+        for name, value in e.args.items():
+            kind = kinds.get(name, "int")
+            if value is None:
+                out[name] = None
+            elif kind == "bytes":
+                out[name] = bytes(value).hex()
+            elif kind == "backtrace":
+                sid = self._stack_id(value)
+                if stack is None:
+                    stack = sid  # the first backtrace goes to events.stack_id
+                else:
+                    out[name] = sid
+            else:
+                out[name] = value
+        return to_json(out), stack
+
+    def _stack_id(self, frames: list[int]) -> int:
+        key = tuple(frames)
+        sid = self._stacks.get(key)
+        if sid is None:
+            sid = self._stacks[key] = len(self._stacks) + 1
+            text = to_json([address_json(self.ctx, a) for a in frames])
+            self.new_stacks.append((self.run_id, sid, text))
+        return sid
+
+
+def _ignore(evs: list[Event]) -> None:
+    pass
