@@ -1,7 +1,7 @@
 // Batching: the JS-tier batch, draining of the native ring, the flush timer,
 // and the `batch` messages ({seq, records, drops} + binary records).
 
-import { HEADER_SIZE, OFF_SIZE, PlanOptions } from "./protocol.js";
+import { PlanOptions } from "./protocol.js";
 import { NativeRing } from "./native.js";
 import { Symbolizer } from "./symbols.js";
 import { post, reportError } from "./util.js";
@@ -35,33 +35,6 @@ export class JsBatch {
         this.records = 0;
         return data;
     }
-}
-
-/** Count the records in a block of whole records. */
-export function countRecords(data: ArrayBuffer): number {
-    const dv = new DataView(data);
-    const end = data.byteLength;
-    let off = 0;
-    let n = 0;
-    while (off + HEADER_SIZE <= end) {
-        const size = dv.getUint16(off + OFF_SIZE, true);
-        if (size < HEADER_SIZE || (size & 7) !== 0 || off + size > end) break;
-        off += size;
-        n++;
-    }
-    return n;
-}
-
-/** Truncate `data` to its prefix of well-formed records (after an incomplete drain). */
-function wellFormedPrefix(data: ArrayBuffer): ArrayBuffer {
-    const dv = new DataView(data);
-    let off = 0;
-    while (off + HEADER_SIZE <= data.byteLength) {
-        const size = dv.getUint16(off + OFF_SIZE, true);
-        if (size < HEADER_SIZE || (size & 7) !== 0 || off + size > data.byteLength) break;
-        off += size;
-    }
-    return off === data.byteLength ? data : data.slice(0, off);
 }
 
 export class Flusher {
@@ -133,14 +106,9 @@ export class Flusher {
     flushNative(): void {
         const d = this.ring.drain();
         if (d === null) return;
-        let data = d.data;
-        if (d.incomplete) {
-            data = wellFormedPrefix(data);
-            reportError(null, new Error("native ring drained while a producer was still writing"));
-        }
-        this.symbols.scanNative(data);
-        const n = countRecords(data);
-        if (n > 0) this.sendBatch(data, n);
+        if (d.incomplete) reportError(null, new Error("native ring drained while a producer was still writing"));
+        this.symbols.scanNative(d.data);
+        if (d.records > 0) this.sendBatch(d.data, d.records);
     }
 
     /** Drain everything now; returns the last batch seq. */

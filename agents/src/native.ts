@@ -4,237 +4,35 @@
 //
 // Records go into a two-half ring (multi-producer, single consumer):
 //   producer: e = epoch; b = e & 1; inflight[b]++; if epoch != e: undo, retry.
-//             off = reserved[b] += size; if it fits: write, committed[b] += size.
-//             Otherwise the half is full: drop (count per probe) or, in block
-//             mode, wait until the consumer flips the epoch, then retry.
-//             inflight[b]--.
+//             off = reserved[b] += size; if it fits: write the record.
+//             Otherwise the half is full: the first reservation that does not
+//             fit writes a u16 0 end mark at its offset; then drop (counted per
+//             probe) or, in block mode, wait until the consumer flips the
+//             epoch and retry. inflight[b]--.
 //   consumer: reset the other half, epoch++ (a locked add: a full barrier, so
 //             a producer either sees the new epoch or is counted in
-//             inflight[b]), wait for inflight[b] == 0, then committed[b] bytes
-//             are whole records: successful reservations are always a prefix
-//             of the half (once one fails, every later one starts past the end).
-// Only g_atomic_int_add exists in CModule's glib, hence 32-bit counters and
+//             inflight[b]), wait for inflight[b] == 0, then walk the records
+//             from 0 up to the end mark / min(reserved, cap). Successful
+//             reservations are always a prefix of the half: once one fails,
+//             every later one starts past the end. So no record is torn, and
+//             in block mode none is lost.
+// Counters are 32-bit (CModule's glib only has g_atomic_int_add), hence
 // halves below 1 GiB.
 
 import { HEADER_SIZE, PlanOptions, ProbePlan, SLOT_SIZE } from "./protocol.js";
 import { Layout } from "./layout.js";
+import { C_SOURCE } from "./native_c.js";
 
-const C_SOURCE = `
-#include <gum/guminterceptor.h>
-
-#define MAXC 16
-#define K_ARG 1
-#define K_RETVAL 2
-#define K_CALLER 3
-#define K_DURATION 4
-#define K_STASHED 5
-
-typedef struct {
-  volatile gint epoch;
-  volatile gint drop_mode;
-  volatile gint reserved[2];
-  volatile gint committed[2];
-  volatile gint inflight[2];
-  volatile gint stopped;
-  gint cap;
-  guint8 * buf[2];
-  volatile gint * drops;
-  guint8 * jsbuf;
-} Ring;
-
-typedef struct {
-  guint32 probe;
-  guint32 site;
-  guint32 slot;
-  guint16 entry_size;
-  guint16 exit_size;
-  guint8 n_entry;
-  guint8 n_exit;
-  guint8 n_stash;
-  guint8 need_inv;
-  guint8 entry_kind[MAXC];
-  guint8 entry_idx[MAXC];
-  guint8 exit_kind[MAXC];
-  guint8 exit_idx[MAXC];
-  guint8 stash_idx[MAXC];
-} Desc;
-
-typedef struct {
-  guint64 ts;
-  guint64 stash[MAXC];
-} Inv;
-
-typedef struct {
-  gint64 sec;
-  gint64 nsec;
-} TimeSpec;
-
-extern Ring ring;
-extern int clock_gettime (int clk, TimeSpec * ts);
-extern int sched_yield (void);
-
-static guint64
-now_ns (void)
-{
-  TimeSpec t;
-  clock_gettime (1, &t);
-  return (guint64) t.sec * 1000000000ULL + (guint64) t.nsec;
-}
-
-static void
-emit (Desc * d, gint size, guint phase, guint tid, guint64 ts, guint64 * slots, guint n)
-{
-  guint i;
-  for (;;)
-  {
-    gint e = ring.epoch;
-    gint b = e & 1;
-    g_atomic_int_add (&ring.inflight[b], 1);
-    if (ring.epoch != e)
-    {
-      g_atomic_int_add (&ring.inflight[b], -1);
-      continue;
-    }
-    if (ring.reserved[b] <= ring.cap - size)
-    {
-      gint off = g_atomic_int_add (&ring.reserved[b], size);
-      if (off <= ring.cap - size)
-      {
-        guint8 * p = ring.buf[b] + off;
-        guint64 * q = (guint64 *) (p + 24);
-        *(guint16 *) p = (guint16) size;
-        p[2] = (guint8) phase;
-        p[3] = 0;
-        *(guint32 *) (p + 4) = d->probe;
-        *(guint32 *) (p + 8) = d->site;
-        *(guint32 *) (p + 12) = tid;
-        *(guint64 *) (p + 16) = ts;
-        for (i = 0; i != n; i++)
-          q[i] = slots[i];
-        g_atomic_int_add (&ring.committed[b], size);
-        g_atomic_int_add (&ring.inflight[b], -1);
-        return;
-      }
-    }
-    g_atomic_int_add (&ring.inflight[b], -1);
-    if (ring.stopped)
-      return;
-    if (ring.drop_mode)
-    {
-      g_atomic_int_add (&ring.drops[d->slot], 1);
-      return;
-    }
-    while (ring.epoch == e && !ring.stopped)
-      sched_yield ();
-  }
-}
-
-void
-on_enter (GumInvocationContext * ic)
-{
-  Desc * d = (Desc *) gum_invocation_context_get_listener_function_data (ic);
-  guint64 ts = now_ns ();
-  guint64 slots[MAXC];
-  guint i, n;
-
-  if (d->need_inv)
-  {
-    Inv * inv = (Inv *) gum_invocation_context_get_listener_invocation_data (ic, sizeof (Inv));
-    inv->ts = ts;
-    n = d->n_stash;
-    for (i = 0; i != n; i++)
-      inv->stash[i] = (guint64) (gsize) gum_invocation_context_get_nth_argument (ic, d->stash_idx[i]);
-  }
-  if (d->entry_size == 0)
-    return;
-  n = d->n_entry;
-  for (i = 0; i != n; i++)
-  {
-    if (d->entry_kind[i] == K_ARG)
-      slots[i] = (guint64) (gsize) gum_invocation_context_get_nth_argument (ic, d->entry_idx[i]);
-    else
-      slots[i] = (guint64) (gsize) gum_invocation_context_get_return_address (ic);
-  }
-  emit (d, d->entry_size, 0, gum_invocation_context_get_thread_id (ic), ts, slots, n);
-}
-
-void
-on_leave (GumInvocationContext * ic)
-{
-  Desc * d = (Desc *) gum_invocation_context_get_listener_function_data (ic);
-  guint64 ts = now_ns ();
-  guint64 slots[MAXC];
-  Inv * inv = NULL;
-  guint i, n, k;
-
-  if (d->need_inv)
-    inv = (Inv *) gum_invocation_context_get_listener_invocation_data (ic, sizeof (Inv));
-  n = d->n_exit;
-  for (i = 0; i != n; i++)
-  {
-    k = d->exit_kind[i];
-    if (k == K_RETVAL)
-      slots[i] = (guint64) (gsize) gum_invocation_context_get_return_value (ic);
-    else if (k == K_STASHED)
-      slots[i] = inv->stash[d->exit_idx[i]];
-    else if (k == K_DURATION)
-      slots[i] = ts - inv->ts;
-    else
-      slots[i] = (guint64) (gsize) gum_invocation_context_get_return_address (ic);
-  }
-  emit (d, d->exit_size, 1, gum_invocation_context_get_thread_id (ic), ts, slots, n);
-}
-
-/* Consumer: flip halves and wait for producers on the old one. Returns the
- * old half's index, with bit 1 set when spin_limit yields were not enough. */
-gint
-ring_swap (gint spin_limit)
-{
-  gint e = ring.epoch;
-  gint b = e & 1;
-  gint o = b ^ 1;
-  gint spins = 0;
-
-  ring.reserved[o] = 0;
-  ring.committed[o] = 0;
-  g_atomic_int_add (&ring.epoch, 1);
-  while (ring.inflight[b] != 0)
-  {
-    if (spins++ >= spin_limit)
-      return b | 2;
-    sched_yield ();
-  }
-  return b;
-}
-
-void
-js_stamp (guint32 off)
-{
-  *(guint64 *) (ring.jsbuf + off) = now_ns ();
-}
-
-void
-ring_stop (void)
-{
-  g_atomic_int_add (&ring.stopped, 1);
-}
-
-gint
-layout_check (void)
-{
-  return (gint) (sizeof (Ring) * 1000 + sizeof (Desc));
-}
-`;
-
-// Byte offsets of the C structs above (checked against sizeof at start-up).
-const RING_SIZE = 72;
+// Byte offsets of the C structs in native_c.ts (layout_check() verifies the sizes).
+const RING_SIZE = 88;
 const R_EPOCH = 0;
 const R_DROP_MODE = 4;
-const R_COMMITTED = 16;
 const R_CAP = 36;
 const R_BUF = 40;
 const R_DROPS = 56;
 const R_JSBUF = 64;
+const R_OUT_LEN = 72;
+const R_OUT_COUNT = 76;
 
 const DESC_SIZE = 100;
 const D_PROBE = 0;
@@ -269,6 +67,7 @@ function zalloc(size: number): NativePointer {
 
 export interface Drained {
     data: ArrayBuffer;
+    records: number;
     /** Producers were still writing when the wait gave up (should not happen). */
     incomplete: boolean;
 }
@@ -282,8 +81,8 @@ export class NativeRing {
     private readonly nSlots: number;
     private readonly swapFn: NativeFunction<number, [number]>;
     private readonly stopFn: NativeFunction<void, []>;
-    /** Writes the monotonic clock (ns) at `jsBase + off`; used by the JS tier. */
-    readonly stamp: NativeFunction<void, [number]>;
+    /** Writes a record header but its size at `jsBase + off` (JS tier). */
+    readonly head: NativeFunction<void, [number, number, number, number]>;
     /** Descriptors must outlive their listeners: never freed. */
     private readonly keep: NativePointer[] = [];
 
@@ -304,13 +103,15 @@ export class NativeRing {
             ring: this.state,
             clock_gettime: Module.getGlobalExportByName("clock_gettime"),
             sched_yield: Module.getGlobalExportByName("sched_yield"),
+            gettid: Module.getGlobalExportByName("gettid"),
         });
         const check = new NativeFunction(this.cm.layout_check, "int", [])();
         if (check !== RING_SIZE * 1000 + DESC_SIZE) throw new Error(`native layout mismatch (${check})`);
         const exclusive = { scheduling: "exclusive" as const };
         this.swapFn = new NativeFunction(this.cm.ring_swap, "int", ["int"], exclusive);
         this.stopFn = new NativeFunction(this.cm.ring_stop, "void", [], exclusive);
-        this.stamp = new NativeFunction(this.cm.js_stamp, "void", ["uint32"], exclusive);
+        this.head = new NativeFunction(this.cm.js_head, "void", ["uint32", "uint32", "uint32", "uint32"], exclusive);
+        new NativeFunction(this.cm.ring_setup, "void", [])();
     }
 
     /** A descriptor for one site of a native-tier probe. */
@@ -361,11 +162,11 @@ export class NativeRing {
     drain(): Drained | null {
         const r = this.swapFn(SWAP_SPIN_LIMIT);
         const b = r & 1;
-        const len = this.state.add(R_COMMITTED + 4 * b).readS32();
+        const len = this.state.add(R_OUT_LEN).readS32();
         if (len <= 0) return null;
         const data = this.bufs[b].readByteArray(len);
         if (data === null) return null;
-        return { data, incomplete: (r & 2) !== 0 };
+        return { data, records: this.state.add(R_OUT_COUNT).readS32(), incomplete: (r & 2) !== 0 };
     }
 
     /** Cumulative records dropped for the probe in drop slot `slot`. */

@@ -1,0 +1,270 @@
+// The native tier's C source: static, compiled once per session by CModule
+// (TinyCC). Never templated or string-replaced: every probe-specific choice
+// is data in a per-site descriptor (see native.ts for the struct offsets,
+// which layout_check() verifies at start-up).
+//
+// Only g_atomic_int_add exists in CModule's glib, hence 32-bit counters.
+// Globals are read-only in CModule: all mutable state lives in `ring`,
+// memory that JS allocates and passes in as a symbol.
+
+export const C_SOURCE = `
+#include <gum/guminterceptor.h>
+#include <gum/gumtls.h>
+
+#define MAXC 16
+#define K_ARG 1
+#define K_RETVAL 2
+#define K_CALLER 3
+#define K_DURATION 4
+#define K_STASHED 5
+
+typedef struct {
+  volatile gint epoch;
+  volatile gint drop_mode;
+  volatile gint reserved[2];
+  volatile gint unused[2];
+  volatile gint inflight[2];
+  volatile gint stopped;
+  gint cap;
+  guint8 * buf[2];
+  volatile gint * drops;
+  guint8 * jsbuf;
+  gint out_len;
+  gint out_count;
+  GumTlsKey tid_key;
+} Ring;
+
+typedef struct {
+  guint32 probe;
+  guint32 site;
+  guint32 slot;
+  guint16 entry_size;
+  guint16 exit_size;
+  guint8 n_entry;
+  guint8 n_exit;
+  guint8 n_stash;
+  guint8 need_inv;
+  guint8 entry_kind[MAXC];
+  guint8 entry_idx[MAXC];
+  guint8 exit_kind[MAXC];
+  guint8 exit_idx[MAXC];
+  guint8 stash_idx[MAXC];
+} Desc;
+
+typedef struct {
+  guint64 ts;
+  guint64 stash[MAXC];
+} Inv;
+
+typedef struct {
+  gint64 sec;
+  gint64 nsec;
+} TimeSpec;
+
+extern Ring ring;
+extern int clock_gettime (int clk, TimeSpec * ts);
+extern int sched_yield (void);
+extern int gettid (void);
+
+static guint64
+now_ns (void)
+{
+  TimeSpec t;
+  clock_gettime (1, &t);
+  return (guint64) t.sec * 1000000000ULL + (guint64) t.nsec;
+}
+
+static void
+emit (Desc * d, gint size, guint phase, guint tid, guint64 ts, guint64 * slots, guint n)
+{
+  guint i;
+  for (;;)
+  {
+    gint e = ring.epoch;
+    gint b = e & 1;
+    g_atomic_int_add (&ring.inflight[b], 1);
+    if (ring.epoch != e)
+    {
+      g_atomic_int_add (&ring.inflight[b], -1);
+      continue;
+    }
+    if (ring.reserved[b] <= ring.cap - size)
+    {
+      gint off = g_atomic_int_add (&ring.reserved[b], size);
+      if (off <= ring.cap - size)
+      {
+        guint8 * p = ring.buf[b] + off;
+        guint64 * q = (guint64 *) (p + 24);
+        *(guint16 *) p = (guint16) size;
+        p[2] = (guint8) phase;
+        p[3] = 0;
+        *(guint32 *) (p + 4) = d->probe;
+        *(guint32 *) (p + 8) = d->site;
+        *(guint32 *) (p + 12) = tid;
+        *(guint64 *) (p + 16) = ts;
+        for (i = 0; i != n; i++)
+          q[i] = slots[i];
+        g_atomic_int_add (&ring.inflight[b], -1);
+        return;
+      }
+      /* The first reservation that does not fit marks the end of the
+       * half's records (later ones start past the end). */
+      if (off <= ring.cap - 2)
+        *(guint16 *) (ring.buf[b] + off) = 0;
+    }
+    g_atomic_int_add (&ring.inflight[b], -1);
+    if (ring.stopped)
+      return;
+    if (ring.drop_mode)
+    {
+      g_atomic_int_add (&ring.drops[d->slot], 1);
+      return;
+    }
+    while (ring.epoch == e && !ring.stopped)
+      sched_yield ();
+  }
+}
+
+void
+on_enter (GumInvocationContext * ic)
+{
+  Desc * d = (Desc *) gum_invocation_context_get_listener_function_data (ic);
+  guint64 ts = now_ns ();
+  guint64 slots[MAXC];
+  guint i, n;
+
+  if (d->need_inv)
+  {
+    Inv * inv = (Inv *) gum_invocation_context_get_listener_invocation_data (ic, sizeof (Inv));
+    inv->ts = ts;
+    n = d->n_stash;
+    for (i = 0; i != n; i++)
+      inv->stash[i] = (guint64) (gsize) gum_invocation_context_get_nth_argument (ic, d->stash_idx[i]);
+  }
+  if (d->entry_size == 0)
+    return;
+  n = d->n_entry;
+  for (i = 0; i != n; i++)
+  {
+    if (d->entry_kind[i] == K_ARG)
+      slots[i] = (guint64) (gsize) gum_invocation_context_get_nth_argument (ic, d->entry_idx[i]);
+    else
+      slots[i] = (guint64) (gsize) gum_invocation_context_get_return_address (ic);
+  }
+  emit (d, d->entry_size, 0, gum_invocation_context_get_thread_id (ic), ts, slots, n);
+}
+
+void
+on_leave (GumInvocationContext * ic)
+{
+  Desc * d = (Desc *) gum_invocation_context_get_listener_function_data (ic);
+  guint64 ts = now_ns ();
+  guint64 slots[MAXC];
+  Inv * inv = NULL;
+  guint i, n, k;
+
+  if (d->need_inv)
+    inv = (Inv *) gum_invocation_context_get_listener_invocation_data (ic, sizeof (Inv));
+  n = d->n_exit;
+  for (i = 0; i != n; i++)
+  {
+    k = d->exit_kind[i];
+    if (k == K_RETVAL)
+      slots[i] = (guint64) (gsize) gum_invocation_context_get_return_value (ic);
+    else if (k == K_STASHED)
+      slots[i] = inv->stash[d->exit_idx[i]];
+    else if (k == K_DURATION)
+      slots[i] = ts - inv->ts;
+    else
+      slots[i] = (guint64) (gsize) gum_invocation_context_get_return_address (ic);
+  }
+  emit (d, d->exit_size, 1, gum_invocation_context_get_thread_id (ic), ts, slots, n);
+}
+
+/* Consumer: flip halves and wait for producers on the old one. Returns the
+ * old half's index, with bit 1 set when spin_limit yields were not enough. */
+gint
+ring_swap (gint spin_limit)
+{
+  gint e = ring.epoch;
+  gint b = e & 1;
+  gint o = b ^ 1;
+  gint spins = 0;
+  gint timed_out = 0;
+  gint len, off, n;
+  guint8 * p;
+
+  ring.reserved[o] = 0;
+  g_atomic_int_add (&ring.epoch, 1);
+  while (ring.inflight[b] != 0)
+  {
+    if (spins++ >= spin_limit)
+    {
+      timed_out = 2;
+      break;
+    }
+    sched_yield ();
+  }
+  /* Whole records, up to the end mark or the end of the half. */
+  len = ring.reserved[b];
+  if (len > ring.cap)
+    len = ring.cap;
+  p = ring.buf[b];
+  off = 0;
+  n = 0;
+  while (off + 24 <= len)
+  {
+    gint size = *(guint16 *) (p + off);
+    if (size < 24 || (size & 7) != 0 || off + size > len)
+      break;
+    off += size;
+    n++;
+  }
+  ring.out_len = off;
+  ring.out_count = n;
+  return b | timed_out;
+}
+
+static guint32
+current_tid (void)
+{
+  gpointer v = gum_tls_key_get_value (ring.tid_key);
+  if (v == NULL)
+  {
+    v = GSIZE_TO_POINTER ((gsize) gettid ());
+    gum_tls_key_set_value (ring.tid_key, v);
+  }
+  return (guint32) GPOINTER_TO_SIZE (v);
+}
+
+/* The JS tier's record header, all but the size: one call from JS. */
+void
+js_head (guint32 off, guint32 probe, guint32 site, guint32 phase_flags)
+{
+  guint8 * p = ring.jsbuf + off;
+  p[2] = (guint8) (phase_flags & 0xff);
+  p[3] = (guint8) (phase_flags >> 8);
+  *(guint32 *) (p + 4) = probe;
+  *(guint32 *) (p + 8) = site;
+  *(guint32 *) (p + 12) = current_tid ();
+  *(guint64 *) (p + 16) = now_ns ();
+}
+
+void
+ring_setup (void)
+{
+  ring.tid_key = gum_tls_key_new ();
+}
+
+void
+ring_stop (void)
+{
+  g_atomic_int_add (&ring.stopped, 1);
+}
+
+gint
+layout_check (void)
+{
+  return (gint) (sizeof (Ring) * 1000 + sizeof (Desc));
+}
+`;
