@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 
 import click
 
-from instr.errors import InstrError, UsageError
+from instr.errors import InstrError, ProbeSetError, UsageError
 from instr.probes.ir import PlanOptions
 
 F = Callable[..., Any]
@@ -23,7 +23,9 @@ def _debug_enabled() -> bool:
 def _fail(err: BaseException, code: int) -> NoReturn:
     if _debug_enabled():
         raise err
-    click.echo(f"instr: error: {err}", err=True)
+    # Probe-set diagnostics carry their own "file:line:col: error:" prefix.
+    prefix = "" if isinstance(err, ProbeSetError) else "instr: error: "
+    click.echo(f"{prefix}{err}", err=True)
     sys.exit(code)
 
 

@@ -15,6 +15,7 @@ from typing import TextIO
 
 from instr.collectors import open_output
 from instr.collectors.base import Collector
+from instr.errors import InstrError
 from instr.events import RunSummary
 from instr.probes.ir import ProbeTable
 from instr.session import Session
@@ -75,23 +76,25 @@ def run(config: RunConfig, status: TextIO | None = None) -> tuple[RunSummary, in
     )
     restore = _stop_on_sigterm()
     try:
-        reports = session.start(resume=False)
+        try:
+            reports = session.start(resume=False)  # cleans up after itself on failure
+        except KeyboardInterrupt:
+            raise InstrError("interrupted while arming the probes") from None
         armed = [r for r in reports if r.state == "armed"]
         for r in reports:
             if r.state != "armed":
                 say(f"probe {r.name} {r.state}: {r.reason}")
         sites = sum(r.sites for r in armed)
-        pending = len(reports) - len(armed) - sum(r.state == "failed" for r in reports)
+        pending = sum(r.state == "pending" for r in reports)
         extra = f", {pending} pending" if pending else ""
-        say(
-            f"armed {len(armed)} of {len(reports)} probes ({sites} sites{extra}) in pid {session.pid}"
-        )
-        session.resume()
-        _wait(session, config.duration_s)
-    except KeyboardInterrupt:
-        say("stopping")
+        say(f"armed {len(armed)} of {len(reports)} probes ({sites} sites{extra}) in pid {session.pid}")
+        try:
+            session.resume()
+            _wait(session, config.duration_s)
+        except KeyboardInterrupt:
+            say("stopping")
+        summary = session.close()
     finally:
-        summary = session.close() if session.summary is None else session.summary
         restore()
     if summary.ending is not None:
         say(summary.ending.describe())

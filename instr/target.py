@@ -64,28 +64,34 @@ def open_device(spec: DeviceSpec) -> Any:
     """The Frida device for ``spec``; ``DeviceError`` if it cannot be found or reached."""
     mgr = frida.get_device_manager()
     try:
-        if spec.kind == "local":
-            return frida.get_local_device()
-        if spec.kind == "usb":
-            return mgr.get_usb_device(DEVICE_TIMEOUT_S)
-        if spec.kind == "remote":
-            return mgr.get_remote_device()
-        if spec.kind == "host":
-            assert spec.value is not None
-            return mgr.add_remote_device(spec.value)
-        assert spec.value is not None
-        return mgr.get_device(spec.value, timeout=DEVICE_TIMEOUT_S)
-    except (frida.InvalidArgumentError, frida.TimedOutError, frida.TransportError) as e:
+        device = _lookup(mgr, spec)
+        if spec.kind != "local":
+            device.query_system_parameters()  # fail here, not halfway through a spawn
+        return device
+    except (frida.InvalidArgumentError, frida.TimedOutError) as e:
         known = ", ".join(f"{d.id} ({d.type})" for d in mgr.enumerate_devices())
         raise DeviceError(
             f"device not found: {spec.value or spec.kind} ({e})",
             hint=f"devices available: {known}" if known else None,
         ) from e
-    except frida.ServerNotRunningError as e:
+    except (frida.ServerNotRunningError, frida.TransportError) as e:
         raise DeviceError(
             f"cannot reach frida-server on {spec.value or spec.kind}: {e}",
             hint="start frida-server on the device, or check host and port",
         ) from e
+
+
+def _lookup(mgr: Any, spec: DeviceSpec) -> Any:
+    if spec.kind == "local":
+        return frida.get_local_device()
+    if spec.kind == "usb":
+        return mgr.get_usb_device(DEVICE_TIMEOUT_S)
+    if spec.kind == "remote":
+        return mgr.get_remote_device()
+    assert spec.value is not None
+    if spec.kind == "host":
+        return mgr.add_remote_device(spec.value)
+    return mgr.get_device(spec.value, timeout=DEVICE_TIMEOUT_S)
 
 
 def check_program(argv0: str) -> str:
@@ -97,7 +103,7 @@ def check_program(argv0: str) -> str:
         raise TargetError(f"program not found: {path}")
     if os.path.isdir(path):
         raise TargetError(f"cannot run {path}: it is a directory")
-    if not os.access(path, os.X_OK):
+    if not os.access(path, os.X_OK) or not os.stat(path).st_mode & 0o111:
         raise TargetError(f"cannot run {path}: not executable", hint=f"chmod +x {path}")
     return path
 
