@@ -42,7 +42,8 @@ export class Flusher {
     readonly ring: NativeRing;
     readonly symbols: Symbolizer;
     private seq = 0;
-    private timer: ReturnType<typeof setInterval> | null = null;
+    private timer: ReturnType<typeof setTimeout> | null = null;
+    private running = false;
     /** probe id -> drop slot, for probes armed in the native tier. */
     private readonly nativeSlots = new Map<number, number>();
     private readonly lastDrops: Record<string, number> = {};
@@ -59,19 +60,29 @@ export class Flusher {
         this.nativeSlots.set(probe, slot);
     }
 
+    /**
+     * Drain every `intervalMs`, and again after 1 ms while the native ring
+     * keeps filling up (so block mode waits less and drop mode drops less).
+     */
     start(intervalMs: number): void {
-        if (this.timer !== null) return;
-        this.timer = setInterval(() => {
+        if (this.running) return;
+        this.running = true;
+        const tick = (): void => {
+            this.timer = null;
+            if (!this.running) return;
             try {
                 this.flushAll();
             } catch (e) {
                 reportError(null, e);
             }
-        }, Math.max(1, intervalMs));
+            if (this.running) this.timer = setTimeout(tick, this.ring.lastFull ? 1 : Math.max(1, intervalMs));
+        };
+        this.timer = setTimeout(tick, Math.max(1, intervalMs));
     }
 
     stop(): void {
-        if (this.timer !== null) clearInterval(this.timer);
+        this.running = false;
+        if (this.timer !== null) clearTimeout(this.timer);
         this.timer = null;
     }
 

@@ -83,6 +83,8 @@ export class NativeRing {
     private readonly stopFn: NativeFunction<void, []>;
     /** Writes a record header but its size at `jsBase + off` (JS tier). */
     readonly head: NativeFunction<void, [number, number, number, number]>;
+    /** The last drained half had filled up (producers dropped or waited). */
+    lastFull = false;
     /** Descriptors must outlive their listeners: never freed. */
     private readonly keep: NativePointer[] = [];
 
@@ -162,6 +164,7 @@ export class NativeRing {
     drain(): Drained | null {
         const r = this.swapFn(SWAP_SPIN_LIMIT);
         const b = r & 1;
+        this.lastFull = (r & 4) !== 0;
         const len = this.state.add(R_OUT_LEN).readS32();
         if (len <= 0) return null;
         const data = this.bufs[b].readByteArray(len);

@@ -182,7 +182,8 @@ on_leave (GumInvocationContext * ic)
 }
 
 /* Consumer: flip halves and wait for producers on the old one. Returns the
- * old half's index, with bit 1 set when spin_limit yields were not enough. */
+ * old half's index, with bit 1 set when spin_limit yields were not enough
+ * and bit 2 set when the half filled up. */
 gint
 ring_swap (gint spin_limit)
 {
@@ -207,6 +208,8 @@ ring_swap (gint spin_limit)
   }
   /* Whole records, up to the end mark or the end of the half. */
   len = ring.reserved[b];
+  if (len > ring.cap - 256)
+    timed_out |= 4; /* the half (nearly) filled up: drain again soon */
   if (len > ring.cap)
     len = ring.cap;
   p = ring.buf[b];
