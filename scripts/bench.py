@@ -6,7 +6,8 @@ calls (or of 1-byte ``write()``s to /dev/null, for strace) with
 CLOCK_MONOTONIC and reports ns/call. Each tool gets a fresh copy of the target,
 is armed, and then the harness drives one warm-up round and ``--rounds`` timed
 rounds through the target's stdin. Overhead = median hooked ns/call - median
-unhooked ns/call of the same loop. ``events/s`` is events delivered by the tool
+unhooked ns/call of the same loop; ``vs instr`` = that overhead / instr's
+(so 20x means 20 times instr's cost). ``events/s`` is events delivered by the tool
 over the wall time of its rounds; for instr, it is rows in the SQLite store
 over the time until instr has exited (flush and detach included), and the
 note says whether rows == calls (zero loss).
