@@ -27,6 +27,14 @@ const SIGNALS: Record<string, string> = {
 };
 
 const EXIT_FUNCS = ["_exit", "_Exit", "exit_group"];
+
+// Event kinds of the native lifecycle listeners (native_c.ts: LifeDesc).
+const K_EXIT_CALL = 1;
+const K_EXIT = 2;
+const K_EXEC = 3;
+const K_ABORT = 4;
+const K_LEAVE = 0x100;
+const LIFE_DESC_SIZE = 16;
 const EXEC_FUNCS = ["execve", "execveat", "fexecve", "execv", "execvp", "execvpe", "execl", "execlp", "execle"];
 
 export class Lifecycle {
@@ -37,51 +45,37 @@ export class Lifecycle {
     /** Per thread: how deep inside exec* functions (an execvp calls execve). */
     private readonly execDepth = new Map<number, number>();
     private readonly hooked = new Set<string>();
+    /** Descriptors and the callback must outlive the listeners. */
+    private readonly keep: (NativePointer | NativeCallback<"void", ["int", "pointer", "pointer", "uint"]>)[] = [];
+    private readonly getpid = new NativeFunction(Module.getGlobalExportByName("getpid"), "int", [], { scheduling: "exclusive" });
+    private readonly pid: number;
 
-    constructor(private readonly flusher: Flusher) {}
+    constructor(private readonly flusher: Flusher) {
+        this.pid = this.getpid();
+    }
+
+    /**
+     * In a child forked without Frida's child gating the hooks still run, but
+     * nothing the agent sends arrives and no ack can come: stay out of its way.
+     */
+    private inForkedChild(): boolean {
+        return this.getpid() !== this.pid;
+    }
 
     install(): void {
         this.listenForAcks();
-        const self = this;
-        this.hook("exit", {
-            onEnter() {
-                // atexit handlers still run; the ending is sent from _exit.
-                self.flushQuietly();
-            },
-        });
-        for (const name of EXIT_FUNCS) {
-            this.hook(name, {
-                onEnter(args) {
-                    self.end("exit", args[0].toInt32(), null, null, null);
-                },
-            });
-        }
-        for (const name of EXEC_FUNCS) {
-            this.hook(name, {
-                onEnter() {
-                    const d = self.execDepth.get(this.threadId) ?? 0;
-                    self.execDepth.set(this.threadId, d + 1);
-                    if (d === 0) self.end("exec", null, null, null, null);
-                },
-                onLeave() {
-                    // Only reached when the exec failed: the process goes on.
-                    const d = (self.execDepth.get(this.threadId) ?? 1) - 1;
-                    if (d > 0) {
-                        self.execDepth.set(this.threadId, d);
-                    } else {
-                        self.execDepth.delete(this.threadId);
-                        self.ended = false;
-                    }
-                },
-            });
-        }
-        this.hook("abort", {
-            onEnter() {
-                self.end("crash", null, "SIGABRT", this.returnAddress, this.returnAddress);
-            },
-        });
+        const callback = new NativeCallback(
+            (kind: number, arg0: NativePointer, ret: NativePointer, tid: number) => this.onEvent(kind, arg0, ret, tid),
+            "void",
+            ["int", "pointer", "pointer", "uint"],
+        );
+        this.keep.push(callback);
+        this.hook("exit", K_EXIT_CALL, callback, false);
+        for (const name of EXIT_FUNCS) this.hook(name, K_EXIT, callback, false);
+        for (const name of EXEC_FUNCS) this.hook(name, K_EXEC, callback, true);
+        this.hook("abort", K_ABORT, callback, false);
         Process.setExceptionHandler((details) => {
-            if (this.disposed) return false;
+            if (this.disposed || this.inForkedChild()) return false;
             const signal = SIGNALS[details.type] ?? details.type;
             const address = details.memory !== undefined ? details.memory.address : details.address;
             this.end("crash", null, signal, address, details.address);
@@ -89,13 +83,57 @@ export class Lifecycle {
         });
     }
 
-    private hook(name: string, callbacks: ScriptInvocationListenerCallbacks): void {
+    private onEvent(kind: number, arg0: NativePointer, ret: NativePointer, tid: number): void {
+        try {
+            switch (kind) {
+                case K_EXIT_CALL:
+                    // atexit handlers still run; the ending is sent from _exit.
+                    this.flushQuietly();
+                    break;
+                case K_EXIT:
+                    this.end("exit", arg0.toInt32(), null, null, null);
+                    break;
+                case K_ABORT:
+                    this.end("crash", null, "SIGABRT", ret, ret);
+                    break;
+                case K_EXEC: {
+                    const d = this.execDepth.get(tid) ?? 0;
+                    this.execDepth.set(tid, d + 1);
+                    if (d === 0) this.end("exec", null, null, null, null);
+                    break;
+                }
+                case K_EXEC | K_LEAVE: {
+                    // Only reached when the exec failed: the process goes on.
+                    const d = (this.execDepth.get(tid) ?? 1) - 1;
+                    if (d > 0) {
+                        this.execDepth.set(tid, d);
+                    } else {
+                        this.execDepth.delete(tid);
+                        this.ended = false;
+                    }
+                    break;
+                }
+            }
+        } catch (e) {
+            reportError(null, e);
+        }
+    }
+
+    private hook(name: string, kind: number, callback: NativeCallback<"void", ["int", "pointer", "pointer", "uint"]>, leave: boolean): void {
         const address = Module.findGlobalExportByName(name);
         if (address === null) return;
         const key = address.toString();
         if (this.hooked.has(key)) return; // aliases, e.g. _Exit == _exit
+        const cm = this.flusher.ring.cm;
+        const desc = Memory.alloc(LIFE_DESC_SIZE);
+        desc.writeS32(kind);
+        desc.add(4).writeS32(this.pid);
+        desc.add(8).writePointer(callback);
+        this.keep.push(desc);
+        const callbacks: NativeInvocationListenerCallbacks = { onEnter: cm.life_enter as NativePointer };
+        if (leave) callbacks.onLeave = cm.life_leave as NativePointer;
         try {
-            Interceptor.attach(address, callbacks);
+            Interceptor.attach(address, callbacks, desc);
             this.hooked.add(key);
         } catch (e) {
             reportError(null, new Error(`cannot hook ${name} for flush-at-exit: ${String(e)}`));
@@ -119,6 +157,7 @@ export class Lifecycle {
 
     /** Flush everything, announce the ending, and wait for the host's ack. */
     end(reason: Reason, code: number | null, signal: string | null, address: NativePointer | null, pc: NativePointer | null): void {
+        if (this.inForkedChild()) return;
         this.flushQuietly();
         if (this.ended || this.disposed) return;
         this.ended = true;

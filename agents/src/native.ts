@@ -106,6 +106,13 @@ export class NativeRing {
             clock_gettime: Module.getGlobalExportByName("clock_gettime"),
             sched_yield: Module.getGlobalExportByName("sched_yield"),
             gettid: Module.getGlobalExportByName("gettid"),
+            getpid: Module.getGlobalExportByName("getpid"),
+            // glibc exports __register_atfork (pthread_atfork is in libc_nonshared.a);
+            // without either, sched_yield() is a harmless stand-in that ignores its arguments.
+            register_atfork:
+                Module.findGlobalExportByName("pthread_atfork") ??
+                Module.findGlobalExportByName("__register_atfork") ??
+                Module.getGlobalExportByName("sched_yield"),
         });
         const check = new NativeFunction(this.cm.layout_check, "int", [])();
         if (check !== RING_SIZE * 1000 + DESC_SIZE) throw new Error(`native layout mismatch (${check})`);
