@@ -7,10 +7,12 @@ CLOCK_MONOTONIC and reports ns/call. Each tool gets a fresh copy of the target,
 is armed, and then the harness drives one warm-up round and ``--rounds`` timed
 rounds through the target's stdin. Overhead = median hooked ns/call - median
 unhooked ns/call of the same loop; ``vs instr`` = that overhead / instr's
-(so 20x means 20 times instr's cost). ``events/s`` is events delivered by the tool
-over the wall time of its rounds; for instr, it is rows in the SQLite store
-over the time until instr has exited (flush and detach included), and the
-note says whether rows == calls (zero loss).
+(so 20x means 20 times instr's cost). ``events/s``: for instr, rows in its
+SQLite store over the time from the first call until the store held them all
+(polled while instr runs; if it never catches up, until instr has exited,
+flush and detach included), and the note says whether rows == calls (zero
+loss); for the other tools, events they delivered over the wall time of the
+rounds (the rate the hooked target produced them), with the same loss note.
 
     python scripts/bench.py                          # every tool found here
     python scripts/bench.py --only instr,frida-trace --calls 200000 --rounds 5
