@@ -73,6 +73,7 @@ def run(config: RunConfig, status: TextIO | None = None) -> tuple[RunSummary, in
         collectors=_collectors(config.outputs),
         source=config.source,
         sets=config.sets,
+        stream=False,
     )
     restore = _stop_on_sigterm()
     try:

@@ -66,6 +66,7 @@ class Session:
         source: str | None = None,
         sets: Sequence[str] = (),
         kill_on_stop: bool | None = None,
+        stream: bool = True,
     ) -> None:
         self.table = table
         self.target = target
@@ -83,7 +84,11 @@ class Session:
         self._session: Any = None
         self._script: Any = None
         self._dispatcher: Dispatcher | None = None
-        self._events: _QueueCollector | None = None
+        # events() reads decoded batches from this queue; the CLI streams to collectors only.
+        self._events: _QueueCollector | None = _QueueCollector() if stream else None
+        if self._events is not None:
+            self.collectors.append(self._events)
+        self._close_lock = threading.Lock()
         self._ended = threading.Event()
         self._detach_reason: str | None = None
         self._crash: Any = None
@@ -188,6 +193,16 @@ class Session:
             except (frida.InvalidOperationError, frida.ProcessNotFoundError) as e:
                 raise TargetError(f"cannot resume pid {self.pid}: {e}") from e
 
+    def input(self, data: bytes | str) -> None:
+        """Write to a target spawned with ``stdio="pipe"``."""
+        if self.pid is None or self.target.stdio != "pipe":
+            raise TargetError("input() needs a target spawned with stdio='pipe'")
+        raw = data.encode() if isinstance(data, str) else data
+        try:
+            self._device.input(self.pid, raw)
+        except (frida.InvalidOperationError, frida.ProcessNotFoundError) as e:
+            raise TargetError(f"cannot write to pid {self.pid}: {e}") from e
+
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the target ends or the session is lost; False on timeout."""
         return self._ended.wait(timeout)
@@ -212,15 +227,16 @@ class Session:
 
     def close(self) -> RunSummary:
         """Stop if needed, drain everything, close the collectors; returns the summary."""
-        if self.summary is not None:
+        with self._close_lock:
+            if self.summary is not None:
+                return self.summary
+            if not self._ended.is_set():
+                self.stop()
+            if self._dispatcher is None:
+                raise TargetError("the session was never started")
+            self.summary = self._dispatcher.close(self._fallback_ending())
+            self._closed = True
             return self.summary
-        if not self._ended.is_set():
-            self.stop()
-        if self._dispatcher is None:
-            raise TargetError("the session was never started")
-        self.summary = self._dispatcher.close(self._fallback_ending())
-        self._closed = True
-        return self.summary
 
     def _abort(self) -> None:
         """Undo a half-started session: detach, kill what we spawned, close collectors."""
@@ -264,10 +280,7 @@ class Session:
     def events(self) -> Iterator[Event]:
         """Yield decoded events until the run ends. Starts the session if needed."""
         if self._events is None:
-            if self._dispatcher is not None:
-                raise TargetError("events() must be called before start()")
-            self._events = _QueueCollector()
-            self.collectors.append(self._events)
+            raise TargetError("this session was created with stream=False")
         if self._dispatcher is None:
             self.start()
         closer = threading.Thread(target=self._close_when_ended, daemon=True)
