@@ -64,6 +64,7 @@ ENDINGS = {
     "_exit": (4, "exit", None, "target exited with status 4"),
     "abort": (134, "crash", "SIGABRT", "target crashed: SIGABRT"),
     "segv": (139, "crash", "SIGSEGV", "target crashed: SIGSEGV"),
+    "exec": (0, "exec", None, "target called exec"),
 }
 
 
@@ -83,6 +84,8 @@ def test_every_ending_keeps_every_event(targets, mode, tier, probe_file, tmp_pat
     assert summary["ending"]["reason"] == reason
     assert summary["ending"]["signal"] == sig
     assert summary["drops"] == 0 and summary["lost_batches"] == 0
+    if mode == "exec":
+        assert "replaced" in res.stdout
     if mode == "segv":
         assert "crash_here" in (summary["ending"]["symbol"] or "")
         assert "crash_here" in res.stderr

@@ -7,6 +7,7 @@
  *     _exit            _exit(4)
  *     abort            abort()                        (SIGABRT)
  *     segv             crash_here() stores to NULL    (SIGSEGV, in crash_here)
+ *     exec             execv("/bin/echo", "replaced")   (the image is replaced)
  */
 #include <unistd.h>
 
@@ -31,13 +32,13 @@ TARGET_FN void crash_here(int value)
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: endings return|exit|_exit|abort|segv [N]\n");
+        fprintf(stderr, "usage: endings return|exit|_exit|abort|segv|exec [N]\n");
         return 2;
     }
     const char *mode = argv[1];
     long n = argc > 2 ? parse_count(argv[2]) : 1000;
     if (strcmp(mode, "return") != 0 && strcmp(mode, "exit") != 0 && strcmp(mode, "_exit") != 0 &&
-        strcmp(mode, "abort") != 0 && strcmp(mode, "segv") != 0) {
+        strcmp(mode, "abort") != 0 && strcmp(mode, "segv") != 0 && strcmp(mode, "exec") != 0) {
         fprintf(stderr, "unknown mode: %s\n", mode);
         return 2;
     }
@@ -57,5 +58,10 @@ int main(int argc, char **argv)
         abort();
     if (strcmp(mode, "segv") == 0)
         crash_here(42);
+    if (strcmp(mode, "exec") == 0) {
+        execl("/bin/echo", "echo", "replaced", (char *)NULL);
+        perror("execl");
+        return 1;
+    }
     return 0;
 }

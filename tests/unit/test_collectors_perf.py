@@ -129,7 +129,7 @@ class Sink:
 
 
 def dispatch_rate(
-    data: bytes, rounds: int, sink: Callable[[int], Collector] | None = None
+    data: bytes, rounds: int, sink: Callable[[int], Collector] | None = None, batches: int = 100
 ) -> float:
     """Events/s through ``Dispatcher`` (post, decode, count, deliver), as in a real run.
 
@@ -143,13 +143,13 @@ def dispatch_rate(
         collector.open(ctx, INFO)
         d = Dispatcher(ctx, [collector])
         t0 = time.process_time()
-        for seq in range(1, 26):
+        for seq in range(1, batches + 1):
             d.post({"type": "send", "payload": {"v": 1, "type": "batch", "seq": seq}}, data)
         assert d.drain(600)
         dt = time.process_time() - t0
         summary = d.close()
-        assert summary.errors == [] and summary.events == 25 * records
-        best = max(best, 25 * records / dt)
+        assert summary.errors == [] and summary.events == batches * records
+        best = max(best, batches * records / dt)
     return best
 
 
@@ -180,11 +180,19 @@ def report(rounds: int = 7) -> dict[str, float]:
             ("sqlite insert, mixed events", lambda: sqlite_rate(mixed, 3, False, Path(tmp))),
             ("decode + sqlite, uniform", lambda: sqlite_rate(uni, 3, True, Path(tmp))),
             ("jsonl write, uniform events", lambda: jsonl_rate(uni, rounds)),
-            ("dispatcher, uniform (no-op output)", lambda: dispatch_rate(uni, 3)),
-            ("dispatcher, mixed (no-op output)", lambda: dispatch_rate(mixed, 3)),
+            ("dispatcher, uniform (no-op output)", lambda: dispatch_rate(uni, 5)),
+            ("dispatcher, mixed (no-op output)", lambda: dispatch_rate(mixed, 5)),
             (
                 "dispatcher -> sqlite, uniform",
-                lambda: dispatch_rate(uni, 3, lambda r: SqliteCollector(Path(tmp) / f"d{r}.db")),
+                lambda: dispatch_rate(
+                    uni, 3, lambda r: SqliteCollector(Path(tmp) / f"u{r}.db"), 25
+                ),
+            ),
+            (
+                "dispatcher -> sqlite, mixed",
+                lambda: dispatch_rate(
+                    mixed, 3, lambda r: SqliteCollector(Path(tmp) / f"m{r}.db"), 25
+                ),
             ),
         ]
         for label, run in cases:

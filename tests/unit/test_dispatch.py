@@ -241,6 +241,7 @@ def test_malformed_messages_do_not_stop_the_worker(ctx: RunContext) -> None:
     d.post(send({"type": "mystery"}), None)
     d.post({"type": "send", "payload": "text"}, None)
     d.post({"type": "weird"}, None)
+    d.post("not a dict", None)  # type: ignore[arg-type]
     d.post(*batch(1, (1, 1)))
     summary = d.close()
     assert len(rec.events) == 1
@@ -249,6 +250,7 @@ def test_malformed_messages_do_not_stop_the_worker(ctx: RunContext) -> None:
         "unknown agent message type 'mystery'",
         "unexpected message from the agent: 'text'",
         "unexpected Frida message type 'weird'",
+        "unexpected Frida message: 'not a dict'",
     ]
 
 
