@@ -66,7 +66,9 @@ def _gc_paused(pause: bool) -> Iterator[None]:
         gc.enable()
 
 
-def _kind(message: dict[str, Any]) -> Any:
+def _kind(message: Any) -> Any:
+    if not isinstance(message, dict):
+        return type(message).__name__
     payload = message.get("payload")
     if message.get("type") == "send" and isinstance(payload, dict):
         return payload.get("type")
@@ -191,6 +193,9 @@ class Dispatcher:
                 self._error(f"internal error handling a {_kind(message)!r} message: {_describe(e)}")
 
     def _handle(self, message: dict[str, Any], data: bytes | None) -> None:
+        if not isinstance(message, dict):
+            self._error(f"unexpected Frida message: {message!r:.200}")
+            return
         kind = message.get("type")
         if kind == "send":
             payload = message.get("payload")

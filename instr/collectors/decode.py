@@ -79,7 +79,7 @@ class _Plan:
     args: struct.Struct | None  # fixed: the named values of a whole record
     ret: struct.Struct | None  # fixed: (retval,)
     dur: struct.Struct | None  # fixed: (duration,)
-    scalars: dict[str, _Unpack]  # variable layouts: per scalar slot, from the slot start
+    scalars: tuple[_Unpack | None, ...]  # variable layouts: per slot (scalars), from its start
 
 
 def args_maker(names: tuple[str, ...]) -> _MakeArgs:
@@ -126,11 +126,11 @@ def args_maker(names: tuple[str, ...]) -> _MakeArgs:
     return make
 
 
-def _plan(lay: Layout) -> _Plan:
+def _build_plan(lay: Layout) -> _Plan:
     if not lay.fixed:
-        scalars: dict[str, _Unpack] = {
-            s.name: struct.Struct("<" + s.fmt).unpack_from for s in lay.slots if s.scalar
-        }
+        scalars = tuple(
+            struct.Struct("<" + s.fmt).unpack_from if s.scalar else None for s in lay.slots
+        )
         return _Plan(lay, None, None, None, None, None, scalars)
     tail = f"{8 * len(lay.slots)}x" if lay.slots else ""
     names = tuple(s.name for s in lay.arg_slots)
@@ -153,7 +153,7 @@ def _plan(lay: Layout) -> _Plan:
     )
     ret = struct.Struct(lay.slot_format(("retval",))) if ri >= 0 else None
     dur = struct.Struct(lay.slot_format(("duration",))) if di >= 0 else None
-    return _Plan(lay, hot, struct.Struct(_SLOT_FIELDS + tail), args, ret, dur, {})
+    return _Plan(lay, hot, struct.Struct(_SLOT_FIELDS + tail), args, ret, dur, ())
 
 
 class Decoder:
@@ -167,14 +167,14 @@ class Decoder:
         self._plans: dict[int, _Plan | None] = {}  # None: unknown probe or phase
         self._frames: dict[int, struct.Struct] = {}
 
-    def plan(self, probe_id: int, phase: int) -> _Plan | None:
+    def _plan(self, probe_id: int, phase: int) -> _Plan | None:
         key = probe_id << 8 | phase
         try:
             return self._plans[key]
         except KeyError:
             pass
         lay = self.layouts.get(probe_id, PHASE_NAMES[phase]) if phase < len(PHASE_NAMES) else None
-        plan = _plan(lay) if lay is not None else None
+        plan = _build_plan(lay) if lay is not None else None
         self._plans[key] = plan
         if plan is not None and plan.hot is not None:
             self._hot[key] = plan.hot
@@ -226,7 +226,7 @@ class Decoder:
         if n < HEADER_SIZE:
             return [] if n == 0 else None
         size, phase, flags, probe = _PEEK(data, 0)
-        plan = self.plan(probe, phase)
+        plan = self._plan(probe, phase)
         if plan is None or plan.hot is None or size != plan.hot[0] or n % size:
             return None
         records = n // size
@@ -267,7 +267,7 @@ class Decoder:
         seq: int,
     ) -> Event | None:
         """A record the fast loop did not take: first of its kind, variable, or bad."""
-        plan = self.plan(probe, phase)
+        plan = self._plan(probe, phase)
         if plan is None:
             self.problems[f"records of unknown probe id {probe} phase {phase} skipped"] += 1
             return None
@@ -307,12 +307,12 @@ class Decoder:
         status: dict[str, str] | None = None
         ret: int | None = None
         dur: int | None = None
-        for slot in lay.slots:
+        for slot, unpack in zip(lay.slots, plan.scalars, strict=True):
             if pos + 8 > end:
                 self._overrun(lay)
                 return None
-            if slot.scalar:
-                value = plan.scalars[slot.name](data, pos)[0]
+            if unpack is not None:
+                value = unpack(data, pos)[0]
                 pos += 8
                 if slot.role == "retval":
                     ret = value
