@@ -4,6 +4,7 @@
 import {
     Capture,
     IntType,
+    ProbePlan,
     STATUS_NULL,
     STATUS_OK,
     STATUS_TRUNCATED,
@@ -12,7 +13,8 @@ import {
     pad8,
 } from "./protocol.js";
 import { JsBatch } from "./buffer.js";
-import { Layout } from "./layout.js";
+import { Layout, NATIVE_MAX_ARG, NATIVE_MAX_CAPTURES } from "./layout.js";
+import { K_ARG, K_CALLER, K_DURATION, K_RETVAL, K_STASHED, SW_V, ValueLists, ValueSpec } from "./native.js";
 import { Value } from "./predicate.js";
 import { decodeUtf8 } from "./util.js";
 
@@ -23,6 +25,11 @@ export interface Src {
     ic: InvocationContext;
     duration: bigint;
     addrs: string[]; // caller/backtrace addresses to symbolise once committed
+    /** Word index of the thread's staging slot, or -1: read values in JS. */
+    sw: number;
+    stage: NativePointer;
+    st32: Uint32Array;
+    st64: BigUint64Array;
 }
 
 export type Writer = (b: JsBatch, off: number, src: Src, vals: Value[] | null, i: number) => number;
@@ -33,20 +40,31 @@ export const NO_ARGS: NativePointer[] = [];
  * One Src reused by every call: callbacks run one at a time under the script
  * lock and nothing they call releases it, so no call sees another's state.
  */
-export const scratch: Src = { args: NO_ARGS, retval: null, ic: null as unknown as InvocationContext, duration: 0n, addrs: [] };
+export const scratch: Src = {
+    args: NO_ARGS,
+    retval: null,
+    ic: null as unknown as InvocationContext,
+    duration: 0n,
+    addrs: [],
+    sw: -1,
+    stage: NULL,
+    st32: new Uint32Array(0),
+    st64: new BigUint64Array(0),
+};
 
 const PAGE = Process.pageSize;
 
 function writeRaw(b: JsBatch, off: number, p: NativePointer): void {
-    b.dv.setUint32(off, p.toUInt32() >>> 0, true);
-    b.dv.setUint32(off + 4, p.shr(32).toUInt32() >>> 0, true);
+    const i = off >> 2;
+    b.u32[i] = p.toUInt32();
+    b.u32[i + 1] = p.shr(32).toUInt32();
 }
 
 /** Types whose value is in the low 32 bits (the host applies width and sign). */
 const NARROW = new Set<string>(["i8", "i16", "i32", "u8", "u16", "u32", "bool"]);
 
 function rawBig(b: JsBatch, off: number): bigint {
-    return b.dv.getBigUint64(off, true);
+    return b.u64[off >> 3];
 }
 
 /** The value a predicate sees for an integer capture of type `t`. */
@@ -118,8 +136,8 @@ function readChunked(p: NativePointer, n: number, stopAtNul: boolean): { data: U
 }
 
 function writeVar(b: JsBatch, off: number, data: Uint8Array, status: number): number {
-    b.dv.setUint32(off, data.length, true);
-    b.dv.setUint32(off + 4, status, true);
+    b.u32[off >> 2] = data.length;
+    b.u32[(off >> 2) + 1] = status;
     const start = off + VAR_HEADER_SIZE;
     b.u8.set(data, start);
     const end = start + pad8(data.length);
@@ -129,9 +147,79 @@ function writeVar(b: JsBatch, off: number, data: Uint8Array, status: number): nu
 
 const EMPTY = new Uint8Array(0);
 
-function cstrWriter(get: (s: Src) => NativePointer, max: number): Writer {
+/** Value list positions a capture reads from the stage (-1: none). */
+export interface StagePlan {
+    lists: ValueLists;
+    entry: { j: number; jl: number }[];
+    exit: { j: number; jl: number }[];
+}
+
+/** What the JS tier's native pre-listener collects, or null when it cannot. */
+export function stagePlan(p: ProbePlan, layout: Layout): StagePlan | null {
+    const lists: ValueLists = { entry: [], exit: [] };
+    const plan = (caps: Capture[] | null, phase: "entry" | "exit"): { j: number; jl: number }[] => {
+        const out: { j: number; jl: number }[] = [];
+        const list = phase === "entry" ? lists.entry : lists.exit;
+        const argSpec = (index: number): ValueSpec =>
+            phase === "entry" ? { kind: K_ARG, idx: index } : { kind: K_STASHED, idx: layout.stash.indexOf(index) };
+        const add = (v: ValueSpec): number => list.push(v) - 1;
+        for (const c of caps ?? []) {
+            let j = -1;
+            let jl = -1;
+            if (c.src === "arg") {
+                j = add(argSpec(c.index));
+                if (c.type === "bytes" && "arg" in c.len) jl = add(argSpec(c.len.arg));
+            } else if (c.src === "retval") {
+                j = add({ kind: K_RETVAL, idx: 0 });
+            } else if (c.src === "caller") {
+                j = add({ kind: K_CALLER, idx: 0 });
+            } else if (c.src === "duration") {
+                j = add({ kind: K_DURATION, idx: 0 });
+            }
+            out.push({ j, jl });
+        }
+        return out;
+    };
+    const entry = plan(p.entry, "entry");
+    const exit = plan(p.exit, "exit");
+    if (lists.entry.length > NATIVE_MAX_CAPTURES || lists.exit.length > NATIVE_MAX_CAPTURES) return null;
+    if (layout.stash.length > NATIVE_MAX_CAPTURES || layout.stash.some((a) => a > NATIVE_MAX_ARG)) return null;
+    if ([...lists.entry, ...lists.exit].some((v) => v.kind === K_ARG && v.idx > NATIVE_MAX_ARG)) return null;
+    return { lists, entry, exit };
+}
+
+/** Word index of staged value `j` in the current call's slot. */
+function vw(src: Src, j: number): number {
+    return src.sw + SW_V + 2 * j;
+}
+
+function stagedPointer(src: Src, j: number): NativePointer {
+    return src.stage.add(vw(src, j) * 4).readPointer();
+}
+
+function copyStaged(b: JsBatch, off: number, src: Src, j: number): void {
+    const w = vw(src, j);
+    const k = off >> 2;
+    b.u32[k] = src.st32[w];
+    b.u32[k + 1] = src.st32[w + 1];
+}
+
+type Getter = (s: Src) => NativePointer;
+
+/**
+ * Return addresses, innermost first. From an Interceptor context the
+ * accurate backtracer lists the caller twice (once from the stack pointer,
+ * once from unwinding the hooked function's entry); drop the duplicate.
+ */
+function backtrace(ic: InvocationContext, depth: number): NativePointer[] {
+    const frames = Thread.backtrace(ic.context, Backtracer.ACCURATE);
+    if (frames.length >= 2 && frames[0].equals(frames[1]) && frames[0].equals(ic.returnAddress)) frames.shift();
+    return frames.slice(0, depth);
+}
+
+function cstrWriter(j: number, get: Getter, max: number): Writer {
     return (b, off, src, vals, i) => {
-        const p = get(src);
+        const p = src.sw >= 0 && j >= 0 ? stagedPointer(src, j) : get(src);
         if (p.isNull()) {
             if (vals !== null) vals[i] = null;
             return writeVar(b, off, EMPTY, STATUS_NULL);
@@ -147,9 +235,9 @@ function cstrWriter(get: (s: Src) => NativePointer, max: number): Writer {
     };
 }
 
-function bytesWriter(get: (s: Src) => NativePointer, len: (s: Src) => bigint, max: number): Writer {
+function bytesWriter(j: number, get: Getter, len: (s: Src) => bigint, max: number): Writer {
     return (b, off, src, vals, i) => {
-        const p = get(src);
+        const p = src.sw >= 0 && j >= 0 ? stagedPointer(src, j) : get(src);
         if (p.isNull()) {
             if (vals !== null) vals[i] = null;
             return writeVar(b, off, EMPTY, STATUS_NULL);
@@ -163,30 +251,33 @@ function bytesWriter(get: (s: Src) => NativePointer, len: (s: Src) => bigint, ma
     };
 }
 
-function intWriter(get: (s: Src) => NativePointer, t: IntType): Writer {
-    if (NARROW.has(t)) {
-        return (b, off, src, vals, i) => {
-            b.dv.setUint32(off, get(src).toUInt32() >>> 0, true);
-            b.dv.setUint32(off + 4, 0, true);
-            if (vals !== null) vals[i] = typed(t, rawBig(b, off));
-            return off + 8;
-        };
-    }
+/** An integer value: copied raw from the stage, or read in JS (fallback). */
+function intWriter(j: number, get: Getter, t: IntType): Writer {
+    const narrow = NARROW.has(t);
     return (b, off, src, vals, i) => {
-        writeRaw(b, off, get(src));
+        if (src.sw >= 0 && j >= 0) {
+            copyStaged(b, off, src, j);
+        } else if (narrow) {
+            const k = off >> 2;
+            b.u32[k] = get(src).toUInt32();
+            b.u32[k + 1] = 0;
+        } else {
+            writeRaw(b, off, get(src));
+        }
         if (vals !== null) vals[i] = typed(t, rawBig(b, off));
         return off + 8;
     };
 }
 
-export function captureWriter(c: Capture, phase: "entry" | "exit", layout: Layout): Writer {
-    const argAt = (index: number): ((s: Src) => NativePointer) => {
+export function captureWriter(c: Capture, phase: "entry" | "exit", layout: Layout, pos: { j: number; jl: number }): Writer {
+    const argAt = (index: number): Getter => {
         const k = phase === "entry" ? index : layout.stash.indexOf(index);
         return (s) => s.args[k];
     };
+    const { j, jl } = pos;
     switch (c.src) {
         case "arg":
-            if (c.type === "cstr") return cstrWriter(argAt(c.index), c.max);
+            if (c.type === "cstr") return cstrWriter(j, argAt(c.index), c.max);
             if (c.type === "bytes") {
                 const lenSpec = c.len;
                 let len: (s: Src) => bigint;
@@ -195,35 +286,35 @@ export function captureWriter(c: Capture, phase: "entry" | "exit", layout: Layou
                     len = () => n;
                 } else {
                     const g = argAt(lenSpec.arg);
-                    len = (s) => BigInt.asUintN(64, BigInt(g(s).toString()));
+                    len = (s) => (s.sw >= 0 && jl >= 0 ? s.st64[vw(s, jl) >> 1] : BigInt.asUintN(64, BigInt(g(s).toString())));
                 }
-                return bytesWriter(argAt(c.index), len, c.max);
+                return bytesWriter(j, argAt(c.index), len, c.max);
             }
-            return intWriter(argAt(c.index), c.type);
-        case "retval": {
-            const t = c.type;
-            return intWriter((s) => s.retval ?? NULL, t);
-        }
+            return intWriter(j, argAt(c.index), c.type);
+        case "retval":
+            return intWriter(j, (s) => s.retval ?? NULL, c.type);
         case "caller":
             return (b, off, src, vals, i) => {
-                const a = src.ic.returnAddress;
-                writeRaw(b, off, a);
-                src.addrs.push(a.toString());
-                if (vals !== null) vals[i] = rawBig(b, off);
+                if (src.sw >= 0 && j >= 0) copyStaged(b, off, src, j);
+                else writeRaw(b, off, src.ic.returnAddress);
+                const v = rawBig(b, off);
+                src.addrs.push("0x" + v.toString(16));
+                if (vals !== null) vals[i] = v;
                 return off + 8;
             };
         case "duration":
             return (b, off, src, vals, i) => {
-                b.dv.setBigUint64(off, src.duration, true);
-                if (vals !== null) vals[i] = src.duration;
+                if (src.sw >= 0 && j >= 0) copyStaged(b, off, src, j);
+                else b.u64[off >> 3] = src.duration;
+                if (vals !== null) vals[i] = rawBig(b, off);
                 return off + 8;
             };
         case "backtrace": {
             const depth = c.depth;
             return (b, off, src, vals, i) => {
                 const frames = depth > 0 ? backtrace(src.ic, depth) : [];
-                b.dv.setUint32(off, frames.length, true);
-                b.dv.setUint32(off + 4, 0, true);
+                b.u32[off >> 2] = frames.length;
+                b.u32[(off >> 2) + 1] = 0;
                 let o = off + VAR_HEADER_SIZE;
                 const list: bigint[] = [];
                 for (const f of frames) {
@@ -237,15 +328,4 @@ export function captureWriter(c: Capture, phase: "entry" | "exit", layout: Layou
             };
         }
     }
-}
-
-/**
- * Return addresses, innermost first. From an Interceptor context the
- * accurate backtracer lists the caller twice (once from the stack pointer,
- * once from unwinding the hooked function's entry); drop the duplicate.
- */
-function backtrace(ic: InvocationContext, depth: number): NativePointer[] {
-    const frames = Thread.backtrace(ic.context, Backtracer.ACCURATE);
-    if (frames.length >= 2 && frames[0].equals(frames[1]) && frames[0].equals(ic.returnAddress)) frames.shift();
-    return frames.slice(0, depth);
 }

@@ -24,7 +24,7 @@ import { Layout } from "./layout.js";
 import { C_SOURCE } from "./native_c.js";
 
 // Byte offsets of the C structs in native_c.ts (layout_check() verifies the sizes).
-const RING_SIZE = 88;
+const RING_SIZE = 112;
 const R_EPOCH = 0;
 const R_DROP_MODE = 4;
 const R_CAP = 36;
@@ -50,11 +50,43 @@ const D_EXIT_KIND = 52;
 const D_EXIT_IDX = 68;
 const D_STASH_IDX = 84;
 
-const K_ARG = 1;
-const K_RETVAL = 2;
-const K_CALLER = 3;
-const K_DURATION = 4;
-const K_STASHED = 5;
+export const K_ARG = 1;
+export const K_RETVAL = 2;
+export const K_CALLER = 3;
+export const K_DURATION = 4;
+export const K_STASHED = 5;
+
+/** One raw 64-bit value collected by C: an argument, the return value, ... */
+export interface ValueSpec {
+    kind: number;
+    idx: number; // argument index (K_ARG) or stash position (K_STASHED)
+}
+
+export interface ValueLists {
+    entry: ValueSpec[];
+    exit: ValueSpec[];
+}
+
+/** Native tier: one value per capture, in plan order. */
+function nativeValues(p: ProbePlan, layout: Layout): ValueLists {
+    const entry = (p.entry ?? []).map((c) => (c.src === "arg" ? { kind: K_ARG, idx: c.index } : { kind: K_CALLER, idx: 0 }));
+    const exit = (p.exit ?? []).map((c): ValueSpec => {
+        if (c.src === "arg") return { kind: K_STASHED, idx: layout.stash.indexOf(c.index) };
+        if (c.src === "retval") return { kind: K_RETVAL, idx: 0 };
+        if (c.src === "duration") return { kind: K_DURATION, idx: 0 };
+        return { kind: K_CALLER, idx: 0 };
+    });
+    return { entry, exit };
+}
+
+// The JS tier's staging table (see Stage in native_c.ts).
+const STAGE_SLOTS = 4096; // a power of two
+const STAGE_SIZE = 152;
+const STAGE_WORDS = STAGE_SIZE / 4;
+const STAGE_PROBES = 16;
+/** Word offsets inside a slot: tid, claim, ts (2 words), then v[] (2 words each). */
+export const SW_TS = 2;
+export const SW_V = 4;
 
 const SWAP_SPIN_LIMIT = 200000;
 
@@ -85,6 +117,10 @@ export class NativeRing {
     readonly head: NativeFunction<void, [number, number, number, number]>;
     /** The last drained half had filled up (producers dropped or waited). */
     lastFull = false;
+    /** The JS tier's staging table and its views. */
+    readonly stage: NativePointer;
+    readonly st32: Uint32Array;
+    readonly st64: BigUint64Array;
     /** Descriptors must outlive their listeners: never freed. */
     private readonly keep: NativePointer[] = [];
 
@@ -101,6 +137,10 @@ export class NativeRing {
         this.state.add(R_BUF + 8).writePointer(this.bufs[1]);
         this.state.add(R_DROPS).writePointer(this.drops);
         this.state.add(R_JSBUF).writePointer(jsBase);
+        this.stage = zalloc(STAGE_SLOTS * STAGE_SIZE);
+        const stageAb = ArrayBuffer.wrap(this.stage, STAGE_SLOTS * STAGE_SIZE);
+        this.st32 = new Uint32Array(stageAb);
+        this.st64 = new BigUint64Array(stageAb);
         this.cm = new CModule(C_SOURCE, {
             ring: this.state,
             clock_gettime: Module.getGlobalExportByName("clock_gettime"),
@@ -115,7 +155,10 @@ export class NativeRing {
                 Module.getGlobalExportByName("sched_yield"),
         });
         const check = new NativeFunction(this.cm.layout_check, "int", [])();
-        if (check !== RING_SIZE * 1000 + DESC_SIZE) throw new Error(`native layout mismatch (${check})`);
+        if (check !== RING_SIZE * 100000 + STAGE_SIZE * 1000 + DESC_SIZE) throw new Error(`native layout mismatch (${check})`);
+        const stageOff = new NativeFunction(this.cm.ring_stage_offset, "int", [])();
+        this.state.add(stageOff).writePointer(this.stage);
+        this.state.add(stageOff + Process.pointerSize).writeS32(STAGE_SLOTS);
         const exclusive = { scheduling: "exclusive" as const };
         this.swapFn = new NativeFunction(this.cm.ring_swap, "int", ["int"], exclusive);
         this.stopFn = new NativeFunction(this.cm.ring_stop, "void", [], exclusive);
@@ -123,41 +166,78 @@ export class NativeRing {
         new NativeFunction(this.cm.ring_setup, "void", [])();
     }
 
-    /** A descriptor for one site of a native-tier probe. */
+    /** A descriptor for one site of a native-tier probe: one slot per capture. */
     descriptor(p: ProbePlan, layout: Layout, slot: number, site: number): NativePointer {
+        const vals = nativeValues(p, layout);
+        const entrySize = p.entry === null ? 0 : HEADER_SIZE + SLOT_SIZE * vals.entry.length;
+        const exitSize = p.exit === null ? 0 : HEADER_SIZE + SLOT_SIZE * vals.exit.length;
+        return this.makeDescriptor(p.id, site, slot, entrySize, exitSize, vals, layout);
+    }
+
+    /** A descriptor for the JS tier's native pre-listener (staged values). */
+    stageDescriptor(p: ProbePlan, layout: Layout, site: number, vals: ValueLists): NativePointer {
+        return this.makeDescriptor(p.id, site, 0, 0, 0, vals, layout);
+    }
+
+    private makeDescriptor(
+        probe: number,
+        site: number,
+        slot: number,
+        entrySize: number,
+        exitSize: number,
+        vals: ValueLists,
+        layout: Layout,
+    ): NativePointer {
         const d = zalloc(DESC_SIZE);
-        d.add(D_PROBE).writeU32(p.id);
+        d.add(D_PROBE).writeU32(probe);
         d.add(D_SITE).writeU32(site);
         d.add(D_SLOT).writeU32(slot);
-        const entry = p.entry ?? [];
-        const exit = p.exit ?? [];
-        d.add(D_ENTRY_SIZE).writeU16(p.entry === null ? 0 : HEADER_SIZE + SLOT_SIZE * entry.length);
-        d.add(D_EXIT_SIZE).writeU16(p.exit === null ? 0 : HEADER_SIZE + SLOT_SIZE * exit.length);
-        d.add(D_N_ENTRY).writeU8(entry.length);
-        d.add(D_N_EXIT).writeU8(exit.length);
+        d.add(D_ENTRY_SIZE).writeU16(entrySize);
+        d.add(D_EXIT_SIZE).writeU16(exitSize);
+        d.add(D_N_ENTRY).writeU8(vals.entry.length);
+        d.add(D_N_EXIT).writeU8(vals.exit.length);
         d.add(D_N_STASH).writeU8(layout.stash.length);
         d.add(D_NEED_INV).writeU8(layout.needEntryTs || layout.stash.length > 0 ? 1 : 0);
-        entry.forEach((c, i) => {
-            d.add(D_ENTRY_KIND + i).writeU8(c.src === "arg" ? K_ARG : K_CALLER);
-            d.add(D_ENTRY_IDX + i).writeU8(c.src === "arg" ? c.index : 0);
+        vals.entry.forEach((v, i) => {
+            d.add(D_ENTRY_KIND + i).writeU8(v.kind);
+            d.add(D_ENTRY_IDX + i).writeU8(v.idx);
         });
-        exit.forEach((c, i) => {
-            let kind = K_CALLER;
-            let idx = 0;
-            if (c.src === "arg") {
-                kind = K_STASHED;
-                idx = layout.stash.indexOf(c.index);
-            } else if (c.src === "retval") {
-                kind = K_RETVAL;
-            } else if (c.src === "duration") {
-                kind = K_DURATION;
-            }
-            d.add(D_EXIT_KIND + i).writeU8(kind);
-            d.add(D_EXIT_IDX + i).writeU8(idx);
+        vals.exit.forEach((v, i) => {
+            d.add(D_EXIT_KIND + i).writeU8(v.kind);
+            d.add(D_EXIT_IDX + i).writeU8(v.idx);
         });
         layout.stash.forEach((a, i) => d.add(D_STASH_IDX + i).writeU8(a));
         this.keep.push(d);
         return d;
+    }
+
+    /** The JS tier's pre-listener, attached before the JS callbacks. */
+    attachStage(address: NativePointer, layout: Layout, desc: NativePointer): InvocationListener {
+        const cb: { onEnter?: NativePointer; onLeave?: NativePointer } = {};
+        if (layout.hookEntry) cb.onEnter = this.cm.js_pre_enter as NativePointer;
+        if (layout.hookExit) cb.onLeave = this.cm.js_pre_leave as NativePointer;
+        return Interceptor.attach(address, cb as NativeInvocationListenerCallbacks, desc);
+    }
+
+    /** Word (u32) index of thread `tid`'s staging slot, or -1 (same probing as C). */
+    stageSlot(tid: number): number {
+        const st = this.st32;
+        const mask = STAGE_SLOTS - 1;
+        // No early stop at a free slot: slots of ended threads are freed, so
+        // a free one may sit before this thread's slot in the probe sequence.
+        for (let i = 0; i < STAGE_PROBES; i++) {
+            const w = ((tid + i) & mask) * STAGE_WORDS;
+            if (st[w] === tid) return w;
+        }
+        return -1;
+    }
+
+    /** A thread ended: its slot can be claimed again. */
+    releaseStage(tid: number): void {
+        const w = this.stageSlot(tid);
+        if (w < 0) return;
+        this.st32[w] = 0;
+        this.st32[w + 1] = 0;
     }
 
     attach(address: NativePointer, layout: Layout, desc: NativePointer): InvocationListener {

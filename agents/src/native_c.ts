@@ -32,7 +32,22 @@ typedef struct {
   gint out_len;
   gint out_count;
   GumTlsKey tid_key;
+  GumTlsKey stage_key;
+  struct _Stage * stage;
+  gint stage_slots;
 } Ring;
+
+/* Per-thread staging for the JS tier: a native listener attached before the
+ * JS one writes the call's timestamp and raw values here, so that JS neither
+ * calls into C nor reads arguments itself. Slots are claimed per thread id,
+ * and JS finds its thread's slot by the same probing. */
+typedef struct _Stage {
+  volatile guint32 tid;
+  volatile gint claim;
+  guint64 ts;
+  guint64 v[MAXC];
+  guint64 pad;
+} Stage;
 
 typedef struct {
   guint32 probe;
@@ -94,6 +109,7 @@ static void
 forget_tid (void)
 {
   gum_tls_key_set_value (ring.tid_key, NULL);
+  gum_tls_key_set_value (ring.stage_key, NULL);
 }
 
 static void
@@ -147,12 +163,10 @@ emit (Desc * d, gint size, guint phase, guint tid, guint64 ts, guint64 * slots, 
   }
 }
 
-void
-on_enter (GumInvocationContext * ic)
+/* Entry values per the descriptor (and the stash for the exit). */
+static void
+collect_entry (GumInvocationContext * ic, Desc * d, guint64 ts, guint64 * slots)
 {
-  Desc * d = (Desc *) gum_invocation_context_get_listener_function_data (ic);
-  guint64 ts = now_ns ();
-  guint64 slots[MAXC];
   guint i, n;
 
   if (d->need_inv)
@@ -163,8 +177,6 @@ on_enter (GumInvocationContext * ic)
     for (i = 0; i != n; i++)
       inv->stash[i] = (guint64) (gsize) gum_invocation_context_get_nth_argument (ic, d->stash_idx[i]);
   }
-  if (d->entry_size == 0)
-    return;
   n = d->n_entry;
   for (i = 0; i != n; i++)
   {
@@ -173,15 +185,11 @@ on_enter (GumInvocationContext * ic)
     else
       slots[i] = (guint64) (gsize) gum_invocation_context_get_return_address (ic);
   }
-  emit (d, d->entry_size, 0, current_tid (), ts, slots, n);
 }
 
-void
-on_leave (GumInvocationContext * ic)
+static void
+collect_exit (GumInvocationContext * ic, Desc * d, guint64 ts, guint64 * slots)
 {
-  Desc * d = (Desc *) gum_invocation_context_get_listener_function_data (ic);
-  guint64 ts = now_ns ();
-  guint64 slots[MAXC];
   Inv * inv = NULL;
   guint i, n, k;
 
@@ -200,7 +208,100 @@ on_leave (GumInvocationContext * ic)
     else
       slots[i] = (guint64) (gsize) gum_invocation_context_get_return_address (ic);
   }
-  emit (d, d->exit_size, 1, current_tid (), ts, slots, n);
+}
+
+void
+on_enter (GumInvocationContext * ic)
+{
+  Desc * d = (Desc *) gum_invocation_context_get_listener_function_data (ic);
+  guint64 ts = now_ns ();
+  guint64 slots[MAXC];
+
+  collect_entry (ic, d, ts, slots);
+  if (d->entry_size != 0)
+    emit (d, d->entry_size, 0, current_tid (), ts, slots, d->n_entry);
+}
+
+void
+on_leave (GumInvocationContext * ic)
+{
+  Desc * d = (Desc *) gum_invocation_context_get_listener_function_data (ic);
+  guint64 ts = now_ns ();
+  guint64 slots[MAXC];
+
+  collect_exit (ic, d, ts, slots);
+  emit (d, d->exit_size, 1, current_tid (), ts, slots, d->n_exit);
+}
+
+/* This thread's staging slot, or NULL when every slot is taken (JS then
+ * falls back to reading values itself). */
+static Stage *
+my_stage (void)
+{
+  Stage * s = (Stage *) gum_tls_key_get_value (ring.stage_key);
+  guint32 tid;
+  gint i, n;
+
+  if (s != NULL)
+    return s;
+  tid = current_tid ();
+  n = ring.stage_slots;
+  for (i = 0; i != 16 && i != n; i++)
+  {
+    Stage * c = &ring.stage[(tid + i) & (n - 1)];
+    if (c->tid == tid)
+    {
+      s = c;
+      break;
+    }
+    if (c->tid == 0 && g_atomic_int_add (&c->claim, 1) == 0)
+    {
+      c->tid = tid;
+      s = c;
+      break;
+    }
+  }
+  if (s != NULL)
+    gum_tls_key_set_value (ring.stage_key, s);
+  return s;
+}
+
+void
+js_pre_enter (GumInvocationContext * ic)
+{
+  Desc * d = (Desc *) gum_invocation_context_get_listener_function_data (ic);
+  guint64 ts = now_ns ();
+  guint64 slots[MAXC];
+  Stage * s;
+  guint i, n;
+
+  collect_entry (ic, d, ts, slots);
+  s = my_stage ();
+  if (s == NULL)
+    return;
+  s->ts = ts;
+  n = d->n_entry;
+  for (i = 0; i != n; i++)
+    s->v[i] = slots[i];
+}
+
+void
+js_pre_leave (GumInvocationContext * ic)
+{
+  Desc * d = (Desc *) gum_invocation_context_get_listener_function_data (ic);
+  guint64 ts = now_ns ();
+  guint64 slots[MAXC];
+  Stage * s;
+  guint i, n;
+
+  collect_exit (ic, d, ts, slots);
+  s = my_stage ();
+  if (s == NULL)
+    return;
+  s->ts = ts;
+  n = d->n_exit;
+  for (i = 0; i != n; i++)
+    s->v[i] = slots[i];
 }
 
 /* Consumer: flip halves and wait for producers on the old one. Returns the
@@ -296,6 +397,7 @@ void
 ring_setup (void)
 {
   ring.tid_key = gum_tls_key_new ();
+  ring.stage_key = gum_tls_key_new ();
   register_atfork (NULL, NULL, forget_tid, NULL);
 }
 
@@ -306,8 +408,14 @@ ring_stop (void)
 }
 
 gint
+ring_stage_offset (void)
+{
+  return (gint) ((guint8 *) &ring.stage - (guint8 *) &ring);
+}
+
+gint
 layout_check (void)
 {
-  return (gint) (sizeof (Ring) * 1000 + sizeof (Desc));
+  return (gint) (sizeof (Ring) * 100000 + sizeof (Stage) * 1000 + sizeof (Desc));
 }
 `;

@@ -11,7 +11,7 @@ import { describe, post, reportError } from "./util.js";
 interface ArmedSite {
     site: number;
     address: NativePointer;
-    listener: InvocationListener;
+    listeners: InvocationListener[];
 }
 
 class Probe {
@@ -37,6 +37,7 @@ class Probe {
 export class ProbeSet {
     private readonly probes: Probe[] = [];
     private observer: ModuleObserver | null = null;
+    private threads: ThreadObserver | null = null;
     private observing = false;
 
     constructor(private readonly flusher: Flusher) {}
@@ -96,9 +97,9 @@ export class ProbeSet {
         for (const s of take) {
             const site = probe.nextSite;
             try {
-                const listener = this.attach(probe, s.address, site);
+                const listeners = this.attach(probe, s.address, site);
                 probe.nextSite++;
-                probe.sites.set(s.address.toString(), { site, address: s.address, listener });
+                probe.sites.set(s.address.toString(), { site, address: s.address, listeners });
                 armed.push({ site, address: s.address.toString(), module: s.module, symbol: s.symbol });
             } catch (e) {
                 errors.push(`${s.symbol ?? s.address.toString()}: ${describe(e)}`);
@@ -123,17 +124,35 @@ export class ProbeSet {
         return armed.length;
     }
 
-    private attach(probe: Probe, address: NativePointer, site: number): InvocationListener {
+    private attach(probe: Probe, address: NativePointer, site: number): InvocationListener[] {
+        const ring = this.flusher.ring;
         if (probe.tier === "native") {
-            const ring = this.flusher.ring;
-            return ring.attach(address, probe.layout, ring.descriptor(probe.plan, probe.layout, probe.slot, site));
+            return [ring.attach(address, probe.layout, ring.descriptor(probe.plan, probe.layout, probe.slot, site))];
         }
-        return Interceptor.attach(address, (probe.js as JsProbe).callbacks(site));
+        const js = probe.js as JsProbe;
+        const out: InvocationListener[] = [];
+        try {
+            // The native pre-listener runs first (listeners run in attach order).
+            if (js.stage !== null) {
+                out.push(ring.attachStage(address, probe.layout, ring.stageDescriptor(probe.plan, probe.layout, site, js.stage.lists)));
+            }
+            out.push(Interceptor.attach(address, js.callbacks(site)));
+        } catch (e) {
+            for (const l of out) l.detach();
+            throw e;
+        }
+        return out;
     }
 
     private observeModules(): void {
         if (this.observer !== null) return;
         this.observing = false;
+        // A thread that ended frees its JS-tier staging slot for new threads.
+        this.threads = Process.attachThreadObserver({
+            onRemoved: (t) => {
+                if (this.observing) this.flusher.ring.releaseStage(t.id);
+            },
+        });
         this.observer = Process.attachModuleObserver({
             onAdded: (m) => {
                 if (this.observing) this.moduleAdded(m);
@@ -178,10 +197,12 @@ export class ProbeSet {
         for (const probe of this.probes) {
             for (const [key, s] of probe.sites) {
                 if (s.address.compare(m.base) >= 0 && s.address.compare(end) < 0) {
-                    try {
-                        s.listener.detach();
-                    } catch {
-                        // The code is gone already.
+                    for (const l of s.listeners) {
+                        try {
+                            l.detach();
+                        } catch {
+                            // The code is gone already.
+                        }
                     }
                     probe.sites.delete(key);
                 }
@@ -198,6 +219,10 @@ export class ProbeSet {
         if (this.observer !== null) {
             this.observer.detach();
             this.observer = null;
+        }
+        if (this.threads !== null) {
+            this.threads.detach();
+            this.threads = null;
         }
     }
 }
