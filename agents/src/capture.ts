@@ -198,10 +198,12 @@ function stagedPointer(src: Src, j: number): NativePointer {
 }
 
 function copyStaged(b: JsBatch, off: number, src: Src, j: number): void {
-    const w = vw(src, j);
+    const w = src.sw + SW_V + 2 * j;
     const k = off >> 2;
-    b.u32[k] = src.st32[w];
-    b.u32[k + 1] = src.st32[w + 1];
+    const st = src.st32;
+    const u32 = b.u32;
+    u32[k] = st[w];
+    u32[k + 1] = st[w + 1];
 }
 
 type Getter = (s: Src) => NativePointer;

@@ -32,11 +32,13 @@ export class Session {
         const options = plan.options;
         const flusher = new Flusher(options, plan.probes.length);
         this.flusher = flusher;
-        // Flush-at-exit is installed for every run, whatever the probes are.
-        this.lifecycle = new Lifecycle(flusher);
-        this.lifecycle.install();
         this.probes = new ProbeSet(flusher);
         const statuses = this.probes.armAll(plan.probes);
+        // Flush-at-exit is installed for every run, whatever the probes are;
+        // after the probes, so that a probe on exit/_exit/abort itself writes
+        // its record before the final flush (listeners run in attach order).
+        this.lifecycle = new Lifecycle(flusher);
+        this.lifecycle.install();
         flusher.start(options.flush_interval_ms);
         return { probes: statuses };
     }
