@@ -239,12 +239,13 @@ static Stage *
 my_stage (void)
 {
   Stage * s = (Stage *) gum_tls_key_get_value (ring.stage_key);
-  guint32 tid;
+  guint32 tid = current_tid ();
   gint i, n;
 
-  if (s != NULL)
+  /* A slot is freed when its thread is reported gone: check it is ours. */
+  if (s != NULL && s->tid == tid)
     return s;
-  tid = current_tid ();
+  s = NULL;
   n = ring.stage_slots;
   for (i = 0; i != 16 && i != n; i++)
   {

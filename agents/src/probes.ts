@@ -148,11 +148,15 @@ export class ProbeSet {
         if (this.observer !== null) return;
         this.observing = false;
         // A thread that ended frees its JS-tier staging slot for new threads.
-        this.threads = Process.attachThreadObserver({
-            onRemoved: (t) => {
-                if (this.observing) this.flusher.ring.releaseStage(t.id);
-            },
-        });
+        try {
+            this.threads = Process.attachThreadObserver({
+                onRemoved: (t) => {
+                    if (this.observing) this.flusher.ring.releaseStage(t.id);
+                },
+            });
+        } catch (e) {
+            reportError(null, e); // slots are then never recycled: still correct
+        }
         this.observer = Process.attachModuleObserver({
             onAdded: (m) => {
                 if (this.observing) this.moduleAdded(m);
