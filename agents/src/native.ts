@@ -25,7 +25,6 @@ import { C_SOURCE } from "./native_c.js";
 
 // Byte offsets of the C structs in native_c.ts (layout_check() verifies the sizes).
 const RING_SIZE = 112;
-const R_EPOCH = 0;
 const R_DROP_MODE = 4;
 const R_CAP = 36;
 const R_BUF = 40;
@@ -267,9 +266,5 @@ export class NativeRing {
     /** Release producers blocked in block mode and make them return at once. */
     stop(): void {
         this.stopFn();
-    }
-
-    epoch(): number {
-        return this.state.add(R_EPOCH).readS32();
     }
 }

@@ -39,13 +39,6 @@ export function reportError(probe: number | null, e: unknown): void {
     }
 }
 
-/** Exceptions counted per probe id (for diagnostics). */
-export function errorCountsByProbe(): Record<string, number> {
-    const out: Record<string, number> = {};
-    for (const [k, v] of errorCounts) out[String(k)] = v;
-    return out;
-}
-
 /** True when `s` contains glob metacharacters (`*`, `?`, `[`). */
 export function isGlob(s: string): boolean {
     return /[*?[]/.test(s);
@@ -137,16 +130,4 @@ export function decodeUtf8(bytes: Uint8Array): string {
         i += need + 1;
     }
     return out;
-}
-
-/** The 64-bit value of a pointer as an unsigned BigInt (exact). */
-export function ptrToBigInt(p: NativePointer): bigint {
-    const lo = p.toUInt32() >>> 0;
-    const hi = p.shr(32).toUInt32() >>> 0;
-    return (BigInt(hi) << 32n) | BigInt(lo);
-}
-
-/** Hex text of a 64-bit value as NativePointer.toString() writes it ("0x1f"). */
-export function hex64(v: bigint): string {
-    return "0x" + v.toString(16);
 }
