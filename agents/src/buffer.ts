@@ -33,13 +33,10 @@ export class JsBatch {
         this.u64 = new BigUint64Array(ab);
     }
 
-    /** Take the finished records out (a copy) and start over. */
-    take(): ArrayBuffer | null {
-        if (this.off === 0) return null;
-        const data = this.base.readByteArray(this.off);
+    /** Start over (after the records were copied out). */
+    reset(): void {
         this.off = 0;
         this.records = 0;
-        return data;
     }
 }
 
@@ -47,6 +44,8 @@ export class Flusher {
     readonly js: JsBatch;
     readonly ring: NativeRing;
     readonly symbols: Symbolizer;
+    /** Where the native half and the JS batch are merged into one time-ordered batch. */
+    private readonly merged: NativePointer;
     private seq = 0;
     private timer: ReturnType<typeof setTimeout> | null = null;
     private running = false;
@@ -59,6 +58,7 @@ export class Flusher {
         const jsBytes = Math.max(128 * 1024, Math.min(Math.floor(options.buffer_bytes / 2), 4 * 1024 * 1024));
         this.js = new JsBatch(jsBytes);
         this.ring = new NativeRing(options, nSlots, this.js.base);
+        this.merged = Memory.alloc(this.ring.cap + this.js.cap);
         this.symbols = new Symbolizer();
     }
 
@@ -112,26 +112,39 @@ export class Flusher {
         post("batch", { seq: this.seq, records, drops }, data);
     }
 
-    /** Send the JS batch if it has records (called when it fills, too). */
+    /** The JS batch is full: send everything, so that batches stay in time order. */
     flushJs(): void {
-        const records = this.js.records;
-        const data = this.js.take();
-        if (data !== null) this.sendBatch(data, records);
+        this.flushAll();
     }
 
-    /** Drain the native ring once and send what it held. */
-    flushNative(): void {
+    /**
+     * Drain the native ring and the JS batch into ONE batch, merged by
+     * timestamp: events of both tiers reach the host in the order they happened.
+     */
+    private flushRecords(): void {
         const d = this.ring.drain();
-        if (d === null) return;
-        if (d.incomplete) reportError(null, new Error("native ring drained while a producer was still writing"));
-        this.symbols.scanNative(d.data);
-        if (d.records > 0) this.sendBatch(d.data, d.records);
+        if (d !== null && d.incomplete) reportError(null, new Error("native ring drained while a producer was still writing"));
+        const jsLen = this.js.off;
+        const jsRecords = this.js.records;
+        const nLen = d === null ? 0 : d.len;
+        if (d !== null && nLen > 0) this.symbols.scanNative(ArrayBuffer.wrap(d.base, nLen));
+        let data: ArrayBuffer | null = null;
+        if (nLen > 0 && jsLen > 0) {
+            const total = this.ring.mergeFn(d!.base, nLen, this.js.base, jsLen, this.merged);
+            data = this.merged.readByteArray(total);
+        } else if (nLen > 0) {
+            data = d!.base.readByteArray(nLen);
+        } else if (jsLen > 0) {
+            data = this.js.base.readByteArray(jsLen);
+        }
+        this.js.reset();
+        const records = (d === null ? 0 : d.records) + jsRecords;
+        if (data !== null && records > 0) this.sendBatch(data, records);
     }
 
     /** Drain everything now; returns the last batch seq. */
     flushAll(): number {
-        this.flushNative();
-        this.flushJs();
+        this.flushRecords();
         if (this.nativeSlots.size > 0) {
             // Drops that happened since the last batch still get reported.
             const total = Object.values(this.drops()).reduce((a, b) => a + b, 0);

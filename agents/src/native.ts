@@ -97,7 +97,9 @@ function zalloc(size: number): NativePointer {
 }
 
 export interface Drained {
-    data: ArrayBuffer;
+    /** The drained half, in place: valid until the next drain. */
+    base: NativePointer;
+    len: number;
     records: number;
     /** Producers were still writing when the wait gave up (should not happen). */
     incomplete: boolean;
@@ -112,6 +114,7 @@ export class NativeRing {
     private readonly nSlots: number;
     private readonly swapFn: NativeFunction<number, [number]>;
     private readonly stopFn: NativeFunction<void, []>;
+    readonly mergeFn: NativeFunction<number, [NativePointer, number, NativePointer, number, NativePointer]>;
     /** Writes a record header but its size at `jsBase + off` (JS tier). */
     readonly head: NativeFunction<void, [number, number, number, number]>;
     /** The last drained half had filled up (producers dropped or waited). */
@@ -161,6 +164,12 @@ export class NativeRing {
         const exclusive = { scheduling: "exclusive" as const };
         this.swapFn = new NativeFunction(this.cm.ring_swap, "int", ["int"], exclusive);
         this.stopFn = new NativeFunction(this.cm.ring_stop, "void", [], exclusive);
+        this.mergeFn = new NativeFunction(
+            this.cm.merge_records,
+            "int",
+            ["pointer", "int", "pointer", "int", "pointer"],
+            exclusive,
+        );
         this.head = new NativeFunction(this.cm.js_head, "void", ["uint32", "uint32", "uint32", "uint32"], exclusive);
         new NativeFunction(this.cm.ring_setup, "void", [])();
     }
@@ -246,16 +255,14 @@ export class NativeRing {
         return Interceptor.attach(address, cb as NativeInvocationListenerCallbacks, desc);
     }
 
-    /** Flip halves and copy out the finished records of the old one. */
+    /** Flip halves; the finished records of the old one stay in place until the next drain. */
     drain(): Drained | null {
         const r = this.swapFn(SWAP_SPIN_LIMIT);
         const b = r & 1;
         this.lastFull = (r & 4) !== 0;
         const len = this.state.add(R_OUT_LEN).readS32();
         if (len <= 0) return null;
-        const data = this.bufs[b].readByteArray(len);
-        if (data === null) return null;
-        return { data, records: this.state.add(R_OUT_COUNT).readS32(), incomplete: (r & 2) !== 0 };
+        return { base: this.bufs[b], len, records: this.state.add(R_OUT_COUNT).readS32(), incomplete: (r & 2) !== 0 };
     }
 
     /** Cumulative records dropped for the probe in drop slot `slot`. */

@@ -414,6 +414,44 @@ ring_stage_offset (void)
   return (gint) ((guint8 *) &ring.stage - (guint8 *) &ring);
 }
 
+/* One time-ordered stream from the native half and the JS batch: a stable
+ * merge by timestamp, so each stream keeps its own order (and so does every
+ * thread, whose records are in order in both). Records are 8-byte multiples. */
+gint
+merge_records (const guint8 * a, gint alen, const guint8 * b, gint blen, guint8 * out)
+{
+  gint i = 0, j = 0, o = 0, k, sz;
+  const guint64 * src;
+  guint64 * dst;
+
+  while (i < alen || j < blen)
+  {
+    const guint8 * r;
+    if (j >= blen || (i < alen && *(const guint64 *) (a + i + 16) <= *(const guint64 *) (b + j + 16)))
+    {
+      r = a + i;
+      sz = *(const guint16 *) r;
+      if (sz < 24 || (sz & 7) != 0 || i + sz > alen)
+        break;
+      i += sz;
+    }
+    else
+    {
+      r = b + j;
+      sz = *(const guint16 *) r;
+      if (sz < 24 || (sz & 7) != 0 || j + sz > blen)
+        break;
+      j += sz;
+    }
+    src = (const guint64 *) r;
+    dst = (guint64 *) (out + o);
+    for (k = 0; k != sz / 8; k++)
+      dst[k] = src[k];
+    o += sz;
+  }
+  return o;
+}
+
 gint
 layout_check (void)
 {
