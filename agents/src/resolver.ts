@@ -6,6 +6,7 @@
 // for exports plus Module.enumerateSymbols() (functions) for the rest,
 // deduplicated by address. `exclude` removes matches.
 
+import { closest, didYouMean, functionNames } from "./suggest.js";
 import { Point } from "./protocol.js";
 import { globMatch, isGlob } from "./util.js";
 
@@ -97,7 +98,9 @@ function resolveFunction(point: FunctionPoint, only: Module | null): Resolution 
     const what = `${point.module ?? "*"}!${point.symbol}`;
     if (modules.length === 0) {
         if (point.module === null) return { kind: "failed", reason: `no function matches '${what}'` };
-        return { kind: "pending", reason: `no loaded module matches '${point.module}'` };
+        const loaded = Process.enumerateModules().map((m) => m.name);
+        const hint = didYouMean(closest(point.module, loaded));
+        return { kind: "pending", reason: `no loaded module matches '${point.module}' (armed if one loads)${hint}` };
     }
     let found: Site[] = [];
     if (!isGlob(point.symbol)) {
@@ -123,7 +126,11 @@ function resolveFunction(point: FunctionPoint, only: Module | null): Resolution 
         seen.add(key);
         sites.push(s);
     }
-    if (sites.length === 0) return { kind: "failed", reason: `no function matches '${what}'` };
+    if (sites.length === 0) {
+        const names = functionNames(modules);
+        const hint = didYouMean(closest(point.symbol, names.keys()).map((n) => names.get(n) ?? n));
+        return { kind: "failed", reason: `no function matches '${what}'${hint}` };
+    }
     sites.sort((a, b) => a.address.compare(b.address));
     return { kind: "sites", sites };
 }
