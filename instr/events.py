@@ -111,7 +111,11 @@ class Ending:
 
     def describe(self) -> str:
         if self.reason == "exit":
-            return f"target exited with status {self.code}" if self.code is not None else "target exited"
+            return (
+                f"target exited with status {self.code}"
+                if self.code is not None
+                else "target exited"
+            )
         if self.reason == "crash":
             where = f" at {self.symbol}" if self.symbol else ""
             addr = f" (address {self.address:#x})" if self.address is not None else ""

@@ -88,7 +88,9 @@ def run(config: RunConfig, status: TextIO | None = None) -> tuple[RunSummary, in
         sites = sum(r.sites for r in armed)
         pending = sum(r.state == "pending" for r in reports)
         extra = f", {pending} pending" if pending else ""
-        say(f"armed {len(armed)} of {len(reports)} probes ({sites} sites{extra}) in pid {session.pid}")
+        say(
+            f"armed {len(armed)} of {len(reports)} probes ({sites} sites{extra}) in pid {session.pid}"
+        )
         try:
             session.resume()
             _wait(session, config.duration_s)

@@ -56,7 +56,9 @@ class Capture:
             d["max"] = self.max
         if self.type == "bytes":
             d["max"] = self.max
-            d["len"] = {"const": self.len_const} if self.len_const is not None else {"arg": self.len_arg}
+            d["len"] = (
+                {"const": self.len_const} if self.len_const is not None else {"arg": self.len_arg}
+            )
         if self.src == "backtrace":
             d["depth"] = self.depth
         return d
@@ -136,7 +138,9 @@ class Probe:
             "point": self.point.to_plan(),
             "entry": None if self.entry is None else [c.to_plan() for c in self.entry],
             "exit": None if self.exit is None else [c.to_plan() for c in self.exit],
-            "where": None if self.where is None else {"phase": self.where.phase, "expr": self.where.expr},
+            "where": None
+            if self.where is None
+            else {"phase": self.where.phase, "expr": self.where.expr},
             "actions": list(self.actions),
             "tier": self.tier,
             "max_sites": self.max_sites,

@@ -24,7 +24,9 @@ sets:
 def code_bytes(pid: int, exe: Path, symbol: str, size: int = 16) -> bytes:
     """The first bytes of ``symbol`` in the live process ``pid``."""
     nm = subprocess.run(["nm", str(exe)], capture_output=True, text=True, check=True).stdout
-    value = next(int(line.split()[0], 16) for line in nm.splitlines() if line.endswith(f" {symbol}"))
+    value = next(
+        int(line.split()[0], 16) for line in nm.splitlines() if line.endswith(f" {symbol}")
+    )
     base = 0
     real = str(exe.resolve())
     for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
