@@ -99,6 +99,14 @@ def run(config: RunConfig, status: TextIO | None = None) -> tuple[RunSummary, in
         summary = session.close()
     finally:
         restore()
+    if summary.drops:
+        per = ", ".join(f"{r.name} {r.drops}" for r in summary.probes if r.drops)
+        say(
+            f"dropped {summary.drops} records when the in-target buffer was full ({per}); "
+            "use --on-full block or a larger --buffer-size to keep them"
+        )
+    if summary.lost_batches:
+        say(f"lost {summary.lost_batches} batches in transit")
     if summary.ending is not None:
         say(summary.ending.describe())
     for err in summary.errors:

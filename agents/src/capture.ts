@@ -214,8 +214,15 @@ type Getter = (s: Src) => NativePointer;
  * once from unwinding the hooked function's entry); drop the duplicate.
  */
 function backtrace(ic: InvocationContext, depth: number): NativePointer[] {
-    const frames = Thread.backtrace(ic.context, Backtracer.ACCURATE);
+    let frames = Thread.backtrace(ic.context, Backtracer.ACCURATE);
     if (frames.length >= 2 && frames[0].equals(frames[1]) && frames[0].equals(ic.returnAddress)) frames.shift();
+    // On x86_64 Linux the accurate (unwind-table) walk from an Interceptor
+    // context often stops after the caller; the fuzzy walk (stack scanning for
+    // return addresses) then gives the rest, at the risk of a stale frame.
+    if (frames.length <= 1 && depth > 1) {
+        const fuzzy = Thread.backtrace(ic.context, Backtracer.FUZZY);
+        if (fuzzy.length > frames.length) frames = fuzzy;
+    }
     return frames.slice(0, depth);
 }
 
