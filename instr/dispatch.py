@@ -28,7 +28,7 @@ from operator import attrgetter
 from typing import Any
 
 from instr.collectors.base import Collector
-from instr.collectors.decode import Decoder
+from instr.collectors.decode import Block, Decoder
 from instr.events import Ending, Event, ProbeReport, RunContext, RunSummary, Site, Symbol
 from instr.protocol import PROTOCOL_VERSION
 
@@ -97,6 +97,10 @@ class Dispatcher:
         self.collectors = list(collectors)
         self.on_ending = on_ending
         self.decoder = decoder if decoder is not None else Decoder(ctx)
+        # Columnar delivery when every collector can take a Block (e.g. SQLite alone).
+        self._columnar = bool(self.collectors) and all(
+            hasattr(c, "on_block") for c in self.collectors
+        )
         self.ending: Ending | None = None
         self.errors: list[str] = []
         self.events = 0
@@ -267,6 +271,10 @@ class Dispatcher:
             pid = int(key)
             self.drops[pid] = max(self.drops.get(pid, 0), int(total))
         with _gc_paused(self.pause_gc):
+            block = self.decoder.block(data, self.events + 1) if data and self._columnar else None
+            if block is not None and data is not None:
+                self._deliver_block(block, env.get("records"), seq, data)
+                return
             events = self.decoder.decode(data, self.events + 1) if data else []
             expected = env.get("records")
             if expected is not None and int(expected) != len(events):
@@ -277,9 +285,31 @@ class Dispatcher:
                 self._deliver(events)
             del events  # freed before the collector can run: it never has to scan them
 
-    def _deliver(self, events: list[Event]) -> None:
+    def _deliver_block(self, block: Block, expected: Any, seq: int, data: bytes) -> None:
+        """Columns to collectors that take them; decoded events to any that decline."""
+        if expected is not None and int(expected) != block.count:
+            self._error(f"batch {seq}: {expected} records announced, {block.count} decoded")
+        self.events += block.count
+        self.counts[block.probe_id] += block.count
+        declined: list[int] = []
         for i, c in enumerate(self.collectors):
             if i in self._failed:
+                continue
+            try:
+                if not c.on_block(block):  # type: ignore[attr-defined]
+                    declined.append(i)
+            except Exception as e:
+                self._failed.add(i)
+                self._error(
+                    f"output {type(c).__name__} failed and gets no further events: {_describe(e)}"
+                )
+        if declined:
+            events = self.decoder.decode(data, block.first_seq)
+            self._deliver(events, only=declined)
+
+    def _deliver(self, events: list[Event], only: list[int] | None = None) -> None:
+        for i, c in enumerate(self.collectors):
+            if i in self._failed or (only is not None and i not in only):
                 continue
             try:
                 c.on_events(events)

@@ -16,6 +16,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from instr.collectors.decode import Block
 from instr.collectors.layout import Layout, LayoutCache
 from instr.collectors.sqlite_rows import EventRows
 from instr.collectors.values import int64, to_json
@@ -126,10 +127,23 @@ class SqliteCollector:
         db.execute("COMMIT")
 
     def on_events(self, events: list[Event]) -> None:
-        db, rows = self.db, self.rows
-        if db is None or rows is None:
+        if self.db is None or self.rows is None:
             return
-        rows.add(events)
+        self.rows.add(events)
+        self._commit()
+
+    def on_block(self, block: Block) -> bool:
+        """A uniform batch as columns; False asks the dispatcher for events instead."""
+        if self.db is None or self.rows is None:
+            return True
+        if not self.rows.add_block(block):
+            return False
+        self._commit()
+        return True
+
+    def _commit(self) -> None:
+        db, rows = self.db, self.rows
+        assert db is not None and rows is not None
         db.execute("BEGIN")
         try:
             self._sync_context_on(db)

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from operator import attrgetter
 from typing import Any, cast
 
+from instr.collectors.decode import Block
 from instr.collectors.jsonl import names_getter
 from instr.collectors.layout import UNSIGNED64, Kind, Layout, LayoutCache
 from instr.collectors.values import MAX_I64, address_json, int64, to_json
@@ -42,6 +43,7 @@ class EventRows:
         self.pending: dict[str, list[Row]] = {}
         self.new_stacks: list[Row] = []
         self._writers: dict[tuple[int, str], _Writer] = {}
+        self._block_writers: dict[tuple[int, str], Callable[[Block], None]] = {}
         self._stacks: dict[tuple[int, ...], int] = {}
 
     def add(self, events: list[Event]) -> None:
@@ -60,6 +62,16 @@ class EventRows:
             group.append(e)
         for k, group in groups.items():
             self._writer(k)(group)
+
+    def add_block(self, block: Block) -> bool:
+        """Rows straight from columns; False when this layout needs per-event handling."""
+        key = (block.probe_id, block.phase)
+        self._writer(key)  # builds the block writer too, for integer-only layouts
+        w = self._block_writers.get(key)
+        if w is None:
+            return False
+        w(block)
+        return True
 
     # -- statements -------------------------------------------------------------
 
@@ -107,6 +119,42 @@ class EventRows:
         short = self._rows(lay.probe_id, lay.phase, (*_BASE, *ret, "args"))
         full = self._rows(lay.probe_id, lay.phase, (*_BASE, *ret, "duration_ns", "args"))
         generic = self._generic_writer(lay.probe_id, lay.phase, lay)
+
+        def block_write(b: Block) -> None:
+            seqs = range(b.first_seq, b.first_seq + b.count)
+            js = [tpl % a for a in b.args] if names else ["{}"] * b.count
+            if has_ret:
+                assert b.rets is not None
+                rets = [r - _TWO64 if r > MAX_I64 else r for r in b.rets] if wide else b.rets
+                if has_dur and b.durs is not None:
+                    full.extend(
+                        [
+                            (q, t, ts, si, r, d, j)
+                            for q, (si, t, ts), r, d, j in zip(
+                                seqs, b.heads, rets, b.durs, js, strict=True
+                            )
+                        ]
+                    )
+                else:
+                    short.extend(
+                        [
+                            (q, t, ts, si, r, j)
+                            for q, (si, t, ts), r, j in zip(seqs, b.heads, rets, js, strict=True)
+                        ]
+                    )
+            elif has_dur and b.durs is not None:
+                full.extend(
+                    [
+                        (q, t, ts, si, d, j)
+                        for q, (si, t, ts), d, j in zip(seqs, b.heads, b.durs, js, strict=True)
+                    ]
+                )
+            else:
+                short.extend(
+                    [(q, t, ts, si, j) for q, (si, t, ts), j in zip(seqs, b.heads, js, strict=True)]
+                )
+
+        self._block_writers[(lay.probe_id, lay.phase)] = block_write
 
         def entry_rows(evs: list[Event]) -> list[Row]:
             return [(e.seq, e.tid, e.ts_ns, e.site, tpl % get(e.args)) for e in evs]

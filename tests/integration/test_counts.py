@@ -137,3 +137,33 @@ def test_strings_bytes_null_and_truncation(targets, probe_file, tmp_path: Path):
         n = i % 17
         assert e["args"]["n"] == n
         assert bytes.fromhex(e["args"]["data"]) == bytes((i + j) & 0xFF for j in range(n))
+
+
+@pytest.mark.parametrize("tier", ["native", "js"])
+@pytest.mark.parametrize("phases_", ["entry+exit", "entry"])
+def test_sqlite_alone_takes_the_columnar_path_exactly(targets, tier, phases_, probe_file, tmp_path):
+    """With SQLite as the only output, uniform batches go to it as columns: same rows."""
+    text = ADD_SET.format(tier=tier)
+    if phases_ == "entry":
+        text = text.replace(', r: "retval:i64", d: duration', "") + "        on: [entry]\n"
+    out = tmp_path / "run.db"
+    res = run_instr("run", "-q", "-P", probe_file(text), "-s", "add", "-o", out,
+                    "--", targets.path("calls"), "add", N)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    con = db(out)
+    rows = dict(con.execute("SELECT phase, count(*) FROM events GROUP BY phase").fetchall())
+    assert rows == ({"entry": N, "exit": N} if phases_ == "entry+exit" else {"entry": N})
+    seqs = [s for (s,) in con.execute("SELECT seq FROM events ORDER BY seq")]
+    assert seqs == list(range(1, len(seqs) + 1))
+    a_sum, b_sum = con.execute(
+        "SELECT sum(json_extract(args, '$.a')), sum(json_extract(args, '$.b'))"
+        " FROM events WHERE phase='entry'"
+    ).fetchone()
+    assert (a_sum, b_sum) == (N * (N - 1) // 2, N * (N - 1))
+    if phases_ == "entry+exit":
+        ret_sum, durs = con.execute(
+            "SELECT sum(retval), count(duration_ns) FROM events WHERE phase='exit'"
+        ).fetchone()
+        assert (ret_sum, durs) == (3 * N * (N - 1) // 2, N)
+    (events,) = con.execute("SELECT events FROM runs").fetchone()
+    assert events == len(seqs)
