@@ -107,7 +107,8 @@ def run(config: RunConfig, status: TextIO | None = None) -> tuple[RunSummary, in
         )
     if summary.lost_batches:
         say(f"lost {summary.lost_batches} batches in transit")
-    if summary.ending is not None:
+    console = not config.outputs or "-" in config.outputs
+    if summary.ending is not None and not console:  # the console summary already says it
         say(summary.ending.describe())
     for err in summary.errors:
         say(f"error: {err}")

@@ -34,7 +34,7 @@ def test_calls_set_console_output(demo):
     assert any(re.search(r"← demo!work = 75", ln) for ln in lines)
     assert "work(5) = 75" in lines and "done" in lines
     assert "armed 4 of 4 probes" in res.stderr
-    assert "target exited with status 0" in res.stderr
+    assert "ending: target exited with status 0" in res.stdout  # the console summary
 
 
 def test_calls_events_are_in_call_order(demo, tmp_path):
