@@ -90,12 +90,15 @@ class Dispatcher:
         collectors: Sequence[Collector] = (),
         on_ending: OnEnding | None = None,
         decoder: Decoder | None = None,
+        on_batch_done: Callable[[int], None] | None = None,
         pause_gc: bool = True,
     ) -> None:
         self.ctx = ctx
         self.pause_gc = pause_gc
         self.collectors = list(collectors)
         self.on_ending = on_ending
+        # Flow control: called with each batch's seq once it is fully handled.
+        self.on_batch_done = on_batch_done
         self.decoder = decoder if decoder is not None else Decoder(ctx)
         # Columnar delivery when every collector can take a Block (e.g. SQLite alone).
         self._columnar = bool(self.collectors) and all(
@@ -256,6 +259,13 @@ class Dispatcher:
         pass  # the agent arms pending probes itself and reports them with sites/status
 
     def _batch(self, env: dict[str, Any], data: bytes | None) -> None:
+        try:
+            self._handle_batch(env, data)
+        finally:
+            if self.on_batch_done is not None:
+                self.on_batch_done(int(env["seq"]))
+
+    def _handle_batch(self, env: dict[str, Any], data: bytes | None) -> None:
         seq = int(env["seq"])
         if seq > self.last_seq + 1:
             missing = seq - self.last_seq - 1

@@ -1,4 +1,4 @@
-"""The wire protocol between the host and the agent, version 1.
+"""The wire protocol between the host and the agent, version 2.
 
 This module and ``agents/src/protocol.ts`` are the two halves of one contract;
 change both together and bump ``PROTOCOL_VERSION`` when the layout changes.
@@ -35,7 +35,7 @@ from __future__ import annotations
 import struct
 from typing import Final, Literal
 
-PROTOCOL_VERSION: Final = 1
+PROTOCOL_VERSION: Final = 2  # 2: credit-based flow control
 
 HEADER: Final = struct.Struct("<HBBIIIQ")
 HEADER_SIZE: Final = HEADER.size  # 24
@@ -72,6 +72,15 @@ EndingReason = Literal["exit", "exec", "crash", "detach"]
 def pad8(n: int) -> int:
     """Round ``n`` up to the next multiple of 8."""
     return (n + 7) & ~7
+
+
+def credit(seq: int) -> dict[str, object]:
+    """The message the host posts when it has finished with batch ``seq``.
+
+    The agent keeps at most a few batches unacknowledged; without credit it stops
+    draining and the in-target buffer's ``on_full`` policy applies (block or drop).
+    """
+    return {"type": "credit", "seq": seq}
 
 
 def ack(token: int) -> dict[str, object]:

@@ -33,7 +33,7 @@ from instr.dispatch import Dispatcher
 from instr.errors import AgentError, NothingArmedError, TargetError
 from instr.events import Ending, Event, ProbeReport, RunContext, RunInfo, RunSummary
 from instr.probes.ir import ProbeTable
-from instr.protocol import PROTOCOL_VERSION, ack
+from instr.protocol import PROTOCOL_VERSION, ack, credit
 
 _SENTINEL: list[Event] = []
 
@@ -145,7 +145,9 @@ class Session:
             source=self.source,
             sets=self.sets,
         )
-        self._dispatcher = Dispatcher(self.ctx, self.collectors, on_ending=self._on_ending)
+        self._dispatcher = Dispatcher(
+            self.ctx, self.collectors, on_ending=self._on_ending, on_batch_done=self._credit
+        )
         for c in self.collectors:
             c.open(self.ctx, info)
         try:
@@ -255,6 +257,12 @@ class Session:
         if self._script is not None:
             with contextlib.suppress(frida.InvalidOperationError, frida.TransportError):
                 self._script.post(ack(token))
+
+    def _credit(self, seq: int) -> None:
+        """Flow control: the host has finished with batch ``seq``; the agent may send more."""
+        if self._script is not None and not self._ended.is_set():
+            with contextlib.suppress(frida.InvalidOperationError, frida.TransportError):
+                self._script.post(credit(seq))
 
     def _on_detached(self, reason: str, crash: Any) -> None:
         self._detach_reason = reason

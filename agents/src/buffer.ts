@@ -40,6 +40,9 @@ export class JsBatch {
     }
 }
 
+/** Batches sent but not yet acknowledged by the host, at most. */
+const MAX_IN_FLIGHT = 4;
+
 export class Flusher {
     readonly js: JsBatch;
     readonly ring: NativeRing;
@@ -47,6 +50,8 @@ export class Flusher {
     /** Where the native half and the JS batch are merged into one time-ordered batch. */
     private readonly merged: NativePointer;
     private seq = 0;
+    /** The last batch the host has finished with (its "credit" message). */
+    private acked = 0;
     private timer: ReturnType<typeof setTimeout> | null = null;
     private running = false;
     /** probe id -> drop slot, for probes armed in the native tier. */
@@ -60,6 +65,21 @@ export class Flusher {
         this.ring = new NativeRing(options, nSlots, this.js.base);
         this.merged = Memory.alloc(this.ring.cap + this.js.cap);
         this.symbols = new Symbolizer();
+        this.listenForCredit();
+    }
+
+    /**
+     * Backpressure: the host grants credit as it finishes batches. With
+     * MAX_IN_FLIGHT batches unacknowledged the timer stops draining, the ring
+     * fills, and producers block or drop (counted) by `on_full`, so a slow host
+     * slows the target instead of queueing without bound. Forced flushes
+     * (exit, crash, dispose, a full JS batch) send regardless.
+     */
+    private listenForCredit(): void {
+        recv("credit", (message: { seq?: unknown }) => {
+            if (typeof message.seq === "number" && message.seq > this.acked) this.acked = message.seq;
+            this.listenForCredit();
+        });
     }
 
     registerNative(probe: number, slot: number): void {
@@ -76,10 +96,14 @@ export class Flusher {
         const tick = (): void => {
             this.timer = null;
             if (!this.running) return;
-            try {
-                this.flushAll();
-            } catch (e) {
-                reportError(null, e);
+            if (this.seq - this.acked < MAX_IN_FLIGHT) {
+                try {
+                    this.flushAll();
+                } catch (e) {
+                    reportError(null, e);
+                }
+            } else {
+                this.ring.lastFull = true; // look again in 1 ms: credit may have come
             }
             if (this.running) this.timer = setTimeout(tick, this.ring.lastFull ? 1 : Math.max(1, intervalMs));
         };

@@ -1,7 +1,11 @@
 // The wire protocol between the agent and the host, version 1.
 // The other half is instr/protocol.py; change both together.
 
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
+
+// Host -> agent messages (script.post): {type: "credit", seq} after the host has
+// finished with batch `seq` (flow control), and {type: "ack", token} to release
+// a final flush.
 
 // Record header: u16 size, u8 phase, u8 flags, u32 probe, u32 site, u32 tid, u64 ts.
 export const HEADER_SIZE = 24;

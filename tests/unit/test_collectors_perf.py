@@ -33,6 +33,7 @@ from instr.collectors.sqlite import SqliteCollector
 from instr.dispatch import Dispatcher
 from instr.events import Event, RunContext, RunInfo, RunSummary
 from instr.probes.ir import Capture, FunctionPoint, Probe, ProbeTable
+from instr.protocol import PROTOCOL_VERSION
 
 BATCH = 4096
 CLOCK = time.thread_time
@@ -144,7 +145,10 @@ def dispatch_rate(
         d = Dispatcher(ctx, [collector])
         t0 = time.process_time()
         for seq in range(1, batches + 1):
-            d.post({"type": "send", "payload": {"v": 1, "type": "batch", "seq": seq}}, data)
+            d.post(
+                {"type": "send", "payload": {"v": PROTOCOL_VERSION, "type": "batch", "seq": seq}},
+                data,
+            )
         assert d.drain(600)
         dt = time.process_time() - t0
         summary = d.close()

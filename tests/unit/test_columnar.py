@@ -12,6 +12,7 @@ from instr.collectors.sqlite import SqliteCollector
 from instr.dispatch import Dispatcher
 from instr.events import RunContext, RunInfo
 from instr.probes.ir import Capture, FunctionPoint, Probe, ProbeTable
+from instr.protocol import PROTOCOL_VERSION
 
 INFO = RunInfo(0, "local", 1, ("demo",), "test", ("t",))
 
@@ -37,7 +38,7 @@ def run(path: Path, columnar: bool) -> list[tuple[object, ...]]:
     d = Dispatcher(ctx, [sink])
     d._columnar = columnar  # the path under test
     for seq, data in enumerate(batches(), 1):
-        d.post({"type": "send", "payload": {"v": 1, "type": "batch", "seq": seq,
+        d.post({"type": "send", "payload": {"v": PROTOCOL_VERSION, "type": "batch", "seq": seq,
                 "records": 100, "drops": {}}}, data)  # fmt: skip
     summary = d.close(None)
     assert summary.events == 200 and summary.errors == []
@@ -64,3 +65,39 @@ def test_columnar_rows_equal_event_rows(tmp_path: Path):
     assert by_block == by_event
     assert by_block[1] == (2, 1, "entry", 7, 1, 0, None, None, '{"a":-1,"b":18446744073709551614}')
     assert by_block[100] == (101, 1, "exit", 7, 0, 0, 0, 10, "{}")
+
+
+def test_indexes_are_skipped_past_the_bound_and_the_summary_says_so(tmp_path, monkeypatch):
+    from instr.collectors import sqlite as store
+
+    monkeypatch.setattr(store, "INDEX_MAX_ROWS", 150)
+    ctx = RunContext(table())
+    sink = SqliteCollector(tmp_path / "big.db")
+    sink.open(ctx, INFO)
+    d = Dispatcher(ctx, [sink])
+    for seq, data in enumerate(batches(), 1):
+        d.post({"type": "send", "payload": {"v": PROTOCOL_VERSION, "type": "batch", "seq": seq,
+                "records": 100, "drops": {}}}, data)  # fmt: skip
+    summary = d.close(None)
+    assert any("indexes were not built" in e for e in summary.errors)
+    names = {n for (n,) in sqlite3.connect(tmp_path / "big.db").execute(
+        "SELECT name FROM sqlite_master WHERE type='index' AND name LIKE 'events_by_%'")}  # fmt: skip
+    assert names == set()
+
+
+def test_credit_is_granted_after_each_batch_is_written(tmp_path):
+    ctx = RunContext(table())
+    sink = SqliteCollector(tmp_path / "c.db")
+    sink.open(ctx, INFO)
+    granted: list[tuple[int, int]] = []
+
+    def grant(seq: int) -> None:  # rows already committed when credit is granted
+        con = sqlite3.connect(tmp_path / "c.db")
+        granted.append((seq, con.execute("SELECT count(*) FROM events").fetchone()[0]))
+
+    d = Dispatcher(ctx, [sink], on_batch_done=grant)
+    for seq, data in enumerate(batches(), 1):
+        d.post({"type": "send", "payload": {"v": PROTOCOL_VERSION, "type": "batch", "seq": seq,
+                "records": 100, "drops": {}}}, data)  # fmt: skip
+    d.close(None)
+    assert granted == [(1, 100), (2, 200)]

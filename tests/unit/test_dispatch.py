@@ -261,7 +261,9 @@ def test_protocol_version_mismatch_reported_once(ctx: RunContext) -> None:
         msg["payload"]["v"] = 99
         d.post(msg, data)
     summary = d.close()
-    assert summary.errors == ["agent message with protocol version 99, host speaks 1"]
+    assert summary.errors == [
+        f"agent message with protocol version 99, host speaks {PROTOCOL_VERSION}"
+    ]
     assert summary.events == 2
 
 

@@ -11,6 +11,7 @@ import pytest
 from instr.errors import ProbeSetError, UsageError
 from instr.probes import check_file, compile_quick, compile_sets, load_file, load_text
 from instr.probes.ir import AddressPoint, FunctionPoint, OffsetPoint, PlanOptions, SourceLoc
+from instr.protocol import PROTOCOL_VERSION
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -54,7 +55,7 @@ def test_plan_of_the_example() -> None:
     plan = table.plan()
     assert json.loads(json.dumps(plan)) == plan  # JSON-clean
     assert plan == {
-        "protocol": 1,
+        "protocol": PROTOCOL_VERSION,
         "options": {"flush_interval_ms": 20, "buffer_bytes": 8 << 20, "on_full": "block"},
         "probes": [
             {
