@@ -41,7 +41,7 @@ export class JsBatch {
 }
 
 /** Batches sent but not yet acknowledged by the host, at most. */
-const MAX_IN_FLIGHT = 4;
+const MAX_IN_FLIGHT = 16;
 
 export class Flusher {
     readonly js: JsBatch;
