@@ -93,7 +93,6 @@ class Session:
         self._detach_reason: str | None = None
         self._crash: Any = None
         self._resumed = False
-        self._closed = False
 
     # -- construction helpers -------------------------------------------------
 
@@ -237,7 +236,6 @@ class Session:
             if self._dispatcher is None:
                 raise TargetError("the session was never started")
             self.summary = self._dispatcher.close(self._fallback_ending())
-            self._closed = True
             return self.summary
 
     def _abort(self) -> None:
@@ -252,17 +250,20 @@ class Session:
 
     # -- callbacks (Frida's thread, or the dispatcher worker) -----------------
 
-    def _on_ending(self, ending: Ending, token: int) -> None:
-        """The agent flushed everything and waits: all earlier batches are decoded."""
+    def _post(self, message: dict[str, object]) -> None:
+        """A message to the agent; a target that is already gone cannot take it."""
         if self._script is not None:
             with contextlib.suppress(frida.InvalidOperationError, frida.TransportError):
-                self._script.post(ack(token))
+                self._script.post(message)
+
+    def _on_ending(self, ending: Ending, token: int) -> None:
+        """The agent flushed everything and waits: all earlier batches are decoded."""
+        self._post(ack(token))
 
     def _credit(self, seq: int) -> None:
         """Flow control: the host has finished with batch ``seq``; the agent may send more."""
-        if self._script is not None and not self._ended.is_set():
-            with contextlib.suppress(frida.InvalidOperationError, frida.TransportError):
-                self._script.post(credit(seq))
+        if not self._ended.is_set():
+            self._post(credit(seq))
 
     def _on_detached(self, reason: str, crash: Any) -> None:
         self._detach_reason = reason
@@ -312,5 +313,5 @@ class Session:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._dispatcher is not None and not self._closed:
-            self.close()
+        if self._dispatcher is not None:
+            self.close()  # idempotent
