@@ -267,23 +267,29 @@ my_stage (void)
   return s;
 }
 
+/* Hands the values the JS callback is about to need to this thread's slot. */
+static void
+stage_values (guint64 ts, const guint64 * slots, guint n)
+{
+  Stage * s = my_stage ();
+  guint i;
+
+  if (s == NULL)
+    return;
+  s->ts = ts;
+  for (i = 0; i != n; i++)
+    s->v[i] = slots[i];
+}
+
 void
 js_pre_enter (GumInvocationContext * ic)
 {
   Desc * d = (Desc *) gum_invocation_context_get_listener_function_data (ic);
   guint64 ts = now_ns ();
   guint64 slots[MAXC];
-  Stage * s;
-  guint i, n;
 
   collect_entry (ic, d, ts, slots);
-  s = my_stage ();
-  if (s == NULL)
-    return;
-  s->ts = ts;
-  n = d->n_entry;
-  for (i = 0; i != n; i++)
-    s->v[i] = slots[i];
+  stage_values (ts, slots, d->n_entry);
 }
 
 void
@@ -292,17 +298,9 @@ js_pre_leave (GumInvocationContext * ic)
   Desc * d = (Desc *) gum_invocation_context_get_listener_function_data (ic);
   guint64 ts = now_ns ();
   guint64 slots[MAXC];
-  Stage * s;
-  guint i, n;
 
   collect_exit (ic, d, ts, slots);
-  s = my_stage ();
-  if (s == NULL)
-    return;
-  s->ts = ts;
-  n = d->n_exit;
-  for (i = 0; i != n; i++)
-    s->v[i] = slots[i];
+  stage_values (ts, slots, d->n_exit);
 }
 
 /* Consumer: flip halves and wait for producers on the old one. Returns the
