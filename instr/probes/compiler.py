@@ -19,11 +19,14 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+from instr.ctier.emit import fast_blockers
 from instr.errors import UsageError
+from instr.probes.aggresolve import AggResolver
 from instr.probes.captures import MAX_RECORD, SpecError, check_name, parse_capture, record_size
 from instr.probes.diag import Diagnostics, did_you_mean
 from instr.probes.ir import (
     AddressPoint,
+    Aggregation,
     Capture,
     FunctionPoint,
     Phase,
@@ -89,6 +92,7 @@ class _ProbeBuilder:
     def __init__(self, set_name: str, diags: Diagnostics) -> None:
         self.set_name = set_name
         self.d = diags
+        self.agg_names: dict[str, SourceLoc] = {}
 
     def build(self, spec: ProbeSpec, name: str) -> Probe | None:
         errors = len(self.d)
@@ -106,6 +110,9 @@ class _ProbeBuilder:
                 broken.append(src.name)
                 continue
             parsed.append((pc.capture, pc.phase, src.name_loc))
+        aggs = AggResolver(parsed, broken, spec.max_keys, self.d).resolve(spec.aggregates)
+        self.check_agg_names(aggs.aggregations)
+        parsed += aggs.implicit
         entry = [c for c, ph, _ in parsed if ph == "entry"]
         exit_ = [c for c, ph, _ in parsed if ph == "exit"]
         on = spec.on or (("entry", "exit") if exit_ else ("entry",))
@@ -120,7 +127,8 @@ class _ProbeBuilder:
             where, perrs = compile_predicate(spec.where.text, env, entry_hook=hooks_entry)
             for e in perrs:
                 self.d.error(spec.where.pos(e.offset), e.message, e.hint)
-        if spec.tier == "native" and spec.tier_loc is not None:
+        emits = spec.emit if spec.emit is not None else not spec.aggregates
+        if spec.tier == "native" and spec.tier_loc is not None and emits:
             blockers = _native_blockers(spec, [c for c, _, _ in parsed])
             if blockers:
                 self.d.error(
@@ -138,7 +146,8 @@ class _ProbeBuilder:
                 )
         if len(self.d) > errors or spec.point is None:
             return None
-        return Probe(
+        emit = spec.emit if spec.emit is not None else not aggs.aggregations
+        probe = Probe(
             id=0,
             name=f"{self.set_name}/{name}",
             point=spec.point,
@@ -148,7 +157,40 @@ class _ProbeBuilder:
             tier=spec.tier,
             max_sites=spec.max_sites,
             loc=spec.loc,
+            aggregations=tuple(aggs.aggregations),
+            emit=emit,
         )
+        if not aggs.aggregations:
+            return probe
+        if where is not None and where.phase == "exit":
+            # the predicate decides at exit, so every aggregation updates there
+            exit_aggs = tuple(dataclasses.replace(a, phase="exit") for a in probe.aggregations)
+            probe = dataclasses.replace(probe, aggregations=exit_aggs)
+        blockers = fast_blockers(probe)
+        if spec.tier == "native" and blockers and spec.tier_loc is not None:
+            self.d.error(
+                spec.tier_loc,
+                f"'tier: native' cannot aggregate here: {'; '.join(blockers)}",
+                "use 'tier: auto' (compiled C when possible) or 'tier: js'",
+            )
+            return None
+        if spec.tier == "js":
+            return dataclasses.replace(probe, agg_tier="js", agg_tier_why="'tier: js' was asked")
+        if blockers:
+            return dataclasses.replace(probe, agg_tier="js", agg_tier_why="; ".join(blockers))
+        return dataclasses.replace(probe, agg_tier="fast")
+
+    def check_agg_names(self, aggs: list[Aggregation]) -> None:
+        for a in aggs:
+            first = self.agg_names.get(a.name)
+            if first is not None and a.loc is not None:
+                self.d.error(
+                    a.loc,
+                    f"duplicate aggregation name '{a.name}' in set '{self.set_name}'",
+                    f"the first is at line {first.line}",
+                )
+            elif a.loc is not None:
+                self.agg_names[a.name] = a.loc
 
     def check_phases(
         self,
@@ -267,7 +309,12 @@ def compile_sets(
         hint = " ".join([*hints, f"available sets: {', '.join(available)}"])
         raise UsageError(f"unknown probe set{plural} {listed} in {psf.path}", hint)
     table = ProbeTable(options=options or PlanOptions())
+    n_aggs = 0
     for name in dict.fromkeys(names):
         for probe in psf.sets[name].probes:
-            table.add(dataclasses.replace(probe, id=len(table) + 1))
+            aggs = []
+            for a in probe.aggregations:
+                n_aggs += 1
+                aggs.append(dataclasses.replace(a, id=n_aggs))
+            table.add(dataclasses.replace(probe, id=len(table) + 1, aggregations=tuple(aggs)))
     return table

@@ -107,6 +107,54 @@ class OffsetPoint:
 
 Point = FunctionPoint | AddressPoint | OffsetPoint
 
+KeySrc = Literal["capture", "tid", "pid", "execname", "probefunc", "module"]
+AggTier = Literal["fast", "js"]
+
+
+@dataclass(frozen=True)
+class AggKey:
+    name: str  # as shown in reports: a capture name or a built-in
+    src: KeySrc
+    capture: str | None = None  # the capture's name, for src == "capture"
+
+
+@dataclass(frozen=True)
+class Aggregation:
+    """One aggregation of one probe (DTrace's ``@name[keys] = func(arg)``)."""
+
+    name: str  # unique within its set
+    func: str  # count sum min max avg stddev quantize lquantize
+    arg: str | None  # the aggregated capture's name; None for count()
+    keys: tuple[AggKey, ...]
+    phase: Phase  # updated at entry, or at exit (uses exit values)
+    max_keys: int
+    lquantize: tuple[int, int, int] | None = None  # (low, high, step)
+    source: str = ""  # the spec as written, for reports
+    loc: SourceLoc | None = None
+    id: int = 0  # numbered across the table by compile_sets (1, 2, ...)
+
+    def value_words(self) -> int:
+        """64-bit words per table row after the keys (the C runtime's layout)."""
+        if self.func == "count":
+            return 1
+        if self.func == "stddev":
+            return 4
+        if self.func == "quantize":
+            return 1 + QUANTIZE_BUCKETS
+        if self.func == "lquantize":
+            assert self.lquantize is not None
+            return 1 + lquantize_buckets(self.lquantize)
+        return 2  # count and the sum / min / max
+
+
+QUANTIZE_BUCKETS = 129  # 64 negative, zero, 64 positive (powers of two)
+
+
+def lquantize_buckets(lq: tuple[int, int, int]) -> int:
+    """Underflow, one per step between low and high, overflow."""
+    low, high, step = lq
+    return (high - low + step - 1) // step + 2
+
 
 @dataclass(frozen=True)
 class Predicate:
@@ -127,14 +175,48 @@ class Probe:
     tier: Tier = "auto"
     max_sites: int = 5000
     loc: SourceLoc | None = None
+    aggregations: tuple[Aggregation, ...] = ()
+    emit: bool = True  # write events (False: the probe only aggregates)
+    agg_tier: AggTier | None = None  # where the aggregations run; None without any
+    agg_tier_why: str = ""  # why not the fast tier, for `instr check --explain`
 
     def captures(self, phase: Phase) -> tuple[Capture, ...]:
         caps = self.entry if phase == "entry" else self.exit
         return caps or ()
 
+    def capture_ref(self, name: str) -> tuple[Phase, int, Capture]:
+        """Where capture ``name`` is: its phase, its index there, and itself."""
+        for phase in ("entry", "exit"):
+            for i, c in enumerate(self.captures(phase)):
+                if c.name == name:
+                    return phase, i, c
+        raise KeyError(name)
+
+    def agg_plan(self, agg: Aggregation) -> dict[str, Any]:
+        def ref(name: str) -> dict[str, Any]:
+            phase, index, cap = self.capture_ref(name)
+            return {"phase": phase, "index": index, "type": cap.type, "src": cap.src}
+
+        return {
+            "id": agg.id,
+            "func": agg.func,
+            "phase": agg.phase,
+            "arg": None if agg.arg is None else ref(agg.arg),
+            "keys": [
+                {"src": k.src, **(ref(k.capture) if k.capture is not None else {})}
+                for k in agg.keys
+            ],
+            "lq": list(agg.lquantize) if agg.lquantize is not None else None,
+            "max_keys": agg.max_keys,
+            "nvals": agg.value_words(),
+        }
+
     def to_plan(self) -> dict[str, Any]:
         return {
             "id": self.id,
+            "emit": self.emit,
+            "aggs": [self.agg_plan(a) for a in self.aggregations],
+            "agg_tier": self.agg_tier,
             "point": self.point.to_plan(),
             "entry": None if self.entry is None else [c.to_plan() for c in self.entry],
             "exit": None if self.exit is None else [c.to_plan() for c in self.exit],
@@ -184,4 +266,16 @@ class ProbeTable:
             "protocol": PROTOCOL_VERSION,
             "options": self.options.to_plan(),
             "probes": [p.to_plan() for p in self.probes.values()],
+            "fast_c": self.fast_source(),
         }
+
+    def aggregations(self) -> Iterator[tuple[Probe, Aggregation]]:
+        for p in self.probes.values():
+            for a in p.aggregations:
+                yield p, a
+
+    def fast_source(self) -> dict[str, Any] | None:
+        """The C of the fast tier for this table (None when no probe uses it)."""
+        from instr.ctier.emit import table_source
+
+        return table_source(self)

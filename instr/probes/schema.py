@@ -29,12 +29,13 @@ PROBE_KEYS = (
     "on",
     "where",
     "emit",
+    "aggregate",
+    "max_keys",
     "tier",
     "max_sites",
 )
 # Keys kept for later versions: a clear "not yet" instead of "unknown key".
 RESERVED_PROBE_KEYS: dict[str, str] = {
-    "aggregate": "aggregations are not supported yet in version 1",
     "patch": "patching is not supported yet in version 1",
     "dump": "memory dumps are not supported yet in version 1",
     "log": "the log action is not supported yet in version 1",
@@ -48,6 +49,9 @@ PHASES: tuple[Phase, ...] = ("entry", "exit")
 SET_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 PROBE_NAME = re.compile(r"^[^/\s,]+$")
 MAX_SITES_DEFAULT = 5000
+MAX_KEYS_DEFAULT = 4096
+MAX_KEYS_LIMIT = 1 << 20
+AGG_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 MAX_ADDRESS = 2**64 - 1
 
 
@@ -71,6 +75,16 @@ class ProbeSpec:
     tier: Tier = "auto"
     tier_loc: SourceLoc | None = None
     max_sites: int = MAX_SITES_DEFAULT
+    aggregates: list[AggSrc] = field(default_factory=list)
+    emit: bool | None = None  # None: emit unless the probe aggregates
+    max_keys: int = MAX_KEYS_DEFAULT
+
+
+@dataclass
+class AggSrc:
+    name: str
+    name_loc: SourceLoc
+    spec: YScalar
 
 
 @dataclass
@@ -230,7 +244,17 @@ class _Validator:
         if (where := node.get("where")) is not None:
             p.where = self.string(where, "where")
         if (emit := node.get("emit")) is not None:
-            self.emit(emit)
+            p.emit = self.boolean(emit, "emit")
+        if (agg := node.get("aggregate")) is not None:
+            self.aggregates(agg, p)
+        if p.emit is False and not p.aggregates and emit is not None:
+            self.d.error(
+                emit.loc,
+                "'emit: false' without 'aggregate': this probe would do nothing",
+                "add 'aggregate:', or remove 'emit: false'",
+            )
+        if (mk := node.get("max_keys")) is not None:
+            p.max_keys = self.integer(mk, "max_keys", 1, MAX_KEYS_LIMIT) or MAX_KEYS_DEFAULT
         if (tier := node.get("tier")) is not None:
             t = self.choice(tier, "tier", TIERS)
             if t is not None:
@@ -358,18 +382,38 @@ class _Validator:
             seen.append(phase)
         return tuple(ph for ph in PHASES if ph in seen)
 
-    def emit(self, node: YNode) -> None:
+    def boolean(self, node: YNode, key: str) -> bool | None:
         v = node.value if isinstance(node, YScalar) else None
-        if v is True:
-            return
-        if v is False:
+        if isinstance(v, bool):
+            return v
+        self.d.error(node.loc, f"'{key}' must be true or false, not {describe(node)}")
+        return None
+
+    def aggregates(self, node: YNode, p: ProbeSpec) -> None:
+        if not isinstance(node, YMap) or not node.entries:
             self.d.error(
                 node.loc,
-                "'emit: false' is not supported in version 1",
-                "emitting events is the only action in version 1; remove the probe instead",
+                f"'aggregate' must be a mapping of names to aggregations, not {describe(node)}",
+                "e.g. aggregate: {bytes: sum(size) by caller, calls: count()}",
             )
             return
-        self.d.error(node.loc, f"'emit' must be true, not {describe(node)}")
+        for name, entry in node.entries.items():
+            if not AGG_NAME.match(name):
+                self.d.error(
+                    entry.key_loc,
+                    f"invalid aggregation name '{name}'",
+                    "use letters, digits, '_', '.' and '-'",
+                )
+                continue
+            s = entry.value
+            if isinstance(s, YScalar) and isinstance(s.value, str):
+                p.aggregates.append(AggSrc(name, entry.key_loc, s))
+            else:
+                self.d.error(
+                    s.loc,
+                    f"aggregation '{name}' must be a string, not {describe(s)}",
+                    "e.g. 'sum(size) by caller', 'count()', 'quantize(arg0:size_t)'",
+                )
 
 
 def validate(root: YNode, file: str, diags: Diagnostics) -> FileSpec:

@@ -56,10 +56,14 @@ def test_plan_of_the_example() -> None:
     assert json.loads(json.dumps(plan)) == plan  # JSON-clean
     assert plan == {
         "protocol": PROTOCOL_VERSION,
+        "fast_c": None,
         "options": {"flush_interval_ms": 20, "buffer_bytes": 8 << 20, "on_full": "block"},
         "probes": [
             {
                 "id": 1,
+                "emit": True,
+                "aggs": [],
+                "agg_tier": None,
                 "point": {"kind": "function", "module": "demo", "symbol": "compute", "exclude": []},
                 "entry": [{"src": "arg", "type": "i32", "index": 0}],
                 "exit": [{"src": "retval", "type": "i32"}, {"src": "duration"}],
@@ -87,6 +91,9 @@ def test_plan_of_the_example() -> None:
             },
             {
                 "id": 2,
+                "emit": True,
+                "aggs": [],
+                "agg_tier": None,
                 "point": {"kind": "function", "module": "demo", "symbol": "greet", "exclude": []},
                 "entry": [{"src": "arg", "type": "cstr", "index": 0, "max": 64}],
                 "exit": [],
@@ -97,6 +104,9 @@ def test_plan_of_the_example() -> None:
             },
             {
                 "id": 3,
+                "emit": True,
+                "aggs": [],
+                "agg_tier": None,
                 "point": {"kind": "offset", "module": "demo", "offset": 0x1234},
                 "entry": [],
                 "exit": None,
@@ -107,6 +117,9 @@ def test_plan_of_the_example() -> None:
             },
             {
                 "id": 4,
+                "emit": True,
+                "aggs": [],
+                "agg_tier": None,
                 "point": {
                     "kind": "function",
                     "module": None,
@@ -136,6 +149,9 @@ def test_plan_of_the_example() -> None:
             },
             {
                 "id": 5,
+                "emit": True,
+                "aggs": [],
+                "agg_tier": None,
                 "point": {"kind": "address", "address": "0x401000"},
                 "entry": None,
                 "exit": [],
@@ -146,6 +162,9 @@ def test_plan_of_the_example() -> None:
             },
             {
                 "id": 6,
+                "emit": True,
+                "aggs": [],
+                "agg_tier": None,
                 "point": {"kind": "function", "module": "libc.so*", "symbol": "malloc", "exclude": []},
                 "entry": [],
                 "exit": None,
@@ -261,6 +280,9 @@ def test_quick_mode() -> None:
     assert table.plan()["probes"] == [
         {
             "id": 1,
+            "emit": True,
+            "aggs": [],
+            "agg_tier": None,
             "point": {
                 "kind": "function",
                 "module": None,
@@ -276,6 +298,9 @@ def test_quick_mode() -> None:
         },
         {
             "id": 2,
+            "emit": True,
+            "aggs": [],
+            "agg_tier": None,
             "point": {
                 "kind": "function",
                 "module": "libc.so*",

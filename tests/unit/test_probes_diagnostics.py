@@ -88,7 +88,6 @@ def test_unknown_and_reserved_keys() -> None:
         """
     ) == [
         "p.yaml:6:9: error: unknown key 'captur' in probe\n  hint: did you mean 'capture'?",
-        "p.yaml:7:9: error: aggregations are not supported yet in version 1",
         "p.yaml:8:9: error: syscall points are not supported yet in version 1",
         "p.yaml:9:9: error: patching is not supported yet in version 1",
     ]
@@ -139,14 +138,14 @@ def test_value_types_and_choices() -> None:
     ) == [
         "p.yaml:6:15: error: invalid probe name 'a/b'\n  hint: no '/', ',' or spaces",
         "p.yaml:7:16: error: 'where' must be a string, not the integer 3",
-        "p.yaml:8:15: error: 'emit: false' is not supported in version 1\n"
-        "  hint: emitting events is the only action in version 1; remove the probe instead",
+        "p.yaml:8:15: error: 'emit: false' without 'aggregate': this probe would do nothing\n"
+        "  hint: add 'aggregate:', or remove 'emit: false'",
         "p.yaml:9:15: error: unknown tier 'nativ'\n  hint: did you mean 'native'?",
         "p.yaml:10:21: error: unknown phase 'exti'\n  hint: did you mean 'exit'?",
         "p.yaml:11:20: error: 'max_sites' must be between 1 and 1000000, not 0",
     ]
     assert probe("function: f\nemit: yes\non: []\n") == [
-        "p.yaml:6:15: error: 'emit' must be true, not the string 'yes'",
+        "p.yaml:6:15: error: 'emit' must be true or false, not the string 'yes'",
         "p.yaml:7:13: error: 'on' is empty\n  hint: use on: entry, on: exit or on: [entry, exit]",
     ]
 

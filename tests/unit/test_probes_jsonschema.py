@@ -58,13 +58,16 @@ GOOD = [
     "{function: f, on: [entry, exit], emit: true, where: 'n > 1', capture: {n: arg0}}",
     "{function: f, capture: {a: 'arg0:char*(32)', b: 'arg1:bytes(arg2, 64)@exit', c: 'retval:ssize_t'}}",
     "{function: f, capture: {a: caller, b: backtrace(8), c: duration, d: 'arg3 : u8 @ entry'}}",
+    "{function: f, capture: {n: arg0}, aggregate: {s: 'sum(n) by caller', q: 'quantize(n)'}}",
+    "{function: f, emit: false, max_keys: 10, aggregate: {c: 'count() by tid'}}",
 ]
 
 BAD = [
     "{name: x}",  # no point
     "{function: f, address: 1}",  # two points
     "{address: 0x10, exclude: x}",  # exclude without function
-    "{function: f, aggregate: {n: count()}}",  # reserved
+    "{function: f, aggregate: {n: 5}}",  # not a spec string
+    "{function: f, aggregate: {n: 'total(x)'}}",  # unknown function
     "{function: f, captur: {}}",  # unknown key
     "{function: f, capture: {a: 'arg0:u63'}}",  # unknown type
     "{function: f, capture: {a: 'retval:cstr'}}",  # retval as a string

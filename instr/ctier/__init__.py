@@ -1,0 +1,1 @@
+"""The fast tier: probe IR -> C for CModule (emitter, runtime, signatures)."""
