@@ -27,6 +27,8 @@ from contextlib import contextmanager
 from operator import attrgetter
 from typing import Any
 
+from instr.aggregate.decode import AggDecoder
+from instr.aggregate.model import AggSnapshot
 from instr.collectors.base import Collector
 from instr.collectors.decode import Block, Decoder
 from instr.events import Ending, Event, ProbeReport, RunContext, RunSummary, Site, Symbol
@@ -130,7 +132,11 @@ class Dispatcher:
             "modules": self._modules,
             "error": self._agent_error,
             "ending": self._ending,
+            "aggs": self._aggs,
         }
+        self.agg_decoder = AggDecoder(ctx.table, ctx)
+        # the latest aggregation snapshot (the final one, after the run)
+        self.last_snapshot: AggSnapshot | None = None
         self._worker = threading.Thread(target=self._run, name="instr-dispatch", daemon=True)
         self._worker.start()
 
@@ -329,6 +335,21 @@ class Dispatcher:
                     f"output {type(c).__name__} failed and gets no further events: {_describe(e)}"
                 )
 
+    def _aggs(self, env: dict[str, Any], data: bytes | None) -> None:
+        snap = self.agg_decoder.decode(env, data)
+        self.last_snapshot = snap
+        for i, c in enumerate(self.collectors):
+            deliver = getattr(c, "on_aggregations", None)
+            if i in self._failed or deliver is None:
+                continue
+            try:
+                deliver(snap)
+            except Exception as e:
+                self._failed.add(i)
+                self._error(
+                    f"output {type(c).__name__} failed and gets no further events: {_describe(e)}"
+                )
+
     def _status(self, env: dict[str, Any], data: bytes | None) -> None:
         st = env.get("probe")
         if not isinstance(st, dict):  # flat form: {probe: id, state, reason, sites}
@@ -405,4 +426,5 @@ class Dispatcher:
             errors=errors,
             ended_ns=time.time_ns(),
             lost_batches=self.lost_batches,
+            aggregations=self.last_snapshot,
         )

@@ -151,3 +151,4 @@ class RunSummary:
     errors: list[str]
     ended_ns: int
     lost_batches: int = 0  # batches the agent numbered but the host never received
+    aggregations: Any = None  # the last AggSnapshot (instr.aggregate), None without aggregations

@@ -28,6 +28,7 @@ import frida
 
 from instr import target as tgt
 from instr.agent import load_bundle
+from instr.aggregate.model import AggSnapshot
 from instr.collectors.base import Collector
 from instr.dispatch import Dispatcher
 from instr.errors import AgentError, NothingArmedError, TargetError
@@ -211,6 +212,20 @@ class Session:
     @property
     def ended(self) -> bool:
         return self._ended.is_set()
+
+    def snapshot(self) -> None:
+        """Ask the agent for the aggregations now; they reach the collectors in order."""
+        if self._script is None or self._ended.is_set():
+            return
+        with contextlib.suppress(
+            frida.InvalidOperationError, frida.TransportError, frida.RPCException
+        ):
+            self._script.exports_sync.snapshot(False)
+
+    @property
+    def aggregations(self) -> AggSnapshot | None:
+        """The latest aggregation snapshot received (the final one after ``close``)."""
+        return self._dispatcher.last_snapshot if self._dispatcher is not None else None
 
     def stop(self) -> None:
         """Flush and disarm; detach. A spawned target is then killed (see ``kill_on_stop``)."""

@@ -68,7 +68,7 @@ function rawBig(b: JsBatch, off: number): bigint {
 }
 
 /** The value a predicate sees for an integer capture of type `t`. */
-function typed(t: IntType, raw: bigint): bigint {
+export function typed(t: IntType, raw: bigint): bigint {
     switch (t) {
         case "i8":
             return BigInt.asIntN(8, raw);
@@ -92,7 +92,7 @@ function typed(t: IntType, raw: bigint): bigint {
 }
 
 /** Read up to `n` bytes, page by page; stops at the first fault or (cstr) NUL. */
-function readChunked(p: NativePointer, n: number, stopAtNul: boolean): { data: Uint8Array; fault: boolean; nul: boolean } {
+export function readChunked(p: NativePointer, n: number, stopAtNul: boolean): { data: Uint8Array; fault: boolean; nul: boolean } {
     const parts: Uint8Array[] = [];
     let total = 0;
     let cur = p;
@@ -213,7 +213,7 @@ type Getter = (s: Src) => NativePointer;
  * accurate backtracer lists the caller twice (once from the stack pointer,
  * once from unwinding the hooked function's entry); drop the duplicate.
  */
-function backtrace(ic: InvocationContext, depth: number): NativePointer[] {
+export function backtrace(ic: InvocationContext, depth: number): NativePointer[] {
     let frames = Thread.backtrace(ic.context, Backtracer.ACCURATE);
     if (frames.length >= 2 && frames[0].equals(frames[1]) && frames[0].equals(ic.returnAddress)) frames.shift();
     // On x86_64 Linux the accurate (unwind-table) walk from an Interceptor

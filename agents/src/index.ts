@@ -10,6 +10,7 @@ rpc.exports = {
     hello: () => session.hello(),
     configure: (plan: Plan) => session.configure(plan),
     flush: () => session.flush(),
+    snapshot: (final: boolean) => session.snapshot(final),
     dispose: (reason?: string) => session.dispose(reason),
     symbolize: (addresses: string[]) => session.symbolize(addresses),
 };

@@ -50,7 +50,10 @@ export class Lifecycle {
     private readonly getpid = new NativeFunction(Module.getGlobalExportByName("getpid"), "int", [], { scheduling: "exclusive" });
     private readonly pid: number;
 
-    constructor(private readonly flusher: Flusher) {
+    constructor(
+        private readonly flusher: Flusher,
+        private readonly beforeEnd: (() => void) | null = null,
+    ) {
         this.pid = this.getpid();
     }
 
@@ -161,6 +164,11 @@ export class Lifecycle {
         this.flushQuietly();
         if (this.ended || this.disposed) return;
         this.ended = true;
+        try {
+            this.beforeEnd?.();
+        } catch (e) {
+            reportError(null, e);
+        }
         let symbol: string | null = null;
         if (pc !== null) {
             try {

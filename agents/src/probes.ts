@@ -3,6 +3,7 @@
 
 import { ProbePlan, ProbeStatus, SiteInfo } from "./protocol.js";
 import { Flusher } from "./buffer.js";
+import { Aggregator } from "./agg.js";
 import { JsProbe } from "./jstier.js";
 import { Layout, Tier, chooseTier, layoutOf, validate } from "./layout.js";
 import { Site, mayMatchModule, resolvePoint } from "./resolver.js";
@@ -29,7 +30,7 @@ class Probe {
         this.status = { id: plan.id, state: "failed", tier: null, sites: 0, reason: null };
     }
 
-    get tier(): Tier | null {
+    get tier(): Tier | "fast" | null {
         return this.status.tier;
     }
 }
@@ -40,7 +41,10 @@ export class ProbeSet {
     private threads: ThreadObserver | null = null;
     private observing = false;
 
-    constructor(private readonly flusher: Flusher) {}
+    constructor(
+        private readonly flusher: Flusher,
+        private readonly aggs: Aggregator | null,
+    ) {}
 
     /** Arm every probe of the plan; never throws for one probe's failure. */
     armAll(plans: ProbePlan[]): ProbeStatus[] {
@@ -65,10 +69,12 @@ export class ProbeSet {
         const plan = probe.plan;
         const invalid = validate(plan);
         if (invalid !== null) return this.fail(probe, invalid);
-        const choice = chooseTier(plan);
+        const choice = plan.emit === false ? { tier: plan.agg_tier } : chooseTier(plan);
         if ("error" in choice) return this.fail(probe, choice.error);
         probe.status.tier = choice.tier;
-        if (choice.tier === "js") {
+        if (plan.emit === false) {
+            // Aggregations only: no events, so no event tier.
+        } else if (choice.tier === "js") {
             probe.js = new JsProbe(plan, probe.layout, this.flusher);
         } else {
             this.flusher.registerNative(plan.id, probe.slot);
@@ -125,6 +131,19 @@ export class ProbeSet {
     }
 
     private attach(probe: Probe, address: NativePointer, site: number): InvocationListener[] {
+        const out = probe.plan.emit === false ? [] : this.attachEvents(probe, address, site);
+        if (probe.plan.aggs.length > 0 && this.aggs !== null) {
+            try {
+                out.push(...this.aggs.attach(probe.plan, address, site));
+            } catch (e) {
+                for (const l of out) l.detach();
+                throw e;
+            }
+        }
+        return out;
+    }
+
+    private attachEvents(probe: Probe, address: NativePointer, site: number): InvocationListener[] {
         const ring = this.flusher.ring;
         if (probe.tier === "native") {
             return [ring.attach(address, probe.layout, ring.descriptor(probe.plan, probe.layout, probe.slot, site))];

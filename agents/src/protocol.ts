@@ -68,8 +68,40 @@ export type Expr =
 
 export type Action = { kind: "emit" };
 
+export type AggFunc = "count" | "sum" | "min" | "max" | "avg" | "stddev" | "quantize" | "lquantize";
+export type KeySrc = "capture" | "tid" | "pid" | "execname" | "probefunc" | "module";
+
+/** Where an aggregation's value or key comes from: a capture of the probe. */
+export interface CapRef {
+    phase: "entry" | "exit";
+    index: number;
+    type: string;
+    csrc: Capture["src"];
+}
+
+export interface AggPlan {
+    id: number;
+    func: AggFunc;
+    phase: "entry" | "exit";
+    arg: CapRef | null;
+    keys: ({ src: KeySrc } & Partial<CapRef>)[];
+    lq: [number, number, number] | null;
+    max_keys: number;
+    nvals: number;
+}
+
+/** The fast tier's generated C functions for one probe. */
+export interface FastFns {
+    enter: string | null;
+    leave: string | null;
+    replace: string | null;
+}
+
 export interface ProbePlan {
     id: number;
+    emit: boolean; // false: the probe only aggregates
+    aggs: AggPlan[];
+    agg_tier: "fast" | "js" | null;
     point: Point;
     entry: Capture[] | null; // null: no entry hook
     exit: Capture[] | null; // null: no exit hook
@@ -89,6 +121,7 @@ export interface Plan {
     protocol: number;
     options: PlanOptions;
     probes: ProbePlan[];
+    fast_c: { source: string; probes: Record<string, FastFns> } | null;
 }
 
 // ---- Messages (agent -> host, via send) ----
@@ -105,7 +138,7 @@ export type ProbeState = "armed" | "pending" | "failed";
 export interface ProbeStatus {
     id: number;
     state: ProbeState;
-    tier: "native" | "js" | null;
+    tier: "native" | "js" | "fast" | null;
     sites: number;
     reason: string | null;
 }
@@ -113,6 +146,18 @@ export interface ProbeStatus {
 export type Message =
     | { v: number; type: "batch"; seq: number; records: number; drops: Record<string, number> }
     | { v: number; type: "status"; probe: ProbeStatus }
+    // Aggregation snapshot; data: each table's rows (keys then values, u64 LE), in `tables` order.
+    | {
+          v: number;
+          type: "aggs";
+          seq: number;
+          ts: string;
+          final: boolean;
+          execname: string;
+          tables: { id: number; rows: number; overflow: number }[];
+          strings: Record<string, string>;
+          stacks: Record<string, string[]>;
+      }
     | { v: number; type: "sites"; probe: number; sites: SiteInfo[] }
     | { v: number; type: "symbols"; map: Record<string, [string | null, string | null, number]> }
     | { v: number; type: "error"; probe: number | null; message: string; stack: string | null }

@@ -3,14 +3,17 @@
 
 import { Hello, PROTOCOL_VERSION, Plan, ProbeStatus } from "./protocol.js";
 import { Flusher } from "./buffer.js";
+import { Aggregator } from "./agg.js";
 import { Lifecycle } from "./lifecycle.js";
 import { ProbeSet } from "./probes.js";
 import { SymbolTriple, symbolize } from "./symbols.js";
+import { reportError } from "./util.js";
 
 export class Session {
     private flusher: Flusher | null = null;
     private probes: ProbeSet | null = null;
     private lifecycle: Lifecycle | null = null;
+    private aggs: Aggregator | null = null;
     private disposed = false;
 
     hello(): Hello {
@@ -32,12 +35,14 @@ export class Session {
         const options = plan.options;
         const flusher = new Flusher(options, plan.probes.length);
         this.flusher = flusher;
-        this.probes = new ProbeSet(flusher);
+        this.aggs = plan.fast_c !== null ? new Aggregator(plan, flusher.symbols) : null;
+        this.probes = new ProbeSet(flusher, this.aggs);
         const statuses = this.probes.armAll(plan.probes);
         // Flush-at-exit is installed for every run, whatever the probes are;
         // after the probes, so that a probe on exit/_exit/abort itself writes
         // its record before the final flush (listeners run in attach order).
-        this.lifecycle = new Lifecycle(flusher);
+        const aggs = this.aggs;
+        this.lifecycle = new Lifecycle(flusher, aggs !== null ? () => aggs.snapshot(true) : null);
         this.lifecycle.install();
         flusher.start(options.flush_interval_ms);
         return { probes: statuses };
@@ -45,6 +50,13 @@ export class Session {
 
     flush(): { seq: number } {
         return { seq: this.flusher !== null ? this.flusher.flushAll() : 0 };
+    }
+
+    /** Send the aggregations (after the events written so far). */
+    snapshot(final: boolean): { seq: number } {
+        const seq = this.flush().seq;
+        if (this.aggs !== null && !this.disposed) this.aggs.snapshot(final);
+        return { seq };
     }
 
     /**
@@ -57,7 +69,9 @@ export class Session {
     dispose(reason?: string): { seq: number } {
         const flusher = this.flusher;
         if ((reason === "exit" || reason === "exec") && flusher !== null && !this.disposed) {
-            return { seq: flusher.flushAll() };
+            const seq = flusher.flushAll();
+            if (reason === "exec") this.finalSnapshot();
+            return { seq };
         }
         if (this.disposed || flusher === null) {
             this.disposed = true;
@@ -68,11 +82,20 @@ export class Session {
         this.probes?.dispose();
         this.lifecycle?.dispose();
         let seq = flusher.flushAll();
+        this.finalSnapshot();
         Interceptor.detachAll();
         Interceptor.flush();
         flusher.ring.stop(); // producers blocked on a full ring return at once
         seq = flusher.flushAll(); // whatever was written while detaching
         return { seq };
+    }
+
+    private finalSnapshot(): void {
+        try {
+            this.aggs?.snapshot(true);
+        } catch (e) {
+            reportError(null, e);
+        }
     }
 
     symbolize(addresses: string[]): Record<string, SymbolTriple> {

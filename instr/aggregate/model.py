@@ -39,8 +39,9 @@ class Bucket:
 
     ``lo is None``: everything below ``hi`` (lquantize's underflow);
     ``hi is None``: everything from ``lo`` up (lquantize's overflow, and
-    quantize's top bucket).  quantize buckets are ..., [-2, -1), [-1, 0),
-    [0, 1), [1, 2), [2, 4), [4, 8), ...
+    quantize's top bucket).  quantize buckets are ..., [-7, -3), [-3, -1),
+    [-1, 0), [0, 1), [1, 2), [2, 4), [4, 8), ...: a negative bucket holds
+    the values whose magnitude is in [2^j, 2^(j+1)).
     """
 
     lo: int | None

@@ -173,9 +173,9 @@ static void
 agg_init_row (AggTable * t, volatile guint64 * v)
 {
   if (t->func == F_MIN)
-    v[1] = t->is_signed ? (guint64) G_MAXINT64 : G_MAXUINT64;
+    v[1] = t->is_signed ? 0x7fffffffffffffffULL : 0xffffffffffffffffULL;
   else if (t->func == F_MAX)
-    v[1] = t->is_signed ? (guint64) G_MININT64 : 0;
+    v[1] = t->is_signed ? 0x8000000000000000ULL : 0;
 }
 
 /* The values of the row for keys k (claimed if new), or NULL when the table
@@ -239,8 +239,18 @@ agg_row (AggTable * t, const guint64 * k)
   return NULL;
 }
 
-/* The single row of an unkeyed table (the agent marks it ready). */
+/* The single row of an unkeyed table (agg_table_ready claims it). */
 #define AGG_ROW0(t) (AGG_ROWS (t) + 1)
+
+void
+agg_table_ready (AggTable * t)
+{
+  volatile guint64 * r = AGG_ROWS (t);
+  if (t->nkeys != 0)
+    return;
+  agg_init_row (t, r + 1);
+  r[0] = AGG_READY;
+}
 
 static int
 agg_less (AggTable * t, guint64 a, guint64 b)

@@ -195,7 +195,7 @@ class Probe:
     def agg_plan(self, agg: Aggregation) -> dict[str, Any]:
         def ref(name: str) -> dict[str, Any]:
             phase, index, cap = self.capture_ref(name)
-            return {"phase": phase, "index": index, "type": cap.type, "src": cap.src}
+            return {"phase": phase, "index": index, "type": cap.type, "csrc": cap.src}
 
         return {
             "id": agg.id,
