@@ -101,7 +101,8 @@ export class Aggregator {
         new NativeFunction(this.cm.agg_setup, "void", [])();
         const ready = new NativeFunction(this.cm.agg_table_ready, "void", ["pointer"]);
         for (const t of this.order) ready(t.mem);
-        this.update = new NativeFunction(this.cm.agg_update, "void", ["pointer", "pointer", "uint64"], { exceptions: "propagate" });
+        // exclusive: the key buffer is shared, and the JS lock must stay held during the call
+        this.update = new NativeFunction(this.cm.agg_update, "void", ["pointer", "pointer", "uint64"], { scheduling: "exclusive" });
         this.compact = new NativeFunction(this.cm.agg_compact, "int", ["pointer", "pointer"]);
         this.now = new NativeFunction(this.cm.agg_now, "uint64", []);
         this.keyBuf = zalloc(8 * MAX_KEYS_WORDS);
