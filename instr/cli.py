@@ -92,6 +92,18 @@ def _target_options(fn: F) -> F:
                 help="When the in-target buffer is full: slow the target, or drop and count.",
             ),
             click.option("-q", "--quiet", is_flag=True, help="No status lines on stderr."),
+            click.option(
+                "--interval",
+                type=click.FloatRange(min=0.1),
+                metavar="SECONDS",
+                help="Report aggregations every SECONDS (a live view on a terminal).",
+            ),
+            click.option(
+                "--top",
+                type=click.IntRange(min=1),
+                metavar="N",
+                help="Aggregations: the N largest rows.",
+            ),
             click.argument("program", nargs=-1, type=click.UNPROCESSED),
         ]
     ):
@@ -139,6 +151,8 @@ def _execute(table: Any, kw: dict[str, Any], source: str, sets: tuple[str, ...])
         sets=sets,
         duration_s=kw.get("duration"),
         quiet=kw["quiet"],
+        interval_s=kw.get("interval"),
+        top=kw.get("top"),
     )
     _summary, code = run(config)
     sys.exit(code)
@@ -199,26 +213,45 @@ def run(probes_file: str, set_names: tuple[str, ...], **kw: Any) -> None:
     metavar="GLOB",
     help="Leave out functions matching MODULE!SYMBOL. Repeatable.",
 )
+@click.option(
+    "--agg",
+    "aggs",
+    multiple=True,
+    metavar="NAME=SPEC",
+    help="Aggregate instead of tracing: NAME='FUNC(VALUE) [by KEY,...]'. Repeatable.",
+)
 @_target_options
 @_debug_option
 @_guard
-def trace(includes: tuple[str, ...], excludes: tuple[str, ...], **kw: Any) -> None:
-    """Trace entry and exit of functions matching -i globs, without a probe set."""
-    from instr.probes import compile_quick
+def trace(
+    includes: tuple[str, ...], excludes: tuple[str, ...], aggs: tuple[str, ...], **kw: Any
+) -> None:
+    """Trace entry and exit of functions matching -i globs, without a probe set.
 
-    table = compile_quick(list(includes), list(excludes), _options(kw))
+    With --agg, aggregate in the target instead of emitting events, e.g.
+    --agg 'bytes=sum(arg0:size_t) by execname'."""
+    from instr.probes import compile_quick, compile_quick_aggs
+
+    if aggs:
+        table = compile_quick_aggs(list(includes), list(excludes), aggs, _options(kw))
+    else:
+        table = compile_quick(list(includes), list(excludes), _options(kw))
     _execute(table, kw, "cli", ())
 
 
 @main.command()
 @click.argument("file")
+@click.option("--explain", is_flag=True, help="Show each probe's tier and why.")
 @_debug_option
 @_guard
-def check(file: str) -> None:
+def check(file: str, explain: bool) -> None:
     """Validate a probe-set FILE; report every problem as file:line:col."""
-    from instr.probes import check_file
+    from instr.probes import check_file, explain_file
 
     click.echo(check_file(file))
+    if explain:
+        for line in explain_file(file):
+            click.echo(line)
 
 
 @main.command()

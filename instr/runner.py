@@ -8,7 +8,7 @@ from __future__ import annotations
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import TextIO
@@ -40,6 +40,8 @@ class RunConfig:
     sets: tuple[str, ...] = ()
     duration_s: float | None = None  # stop after this long
     quiet: bool = False
+    interval_s: float | None = None  # aggregation snapshots this often (and at the end)
+    top: int | None = None  # reports: the N largest rows of each aggregation
 
 
 def exit_status(summary: RunSummary, spawned: bool) -> int:
@@ -54,8 +56,13 @@ def exit_status(summary: RunSummary, spawned: bool) -> int:
     return 0
 
 
-def _collectors(outputs: Sequence[str]) -> list[Collector]:
-    return [open_output(o) for o in (outputs or ("-",))]
+def _collectors(config: RunConfig) -> list[Collector]:
+    out = [open_output(o) for o in (config.outputs or ("-",))]
+    for c in out:
+        configure = getattr(c, "configure_reports", None)
+        if configure is not None:
+            configure(top=config.top, live=config.interval_s is not None)
+    return out
 
 
 def run(config: RunConfig, status: TextIO | None = None) -> tuple[RunSummary, int]:
@@ -70,7 +77,7 @@ def run(config: RunConfig, status: TextIO | None = None) -> tuple[RunSummary, in
         config.table,
         config.target,
         device=config.device,
-        collectors=_collectors(config.outputs),
+        collectors=_collectors(config),
         source=config.source,
         sets=config.sets,
         stream=False,
@@ -93,7 +100,7 @@ def run(config: RunConfig, status: TextIO | None = None) -> tuple[RunSummary, in
         )
         try:
             session.resume()
-            _wait(session, config.duration_s)
+            _wait(session, config.duration_s, config.interval_s)
         except KeyboardInterrupt:
             say("stopping")
         summary = session.close()
@@ -115,11 +122,20 @@ def run(config: RunConfig, status: TextIO | None = None) -> tuple[RunSummary, in
     return summary, exit_status(summary, config.target.spawns)
 
 
-def _wait(session: Session, duration_s: float | None) -> None:
-    deadline = None if duration_s is None else time.monotonic() + duration_s
-    while not session.wait(0.25):
-        if deadline is not None and time.monotonic() >= deadline:
+def _wait(session: Session, duration_s: float | None, interval_s: float | None = None) -> None:
+    now = time.monotonic()
+    deadline = None if duration_s is None else now + duration_s
+    snap_at = None if interval_s is None else now + interval_s
+    while True:
+        waits = [t - time.monotonic() for t in (deadline, snap_at) if t is not None]
+        if session.wait(max(0.0, min([0.25, *waits]))):
             return
+        now = time.monotonic()
+        if deadline is not None and now >= deadline:
+            return
+        if snap_at is not None and interval_s is not None and now >= snap_at:
+            session.snapshot()
+            snap_at = now + interval_s
 
 
 def _stop_on_sigterm() -> Callable[[], None]:

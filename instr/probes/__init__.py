@@ -9,14 +9,17 @@ from instr.probes.compiler import (
     load_file,
     load_text,
 )
-from instr.probes.quick import compile_quick
+from instr.probes.explain import explain_file
+from instr.probes.quick import compile_quick, compile_quick_aggs
 
 __all__ = [
     "ProbeSetFile",
     "SetInfo",
     "check_file",
     "compile_quick",
+    "compile_quick_aggs",
     "compile_sets",
+    "explain_file",
     "load_file",
     "load_text",
 ]

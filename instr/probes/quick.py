@@ -11,13 +11,25 @@ its symbol part.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from typing import Any
 
-from instr.errors import UsageError
+import yaml
+
+from instr.errors import ProbeSetError, UsageError
+from instr.probes.aggspec import AggSpecError, parse_agg
 from instr.probes.captures import ParsedCapture, SpecError, check_name, parse_capture
 from instr.probes.diag import did_you_mean
 from instr.probes.ir import FunctionPoint, PlanOptions, Probe, ProbeTable
 from instr.probes.schema import parse_function
+
+
+def load_text(text: str, file: str) -> Any:
+    from instr.probes.compiler import load_text as load  # compiler imports this module
+
+    return load(text, file)
+
 
 QUICK_SET = "cli"
 
@@ -92,4 +104,56 @@ def compile_quick(
                 exit=tuple(exit_),
             )
         )
+    return table
+
+
+def compile_quick_aggs(
+    includes: list[str],
+    excludes: list[str],
+    aggs: Sequence[str],
+    options: PlanOptions | None = None,
+) -> ProbeTable:
+    """``instr trace -i GLOB --agg NAME=SPEC``: every include aggregates, emits nothing.
+
+    The flags become a one-set probe file that the regular compiler checks,
+    so quick aggregations mean exactly what they mean in a probe set.
+    """
+    incs = list(dict.fromkeys(i.strip() for i in includes if i.strip()))
+    if not incs:
+        raise UsageError("nothing to trace", "give at least one -i MODULE!SYMBOL or -i SYMBOL")
+    parsed: dict[str, str] = {}
+    for a in aggs:
+        name, eq, spec = a.partition("=")
+        name = name.strip()
+        if not eq or not name or not spec.strip():
+            raise UsageError(
+                f"bad --agg '{a}'", "write NAME=SPEC, e.g. bytes='sum(arg0) by caller'"
+            )
+        try:
+            parse_agg(spec)
+        except AggSpecError as e:
+            raise UsageError(f"bad --agg '{a}': {e.message}", e.hint) from e
+        if name in parsed:
+            raise UsageError(f"--agg '{name}' is given twice")
+        parsed[name] = spec.strip()
+    excl = [x.strip() for x in dict.fromkeys(excludes) if x.strip()]
+    probes = []
+    for n, inc in enumerate(incs):
+        suffix = "" if len(incs) == 1 else f".{n + 1}"
+        probe: dict[str, object] = {
+            "name": inc.replace("/", "_").replace(",", "_").replace(" ", "_"),
+            "function": inc,
+            "aggregate": {f"{k}{suffix}": v for k, v in parsed.items()},
+        }
+        if excl:
+            probe["exclude"] = excl
+        probes.append(probe)
+    text = yaml.safe_dump({"version": 1, "sets": {QUICK_SET: {"probes": probes}}}, sort_keys=False)
+    try:
+        psf = load_text(text, "--agg")
+    except ProbeSetError as e:
+        # the locations point into the generated file: keep only the messages
+        text = re.sub(r"(?m)^--agg:\d+:\d+: error: ", "", str(e))
+        raise UsageError(f"bad --agg: {text}") from e
+    table: ProbeTable = psf.compile([QUICK_SET], options)
     return table

@@ -1,0 +1,72 @@
+"""``instr check --explain``: which tier each probe gets, and why.
+
+Events: the native tier (a CModule listener writing binary records) unless
+something needs JavaScript. Aggregations: the fast tier (generated C) unless
+something C cannot express; the fast tier replaces the function outright
+(``Interceptor.replaceFast``) when its signature is known to be integer-only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from instr.ctier.signatures import INT_SIGNATURES, MAX_REPLACE_ARGS, replace_ok
+from instr.probes.ir import FunctionPoint, Probe
+
+
+def event_tier(probe: Probe) -> tuple[str, str]:
+    """(tier, why) for the probe's events, as the agent will choose."""
+    if not probe.emit:
+        return "none", "emit: false"
+    if probe.tier == "js":
+        return "js", "'tier: js' was asked"
+    caps = [*probe.captures("entry"), *probe.captures("exit")]
+    why = ["a 'where' predicate"] if probe.where is not None else []
+    why += [f"the {c.type} capture '{c.name}'" for c in caps if c.type in ("cstr", "bytes")]
+    why += [f"the backtrace capture '{c.name}'" for c in caps if c.src == "backtrace"]
+    if why:
+        return "js", "JavaScript reads " + ", ".join(why)
+    return "native", "scalar captures only: a CModule listener writes binary records"
+
+
+def _hook(probe: Probe) -> str:
+    if replace_ok(probe):
+        assert isinstance(probe.point, FunctionPoint)
+        n = INT_SIGNATURES[probe.point.symbol]
+        return (
+            f"Interceptor.replaceFast on the first site ({probe.point.symbol} takes {n} integer "
+            "argument(s)), native Interceptor.attach on others or when another probe hooks it"
+        )
+    point = probe.point
+    if isinstance(point, FunctionPoint) and point.symbol in INT_SIGNATURES:
+        if INT_SIGNATURES[point.symbol] > MAX_REPLACE_ARGS:
+            return "native Interceptor.attach (more integer arguments than every ABI passes in registers)"
+        return "native Interceptor.attach (a captured argument is beyond the signature)"
+    return "native Interceptor.attach (signature not known to be integer-only, so no replaceFast)"
+
+
+def explain_probe(probe: Probe) -> list[str]:
+    lines = [f"{probe.name}  ({probe.point})"]
+    tier, why = event_tier(probe)
+    lines.append(f"  events: {tier}: {why}")
+    if probe.aggregations:
+        if probe.agg_tier == "fast":
+            lines.append(f"  aggregations: fast (compiled C): {_hook(probe)}")
+        else:
+            lines.append(f"  aggregations: js: {probe.agg_tier_why}")
+        for a in probe.aggregations:
+            lines.append(
+                f"    {a.name} = {a.source}  [updated at {a.phase}, max {a.max_keys} keys]"
+            )
+    return lines
+
+
+def explain_file(path: str | Path) -> list[str]:
+    from instr.probes.compiler import load_file
+
+    psf = load_file(path)
+    out: list[str] = []
+    for info in psf.sets.values():
+        for probe in info.probes:
+            out += explain_probe(probe)
+    return out
