@@ -163,7 +163,7 @@ class AggDecoder:
             buckets = tuple(
                 Bucket(b.lo, b.hi, v[1 + i]) for i in range(nb) if v[1 + i] for b in [make(i)]
             )
-            return AggRow(keys, count, buckets=buckets)
+            return AggRow(keys, sum(b.count for b in buckets), buckets=buckets)
         return AggRow(keys, count)
 
 

@@ -291,7 +291,9 @@ def _update(cx: _Ctx, agg: Aggregation) -> list[Stmt]:
     table = addr(Var(f"agg_t{agg.id}"))
     v = Var(f"v{agg.id}")
     out: list[Stmt] = []
-    if agg.keys:
+    if len(agg.keys) == 1:
+        out.append(Decl("volatile guint64 *", v.name, Call("agg_row1", (table, _key(cx, agg, 0)))))
+    elif agg.keys:
         kname = f"k{agg.id}"
         out.append(Decl("guint64", kname, count=len(agg.keys)))
         out += [Assign(Index(Var(kname), Int(i)), _key(cx, agg, i)) for i in range(len(agg.keys))]
@@ -309,6 +311,9 @@ def _update(cx: _Ctx, agg: Aggregation) -> list[Stmt]:
     elif agg.func in ("sum", "avg"):
         body.append(Do(Call("AGG_ADD", (addr(Index(v, Int(0))), Int(1)))))
         body.append(Do(Call("AGG_ADD", (addr(Index(v, Int(1))), x))))
+    elif agg.func == "quantize":
+        bucket = Bin("+", Int(1), Call("agg_qbucket", (table, x)))
+        body.append(Do(Call("AGG_ADD", (addr(Index(v, bucket)), Int(1)))))
     else:
         body.append(Do(Call("agg_apply", (table, v, x))))
     if agg.keys:

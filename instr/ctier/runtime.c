@@ -239,6 +239,18 @@ agg_row (AggTable * t, const guint64 * k)
   return NULL;
 }
 
+/* One key: the first probe inline, the general path otherwise. */
+volatile guint64 *
+agg_row1 (AggTable * t, guint64 k0)
+{
+  guint64 h = ((0x9E3779B97F4A7C15ULL ^ k0) * 0xBF58476D1CE4E5B9ULL);
+  guint32 i = (guint32) ((h ^ (h >> 31)) >> 32) & (t->cap - 1);
+  volatile guint64 * r = AGG_ROWS (t) + (gsize) i * (2 + t->nvals);
+  if (r[0] == AGG_READY && r[1] == k0)
+    return r + 2;
+  return agg_row (t, &k0);
+}
+
 /* The single row of an unkeyed table (agg_table_ready claims it). */
 #define AGG_ROW0(t) (AGG_ROWS (t) + 1)
 
@@ -313,6 +325,17 @@ agg_log2 (guint64 u)
 
 /* quantize: 129 buckets. 64 holds 0; 65 + j holds [2^j, 2^(j+1));
  * 63 - j holds the negative values with |v| in [2^j, 2^(j+1)). */
+#if defined(__x86_64__)
+static guint32
+agg_log2_fast (guint64 u)
+{
+  guint64 r;
+  __asm__ ("bsrq %1, %0" : "=r" (r) : "r" (u));
+  return (guint32) r;
+}
+#define agg_log2 agg_log2_fast
+#endif
+
 guint32
 agg_qbucket (AggTable * t, guint64 x)
 {
@@ -342,7 +365,9 @@ agg_lqbucket (AggTable * t, guint64 x)
 void
 agg_apply (AggTable * t, volatile guint64 * v, guint64 x)
 {
-  AGG_ADD (&v[0], 1);
+  /* histograms keep no count word: it is the sum of the buckets */
+  if (t->func != F_QUANTIZE && t->func != F_LQUANTIZE)
+    AGG_ADD (&v[0], 1);
   switch (t->func)
   {
     case F_SUM:
