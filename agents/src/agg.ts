@@ -79,8 +79,8 @@ export class Aggregator {
         const state = zalloc(64);
         const symbolsMap: CSymbols = {
             agg_state: state,
-            clock_gettime: Module.getGlobalExportByName("clock_gettime"),
-            gettid: Module.getGlobalExportByName("gettid"),
+            agg_clock_gettime: Module.getGlobalExportByName("clock_gettime"),
+            agg_gettid: Module.getGlobalExportByName("gettid"),
         };
         state.add(Process.pointerSize).writeU32(Process.id);
         for (const p of plan.probes) {

@@ -92,7 +92,10 @@ class Unary(Expr):
     prec = _UNARY_PREC
 
     def render(self) -> str:
-        return f"{self.op}{self.arg.wrap(_UNARY_PREC)}"
+        inner = self.arg.wrap(_UNARY_PREC)
+        if inner[:1] in ("-", "+", "&") and inner[:1] == self.op[-1:]:
+            inner = f"({inner})"  # "- -x" must not become the operator "--"
+        return f"{self.op}{inner}"
 
 
 @dataclass(frozen=True)

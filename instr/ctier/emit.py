@@ -254,6 +254,22 @@ def _needs(probe: Probe) -> tuple[set[tuple[Phase, int]], set[int], bool]:
     return used, saved, t0
 
 
+def _exit_refs(probe: Probe) -> set[tuple[Phase, int]]:
+    """Captures the exit hook reads: those of exit-phase aggregations and predicate."""
+    refs: set[tuple[Phase, int]] = set()
+    for a in probe.aggregations:
+        if _agg_phase(probe, a) != "exit":
+            continue
+        names = [a.arg] if a.arg is not None else []
+        names += [k.capture for k in a.keys if k.capture is not None]
+        for name in names:
+            phase, i, _ = probe.capture_ref(name)
+            refs.add((phase, i))
+    if probe.where is not None and probe.where.phase == "exit":
+        _collect_caps(probe.where.expr, refs)
+    return refs
+
+
 def _collect_caps(e: Any, out: set[tuple[Phase, int]]) -> None:
     if isinstance(e, dict):
         if e.get("op") == "cap":
@@ -327,8 +343,11 @@ def _phase_code(cx: _Ctx, used: set[tuple[Phase, int]], skip: list[Stmt]) -> lis
     """Declare this phase's values, test the predicate, update its aggregations."""
     probe = cx.probe
     out: list[Stmt] = []
+    at_exit = _exit_refs(probe) if cx.phase == "exit" else set()
     for ph, i in sorted(used):
         if ph != cx.phase and not (ph == "entry" and cx.phase == "exit"):
+            continue
+        if cx.phase == "exit" and (ph, i) not in at_exit:
             continue
         name = _var_name(ph, i)
         if name in cx.declared:
@@ -379,7 +398,9 @@ def _inv_struct(probe: Probe, used: set[tuple[Phase, int]], saved: set[int], t0:
     if t0:
         fields.append(("guint64", "t0"))
     fields += [("guint64", f"a{i}") for i in sorted(saved)]
-    fields += [("gint64", _var_name("entry", i)) for ph, i in sorted(used) if ph == "entry"]
+    fields += [
+        ("gint64", _var_name("entry", i)) for ph, i in sorted(_exit_refs(probe)) if ph == "entry"
+    ]
     return Struct(f"AggInv{probe.id}", tuple(fields))
 
 
@@ -390,7 +411,7 @@ def _saves(cx: _Ctx, used: set[tuple[Phase, int]], saved: set[int], t0: bool) ->
     out += [Assign(cx.saved(f"a{i}"), cx.raw_arg(i)) for i in sorted(saved)]
     out += [
         Assign(cx.saved(_var_name("entry", i)), Var(_var_name("entry", i)))
-        for ph, i in sorted(used)
+        for ph, i in sorted(_exit_refs(cx.probe))
         if ph == "entry"
     ]
     return out

@@ -44,8 +44,9 @@ typedef struct
 } AggTimeSpec;
 
 extern AggState agg_state;
-extern int clock_gettime (int clk, AggTimeSpec * ts);
-extern int gettid (void);
+/* libc's clock_gettime and gettid, bound under these names by the agent */
+extern int agg_clock_gettime (int clk, AggTimeSpec * ts);
+extern int agg_gettid (void);
 
 /* Replacements (Interceptor.replaceFast) take and pass on the integer
  * argument registers of the platform's C ABI. */
@@ -133,7 +134,7 @@ guint64
 agg_now (void)
 {
   AggTimeSpec t;
-  clock_gettime (1, &t);
+  agg_clock_gettime (1, &t);
   return (guint64) t.sec * 1000000000ULL + (guint64) t.nsec;
 }
 
@@ -144,7 +145,7 @@ agg_tid (void)
   gpointer v = gum_tls_key_get_value (agg_state.tid_key);
   if (v == NULL)
   {
-    v = GSIZE_TO_POINTER ((gsize) gettid ());
+    v = GSIZE_TO_POINTER ((gsize) agg_gettid ());
     gum_tls_key_set_value (agg_state.tid_key, v);
   }
   return (guint64) GPOINTER_TO_SIZE (v);

@@ -125,9 +125,7 @@ def test_every_function_exact(targets, probe_file, tier):
 
 def comparable(snap: AggSnapshot) -> dict[str, list[tuple[object, ...]]]:
     return {
-        t.name: sorted(
-            (r.keys, r.count, r.total, r.min, r.max, r.sumsq, r.buckets) for r in t.rows
-        )
+        t.name: sorted((r.keys, r.count, r.total, r.min, r.max, r.sumsq, r.buckets) for r in t.rows)
         for t in snap.tables
     }
 
