@@ -5,8 +5,8 @@
 // tiers share one arithmetic, one layout and one snapshot path: agg_compact
 // copies the ready rows out and the host decodes them (instr/aggregate).
 
-import { AggPlan, CapRef, FastFns, IntType, Plan, ProbePlan } from "./protocol.js";
-import { backtrace, readChunked, typed } from "./capture.js";
+import { AggPlan, CapRef, FastFns, Plan, ProbePlan } from "./protocol.js";
+import { backtrace, readChunked } from "./capture.js";
 import { Compiled, Env, Value, compile, truthy } from "./predicate.js";
 import { Symbolizer } from "./symbols.js";
 import { decodeUtf8, post, reportError } from "./util.js";
@@ -14,7 +14,7 @@ import { decodeUtf8, post, reportError } from "./util.js";
 const HEADER = 64;
 const FUNC_CODES: Record<string, number> = { count: 0, sum: 1, min: 2, max: 3, avg: 4, stddev: 5, quantize: 6, lquantize: 7 };
 const SIGNED = new Set(["i8", "i16", "i32", "i64"]);
-const MAX_KEYS_WORDS = 8;
+const STAGE_WORDS = 64 * 1024;
 const CSTR_KEY_MAX = 256;
 const BACKTRACE_KEY_DEPTH = 16;
 
@@ -56,11 +56,16 @@ export class Aggregator {
     private readonly order: Table[] = [];
     private readonly fns: Record<string, FastFns>;
     private readonly origs = new Map<number, NativePointer>();
-    private readonly update: NativeFunction<void, [NativePointer, NativePointer, UInt64 | number]>;
+    private readonly applyFn: NativeFunction<void, [NativePointer, NativePointer, number]>;
+    private readonly stageMem: NativePointer;
+    private readonly stage: Uint32Array;
+    private stagePos = 0;
+    /** agg id -> table, for agg_apply_staged. */
+    private readonly tableIndex: NativePointer;
     private readonly compact: NativeFunction<number, [NativePointer, NativePointer]>;
     readonly now: NativeFunction<UInt64, []>;
-    private readonly keyBuf: NativePointer;
     private readonly strings = new Map<string, number>();
+    private readonly texts: string[] = [];
     private newStrings: Record<string, string> = {};
     private newStacks: Record<string, string[]> = {};
     private readonly keep: NativePointer[] = [];
@@ -101,11 +106,15 @@ export class Aggregator {
         new NativeFunction(this.cm.agg_setup, "void", [])();
         const ready = new NativeFunction(this.cm.agg_table_ready, "void", ["pointer"]);
         for (const t of this.order) ready(t.mem);
-        // exclusive: the key buffer is shared, and the JS lock must stay held during the call
-        this.update = new NativeFunction(this.cm.agg_update, "void", ["pointer", "pointer", "uint64"], { scheduling: "exclusive" });
+        // exclusive: the JS lock stays held, so no JS callback touches the stage meanwhile
+        this.applyFn = new NativeFunction(this.cm.agg_apply_staged, "void", ["pointer", "pointer", "uint32"], { scheduling: "exclusive" });
+        this.stageMem = zalloc(4 * STAGE_WORDS);
+        this.stage = new Uint32Array(ArrayBuffer.wrap(this.stageMem, 4 * STAGE_WORDS));
+        const maxId = Math.max(0, ...this.order.map((t) => t.plan.id));
+        this.tableIndex = zalloc(8 * (maxId + 1));
+        for (const t of this.order) this.tableIndex.add(8 * t.plan.id).writePointer(t.mem);
         this.compact = new NativeFunction(this.cm.agg_compact, "int", ["pointer", "pointer"]);
         this.now = new NativeFunction(this.cm.agg_now, "uint64", []);
-        this.keyBuf = zalloc(8 * MAX_KEYS_WORDS);
         const seen = new Map<string, number>();
         for (const p of plan.probes) {
             const k = JSON.stringify(p.point);
@@ -161,25 +170,50 @@ export class Aggregator {
         return [Interceptor.attach(address, cb as NativeInvocationListenerCallbacks, data)];
     }
 
-    /** The JS tier's update: keys as 64-bit words. */
-    apply(id: number, keys: bigint[], x: bigint): void {
-        const t = this.tables.get(id);
-        if (t === undefined) return;
-        for (let i = 0; i < keys.length; i++) this.keyBuf.add(8 * i).writeU64(uint64(BigInt.asUintN(64, keys[i]).toString()));
-        this.update(t.mem, this.keyBuf, uint64(BigInt.asUintN(64, x).toString()));
+    nowBig(): bigint {
+        return BigInt(this.now().toString());
     }
 
-    intern(s: string): bigint {
+    /**
+     * The JS tier's update, staged: [id, nkeys, key words (lo, hi)..., value lo, hi].
+     * C applies the stage in one call when it fills up and before each snapshot.
+     */
+    push(id: number, keys: number[], lo: number, hi: number): void {
+        const st = this.stage;
+        if (this.stagePos + keys.length + 4 > st.length) this.applyStage();
+        let i = this.stagePos;
+        st[i++] = id;
+        st[i++] = keys.length >> 1;
+        for (let j = 0; j < keys.length; j++) st[i++] = keys[j];
+        st[i++] = lo;
+        st[i++] = hi;
+        this.stagePos = i;
+    }
+
+    private applyStage(): void {
+        if (this.stagePos === 0) return;
+        this.applyFn(this.tableIndex, this.stageMem, this.stagePos);
+        this.stagePos = 0;
+    }
+
+    intern(s: string): number {
         let id = this.strings.get(s);
         if (id === undefined) {
             id = this.strings.size + 1;
             this.strings.set(s, id);
+            this.texts[id] = s;
             this.newStrings[String(id)] = s;
         }
-        return BigInt(id);
+        return id;
     }
 
-    internStack(frames: NativePointer[]): bigint {
+    /** The text of an interned id (predicates compare strings). */
+    text(id: number): string | null {
+        const s = this.texts[id];
+        return s === undefined || s === "\u0000null" ? null : s;
+    }
+
+    internStack(frames: NativePointer[]): number {
         const addrs = frames.map((f) => f.toString());
         const key = "\u0000stack:" + addrs.join(",");
         let id = this.strings.get(key);
@@ -189,13 +223,14 @@ export class Aggregator {
             this.newStacks[String(id)] = addrs;
             for (const a of addrs) this.symbols.note(a);
         }
-        return BigInt(id);
+        return id;
     }
 
     /** Send every table's rows; `final` only once. */
     snapshot(final: boolean): void {
         if (this.finalSent) return;
         if (final) this.finalSent = true;
+        this.applyStage();
         const parts: ArrayBuffer[] = [];
         const tables: { id: number; rows: number; overflow: number }[] = [];
         let total = 0;
@@ -249,16 +284,66 @@ function execName(): string {
 /** Per-call state kept on the InvocationContext between onEnter and onLeave. */
 interface AggCall {
     _aggSkip?: boolean;
-    _aggEntry?: Value[];
+    _aggEntry?: number[];
+    _aggVals?: Value[];
     _aggArgs?: NativePointer[];
     _aggT0?: bigint;
 }
 
-function bigOf(p: NativePointer): bigint {
-    return BigInt(p.toString());
+type Cap = ProbePlan["entry"] extends (infer C)[] | null ? C : never;
+
+const MASK32 = 0xffffffff;
+
+/** Low and high 32 bits of a 64-bit value, as C will see it for type `t`. */
+function wordsOf(p: NativePointer, t: string, out: number[]): void {
+    switch (t) {
+        case "i8": {
+            const v = (p.toUInt32() << 24) >> 24;
+            out.push(v >>> 0, v < 0 ? MASK32 : 0);
+            return;
+        }
+        case "i16": {
+            const v = (p.toUInt32() << 16) >> 16;
+            out.push(v >>> 0, v < 0 ? MASK32 : 0);
+            return;
+        }
+        case "i32": {
+            const v = p.toInt32();
+            out.push(v >>> 0, v < 0 ? MASK32 : 0);
+            return;
+        }
+        case "u8":
+            out.push(p.toUInt32() & 0xff, 0);
+            return;
+        case "u16":
+            out.push(p.toUInt32() & 0xffff, 0);
+            return;
+        case "u32":
+            out.push(p.toUInt32(), 0);
+            return;
+        case "bool":
+            out.push((p.toUInt32() & 0xff) !== 0 ? 1 : 0, 0);
+            return;
+        default:
+            out.push(p.toUInt32(), p.shr(32).toUInt32());
+    }
 }
 
-/** The JS tier for one probe's aggregations. */
+function bigOfWords(lo: number, hi: number): bigint {
+    return (BigInt(hi) << 32n) | BigInt(lo);
+}
+
+/** The value a predicate sees, from the two words of a capture of type `t`. */
+function valueOfWords(lo: number, hi: number, t: string): bigint {
+    const u = bigOfWords(lo, hi);
+    return t === "i8" || t === "i16" || t === "i32" || t === "i64" || t === "duration" ? BigInt.asIntN(64, u) : u;
+}
+
+/**
+ * The JS tier for one probe's aggregations: captures are reduced to pairs of
+ * 32-bit words (strings and backtraces to interned ids) and staged; C applies
+ * the staged updates in batches with the fast tier's arithmetic.
+ */
 class JsAgg {
     private readonly pred: Compiled | null;
     private readonly wherePhase: "entry" | "exit" | null;
@@ -299,15 +384,21 @@ class JsAgg {
 
     private enter(ic: InvocationContext & AggCall, args: InvocationArguments, site: number): void {
         try {
-            const vals = (this.p.entry ?? []).map((c) => this.entryValue(c, ic, args));
-            if (this.needT0) ic._aggT0 = BigInt(this.agg.now().toString());
+            const words: number[] = [];
+            for (const c of this.p.entry ?? []) this.entryWords(c, ic, args, words);
+            if (this.needT0) ic._aggT0 = this.agg.nowBig();
             if (this.exitArgs.length > 0) ic._aggArgs = this.exitArgs.map((i) => args[i]);
-            if (this.wherePhase === "entry" && !this.test(vals, [], ic)) {
-                ic._aggSkip = true;
-                return;
+            let vals: Value[] = [];
+            if (this.pred !== null) {
+                vals = this.values(this.p.entry ?? [], words);
+                if (this.wherePhase === "entry" && !this.test(vals, [], ic)) {
+                    ic._aggSkip = true;
+                    return;
+                }
             }
-            ic._aggEntry = vals;
-            for (const a of this.entryAggs) this.update(a, vals, [], ic, site);
+            ic._aggEntry = words;
+            ic._aggVals = vals;
+            for (const a of this.entryAggs) this.stage(a, words, [], ic, site);
         } catch (e) {
             ic._aggSkip = true;
             reportError(this.p.id, e);
@@ -318,9 +409,13 @@ class JsAgg {
         if (ic._aggSkip === true) return;
         try {
             const entry = ic._aggEntry ?? [];
-            const exit = (this.p.exit ?? []).map((c) => this.exitValue(c, ic, retval));
-            if (this.wherePhase === "exit" && !this.test(entry, exit, ic)) return;
-            for (const a of this.exitAggs) this.update(a, entry, exit, ic, site);
+            const words: number[] = [];
+            for (const c of this.p.exit ?? []) this.exitWords(c, ic, retval, words);
+            if (this.wherePhase === "exit") {
+                const exitVals = this.values(this.p.exit ?? [], words);
+                if (!this.test(ic._aggVals ?? [], exitVals, ic)) return;
+            }
+            for (const a of this.exitAggs) this.stage(a, entry, words, ic, site);
         } catch (e) {
             reportError(this.p.id, e);
         }
@@ -331,92 +426,104 @@ class JsAgg {
         return truthy((this.pred as Compiled)(env));
     }
 
-    private entryValue(c: ProbePlan["entry"] extends (infer C)[] | null ? C : never, ic: InvocationContext, args: InvocationArguments): Value {
+    /** Predicate values: ints as bigint, strings and stacks by their interned text. */
+    private values(caps: Cap[], words: number[]): Value[] {
+        return caps.map((c, i) => {
+            const lo = words[2 * i];
+            const hi = words[2 * i + 1];
+            if (c.src === "arg" && (c.type === "cstr" || c.type === "bytes")) return this.agg.text(lo);
+            if (c.src === "backtrace") return null;
+            const t = c.src === "arg" || c.src === "retval" ? c.type : c.src === "duration" ? "duration" : "u64";
+            return valueOfWords(lo, hi, t);
+        });
+    }
+
+    private entryWords(c: Cap, ic: InvocationContext, args: InvocationArguments, out: number[]): void {
         switch (c.src) {
             case "arg":
-                if (c.type === "cstr") return readCstr(args[c.index]);
-                if (c.type === "bytes") return null; // not a key: the compiler refuses it
-                return typed(c.type as IntType, bigOf(args[c.index]));
+                return this.argWords(c, args[c.index], out);
             case "caller":
-                return bigOf(ic.returnAddress);
+                return wordsOf(ic.returnAddress, "u64", out);
             case "backtrace":
-                return backtrace(ic, c.depth > 0 ? c.depth : BACKTRACE_KEY_DEPTH).map(bigOf);
+                out.push(this.agg.internStack(backtrace(ic, c.depth > 0 ? c.depth : BACKTRACE_KEY_DEPTH)), 0);
+                return;
             default:
-                return null;
+                out.push(0, 0);
         }
     }
 
-    private exitValue(c: ProbePlan["entry"] extends (infer C)[] | null ? C : never, ic: InvocationContext & AggCall, retval: InvocationReturnValue): Value {
+    private exitWords(c: Cap, ic: InvocationContext & AggCall, retval: InvocationReturnValue, out: number[]): void {
         switch (c.src) {
             case "retval":
-                return typed(c.type, bigOf(retval));
-            case "duration":
-                return ic._aggT0 === undefined ? 0n : BigInt(this.agg.now().toString()) - ic._aggT0;
+                return wordsOf(retval, c.type, out);
+            case "duration": {
+                const d = ic._aggT0 === undefined ? 0n : BigInt.asUintN(64, this.agg.nowBig() - ic._aggT0);
+                out.push(Number(d & 0xffffffffn), Number(d >> 32n));
+                return;
+            }
             case "caller":
-                return bigOf(ic.returnAddress);
+                return wordsOf(ic.returnAddress, "u64", out);
             case "arg": {
-                const saved = ic._aggArgs ?? [];
-                const p = saved[this.exitArgs.indexOf(c.index)];
-                if (p === undefined) return null;
-                if (c.type === "cstr") return readCstr(p);
-                if (c.type === "bytes") return null;
-                return typed(c.type as IntType, bigOf(p));
+                const p = (ic._aggArgs ?? [])[this.exitArgs.indexOf(c.index)];
+                if (p === undefined) {
+                    out.push(0, 0);
+                    return;
+                }
+                return this.argWords(c, p, out);
             }
             case "backtrace":
-                return backtrace(ic, c.depth > 0 ? c.depth : BACKTRACE_KEY_DEPTH).map(bigOf);
+                out.push(this.agg.internStack(backtrace(ic, c.depth > 0 ? c.depth : BACKTRACE_KEY_DEPTH)), 0);
+                return;
             default:
-                return null;
+                out.push(0, 0);
         }
     }
 
-    private ref(r: Partial<CapRef>, entry: Value[], exit: Value[]): Value {
-        const list = r.phase === "exit" ? exit : entry;
-        return list[r.index ?? 0] ?? null;
+    private argWords(c: Cap & { src: "arg" }, p: NativePointer, out: number[]): void {
+        if (c.type === "cstr" || c.type === "bytes") {
+            out.push(this.agg.intern(readCstr(p, c.type === "cstr" ? c.max : 0)), 0);
+            return;
+        }
+        wordsOf(p, c.type, out);
     }
 
-    private update(a: AggPlan, entry: Value[], exit: Value[], ic: InvocationContext, site: number): void {
-        const keys: bigint[] = [];
+    private stage(a: AggPlan, entry: number[], exit: number[], ic: InvocationContext, site: number): void {
+        const keys: number[] = [];
         for (const k of a.keys) {
             switch (k.src) {
                 case "capture": {
-                    const v = this.ref(k, entry, exit);
-                    keys.push(this.keyWord(v));
+                    const list = k.phase === "exit" ? exit : entry;
+                    const j = 2 * (k.index ?? 0);
+                    keys.push(list[j] ?? 0, list[j + 1] ?? 0);
                     break;
                 }
                 case "tid":
-                    keys.push(BigInt(ic.threadId));
+                    keys.push(ic.threadId >>> 0, 0);
                     break;
                 case "pid":
-                    keys.push(BigInt(Process.id));
+                    keys.push(Process.id >>> 0, 0);
                     break;
                 case "probefunc":
                 case "module":
-                    keys.push(BigInt(site));
+                    keys.push(site >>> 0, 0);
                     break;
                 default:
-                    keys.push(0n);
+                    keys.push(0, 0);
             }
         }
-        let x = 0n;
+        let lo = 0;
+        let hi = 0;
         if (a.arg !== null) {
-            const v = this.ref(a.arg, entry, exit);
-            x = typeof v === "bigint" ? v : typeof v === "number" ? BigInt(v) : 0n;
+            const list = a.arg.phase === "exit" ? exit : entry;
+            lo = list[2 * a.arg.index] ?? 0;
+            hi = list[2 * a.arg.index + 1] ?? 0;
         }
-        this.agg.apply(a.id, keys, x);
-    }
-
-    private keyWord(v: Value): bigint {
-        if (typeof v === "bigint") return v;
-        if (typeof v === "number") return BigInt(v);
-        if (typeof v === "boolean") return v ? 1n : 0n;
-        if (typeof v === "string") return this.agg.intern(v);
-        if (Array.isArray(v)) return this.agg.internStack(v.map((a) => ptr("0x" + a.toString(16))));
-        return this.agg.intern("\u0000null");
+        this.agg.push(a.id, keys, lo, hi);
     }
 }
 
-function readCstr(p: NativePointer): string | null {
-    if (p.isNull()) return null;
-    const r = readChunked(p, CSTR_KEY_MAX, true);
+function readCstr(p: NativePointer, max: number): string {
+    if (p.isNull()) return "\u0000null";
+    const r = readChunked(p, max > 0 ? Math.min(max, CSTR_KEY_MAX) : CSTR_KEY_MAX, true);
     return decodeUtf8(r.data);
 }

@@ -405,6 +405,25 @@ agg_update (AggTable * t, const guint64 * keys, guint64 x)
     agg_apply (t, v, x);
 }
 
+/* The JS tier's staged updates: records of 32-bit words
+ * [agg id, nkeys, (key lo, key hi) * nkeys, value lo, value hi]. */
+void
+agg_apply_staged (AggTable ** tables, const guint32 * w, guint32 n)
+{
+  guint64 keys[16];
+  guint32 i = 0, j, nk;
+  while (i + 4 <= n)
+  {
+    AggTable * t = tables[w[i]];
+    nk = w[i + 1];
+    i += 2;
+    for (j = 0; j < nk && j < 16; j++, i += 2)
+      keys[j] = (guint64) w[i] | ((guint64) w[i + 1] << 32);
+    agg_update (t, keys, (guint64) w[i] | ((guint64) w[i + 1] << 32));
+    i += 2;
+  }
+}
+
 /* Copies the ready rows (keys and values, no state) to out; returns how many. */
 gint
 agg_compact (AggTable * t, guint64 * out)
