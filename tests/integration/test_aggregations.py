@@ -249,3 +249,88 @@ def test_key_cap_counts_overflow(targets, probe_file):
     assert {r.keys[0]: r.count for r in t.rows} == {v: VALUES.count(v) for v in first}
     assert t.overflow == sum(1 for v in VALUES if v not in first)
     assert t.max_keys == 10
+
+
+ENDINGS_SET = """
+version: 1
+sets:
+  e:
+    probes:
+      - function: "endings!target_tick"
+        capture: {{i: arg0:long}}
+        tier: {tier}
+        aggregate:
+          ticks: count()
+          total: sum(i)
+"""
+ENDINGS = {
+    "return": instr.Ending("exit", code=0),
+    "_exit": instr.Ending("exit", code=4),
+    "abort": None,
+    "segv": None,
+    "exec": None,
+}
+
+
+@pytest.mark.parametrize("tier", ["native", "js"])
+@pytest.mark.parametrize("mode", list(ENDINGS))
+def test_final_snapshot_on_every_ending(targets, probe_file, mode, tier):
+    n = 5000
+    table = instr.load_file(probe_file(ENDINGS_SET.format(tier=tier))).compile(["e"])
+    argv = [str(targets.path("endings")), mode, str(n)]
+    with instr.Session.spawn(argv, table, stdio="pipe", stream=False) as run:
+        run.start()
+        run.input("go\n")
+        assert run.wait(60)
+    summary = run.summary
+    assert summary is not None
+    if ENDINGS[mode] is not None:
+        assert summary.ending == ENDINGS[mode]
+    else:
+        assert summary.ending is not None
+        assert summary.ending.reason == ("exec" if mode == "exec" else "crash")
+    snap = summary.aggregations
+    assert snap is not None and snap.final
+    t = tables(snap)
+    assert t["e/ticks"].rows[0].count == n
+    assert t["e/total"].rows[0].total == n * (n - 1) // 2
+
+
+def test_snapshots_on_request_are_cumulative(targets, probe_file, launch):
+    text = """
+    version: 1
+    sets:
+      t:
+        probes:
+          - function: "threads!target_work"
+            aggregate:
+              calls: count()
+    """
+    table = instr.load_file(probe_file(text)).compile(["t"])
+    seen: list[AggSnapshot] = []
+
+    class Keep:
+        def open(self, ctx, info):
+            pass
+
+        def on_events(self, events):
+            pass
+
+        def on_aggregations(self, snap):
+            seen.append(snap)
+
+        def close(self, summary):
+            pass
+
+    target = launch(targets.path("threads"), 3000, 2)
+    with instr.Session.attach(target.pid, table, collectors=[Keep()], stream=False) as run:
+        run.start()
+        run.snapshot()  # before any call
+        run.snapshot()
+        target.go()
+        assert target.finish().returncode == 0
+        assert run.wait(60)
+    assert [s.seq for s in seen] == [0, 1, 2]
+    assert [s.final for s in seen] == [False, False, True]
+    assert [s.tables[0].rows[0].count for s in seen] == [0, 0, 6000]
+    assert seen[0].ts_ns <= seen[1].ts_ns <= seen[2].ts_ns
