@@ -104,7 +104,8 @@ class AggResolver:
         if ref.name in self.broken:
             return None  # its own error is reported already
         if not IMPLICIT.match(ref.name):
-            options = list(self.caps) + (list(BUILTIN_KEYS) if role == "key" else [])
+            options = [*self.caps, "caller", "retval", "duration", "backtrace"]
+            options += list(BUILTIN_KEYS) if role == "key" else []
             hint = did_you_mean(ref.name, options)
             if hint is None:
                 builtins = f"; built-in keys: {', '.join(BUILTIN_KEYS)}" if role == "key" else ""
