@@ -152,6 +152,7 @@ sets:
           ks: sum(k)
           rs: sum(r) by t
           q: quantize(k)
+          pair: count() by t, tid, probefunc
 """
 
 
@@ -174,6 +175,11 @@ def test_four_threads_exact(targets, probe_file, tier):
     assert (ks.count, ks.total) == (nthreads * k, nthreads * k * (k - 1) // 2)
     rs = {r.keys[0]: r.total for r in t["t/rs"].rows}
     assert rs == {i: i * 1_000_000 * k + k * (k - 1) // 2 for i in range(nthreads)}
+    pairs = {r.keys: r.count for r in t["t/pair"].rows}
+    assert sorted(key[0] for key in pairs) == list(range(nthreads))
+    assert {key[1] for key in pairs} == {r.keys[0] for r in calls}
+    assert {key[2] for key in pairs} == {"target_work"}
+    assert set(pairs.values()) == {k}
     (q,) = t["t/q"].rows
     assert q.count == nthreads * k
     assert [(b.lo, b.hi, b.count) for b in q.buckets] == [
