@@ -3,10 +3,11 @@
 This module and ``agents/src/protocol.ts`` are the two halves of one contract;
 change both together and bump ``PROTOCOL_VERSION`` when the layout changes.
 
-Control plane: Frida RPC (``hello``, ``configure``, ``flush``, ``dispose``,
-``symbolize``).  Data plane: ``send(envelope, data)`` where ``envelope`` is a
-small JSON object with ``v`` (protocol version) and ``type``, and ``data``
-carries binary records for ``batch`` messages.
+Control plane: Frida RPC (``hello``, ``configure``, ``flush``, ``snapshot``,
+``dispose``, ``symbolize``).  Data plane: ``send(envelope, data)`` where
+``envelope`` is a small JSON object with ``v`` (protocol version) and ``type``,
+and ``data`` carries binary records for ``batch`` messages and aggregation
+table rows for ``aggs`` messages (decoded by ``instr.aggregate.decode``).
 
 Binary record layout (little-endian, every record 8-byte aligned)::
 
