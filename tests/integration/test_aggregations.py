@@ -340,3 +340,31 @@ def test_snapshots_on_request_are_cumulative(targets, probe_file, launch):
     assert [s.final for s in seen] == [False, False, True]
     assert [s.tables[0].rows[0].count for s in seen] == [0, 0, 6000]
     assert seen[0].ts_ns <= seen[1].ts_ns <= seen[2].ts_ns
+
+
+def test_string_and_backtrace_keys_in_the_js_tier(targets, probe_file):
+    text = """
+    version: 1
+    sets:
+      s:
+        probes:
+          - function: "calls!target_str"
+            capture: {s: arg0:cstr(16)}
+            where: "s.startswith('item-1')"
+            aggregate:
+              by_s: count() by s
+              by_stack: count() by backtrace(3)
+    """
+    n = 300
+    snap, summary = run_set(
+        targets, probe_file, text, ["s"], [str(targets.path("calls")), "str", str(n)]
+    )
+    assert summary.probes[0].tier == "js"
+    t = tables(snap)
+    want = [f"item-{i}" for i in range(n) if f"item-{i}".startswith("item-1")]
+    assert {r.keys[0]: r.count for r in t["s/by_s"].rows} == dict.fromkeys(want, 1)
+    (stack,) = t["s/by_stack"].rows  # one call path
+    assert stack.count == len(want)
+    (frames,) = stack.keys
+    assert isinstance(frames, tuple) and 1 <= len(frames) <= 3
+    assert any("run_str" in f or "main" in f for f in frames), frames
