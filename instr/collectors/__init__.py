@@ -19,12 +19,16 @@ SQLITE_EXTENSIONS = (".db", ".sqlite", ".sqlite3")
 SUPPORTED = "- (console), " + ", ".join(JSONL_EXTENSIONS + SQLITE_EXTENSIONS)
 
 
-def open_output(path_or_dash: str) -> Collector:
-    """The collector for one ``-o`` argument; ``UsageError`` for what cannot work."""
+def open_output(path_or_dash: str, *, top: int | None = None) -> Collector:
+    """The collector for one ``-o`` argument; ``UsageError`` for what cannot work.
+
+    ``top`` cuts the console's aggregation reports to their N largest rows
+    (files always get every row).
+    """
     if path_or_dash == "-":
         from instr.collectors.console import ConsoleCollector
 
-        return ConsoleCollector(sys.stdout)
+        return ConsoleCollector(sys.stdout, top=top)
     path = Path(path_or_dash)
     ext = path.suffix.lower()
     if ext not in JSONL_EXTENSIONS + SQLITE_EXTENSIONS:

@@ -6,12 +6,21 @@
 Time is relative to the first event this collector saw.  Pointers and callers
 are symbolised through the run context; backtraces follow on indented lines.
 Formatting is deterministic (tests compare it line by line).
+
+Aggregation snapshots (``on_aggregations``) are printed as reports
+(``instr.aggregate.report``): the final one always; interval ones too, unless
+the live view is on, which redraws them in place (``instr.aggregate.live``).
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import TextIO
 
+from instr.aggregate.live import LiveView, TerminalSize, terminal_size
+from instr.aggregate.model import AggSnapshot
+from instr.aggregate.report import render_snapshot
 from instr.collectors.layout import Layout, LayoutCache
 from instr.collectors.values import show_duration, show_value, site_function
 from instr.events import Event, ProbeReport, RunContext, RunInfo, RunSummary
@@ -21,16 +30,60 @@ FRAME_INDENT = " " * 8
 
 
 class ConsoleCollector:
-    def __init__(self, stream: TextIO, summary: bool = True) -> None:
+    """Events as lines, aggregation reports, and the summary at close.
+
+    ``live``: redraw interval snapshots in place instead of appending them;
+    ``None`` (the default) means "when ``stream`` is a terminal".  Only interval
+    snapshots (``--interval``) are ever drawn live; the final report is always
+    appended, and so is the last live one when the run ends without a final
+    snapshot.  ``top``: cut each aggregation to its N largest rows.  ``clock``
+    and ``size`` (terminal columns, lines) are for tests.
+    """
+
+    def __init__(
+        self,
+        stream: TextIO,
+        summary: bool = True,
+        *,
+        live: bool | None = None,
+        top: int | None = None,
+        clock: Callable[[], int] = time.monotonic_ns,
+        size: TerminalSize = terminal_size,
+    ) -> None:
         self.stream = stream
         self.show_summary = summary
         self.ctx: RunContext | None = None
         self.layouts: LayoutCache | None = None
         self.t0: int | None = None
+        self.live = _isatty(stream) if live is None else live
+        self.top = top
+        self.clock = clock
+        self.view = LiveView(stream, size)
+        self._opened_ns: int | None = None
+        self._unprinted: list[str] | None = None  # the live report not yet appended
 
     def open(self, ctx: RunContext, info: RunInfo) -> None:
         self.ctx = ctx
         self.layouts = LayoutCache(ctx.table)
+        self._opened_ns = self.clock()
+
+    def on_aggregations(self, snapshot: AggSnapshot) -> None:
+        """Report one snapshot; elapsed time is counted from ``open``."""
+        elapsed = self.clock() - self._opened_ns if self._opened_ns is not None else None
+        lines = render_snapshot(snapshot, top=self.top, elapsed_ns=elapsed)
+        if self.live and not snapshot.final:
+            self.view.show(lines)
+            self._unprinted = lines
+            return
+        self._leave_live(print_last=False)
+        self.stream.write("\n".join(lines) + "\n")
+        self.stream.flush()
+
+    def _leave_live(self, print_last: bool) -> None:
+        self.view.close()
+        if print_last and self._unprinted is not None:
+            self.stream.write("\n".join(self._unprinted) + "\n")
+        self._unprinted = None
 
     def on_events(self, events: list[Event]) -> None:
         if not events or self.ctx is None:
@@ -86,10 +139,18 @@ class ConsoleCollector:
         return parts
 
     def close(self, summary: RunSummary) -> None:
+        self._leave_live(print_last=True)
         if self.show_summary:
             self.stream.write("\n".join(summary_lines(summary)))
             self.stream.write("\n")
         self.stream.flush()
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # no such method, or a closed stream
+        return False
 
 
 def _count(n: int, word: str, plural: str = "s") -> str:

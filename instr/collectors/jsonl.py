@@ -1,5 +1,8 @@
 """JSON Lines output: a ``run`` line, one ``event`` line per event, a ``summary`` line.
 
+Aggregation snapshots add an ``aggregation_table`` line per table and an
+``aggregation`` line per row (``instr.aggregate.export``).
+
 The format is documented in docs/outputs.md.  Events whose values are all
 plain integers (the common, hot case) are written through a per-(probe, phase)
 ``%``-template instead of ``json.dumps``; both paths produce the same text.
@@ -13,6 +16,8 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any, TextIO
 
+from instr.aggregate.export import snapshot_objects
+from instr.aggregate.model import AggSnapshot
 from instr.collectors.layout import Layout, LayoutCache
 from instr.collectors.values import json_value, site_function, to_json
 from instr.events import Event, RunContext, RunInfo, RunSummary
@@ -67,6 +72,11 @@ class JsonlCollector:
                 line = lines[(e.probe_id, e.phase)] = self._line_for(e.probe_id, e.phase)
             out.append(line(e))
         self.stream.write("".join(out))
+
+    def on_aggregations(self, snapshot: AggSnapshot) -> None:
+        if self.stream is None:
+            return
+        self.stream.write("".join(to_json(obj) + "\n" for obj in snapshot_objects(snapshot)))
 
     def close(self, summary: RunSummary) -> None:
         if self.stream is None:

@@ -16,16 +16,22 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from instr.aggregate.model import AggSnapshot
 from instr.collectors.decode import Block
 from instr.collectors.layout import Layout, LayoutCache
+from instr.collectors.sqlite_aggs import AGG_SCHEMA, insert_snapshot
 from instr.collectors.sqlite_rows import EventRows
 from instr.collectors.values import int64, to_json
 from instr.errors import UsageError
 from instr.events import Event, RunContext, RunInfo, RunSummary
 from instr.protocol import PHASE_NAMES
 
-SCHEMA_VERSION = 1
-SCHEMA = """
+# 2 added the aggregation tables (sqlite_aggs.AGG_SCHEMA): a version 1 file is
+# upgraded in place, since 2 only adds tables.
+SCHEMA_VERSION = 2
+UPGRADABLE = (0, 1)
+SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY, started_ns INTEGER NOT NULL, ended_ns INTEGER,
     device TEXT, pid INTEGER, argv TEXT, source TEXT, sets TEXT,
@@ -70,6 +76,8 @@ FROM events e
 JOIN probes p ON p.run_id = e.run_id AND p.probe_id = e.probe_id
 LEFT JOIN sites s ON s.run_id = e.run_id AND s.probe_id = e.probe_id AND s.site = e.site;
 """
+    + AGG_SCHEMA
+)
 INDEXES = (
     "CREATE INDEX IF NOT EXISTS events_by_probe ON events (run_id, probe_id)",
     "CREATE INDEX IF NOT EXISTS events_by_tid ON events (run_id, tid)",
@@ -102,7 +110,7 @@ class SqliteCollector:
                 self.path, isolation_level=None, check_same_thread=False, cached_statements=1024
             )
             version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, SCHEMA_VERSION):
+            if version not in (*UPGRADABLE, SCHEMA_VERSION):
                 db.close()
                 raise UsageError(
                     f"{self.path}: database schema version {version}, expected {SCHEMA_VERSION}"
@@ -149,6 +157,19 @@ class SqliteCollector:
             return False
         self._commit()
         return True
+
+    def on_aggregations(self, snapshot: AggSnapshot) -> None:
+        """One transaction per snapshot (``agg_snapshots``, ``agg_tables``, ``agg_rows``)."""
+        db = self.db
+        if db is None:
+            return
+        db.execute("BEGIN")
+        try:
+            insert_snapshot(db, self.run_id, snapshot)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     def _commit(self) -> None:
         db, rows = self.db, self.rows

@@ -173,7 +173,7 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "future.db"
     sqlite3.connect(path).execute("PRAGMA user_version = 7")
     ctx, _, _ = sample()
-    with pytest.raises(UsageError, match="schema version 7, expected 1"):
+    with pytest.raises(UsageError, match="schema version 7, expected 2"):
         SqliteCollector(path).open(ctx, INFO)
 
 
