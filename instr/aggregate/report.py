@@ -1,13 +1,14 @@
 """Aggregation reports for people: DTrace ``printa``-like tables and histograms.
 
-Pure and deterministic: lines in, no I/O, no clock (golden-tested in
+Pure and deterministic: a snapshot in, lines out, no I/O, no clock (golden-tested in
 tests/unit/test_agg_report.py).  What a report looks like::
 
-    === aggregations at 5.0 s (interval snapshot 0) ===
-    calls/bytes = sum(size) by caller, tid
-      caller          tid     sum
-      demo!work+0x10   12      48
-      demo!main+0x2a    7  409600
+    === aggregations at 15.0 s (interval snapshot 3) ===
+    calls/bytes = sum(size) by caller
+      caller             sum
+      demo!work+0x10      48
+      demo!main+0x2a  409600
+      overflow: 3 updates dropped: the table reached max_keys=2 distinct keys
 
     calls/calls = count(): 42
 
@@ -54,6 +55,10 @@ _MIN_I64 = -(1 << 63)
 _CONTROL = {c: f"\\x{c:02x}" for c in range(0x20)}
 _CONTROL.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t", 0x7F: "\\x7f"})
 
+_HIDDEN = {
+    False: ("row with a smaller value", "rows with smaller values"),
+    True: ("key with a smaller count", "keys with smaller counts"),
+}
 _Span = tuple[int | None, int | None]  # a bucket's (lo, hi)
 _ELIDED: _Span = (None, None)  # marker in a histogram's row list: "..."
 
@@ -107,7 +112,8 @@ def render_table(table: AggTable, *, top: int | None = None) -> list[str]:
         lines = [head]
         lines.extend(_histograms(table, rows) if histogram else _rows(table, rows))
         if hidden:
-            what = "keys with smaller counts" if histogram else "rows with smaller values"
+            one, many = _HIDDEN[histogram]
+            what = one if hidden == 1 else many
             lines.append(f"{INDENT}({hidden} more {what} not shown: --top {top})")
     if table.overflow:
         lines.append(

@@ -28,8 +28,9 @@ CREATE TABLE IF NOT EXISTS agg_tables (
 );
 CREATE TABLE IF NOT EXISTS agg_rows (
     snapshot_id INTEGER NOT NULL, name TEXT NOT NULL, probe TEXT NOT NULL, func TEXT NOT NULL,
-    keys TEXT NOT NULL, count INTEGER NOT NULL, value NUMERIC, total INTEGER,
-    min INTEGER, max INTEGER, sumsq TEXT, buckets TEXT
+    keys TEXT NOT NULL, count INTEGER NOT NULL, value NUMERIC,
+    total, min, max, -- no type: an integer, or its decimal text beyond 64 bits, as inserted
+    sumsq TEXT, buckets TEXT
 );
 CREATE INDEX IF NOT EXISTS agg_rows_by_snapshot ON agg_rows (snapshot_id, name);
 CREATE INDEX IF NOT EXISTS agg_snapshots_by_run ON agg_snapshots (run_id, seq);
