@@ -31,10 +31,10 @@ Conventions (documented in docs/outputs.md):
   show two decimals.
 * Histograms: one block per key, a 40-character bar scaled to that key's
   total count (rounded half up), every bucket from one empty bucket before the
-  first non-empty one to one after the last (DTrace's convention).  A row's
-  label is its bucket's lower bound, so row ``L`` counts the values from ``L``
-  up to the next row's label; lquantize's outer buckets read ``< low`` and
-  ``>= high``.  In lquantize, a run of more than four empty buckets between
+  first non-empty one to one after the last (DTrace's convention).  Labels
+  are DTrace's: a bucket's lower bound, and for quantize's negative buckets
+  the value nearest zero (row ``-4`` holds -4 to -7, as row ``4`` holds 4 to
+  7); lquantize's outer buckets read ``< low`` and ``>= high``.  In lquantize, a run of more than four empty buckets between
   two non-empty ones is shown as its first bucket, ``...`` and its last.
 * ``AggTable.overflow > 0`` always adds a line saying how many updates were
   dropped because the table held ``max_keys`` keys.
@@ -246,6 +246,8 @@ def _label(table: AggTable, span: _Span) -> str:
         return f"< {hi}"
     if hi is None and table.func == "lquantize":
         return f">= {lo}"
+    if lo < 0 and hi is not None and table.func == "quantize":
+        return str(hi - 1)  # the bucket's value nearest zero, as DTrace: -2 holds -2 and -3
     return str(lo)
 
 
@@ -309,13 +311,13 @@ def _previous(table: AggTable, span: _Span) -> _Span | None:
         return None
     if lo > 1:
         return (lo // 2, lo)
-    return (lo - 1, lo) if lo >= 0 else (2 * lo, lo)
+    return (lo - 1, lo) if lo >= 0 else (2 * lo - 1, lo)
 
 
 def _quantize_next(x: int) -> int:
-    """quantize's bucket bounds: ..., -4, -2, -1, 0, 1, 2, 4, ..."""
+    """quantize's bucket bounds: ..., -15, -7, -3, -1, 0, 1, 2, 4, 8, ... (see ``Bucket``)."""
     if x < -1:
-        return x // 2
+        return (x + 1) // 2
     return x + 1 if x < 1 else 2 * x
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import cast
 
+from instr.aggregate.decode import quantize_bucket
 from instr.aggregate.model import AGG_FUNCS, AggFunc, AggRow, AggSnapshot, AggTable, Bucket
 from instr.aggregate.report import render_snapshot, render_table, title
 
@@ -236,11 +237,12 @@ def test_quantize_with_negative_values_and_overflow() -> None:
         "quantize",
         "size",
         ("caller", "tid"),
-        # values -4 | -1 -1 | 0 | 3: total 5, so 8 @ per value
+        # values -5 | -1 -1 | 0 | 3: total 5, so 8 @ per value; negative buckets hold
+        # magnitudes [2^j, 2^(j+1)): -5 is in [-7, -3), drawn as row -4 (-4 to -7)
         AggRow(
             ("demo!main", 12),
             5,
-            buckets=(Bucket(-4, -2, 1), Bucket(-1, 0, 2), Bucket(0, 1, 1), Bucket(2, 4, 1)),
+            buckets=(Bucket(-7, -3, 1), Bucket(-1, 0, 2), Bucket(0, 1, 1), Bucket(2, 4, 1)),
         ),
         # total 3: 2 -> 26.7 -> 27 @, 1 -> 13.3 -> 13 @
         AggRow(("demo!x", 7), 3, buckets=(Bucket(16, 32, 2), Bucket(1024, 2048, 1))),
@@ -248,6 +250,24 @@ def test_quantize_with_negative_values_and_overflow() -> None:
         max_keys=2,
     )
     assert text(render_table(t)) == QUANTIZE
+
+
+def test_quantize_labels_over_the_decoder_s_129_buckets_are_dtrace_s() -> None:
+    low, top = quantize_bucket(0), quantize_bucket(128)  # the extreme buckets, one value each
+    t = table(
+        "calls/all",
+        "quantize",
+        "v",
+        (),
+        AggRow((), 2, buckets=(Bucket(low.lo, low.hi, 1), Bucket(top.lo, top.hi, 1))),
+    )
+    lines = render_table(t)
+    labels = [int(line.split("|")[0]) for line in lines[2:]]
+    powers = [1 << j for j in range(64)]
+    assert labels == [-p for p in reversed(powers)] + [0] + powers  # every bucket, none added
+    assert lines[2].endswith("|@@@@@@@@@@@@@@@@@@@@                     1")
+    assert lines[-1].endswith("|@@@@@@@@@@@@@@@@@@@@                     1")
+    assert all(line.endswith("|                                         0") for line in lines[3:-1])
 
 
 LQUANTIZE_UNKEYED = """\
