@@ -15,11 +15,21 @@ from instr.aggregate.model import HISTOGRAMS, AggRow, AggSnapshot, AggTable, Key
 TOTAL_FUNCS = ("sum", "avg", "stddev")  # rows of these carry their exact sum
 
 
+NEED_VALUES = ("min", "max", "avg", "stddev")  # meaningless over no updates
+
+
+def has_value(row: AggRow, func: str) -> bool:
+    """False for a row no update reached whose function needs values (an unkeyed
+    table exists before its first update; its min/max are then the agent's
+    initial sentinels)."""
+    if func in NEED_VALUES and row.count == 0:
+        return False
+    return not ((func == "min" and row.min is None) or (func == "max" and row.max is None))
+
+
 def row_value(row: AggRow, func: str) -> int | float | None:
-    """The row's value; None for a min or max that never saw a value."""
-    if (func == "min" and row.min is None) or (func == "max" and row.max is None):
-        return None
-    return row.value(func)
+    """The row's value; None when it has none (see ``has_value``)."""
+    return row.value(func) if has_value(row, func) else None
 
 
 def key_json(value: KeyValue) -> int | str | list[str]:

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from instr.aggregate.export import has_value
 from instr.aggregate.model import HISTOGRAMS, AggRow, AggSnapshot, AggTable, Bucket, KeyValue
 
 BAR_WIDTH = 40
@@ -99,12 +100,13 @@ def render_table(table: AggTable, *, top: int | None = None) -> list[str]:
     """One aggregation: title, rows (or histogram blocks), cut and overflow notes."""
     head = title(table)
     histogram = table.func in HISTOGRAMS
-    if not table.rows:
+    shown = [r for r in table.rows if _shown(r, table.func)]
+    if not shown:
         lines = [f"{head}: (no data)"]
-    elif not table.key_names and not histogram and len(table.rows) == 1:
-        lines = [f"{head}: {format_value(table.rows[0], table.func)}"]
+    elif not table.key_names and not histogram and len(shown) == 1:
+        lines = [f"{head}: {format_value(shown[0], table.func)}"]
     else:
-        rows = sort_rows(table)
+        rows = sort_rows(table, shown)
         hidden = 0
         if top is not None and len(rows) > top:
             hidden = len(rows) - top
@@ -123,12 +125,20 @@ def render_table(table: AggTable, *, top: int | None = None) -> list[str]:
     return lines
 
 
-def sort_rows(table: AggTable) -> list[AggRow]:
+def _shown(row: AggRow, func: str) -> bool:
+    """Rows no update reached are left out, except an unkeyed count's or sum's 0."""
+    if func in HISTOGRAMS:
+        return any(b.count for b in row.buckets)
+    return has_value(row, func)
+
+
+def sort_rows(table: AggTable, rows: Sequence[AggRow] | None = None) -> list[AggRow]:
     """Ascending by value (histograms: by count), ties by keys: the order reports print."""
+    rows = table.rows if rows is None else rows
     if table.func in HISTOGRAMS:
-        return sorted(table.rows, key=lambda r: (_total(r), _keys_order(r.keys)))
+        return sorted(rows, key=lambda r: (_total(r), _keys_order(r.keys)))
     func = table.func
-    return sorted(table.rows, key=lambda r: (r.value(func), _keys_order(r.keys)))
+    return sorted(rows, key=lambda r: (r.value(func), _keys_order(r.keys)))
 
 
 def format_value(row: AggRow, func: str) -> str:

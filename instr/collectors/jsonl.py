@@ -81,7 +81,10 @@ class JsonlCollector:
     def close(self, summary: RunSummary) -> None:
         if self.stream is None:
             return
-        data: dict[str, Any] = {"type": "summary", **dataclasses.asdict(summary)}
+        # the final aggregations are already written as aggregation lines
+        plain = dataclasses.replace(summary, aggregations=None)
+        data: dict[str, Any] = {"type": "summary", **dataclasses.asdict(plain)}
+        data.pop("aggregations", None)
         self.stream.write(to_json(data) + "\n")
         self.stream.flush()
         if self.path is not None:

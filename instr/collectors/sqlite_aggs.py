@@ -96,8 +96,8 @@ def insert_snapshot(db: sqlite3.Connection, run_id: int, snapshot: AggSnapshot) 
                     _int(r.count),
                     _value(row_value(r, t.func)),
                     _int(r.total) if with_total else None,
-                    _int(r.min),
-                    _int(r.max),
+                    _int(r.min) if r.count else None,
+                    _int(r.max) if r.count else None,
                     str(r.sumsq) if t.func == "stddev" else None,
                     to_json(buckets_list(r)) if histogram else None,
                 )

@@ -142,10 +142,33 @@ def test_jsonl_event_lines_are_unchanged_and_rows_are_queryable() -> None:
     assert final == [("demo!main+0x2a", 5000), ("demo!work", 48)]
 
 
-def test_jsonl_min_without_a_value_is_null() -> None:
-    t = AggTable("a/m", "p", "min", "v", (), (AggRow((), 0),), 0, 1)
-    line = jsonl(AggSnapshot(5, 0, True, (t,)))[3]
-    assert json.loads(line)["value"] is None
+def test_rows_no_update_reached_have_no_value(tmp_path: Path) -> None:
+    untouched = (
+        AggTable("a/lo", "p", "min", "v", (), (AggRow((), 0, min=(1 << 63) - 1),), 0, 1),
+        AggTable("a/m", "p", "avg", "v", (), (AggRow((), 0),), 0, 1),
+        AggTable("a/n", "p", "count", None, (), (AggRow((), 0),), 0, 1),
+    )
+    snap = AggSnapshot(5, 0, True, untouched)
+    values = [json.loads(x)["value"] for x in jsonl(snap) if '"type":"aggregation"' in x]
+    assert values == [None, None, 0]
+    sqlite_run(tmp_path / "u.db", snap)
+    db = sqlite3.connect(tmp_path / "u.db")
+    assert rows(db, "SELECT name, value, min FROM agg_rows ORDER BY rowid") == [
+        ("a/lo", None, None),
+        ("a/m", None, None),
+        ("a/n", 0, None),
+    ]
+
+
+def test_jsonl_summary_line_leaves_the_snapshot_to_the_aggregation_lines() -> None:
+    out = io.StringIO()
+    c = JsonlCollector(stream=out)
+    c.open(context(), INFO)
+    final = snapshot(0, True, 1)
+    c.on_aggregations(final)
+    c.close(RunSummary(0, 0, 0, [], None, [], 999, aggregations=final))
+    tail = json.loads(out.getvalue().splitlines()[-1])
+    assert tail["type"] == "summary" and "aggregations" not in tail
 
 
 # -- SQLite ---------------------------------------------------------------------------

@@ -407,6 +407,30 @@ def test_empty_tables() -> None:
     assert render_table(hist) == ["calls/q = quantize(size) by tid: (no data)"]
 
 
+def test_rows_no_update_reached() -> None:
+    # an unkeyed table exists before its first update; min/max hold the agent's sentinels
+    untouched = [
+        table("a/n", "count", None, (), AggRow((), 0)),
+        table("a/s", "sum", "v", (), AggRow((), 0)),
+        table("a/lo", "min", "v", (), AggRow((), 0, min=(1 << 63) - 1)),
+        table("a/hi", "max", "v", (), AggRow((), 0, max=-(1 << 63))),
+        table("a/m", "avg", "v", (), AggRow((), 0)),
+        table("a/sd", "stddev", "v", (), AggRow((), 0)),
+        table("a/q", "quantize", "v", (), AggRow((), 0)),
+        table("a/lq", "lquantize", "v", (), AggRow((), 0), lquantize=(0, 10, 1)),
+    ]
+    assert [render_table(t) for t in untouched] == [
+        ["a/n = count(): 0"],
+        ["a/s = sum(v): 0"],
+        ["a/lo = min(v): (no data)"],
+        ["a/hi = max(v): (no data)"],
+        ["a/m = avg(v): (no data)"],
+        ["a/sd = stddev(v): (no data)"],
+        ["a/q = quantize(v): (no data)"],
+        ["a/lq = lquantize(v, 0, 10, 1): (no data)"],
+    ]
+
+
 def test_title_of_lquantize_without_parameters_and_count() -> None:
     assert title(table("a/b", "lquantize", "v", ())) == "a/b = lquantize(v)"
     assert title(table("a/b", "count", None, ("x", "y"))) == "a/b = count() by x, y"
