@@ -67,6 +67,12 @@ class ConsoleCollector:
         self.layouts = LayoutCache(ctx.table)
         self._opened_ns = self.clock()
 
+    def configure_reports(self, *, top: int | None = None, live: bool = False) -> None:
+        """What the runner knows: ``top`` (``--top``), and ``live``: interval reports are
+        wanted (``--interval``); they are drawn live only when the stream is a terminal."""
+        self.top = top
+        self.live = live and _isatty(self.stream)
+
     def on_aggregations(self, snapshot: AggSnapshot) -> None:
         """Report one snapshot; elapsed time is counted from ``open``."""
         elapsed = self.clock() - self._opened_ns if self._opened_ns is not None else None

@@ -152,3 +152,12 @@ def test_console_live_can_be_forced_and_top_cuts() -> None:
 def test_open_output_passes_top_to_the_console() -> None:
     c = open_output("-", top=3)
     assert isinstance(c, ConsoleCollector) and c.top == 3
+
+
+def test_configure_reports_as_the_runner_calls_it() -> None:
+    tty, pipe = ConsoleCollector(Tty()), ConsoleCollector(io.StringIO())
+    for c in (tty, pipe):
+        c.configure_reports(top=4, live=True)  # --interval given
+    assert (tty.live, pipe.live, tty.top, pipe.top) == (True, False, 4, 4)
+    tty.configure_reports(top=None, live=False)  # no --interval
+    assert (tty.live, tty.top) == (False, None)
