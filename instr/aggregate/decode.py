@@ -142,10 +142,10 @@ class AggDecoder:
 
         if agg.func in ("sum", "avg"):
             return AggRow(keys, count, total=val(v[1]))
-        if agg.func == "min":
-            return AggRow(keys, count, min=val(v[1]))
+        if agg.func == "min":  # an untouched row holds the start value: no minimum yet
+            return AggRow(keys, count, min=val(v[1]) if count else None)
         if agg.func == "max":
-            return AggRow(keys, count, max=val(v[1]))
+            return AggRow(keys, count, max=val(v[1]) if count else None)
         if agg.func == "stddev":
             return AggRow(keys, count, total=val(v[1]), sumsq=v[2] | (v[3] << 64))
         if agg.func in ("quantize", "lquantize"):
