@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from instr.probes.captures import SpecError
 from instr.probes.diag import did_you_mean, one_of
 
 FUNCS: tuple[str, ...] = ("count", "sum", "min", "max", "avg", "stddev", "quantize", "lquantize")
@@ -35,12 +36,8 @@ _TOKEN = re.compile(
 )
 
 
-class AggSpecError(Exception):
-    def __init__(self, offset: int, message: str, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.offset = offset
-        self.message = message
-        self.hint = hint
+class AggSpecError(SpecError):
+    """An aggregation spec that does not parse; ``offset`` is into the spec string."""
 
 
 @dataclass(frozen=True)
