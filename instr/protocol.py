@@ -1,4 +1,4 @@
-"""The wire protocol between the host and the agent, version 2.
+"""The wire protocol between the host and the agent, version 3.
 
 This module and ``agents/src/protocol.ts`` are the two halves of one contract;
 change both together and bump ``PROTOCOL_VERSION`` when the layout changes.
@@ -36,7 +36,7 @@ from __future__ import annotations
 import struct
 from typing import Final, Literal
 
-PROTOCOL_VERSION: Final = 2  # 2: credit-based flow control
+PROTOCOL_VERSION: Final = 3  # 2: credit-based flow control; 3: aggregations (plan, snapshot, aggs)
 
 HEADER: Final = struct.Struct("<HBBIIIQ")
 HEADER_SIZE: Final = HEADER.size  # 24

@@ -1,7 +1,7 @@
-// The wire protocol between the agent and the host, version 1.
+// The wire protocol between the agent and the host, version 3.
 // The other half is instr/protocol.py; change both together.
 
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 
 // Host -> agent messages (script.post): {type: "credit", seq} after the host has
 // finished with batch `seq` (flow control), and {type: "ack", token} to release
