@@ -266,3 +266,19 @@ def sets(file: str) -> None:
     width = max((len(n) for n in psf.sets), default=0)
     for name, info in psf.sets.items():
         click.echo(f"{name:<{width}}  {info.description or ''}".rstrip())
+
+
+@main.command(context_settings=CONTEXT)
+@click.option(
+    "-e", "trace_spec", metavar="trace=SET", help="strace's -e trace=: names, %file, %network, ..."
+)
+@click.option("-c", "--summary", is_flag=True, help="Count calls, errors and time per syscall.")
+@click.option("-F", "--follow", is_flag=True, help="Follow forked and exec'ed children.")
+@_target_options
+@_debug_option
+@_guard
+def syscalls(trace_spec: str | None, summary: bool, follow: bool, **kw: Any) -> None:
+    """List a program's system calls (decoded), or count them with -c."""
+    from instr.syscalls.cli import run_syscalls
+
+    sys.exit(run_syscalls(_target(kw), _device(kw), trace_spec, summary, follow, kw))

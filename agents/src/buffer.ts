@@ -166,8 +166,22 @@ export class Flusher {
         if (data !== null && records > 0) this.sendBatch(data, records);
     }
 
+    /** Also run `fn` on every flush (the syscall monitor's records and counters). */
+    onFlush(fn: () => void): void {
+        this.extra.push(fn);
+    }
+
+    private readonly extra: (() => void)[] = [];
+
     /** Drain everything now; returns the last batch seq. */
     flushAll(): number {
+        for (const fn of this.extra) {
+            try {
+                fn();
+            } catch (e) {
+                reportError(null, e);
+            }
+        }
         this.flushRecords();
         if (this.nativeSlots.size > 0) {
             // Drops that happened since the last batch still get reported.

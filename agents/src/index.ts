@@ -3,6 +3,7 @@
 
 import { Plan } from "./protocol.js";
 import { Session } from "./session.js";
+import { SyscallConfig } from "./syscalls.js";
 
 const session = new Session();
 
@@ -13,4 +14,7 @@ rpc.exports = {
     snapshot: (final: boolean) => session.snapshot(final),
     dispose: (reason?: string) => session.dispose(reason),
     symbolize: (addresses: string[]) => session.symbolize(addresses),
+    // System calls (instr/syscalls): scan libc's wrappers, then arm the monitor.
+    syscallScan: (names: string[]) => session.syscallScan(names),
+    syscallStart: (config: SyscallConfig) => session.syscallStart(config),
 };

@@ -8,6 +8,7 @@ import { Lifecycle } from "./lifecycle.js";
 import { ProbeSet } from "./probes.js";
 import { SymbolTriple, symbolize } from "./symbols.js";
 import { reportError } from "./util.js";
+import { ScanResult, SyscallConfig, SyscallMonitor, scan } from "./syscalls.js";
 
 export class Session {
     private flusher: Flusher | null = null;
@@ -15,6 +16,7 @@ export class Session {
     private lifecycle: Lifecycle | null = null;
     private aggs: Aggregator | null = null;
     private disposed = false;
+    private syscalls: SyscallMonitor | null = null;
 
     hello(): Hello {
         return {
@@ -46,6 +48,21 @@ export class Session {
         this.lifecycle.install();
         flusher.start(options.flush_interval_ms);
         return { probes: statuses };
+    }
+
+    syscallScan(names: string[]): { module: string; arch: string; functions: ScanResult[] } {
+        return scan(names);
+    }
+
+    /** Arm the syscall monitor (after configure, which set up flushing and the exit hooks). */
+    syscallStart(config: SyscallConfig): { armed: number; slow: number; failed: string[] } {
+        if (this.flusher === null) throw new Error("configure the agent first");
+        if (this.syscalls !== null) throw new Error("the syscall monitor is already armed");
+        const monitor = new SyscallMonitor(config);
+        this.syscalls = monitor;
+        const result = monitor.arm();
+        this.flusher.onFlush(() => monitor.flush());
+        return result;
     }
 
     flush(): { seq: number } {
@@ -81,6 +98,7 @@ export class Session {
         flusher.stop();
         this.probes?.dispose();
         this.lifecycle?.dispose();
+        this.syscalls?.stop();
         let seq = flusher.flushAll();
         this.finalSnapshot();
         Interceptor.detachAll();

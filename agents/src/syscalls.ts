@@ -1,0 +1,333 @@
+// System call monitoring (instr syscalls, syscall points): find the libc
+// functions that issue system calls, replace them with the counting C
+// wrappers of syscalls_c.ts, and send counters (and, in trace mode, records).
+// Which functions to hook is decided by the host (instr/syscalls/wrappers.py)
+// from what `scan` reports; this file only measures and arms.
+
+import { SYS_C_SOURCE } from "./syscalls_c.js";
+import { post, reportError } from "./util.js";
+
+export interface ScanResult {
+    name: string;
+    address: string;
+    nrs: number[];
+}
+
+export interface SyscallSite {
+    address: string;
+    nr: number; // -1 for the indirect syscall(2) function
+    flags: number; // F_* of syscalls_c.ts
+    listener: boolean; // entry-only listener instead of a replacement (vfork)
+    pre: number | null; // a constant first syscall argument (open -> openat: AT_FDCWD)
+    arity: number; // wrapper arguments that are syscall arguments (after `pre`)
+}
+
+export interface SyscallConfig {
+    sites: SyscallSite[];
+    selected: number[]; // syscall numbers to account; the rest pass through
+    trace: boolean;
+    kinds: [number, number[], number[]][]; // nr, memory kind per arg, length arg per arg
+    strmax: number;
+    bufmax: number;
+    buffer_bytes: number;
+}
+
+const NR_MAX = 1024;
+const SITES = 512;
+const SYS_BYTES = 64 * 1024;
+const REC_HEAD = 88;
+
+/** The C library: the module that exports `read`. */
+function libc(): Module {
+    const read = Module.getGlobalExportByName("read");
+    const m = Process.findModuleByAddress(read);
+    if (m === null) throw new Error("cannot find the C library");
+    return m;
+}
+
+function immOf(op: { type: string; value: unknown } | undefined): number | null {
+    if (op === undefined || op.type !== "imm") return null;
+    const v = op.value as number | Int64 | UInt64;
+    return typeof v === "number" ? v : Number(v.toString());
+}
+
+function regKey(r: string): string {
+    // eax/rax/ax -> a; r8d/r8 -> r8; w8/x8 -> 8 (arm64)
+    const x86 = /^[re]?([abcd])[xl]$/.exec(r);
+    if (x86 !== null) return x86[1];
+    const x86b = /^[re]?(si|di)$/.exec(r);
+    if (x86b !== null) return x86b[1];
+    const rn = /^(r\d+)[dwb]?$/.exec(r);
+    if (rn !== null) return rn[1];
+    const arm = /^[wx](\d+)$/.exec(r);
+    if (arm !== null) return arm[1];
+    return r;
+}
+
+/**
+ * The syscall numbers a function issues directly: a linear sweep from its
+ * start, following forward conditional branches (so the slow paths after the
+ * first `ret` are seen), tracking immediates moved into registers.
+ */
+export function syscallsIn(address: NativePointer): number[] {
+    const nrs: number[] = [];
+    const regs = new Map<string, number>();
+    const arm = Process.arch === "arm64";
+    const nrReg = arm ? "8" : "a";
+    let pc = address;
+    let horizon = address;
+    for (let i = 0; i < 160; i++) {
+        let ins: Instruction;
+        try {
+            ins = Instruction.parse(pc);
+        } catch {
+            break;
+        }
+        const m = ins.mnemonic;
+        const ops = (ins as unknown as { operands: { type: string; value: unknown }[] }).operands;
+        if (m === "syscall" || (arm && m === "svc")) {
+            nrs.push(regs.get(nrReg) ?? -1);
+        } else if (ops.length >= 1 && ops[0].type === "reg") {
+            const dst = regKey(String(ops[0].value));
+            const imm = immOf(ops[1]);
+            if ((m === "mov" || m === "movz") && imm !== null) regs.set(dst, imm);
+            else if (m === "mov" && ops[1]?.type === "reg" && regs.has(regKey(String(ops[1].value)))) {
+                regs.set(dst, regs.get(regKey(String(ops[1].value)))!);
+            } else if (m === "xor" && ops[1]?.type === "reg" && regKey(String(ops[1].value)) === dst) regs.set(dst, 0);
+            else if (!m.startsWith("j") && !m.startsWith("b") && !m.startsWith("cmp") && !m.startsWith("test") && !m.startsWith("c") && !m.startsWith("t")) regs.delete(dst);
+        }
+        const groups = (ins as unknown as { groups: string[] }).groups ?? [];
+        const isJump = groups.includes("jump") || groups.includes("branch_relative");
+        const isRet = groups.includes("ret") || m === "ret" || m === "hlt" || m === "ud2" || m === "int3" || m === "brk";
+        const unconditional = m === "jmp" || m === "b" || m === "br";
+        if (isJump) {
+            for (const op of ops) {
+                const t = immOf(op);
+                if (t !== null) {
+                    const target = ptr(t);
+                    const near = unconditional ? target.sub(pc).compare(ptr(0x100)) < 0 : target.sub(address).compare(ptr(0x4000)) < 0;
+                    if (target.compare(pc) > 0 && target.compare(horizon) > 0 && near) horizon = target;
+                }
+            }
+        }
+        if (m === "int3" || m === "brk") break;
+        if ((isRet || unconditional) && ins.next.compare(horizon) >= 0) break;
+        pc = ins.next;
+    }
+    return nrs;
+}
+
+/** Scan the C library's exported functions named in `names` (all if empty). */
+export function scan(names: string[]): { module: string; arch: string; functions: ScanResult[] } {
+    const lib = libc();
+    const wanted = new Set(names);
+    const out: ScanResult[] = [];
+    for (const e of lib.enumerateExports()) {
+        if (e.type !== "function" || (wanted.size > 0 && !wanted.has(e.name))) continue;
+        let nrs: number[] = [];
+        try {
+            nrs = syscallsIn(e.address);
+        } catch (err) {
+            reportError(null, err);
+        }
+        if (nrs.length > 0) out.push({ name: e.name, address: e.address.toString(), nrs });
+    }
+    return { module: lib.path, arch: Process.arch, functions: out };
+}
+
+/**
+ * Frida's own threads, which must not be accounted: the process's tasks
+ * that Process.enumerateThreads() hides (it leaves out cloaked threads).
+ * At most 63, as a zero-terminated int32 array.
+ */
+function agentThreads(): NativePointer {
+    // The main thread of a spawned, still suspended process is not listed either.
+    const visible = new Set(Process.enumerateThreads().map((t) => t.id));
+    const opendir = new NativeFunction(Module.getGlobalExportByName("opendir"), "pointer", ["pointer"]);
+    const readdir = new NativeFunction(Module.getGlobalExportByName("readdir"), "pointer", ["pointer"]);
+    const closedir = new NativeFunction(Module.getGlobalExportByName("closedir"), "int", ["pointer"]);
+    const out = Memory.alloc(64 * 4);
+    out.writeByteArray(new ArrayBuffer(64 * 4));
+    const dir = opendir(Memory.allocUtf8String("/proc/self/task"));
+    if (dir.isNull()) return out;
+    let n = 0;
+    for (let e = readdir(dir); !e.isNull() && n < 63; e = readdir(dir)) {
+        const name = e.add(19).readUtf8String() ?? "";
+        const tid = parseInt(name, 10);
+        if (!Number.isNaN(tid) && !visible.has(tid) && tid !== Process.id) out.add(4 * n++).writeS32(tid);
+    }
+    closedir(dir);
+    return out;
+}
+
+/** The lowest and highest address of the file mapping that holds `inside` (Frida's agent). */
+function agentRange(inside: NativePointer): [NativePointer, NativePointer] {
+    const lines = File.readAllText("/proc/self/maps").split("\n");
+    const parsed = lines
+        .map((l) => /^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ \S+\s*(.*)$/.exec(l))
+        .filter((m): m is RegExpExecArray => m !== null)
+        .map((m) => ({ lo: ptr("0x" + m[1]), hi: ptr("0x" + m[2]), path: m[3] }));
+    const home = parsed.find((r) => inside.compare(r.lo) >= 0 && inside.compare(r.hi) < 0);
+    if (home === undefined || home.path === "") return [inside, inside.add(1)];
+    let lo = home.lo;
+    let hi = home.hi;
+    for (const r of parsed) {
+        if (r.path !== home.path) continue;
+        if (r.lo.compare(lo) < 0) lo = r.lo;
+        if (r.hi.compare(hi) > 0) hi = r.hi;
+    }
+    return [lo, hi];
+}
+
+export class SyscallMonitor {
+    private readonly cm: CModule;
+    private readonly sys: NativePointer;
+    private readonly bufs: NativePointer[];
+    private readonly cap: number;
+    private readonly counters: NativePointer;
+    private readonly swap: NativeFunction<number, [number]>;
+    private readonly readCounters: NativeFunction<number, [NativePointer]>;
+    private readonly readDrops: NativeFunction<number, []>;
+    private readonly setActive: NativeFunction<void, [number]>;
+    private readonly keep: NativePointer[] = [];
+    private lastCounters = "";
+    private lastDrops = 0;
+    private seq = 0;
+    armed = 0;
+    /** Sites replaced with a trampoline (Interceptor.replace) rather than replaceFast. */
+    slow = 0;
+    failures: string[] = [];
+    private readonly replaced: NativePointer[] = [];
+
+    constructor(private readonly config: SyscallConfig) {
+        this.sys = Memory.alloc(SYS_BYTES);
+        this.sys.writeByteArray(new ArrayBuffer(SYS_BYTES));
+        const errno =
+            Module.findGlobalExportByName("__errno_location") ?? Module.getGlobalExportByName("__errno");
+        this.cm = new CModule(SYS_C_SOURCE, {
+            sys: this.sys,
+            clock_gettime: Module.getGlobalExportByName("clock_gettime"),
+            gettid: Module.getGlobalExportByName("gettid"),
+            errno_location: errno,
+            agent_tids: agentThreads(),
+        });
+        const size = new NativeFunction(this.cm.sys_size, "int", [])();
+        if (size > SYS_BYTES) throw new Error(`syscall state too large (${size})`);
+        this.cap = config.trace ? Math.max(64 * 1024, Math.floor(Math.min(config.buffer_bytes, 1 << 30) / 2 / 8) * 8) : 8;
+        this.bufs = [Memory.alloc(this.cap), Memory.alloc(this.cap)];
+        const kinds = Memory.alloc(NR_MAX * 6);
+        const lens = Memory.alloc(NR_MAX * 6);
+        const selected = Memory.alloc(NR_MAX);
+        kinds.writeByteArray(new ArrayBuffer(NR_MAX * 6));
+        lens.writeByteArray(new ArrayBuffer(NR_MAX * 6));
+        selected.writeByteArray(new ArrayBuffer(NR_MAX));
+        for (const nr of config.selected) if (nr >= 0 && nr < NR_MAX) selected.add(nr).writeU8(1);
+        for (const [nr, ks, ls] of config.kinds) {
+            if (nr < 0 || nr >= NR_MAX) continue;
+            ks.forEach((k, i) => kinds.add(nr * 6 + i).writeU8(k));
+            ls.forEach((l, i) => lens.add(nr * 6 + i).writeU8(l));
+        }
+        this.keep.push(kinds, lens, selected, ...this.bufs);
+        new NativeFunction(this.cm.sys_init, "void", ["int", "int", "int", "int", "pointer", "pointer", "pointer", "pointer", "pointer"])(
+            this.cap,
+            config.trace ? 1 : 0,
+            config.strmax,
+            config.bufmax,
+            this.bufs[0],
+            this.bufs[1],
+            kinds,
+            lens,
+            selected,
+        );
+        const [lo, hi] = agentRange(new NativeFunction(this.cm.agent_address, "pointer", [])());
+        new NativeFunction(this.cm.set_agent_range, "void", ["pointer", "pointer"])(lo, hi);
+        const exclusive = { scheduling: "exclusive" as const };
+        this.swap = new NativeFunction(this.cm.ring_swap, "int", ["int"], exclusive);
+        this.counters = Memory.alloc(NR_MAX * 32);
+        this.readCounters = new NativeFunction(this.cm.read_counters, "int", ["pointer"], exclusive);
+        this.readDrops = new NativeFunction(this.cm.read_drops, "int", [], exclusive);
+        this.setActive = new NativeFunction(this.cm.set_active, "void", ["int"], exclusive);
+    }
+
+    /** Replace (or listen on) every site; failures are reported, not fatal. */
+    arm(): { armed: number; slow: number; failed: string[] } {
+        const setSite = new NativeFunction(this.cm.set_site, "void", ["int", "pointer", "int", "int", "int", "int64", "int"]);
+        const site = (i: number, orig: NativePointer, s: SyscallSite): void =>
+            setSite(i, orig, s.nr, s.flags, s.pre === null ? 0 : 1, s.pre ?? 0, s.arity);
+        this.config.sites.slice(0, SITES).forEach((s, i) => {
+            const address = ptr(s.address);
+            try {
+                if (s.listener) {
+                    site(i, NULL, s);
+                    Interceptor.attach(address, { onEnter: this.cm.on_enter_only as NativePointer } as NativeInvocationListenerCallbacks, ptr(i));
+                } else {
+                    const repl = this.cm["r" + i.toString(8).padStart(3, "0")] as NativePointer;
+                    // The site is filled in before the replacement can run.
+                    let orig: NativePointer;
+                    try {
+                        // Fastest: a direct branch; needs room for it in the function.
+                        orig = Interceptor.replaceFast(address, repl);
+                        site(i, orig, s);
+                    } catch {
+                        // A near trampoline (small functions, or functions that are also
+                        // attached to); calling the target from the replacement reaches
+                        // the original.
+                        site(i, address, s);
+                        Interceptor.replace(address, repl);
+                        this.slow++;
+                    }
+                    this.replaced.push(address);
+                }
+                this.armed++;
+            } catch (e) {
+                this.failures.push(`${s.address}: ${String(e)}`);
+            }
+        });
+        if (this.config.sites.length > SITES) this.failures.push(`${this.config.sites.length - SITES} sites over the limit of ${SITES}`);
+        Interceptor.flush();
+        this.setActive(1);
+        return { armed: this.armed, slow: this.slow, failed: this.failures };
+    }
+
+    /** Send what was recorded since the last flush, and the counters if they changed. */
+    flush(): void {
+        let data: ArrayBuffer | null = null;
+        if (this.config.trace) {
+            const b = this.swap(200000);
+            const len = this.sys.add(this.outLenOffset()).readS32();
+            if (len > 0) data = this.bufs[b].readByteArray(len);
+        }
+        const k = this.readCounters(this.counters);
+        const arr: number[][] = [];
+        for (let i = 0; i < k; i++) {
+            const p = this.counters.add(32 * i);
+            arr.push([p.readS64().toNumber(), p.add(8).readS64().toNumber(), p.add(16).readS64().toNumber(), p.add(24).readS64().toNumber()]);
+        }
+        const text = JSON.stringify(arr);
+        const drops = this.readDrops();
+        if (data === null && text === this.lastCounters && drops === this.lastDrops) return;
+        this.lastCounters = text;
+        this.lastDrops = drops;
+        this.seq++;
+        post("syscalls", { seq: this.seq, counters: arr, drops, head: REC_HEAD }, data);
+    }
+
+    private outLenOffset(): number {
+        return this.outLen ?? (this.outLen = new NativeFunction(this.cm.out_len_offset, "int", [])());
+    }
+
+    private outLen: number | null = null;
+
+    /** Stop accounting and put the original functions back. */
+    stop(): void {
+        this.setActive(0);
+        for (const a of this.replaced) {
+            try {
+                Interceptor.revert(a);
+            } catch {
+                // Already gone with its module.
+            }
+        }
+        this.replaced.length = 0;
+    }
+}

@@ -1,0 +1,51 @@
+"""What ``instr syscalls`` does, as a function (cli.py stays thin)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from instr.syscalls.monitor import SyscallRun
+from instr.syscalls.summary import format_summary
+from instr.target import DeviceSpec, TargetSpec
+
+
+def run_syscalls(
+    target: TargetSpec,
+    device: DeviceSpec,
+    trace_spec: str | None,
+    summary: bool,
+    follow: bool,
+    kw: dict[str, Any],
+) -> int:
+    outputs = kw.get("outputs") or ()
+    out = open(outputs[0], "w") if outputs and outputs[0] != "-" else sys.stdout  # noqa: SIM115
+
+    def line(text: str) -> None:
+        print(text, file=out, flush=False)
+
+    def say(text: str) -> None:
+        if not kw.get("quiet"):
+            print(f"instr: {text}", file=sys.stderr, flush=True)
+
+    run = SyscallRun(
+        target,
+        device,
+        trace_spec=trace_spec,
+        follow=follow,
+        stream=not summary,
+        on_line=line,
+        buffer_bytes=kw.get("buffer_size", 8 << 20),
+        say=say,
+    )
+    result = run.run(timeout=kw.get("duration"))
+    if summary:
+        print(format_summary(result.counts), file=out)
+    out.flush()
+    for err in run.errors:
+        say(f"error: {err}")
+    if result.drops:
+        say(f"dropped {result.drops} records when the in-target buffer was full")
+    if out is not sys.stdout:
+        out.close()
+    return int(result.exit_code or 0) & 0xFF if target.spawns else 0

@@ -1,0 +1,281 @@
+"""``instr syscalls``: count or trace a process's system calls (and, with
+``follow``, its forked and exec'ed children's, through Frida's child gating).
+
+    from instr.syscalls.monitor import SyscallRun
+    run = SyscallRun(TargetSpec(argv=("./prog",)), follow=True)
+    result = run.run()
+    print(result.counts)       # {"openat": Count(calls=3, errors=1, ns=...)}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import frida
+
+from instr import target as tgt
+from instr.agent import load_bundle
+from instr.errors import AgentError, TargetError
+from instr.protocol import PROTOCOL_VERSION, ack
+from instr.syscalls import names as nr_names
+from instr.syscalls import numbers, select
+from instr.syscalls.decode import FdTable, format_record, memory_kinds
+from instr.syscalls.records import Record, parse
+from instr.syscalls.wrappers import choose, scan_names
+
+
+@dataclass
+class Count:
+    calls: int = 0
+    errors: int = 0
+    ns: int = 0
+
+    def add(self, other: Count) -> None:
+        self.calls += other.calls
+        self.errors += other.errors
+        self.ns += other.ns
+
+
+@dataclass
+class Image:
+    """One process image (a pid, until it execs): its agent and what it counted."""
+
+    pid: int
+    arch: str = "x64"
+    session: Any = None
+    script: Any = None
+    counters: dict[int, Count] = field(default_factory=dict)
+    extra: dict[str, int] = field(default_factory=dict)  # calls known from endings
+    exec_pending: bool = False
+    ending: dict[str, Any] | None = None
+    detach_reason: str | None = None
+    drops: int = 0
+    fds: FdTable = field(default_factory=FdTable)
+    sites: int = 0
+
+
+@dataclass
+class Result:
+    counts: dict[str, Count]
+    images: list[Image]
+    exit_code: int | None
+    drops: int
+
+
+class SyscallRun:
+    def __init__(
+        self,
+        target: tgt.TargetSpec,
+        device: tgt.DeviceSpec | None = None,
+        trace_spec: str | None = None,
+        follow: bool = False,
+        stream: bool = False,
+        on_line: Callable[[str], None] | None = None,
+        strmax: int = 32,
+        bufmax: int = 32,
+        buffer_bytes: int = 8 << 20,
+        say: Callable[[str], None] | None = None,
+    ) -> None:
+        self.target = target
+        self.device_spec = device or tgt.DeviceSpec()
+        self.trace_spec = trace_spec
+        self.follow = follow
+        self.stream = stream
+        self.on_line = on_line or (lambda s: None)
+        self.strmax, self.bufmax, self.buffer_bytes = strmax, bufmax, buffer_bytes
+        self.say = say or (lambda s: None)
+        self.images: list[Image] = []
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._pending_children = 0
+        self._device: Any = None
+        self.root_pid: int | None = None
+        self.errors: list[str] = []
+
+    # -- per process -----------------------------------------------------------
+
+    def _arm(self, pid: int) -> Image:
+        img = Image(pid)
+        if not self.target.spawns and pid == self.root_pid:
+            img.fds = FdTable.from_proc(pid)
+        img.session = tgt.attach(self._device, pid)
+        img.session.on("detached", lambda reason, crash: self._on_detached(img, reason))
+        if self.follow:
+            img.session.enable_child_gating()
+        try:
+            img.script = img.session.create_script(load_bundle(), name="instr-syscalls")
+            img.script.on("message", lambda m, d: self._on_message(img, m, d))
+            img.script.load()
+            hello = img.script.exports_sync.hello()
+        except (frida.InvalidOperationError, frida.TransportError) as e:
+            raise TargetError(f"pid {pid} ended before the agent loaded: {e}") from e
+        if hello.get("protocol") != PROTOCOL_VERSION:
+            raise AgentError(f"agent speaks protocol {hello.get('protocol')}")
+        img.arch = str(hello["arch"])
+        arch = "x86_64" if img.arch == "x64" else img.arch
+        plan = {
+            "protocol": PROTOCOL_VERSION,
+            "options": {"flush_interval_ms": 50, "buffer_bytes": 1 << 17, "on_full": "block"},
+            "probes": [],
+        }
+        img.script.exports_sync.configure(plan)
+        scan = img.script.exports_sync.syscall_scan(scan_names(arch))
+        sites = choose(scan["functions"], arch)
+        chosen = select(self.trace_spec, arch)
+        nrs = numbers(img.arch)
+        kinds = []
+        if self.stream:
+            for name in chosen:
+                k, lens = memory_kinds(name)
+                if any(k):
+                    kinds.append([nrs[name], k, lens])
+        config = {
+            "sites": [s.to_plan() for s in sites],
+            "selected": sorted(nrs[n] for n in chosen),
+            "trace": self.stream,
+            "kinds": kinds,
+            "strmax": 4096 if self.stream else 0,
+            "bufmax": self.bufmax,
+            "buffer_bytes": self.buffer_bytes if self.stream else 0,
+        }
+        started = img.script.exports_sync.syscall_start(config)
+        img.sites = int(started["armed"])
+        by_address = {s.address: s.name for s in sites}
+        for f in started["failed"][:3]:
+            address, _, why = str(f).partition(": ")
+            self.errors.append(f"pid {pid}: cannot hook {by_address.get(address, address)}: {why}")
+        with self._lock:
+            self.images.append(img)
+        return img
+
+    def _on_message(self, img: Image, message: dict[str, Any], data: bytes | None) -> None:
+        if message.get("type") != "send":
+            self.errors.append(f"pid {img.pid}: agent: {message.get('description', message)}")
+            return
+        p = message["payload"]
+        kind = p.get("type")
+        if kind == "syscalls":
+            img.counters = {
+                int(nr): Count(int(c), int(e), int(ns)) for nr, c, e, ns in p["counters"]
+            }
+            img.drops = int(p.get("drops", 0))
+            if data:
+                self._records(img, data)
+        elif kind == "ending":
+            img.ending = p
+            chosen = select(self.trace_spec, "x86_64" if img.arch == "x64" else img.arch)
+            if p.get("reason") == "exit" and "exit_group" in chosen:
+                img.extra["exit_group"] = img.extra.get("exit_group", 0) + 1
+                if self.stream:
+                    self.on_line(self._prefix(img) + f"exit_group({p.get('code')}) = ?")
+            elif p.get("reason") == "exec":
+                img.exec_pending = "execve" in chosen
+            with contextlib.suppress(frida.InvalidOperationError, frida.TransportError):
+                img.script.post(ack(int(p["token"])))
+        elif kind == "error":
+            self.errors.append(f"pid {img.pid}: agent error: {p.get('message')}")
+
+    def _prefix(self, img: Image) -> str:
+        return f"[pid {img.pid:>6}] " if self.follow else ""
+
+    def _records(self, img: Image, data: bytes) -> None:
+        table = nr_names(img.arch)
+        for rec in parse(data):
+            name = table.get(rec.nr, f"syscall_{rec.nr}")
+            self.on_line(self._line(img, name, rec))
+
+    def _line(self, img: Image, name: str, rec: Record) -> str:
+        return format_record(name, rec, img.fds, img.pid if self.follow else None)
+
+    def _on_detached(self, img: Image, reason: str) -> None:
+        with self._changed:
+            img.detach_reason = reason
+            if reason == "process-replaced" and img.exec_pending:
+                img.extra["execve"] = img.extra.get("execve", 0) + 1
+            self._changed.notify_all()
+
+    def _on_child(self, child: Any) -> None:
+        with self._changed:
+            self._pending_children += 1
+        threading.Thread(target=self._adopt, args=(child,), daemon=True).start()
+
+    def _adopt(self, child: Any) -> None:
+        try:
+            self._arm(child.pid)
+        except Exception as e:  # the child is still resumed: never leave it stopped
+            self.errors.append(f"cannot follow pid {child.pid}: {e}")
+        finally:
+            with contextlib.suppress(frida.InvalidOperationError, frida.ProcessNotFoundError):
+                self._device.resume(child.pid)
+            with self._changed:
+                self._pending_children -= 1
+                self._changed.notify_all()
+
+    # -- the run ---------------------------------------------------------------
+
+    def _all_done(self) -> bool:
+        return self._pending_children == 0 and all(i.detach_reason is not None for i in self.images)
+
+    def run(self, timeout: float | None = None) -> Result:
+        self._device = tgt.open_device(self.device_spec)
+        if self.follow:
+            self._device.on("child-added", self._on_child)
+        if self.target.argv is not None:
+            self.root_pid = tgt.spawn(self._device, self.target)
+        elif self.target.pid is not None:
+            self.root_pid = self.target.pid
+        else:
+            assert self.target.name is not None
+            self.root_pid = tgt.resolve_name(self._device, self.target.name)
+        try:
+            self._arm(self.root_pid)
+        except BaseException:
+            if self.target.spawns:
+                tgt.kill(self._device, self.root_pid)
+            raise
+        self.say(
+            f"counting system calls in pid {self.root_pid} ({self.images[0].sites} libc wrappers)"
+        )
+        if self.target.spawns:
+            self._device.resume(self.root_pid)
+        try:
+            with self._changed:
+                self._changed.wait_for(self._all_done, timeout)
+        except KeyboardInterrupt:
+            self.say("stopping")
+        finally:
+            self._stop()
+        return self.result()
+
+    def _stop(self) -> None:
+        for img in list(self.images):
+            if img.detach_reason is None:
+                with contextlib.suppress(
+                    frida.InvalidOperationError, frida.TransportError, frida.RPCException
+                ):
+                    img.script.exports_sync.dispose()
+                with contextlib.suppress(frida.InvalidOperationError, frida.TransportError):
+                    img.session.detach()
+        if self.follow and self._device is not None:
+            with contextlib.suppress(Exception):
+                self._device.off("child-added", self._on_child)
+
+    def result(self) -> Result:
+        counts: dict[str, Count] = {}
+        drops = 0
+        for img in self.images:
+            table = nr_names(img.arch)
+            for nr, c in img.counters.items():
+                counts.setdefault(table.get(nr, f"syscall_{nr}"), Count()).add(c)
+            for name, n in img.extra.items():
+                counts.setdefault(name, Count()).calls += n
+            drops += img.drops
+        root = self.images[0] if self.images else None
+        code = None
+        if root is not None and root.ending is not None and root.ending.get("reason") == "exit":
+            code = root.ending.get("code")
+        return Result(counts, list(self.images), code, drops)
