@@ -98,9 +98,12 @@ export class Flusher {
             if (!this.running) return;
             if (this.seq - this.acked < MAX_IN_FLIGHT) {
                 try {
+                    this.periodic = true;
                     this.flushAll();
                 } catch (e) {
                     reportError(null, e);
+                } finally {
+                    this.periodic = false;
                 }
             } else {
                 this.ring.lastFull = true; // look again in 1 ms: credit may have come
@@ -166,18 +169,19 @@ export class Flusher {
         if (data !== null && records > 0) this.sendBatch(data, records);
     }
 
-    /** Also run `fn` on every flush (the syscall monitor's records and counters). */
-    onFlush(fn: () => void): void {
+    /** Also run `fn` on every flush (the syscall monitor); `periodic`: from the timer. */
+    onFlush(fn: (periodic: boolean) => void): void {
         this.extra.push(fn);
     }
 
-    private readonly extra: (() => void)[] = [];
+    private readonly extra: ((periodic: boolean) => void)[] = [];
+    private periodic = false;
 
     /** Drain everything now; returns the last batch seq. */
     flushAll(): number {
         for (const fn of this.extra) {
             try {
-                fn();
+                fn(this.periodic);
             } catch (e) {
                 reportError(null, e);
             }

@@ -50,7 +50,7 @@ export class Session {
         return { probes: statuses };
     }
 
-    syscallScan(names: string[]): { module: string; arch: string; functions: ScanResult[] } {
+    syscallScan(names: string[]): { module: string; base: string; arch: string; functions: ScanResult[] } {
         return scan(names);
     }
 
@@ -61,7 +61,7 @@ export class Session {
         const monitor = new SyscallMonitor(config);
         this.syscalls = monitor;
         const result = monitor.arm();
-        this.flusher.onFlush(() => monitor.flush());
+        this.flusher.onFlush((periodic) => monitor.flush(periodic));
         return result;
     }
 

@@ -30,12 +30,14 @@ export interface SyscallConfig {
     strmax: number;
     bufmax: number;
     buffer_bytes: number;
+    fast: boolean; // replace where possible; false: listeners (child gating, see lis_enter in C)
 }
 
 const NR_MAX = 1024;
 const SITES = 512;
 const SYS_BYTES = 64 * 1024;
 const REC_HEAD = 88;
+const F_SLOW = 8;
 
 /** The C library: the module that exports `read`. */
 function libc(): Module {
@@ -118,7 +120,7 @@ export function syscallsIn(address: NativePointer): number[] {
 }
 
 /** Scan the C library's exported functions named in `names` (all if empty). */
-export function scan(names: string[]): { module: string; arch: string; functions: ScanResult[] } {
+export function scan(names: string[]): { module: string; base: string; arch: string; functions: ScanResult[] } {
     const lib = libc();
     const wanted = new Set(names);
     const out: ScanResult[] = [];
@@ -132,7 +134,7 @@ export function scan(names: string[]): { module: string; arch: string; functions
         }
         if (nrs.length > 0) out.push({ name: e.name, address: e.address.toString(), nrs });
     }
-    return { module: lib.path, arch: Process.arch, functions: out };
+    return { module: lib.path, base: lib.base.toString(), arch: Process.arch, functions: out };
 }
 
 /**
@@ -160,23 +162,27 @@ function agentThreads(): NativePointer {
     return out;
 }
 
-/** The lowest and highest address of the file mapping that holds `inside` (Frida's agent). */
-function agentRange(inside: NativePointer): [NativePointer, NativePointer] {
-    const lines = File.readAllText("/proc/self/maps").split("\n");
-    const parsed = lines
-        .map((l) => /^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ \S+\s*(.*)$/.exec(l))
-        .filter((m): m is RegExpExecArray => m !== null)
-        .map((m) => ({ lo: ptr("0x" + m[1]), hi: ptr("0x" + m[2]), path: m[3] }));
-    const home = parsed.find((r) => inside.compare(r.lo) >= 0 && inside.compare(r.hi) < 0);
-    if (home === undefined || home.path === "") return [inside, inside.add(1)];
-    let lo = home.lo;
-    let hi = home.hi;
-    for (const r of parsed) {
-        if (r.path !== home.path) continue;
-        if (r.lo.compare(lo) < 0) lo = r.lo;
-        if (r.hi.compare(hi) > 0) hi = r.hi;
+/**
+ * Where glibc keeps a thread's start routine in its struct pthread: this (JS)
+ * thread is Frida's, started by glib's thread proxy inside the agent; the
+ * first word of its struct pthread pointing into the agent's code is it.
+ * 0 when not found (then only the threads seen at arming are told apart).
+ */
+function startRoutineOffset([lo, hi]: [NativePointer, NativePointer]): number {
+    const self = new NativeFunction(Module.getGlobalExportByName("pthread_self"), "pointer", [])();
+    for (let off = 0x100; off < 0x1000; off += 8) {
+        let v: NativePointer;
+        try {
+            v = self.add(off).readPointer();
+        } catch {
+            return 0;
+        }
+        if (v.compare(lo) >= 0 && v.compare(hi) < 0) {
+            const r = Process.findRangeByAddress(v);
+            if (r === null || r.protection.includes("x")) return off;
+        }
     }
-    return [lo, hi];
+    return 0;
 }
 
 export class SyscallMonitor {
@@ -190,7 +196,7 @@ export class SyscallMonitor {
     private readonly readDrops: NativeFunction<number, []>;
     private readonly setActive: NativeFunction<void, [number]>;
     private readonly keep: NativePointer[] = [];
-    private lastCounters = "";
+    private lastCounters = "[]";
     private lastDrops = 0;
     private seq = 0;
     armed = 0;
@@ -210,6 +216,10 @@ export class SyscallMonitor {
             gettid: Module.getGlobalExportByName("gettid"),
             errno_location: errno,
             agent_tids: agentThreads(),
+            open: Module.getGlobalExportByName("open"),
+            read: Module.getGlobalExportByName("read"),
+            close: Module.getGlobalExportByName("close"),
+            pthread_self: Module.getGlobalExportByName("pthread_self"),
         });
         const size = new NativeFunction(this.cm.sys_size, "int", [])();
         if (size > SYS_BYTES) throw new Error(`syscall state too large (${size})`);
@@ -239,14 +249,26 @@ export class SyscallMonitor {
             lens,
             selected,
         );
-        const [lo, hi] = agentRange(new NativeFunction(this.cm.agent_address, "pointer", [])());
-        new NativeFunction(this.cm.set_agent_range, "void", ["pointer", "pointer"])(lo, hi);
+        const mapsBuf = Memory.alloc(1 << 20);
+        new NativeFunction(this.cm.find_frida_ranges, "void", ["pointer", "pointer", "int"])(
+            new NativeFunction(this.cm.agent_address, "pointer", [])(),
+            mapsBuf,
+            1 << 20,
+        );
+        this.keep.push(mapsBuf);
+        new NativeFunction(this.cm.set_start_offset, "void", ["int"])(startRoutineOffset(this.agentRange()));
         const exclusive = { scheduling: "exclusive" as const };
         this.swap = new NativeFunction(this.cm.ring_swap, "int", ["int"], exclusive);
         this.counters = Memory.alloc(NR_MAX * 32);
         this.readCounters = new NativeFunction(this.cm.read_counters, "int", ["pointer"], exclusive);
         this.readDrops = new NativeFunction(this.cm.read_drops, "int", [], exclusive);
         this.setActive = new NativeFunction(this.cm.set_active, "void", ["int"], exclusive);
+    }
+
+    /** The agent's code range, as find_frida_ranges found it. */
+    private agentRange(): [NativePointer, NativePointer] {
+        const f = new NativeFunction(this.cm.frida_range, "pointer", ["int"]);
+        return [f(0), f(1)];
     }
 
     /** Replace (or listen on) every site; failures are reported, not fatal. */
@@ -257,7 +279,10 @@ export class SyscallMonitor {
         this.config.sites.slice(0, SITES).forEach((s, i) => {
             const address = ptr(s.address);
             try {
-                if (s.listener) {
+                if (!this.config.fast && !s.listener) {
+                    site(i, NULL, s);
+                    this.listen.push([address, i]);
+                } else if (s.listener) {
                     site(i, NULL, s);
                     Interceptor.attach(address, { onEnter: this.cm.on_enter_only as NativePointer } as NativeInvocationListenerCallbacks, ptr(i));
                 } else {
@@ -272,7 +297,7 @@ export class SyscallMonitor {
                         // A near trampoline (small functions, or functions that are also
                         // attached to); calling the target from the replacement reaches
                         // the original.
-                        site(i, address, s);
+                        site(i, address, { ...s, flags: s.flags | F_SLOW });
                         Interceptor.replace(address, repl);
                         this.slow++;
                     }
@@ -284,13 +309,22 @@ export class SyscallMonitor {
             }
         });
         if (this.config.sites.length > SITES) this.failures.push(`${this.config.sites.length - SITES} sites over the limit of ${SITES}`);
+        this.attachListeners();
+        if (this.config.trace) this.watchForks();
         Interceptor.flush();
         this.setActive(1);
         return { armed: this.armed, slow: this.slow, failed: this.failures };
     }
 
-    /** Send what was recorded since the last flush, and the counters if they changed. */
-    flush(): void {
+    /**
+     * Send what was recorded since the last flush, and the counters if they
+     * changed. The timer's flushes send counters only in trace mode, and
+     * never while a thread is in fork(): a message in flight across a fork
+     * with child gating crashes the child (measured). Counters are always
+     * sent by the final flushes (exit, exec, crash, dispose).
+     */
+    flush(periodic = false): void {
+        if (periodic && (!this.config.trace || this.forking > 0)) return;
         let data: ArrayBuffer | null = null;
         if (this.config.trace) {
             const b = this.swap(200000);
@@ -317,6 +351,44 @@ export class SyscallMonitor {
     }
 
     private outLen: number | null = null;
+    /** Threads inside fork() (see flush). */
+    private forking = 0;
+
+    /** Listener-tier sites (address, site index), and their live listeners. */
+    private readonly listen: [NativePointer, number][] = [];
+    private listeners: InvocationListener[] = [];
+
+    private attachListeners(): void {
+        const cb = { onEnter: this.cm.lis_enter, onLeave: this.cm.lis_leave } as NativeInvocationListenerCallbacks;
+        for (const [address, i] of this.listen) {
+            try {
+                this.listeners.push(Interceptor.attach(address, cb, ptr(i)));
+            } catch (e) {
+                this.failures.push(`${address}: ${String(e)}`);
+            }
+        }
+    }
+
+    /** Note threads entering fork(): JS listeners take the script lock, so no flush is half done. */
+    private watchForks(): void {
+        for (const name of ["fork", "_Fork", "vfork"]) {
+            const f = Module.findGlobalExportByName(name);
+            if (f === null) continue;
+            const self = this;
+            try {
+                Interceptor.attach(f, {
+                    onEnter() {
+                        self.forking++;
+                    },
+                    onLeave() {
+                        if (self.forking > 0) self.forking--;
+                    },
+                });
+            } catch {
+                // replaced already (vfork, by Frida's fork monitor)
+            }
+        }
+    }
 
     /** Stop accounting and put the original functions back. */
     stop(): void {

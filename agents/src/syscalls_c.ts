@@ -24,6 +24,7 @@ export const SYS_C_SOURCE = `
 #define F_INDIRECT 1
 #define F_ENTER 2
 #define F_FORK 4
+#define F_SLOW 8 /* replaced through a trampoline: the caller is in the invocation context */
 #define MK_NONE 0
 #define MK_CSTR 1
 #define MK_BUF_ARG 2
@@ -69,8 +70,9 @@ typedef struct {
   guint8 * lens;
   guint8 * selected;
   GumTlsKey tid_key;
-  gsize agent_lo;
-  gsize agent_hi;
+  gint start_off;
+  gint n_ranges;
+  gsize ranges[128]; /* lo, hi pairs: Frida's code (agent, loader, CModules) */
   Counter counters[NR_MAX];
   Site sites[SITES];
 } Sys;
@@ -83,6 +85,10 @@ typedef struct {
 extern Sys sys;
 extern int clock_gettime (int clk, TimeSpec * ts);
 extern int gettid (void); /* the original, not a replaced one */
+extern gpointer pthread_self (void);
+extern int open (const char * path, int flags, ...);
+extern gssize read (int fd, void * buf, gsize n);
+extern int close (int fd);
 extern int * errno_location (void);
 extern gint32 agent_tids[64]; /* Frida's threads when the monitor was armed; 0 ends */
 
@@ -131,6 +137,29 @@ my_tid (void)
   return (guint32) GPOINTER_TO_SIZE (v);
 }
 
+static gboolean
+in_frida (gsize a)
+{
+  gint i;
+  for (i = 0; i != sys.n_ranges; i++)
+    if (a >= sys.ranges[2 * i] && a < sys.ranges[2 * i + 1])
+      return TRUE;
+  return FALSE;
+}
+
+/* A thread whose start routine is in Frida's agent (glib's thread proxy) is
+ * Frida's; sys.start_off is where glibc keeps the start routine in struct
+ * pthread (found by syscalls.ts from a thread known to be Frida's). */
+static gboolean
+started_by_agent (void)
+{
+  gsize sr;
+  if (sys.start_off <= 0)
+    return FALSE;
+  sr = *(gsize *) ((guint8 *) pthread_self () + sys.start_off);
+  return in_frida (sr);
+}
+
 static guint64
 thread_state (void)
 {
@@ -138,7 +167,7 @@ thread_state (void)
   if (st == 0)
   {
     st = ST_INIT;
-    if (is_agent_thread (my_tid ()))
+    if (is_agent_thread (my_tid ()) || started_by_agent ())
       st |= ST_IGNORE;
     gum_tls_key_set_value (sys.key, GSIZE_TO_POINTER ((gsize) st));
   }
@@ -279,84 +308,127 @@ record (guint nr, guint flags, guint64 ts, guint64 dur, gint64 * a, gint64 ret, 
   g_atomic_int_add (&sys.inflight[half], -1);
 }
 
+/* One call in flight: what begin() saw, for end(). */
+typedef struct {
+  guint64 t0;
+  gint64 args[6];
+  gint nr;
+  gint saved;
+  guint d;
+  gint on;
+} Call;
+
+/* Before the wrapper runs: FALSE when the call is not to be accounted. */
+/* ep: errno itself (replacement tier), or the invocation context's copy of
+ * it (listener tier: Gum saves errno around listeners and restores its copy). */
+static gboolean
+begin (Site * s, gsize ra, gint64 * w, Call * c, gint * ep)
+{
+  guint64 st = thread_state ();
+  gint k, j = 0, from = 0;
+
+  c->on = 0;
+  /* Frida's threads, and Frida's own code running on the target's threads. */
+  if ((st & ST_IGNORE) != 0 || !sys.active || in_frida (ra))
+    return FALSE;
+  c->nr = s->nr;
+  /* The syscall's arguments from the wrapper's: syscall(nr, ...) shifts them
+   * left; open(path, ...) is openat(AT_FDCWD, path, ...); a wrapper with
+   * fewer arguments than its syscall leaves the rest 0, never garbage that
+   * would be read as a pointer. */
+  if (s->flags & F_INDIRECT)
+  {
+    c->nr = (gint) w[0];
+    from = 1;
+  }
+  if (c->nr < 0 || c->nr >= NR_MAX || !sys.selected[c->nr])
+    return FALSE;
+  if (s->pre)
+    c->args[j++] = s->pre_value;
+  for (k = 0; k != s->arity && from + k < 6 && j < 6; k++)
+    c->args[j++] = w[from + k];
+  while (j < 6)
+    c->args[j++] = 0;
+  c->d = DEPTH (st) + 1;
+  if (c->d > 55)
+    return FALSE;
+  set_state ((st & ~(63ULL << 2) & ~INNER (c->d)) | ((guint64) c->d << 2));
+  c->saved = *ep;
+  *ep = 0;
+  c->on = 1;
+  /* execve, exit_group (F_ENTER) do not return on success: the exit and exec
+   * hooks flush before this runs, so the host counts those calls from the
+   * ending it is told about; a failed call returns and is counted in end(). */
+  c->t0 = now_ns ();
+  return TRUE;
+}
+
+static void
+end (Site * s, Call * c, gint64 r, gint * ep)
+{
+  guint64 t1 = now_ns ();
+  gint err = *ep, nr = c->nr;
+  guint64 st;
+  guint d = c->d;
+
+  if (err == 0)
+    *ep = c->saved;
+  st = thread_state ();
+  if ((st & INNER (d)) == 0 && !((s->flags & F_FORK) && r == 0))
+  {
+    g_atomic_int_add (&sys.counters[nr].count, 1);
+    if (err != 0)
+      g_atomic_int_add (&sys.counters[nr].errors, 1);
+    add64 (&sys.counters[nr].ns, (gint64) (t1 - c->t0));
+    if (sys.trace)
+      record (nr, err ? RF_ERROR : 0, c->t0, t1 - c->t0, c->args, r, err);
+  }
+  /* Leave this level; tell the parent level that a call was accounted below it. */
+  set_state ((st & ~(63ULL << 2) & ~INNER (d)) | ((guint64) (d - 1) << 2) | INNER (d - 1));
+}
+
 static gint64
 call (guint i, gsize ra, gint64 a0, gint64 a1, gint64 a2, gint64 a3, gint64 a4, gint64 a5)
 {
   Site * s = &sys.sites[i];
-  guint64 st = thread_state ();
-  guint64 t0, t1;
-  gint64 r, args[6];
-  gint nr, err, saved, flags = s->flags;
-  guint d;
-  int * ep;
+  gint64 w[6], r;
+  Call c;
 
-  /* Frida's threads, and Frida's own code running on the target's threads. */
-  if ((st & ST_IGNORE) != 0 || !sys.active || (ra >= sys.agent_lo && ra < sys.agent_hi))
-    return s->orig (a0, a1, a2, a3, a4, a5);
-  nr = s->nr;
+  if (s->flags & F_SLOW)
   {
-    /* The syscall's arguments from the wrapper's: syscall(nr, ...) shifts them
-     * left; open(path, ...) is openat(AT_FDCWD, path, ...); a wrapper with
-     * fewer arguments than its syscall leaves the rest 0, never garbage that
-     * would be read as a pointer. */
-    gint64 w[6];
-    gint k, j = 0, from = 0;
-    w[0] = a0; w[1] = a1; w[2] = a2; w[3] = a3; w[4] = a4; w[5] = a5;
-    if (flags & F_INDIRECT)
-    {
-      nr = (gint) a0;
-      from = 1;
-    }
-    if (s->pre)
-      args[j++] = s->pre_value;
-    for (k = 0; k != s->arity && from + k < 6 && j < 6; k++)
-      args[j++] = w[from + k];
-    while (j < 6)
-      args[j++] = 0;
+    GumInvocationContext * ic = gum_interceptor_get_current_invocation ();
+    if (ic != NULL)
+      ra = GPOINTER_TO_SIZE (gum_invocation_context_get_return_address (ic));
   }
-  if (nr < 0 || nr >= NR_MAX || !sys.selected[nr])
+  w[0] = a0; w[1] = a1; w[2] = a2; w[3] = a3; w[4] = a4; w[5] = a5;
+  if (!begin (s, ra, w, &c, errno_location ()))
     return s->orig (a0, a1, a2, a3, a4, a5);
-  d = DEPTH (st) + 1;
-  if (d > 55)
-    return s->orig (a0, a1, a2, a3, a4, a5);
-  set_state ((st & ~(63ULL << 2) & ~INNER (d)) | ((guint64) d << 2));
-  ep = errno_location ();
-  saved = *ep;
-  t0 = now_ns ();
-  /* execve, exit_group (F_ENTER) do not return on success: the exit and exec
-   * hooks flush before this replacement runs, so the host counts those calls
-   * from the ending it is told about; a failed call returns and is counted here. */
-  *ep = 0;
   r = s->orig (a0, a1, a2, a3, a4, a5);
-  t1 = now_ns ();
-  err = *ep;
-  if (err == 0)
-    *ep = saved;
-  st = thread_state ();
-  if ((st & INNER (d)) == 0)
-  {
-    if (flags & F_ENTER)
-    {
-      g_atomic_int_add (&sys.counters[nr].count, 1);
-      if (err != 0)
-        g_atomic_int_add (&sys.counters[nr].errors, 1);
-      add64 (&sys.counters[nr].ns, (gint64) (t1 - t0));
-      if (sys.trace)
-        record (nr, err ? RF_ERROR : 0, t0, t1 - t0, args, r, err);
-    }
-    else if (!((flags & F_FORK) && r == 0))
-    {
-      g_atomic_int_add (&sys.counters[nr].count, 1);
-      if (err != 0)
-        g_atomic_int_add (&sys.counters[nr].errors, 1);
-      add64 (&sys.counters[nr].ns, (gint64) (t1 - t0));
-      if (sys.trace)
-        record (nr, err ? RF_ERROR : 0, t0, t1 - t0, args, r, err);
-    }
-  }
-  /* Leave this level; tell the parent level that a call was accounted below it. */
-  set_state ((st & ~(63ULL << 2) & ~INNER (d)) | ((guint64) (d - 1) << 2) | INNER (d - 1));
+  end (s, &c, r, errno_location ());
   return r;
+}
+
+/* Listener tier (with child gating: a forked child crashes when Frida unloads
+ * a script that replaced functions; listeners are safe). Site index as data. */
+void
+lis_enter (GumInvocationContext * ic)
+{
+  guint i = GPOINTER_TO_UINT (gum_invocation_context_get_listener_function_data (ic));
+  Call * c = (Call *) gum_invocation_context_get_listener_invocation_data (ic, sizeof (Call));
+  gint64 w[6];
+  gint k;
+  for (k = 0; k != 6; k++)
+    w[k] = (gint64) GPOINTER_TO_SIZE (gum_invocation_context_get_nth_argument (ic, k));
+  begin (&sys.sites[i], GPOINTER_TO_SIZE (gum_invocation_context_get_return_address (ic)), w, c, &ic->system_error);
+}
+
+void
+lis_leave (GumInvocationContext * ic)
+{
+  guint i = GPOINTER_TO_UINT (gum_invocation_context_get_listener_function_data (ic));
+  Call * c = (Call *) gum_invocation_context_get_listener_invocation_data (ic, sizeof (Call));
+  if (c->on)
+    end (&sys.sites[i], c, (gint64) GPOINTER_TO_SIZE (gum_invocation_context_get_return_value (ic)), &ic->system_error);
 }
 
 /* r<ooo>: site 0ooo (octal), 512 of them. */
@@ -433,10 +505,105 @@ agent_address (void)
 }
 
 void
-set_agent_range (gpointer lo, gpointer hi)
+set_start_offset (gint off)
 {
-  sys.agent_lo = GPOINTER_TO_SIZE (lo);
-  sys.agent_hi = GPOINTER_TO_SIZE (hi);
+  sys.start_off = off;
+}
+
+static gsize
+hex_at (const gchar ** p)
+{
+  gsize v = 0;
+  for (;; (*p)++)
+  {
+    gchar c = **p;
+    if (c >= '0' && c <= '9') v = v * 16 + (c - '0');
+    else if (c >= 'a' && c <= 'f') v = v * 16 + (c - 'a' + 10);
+    else return v;
+  }
+}
+
+/* Frida's code from /proc/self/maps: the file mapping holding INSIDE (the
+ * agent; first), and every anonymous executable mapping (Frida's loader,
+ * CModules, trampolines). Parsed here rather than in JS: JS temporaries
+ * left to the collector crash a child forked under child gating (measured). */
+void
+find_frida_ranges (gpointer inside, gchar * buf, gint cap)
+{
+  gint fd = open ("/proc/self/maps", 0), n = 0, r;
+  gsize a = GPOINTER_TO_SIZE (inside), lo = 0, hi = 0, inode = 0;
+  gchar * line, * nl;
+  if (fd < 0)
+    return;
+  while (n < cap - 1 && (r = (gint) read (fd, buf + n, cap - 1 - n)) > 0)
+    n += r;
+  close (fd);
+  buf[n] = 0;
+  /* Pass 1: the inode of the mapping holding INSIDE. */
+  for (line = buf; *line != 0; line = nl + 1)
+  {
+    const gchar * p = line;
+    gsize l, h, ino;
+    gint f;
+    nl = line;
+    while (*nl != 0 && *nl != '\\n') nl++;
+    l = hex_at (&p); p++; h = hex_at (&p);
+    for (f = 0; f != 3 && p < nl; p++) if (*p == ' ') f++;
+    while (*p == ' ') p++;
+    ino = 0;
+    while (*p >= '0' && *p <= '9') { ino = ino * 10 + (*p - '0'); p++; }
+    if (a >= l && a < h) inode = ino;
+    if (*nl == 0) break;
+  }
+  /* Pass 2: merge that inode's mappings; collect anonymous executable ones. */
+  sys.n_ranges = 1;
+  for (line = buf; *line != 0; line = nl + 1)
+  {
+    const gchar * p = line;
+    gsize l, h, ino;
+    gboolean x, anon;
+    gint f;
+    nl = line;
+    while (*nl != 0 && *nl != '\\n') nl++;
+    l = hex_at (&p); p++; h = hex_at (&p); p++;
+    x = p[2] == 'x';
+    for (f = 0; f != 3 && p < nl; p++) if (*p == ' ') f++;
+    while (*p == ' ') p++;
+    ino = 0;
+    while (*p >= '0' && *p <= '9') { ino = ino * 10 + (*p - '0'); p++; }
+    while (*p == ' ') p++;
+    anon = (p >= nl);
+    if (inode != 0 && ino == inode)
+    {
+      if (lo == 0 || l < lo) lo = l;
+      if (h > hi) hi = h;
+    }
+    else if (anon && x && sys.n_ranges < 64)
+    {
+      sys.ranges[2 * sys.n_ranges] = l;
+      sys.ranges[2 * sys.n_ranges + 1] = h;
+      sys.n_ranges++;
+    }
+    if (*nl == 0) break;
+  }
+  sys.ranges[0] = lo != 0 ? lo : a;
+  sys.ranges[1] = hi != 0 ? hi : a + 1;
+}
+
+gpointer
+frida_range (gint k)
+{
+  return GSIZE_TO_POINTER (sys.ranges[k]);
+}
+
+void
+add_frida_range (gpointer lo, gpointer hi)
+{
+  if (sys.n_ranges == 64)
+    return;
+  sys.ranges[2 * sys.n_ranges] = GPOINTER_TO_SIZE (lo);
+  sys.ranges[2 * sys.n_ranges + 1] = GPOINTER_TO_SIZE (hi);
+  sys.n_ranges++;
 }
 
 void

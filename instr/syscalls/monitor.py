@@ -25,7 +25,7 @@ from instr.syscalls import names as nr_names
 from instr.syscalls import numbers, select
 from instr.syscalls.decode import FdTable, format_record, memory_kinds
 from instr.syscalls.records import Record, parse
-from instr.syscalls.wrappers import choose, scan_names
+from instr.syscalls.wrappers import F_FORK, choose, scan_names
 
 
 @dataclass
@@ -95,6 +95,8 @@ class SyscallRun:
         self._device: Any = None
         self.root_pid: int | None = None
         self.errors: list[str] = []
+        self._scans: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        self._awaiting_exec: set[int] = set()
 
     # -- per process -----------------------------------------------------------
 
@@ -104,8 +106,6 @@ class SyscallRun:
             img.fds = FdTable.from_proc(pid)
         img.session = tgt.attach(self._device, pid)
         img.session.on("detached", lambda reason, crash: self._on_detached(img, reason))
-        if self.follow:
-            img.session.enable_child_gating()
         try:
             img.script = img.session.create_script(load_bundle(), name="instr-syscalls")
             img.script.on("message", lambda m, d: self._on_message(img, m, d))
@@ -123,8 +123,22 @@ class SyscallRun:
             "probes": [],
         }
         img.script.exports_sync.configure(plan)
-        scan = img.script.exports_sync.syscall_scan(scan_names(arch))
-        sites = choose(scan["functions"], arch)
+        # Scan before child gating is enabled: Frida's own hooks (close, fork)
+        # would hide the code. A forked child has its parent's libc, already
+        # hooked by the inherited gating: it reuses the parent's scan.
+        libc = img.script.exports_sync.syscall_scan(["\0"])
+        key = (str(libc["module"]), str(libc["base"]))
+        functions = self._scans.get(key)
+        if functions is None:
+            functions = img.script.exports_sync.syscall_scan(scan_names(arch))["functions"]
+            self._scans[key] = functions
+        if self.follow:
+            img.session.enable_child_gating()
+        sites = choose(functions, arch)
+        if self.follow:
+            # With child gating, Frida's fork handling and a replaced _Fork do not
+            # mix (the child crashes): clone is counted from Frida's child-added.
+            sites = [s for s in sites if not (s.flags & F_FORK) and not s.listener]
         chosen = select(self.trace_spec, arch)
         nrs = numbers(img.arch)
         kinds = []
@@ -141,13 +155,14 @@ class SyscallRun:
             "strmax": 4096 if self.stream else 0,
             "bufmax": self.bufmax,
             "buffer_bytes": self.buffer_bytes if self.stream else 0,
+            "fast": not self.follow,
         }
         started = img.script.exports_sync.syscall_start(config)
         img.sites = int(started["armed"])
         by_address = {s.address: s.name for s in sites}
-        for f in started["failed"][:3]:
-            address, _, why = str(f).partition(": ")
-            self.errors.append(f"pid {pid}: cannot hook {by_address.get(address, address)}: {why}")
+        failed = [by_address.get(str(f).partition(": ")[0], str(f)) for f in started["failed"]]
+        if failed and pid == self.root_pid:
+            self.say(f"{len(failed)} wrapper(s) could not be hooked: {', '.join(failed[:5])}")
         with self._lock:
             self.images.append(img)
         return img
@@ -196,11 +211,16 @@ class SyscallRun:
             img.detach_reason = reason
             if reason == "process-replaced" and img.exec_pending:
                 img.extra["execve"] = img.extra.get("execve", 0) + 1
+            if reason == "process-replaced" and self.follow:
+                self._awaiting_exec.add(img.pid)  # its new image comes as a child
             self._changed.notify_all()
 
     def _on_child(self, child: Any) -> None:
         with self._changed:
             self._pending_children += 1
+            self._awaiting_exec.discard(child.pid)
+        if self.stream and child.origin == "exec":
+            self.on_line(f"[pid {child.pid:>6}] execve({child.path!r}, ...) = 0")
         threading.Thread(target=self._adopt, args=(child,), daemon=True).start()
 
     def _adopt(self, child: Any) -> None:
@@ -218,7 +238,9 @@ class SyscallRun:
     # -- the run ---------------------------------------------------------------
 
     def _all_done(self) -> bool:
-        return self._pending_children == 0 and all(i.detach_reason is not None for i in self.images)
+        if self._awaiting_exec or self._pending_children:
+            return False
+        return all(i.detach_reason is not None for i in self.images)
 
     def run(self, timeout: float | None = None) -> Result:
         self._device = tgt.open_device(self.device_spec)
@@ -274,7 +296,8 @@ class SyscallRun:
             for name, n in img.extra.items():
                 counts.setdefault(name, Count()).calls += n
             drops += img.drops
-        root = self.images[0] if self.images else None
+        mine = [i for i in self.images if i.pid == self.root_pid]
+        root = mine[-1] if mine else None  # the last image of the program we ran
         code = None
         if root is not None and root.ending is not None and root.ending.get("reason") == "exit":
             code = root.ending.get("code")
