@@ -98,10 +98,10 @@ def kind_of(syscall: str, args: list[tuple[str, str]], i: int) -> str:
         return "dirfd" if name in ("dfd", "olddfd", "newdfd", "dirfd") else "fd"
     if name == "flags" and syscall in ("open", "openat", "creat"):
         return "open_flags"
-    if (
-        name in ("buf", "ubuf")
-        and ctype in ("const char *", "const void *")
-        and nxt in ("count", "len", "size")
+    # Data the call reads (write, send*) or fills in (read, recv*).
+    sends = syscall.startswith(("write", "send", "pwrite"))
+    if name in ("buf", "ubuf", "buff") and nxt in ("count", "len", "size") and (
+        ctype in ("const char *", "const void *") or sends
     ):
         return "buf_in"
     if (

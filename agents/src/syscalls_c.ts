@@ -547,7 +547,7 @@ find_frida_ranges (gpointer inside, gchar * buf, gint cap)
     gint f;
     nl = line;
     while (*nl != 0 && *nl != '\\n') nl++;
-    l = hex_at (&p); p++; h = hex_at (&p);
+    l = hex_at (&p); p++; h = hex_at (&p); p++;
     for (f = 0; f != 3 && p < nl; p++) if (*p == ' ') f++;
     while (*p == ' ') p++;
     ino = 0;

@@ -1595,7 +1595,7 @@ SIGNATURES: dict[str, tuple[tuple[str, ...], tuple[tuple[str, str, str], ...]]] 
         ("network",),
         (
             ("fd", "int", "fd"),
-            ("buff", "void *", "ptr"),
+            ("buff", "void *", "buf_in"),
             ("len", "size_t", "uint"),
             ("flags", "unsigned int", "uint"),
             ("addr", "struct sockaddr *", "sockaddr"),
