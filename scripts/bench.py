@@ -35,7 +35,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "tests")]
 
-from bench_tools import TOOLS, Ctx, Measured, Unavailable, baseline  # noqa: E402
+from bench_tools import TOOLS, WLOOP_TOOLS, Ctx, Measured, Unavailable, baseline  # noqa: E402
 from helpers import REPO, BuildError, compile_c  # noqa: E402
 
 BENCH_SRC = REPO / "tests" / "targets" / "bench.c"
@@ -111,6 +111,23 @@ def table(results: dict[str, Measured | str], base: dict[str, Measured | str]) -
     return rows
 
 
+def print_syscall_ratios(
+    results: dict[str, Measured | str], base: dict[str, Measured | str]
+) -> None:
+    """Overheads on the write() loop relative to instr syscalls -c (same run)."""
+    b = base.get("wloop")
+    ref = results.get("instr-syscalls-c")
+    if not isinstance(b, Measured) or not isinstance(ref, Measured):
+        return
+    ref_ov = ref.ns_per_call - b.ns_per_call
+    print(f"# write() loop: instr syscalls -c overhead {fmt_ns(ref_ov)}/call")
+    for name in ("strace-c", "strace-write", "bpftrace-syscalls"):
+        m = results.get(name)
+        if isinstance(m, Measured) and ref_ov > 0:
+            ov = m.ns_per_call - b.ns_per_call
+            print(f"#   {name}: {fmt_ns(ov)}/call, {ov / ref_ov:.1f}x instr's")
+
+
 def print_table(rows: list[list[str]]) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for j, r in enumerate(rows):
@@ -146,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         print("# warning: the machine is busy; per-call figures will be inflated", flush=True)
 
     base: dict[str, Measured | str] = {}
-    kinds = ["run"] + (["wloop"] if "strace-write" in args.names else [])
+    kinds = ["run"] + (["wloop"] if any(n in WLOOP_TOOLS for n in args.names) else [])
     for kind in kinds:
         try:
             base[kind] = baseline(ctx, kind)
@@ -157,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"# {name} ...", file=sys.stderr, flush=True)
         results[name] = run_tool(name, ctx)
     print_table(table(results, base))
+    print_syscall_ratios(results, base)
     if args.keep:
         print(f"# scratch kept in {workdir}")
     else:

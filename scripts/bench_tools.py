@@ -38,7 +38,7 @@ from helpers import REPO, Proc, instr_argv, instr_env
 
 
 def baseline(ctx: Ctx, kind: str) -> Measured:
-    calls = ctx.calls if kind == "run" else ctx.slow_calls
+    calls = ctx.calls
     with start_bench(ctx) as b:
         d = drive(b, ctx, kind, calls)
         finish_bench(b, ctx)
@@ -234,6 +234,69 @@ def count_rows(db: Path) -> int | None:
         con.close()
 
 
+# --------------------------------------------------------------------------- syscalls
+# The write() loop (bench.c's wloop) counted per syscall: instr syscalls -c
+# (libc wrappers replaced by counting CModule code), strace -c, and bpftrace
+# counting raw_syscalls:sys_enter for the target's pid.
+
+
+def _summary_calls(lines: list[str], name: str) -> int | None:
+    for ln in lines:
+        parts = ln.split()
+        if parts and parts[-1] == name and len(parts) >= 5:
+            return int(parts[3])
+    return None
+
+
+def instr_syscalls_c(ctx: Ctx) -> Measured:
+    """instr syscalls -c attached to the target (default mode: libc wrappers)."""
+    with start_bench(ctx) as b:
+        argv = instr_argv("syscalls", "-c", "-e", "trace=write", "-p", b.pid)
+        with Proc(argv, cwd=REPO, env=instr_env()) as ins:
+            wait_line(ins, ctx, "counting system calls", stream="err")
+            d = drive(b, ctx, "wloop", ctx.calls)
+            finish_bench(b, ctx)
+            ins.proc.wait(ctx.timeout)
+            lines = ins.out.rest(ctx.timeout)
+    writes = _summary_calls(lines, "write")
+    if writes is None:
+        raise RuntimeError(f"instr printed no write row: {lines[-5:]}")
+    return measured("wloop", ctx.calls, d, writes, f"writes counted {writes} of {d.total_calls}+")
+
+
+def strace_c(ctx: Ctx) -> Measured:
+    """strace -c -e trace=write spawning the target."""
+    exe = need("strace")
+    out = ctx.workdir / "strace-c.txt"
+    with start_bench(ctx, [exe, "-c", "-e", "trace=write", "-o", str(out)]) as b:
+        d = drive(b, ctx, "wloop", ctx.slow_calls)
+        finish_bench(b, ctx)
+    writes = _summary_calls(out.read_text().splitlines(), "write")
+    return measured(
+        "wloop", ctx.slow_calls, d, writes, f"writes counted {writes} of {d.total_calls}+"
+    )
+
+
+def bpftrace_syscalls(ctx: Ctx) -> Measured:
+    """bpftrace counting raw_syscalls:sys_enter of the target's pid by syscall number."""
+    exe = _bpftrace_ready()
+    with start_bench(ctx) as b:
+        prog = (
+            'BEGIN { printf("armed\\n"); } '
+            f"tracepoint:raw_syscalls:sys_enter /pid == {b.pid}/ {{ @c[args->id] = count(); }}"
+        )
+        with Proc([exe, "-e", prog]) as bt:
+            wait_line(bt, ctx, "armed")
+            d = drive(b, ctx, "wloop", ctx.calls)
+            lines = stop(bt, ctx)
+        finish_bench(b, ctx)
+    m = re.search(r"^@c\[1\]: (\d+)$", "\n".join(lines), re.M)
+    writes = int(m.group(1)) if m else None
+    return measured("wloop", ctx.calls, d, writes, f"writes counted {writes} of {d.total_calls}+")
+
+
+WLOOP_TOOLS = ("strace-write", "instr-syscalls-c", "strace-c", "bpftrace-syscalls")
+
 TOOLS: dict[str, Callable[[Ctx], Measured]] = {
     "instr": instr,
     "frida-trace": frida_trace,
@@ -242,4 +305,7 @@ TOOLS: dict[str, Callable[[Ctx], Measured]] = {
     "bpftrace-printf": bpftrace_printf,
     "ltrace": ltrace,
     "strace-write": strace,
+    "instr-syscalls-c": instr_syscalls_c,
+    "strace-c": strace_c,
+    "bpftrace-syscalls": bpftrace_syscalls,
 }

@@ -100,8 +100,10 @@ def kind_of(syscall: str, args: list[tuple[str, str]], i: int) -> str:
         return "open_flags"
     # Data the call reads (write, send*) or fills in (read, recv*).
     sends = syscall.startswith(("write", "send", "pwrite"))
-    if name in ("buf", "ubuf", "buff") and nxt in ("count", "len", "size") and (
-        ctype in ("const char *", "const void *") or sends
+    if (
+        name in ("buf", "ubuf", "buff")
+        and nxt in ("count", "len", "size")
+        and (ctype in ("const char *", "const void *") or sends)
     ):
         return "buf_in"
     if (

@@ -199,6 +199,8 @@ export class SyscallMonitor {
     private lastCounters = "[]";
     private lastDrops = 0;
     private seq = 0;
+    /** Nanoseconds per tick of the C clock (see now_ticks in syscalls_c.ts). */
+    readonly tickNs: number;
     armed = 0;
     /** Sites replaced with a trampoline (Interceptor.replace) rather than replaceFast. */
     slow = 0;
@@ -257,12 +259,28 @@ export class SyscallMonitor {
         );
         this.keep.push(mapsBuf);
         new NativeFunction(this.cm.set_start_offset, "void", ["int"])(startRoutineOffset(this.agentRange()));
+        this.tickNs = this.calibrate();
         const exclusive = { scheduling: "exclusive" as const };
         this.swap = new NativeFunction(this.cm.ring_swap, "int", ["int"], exclusive);
         this.counters = Memory.alloc(NR_MAX * 32);
         this.readCounters = new NativeFunction(this.cm.read_counters, "int", ["pointer"], exclusive);
         this.readDrops = new NativeFunction(this.cm.read_drops, "int", [], exclusive);
         this.setActive = new NativeFunction(this.cm.set_active, "void", ["int"], exclusive);
+    }
+
+    /** Ticks of the C clock per nanosecond, over 20 ms of CLOCK_MONOTONIC. */
+    private calibrate(): number {
+        if (Process.arch !== "x64") return 1;
+        const ticks = new NativeFunction(this.cm.ticks, "uint64", []);
+        const mono = new NativeFunction(this.cm.mono_ns, "uint64", []);
+        const t0 = ticks();
+        const n0 = mono();
+        Thread.sleep(0.02);
+        const t1 = ticks();
+        const n1 = mono();
+        const ns = Number(n1.sub(n0).toString());
+        const dt = Number(t1.sub(t0).toString());
+        return ns > 0 && dt > 0 ? ns / dt : 1;
     }
 
     /** The agent's code range, as find_frida_ranges found it. */
@@ -343,7 +361,7 @@ export class SyscallMonitor {
         this.lastCounters = text;
         this.lastDrops = drops;
         this.seq++;
-        post("syscalls", { seq: this.seq, counters: arr, drops, head: REC_HEAD }, data);
+        post("syscalls", { seq: this.seq, counters: arr, drops, head: REC_HEAD, tick_ns: this.tickNs }, data);
     }
 
     private outLenOffset(): number {

@@ -20,7 +20,7 @@ export const SYS_C_SOURCE = `
 #include <gum/guminterceptor.h>
 
 #define NR_MAX 1024
-#define SITES 512 /* also in syscalls.ts; Site is 32 bytes */
+#define SITES 512 /* also in syscalls.ts */
 #define F_INDIRECT 1
 #define F_ENTER 2
 #define F_FORK 4
@@ -45,6 +45,8 @@ typedef struct {
   gint64 pre_value; /* inserted as the first syscall argument when pre != 0 */
   gint32 pre;
   gint32 arity; /* the wrapper arguments that are syscall arguments; the rest are 0 */
+  volatile gsize app_ra; /* the last caller found not to be Frida's: a one-entry cache */
+  gsize pad;
 } Site;
 
 typedef struct {
@@ -100,6 +102,36 @@ is_agent_thread (gint32 tid)
     if (agent_tids[i] == tid)
       return TRUE;
   return FALSE;
+}
+
+/* The clock of calls: the TSC on x86_64 (a few ns; syscalls.ts measures its
+ * rate and the host scales), clock_gettime elsewhere. */
+static guint64
+now_ticks (void)
+{
+#if defined (__x86_64__)
+  guint32 lo, hi;
+  __asm__ __volatile__ ("rdtsc" : "=a" (lo), "=d" (hi));
+  return ((guint64) hi << 32) | lo;
+#else
+  TimeSpec t;
+  clock_gettime (1, &t);
+  return (guint64) t.sec * 1000000000ULL + (guint64) t.nsec;
+#endif
+}
+
+guint64
+ticks (void)
+{
+  return now_ticks ();
+}
+
+static guint64 now_ns (void);
+
+guint64
+mono_ns (void)
+{
+  return now_ns ();
 }
 
 static guint64
@@ -329,8 +361,14 @@ begin (Site * s, gsize ra, gint64 * w, Call * c, gint * ep)
 
   c->on = 0;
   /* Frida's threads, and Frida's own code running on the target's threads. */
-  if ((st & ST_IGNORE) != 0 || !sys.active || in_frida (ra))
+  if ((st & ST_IGNORE) != 0 || !sys.active)
     return FALSE;
+  if (ra != s->app_ra)
+  {
+    if (in_frida (ra))
+      return FALSE;
+    s->app_ra = ra;
+  }
   c->nr = s->nr;
   /* The syscall's arguments from the wrapper's: syscall(nr, ...) shifts them
    * left; open(path, ...) is openat(AT_FDCWD, path, ...); a wrapper with
@@ -359,14 +397,14 @@ begin (Site * s, gsize ra, gint64 * w, Call * c, gint * ep)
   /* execve, exit_group (F_ENTER) do not return on success: the exit and exec
    * hooks flush before this runs, so the host counts those calls from the
    * ending it is told about; a failed call returns and is counted in end(). */
-  c->t0 = now_ns ();
+  c->t0 = now_ticks ();
   return TRUE;
 }
 
 static void
 end (Site * s, Call * c, gint64 r, gint * ep)
 {
-  guint64 t1 = now_ns ();
+  guint64 t1 = now_ticks ();
   gint err = *ep, nr = c->nr;
   guint64 st;
   guint d = c->d;
@@ -454,7 +492,7 @@ on_enter_only (GumInvocationContext * ic)
   {
     for (k = 0; k != 6; k++)
       args[k] = (gint64) GPOINTER_TO_SIZE (gum_invocation_context_get_nth_argument (ic, k));
-    record (s->nr, RF_ENTRY, now_ns (), 0, args, 0, 0);
+    record (s->nr, RF_ENTRY, now_ticks (), 0, args, 0, 0);
   }
 }
 

@@ -56,6 +56,7 @@ class Image:
     drops: int = 0
     fds: FdTable = field(default_factory=FdTable)
     sites: int = 0
+    tick_ns: float = 1.0
 
 
 @dataclass
@@ -174,8 +175,10 @@ class SyscallRun:
         p = message["payload"]
         kind = p.get("type")
         if kind == "syscalls":
+            img.tick_ns = float(p.get("tick_ns", 1.0))  # the agent's clock ticks, in ns
             img.counters = {
-                int(nr): Count(int(c), int(e), int(ns)) for nr, c, e, ns in p["counters"]
+                int(nr): Count(int(c), int(e), round(int(ns) * img.tick_ns))
+                for nr, c, e, ns in p["counters"]
             }
             img.drops = int(p.get("drops", 0))
             if data:
@@ -200,6 +203,7 @@ class SyscallRun:
     def _records(self, img: Image, data: bytes) -> None:
         table = nr_names(img.arch)
         for rec in parse(data):
+            rec.dur = round(rec.dur * img.tick_ns)
             name = table.get(rec.nr, f"syscall_{rec.nr}")
             self.on_line(self._line(img, name, rec))
 
