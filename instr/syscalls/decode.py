@@ -67,7 +67,7 @@ def open_flags(v: int) -> str:
     acc = {0: "O_RDONLY", 1: "O_WRONLY", 2: "O_RDWR"}.get(v & 3, str(v & 3))
     parts = [acc]
     rest = v & ~3
-    for name, bit in O_FLAGS:
+    for name, bit in sorted(O_FLAGS, key=lambda nb: nb[1]):  # strace's order
         if bit == 0o4010000:
             if rest & bit == bit:
                 parts.append(name)
