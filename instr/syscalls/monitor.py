@@ -20,6 +20,7 @@ import frida
 from instr import target as tgt
 from instr.agent import load_bundle
 from instr.errors import AgentError, TargetError
+from instr.probes.ir import PlanOptions, ProbeTable
 from instr.protocol import PROTOCOL_VERSION, ack
 from instr.syscalls import names as nr_names
 from instr.syscalls import numbers, select
@@ -118,11 +119,8 @@ class SyscallRun:
             raise AgentError(f"agent speaks protocol {hello.get('protocol')}")
         img.arch = str(hello["arch"])
         arch = "x86_64" if img.arch == "x64" else img.arch
-        plan = {
-            "protocol": PROTOCOL_VERSION,
-            "options": {"flush_interval_ms": 50, "buffer_bytes": 1 << 17, "on_full": "block"},
-            "probes": [],
-        }
+        # No probes: the plan only sets up flushing and the exit/exec hooks.
+        plan = ProbeTable(options=PlanOptions(buffer_bytes=1 << 17)).plan()
         img.script.exports_sync.configure(plan)
         # Scan before child gating is enabled: Frida's own hooks (close, fork)
         # would hide the code. A forked child has its parent's libc, already
