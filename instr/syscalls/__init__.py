@@ -64,8 +64,9 @@ def select(spec: str | None, arch: str = "x86_64") -> set[str]:
             import difflib
 
             close = difflib.get_close_matches(item, sorted(known), n=3)
+            shown = spec if spec.startswith("trace=") else f"trace={spec}"
             raise UsageError(
-                f"unknown system call {item!r} in -e trace={spec}",
+                f"unknown system call {item!r} in -e {shown}",
                 hint=f"did you mean {', '.join(close)}?" if close else None,
             )
     return known - chosen if negate else chosen

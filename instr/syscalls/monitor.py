@@ -22,8 +22,8 @@ from instr.agent import load_bundle
 from instr.errors import AgentError, TargetError
 from instr.probes.ir import PlanOptions, ProbeTable
 from instr.protocol import PROTOCOL_VERSION, ack
+from instr.syscalls import ARCHES, numbers, select
 from instr.syscalls import names as nr_names
-from instr.syscalls import numbers, select
 from instr.syscalls.decode import FdTable, format_record, memory_kinds
 from instr.syscalls.records import Record, parse
 from instr.syscalls.wrappers import F_FORK, choose, scan_names
@@ -245,6 +245,10 @@ class SyscallRun:
         return all(i.detach_reason is not None for i in self.images)
 
     def run(self, timeout: float | None = None) -> Result:
+        import platform
+
+        # Bad -e input fails before anything is spawned (checked again per arch).
+        select(self.trace_spec, ARCHES.get(platform.machine(), "x86_64"))
         self._device = tgt.open_device(self.device_spec)
         if self.follow:
             self._device.on("child-added", self._on_child)

@@ -113,3 +113,11 @@ def test_stream_decodes_arguments(targets: Targets, tmp_path: Path) -> None:
     assert any(opened.match(ln) for ln in lines), lines
     enoent = 'access("/nonexistent/instr", F_OK) = -1 ENOENT (No such file or directory) <'
     assert any(ln.startswith(enoent) for ln in lines), lines
+
+
+def test_bad_trace_set_is_a_usage_error(targets: Targets) -> None:
+    r = run_instr("syscalls", "-e", "trace=opne", "--", targets.path("sys_net"))
+    assert r.returncode == 2
+    assert r.stderr.startswith("instr: error: unknown system call 'opne' in -e trace=opne")
+    assert "did you mean open" in r.stderr
+    assert r.stdout == ""
