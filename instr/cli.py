@@ -282,3 +282,93 @@ def syscalls(trace_spec: str | None, summary: bool, follow: bool, **kw: Any) -> 
     from instr.syscalls.cli import run_syscalls
 
     sys.exit(run_syscalls(_target(kw), _device(kw), trace_spec, summary, follow, kw))
+
+
+# --------------------------------------------------------------------------- instr mem / peek
+
+
+def _where_options(fn: F) -> F:
+    """Device and target flags only (frida-tools style), for mem and peek."""
+    for opt in reversed(
+        [
+            click.option("-D", "--device", "device_id", metavar="ID", help="Device by id."),
+            click.option("-U", "--usb", is_flag=True, help="The USB device."),
+            click.option("-R", "--remote", is_flag=True, help="The remote frida-server."),
+            click.option("-H", "--host", metavar="HOST[:PORT]", help="A remote frida-server."),
+            click.option(
+                "-p", "--pid", "attach_pid", type=int, metavar="PID", help="Attach to PID."
+            ),
+            click.option("-n", "--name", "attach_name", metavar="NAME", help="Attach to NAME."),
+        ]
+    ):
+        fn = opt(fn)
+    return fn
+
+
+@main.command(context_settings=CONTEXT)
+@_where_options
+@click.option("-f", "--file", "spawn_file", metavar="PROGRAM", help="Spawn PROGRAM.")
+@click.option("--interval", type=float, metavar="SECONDS", help="A report every SECONDS.")
+@click.option("--top", type=int, default=10, show_default=True, help="Stacks per list.")
+@click.option("--oldest", type=int, default=10, show_default=True, help="Oldest live blocks shown.")
+@click.option("--depth", type=click.IntRange(1, 32), default=16, show_default=True)
+@click.option(
+    "--max-live",
+    type=click.IntRange(1024, 1 << 28),
+    default=1 << 20,
+    show_default=True,
+    help="Live blocks tracked at once; beyond, allocations are counted as untracked.",
+)
+@click.option("--no-mmap", is_flag=True, help="Do not track mmap/munmap.")
+@click.option("--no-cxx", is_flag=True, help="Do not hook C++ operator new/delete.")
+@click.option("-o", "--output", metavar="FILE.json", help="Write the final report as JSON.")
+@click.option("--duration", type=float, metavar="SECONDS", help="Stop after SECONDS.")
+@click.option("-q", "--quiet", is_flag=True, help="No status lines on stderr.")
+@click.argument("program", nargs=-1, type=click.UNPROCESSED)
+@_debug_option
+@_guard
+def mem(**kw: Any) -> None:
+    """Track allocations: sizes, stacks, live and peak bytes; leaks at exit.
+
+    SIGUSR1 to instr prints a report at once. Ctrl-C or SIGTERM detaches with
+    a report of the live allocations.
+    """
+    from instr.mem.run import MemConfig, run_mem
+    from instr.mem.session import MemOptions
+
+    config = MemConfig(
+        target=_target(kw),
+        device=_device(kw),
+        options=MemOptions(
+            max_live=kw["max_live"],
+            depth=kw["depth"],
+            cxx=not kw["no_cxx"],
+            mmap=not kw["no_mmap"],
+        ),
+        interval_s=kw["interval"],
+        top=kw["top"],
+        oldest=kw["oldest"],
+        output=kw["output"],
+        duration_s=kw["duration"],
+        quiet=kw["quiet"],
+    )
+    if config.interval_s is not None and config.interval_s <= 0:
+        raise UsageError("--interval must be positive")
+    result = run_mem(config)
+    sys.exit(result.exit_code)
+
+
+@main.command()
+@_where_options
+@click.argument("specs", nargs=-1, required=True, metavar="SPEC...")
+@_debug_option
+@_guard
+def peek(specs: tuple[str, ...], **kw: Any) -> None:
+    """Read typed values in a running process: 'prog!counter:i64', 'name:cstr',
+    '0xADDR:hex[64]' (types: i8..u64, f32, f64, ptr, bool, cstr, hex[N]; arrays: TYPE[N])."""
+    from instr.mem.peek_run import peek_values
+
+    if kw.get("attach_pid") is None and kw.get("attach_name") is None:
+        raise UsageError("peek needs a running process: -p PID or -n NAME")
+    for line in peek_values(_target(kw), _device(kw), list(specs)):
+        click.echo(line)

@@ -4,8 +4,11 @@
 import { Plan } from "./protocol.js";
 import { Session } from "./session.js";
 import { SyscallConfig } from "./syscalls.js";
+import { MemOptions, MemTracker, ReportRequest } from "./mem.js";
+import { PeekRequest, peek } from "./peek.js";
 
 const session = new Session();
+const mem = new MemTracker(); // instr mem: its own engine (docs/memory.md)
 
 rpc.exports = {
     hello: () => session.hello(),
@@ -17,4 +20,9 @@ rpc.exports = {
     // System calls (instr/syscalls): scan libc's wrappers, then arm the monitor.
     syscallScan: (names: string[]) => session.syscallScan(names),
     syscallStart: (config: SyscallConfig) => session.syscallStart(config),
+    // instr mem / instr peek
+    memStart: (options: MemOptions) => mem.start(options),
+    memReport: (request: ReportRequest) => mem.report(request),
+    memStop: () => mem.stop(),
+    peek: (requests: PeekRequest[]) => peek(requests),
 };

@@ -1,0 +1,183 @@
+"""``instr mem`` as a function: track, report at intervals / on SIGUSR1 / at the end.
+
+The end is the target's exit (a leak scan then runs inside the target, which
+waits for this side to take the report), or, for a process that keeps
+running, Ctrl-C, SIGTERM or ``--duration``: the report then lists the live
+allocations, oldest first, instead of leaks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import TextIO
+
+from instr.errors import InstrError
+from instr.mem.model import MemReport
+from instr.mem.render import render_text, to_json
+from instr.mem.session import MemOptions, MemSession
+from instr.target import DeviceSpec, TargetSpec
+
+
+@dataclass(frozen=True)
+class MemConfig:
+    target: TargetSpec
+    device: DeviceSpec = field(default_factory=DeviceSpec)
+    options: MemOptions = field(default_factory=MemOptions)
+    interval_s: float | None = None
+    top: int = 10
+    oldest: int = 10
+    output: str | None = None  # JSON file for the final report
+    duration_s: float | None = None
+    quiet: bool = False
+
+
+@dataclass
+class MemResult:
+    final: MemReport | None
+    reports: list[MemReport]
+    exit_code: int
+
+
+def run_mem(
+    config: MemConfig,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+    on_report: Callable[[MemReport], None] | None = None,
+) -> MemResult:
+    out = out or sys.stdout
+    err = err or sys.stderr
+
+    def say(text: str) -> None:
+        if not config.quiet:
+            print(f"instr: {text}", file=err, flush=True)
+
+    session = MemSession(config.target, config.device, config.options)
+    reports: list[MemReport] = []
+    previous: dict[int, int] = {}
+    final: MemReport | None = None
+
+    def show(report: MemReport) -> None:
+        growth = {s.id: s.live_bytes - previous.get(s.id, 0) for s in report.stacks}
+        report.extra["growth"] = {k: v for k, v in growth.items() if v}
+        previous.clear()
+        previous.update({s.id: s.live_bytes for s in report.stacks if s.live_bytes})
+        session.symbolize(report, config.top)
+        reports.append(report)
+        if on_report is not None:
+            on_report(report)
+        print(render_text(report, config.top), file=out, flush=True)
+
+    with _signals() as flags:
+        try:
+            started = session.start()
+        except KeyboardInterrupt:
+            raise InstrError("interrupted while starting") from None
+        hooked = started.get("hooked", [])
+        for failure in started.get("failed", []):
+            say(f"cannot hook {failure}")
+        if os.environ.get("INSTR_DEBUG"):
+            say(f"agent: {started}")
+        say(f"tracking {len(hooked)} allocator functions in pid {session.pid}: armed")
+        session.resume()
+        deadline = None if config.duration_s is None else time.monotonic() + config.duration_s
+        next_tick = None if config.interval_s is None else time.monotonic() + config.interval_s
+        ended = False
+        try:
+            while True:
+                now = time.monotonic()
+                waits = [t - now for t in (deadline, next_tick) if t is not None]
+                got = session.next_report(max(0.0, min(waits + [0.25])))
+                if isinstance(got, MemReport):
+                    if got.exit_code is not None:
+                        show(got)
+                        final = got
+                        session.ack(got.token)
+                    else:
+                        show(got)
+                    continue
+                if got == "ended":
+                    ended = True
+                    break
+                if flags.get("stop"):
+                    break
+                now = time.monotonic()
+                if flags.pop("report", False):
+                    session.request("signal", config.oldest)
+                if next_tick is not None and now >= next_tick:
+                    session.request("interval", config.oldest)
+                    next_tick = now + (config.interval_s or 1.0)
+                if deadline is not None and now >= deadline:
+                    break
+        except KeyboardInterrupt:
+            pass
+        if not ended and final is None:
+            final = _final_at_detach(session, config, show, say)
+        session.stop(kill=config.target.spawns)
+    for e in session.errors:
+        say(f"agent error: {e}")
+    if final is not None and config.output:
+        with open(config.output, "w") as f:
+            json.dump(to_json(final), f, indent=1)
+            f.write("\n")
+    if final is None:
+        say(f"the target ended without a final report ({session.detach_reason})")
+    code = 0
+    if config.target.spawns and final is not None and final.exit_code is not None:
+        code = final.exit_code & 0xFF
+    return MemResult(final, reports, code)
+
+
+def _final_at_detach(
+    session: MemSession,
+    config: MemConfig,
+    show: Callable[[MemReport], None],
+    say: Callable[[str], None],
+) -> MemReport | None:
+    try:
+        session.request("detach", config.oldest)
+    except Exception as e:  # the target went away meanwhile
+        say(f"no final report: {e}")
+        return None
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 30:
+        got = session.next_report(1.0)
+        if isinstance(got, MemReport):
+            show(got)
+            if got.exit_code is not None:
+                session.ack(got.token)
+            return got
+        if got == "ended":
+            return None
+    return None
+
+
+@contextlib.contextmanager
+def _signals() -> Iterator[dict[str, bool]]:
+    """SIGUSR1: a report now. SIGTERM: stop like Ctrl-C."""
+    flags: dict[str, bool] = {}
+
+    def on_usr1(signum: int, frame: FrameType | None) -> None:
+        flags["report"] = True
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        flags["stop"] = True
+
+    saved = []
+    try:
+        saved.append((signal.SIGUSR1, signal.signal(signal.SIGUSR1, on_usr1)))
+        saved.append((signal.SIGTERM, signal.signal(signal.SIGTERM, on_term)))
+    except ValueError:  # not the main thread
+        pass
+    try:
+        yield flags
+    finally:
+        for sig, handler in saved:
+            signal.signal(sig, handler)
