@@ -32,6 +32,8 @@ CFLAGS = ("-O1", "-g", "-Wall", "-Wextra", "-pthread")
 PIE_FLAGS = {True: ("-fPIE", "-pie"), False: ("-fno-pie", "-no-pie")}
 SHARED_LIBS = {"libplugin": "libinstrplugin.so"}  # source stem -> library file name
 EXTRA_LIBS = {"dlopen_main": ("-ldl",)}
+# instr mem walks stacks through frame pointers: leaks.c keeps them (docs/memory.md).
+EXTRA_FLAGS = {"leaks": ("-fno-omit-frame-pointer",)}
 
 
 def variant(pie: bool) -> str:
@@ -74,7 +76,8 @@ def compile_c(
 ) -> str:
     """Compile one C file; return gcc's diagnostics; raise BuildError on failure."""
     flags = ("-shared", "-fPIC") if shared else PIE_FLAGS[pie]
-    cmd = [cc, *CFLAGS, *flags, "-o", str(out), str(src), *EXTRA_LIBS.get(src.stem, ())]
+    extra = EXTRA_FLAGS.get(src.stem, ())
+    cmd = [cc, *CFLAGS, *extra, *flags, "-o", str(out), str(src), *EXTRA_LIBS.get(src.stem, ())]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
     if res.returncode != 0:
         raise BuildError(f"{' '.join(cmd)} failed:\n{res.stderr}")

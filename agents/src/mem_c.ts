@@ -54,6 +54,7 @@ export const MEM_C_SOURCE = `
 #define K_NEW 4
 #define K_NEW_ARRAY 5
 #define K_MMAP 6
+#define K_FREE_NULL 7
 
 #define F_REACH 1
 #define F_LEAK 2
@@ -555,9 +556,19 @@ void * h_realloc (void * old, gsize n)
 
 void h_free (void * p)
 {
+  guint64 * fp = __builtin_frame_address (0);
   Entry e;
   if (p == NULL)
+  {
+    /* Counted per call site too (a stack of kind free(NULL), no bytes). */
     xadd64 (&st.free_null, 1);
+    if (!guarded ())
+    {
+      guint64 frames[MAXDEPTH];
+      guint32 depth = walk (fp, frames, 3);
+      stack_id (frames, depth, K_FREE_NULL, 0);
+    }
+  }
   else if (!guarded ())
     on_free (st.heap, p, &e, 1);
   ((FreeFn) real_fn (3)) (p);

@@ -19,7 +19,17 @@ STACK_SIZE = 32 + 8 * MAX_DEPTH
 AGG_SIZE = 56
 BLOCK_SIZE = 40
 
-KINDS = ("malloc", "calloc", "realloc", "memalign", "operator new", "operator new[]", "mmap")
+KINDS = (
+    "malloc",
+    "calloc",
+    "realloc",
+    "memalign",
+    "operator new",
+    "operator new[]",
+    "mmap",
+    "free(NULL)",
+)
+NOT_ALLOCATIONS = ("free(NULL)",)
 
 _STACK = struct.Struct(f"<QIIQQ{MAX_DEPTH}Q")
 _AGG = struct.Struct("<7Q")
@@ -222,7 +232,12 @@ def decode(header: dict[str, Any], data: bytes) -> MemReport:
             a = _AGG.unpack_from(data, off + sid * AGG_SIZE)
             s = stacks[sid]
             if which == "heap":
-                s.live_blocks, s.live_bytes, s.leaked_blocks, s.leaked_bytes = a[0], a[1], a[2], a[3]
+                s.live_blocks, s.live_bytes, s.leaked_blocks, s.leaked_bytes = (
+                    a[0],
+                    a[1],
+                    a[2],
+                    a[3],
+                )
                 s.indirect_bytes = a[4]
                 s.oldest_seq = None if a[0] == 0 else a[5]
                 s.oldest_tick = a[6]
@@ -273,4 +288,5 @@ def wanted_stacks(report: MemReport, top: int) -> set[int]:
     maps = sorted(report.stacks, key=lambda s: -s.map_bytes)
     ids |= {s.id for s in maps[:top] if s.map_blocks}
     ids |= {b.stack for b in report.oldest}
+    ids |= {s.id for s in report.stacks if s.kind in NOT_ALLOCATIONS and s.allocs}
     return ids

@@ -29,7 +29,14 @@ SCALARS = {
     "ptr": "Q",
     "bool": "?",
 }
-ALIASES = {"int": "i32", "uint": "u32", "long": "i64", "ulong": "u64", "char": "i8", "size_t": "u64"}
+ALIASES = {
+    "int": "i32",
+    "uint": "u32",
+    "long": "i64",
+    "ulong": "u64",
+    "char": "i8",
+    "size_t": "u64",
+}
 CSTR_DEFAULT = 4096
 
 _SPEC = re.compile(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 
 import frida
 
@@ -12,7 +13,13 @@ from instr.errors import TargetError
 from instr.mem.peek import parse_peek, render
 
 
-def peek_values(target: tgt.TargetSpec, device: tgt.DeviceSpec, texts: list[str]) -> list[str]:
+def _short(e: Exception) -> str:
+    first = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return first.removeprefix("Error: ")
+
+
+def peek_values(target: tgt.TargetSpec, device: tgt.DeviceSpec, texts: list[str]) -> Iterator[str]:
+    """One rendered line (or block) per spec, read in order; a spec that fails ends it."""
     specs = [parse_peek(t) for t in texts]  # bad specs fail before attaching
     dev = tgt.open_device(device)
     pid = target.pid if target.pid is not None else tgt.resolve_name(dev, str(target.name))
@@ -20,14 +27,12 @@ def peek_values(target: tgt.TargetSpec, device: tgt.DeviceSpec, texts: list[str]
     try:
         script = session.create_script(load_bundle(), name="instr-peek")
         script.load()
-        lines = []
         for spec in specs:
             try:
                 result = script.exports_sync.peek([spec.request()])[0]
             except frida.RPCException as e:
-                raise TargetError(f"{spec.text}: {e}") from e
-            lines.append(render(spec, result))
-        return lines
+                raise TargetError(f"{spec.text}: {_short(e)}") from e
+            yield render(spec, result)
     finally:
         with contextlib.suppress(frida.InvalidOperationError, frida.TransportError):
             session.detach()

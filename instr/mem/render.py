@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from instr.mem.model import MemReport, StackStat
+from instr.mem.model import NOT_ALLOCATIONS, MemReport, StackStat
 
 BAR = 40
 
@@ -47,7 +47,9 @@ def render_text(r: MemReport, top: int = 10) -> str:
     )
     out = [head]
     calls = ", ".join(f"{k} {_n(n)}" for k, (n, _b) in r.kinds.items())
-    out.append(f"  calls      {calls or 'none'}; free {_n(c['frees'])} (+{_n(c['free_null'])} free(NULL))")
+    out.append(
+        f"  calls      {calls or 'none'}; free {_n(c['frees'])} (+{_n(c['free_null'])} free(NULL))"
+    )
     out.append(
         f"  heap       {_n(c['bytes_allocated'])} bytes in {_n(c['allocs'])} allocations, "
         f"{_n(c['bytes_freed'])} freed; live {_n(c['live_bytes'])} bytes in "
@@ -64,7 +66,11 @@ def render_text(r: MemReport, top: int = 10) -> str:
     if c["unknown_frees"] or c["munmap_unknown"]:
         out.append(
             f"  unknown    {_n(c['unknown_frees'])} frees of blocks allocated before tracking began"
-            + (f", {_n(c['munmap_unknown'])} munmaps of untracked regions" if c["munmap_unknown"] else "")
+            + (
+                f", {_n(c['munmap_unknown'])} munmaps of untracked regions"
+                if c["munmap_unknown"]
+                else ""
+            )
         )
     if c["untracked"] or c["stack_overflow"] or c["guard_overflow"]:
         out.append(
@@ -75,7 +81,10 @@ def render_text(r: MemReport, top: int = 10) -> str:
     out.append("")
     out += quantize(r.histogram, "allocation sizes (bytes): count")
     out.append("")
-    sites = sorted((s for s in r.stacks if s.allocs), key=lambda s: (-s.bytes, s.id))[:top]
+    sites = sorted(
+        (s for s in r.stacks if s.allocs and s.kind not in NOT_ALLOCATIONS),
+        key=lambda s: (-s.bytes, s.id),
+    )[:top]
     if sites:
         out.append(f"  top {len(sites)} allocation stacks by bytes")
         for s in sites:
@@ -130,10 +139,13 @@ def _live_lines(r: MemReport, top: int) -> list[str]:
         out.append(f"  oldest {len(r.oldest)} live allocations")
         now = r.counters["ticks"]
         for b in r.oldest:
-            s = r.stacks[b.stack] if b.stack < len(r.stacks) else None
-            where = s.frames[0] if s is not None and s.frames else "?"
+            where = "?"
+            if b.stack < len(r.stacks) and r.stacks[b.stack].frames:
+                where = str(r.stacks[b.stack].frames[0])
             age_s = (now - b.tick) * r.tick_ms / 1000
-            out.append(f"    #{b.seq:<10} {_n(b.size):>10} bytes  age {age_s:.1f}s  at 0x{b.address:x}  from {where}")
+            out.append(
+                f"    #{b.seq:<10} {_n(b.size):>10} bytes  age {age_s:.1f}s  at 0x{b.address:x}  from {where}"
+            )
     return out
 
 

@@ -69,7 +69,7 @@ def run_mem(
         report.extra["growth"] = {k: v for k, v in growth.items() if v}
         previous.clear()
         previous.update({s.id: s.live_bytes for s in report.stacks if s.live_bytes})
-        session.symbolize(report, config.top)
+        session.symbolize(report, config.top, everything=config.output is not None)
         reports.append(report)
         if on_report is not None:
             on_report(report)
@@ -94,7 +94,7 @@ def run_mem(
             while True:
                 now = time.monotonic()
                 waits = [t - now for t in (deadline, next_tick) if t is not None]
-                got = session.next_report(max(0.0, min(waits + [0.25])))
+                got = session.next_report(max(0.0, min([*waits, 0.25])))
                 if isinstance(got, MemReport):
                     if got.exit_code is not None:
                         show(got)

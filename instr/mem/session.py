@@ -22,6 +22,8 @@ from instr.errors import AgentError, TargetError
 from instr.mem.model import Frame, MemReport, decode, symbolize_frames, wanted_stacks
 from instr.protocol import PROTOCOL_VERSION
 
+MAX_SYMBOLS = 50_000
+
 
 @dataclass(frozen=True)
 class MemOptions:
@@ -50,9 +52,7 @@ class MemSession:
         self._device: Any = None
         self._session: Any = None
         self._script: Any = None
-        self._messages: queue.SimpleQueue[tuple[dict[str, Any], bytes | None]] = (
-            queue.SimpleQueue()
-        )
+        self._messages: queue.SimpleQueue[tuple[dict[str, Any], bytes | None]] = queue.SimpleQueue()
         self.ended = threading.Event()
         self.detach_reason: str | None = None
         self._symbols: dict[int, Frame] = {}
@@ -131,7 +131,7 @@ class MemSession:
         self.ended.set()
         self._messages.put(({"type": "detached", "reason": reason}, None))
 
-    def next_report(self, timeout: float | None) -> MemReport | None | str:
+    def next_report(self, timeout: float | None) -> MemReport | str | None:
         """The next report; "ended" when the session is gone; None on timeout."""
         try:
             message, data = self._messages.get(timeout=timeout)
@@ -162,9 +162,16 @@ class MemSession:
         )
         return token
 
-    def symbolize(self, report: MemReport, top: int) -> None:
+    def symbolize(self, report: MemReport, top: int, everything: bool = False) -> None:
+        """Resolve the frames of the stacks a report shows (all of them with ``everything``,
+        up to MAX_SYMBOLS addresses)."""
         wanted = wanted_stacks(report, top)
-        addrs = sorted({a for sid in wanted for a in report.stacks[sid].addresses} - set(self._symbols))
+        if everything:
+            wanted |= {s.id for s in report.stacks if s.allocs or s.live_blocks or s.map_blocks}
+        addrs = sorted(
+            {a for sid in wanted for a in report.stacks[sid].addresses} - set(self._symbols)
+        )
+        addrs = addrs[:MAX_SYMBOLS]
         for i in range(0, len(addrs), 2000):
             chunk = [f"0x{a:x}" for a in addrs[i : i + 2000]]
             try:
