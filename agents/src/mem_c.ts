@@ -124,6 +124,7 @@ typedef struct {
   guint32 max_stacks;
   volatile guint64 n_stacks;
   volatile guint64 guard_active;
+  volatile guint64 ignored[4]; /* threads never tracked: the agent's, a thread building a report */
   volatile guint64 live_bytes;
   volatile guint64 peak_bytes;
   volatile guint64 map_live;
@@ -201,6 +202,14 @@ static guint64 self_id (void)
   return v;
 }
 
+/* Orders allocations (oldest first) without a shared counter: the TSC. */
+static guint64 stamp (void)
+{
+  guint32 lo, hi;
+  __asm__ __volatile__ ("rdtsc" : "=a" (lo), "=d" (hi));
+  return ((guint64) hi << 32) | lo;
+}
+
 static guint64 mix (guint64 x)
 {
   x ^= x >> 33;
@@ -229,12 +238,13 @@ static int bucket (guint64 v)
 
 static int guarded (void)
 {
-  guint64 me;
+  guint64 me = self_id ();
   volatile guint64 * line;
   int i;
+  if (me == st.ignored[0] || me == st.ignored[1] || me == st.ignored[2] || me == st.ignored[3])
+    return 1;
   if (st.guard_active == 0)
     return 0;
-  me = self_id ();
   line = &st.guard[(mix (me) & (GUARD_LINES - 1)) * 8];
   for (i = 0; i != 8; i++)
     if (line[i] == me)
@@ -320,13 +330,14 @@ static guint32 walk (guint64 * fp, guint64 * out, int idx)
 
 static guint32 stack_id (guint64 * frames, guint32 depth, guint32 kind, guint64 size)
 {
-  guint64 h = mix (kind + 0x9e3779b97f4a7c15ULL * depth);
+  guint64 h = (kind + 1) * 0x9e3779b97f4a7c15ULL + depth;
   guint32 i;
   SShard * ss;
   guint64 idx;
   guint32 id = 0;
   for (i = 0; i != depth; i++)
-    h = mix (h ^ frames[i]);
+    h = (h ^ frames[i]) * 0xff51afd7ed558ccdULL;
+  h ^= h >> 29;
   if (h == 0)
     h = 1;
   ss = &st.sshard[h & (NSHARD - 1)];
@@ -378,14 +389,17 @@ static guint32 stack_id (guint64 * frames, guint32 depth, guint32 kind, guint64 
 
 /* ---------------------------------------------------------------- live tables */
 
+#define HASH(addr) ((((guint64) (addr)) >> 4) * 0x9e3779b97f4a7c15ULL)
+#define HOME(s, h) (((h) >> 32) & (s)->mask)
+
 static guint64 home (Shard * s, guint64 addr)
 {
-  return (mix (addr) >> 6) & s->mask;
+  return HOME (s, HASH (addr));
 }
 
 static Shard * shard_of (Shard * tab, guint64 addr)
 {
-  return &tab[mix (addr) & (NSHARD - 1)];
+  return &tab[HASH (addr) >> 58];
 }
 
 /* Called with the shard locked. Returns 0 when the table is full. */
@@ -444,7 +458,7 @@ static void on_alloc (Shard * tab, void * p, guint64 size, guint32 kind, guint64
   guint64 frames[MAXDEPTH];
   guint32 depth = walk (fp, frames, idx);
   guint32 id = stack_id (frames, depth, kind, size);
-  guint64 seq = xadd64 (&st.seq, 1);
+  guint64 seq = stamp ();
   Shard * s = shard_of (tab, (guint64) p);
   int b = bucket (size);
   int ok;
@@ -805,12 +819,21 @@ void mem_set_real (int i, void * f, int slow)
  * the agent's own thread, and a target thread while it builds a report. */
 void * mem_ignore_thread (void)
 {
+  guint64 me = self_id ();
+  int i;
+  for (i = 0; i != 4; i++)
+    if (st.ignored[i] == 0 && cas64 (&st.ignored[i], 0, me))
+      return (void *) &st.ignored[i];
   return (void *) guard_enter ();
 }
 
 void mem_track_thread (void * slot)
 {
-  guard_leave ((volatile guint64 *) slot);
+  volatile guint64 * p = (volatile guint64 *) slot;
+  if (p >= &st.ignored[0] && p < &st.ignored[4])
+    *p = 0;
+  else
+    guard_leave (p);
 }
 
 void mem_tick (void)
@@ -872,7 +895,7 @@ void mem_counters (guint64 * out)
   out[9] = st.free_null;
   out[10] = st.stack_overflow;
   out[11] = st.guard_overflow;
-  out[12] = st.seq;
+  out[12] = stamp ();
   out[13] = st.n_stacks;
   out[14] = st.tick;
   out[22] = st.map_live;

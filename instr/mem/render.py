@@ -130,7 +130,7 @@ def _live_lines(r: MemReport, top: int) -> list[str]:
     for s in live[:top]:
         age = ""
         if s.oldest_seq is not None:
-            age = f", oldest #{_n(s.oldest_seq)}"
+            age = f", oldest {(r.counters['ticks'] - s.oldest_tick) * r.tick_ms / 1000:.1f}s old"
         growth = r.extra.get("growth", {}).get(s.id)
         g = f", {growth:+,} bytes since last report" if growth else ""
         out.append(f"    {_n(s.live_bytes)} bytes in {_n(s.live_blocks)} blocks{age}{g}, {s.kind}:")
@@ -144,7 +144,7 @@ def _live_lines(r: MemReport, top: int) -> list[str]:
                 where = str(r.stacks[b.stack].frames[0])
             age_s = (now - b.tick) * r.tick_ms / 1000
             out.append(
-                f"    #{b.seq:<10} {_n(b.size):>10} bytes  age {age_s:.1f}s  at 0x{b.address:x}  from {where}"
+                f"    {_n(b.size):>10} bytes  age {age_s:.1f}s  at 0x{b.address:x}  from {where}"
             )
     return out
 
