@@ -40,6 +40,8 @@ export interface MemStarted {
     missing: string[];
     failed: string[];
     main_stack: string[];
+    toolchain: string;
+    toolchain_error: string | null;
     state_bytes: number;
     arena_bytes: number;
     tick_ms: number;
@@ -86,6 +88,8 @@ type U64 = UInt64 | number;
 
 export class MemTracker {
     private cm: CModule | null = null;
+    private toolchain = "internal";
+    private toolchainError: string | null = null;
     private state: NativePointer | null = null;
     private arena: NativePointer | null = null;
     private arenaBytes = 0;
@@ -117,7 +121,18 @@ export class MemTracker {
         this.options = options;
         const state = pageAlloc(MEM_STATE_BYTES);
         this.state = state;
-        const cm = new CModule(MEM_C_SOURCE, { st: state });
+        let cm: CModule;
+        let toolchain = "internal";
+        try {
+            // The system compiler (gcc -O2 …) when the target can run it: the hot path is
+            // several times faster than TinyCC's unoptimised code.
+            cm = new CModule(MEM_C_SOURCE, { st: state }, { toolchain: "external" });
+            toolchain = "external";
+        } catch (e) {
+            this.toolchainError = String(e);
+            cm = new CModule(MEM_C_SOURCE, { st: state });
+        }
+        this.toolchain = toolchain;
         this.cm = cm;
         const ex = { scheduling: "exclusive" as const };
         const arenaSize = new NativeFunction(cm.mem_arena_size, "uint64", ["uint64", "uint64", "uint64"], ex);
@@ -207,7 +222,7 @@ export class MemTracker {
         this.timer = setInterval(() => this.fn?.tick(), TICK_MS);
         this.listenForAcks();
         this.hookExit();
-        return { hooked, missing, failed, main_stack: [lo.toString(), hi.toString()], state_bytes: MEM_STATE_BYTES, arena_bytes: this.arenaBytes, tick_ms: TICK_MS };
+        return { hooked, missing, failed, toolchain: this.toolchain, toolchain_error: this.toolchainError, main_stack: [lo.toString(), hi.toString()], state_bytes: MEM_STATE_BYTES, arena_bytes: this.arenaBytes, tick_ms: TICK_MS };
     }
 
     /** Build a report and send it as `mem-report`; returns its token. */

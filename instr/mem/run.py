@@ -85,7 +85,10 @@ def run_mem(
             say(f"cannot hook {failure}")
         if os.environ.get("INSTR_DEBUG"):
             say(f"agent: {started}")
-        say(f"tracking {len(hooked)} allocator functions in pid {session.pid}: armed")
+        cc = "system C compiler" if started.get("toolchain") == "external" else "TinyCC"
+        say(
+            f"tracking {len(hooked)} allocator functions in pid {session.pid} (hooks built by {cc}): armed"
+        )
         session.resume()
         deadline = None if config.duration_s is None else time.monotonic() + config.duration_s
         next_tick = None if config.interval_s is None else time.monotonic() + config.interval_s
