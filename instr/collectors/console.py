@@ -22,11 +22,13 @@ from instr.aggregate.live import LiveView, TerminalSize, terminal_size
 from instr.aggregate.model import AggSnapshot
 from instr.aggregate.report import render_snapshot
 from instr.collectors.layout import Layout, LayoutCache
-from instr.collectors.values import show_duration, show_value, site_function
+from instr.collectors.values import BYTES_SHOWN, show_duration, show_value, site_function
 from instr.events import Event, ProbeReport, RunContext, RunInfo, RunSummary
+from instr.hexdump import hexdump
 
 ARROWS = {"entry": "→", "exit": "←"}
 FRAME_INDENT = " " * 8
+DUMP_MAX = 256  # bytes of a long ``bytes`` capture hex-dumped under its event
 
 
 class ConsoleCollector:
@@ -119,6 +121,7 @@ class ConsoleCollector:
         fn = site_function(ctx.site(e.probe_id, e.site), e.site)
         parts = [f"{ms:9.3f} ms {e.tid:>6} {e.probe} {ARROWS.get(e.phase, '?')} {fn}"]
         stacks: list[list[int]] = []
+        dumps: list[tuple[str, bytes]] = []
         status = e.args_status or {}
         kinds = lay.kinds if lay is not None else {}
         for name, value in e.args.items():
@@ -126,11 +129,18 @@ class ConsoleCollector:
             parts.append(f"{name}={show_value(ctx, kind, value, status.get(name))}")
             if kind == "backtrace" and value:
                 stacks.append(value)
+            elif kind == "bytes" and value is not None and len(value) > BYTES_SHOWN:
+                dumps.append((name, bytes(value)))
         if e.phase == "exit":
             parts.extend(self._exit_parts(e, lay))
         lines.append(" ".join(parts))
         for frames in stacks:
             lines.extend(f"{FRAME_INDENT}#{i} {ctx.symbolize(a)}" for i, a in enumerate(frames))
+        for name, data in dumps:  # the whole buffer, hexdump -C style, offsets from 0
+            lines.append(f"{FRAME_INDENT}{name}:")
+            lines.extend(FRAME_INDENT + row for row in hexdump(data[:DUMP_MAX]).splitlines())
+            if len(data) > DUMP_MAX:
+                lines.append(f"{FRAME_INDENT}… {len(data) - DUMP_MAX} more bytes")
 
     def _exit_parts(self, e: Event, lay: Layout | None) -> list[str]:
         assert self.ctx is not None

@@ -13,7 +13,7 @@ _CONTROL = {c: f"\\x{c:02x}" for c in range(0x20)}
 _CONTROL.update(
     {ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t", ord('"'): '\\"', 0x7F: "\\x7f"}
 )
-_BYTES_SHOWN = 32
+BYTES_SHOWN = 32  # longer bytes captures are also hex-dumped by the console
 
 # compact JSON, non-ASCII kept as is
 to_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
@@ -38,8 +38,8 @@ def show_value(ctx: RunContext, kind: Kind, value: Any, status: str | None) -> s
     if kind == "cstr":
         return quote(value) + more
     if kind == "bytes":
-        shown = value[:_BYTES_SHOWN].hex()
-        cut = "..." if len(value) > _BYTES_SHOWN else more
+        shown = value[:BYTES_SHOWN].hex()
+        cut = "..." if len(value) > BYTES_SHOWN else more
         return f"<{shown}{cut}>({len(value)} bytes{', truncated' if more else ''})"
     if kind == "backtrace":
         return f"[{len(value)} frames]"

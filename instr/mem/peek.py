@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from instr.errors import UsageError
-from instr.mem.hexdump import hexdump
+from instr.hexdump import hexdump
 
 SCALARS = {
     "i8": "b",
