@@ -203,3 +203,29 @@ def test_peek(targets: Any, launch: Any) -> None:
     )
     target.go()
     assert target.finish().returncode == 0
+
+
+def test_cxx_operators(tmp_path: Path) -> None:
+    """operator new/new[]/nothrow and delete/delete[] are hooked, with the caller's stack."""
+    gxx = shutil.which("g++")
+    if gxx is None:
+        pytest.skip("g++ is not installed: the C++ target cannot be built")
+    exe = tmp_path / "cxxalloc"
+    src = TARGETS_SRC / "cxxalloc.cc"
+    subprocess.run(
+        [gxx, "-O1", "-g", "-fno-omit-frame-pointer", "-o", str(exe), str(src)],
+        check=True,
+        capture_output=True,
+    )
+    report, _ = mem_report(exe, tmp_path)
+    leaked = leak_stacks(report)
+    assert {k: (s["kind"], s["leaked_bytes"]) for k, s in leaked.items()} == {
+        "leak_one": ("operator new", 32),
+        "leak_array": ("operator new[]", 40),
+        "leak_nothrow": ("operator new[]", 24),
+    }
+    assert all("main" in functions(s) for s in leaked.values())
+    churn = {s["kind"]: s for s in report["stacks"] if function(s["frames"][0]) == "churn"}
+    assert (churn["operator new"]["allocs"], churn["operator new"]["live_blocks"]) == (100, 0)
+    assert (churn["operator new[]"]["allocs"], churn["operator new[]"]["bytes"]) == (10, 320)
+    assert report["leaks"]["bytes"] == 96
