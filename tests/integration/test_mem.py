@@ -229,3 +229,21 @@ def test_cxx_operators(tmp_path: Path) -> None:
     assert (churn["operator new"]["allocs"], churn["operator new"]["live_blocks"]) == (100, 0)
     assert (churn["operator new[]"]["allocs"], churn["operator new[]"]["bytes"]) == (10, 320)
     assert report["leaks"]["bytes"] == 96
+
+
+def test_detach_report_and_target_goes_on(targets: Any, launch: Any, instr_bg: Any) -> None:
+    """SIGTERM to instr: a report of the live allocations, then the process runs on unhooked."""
+    target = launch(targets.path("memattach"))
+    instr = instr_bg("mem", "-p", target.pid, "--oldest", "3")
+    instr.wait_armed()
+    target.go()
+    assert target.readline() == "step"  # its allocations are done, while tracked
+    instr.proc.send_signal(signal.SIGTERM)
+    done = instr.finish()
+    assert done.returncode == 0, done.err
+    assert "at detach" in done.out
+    assert "live allocations by stack" in done.out
+    assert "memattach!grow_list" in done.out and "memattach!late_leak" in done.out
+    assert done.out.count("bytes  age ") == 3  # the 3 oldest live blocks
+    target.go()
+    assert target.finish().returncode == 0
