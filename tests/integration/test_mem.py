@@ -91,6 +91,13 @@ def test_leak_report_exact(targets: Any, pie: bool, tmp_path: Path) -> None:
     ]
     assert sorted(s["bytes"] for s in chain) == [16, 32, 4096]
     assert all(s["live_blocks"] == 0 for s in chain)
+    # mmap 3 pages + munmap, mmap 2 pages kept: two call sites
+    maps = [
+        (s["allocs"], s["bytes"], s["mapped_regions"], s["mapped_bytes"])
+        for s in report["stacks"]
+        if s["kind"] == "mmap" and function(s["frames"][0]) == "map_regions"
+    ]
+    assert sorted(maps) == [(1, 2 * 4096, 1, 2 * 4096), (1, 3 * 4096, 0, 0)]
     nulls = sites(report, "free(NULL)")
     assert nulls["no_leaks"]["allocs"] == 5
     # the console report: leak list, quantize histogram, bytes by process name

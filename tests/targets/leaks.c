@@ -13,16 +13,18 @@
  *   leak_calloc()     calloc(10, 100) dropped                     1000 bytes
  *   leak_realloc()    malloc(10) -> realloc 100 -> 1000 -> 50, dropped  50 bytes
  *   leak_aligned()    aligned_alloc(64, 128) dropped               128 bytes
+ *   map_regions()     mmap 3 pages and munmap them; mmap 2 pages, kept (8192 bytes)
  *   THREADS threads, each thread_main(): 1000 malloc(8 + i % 64)/free pairs, then
  *                     thread_leak(): malloc(40) dropped       40 bytes each
  * then prints "done" and returns 0 from main.
  *
- * Leaked in total (THREADS=4): 14 blocks, 1538 bytes (1442 direct + 96 indirect).
+ * Heap blocks leaked in total (THREADS=4): 14 blocks, 1538 bytes (1442 direct + 96 indirect).
  * Leak functions write through their pointers and clear them, so that no
  * stale copy stays in a live register or stack slot.
  */
 #include <pthread.h>
 #include <stdint.h>
+#include <sys/mman.h>
 #include "target.h"
 
 struct node {
@@ -116,6 +118,16 @@ TARGET_FN void leak_aligned(void)
     sink = NULL;
 }
 
+static void *mapped;
+
+TARGET_FN void map_regions(void)
+{
+    void *a = mmap(NULL, 3 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (a != MAP_FAILED)
+        munmap(a, 3 * 4096);
+    mapped = mmap(NULL, 2 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+}
+
 TARGET_FN void thread_leak(void)
 {
     char *p = malloc(40);
@@ -148,6 +160,7 @@ int main(int argc, char **argv)
     leak_calloc();
     leak_realloc();
     leak_aligned();
+    map_regions();
     pthread_t tids[64];
     if (threads > 64)
         threads = 64;
