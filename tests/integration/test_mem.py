@@ -254,3 +254,15 @@ def test_detach_report_and_target_goes_on(targets: Any, launch: Any, instr_bg: A
     assert done.out.count("bytes  age ") == 3  # the 3 oldest live blocks
     target.go()
     assert target.finish().returncode == 0
+
+
+def test_usage_errors(tmp_path: Path) -> None:
+    res = run_instr("mem", cwd=tmp_path)
+    assert res.returncode == 2 and res.stderr.startswith("instr: error: give exactly one target")
+    res = run_instr("peek", "counter:i64", cwd=tmp_path)
+    assert res.returncode == 2
+    assert res.stderr.strip() == "instr: error: peek needs a running process: -p PID or -n NAME"
+    res = run_instr("peek", "-p", "1", "counter:x9", cwd=tmp_path)
+    assert res.returncode == 2 and "unknown type 'x9'" in res.stderr
+    res = run_instr("mem", "--interval", "0", "--", "/bin/true", cwd=tmp_path)
+    assert res.returncode == 2 and "--interval must be positive" in res.stderr
