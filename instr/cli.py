@@ -321,6 +321,14 @@ def _where_options(fn: F) -> F:
 )
 @click.option("--no-mmap", is_flag=True, help="Do not track mmap/munmap.")
 @click.option("--no-cxx", is_flag=True, help="Do not hook C++ operator new/delete.")
+@click.option(
+    "--cc",
+    "compiler",
+    type=click.Choice(["auto", "system", "tinycc"]),
+    default="auto",
+    show_default=True,
+    help="Who compiles the hooks in the target: its system compiler (faster) or Frida's TinyCC.",
+)
 @click.option("-o", "--output", metavar="FILE.json", help="Write the final report as JSON.")
 @click.option("--duration", type=float, metavar="SECONDS", help="Stop after SECONDS.")
 @click.option("-q", "--quiet", is_flag=True, help="No status lines on stderr.")
@@ -344,6 +352,7 @@ def mem(**kw: Any) -> None:
             depth=kw["depth"],
             cxx=not kw["no_cxx"],
             mmap=not kw["no_mmap"],
+            compiler=kw["compiler"],
         ),
         interval_s=kw["interval"],
         top=kw["top"],

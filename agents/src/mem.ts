@@ -33,6 +33,8 @@ export interface MemOptions {
     mode: "spawn" | "attach";
     cxx: boolean;
     mmap: boolean;
+    /** Who compiles the hooks: "auto" (the system compiler, else TinyCC), "system", "tinycc". */
+    compiler: "auto" | "system" | "tinycc";
 }
 
 export interface MemStarted {
@@ -126,11 +128,13 @@ export class MemTracker {
         try {
             // The system compiler (gcc -O2 …) when the target can run it: the hot path is
             // several times faster than TinyCC's unoptimised code.
+            if (options.compiler === "tinycc") throw new Error("TinyCC asked for");
             cm = new CModule(MEM_C_SOURCE, { st: state }, { toolchain: "external" });
             toolchain = "external";
         } catch (e) {
+            if (options.compiler === "system") throw new Error(`the target's C compiler failed: ${String(e)}`);
             this.toolchainError = String(e);
-            cm = new CModule(MEM_C_SOURCE, { st: state });
+            cm = new CModule(MEM_C_SOURCE, { st: state }, { toolchain: "internal" });
         }
         this.toolchain = toolchain;
         this.cm = cm;

@@ -33,6 +33,7 @@ class MemOptions:
     depth: int = 16
     cxx: bool = True
     mmap: bool = True
+    compiler: str = "auto"  # who builds the hooks in the target: auto | system | tinycc
 
 
 class MemSession:
@@ -109,6 +110,7 @@ class MemSession:
                     "mode": "spawn" if self.target.spawns else "attach",
                     "cxx": o.cxx,
                     "mmap": o.mmap,
+                    "compiler": o.compiler,
                 }
             )
         except frida.RPCException as e:

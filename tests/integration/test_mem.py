@@ -134,6 +134,17 @@ def test_valgrind_agrees(targets: Any, tmp_path: Path) -> None:
     assert report["leaks"]["indirect_bytes"] == lost("indirectly")
 
 
+def test_tinycc_hooks(targets: Any, tmp_path: Path) -> None:
+    """The fallback when the target has no C compiler: same report."""
+    report, _ = mem_report(targets.path("leaks"), tmp_path, "--cc", "tinycc")
+    assert report["leaks"]["bytes"] == LEAKED_BYTES
+    leaked = leak_stacks(report)
+    assert {k: (s["leaked_bytes"], s["leaked_blocks"]) for k, s in leaked.items()} == {
+        k: v[:2] for k, v in LEAKS.items()
+    }
+    assert "leak_list" in functions(leaked["make_node"])
+
+
 def test_without_frame_pointers(targets: Any, tmp_path: Path) -> None:
     """Built as usual (-O1 omits frame pointers): same leaks, the call site still exact."""
     exe = tmp_path / "leaks"
