@@ -103,6 +103,27 @@ class StackStat:
         return [(Frame(a), a) for a in self.addresses]
 
 
+@dataclass
+class SiteStat:
+    address: int
+    kind: str
+    frame: Frame
+    allocs: int = 0
+    bytes: int = 0
+    live_bytes: int = 0
+    stacks: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "site": str(self.frame),
+            "kind": self.kind,
+            "allocs": self.allocs,
+            "bytes": self.bytes,
+            "live_bytes": self.live_bytes,
+            "stacks": self.stacks,
+        }
+
+
 @dataclass(frozen=True)
 class Block:
     address: int
@@ -159,15 +180,24 @@ class MemReport:
     def indirect_bytes(self) -> int:
         return sum(s.indirect_bytes for s in self.stacks)
 
-    def by_site(self) -> dict[int, tuple[int, int]]:
-        """Call site (the first frame) -> (calls, bytes)."""
-        out: dict[int, tuple[int, int]] = {}
+    def by_site(self) -> list[SiteStat]:
+        """Allocations per call site (a stack's first frame, whatever called it), most bytes
+        first; a site's frame is the symbolised one when any of its stacks was resolved."""
+        sites: dict[tuple[int, str], SiteStat] = {}
         for s in self.stacks:
-            if not s.addresses:
+            if not s.addresses or not s.allocs or s.kind in NOT_ALLOCATIONS:
                 continue
-            n, b = out.get(s.addresses[0], (0, 0))
-            out[s.addresses[0]] = (n + s.allocs, b + s.bytes)
-        return out
+            key = (s.addresses[0], s.kind)
+            site = sites.get(key)
+            if site is None:
+                site = sites[key] = SiteStat(s.addresses[0], s.kind, Frame(s.addresses[0]))
+            site.allocs += s.allocs
+            site.bytes += s.bytes
+            site.live_bytes += s.live_bytes
+            site.stacks += 1
+            if s.frames:
+                site.frame = s.frames[0]
+        return sorted(sites.values(), key=lambda x: (-x.bytes, x.address))
 
     def stack(self, sid: int) -> StackStat:
         return self.stacks[sid]
@@ -283,8 +313,12 @@ def wanted_stacks(report: MemReport, top: int) -> set[int]:
     ids = {s.id for s in report.leaks}
     live = sorted(report.stacks, key=lambda s: -s.live_bytes)
     ids |= {s.id for s in live[:top] if s.live_bytes}
-    total = sorted(report.stacks, key=lambda s: -s.bytes)
-    ids |= {s.id for s in total[:top] if s.allocs}
+    heap = sorted((s for s in report.stacks if s.kind != "mmap"), key=lambda s: -s.bytes)
+    ids |= {s.id for s in heap[:top] if s.allocs}
+    sites = report.by_site()
+    firsts = {x.address for x in [y for y in sites if y.kind != "mmap"][:top]}
+    firsts |= {x.address for x in [y for y in sites if y.kind == "mmap"][:top]}
+    ids |= {s.id for s in report.stacks if s.addresses and s.addresses[0] in firsts}
     maps = sorted(report.stacks, key=lambda s: -s.map_bytes)
     ids |= {s.id for s in maps[:top] if s.map_blocks}
     ids |= {b.stack for b in report.oldest}

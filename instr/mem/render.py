@@ -81,17 +81,29 @@ def render_text(r: MemReport, top: int = 10) -> str:
     out.append("")
     out += quantize(r.histogram, "allocation sizes (bytes): count")
     out.append("")
-    sites = sorted(
-        (s for s in r.stacks if s.allocs and s.kind not in NOT_ALLOCATIONS),
+    all_sites = r.by_site()
+    for heading, chosen in (
+        ("call sites by bytes", [x for x in all_sites if x.kind != "mmap"][:top]),
+        ("mmap call sites by bytes", [x for x in all_sites if x.kind == "mmap"][:top]),
+    ):
+        if not chosen:
+            continue
+        out.append(f"  top {len(chosen)} {heading}")
+        for site in chosen:
+            out.append(
+                f"    {_n(site.bytes):>14} bytes {_n(site.allocs):>10} calls  {site.kind} "
+                f"from {site.frame}" + (f" ({site.stacks} stacks)" if site.stacks > 1 else "")
+            )
+        out.append("")
+    stacks = sorted(
+        (s for s in r.stacks if s.allocs and s.kind not in (*NOT_ALLOCATIONS, "mmap")),
         key=lambda s: (-s.bytes, s.id),
     )[:top]
-    if sites:
-        out.append(f"  top {len(sites)} allocation stacks by bytes")
-        for s in sites:
-            first = s.frames[0] if s.frames else None
-            out.append(
-                f"    {_n(s.bytes):>14} bytes {_n(s.allocs):>10} calls  {s.kind} from {first or '?'}"
-            )
+    if stacks:
+        out.append(f"  top {len(stacks)} allocation stacks by bytes")
+        for s in stacks:
+            out.append(f"    {_n(s.bytes)} bytes in {_n(s.allocs)} calls, {s.kind}:")
+            out += _stack_lines(s)
         out.append("")
     if r.scanned:
         out += _leak_lines(r, top)
@@ -174,6 +186,7 @@ def to_json(r: MemReport) -> dict[str, Any]:
         }
         if r.scanned
         else None,
+        "sites": [site.to_json() for site in r.by_site()],
         "stacks": [s.to_json() for s in shown],
         "oldest": [
             {"address": f"0x{b.address:x}", "size": b.size, "seq": b.seq, "stack": b.stack}

@@ -98,6 +98,9 @@ def test_leak_report_exact(targets: Any, pie: bool, tmp_path: Path) -> None:
         if s["kind"] == "mmap" and function(s["frames"][0]) == "map_regions"
     ]
     assert sorted(maps) == [(1, 2 * 4096, 1, 2 * 4096), (1, 3 * 4096, 0, 0)]
+    per_site = {(function(x["site"]), x["kind"]): x for x in report["sites"]}
+    assert per_site[("no_leaks", "malloc")]["allocs"] == 100
+    assert per_site[("thread_main", "malloc")]["allocs"] == 4000
     nulls = sites(report, "free(NULL)")
     assert nulls["no_leaks"]["allocs"] == 5
     # the console report: leak list, quantize histogram, bytes by process name

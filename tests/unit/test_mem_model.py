@@ -84,10 +84,12 @@ def test_render_text_and_json() -> None:
     assert "by process prog: 300 bytes allocated" in text
     assert "LEAKED 100 bytes in 2 blocks (60 direct, 40 indirect) from 1 stacks" in text
     assert "      prog!leaky" in text
+    assert "               150 bytes          3 calls  malloc from prog!leaky" in text
     j = to_json(r)
     assert j["leaks"] == {"bytes": 100, "blocks": 2, "indirect_bytes": 40, "stacks": [1]}
     assert j["by_process"] == {"prog": 300}
     assert [h["bucket_min"] for h in j["histogram"]] == [16, 64]
+    assert [(x["site"], x["allocs"]) for x in j["sites"]] == [("prog!leaky", 3), ("0x3000", 2)]
 
 
 def test_quantize_is_dtrace_shaped() -> None:
