@@ -40,6 +40,9 @@ export class ProbeSet {
     private observer: ModuleObserver | null = null;
     private threads: ThreadObserver | null = null;
     private observing = false;
+    /** Bases of the modules already seen (by the observer or a loader hook). */
+    private readonly known = new Set<string>();
+    private readonly loaders: InvocationListener[] = [];
 
     constructor(
         private readonly flusher: Flusher,
@@ -178,15 +181,53 @@ export class ProbeSet {
         }
         this.observer = Process.attachModuleObserver({
             onAdded: (m) => {
-                if (this.observing) this.moduleAdded(m);
+                if (this.observing) this.noteModule(m);
             },
             onRemoved: (m) => {
+                this.known.delete(m.base.toString());
                 if (this.observing) this.moduleRemoved(m);
             },
         });
         // attachModuleObserver reports every loaded module synchronously
         // first; only what loads from now on is news.
         this.observing = true;
+        for (const m of Process.enumerateModules()) this.known.add(m.base.toString());
+        this.hookLoaders();
+    }
+
+    /**
+     * The module observer's news can arrive after dlopen() has returned, and
+     * the program may call into the new library at once: those calls would be
+     * missed. So dlopen's return also looks for new modules, in the loading
+     * thread, and arms pending probes before the caller gets the handle.
+     */
+    private hookLoaders(): void {
+        for (const name of ["dlopen", "dlmopen", "android_dlopen_ext"]) {
+            const address = Module.findGlobalExportByName(name);
+            if (address === null) continue;
+            try {
+                this.loaders.push(
+                    Interceptor.attach(address, {
+                        onLeave: () => {
+                            if (!this.observing) return;
+                            for (const m of Process.enumerateModules()) this.noteModule(m);
+                            // Commit hooks made for the new library before its first call.
+                            Interceptor.flush();
+                        },
+                    }),
+                );
+            } catch (e) {
+                reportError(null, new Error(`cannot hook ${name} to arm probes at load: ${describe(e)}`));
+            }
+        }
+    }
+
+    /** A module, from the observer or a loader's return: handled once. */
+    private noteModule(m: Module): void {
+        const key = m.base.toString();
+        if (this.known.has(key)) return;
+        this.known.add(key);
+        this.moduleAdded(m);
     }
 
     private moduleAdded(m: Module): void {
@@ -239,6 +280,7 @@ export class ProbeSet {
 
     /** Stop arming on module loads (listeners are reverted by Interceptor.detachAll). */
     dispose(): void {
+        for (const l of this.loaders.splice(0)) l.detach();
         if (this.observer !== null) {
             this.observer.detach();
             this.observer = null;
