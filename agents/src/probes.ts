@@ -35,6 +35,9 @@ class Probe {
     }
 }
 
+/** How long dlopen's return waits for the JS thread to arm a new library. */
+const LOAD_ARM_WAIT_MS = 2000;
+
 export class ProbeSet {
     private readonly probes: Probe[] = [];
     private observer: ModuleObserver | null = null;
@@ -43,6 +46,10 @@ export class ProbeSet {
     /** Bases of the modules already seen (by the observer or a loader hook). */
     private readonly known = new Set<string>();
     private readonly loaders: InvocationListener[] = [];
+    private readonly queued: Module[] = [];
+    /** The thread configure() runs on: the JS thread. */
+    private readonly jsThread = Process.getCurrentThreadId();
+    private drainScheduled = false;
 
     constructor(
         private readonly flusher: Flusher,
@@ -181,7 +188,7 @@ export class ProbeSet {
         }
         this.observer = Process.attachModuleObserver({
             onAdded: (m) => {
-                if (this.observing) this.noteModule(m);
+                if (this.observing) this.queue(m);
             },
             onRemoved: (m) => {
                 this.known.delete(m.base.toString());
@@ -196,10 +203,12 @@ export class ProbeSet {
     }
 
     /**
-     * The module observer's news can arrive after dlopen() has returned, and
-     * the program may call into the new library at once: those calls would be
-     * missed. So dlopen's return also looks for new modules, in the loading
-     * thread, and arms pending probes before the caller gets the handle.
+     * Hooks made in the loading thread, from the module observer's callback
+     * or from a listener on dlopen, are not always committed before the
+     * program calls into the new library (seen in 1 run of 30, and 7 of 40).
+     * So every module is armed on the JS thread, which commits its hooks when
+     * it leaves the runtime, and dlopen's return waits (bounded) until the
+     * modules it loaded are armed before the caller gets the handle.
      */
     private hookLoaders(): void {
         for (const name of ["dlopen", "dlmopen", "android_dlopen_ext"]) {
@@ -209,10 +218,7 @@ export class ProbeSet {
                 this.loaders.push(
                     Interceptor.attach(address, {
                         onLeave: () => {
-                            if (!this.observing) return;
-                            for (const m of Process.enumerateModules()) this.noteModule(m);
-                            // Commit hooks made for the new library before its first call.
-                            Interceptor.flush();
+                            if (this.observing) this.waitArmed();
                         },
                     }),
                 );
@@ -222,7 +228,37 @@ export class ProbeSet {
         }
     }
 
-    /** A module, from the observer or a loader's return: handled once. */
+    /** In a loading thread: queue what is new, then wait for the JS thread to arm it. */
+    private waitArmed(): void {
+        if (Process.getCurrentThreadId() === this.jsThread) {
+            // dlopen from the JS thread itself (e.g. a CModule built by an
+            // external toolchain): nobody else would arm, so arm here.
+            for (const m of Process.enumerateModules()) this.noteModule(m);
+            return;
+        }
+        for (const m of Process.enumerateModules()) {
+            if (!this.known.has(m.base.toString()) && !this.queued.some((q) => q.base.equals(m.base))) this.queue(m);
+        }
+        const deadline = Date.now() + LOAD_ARM_WAIT_MS;
+        while (this.queued.length > 0 && Date.now() < deadline) Thread.sleep(0.001);
+    }
+
+    private queue(m: Module): void {
+        this.queued.push(m);
+        if (this.drainScheduled) return;
+        this.drainScheduled = true;
+        setTimeout(() => {
+            this.drainScheduled = false;
+            // Armed before leaving the queue: waitArmed() returns only after.
+            while (this.queued.length > 0) {
+                const q = this.queued[0];
+                if (this.observing) this.noteModule(q);
+                this.queued.shift();
+            }
+        }, 0);
+    }
+
+    /** A module, from the queue or a loader's return: handled once. */
     private noteModule(m: Module): void {
         const key = m.base.toString();
         if (this.known.has(key)) return;
