@@ -16,6 +16,7 @@ in ``RunSummary.errors``.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import queue
 import threading
@@ -134,6 +135,8 @@ class Dispatcher:
             "ending": self._ending,
             "aggs": self._aggs,
         }
+        self.points: Any = None  # instr.syscalls.points.SyscallPoints, for syscall probes
+        self._final_sent = False
         self.agg_decoder = AggDecoder(ctx.table, ctx)
         # the latest aggregation snapshot (the final one, after the run)
         self.last_snapshot: AggSnapshot | None = None
@@ -156,6 +159,13 @@ class Dispatcher:
                 if r.id not in self._status_seen:
                     self._reports[r.id] = r
 
+    def add_syscall_points(self, points: Any) -> None:
+        """Syscall probes: the monitor's ``syscalls`` messages become their events and
+        host-side aggregation tables (merged into every snapshot)."""
+        self.points = points
+        self._handlers["syscalls"] = self._syscalls
+        self._handlers["host-aggs"] = self._host_aggs
+
     def drain(self, timeout: float | None = None) -> bool:
         """Wait until everything posted before this call was handled; False on timeout."""
         if self._closing:
@@ -177,6 +187,7 @@ class Dispatcher:
             self._closing = True
             self._queue.put(_STOP)
             self._worker.join()
+            self._host_final()
             summary = self._build_summary(ending)
             for c in self.collectors:
                 try:
@@ -335,8 +346,41 @@ class Dispatcher:
                     f"output {type(c).__name__} failed and gets no further events: {_describe(e)}"
                 )
 
+    def _syscalls(self, env: dict[str, Any], data: bytes | None) -> None:
+        events, sites = self.points.handle(env, data)
+        for site in sites:
+            self.ctx.add_site(site)
+        for p in self.points.probes:
+            self.drops[p.id] = self.points.drops
+        if events:
+            for i, e in enumerate(events):
+                e.seq = self.events + 1 + i
+            self.events += len(events)
+            self.counts.update(map(_probe_id, events))
+            self._deliver(events)
+
+    def _host_aggs(self, env: dict[str, Any], data: bytes | None) -> None:
+        """A snapshot of the host's tables only (no agent tables to wait for)."""
+        self._deliver_snapshot(
+            AggSnapshot(time.monotonic_ns(), int(env.get("seq", 0)), bool(env.get("final")), ())
+        )
+
+    def _host_final(self) -> None:
+        """The final snapshot, when the agent sent none (its tables as last seen)."""
+        if self.points is None or self._final_sent or not self.points.aggs:
+            return
+        last = self.last_snapshot
+        tables = tuple(t for t in last.tables if t.tier != "host") if last is not None else ()
+        seq = last.seq + 1 if last is not None else 0
+        self._deliver_snapshot(AggSnapshot(time.monotonic_ns(), seq, True, tables))
+
     def _aggs(self, env: dict[str, Any], data: bytes | None) -> None:
-        snap = self.agg_decoder.decode(env, data)
+        self._deliver_snapshot(self.agg_decoder.decode(env, data))
+
+    def _deliver_snapshot(self, snap: AggSnapshot) -> None:
+        if self.points is not None and self.points.aggs:
+            snap = dataclasses.replace(snap, tables=snap.tables + tuple(self.points.tables()))
+            self._final_sent = self._final_sent or snap.final
         self.last_snapshot = snap
         for i, c in enumerate(self.collectors):
             deliver = getattr(c, "on_aggregations", None)

@@ -64,6 +64,10 @@ MessageType = Literal[
     "modules",  # modules loaded after configure; fields: loaded=[{name, base, size, path}]
     "error",  # an exception inside the agent; fields: probe (or None), message, stack
     "ending",  # the target is ending; fields: reason, code, signal, address, symbol, token
+    "aggs",  # aggregation snapshot; fields: seq, ts, final, execname, tables, strings, stacks
+    # syscall monitor: fields: seq, counters=[[nr, calls, errors, ticks]], drops, head,
+    # tick_ns, clock=[ticks, monotonic ns]; data: records (instr/syscalls/records.py)
+    "syscalls",
 ]
 
 ProbeState = Literal["armed", "pending", "failed"]

@@ -171,10 +171,21 @@ class Session:
         except frida.RPCException as e:
             raise AgentError(f"the agent rejected the plan: {e}") from e
         self.reports = [self._report(s) for s in result["probes"]]
+        if self.table.syscall_probes():
+            self.reports += self._arm_syscalls(str(hello.get("arch", "x64")))
         self._dispatcher.set_reports(self.reports)
         if self.reports and all(r.state == "failed" for r in self.reports):
             reasons = "\n".join(f"  {r.name}: {r.reason}" for r in self.reports)
             raise NothingArmedError(f"no probe could be armed:\n{reasons}")
+
+    def _arm_syscalls(self, arch: str) -> list[ProbeReport]:
+        """Syscall probes: the host arms the agent's syscall monitor (see instr.syscalls.points)."""
+        from instr.syscalls.points import arm_points
+
+        assert self.pid is not None and self._dispatcher is not None
+        points, reports = arm_points(self._script, self.table, self.pid, arch)
+        self._dispatcher.add_syscall_points(points)
+        return reports
 
     def _report(self, status: dict[str, Any]) -> ProbeReport:
         probe = self.table.probes[int(status["id"])]
@@ -221,6 +232,10 @@ class Session:
             frida.InvalidOperationError, frida.TransportError, frida.RPCException
         ):
             self._script.exports_sync.snapshot(False)
+            d = self._dispatcher
+            if d is not None and d.points is not None and self.table.plan()["fast_c"] is None:
+                # only host tables (syscall points): no agent snapshot will carry them
+                self._dispatcher.post({"v": PROTOCOL_VERSION, "type": "host-aggs"}, None)
 
     @property
     def aggregations(self) -> AggSnapshot | None:

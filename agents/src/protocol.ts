@@ -162,6 +162,19 @@ export type Message =
     | { v: number; type: "symbols"; map: Record<string, [string | null, string | null, number]> }
     | { v: number; type: "error"; probe: number | null; message: string; stack: string | null }
     | { v: number; type: "modules"; loaded: { name: string; base: string; size: number; path: string }[] }
+    // Syscall monitor (syscalls.ts): cumulative [nr, calls, errors, ticks] counters, the
+    // monitor's drops, ns per tick, a [ticks, CLOCK_MONOTONIC ns] pair; in trace mode
+    // data holds records (instr/syscalls/records.py).
+    | {
+          v: number;
+          type: "syscalls";
+          seq: number;
+          counters: number[][];
+          drops: number;
+          head: number;
+          tick_ns: number;
+          clock: [string, string];
+      }
     | {
           v: number;
           type: "ending";

@@ -199,6 +199,8 @@ export class SyscallMonitor {
     private lastCounters = "[]";
     private lastDrops = 0;
     private seq = 0;
+    /** A tick count and CLOCK_MONOTONIC (ns) read together: records' times on the target clock. */
+    private clock: [string, string] = ["0", "0"];
     /** Nanoseconds per tick of the C clock (see now_ticks in syscalls_c.ts). */
     readonly tickNs: number;
     armed = 0;
@@ -270,11 +272,12 @@ export class SyscallMonitor {
 
     /** Ticks of the C clock per nanosecond, over 20 ms of CLOCK_MONOTONIC. */
     private calibrate(): number {
-        if (Process.arch !== "x64") return 1;
         const ticks = new NativeFunction(this.cm.ticks, "uint64", []);
         const mono = new NativeFunction(this.cm.mono_ns, "uint64", []);
         const t0 = ticks();
         const n0 = mono();
+        this.clock = [t0.toString(), n0.toString()];
+        if (Process.arch !== "x64") return 1;
         Thread.sleep(0.02);
         const t1 = ticks();
         const n1 = mono();
@@ -361,7 +364,7 @@ export class SyscallMonitor {
         this.lastCounters = text;
         this.lastDrops = drops;
         this.seq++;
-        post("syscalls", { seq: this.seq, counters: arr, drops, head: REC_HEAD, tick_ns: this.tickNs }, data);
+        post("syscalls", { seq: this.seq, counters: arr, drops, head: REC_HEAD, tick_ns: this.tickNs, clock: this.clock }, data);
     }
 
     private outLenOffset(): number {

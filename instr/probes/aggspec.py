@@ -25,7 +25,7 @@ from instr.probes.captures import SpecError
 from instr.probes.diag import did_you_mean, one_of
 
 FUNCS: tuple[str, ...] = ("count", "sum", "min", "max", "avg", "stddev", "quantize", "lquantize")
-BUILTIN_KEYS: tuple[str, ...] = ("tid", "pid", "execname", "probefunc", "module")
+BUILTIN_KEYS: tuple[str, ...] = ("tid", "pid", "execname", "probefunc", "module", "syscall")
 IMPLICIT = re.compile(r"^(arg[0-9]+|retval|caller|duration|backtrace)$")
 LQUANTIZE_MAX_BUCKETS = 4096
 MAX_KEYS_PER_AGG = 8

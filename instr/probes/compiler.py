@@ -35,6 +35,7 @@ from instr.probes.ir import (
     Probe,
     ProbeTable,
     SourceLoc,
+    SyscallPoint,
 )
 from instr.probes.loader import parse_yaml
 from instr.probes.predicate import CapInfo, compile_predicate
@@ -65,6 +66,8 @@ def default_name(point: Point) -> str:
         return point.symbol
     if isinstance(point, AddressPoint):
         return hex(point.address)
+    if isinstance(point, SyscallPoint):
+        return "+".join(i.lstrip("%") for i in point.items) or "syscall"
     return str(point)
 
 
@@ -95,6 +98,12 @@ class _ProbeBuilder:
         self.agg_names: dict[str, SourceLoc] = {}
 
     def build(self, spec: ProbeSpec, name: str) -> Probe | None:
+        if isinstance(spec.point, SyscallPoint):
+            from instr.probes.syscallpoint import SyscallProbeBuilder
+
+            return SyscallProbeBuilder(self.set_name, self.d).build(
+                spec, name, self.check_agg_names
+            )
         errors = len(self.d)
         parsed: list[tuple[Capture, Phase, SourceLoc]] = []
         broken: list[str] = []
@@ -112,6 +121,9 @@ class _ProbeBuilder:
             parsed.append((pc.capture, pc.phase, src.name_loc))
         aggs = AggResolver(parsed, broken, spec.max_keys, self.d).resolve(spec.aggregates)
         self.check_agg_names(aggs.aggregations)
+        for a in aggs.aggregations:
+            if any(k.src == "syscall" for k in a.keys) and a.loc is not None:
+                self.d.error(a.loc, "the key 'syscall' needs a syscall point")
         parsed += aggs.implicit
         entry = [c for c, ph, _ in parsed if ph == "entry"]
         exit_ = [c for c, ph, _ in parsed if ph == "exit"]

@@ -105,10 +105,40 @@ class OffsetPoint:
         return f"{self.module}+{self.offset:#x}"
 
 
-Point = FunctionPoint | AddressPoint | OffsetPoint
+@dataclass(frozen=True)
+class SysCapture:
+    """One capture of a syscall point, taken on the host from the call's record:
+    ``source`` is an argument name, ``argN``, ``retval``, ``errno``, ``duration``
+    or ``syscall``; ``form`` is how it is decoded (``instr.syscalls.points``)."""
 
-KeySrc = Literal["capture", "tid", "pid", "execname", "probefunc", "module"]
-AggTier = Literal["fast", "js"]
+    name: str
+    source: str
+    form: str  # "int", "str" (strace's text), "path" (what an fd is), "peer", "raw"
+
+
+@dataclass(frozen=True)
+class SyscallPoint:
+    """System calls by name or strace category (``syscall: [read, "%net"]``).
+
+    Not armed by the probe agent: the syscall monitor (``agents/src/syscalls.ts``)
+    hooks libc's wrappers and streams records; the host turns them into events
+    and aggregations (``instr.syscalls.points``)."""
+
+    items: tuple[str, ...]  # as written: names, %categories, "all"
+    names: tuple[str, ...] = ()  # the syscalls they select (sorted)
+    captures: tuple[SysCapture, ...] = ()  # filled in by the compiler
+
+    def to_plan(self) -> dict[str, Any]:
+        return {"kind": "syscall", "names": list(self.names)}
+
+    def __str__(self) -> str:
+        return "syscall:" + ",".join(self.items)
+
+
+Point = FunctionPoint | AddressPoint | OffsetPoint | SyscallPoint
+
+KeySrc = Literal["capture", "tid", "pid", "execname", "probefunc", "module", "syscall"]
+AggTier = Literal["fast", "js", "host"]
 
 
 @dataclass(frozen=True)
@@ -179,6 +209,10 @@ class Probe:
     emit: bool = True  # write events (False: the probe only aggregates)
     agg_tier: AggTier | None = None  # where the aggregations run; None without any
     agg_tier_why: str = ""  # why not the fast tier, for `instr check --explain`
+
+    @property
+    def is_syscall(self) -> bool:
+        return isinstance(self.point, SyscallPoint)
 
     def captures(self, phase: Phase) -> tuple[Capture, ...]:
         caps = self.entry if phase == "entry" else self.exit
@@ -260,14 +294,20 @@ class ProbeTable:
         return len(self.probes)
 
     def plan(self) -> dict[str, Any]:
+        """The agent's plan. Syscall points are not in it: the host arms the
+        syscall monitor for them (``instr.syscalls.points``)."""
         from instr.protocol import PROTOCOL_VERSION
 
+        agent = ProbeTable({i: p for i, p in self.probes.items() if not p.is_syscall}, self.options)
         return {
             "protocol": PROTOCOL_VERSION,
             "options": self.options.to_plan(),
-            "probes": [p.to_plan() for p in self.probes.values()],
-            "fast_c": self.fast_source(),
+            "probes": [p.to_plan() for p in agent.probes.values()],
+            "fast_c": agent.fast_source(),
         }
+
+    def syscall_probes(self) -> list[Probe]:
+        return [p for p in self.probes.values() if p.is_syscall]
 
     def aggregations(self) -> Iterator[tuple[Probe, Aggregation]]:
         for p in self.probes.values():

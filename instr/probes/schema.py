@@ -14,13 +14,22 @@ from dataclasses import dataclass, field
 
 from instr.probes.captures import parse_int
 from instr.probes.diag import Diagnostics, did_you_mean, one_of
-from instr.probes.ir import AddressPoint, FunctionPoint, OffsetPoint, Phase, Point, SourceLoc, Tier
+from instr.probes.ir import (
+    AddressPoint,
+    FunctionPoint,
+    OffsetPoint,
+    Phase,
+    Point,
+    SourceLoc,
+    SyscallPoint,
+    Tier,
+)
 from instr.probes.loader import YMap, YNode, YScalar, YSeq, describe
 
 VERSION = 1
 TOP_KEYS = ("version", "sets")
 SET_KEYS = ("description", "probes")
-POINT_KEYS = ("function", "address", "offset")
+POINT_KEYS = ("function", "address", "offset", "syscall")
 PROBE_KEYS = (
     "name",
     *POINT_KEYS,
@@ -40,7 +49,6 @@ RESERVED_PROBE_KEYS: dict[str, str] = {
     "dump": "memory dumps are not supported yet in version 1",
     "log": "the log action is not supported yet in version 1",
     "latency": "'latency' is not supported in version 1; capture 'duration' instead",
-    "syscall": "syscall points are not supported yet in version 1",
     "timer": "timer points are not supported yet in version 1",
     "lifecycle": "lifecycle points are not supported yet in version 1",
 }
@@ -269,7 +277,8 @@ class _Validator:
             self.d.error(
                 node.loc,
                 "probe has no point",
-                "give one of 'function: MODULE!SYMBOL', 'address: 0x...' or 'offset: MODULE+0x...'",
+                "give one of 'function: MODULE!SYMBOL', 'address: 0x...', 'offset: MODULE+0x...' "
+                "or 'syscall: [NAME, %CATEGORY, ...]'",
             )
         for extra in given[1:]:
             self.d.error(
@@ -292,6 +301,8 @@ class _Validator:
                     self.d.error(s.loc, parsed)
                 else:
                     p.point = FunctionPoint(parsed[0], parsed[1], excl)
+        elif given[0] == "syscall":
+            p.point = self.syscalls(value)
         elif given[0] == "address":
             p.point = self.address(value)
         else:
@@ -310,6 +321,51 @@ class _Validator:
             else:
                 out.append(parsed)
         return tuple(out)
+
+    def syscalls(self, node: YNode) -> SyscallPoint | None:
+        """``syscall: read``, ``syscall: [read, "%network"]``, ``syscall: all``."""
+        from instr.syscalls import CATEGORIES, category
+        from instr.syscalls.table import NUMBERS
+
+        known = sorted(set().union(*(set(t) for t in NUMBERS.values())))
+        items = node.items if isinstance(node, YSeq) else [node]
+        if not items:
+            self.d.error(node.loc, "'syscall' is empty", "name system calls or %categories")
+            return None
+        written: list[str] = []
+        chosen: set[str] = set()
+        ok = True
+        for item in items:
+            s = self.string(item, "syscall")
+            if s is None:
+                ok = False
+                continue
+            text = s.text.strip()
+            written.append(text)
+            if text == "all":
+                chosen |= set(known)
+            elif text.startswith("%"):
+                if text[1:] not in CATEGORIES:
+                    cats = tuple(f"%{c}" for c in CATEGORIES)
+                    self.d.error(
+                        s.loc,
+                        f"unknown syscall category '{text}'",
+                        did_you_mean(text, cats) or f"categories are {one_of(cats)}",
+                    )
+                    ok = False
+                else:
+                    chosen |= category(text) & set(known)
+            elif text in known:
+                chosen.add(text)
+            else:
+                self.d.error(
+                    s.loc,
+                    f"unknown system call '{text}'",
+                    did_you_mean(text, known) or "write a Linux syscall name, a %category or all",
+                )
+                ok = False
+        del ok  # errors are reported; the point is kept so its captures are checked as such
+        return SyscallPoint(tuple(written), tuple(sorted(chosen)))
 
     def address(self, node: YNode) -> AddressPoint | None:
         v = node.value if isinstance(node, YScalar) else None

@@ -138,6 +138,7 @@ class FdTable:
     """What each fd of one process is, learned from the calls seen (and /proc at attach)."""
 
     fds: dict[int, str] = field(default_factory=dict)
+    socks: set[int] = field(default_factory=set)  # fds known to be sockets
 
     @classmethod
     def from_proc(cls, pid: int) -> FdTable:
@@ -146,6 +147,8 @@ class FdTable:
             for name in os.listdir(f"/proc/{pid}/fd"):
                 with contextlib.suppress(OSError):
                     t.fds[int(name)] = os.readlink(f"/proc/{pid}/fd/{name}")
+                    if t.fds[int(name)].startswith("socket:"):
+                        t.socks.add(int(name))
         except OSError:
             pass
         return t
@@ -164,20 +167,57 @@ class FdTable:
             self.fds[r] = path
         elif name == "socket" and r >= 0:
             self.fds[r] = "socket"
+            self.socks.add(r)
         elif name in ("connect", "bind") and 1 in rec.mem:
             self.fds[_s32(a[0])] = peer(rec.mem[1])
+            self.socks.add(_s32(a[0]))
         elif name in ("accept", "accept4") and r >= 0:
             self.fds[r] = peer(rec.mem[1]) if 1 in rec.mem else "socket"
+            self.socks.add(r)
         elif name in ("dup", "dup2", "dup3", "fcntl") and r >= 0 and _s32(a[0]) in self.fds:
             if name != "fcntl" or a[1] in (0, 1030):  # F_DUPFD, F_DUPFD_CLOEXEC
                 self.fds[r] = self.fds[_s32(a[0])]
+                if _s32(a[0]) in self.socks:
+                    self.socks.add(r)
         elif name == "close":
             self.fds.pop(_s32(a[0]), None)
+            self.socks.discard(_s32(a[0]))
 
 
 def _s32(v: int) -> int:
     v &= 0xFFFFFFFF
     return v - (1 << 32) if v & 0x80000000 else v
+
+
+def format_arg(name: str, i: int, kind: str, rec: Record, fds: FdTable) -> str:
+    """Argument ``i`` of ``name`` as strace prints it."""
+    v = rec.args[i]
+    if i in rec.mem and kind == "path":
+        return quote(rec.mem[i], 4096)
+    if i in rec.mem and kind in ("buf_in", "buf_out"):
+        return quote(rec.mem[i])
+    if i in rec.mem and kind in ("sockaddr", "sockaddr_out"):
+        return sockaddr(rec.mem[i])
+    if kind == "fd":
+        return fds.name(_s32(v))
+    if kind == "dirfd":
+        return "AT_FDCWD" if _s32(v) == AT_FDCWD else fds.name(_s32(v))
+    if kind == "open_flags":
+        return open_flags(v & 0xFFFFFFFF)
+    if kind == "access_mode":
+        m = v & 7
+        return "F_OK" if m == 0 else "|".join(n for n, b in ACCESS if m & b)
+    if kind == "mode":
+        return f"0{v & 0o7777:o}"
+    if kind == "family":
+        return FAMILIES.get(v & 0xFFFF, str(v))
+    if kind == "ptr" or kind in ("path", "buf_in", "buf_out", "sockaddr", "sockaddr_out"):
+        return "NULL" if v == 0 else hex(v & 0xFFFFFFFFFFFFFFFF)
+    if kind == "signal":
+        return _signame(_s32(v))
+    if kind == "int":
+        return str(_s32(v)) if -(1 << 31) <= v < (1 << 31) or v >> 32 == 0 else str(v)
+    return str(v & 0xFFFFFFFFFFFFFFFF)
 
 
 def format_args(name: str, rec: Record, fds: FdTable) -> str:
@@ -190,33 +230,7 @@ def format_args(name: str, rec: Record, fds: FdTable) -> str:
             creates = bool(v & (0o100 | 0o20000000))  # O_CREAT, O_TMPFILE
         if kind == "mode" and name in ("open", "openat") and not creates:
             continue  # strace shows the mode only when the call may create
-        if i in rec.mem and kind == "path":
-            out.append(quote(rec.mem[i], 4096))
-        elif i in rec.mem and kind in ("buf_in", "buf_out"):
-            out.append(quote(rec.mem[i]))
-        elif i in rec.mem and kind in ("sockaddr", "sockaddr_out"):
-            out.append(sockaddr(rec.mem[i]))
-        elif kind == "fd":
-            out.append(fds.name(_s32(v)))
-        elif kind == "dirfd":
-            out.append("AT_FDCWD" if _s32(v) == AT_FDCWD else fds.name(_s32(v)))
-        elif kind == "open_flags":
-            out.append(open_flags(v & 0xFFFFFFFF))
-        elif kind == "access_mode":
-            m = v & 7
-            out.append("F_OK" if m == 0 else "|".join(n for n, b in ACCESS if m & b))
-        elif kind == "mode":
-            out.append(f"0{v & 0o7777:o}")
-        elif kind == "family":
-            out.append(FAMILIES.get(v & 0xFFFF, str(v)))
-        elif kind == "ptr" or kind in ("path", "buf_in", "buf_out", "sockaddr", "sockaddr_out"):
-            out.append("NULL" if v == 0 else hex(v & 0xFFFFFFFFFFFFFFFF))
-        elif kind == "signal":
-            out.append(_signame(_s32(v)))
-        elif kind == "int":
-            out.append(str(_s32(v)) if -(1 << 31) <= v < (1 << 31) or v >> 32 == 0 else str(v))
-        else:
-            out.append(str(v & 0xFFFFFFFFFFFFFFFF))
+        out.append(format_arg(name, i, kind, rec, fds))
     return ", ".join(out)
 
 

@@ -26,7 +26,7 @@ from instr.syscalls import ARCHES, numbers, select
 from instr.syscalls import names as nr_names
 from instr.syscalls.decode import FdTable, format_record, memory_kinds
 from instr.syscalls.records import Record, parse
-from instr.syscalls.wrappers import F_FORK, choose, scan_names
+from instr.syscalls.wrappers import F_FORK, Site, choose, scan_names
 
 
 @dataclass
@@ -66,6 +66,59 @@ class Result:
     images: list[Image]
     exit_code: int | None
     drops: int
+
+
+def start_monitor(
+    script: Any,
+    arch: str,
+    chosen: set[str],
+    scans: dict[tuple[str, str], list[dict[str, Any]]],
+    *,
+    stream: bool,
+    bufmax: int = 32,
+    buffer_bytes: int = 8 << 20,
+    follow: bool = False,
+    session: Any = None,
+    kinds: list[list[Any]] | None = None,
+) -> tuple[dict[str, Any], list[Site]]:
+    """Scan libc (once per libc: ``scans``), choose the wrappers and arm the
+    agent's syscall monitor for the ``chosen`` syscalls. ``arch`` is the
+    table's name (``x86_64``, ``arm64``). Returns the agent's answer and the sites."""
+    # Scan before child gating is enabled: Frida's own hooks (close, fork)
+    # would hide the code. A forked child has its parent's libc, already
+    # hooked by the inherited gating: it reuses the parent's scan.
+    libc = script.exports_sync.syscall_scan(["\0"])
+    key = (str(libc["module"]), str(libc["base"]))
+    functions = scans.get(key)
+    if functions is None:
+        functions = script.exports_sync.syscall_scan(scan_names(arch))["functions"]
+        scans[key] = functions
+    if follow and session is not None:
+        session.enable_child_gating()
+    sites = choose(functions, arch)
+    if follow:
+        # With child gating, Frida's fork handling and a replaced _Fork do not
+        # mix (the child crashes): clone is counted from Frida's child-added.
+        sites = [s for s in sites if not (s.flags & F_FORK) and not s.listener]
+    nrs = numbers(arch)
+    if kinds is None:
+        kinds = []
+        if stream:
+            for name in chosen:
+                k, lens = memory_kinds(name)
+                if any(k):
+                    kinds.append([nrs[name], k, lens])
+    config = {
+        "sites": [s.to_plan() for s in sites],
+        "selected": sorted(nrs[n] for n in chosen if n in nrs),
+        "trace": stream,
+        "kinds": kinds,
+        "strmax": 4096 if stream else 0,
+        "bufmax": bufmax,
+        "buffer_bytes": buffer_bytes if stream else 0,
+        "fast": not follow,
+    }
+    return script.exports_sync.syscall_start(config), sites
 
 
 class SyscallRun:
@@ -122,41 +175,17 @@ class SyscallRun:
         # No probes: the plan only sets up flushing and the exit/exec hooks.
         plan = ProbeTable(options=PlanOptions(buffer_bytes=1 << 17)).plan()
         img.script.exports_sync.configure(plan)
-        # Scan before child gating is enabled: Frida's own hooks (close, fork)
-        # would hide the code. A forked child has its parent's libc, already
-        # hooked by the inherited gating: it reuses the parent's scan.
-        libc = img.script.exports_sync.syscall_scan(["\0"])
-        key = (str(libc["module"]), str(libc["base"]))
-        functions = self._scans.get(key)
-        if functions is None:
-            functions = img.script.exports_sync.syscall_scan(scan_names(arch))["functions"]
-            self._scans[key] = functions
-        if self.follow:
-            img.session.enable_child_gating()
-        sites = choose(functions, arch)
-        if self.follow:
-            # With child gating, Frida's fork handling and a replaced _Fork do not
-            # mix (the child crashes): clone is counted from Frida's child-added.
-            sites = [s for s in sites if not (s.flags & F_FORK) and not s.listener]
-        chosen = select(self.trace_spec, arch)
-        nrs = numbers(img.arch)
-        kinds = []
-        if self.stream:
-            for name in chosen:
-                k, lens = memory_kinds(name)
-                if any(k):
-                    kinds.append([nrs[name], k, lens])
-        config = {
-            "sites": [s.to_plan() for s in sites],
-            "selected": sorted(nrs[n] for n in chosen),
-            "trace": self.stream,
-            "kinds": kinds,
-            "strmax": 4096 if self.stream else 0,
-            "bufmax": self.bufmax,
-            "buffer_bytes": self.buffer_bytes if self.stream else 0,
-            "fast": not self.follow,
-        }
-        started = img.script.exports_sync.syscall_start(config)
+        started, sites = start_monitor(
+            img.script,
+            arch,
+            select(self.trace_spec, arch),
+            self._scans,
+            stream=self.stream,
+            bufmax=self.bufmax,
+            buffer_bytes=self.buffer_bytes,
+            follow=self.follow,
+            session=img.session,
+        )
         img.sites = int(started["armed"])
         by_address = {s.address: s.name for s in sites}
         failed = [by_address.get(str(f).partition(": ")[0], str(f)) for f in started["failed"]]

@@ -83,20 +83,52 @@ def test_unknown_and_reserved_keys() -> None:
         function: f
         captur: {a: arg0}
         aggregate: {n: count()}
-        syscall: read
+        timer: 1
         patch: {retval: 0}
         """
     ) == [
         "p.yaml:6:9: error: unknown key 'captur' in probe\n  hint: did you mean 'capture'?",
-        "p.yaml:8:9: error: syscall points are not supported yet in version 1",
+        "p.yaml:8:9: error: timer points are not supported yet in version 1",
         "p.yaml:9:9: error: patching is not supported yet in version 1",
+    ]
+
+
+def test_syscall_points() -> None:
+    assert probe('syscall: [reed, "%fil", write]\n') == [
+        "p.yaml:5:19: error: unknown system call 'reed'\n  hint: did you mean 'read'?",
+        "p.yaml:5:25: error: unknown syscall category '%fil'\n  hint: did you mean '%file'?",
+    ]
+    assert probe(
+        """
+        syscall: [read, openat]
+        capture: {a: fdd, b: "fd:pth", c: "count:path", d: "flags:raw"}
+        on: [entry, exit]
+        tier: js
+        where: "a > 0"
+        """
+    ) == [
+        "p.yaml:6:22: error: 'fdd' is not an argument of any of read, openat\n"
+        "  hint: did you mean 'fd'?",
+        "p.yaml:6:34: error: unknown form 'pth' for a syscall capture\n  hint: did you mean 'path'?",
+        "p.yaml:6:50: error: ':path' needs an fd argument (or the fd a call returns)",
+        "p.yaml:6:67: error: ':raw' needs a memory argument; 'flags' is a number",
+        "p.yaml:7:13: error: syscall points have one event per call, at exit\n"
+        "  hint: remove 'on', or write 'on: exit'",
+        "p.yaml:8:15: error: 'tier' does not apply to syscall points",
+    ]
+    assert probe("syscall: read\naggregate: {n: count() by caller}\n") == [
+        "p.yaml:6:35: error: 'caller' is not available at syscall points"
+    ]
+    assert probe("function: f\naggregate: {n: count() by syscall}\n") == [
+        "p.yaml:6:21: error: the key 'syscall' needs a syscall point"
     ]
 
 
 def test_points() -> None:
     assert probe("name: x\n") == [
         "p.yaml:5:9: error: probe has no point\n"
-        "  hint: give one of 'function: MODULE!SYMBOL', 'address: 0x...' or 'offset: MODULE+0x...'"
+        "  hint: give one of 'function: MODULE!SYMBOL', 'address: 0x...', "
+        "'offset: MODULE+0x...' or 'syscall: [NAME, %CATEGORY, ...]'"
     ]
     assert probe("function: f\naddress: 0x10\n") == [
         "p.yaml:6:9: error: 'address' cannot be combined with 'function'\n"

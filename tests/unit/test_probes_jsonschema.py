@@ -60,6 +60,11 @@ GOOD = [
     "{function: f, capture: {a: caller, b: backtrace(8), c: duration, d: 'arg3 : u8 @ entry'}}",
     "{function: f, capture: {n: arg0}, aggregate: {s: 'sum(n) by caller', q: 'quantize(n)'}}",
     "{function: f, emit: false, max_keys: 10, aggregate: {c: 'count() by tid'}}",
+    "{syscall: read}",
+    "{syscall: all, aggregate: {c: 'count() by syscall'}}",
+    "{syscall: [read, '%network'], on: exit, capture: {f: 'fd:path', n: retval, e: 'errno:str'}}",
+    "{syscall: openat, capture: {p: filename, fl: 'flags:str'}, where: 'len(p) > 0'}",
+    "{syscall: [write], capture: {b: 'buf:raw', t: duration}, aggregate: {s: 'sum(t) by fd'}}",
 ]
 
 BAD = [
@@ -83,6 +88,14 @@ BAD = [
     "{function: '!f'}",
     "{offset: demo}",
     "{function: f, name: 'a/b'}",
+    "{syscall: reed}",  # unknown syscall
+    "{syscall: '%fil'}",  # unknown category
+    "{syscall: []}",
+    "{syscall: read, function: f}",  # two points
+    "{syscall: read, on: entry}",  # syscall points emit at exit
+    "{syscall: read, tier: js}",
+    "{syscall: read, capture: {f: 'fd:pth'}}",  # unknown form
+    "{syscall: read, exclude: x}",
 ]
 
 
