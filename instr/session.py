@@ -235,7 +235,7 @@ class Session:
             d = self._dispatcher
             if d is not None and d.points is not None and self.table.plan()["fast_c"] is None:
                 # only host tables (syscall points): no agent snapshot will carry them
-                self._dispatcher.post({"v": PROTOCOL_VERSION, "type": "host-aggs"}, None)
+                d.post({"v": PROTOCOL_VERSION, "type": "host-aggs"}, None)
 
     @property
     def aggregations(self) -> AggSnapshot | None:

@@ -29,8 +29,8 @@ from instr.probes.aggspec import AggSpecError, parse_agg
 from instr.probes.captures import check_name
 from instr.probes.diag import Diagnostics, did_you_mean, one_of
 from instr.probes.ir import Aggregation, Capture, Phase, Probe, SyscallPoint, SysCapture
-from instr.probes.predicate import CapInfo, compile_predicate
 from instr.probes.loader import YScalar
+from instr.probes.predicate import CapInfo, compile_predicate
 from instr.probes.schema import ProbeSpec
 from instr.syscalls.table import SIGNATURES
 
@@ -119,8 +119,11 @@ class SyscallProbeBuilder:
             )
             return None
         form = form if colon else default_form(source, kinds)
+        sock = {"sockaddr", "sockaddr_out"}
         if form in ("path", "peer") and not (
-            kinds & set(FD_KINDS) or (source == "retval" and set(point.names) & set(FD_RESULTS))
+            kinds & set(FD_KINDS)
+            or (form == "peer" and kinds & sock)
+            or (source == "retval" and set(point.names) & set(FD_RESULTS))
         ):
             self.d.error(form_loc, f"':{form}' needs an fd argument (or the fd a call returns)")
             return None
@@ -187,8 +190,8 @@ class SyscallProbeBuilder:
         agg_check(resolved.aggregations)
         ircaps = tuple(ir_capture(c) for c in caps)
         env = {n: CapInfo("entry", -1, "") for n in broken}
-        for i, c in enumerate(ircaps):
-            env[c.name] = CapInfo("exit", i, c.type)
+        for i, ic in enumerate(ircaps):
+            env[ic.name] = CapInfo("exit", i, ic.type)
         where = None
         if spec.where is not None:
             where, perrs = compile_predicate(spec.where.text, env, entry_hook=False)

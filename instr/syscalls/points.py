@@ -37,6 +37,11 @@ from instr.syscalls.records import Record, parse
 from instr.syscalls.table import SIGNATURES
 
 Value = int | str | bytes | None
+# Calls the fd table learns from (FdTable.learn): always recorded.
+FD_CALLS = frozenset(
+    {"open", "openat", "creat", "socket", "connect", "bind", "accept", "accept4", "close"}
+    | {"dup", "dup2", "dup3", "fcntl"}
+)
 MAX_BUF = 4096  # bytes of a buffer argument copied per call (captures ':raw')
 
 
@@ -298,8 +303,9 @@ class SyscallPoints:
         self.errors: list[str] = []
 
     def selected(self) -> set[str]:
-        """The syscalls to arm (those this architecture has)."""
-        return set(self.by_name) & set(numbers(self.arch))
+        """The syscalls to arm (those this architecture has): the probes', and those
+        that tell what an fd is (the fd table must see every open and close)."""
+        return (set(self.by_name) | FD_CALLS) & set(numbers(self.arch))
 
     def kinds(self) -> list[list[Any]]:
         nrs = numbers(self.arch)
