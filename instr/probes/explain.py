@@ -18,6 +18,8 @@ def event_tier(probe: Probe) -> tuple[str, str]:
     """(tier, why) for the probe's events, as the agent will choose."""
     if not probe.emit:
         return "none", "emit: false"
+    if probe.is_syscall:
+        return "syscall", "libc's wrappers record each call (CModule); the host decodes"
     if probe.tier == "js":
         return "js", "'tier: js' was asked"
     caps = [*probe.captures("entry"), *probe.captures("exit")]
@@ -52,6 +54,8 @@ def explain_probe(probe: Probe) -> list[str]:
     if probe.aggregations:
         if probe.agg_tier == "fast":
             lines.append(f"  aggregations: fast (compiled C): {_hook(probe)}")
+        elif probe.agg_tier == "host":
+            lines.append(f"  aggregations: host: {probe.agg_tier_why}")
         else:
             lines.append(f"  aggregations: js: {probe.agg_tier_why}")
         for a in probe.aggregations:
