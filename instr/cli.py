@@ -274,6 +274,11 @@ def sets(file: str) -> None:
 )
 @click.option("-c", "--summary", is_flag=True, help="Count calls, errors and time per syscall.")
 @click.option("-F", "--follow", is_flag=True, help="Follow forked and exec'ed children.")
+@click.option(
+    "--complete",
+    is_flag=True,
+    help="Catch raw syscall instructions too (Stalker: slower; see docs/syscalls.md).",
+)
 @_target_options
 @_debug_option
 @_guard

@@ -121,7 +121,7 @@ def print_syscall_ratios(
         return
     ref_ov = ref.ns_per_call - b.ns_per_call
     print(f"# write() loop: instr syscalls -c overhead {fmt_ns(ref_ov)}/call")
-    for name in ("strace-c", "strace-write", "bpftrace-syscalls"):
+    for name in ("instr-syscalls-complete", "strace-c", "strace-write", "bpftrace-syscalls"):
         m = results.get(name)
         if isinstance(m, Measured) and ref_ov > 0:
             ov = m.ns_per_call - b.ns_per_call

@@ -248,10 +248,11 @@ def _summary_calls(lines: list[str], name: str) -> int | None:
     return None
 
 
-def instr_syscalls_c(ctx: Ctx) -> Measured:
+def instr_syscalls_c(ctx: Ctx, complete: bool = False) -> Measured:
     """instr syscalls -c attached to the target (default mode: libc wrappers)."""
     with start_bench(ctx) as b:
-        argv = instr_argv("syscalls", "-c", "-e", "trace=write", "-p", b.pid)
+        mode = ("--complete",) if complete else ()
+        argv = instr_argv("syscalls", "-c", *mode, "-e", "trace=write", "-p", b.pid)
         with Proc(argv, cwd=REPO, env=instr_env()) as ins:
             wait_line(ins, ctx, "counting system calls", stream="err")
             d = drive(b, ctx, "wloop", ctx.calls)
@@ -262,6 +263,24 @@ def instr_syscalls_c(ctx: Ctx) -> Measured:
     if writes is None:
         raise RuntimeError(f"instr printed no write row: {lines[-5:]}")
     return measured("wloop", ctx.calls, d, writes, f"writes counted {writes} of {d.total_calls}+")
+
+
+def instr_syscalls_complete(ctx: Ctx) -> Measured:
+    """instr syscalls -c --complete attached to the target (Stalker on every syscall)."""
+    return instr_syscalls_c(ctx, complete=True)
+
+
+def instr_syscalls_complete_run(ctx: Ctx) -> Measured:
+    """What complete mode costs code that makes no syscall: the target_add loop
+    (a call and a return per iteration) under Stalker, attached."""
+    with start_bench(ctx) as b:
+        argv = instr_argv("syscalls", "-c", "--complete", "-e", "trace=write", "-p", b.pid)
+        with Proc(argv, cwd=REPO, env=instr_env()) as ins:
+            wait_line(ins, ctx, "counting system calls", stream="err")
+            d = drive(b, ctx, "run", ctx.calls)
+            finish_bench(b, ctx)
+            ins.proc.wait(ctx.timeout)
+    return measured("run", ctx.calls, d, None, "target_add loop under Stalker (no syscalls)")
 
 
 def strace_c(ctx: Ctx) -> Measured:
@@ -295,7 +314,13 @@ def bpftrace_syscalls(ctx: Ctx) -> Measured:
     return measured("wloop", ctx.calls, d, writes, f"writes counted {writes} of {d.total_calls}+")
 
 
-WLOOP_TOOLS = ("strace-write", "instr-syscalls-c", "strace-c", "bpftrace-syscalls")
+WLOOP_TOOLS = (
+    "strace-write",
+    "instr-syscalls-c",
+    "instr-syscalls-complete",
+    "strace-c",
+    "bpftrace-syscalls",
+)
 
 TOOLS: dict[str, Callable[[Ctx], Measured]] = {
     "instr": instr,
@@ -306,6 +331,8 @@ TOOLS: dict[str, Callable[[Ctx], Measured]] = {
     "ltrace": ltrace,
     "strace-write": strace,
     "instr-syscalls-c": instr_syscalls_c,
+    "instr-syscalls-complete": instr_syscalls_complete,
+    "instr-syscalls-complete-run": instr_syscalls_complete_run,
     "strace-c": strace_c,
     "bpftrace-syscalls": bpftrace_syscalls,
 }

@@ -31,6 +31,8 @@ export interface SyscallConfig {
     bufmax: number;
     buffer_bytes: number;
     fast: boolean; // replace where possible; false: listeners (child gating, see lis_enter in C)
+    complete?: boolean; // Stalker on every syscall instruction instead of the wrappers (raw_transform)
+    spawned?: boolean; // complete mode: the process is suspended at its start (follow from main)
 }
 
 const NR_MAX = 1024;
@@ -196,6 +198,7 @@ export class SyscallMonitor {
     private readonly readDrops: NativeFunction<number, []>;
     private readonly setActive: NativeFunction<void, [number]>;
     private readonly keep: NativePointer[] = [];
+    private readonly agentTidsPtr: NativePointer;
     private lastCounters = "[]";
     private lastDrops = 0;
     private seq = 0;
@@ -212,6 +215,7 @@ export class SyscallMonitor {
     constructor(private readonly config: SyscallConfig) {
         this.sys = Memory.alloc(SYS_BYTES);
         this.sys.writeByteArray(new ArrayBuffer(SYS_BYTES));
+        this.agentTidsPtr = agentThreads();
         const errno =
             Module.findGlobalExportByName("__errno_location") ?? Module.getGlobalExportByName("__errno");
         this.cm = new CModule(SYS_C_SOURCE, {
@@ -219,7 +223,7 @@ export class SyscallMonitor {
             clock_gettime: Module.getGlobalExportByName("clock_gettime"),
             gettid: Module.getGlobalExportByName("gettid"),
             errno_location: errno,
-            agent_tids: agentThreads(),
+            agent_tids: this.agentTidsPtr,
             open: Module.getGlobalExportByName("open"),
             read: Module.getGlobalExportByName("read"),
             close: Module.getGlobalExportByName("close"),
@@ -292,8 +296,78 @@ export class SyscallMonitor {
         return [f(0), f(1)];
     }
 
+    /** Threads Stalker follows in complete mode. */
+    private followed: number[] = [];
+
+    /**
+     * Complete mode: follow the program's threads with Stalker (raw_transform
+     * accounts each syscall instruction). Frida's code is excluded, so its
+     * hooks (exit, exec) run natively; the main thread of a spawned,
+     * suspended process is not listed by enumerateThreads: it is Process.id.
+     */
+    private armComplete(): { armed: number; slow: number; failed: string[] } {
+        const range = new NativeFunction(this.cm.frida_range, "pointer", ["int"]);
+        const n = this.sys.add(this.rangesOffset()).readS32();
+        for (let k = 0; k < n; k++) {
+            const lo = range(2 * k);
+            const hi = range(2 * k + 1);
+            if (hi.compare(lo) > 0) Stalker.exclude({ base: lo, size: hi.sub(lo).toUInt32() });
+        }
+        const options = { transform: this.cm.raw_transform as NativePointer } as StalkerOptions;
+        const follow = (tid: number): void => {
+            if (this.followed.includes(tid)) return;
+            Stalker.follow(tid, options);
+            this.followed.push(tid);
+            this.armed++;
+        };
+        // A thread suspended by spawn cannot be followed from here (measured: its
+        // code is never transformed); it is followed from inside, when it enters
+        // main (the process's first thread runs everything before main in the
+        // loader and libc's start code, whose calls are not the program's).
+        const main = this.config.spawned === true ? Process.mainModule.findSymbolByName("main") : null;
+        if (this.config.spawned === true && main === null) {
+            this.failures.push("no 'main' symbol in the program: its first thread is not followed");
+        }
+        if (main !== null) {
+            Interceptor.attach(main, {
+                onEnter() {
+                    follow(this.threadId);
+                },
+            });
+        }
+        const agent = new Set(this.agentTids());
+        const tids = new Set(Process.enumerateThreads().map((t) => t.id));
+        if (this.config.spawned !== true) tids.add(Process.id);
+        for (const tid of tids) {
+            if (agent.has(tid)) continue;
+            try {
+                follow(tid);
+            } catch (e) {
+                this.failures.push(`thread ${tid}: ${String(e)}`);
+            }
+        }
+        Interceptor.flush();
+        this.setActive(1);
+        return { armed: this.armed, slow: 0, failed: this.failures };
+    }
+
+    private rangesOffset(): number {
+        return new NativeFunction(this.cm.n_ranges_offset, "int", [])();
+    }
+
+    private agentTids(): number[] {
+        const out: number[] = [];
+        for (let i = 0; i < 64; i++) {
+            const t = this.agentTidsPtr.add(4 * i).readS32();
+            if (t === 0) break;
+            out.push(t);
+        }
+        return out;
+    }
+
     /** Replace (or listen on) every site; failures are reported, not fatal. */
     arm(): { armed: number; slow: number; failed: string[] } {
+        if (this.config.complete === true && this.config.sites.length === 0) return this.armComplete();
         const setSite = new NativeFunction(this.cm.set_site, "void", ["int", "pointer", "int", "int", "int", "int64", "int"]);
         const site = (i: number, orig: NativePointer, s: SyscallSite): void =>
             setSite(i, orig, s.nr, s.flags, s.pre === null ? 0 : 1, s.pre ?? 0, s.arity);
@@ -333,6 +407,9 @@ export class SyscallMonitor {
         this.attachListeners();
         if (this.config.trace) this.watchForks();
         Interceptor.flush();
+        // Complete mode with sites: the wrappers Frida itself hooks (close, under
+        // child gating) run natively inside Frida's code, out of Stalker's sight.
+        if (this.config.complete === true) return this.armComplete();
         this.setActive(1);
         return { armed: this.armed, slow: this.slow, failed: this.failures };
     }
@@ -414,6 +491,14 @@ export class SyscallMonitor {
     /** Stop accounting and put the original functions back. */
     stop(): void {
         this.setActive(0);
+        for (const tid of this.followed) {
+            try {
+                Stalker.unfollow(tid);
+            } catch {
+                // The thread is gone.
+            }
+        }
+        this.followed.length = 0;
         for (const a of this.replaced) {
             try {
                 Interceptor.revert(a);

@@ -18,6 +18,7 @@ export const SYS_C_SOURCE = `
 #include <glib.h>
 #include <gum/gumtls.h>
 #include <gum/guminterceptor.h>
+#include <gum/gumstalker.h>
 
 #define NR_MAX 1024
 #define SITES 512 /* also in syscalls.ts */
@@ -72,6 +73,7 @@ typedef struct {
   guint8 * lens;
   guint8 * selected;
   GumTlsKey tid_key;
+  GumTlsKey raw_key;
   gint start_off;
   gint n_ranges;
   gsize ranges[128]; /* lo, hi pairs: Frida's code (agent, loader, CModules) */
@@ -496,6 +498,103 @@ on_enter_only (GumInvocationContext * ic)
   }
 }
 
+/* Complete mode: Stalker follows the program's threads and raw_transform puts
+ * a callout before and after each syscall/svc instruction outside Frida's
+ * code. The call is accounted after it returns (result in rax/x0); execve and
+ * exit_group do not return and are counted from the ending, as in the default
+ * mode. The child of a clone runs unstalked (Stalker's own clone handling),
+ * so only the parent's return is seen. One call in flight per thread (TLS). */
+typedef struct {
+  guint64 t0;
+  gint64 args[6];
+  gint nr;
+  gint on;
+} RawCall;
+
+static RawCall *
+raw_call (void)
+{
+  RawCall * c = (RawCall *) gum_tls_key_get_value (sys.raw_key);
+  if (c == NULL)
+  {
+    c = (RawCall *) g_malloc0 (sizeof (RawCall));
+    gum_tls_key_set_value (sys.raw_key, c);
+  }
+  return c;
+}
+
+static void
+on_raw_enter (GumCpuContext * cpu, gpointer user_data)
+{
+  RawCall * c;
+  gint nr;
+  if (!sys.active)
+    return;
+  c = raw_call ();
+  c->on = 0;
+#if defined (__x86_64__)
+  nr = (gint) cpu->rax;
+  c->args[0] = (gint64) cpu->rdi; c->args[1] = (gint64) cpu->rsi; c->args[2] = (gint64) cpu->rdx;
+  c->args[3] = (gint64) cpu->r10; c->args[4] = (gint64) cpu->r8; c->args[5] = (gint64) cpu->r9;
+#else
+  nr = (gint) cpu->x[8];
+  { gint k; for (k = 0; k != 6; k++) c->args[k] = (gint64) cpu->x[k]; }
+#endif
+  if (nr < 0 || nr >= NR_MAX || !sys.selected[nr])
+    return;
+  c->nr = nr;
+  c->on = 1;
+  c->t0 = now_ticks ();
+}
+
+static void
+on_raw_leave (GumCpuContext * cpu, gpointer user_data)
+{
+  RawCall * c = (RawCall *) gum_tls_key_get_value (sys.raw_key);
+  guint64 t1 = now_ticks ();
+  gint64 r;
+  gint err = 0;
+  if (c == NULL || !c->on)
+    return;
+  c->on = 0;
+#if defined (__x86_64__)
+  r = (gint64) cpu->rax;
+#else
+  r = (gint64) cpu->x[0];
+#endif
+  if (r < 0 && r >= -4095)
+  {
+    err = (gint) -r;
+    r = -1;
+  }
+  g_atomic_int_add (&sys.counters[c->nr].count, 1);
+  if (err != 0)
+    g_atomic_int_add (&sys.counters[c->nr].errors, 1);
+  add64 (&sys.counters[c->nr].ns, (gint64) (t1 - c->t0));
+  if (sys.trace)
+    record (c->nr, err ? RF_ERROR : 0, c->t0, t1 - c->t0, c->args, r, err);
+}
+
+void
+raw_transform (GumStalkerIterator * iterator, GumStalkerOutput * output, gpointer user_data)
+{
+  const cs_insn * insn;
+  while (gum_stalker_iterator_next (iterator, &insn))
+  {
+#if defined (__x86_64__)
+    gboolean sc = insn->id == X86_INS_SYSCALL;
+#else
+    gboolean sc = insn->id == ARM64_INS_SVC;
+#endif
+    sc = sc && !in_frida ((gsize) insn->address);
+    if (sc)
+      gum_stalker_iterator_put_callout (iterator, on_raw_enter, NULL, NULL);
+    gum_stalker_iterator_keep (iterator);
+    if (sc)
+      gum_stalker_iterator_put_callout (iterator, on_raw_leave, NULL, NULL);
+  }
+}
+
 /* Flip halves; returns the drained half's index, its length in out_len. */
 gint
 ring_swap (gint spins)
@@ -533,6 +632,7 @@ sys_init (gint cap, gint trace, gint strmax, gint bufmax, guint8 * buf0, guint8 
   sys.selected = selected;
   sys.key = gum_tls_key_new ();
   sys.tid_key = gum_tls_key_new ();
+  sys.raw_key = gum_tls_key_new ();
 }
 
 /* An address inside Frida's agent, to find its mapping. */
@@ -677,6 +777,12 @@ read_counters (gint64 * out)
     k++;
   }
   return k;
+}
+
+gint
+n_ranges_offset (void)
+{
+  return (gint) G_STRUCT_OFFSET (Sys, n_ranges);
 }
 
 gint

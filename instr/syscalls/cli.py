@@ -37,6 +37,7 @@ def run_syscalls(
         on_line=line,
         buffer_bytes=kw.get("buffer_size", 8 << 20),
         say=say,
+        complete=bool(kw.get("complete")),
     )
     result = run.run(timeout=kw.get("duration"))
     if summary:

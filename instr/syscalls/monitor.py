@@ -68,6 +68,10 @@ class Result:
     drops: int
 
 
+# What Frida's own Interceptor hooks on a followed process (child gating).
+FRIDA_HOOKED = frozenset({"close"})
+
+
 def start_monitor(
     script: Any,
     arch: str,
@@ -80,6 +84,8 @@ def start_monitor(
     follow: bool = False,
     session: Any = None,
     kinds: list[list[Any]] | None = None,
+    complete: bool = False,
+    spawned: bool = False,
 ) -> tuple[dict[str, Any], list[Site]]:
     """Scan libc (once per libc: ``scans``), choose the wrappers and arm the
     agent's syscall monitor for the ``chosen`` syscalls. ``arch`` is the
@@ -87,15 +93,21 @@ def start_monitor(
     # Scan before child gating is enabled: Frida's own hooks (close, fork)
     # would hide the code. A forked child has its parent's libc, already
     # hooked by the inherited gating: it reuses the parent's scan.
-    libc = script.exports_sync.syscall_scan(["\0"])
-    key = (str(libc["module"]), str(libc["base"]))
-    functions = scans.get(key)
-    if functions is None:
-        functions = script.exports_sync.syscall_scan(scan_names(arch))["functions"]
-        scans[key] = functions
+    functions: list[dict[str, Any]] | None = []
+    if not complete or follow:  # Stalker needs no wrappers, but see FRIDA_HOOKED
+        libc = script.exports_sync.syscall_scan(["\0"])
+        key = (str(libc["module"]), str(libc["base"]))
+        functions = scans.get(key)
+        if functions is None:
+            functions = script.exports_sync.syscall_scan(scan_names(arch))["functions"]
+            scans[key] = functions
     if follow and session is not None:
         session.enable_child_gating()
-    sites = choose(functions, arch)
+    sites = [] if functions is None else choose(functions, arch)
+    if complete:
+        # Functions Frida hooks itself run natively inside its (excluded) code,
+        # so Stalker never sees their syscall: their wrappers are counted instead.
+        sites = [s for s in sites if follow and s.syscall in FRIDA_HOOKED]
     if follow:
         # With child gating, Frida's fork handling and a replaced _Fork do not
         # mix (the child crashes): clone is counted from Frida's child-added.
@@ -117,6 +129,8 @@ def start_monitor(
         "bufmax": bufmax,
         "buffer_bytes": buffer_bytes if stream else 0,
         "fast": not follow,
+        "complete": complete,
+        "spawned": spawned,
     }
     return script.exports_sync.syscall_start(config), sites
 
@@ -134,8 +148,10 @@ class SyscallRun:
         bufmax: int = 32,
         buffer_bytes: int = 8 << 20,
         say: Callable[[str], None] | None = None,
+        complete: bool = False,
     ) -> None:
         self.target = target
+        self.complete = complete
         self.device_spec = device or tgt.DeviceSpec()
         self.trace_spec = trace_spec
         self.follow = follow
@@ -185,6 +201,8 @@ class SyscallRun:
             buffer_bytes=self.buffer_bytes,
             follow=self.follow,
             session=img.session,
+            complete=self.complete,
+            spawned=self.target.spawns and pid == self.root_pid or pid != self.root_pid,
         )
         img.sites = int(started["armed"])
         by_address = {s.address: s.name for s in sites}
@@ -294,9 +312,10 @@ class SyscallRun:
             if self.target.spawns:
                 tgt.kill(self._device, self.root_pid)
             raise
-        self.say(
-            f"counting system calls in pid {self.root_pid} ({self.images[0].sites} libc wrappers)"
+        what = (
+            "complete mode: Stalker" if self.complete else f"{self.images[0].sites} libc wrappers"
         )
+        self.say(f"counting system calls in pid {self.root_pid} ({what})")
         if self.target.spawns:
             self._device.resume(self.root_pid)
         try:
