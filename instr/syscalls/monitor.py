@@ -202,7 +202,7 @@ class SyscallRun:
             follow=self.follow,
             session=img.session,
             complete=self.complete,
-            spawned=self.target.spawns and pid == self.root_pid or pid != self.root_pid,
+            spawned=(self.target.spawns and pid == self.root_pid) or pid != self.root_pid,
         )
         img.sites = int(started["armed"])
         by_address = {s.address: s.name for s in sites}
