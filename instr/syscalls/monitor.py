@@ -171,7 +171,7 @@ class SyscallRun:
 
     # -- per process -----------------------------------------------------------
 
-    def _arm(self, pid: int) -> Image:
+    def _arm(self, pid: int, adopted: bool = False) -> Image:
         img = Image(pid)
         if not self.target.spawns and pid == self.root_pid:
             img.fds = FdTable.from_proc(pid)
@@ -202,7 +202,7 @@ class SyscallRun:
             follow=self.follow,
             session=img.session,
             complete=self.complete,
-            spawned=(self.target.spawns and pid == self.root_pid) or pid != self.root_pid,
+            spawned=adopted or self.target.spawns,  # suspended at its start
         )
         img.sites = int(started["armed"])
         by_address = {s.address: s.name for s in sites}
@@ -274,7 +274,7 @@ class SyscallRun:
 
     def _adopt(self, child: Any) -> None:
         try:
-            self._arm(child.pid)
+            self._arm(child.pid, adopted=True)
         except Exception as e:  # the child is still resumed: never leave it stopped
             self.errors.append(f"cannot follow pid {child.pid}: {e}")
         finally:

@@ -18,8 +18,10 @@ from strace_window import strace_counts
 from instr.syscalls.monitor import SyscallRun
 from instr.target import TargetSpec
 
-# glibc's malloc initialisation issues these inline, not through a wrapper:
-# the default (libc wrapper) mode cannot see them; strace does.
+# malloc's initialisation: under instr it happened before main, when Frida's
+# injection (dlopen, on Frida's thread) first used malloc, so the program makes
+# neither call (the complete mode, which sees every syscall instruction of the
+# program's thread, confirms it); strace sees the program's first malloc do it.
 DEFAULT_MODE_MISSES = {"brk", "getrandom"}
 
 
