@@ -26,7 +26,7 @@ from instr.syscalls import ARCHES, numbers, select
 from instr.syscalls import names as nr_names
 from instr.syscalls.decode import FdTable, format_record, memory_kinds
 from instr.syscalls.records import Record, parse
-from instr.syscalls.wrappers import F_FORK, Site, choose, scan_names
+from instr.syscalls.wrappers import F_FORK, F_INDIRECT, Site, choose, scan_names
 
 
 @dataclass
@@ -113,6 +113,11 @@ def start_monitor(
         # mix (the child crashes): clone is counted from Frida's child-added.
         sites = [s for s in sites if not (s.flags & F_FORK) and not s.listener]
     nrs = numbers(arch)
+    # Only the wrappers of selected syscalls (and syscall(2)): unselected sites
+    # pass through anyway, and every hook makes Frida's fork handling under
+    # child gating more likely to crash the child (see docs/syscalls.md).
+    wanted = {nrs[n] for n in chosen if n in nrs}
+    sites = [s for s in sites if s.nr in wanted or s.flags & F_INDIRECT]
     if kinds is None:
         kinds = []
         if stream:
