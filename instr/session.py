@@ -233,7 +233,8 @@ class Session:
         ):
             self._script.exports_sync.snapshot(False)
             d = self._dispatcher
-            if d is not None and d.points is not None and self.table.plan()["fast_c"] is None:
+            agent_aggs = any(p.aggregations for p in self.table if not p.is_syscall)
+            if d is not None and d.points is not None and not agent_aggs:
                 # only host tables (syscall points): no agent snapshot will carry them
                 d.post({"v": PROTOCOL_VERSION, "type": "host-aggs"}, None)
 

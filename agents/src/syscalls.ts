@@ -469,7 +469,9 @@ export class SyscallMonitor {
 
     /** Note threads entering fork(): JS listeners take the script lock, so no flush is half done. */
     private watchForks(): void {
-        for (const name of ["fork", "_Fork", "vfork"]) {
+        // Not vfork: an onLeave there returns twice on one stack (the child and the
+        // parent), which smashes the parent's stack (measured with sh -c).
+        for (const name of ["fork", "_Fork"]) {
             const f = Module.findGlobalExportByName(name);
             if (f === null) continue;
             const self = this;
