@@ -335,8 +335,11 @@ export class SyscallMonitor {
                 },
             });
         }
+        // A process held at its start has no other thread of its own. Following
+        // its held main thread from here blocked syscallStart for ~15 s in some
+        // exec'ed images (measured), where enumerateThreads listed it.
         const agent = new Set(this.agentTids());
-        const tids = new Set(Process.enumerateThreads().map((t) => t.id));
+        const tids = new Set(this.config.spawned === true ? [] : Process.enumerateThreads().map((t) => t.id));
         if (this.config.spawned !== true) tids.add(Process.id);
         for (const tid of tids) {
             if (agent.has(tid)) continue;
