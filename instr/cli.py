@@ -386,3 +386,55 @@ def peek(specs: tuple[str, ...], **kw: Any) -> None:
         raise UsageError("peek needs a running process: -p PID or -n NAME")
     for line in peek_values(_target(kw), _device(kw), list(specs)):
         click.echo(line)
+
+@click.option("--ret", "ret", multiple=True, metavar="TARGET=VALUE", help="Force the return value.")
+@click.option(
+    "--skip", multiple=True, metavar="TARGET[=VALUE]", help="Do not run the function; return VALUE."
+)
+@click.option(
+    "--bytes",
+    "bytes_",
+    multiple=True,
+    metavar="TARGET:EXPECTED:NEW",
+    help="Write NEW (hex) where the code is EXPECTED (hex).",
+)
+@click.option(
+    "--nop", multiple=True, metavar="TARGET[:N]", help="Overwrite N instructions with NOPs."
+)
+@click.option(
+    "--replace-c",
+    "replace_c",
+    multiple=True,
+    metavar="TARGET=FILE.c[:FN]",
+    help="Replace the function by FN (default 'replacement') compiled from FILE.c.",
+)
+@click.option(
+    "-w", "--destructive", is_flag=True, help="Allow changing the target (required to patch)."
+)
+@click.option("--persist", is_flag=True, help="Leave the patches in place when instr exits.")
+@click.option("--list", "list_", is_flag=True, help="List the patches in the target's ledger.")
+@click.option("--revert", metavar="ID[,ID...]|all", help="Revert patches from the ledger.")
+@click.option("--json", "as_json", is_flag=True, help="--list/--revert: print JSON.")
+@_target_options
+@_debug_option
+@_guard
+def patch(**kw: Any) -> None:
+    """Patch a running process (or a program it spawns): TARGET is MODULE!SYMBOL,
+    SYMBOL, 0xADDRESS or MODULE+0xOFFSET. Patches are reverted when instr exits,
+    unless --persist."""
+    from instr.patch.command import PatchCommand, parse_revert, run_patch
+    from instr.patch.quick import parse_quick
+
+    cmd = PatchCommand(
+        target=_target(kw),
+        device=_device(kw),
+        specs=tuple(parse_quick(kw["ret"], kw["skip"], kw["bytes_"], kw["nop"], kw["replace_c"])),
+        destructive=kw["destructive"],
+        persist=kw["persist"],
+        list_=kw["list_"],
+        revert=parse_revert(kw["revert"]),
+        as_json=kw["as_json"],
+        duration_s=kw.get("duration"),
+        quiet=kw["quiet"],
+    )
+    sys.exit(run_patch(cmd))

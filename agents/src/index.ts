@@ -6,6 +6,8 @@ import { Session } from "./session.js";
 import { SyscallConfig } from "./syscalls.js";
 import { MemOptions, MemTracker, ReportRequest } from "./mem.js";
 import { PeekRequest, peek } from "./peek.js";
+import { patcher } from "./patch.js";
+import { PatchSpec } from "./patch_types.js";
 
 const session = new Session();
 const mem = new MemTracker(); // instr mem: its own engine (docs/memory.md)
@@ -25,4 +27,10 @@ rpc.exports = {
     memReport: (request: ReportRequest) => mem.report(request),
     memStop: () => mem.stop(),
     peek: (requests: PeekRequest[]) => peek(requests),
+    // Live patching (docs/patching.md).
+    patchApply: (specs: PatchSpec[]) => patcher.apply(specs),
+    patchList: () => patcher.list(),
+    patchRevert: (ids: number[] | "all") => patcher.revert(ids),
+    patchRevertOwned: () => patcher.revertOwnedAll(),
+    patchPersist: () => patcher.persist(),
 };

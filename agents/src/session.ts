@@ -9,6 +9,8 @@ import { ProbeSet } from "./probes.js";
 import { SymbolTriple, symbolize } from "./symbols.js";
 import { reportError } from "./util.js";
 import { ScanResult, SyscallConfig, SyscallMonitor, scan } from "./syscalls.js";
+import { RevertResult } from "./patch_types.js";
+import { patcher } from "./patch.js";
 
 export class Session {
     private flusher: Flusher | null = null;
@@ -83,7 +85,7 @@ export class Session {
      * goes on through atexit handlers, and our own exit hooks then send the
      * `ending` and wait for the host's ack.
      */
-    dispose(reason?: string): { seq: number } {
+    dispose(reason?: string): { seq: number; patches?: RevertResult[] } {
         const flusher = this.flusher;
         if ((reason === "exit" || reason === "exec") && flusher !== null && !this.disposed) {
             const seq = flusher.flushAll();
@@ -92,7 +94,7 @@ export class Session {
         }
         if (this.disposed || flusher === null) {
             this.disposed = true;
-            return { seq: flusher?.lastSeq() ?? 0 };
+            return { seq: flusher?.lastSeq() ?? 0, patches: patcher.persistent ? [] : patcher.revertOwnedAll() };
         }
         this.disposed = true;
         flusher.stop();
@@ -105,7 +107,9 @@ export class Session {
         Interceptor.flush();
         flusher.ring.stop(); // producers blocked on a full ring return at once
         seq = flusher.flushAll(); // whatever was written while detaching
-        return { seq };
+        // Patches go last, after every probe hook is gone, so that the bytes
+        // read back can be compared with the originals.
+        return { seq, patches: patcher.persistent ? [] : patcher.revertOwnedAll() };
     }
 
     private finalSnapshot(): void {

@@ -1,0 +1,255 @@
+// Stop the other threads of the process while code is patched, so that no
+// thread is left inside the bytes being rewritten or inside hook machinery
+// that a revert frees.
+//
+// A jump written over a function's first instructions is not safe for a
+// thread that is between two of them: it resumes in the middle of the jump.
+// So, on Linux x86_64: every other thread gets a real-time signal whose
+// handler (machine code, see emitHandler) records the interrupted PC and
+// waits on a futex. When all have
+// stopped and none is at an unsafe PC, the patch is written, then the threads
+// are released. Otherwise they are released and the attempt repeated.
+//
+// Unsafe PCs: inside the bytes about to change; for Interceptor hooks also
+// anonymous executable memory (trampolines). The ranges are listed before the
+// threads are stopped. This does not make Interceptor's revert safe under
+// load (its state is also used from Frida's own, cloaked code): inline
+// patches (patch_inline.ts) are used where they can be.
+
+
+
+const MAX_PCS = 1024;
+const PAGE_SIZE = Process.pageSize;
+/** A real-time signal (SIGRTMIN+27 with glibc); the target must not use it. */
+export const QUIESCE_SIGNAL = 61;
+const ATTEMPTS = 500;
+const STOP_LIMIT_MS = 100;
+
+const SIG_IGN = ptr(1);
+
+interface Quiescer {
+    /** Our handler for QUIESCE_SIGNAL, installed for each stop and replaced by SIG_IGN after. */
+    install: () => void;
+    ignore: () => void;
+    /** The target's threads, kept by a thread observer (enumerateThreads ptraces each thread: slow, and it hangs with threads parked in a signal handler). */
+    threads: Set<number>;
+    observer: ThreadObserver;
+    state: NativePointer;
+    wake: () => void;
+    pause: () => void;
+    tgkill: (tid: number) => number;
+}
+
+let q: Quiescer | null | undefined;
+
+const STATE_SIZE = 16 + 16 * MAX_PCS;
+const OFF_RELEASED = 4;
+const OFF_N = 8;
+const OFF_ROUND = 12;
+const OFF_PCS = 16;
+const OFF_TIDS = 16 + 8 * MAX_PCS;
+
+/** Pages that are never unmapped (see emitHandler). */
+function mapForever(size: number, prot: number): NativePointer {
+    const mmap = new NativeFunction(Module.getGlobalExportByName("mmap"), "pointer", ["pointer", "size_t", "int", "int", "int", "long"]);
+    const MAP_PRIVATE_ANON = 0x02 | 0x20;
+    const p = mmap(NULL, size, prot, MAP_PRIVATE_ANON, -1, 0) as NativePointer;
+    if (p.equals(ptr(-1))) throw new Error("mmap failed: cannot set up thread stopping");
+    return p;
+}
+
+/**
+ * The signal handler, in machine code, in a page that is never unmapped:
+ * a thread may be descheduled between the kernel setting up its signal
+ * frame and running the handler, for longer than the script lives (2 cores,
+ * busy threads); code and state freed by a script unload would then crash
+ * it. Raw system calls: errno of the interrupted thread is left alone.
+ *
+ *   handler(sig, info, uc):
+ *     pc = uc->uc_mcontext.gregs[REG_RIP]; round = state.round; tid = gettid()
+ *     i = atomic n++; if i < MAX: pcs[i] = pc; tids[i] = tid
+ *     atomic stopped++
+ *     while (released - round < 0) futex_wait(&released, released)
+ *     atomic stopped--
+ */
+function emitHandler(state: NativePointer): NativePointer {
+    const code = mapForever(PAGE_SIZE, 7);
+    const w = new X86Writer(code, { pc: code });
+    for (const r of ["rbx", "r12", "r13", "r14"] as const) w.putPushReg(r);
+    w.putMovRegRegOffsetPtr("r12", "rdx", 168); // interrupted RIP
+    w.putMovRegAddress("rbx", state);
+    w.putMovRegRegOffsetPtr("r13d", "rbx", OFF_ROUND);
+    w.putMovRegU32("eax", 186); // gettid
+    w.putBytes([0x0f, 0x05]); // syscall
+    w.putMovRegReg("r14", "rax");
+    w.putMovRegU32("eax", 1);
+    w.putLeaRegRegOffset("rcx", "rbx", OFF_N);
+    w.putLockXaddRegPtrReg("rcx", "eax"); // eax = n++
+    w.putMovRegU32("ecx", MAX_PCS);
+    w.putCmpRegReg("eax", "ecx");
+    w.putJccShortLabel("jae", "counted", "no-hint");
+    w.putMovRegReg("rdx", "rax");
+    w.putShlRegU8("rdx", 3);
+    w.putLeaRegRegOffset("rcx", "rbx", OFF_PCS);
+    w.putAddRegReg("rcx", "rdx");
+    w.putMovRegPtrReg("rcx", "r12");
+    w.putLeaRegRegOffset("rcx", "rbx", OFF_TIDS);
+    w.putAddRegReg("rcx", "rdx");
+    w.putMovRegPtrReg("rcx", "r14");
+    w.putLabel("counted");
+    w.putMovRegU32("eax", 1);
+    w.putLockXaddRegPtrReg("rbx", "eax"); // stopped++
+    w.putLabel("wait");
+    w.putMovRegRegOffsetPtr("edx", "rbx", OFF_RELEASED);
+    w.putMovRegReg("eax", "edx");
+    w.putSubRegReg("eax", "r13d");
+    w.putJccShortLabel("jns", "go", "no-hint");
+    w.putLeaRegRegOffset("rdi", "rbx", OFF_RELEASED);
+    w.putXorRegReg("esi", "esi"); // FUTEX_WAIT; edx = the value seen
+    w.putMovRegU32("r10d", 0); // no timeout (upper half cleared too)
+    w.putMovRegU32("eax", 202); // futex
+    w.putBytes([0x0f, 0x05]);
+    w.putJmpShortLabel("wait");
+    w.putLabel("go");
+    w.putMovRegU32("eax", 0xffffffff);
+    w.putLockXaddRegPtrReg("rbx", "eax"); // stopped--
+    for (const r of ["r14", "r13", "r12", "rbx"] as const) w.putPopReg(r);
+    w.putRet();
+    w.flush();
+    w.dispose();
+    Memory.protect(code, PAGE_SIZE, "r-x");
+    return code;
+}
+
+function setup(): Quiescer | null {
+    if (Process.platform !== "linux" || Process.arch !== "x64") return null;
+    const state = mapForever(STATE_SIZE, 3);
+    const handler = emitHandler(state);
+    const syscallFn = Module.getGlobalExportByName("syscall");
+    const act = Memory.alloc(152); // struct sigaction (glibc x86_64), zeroed: empty mask
+    act.writePointer(handler);
+    const SA_SIGINFO = 4;
+    const SA_RESTART = 0x10000000;
+    act.add(136).writeS32(SA_SIGINFO | SA_RESTART);
+    const sigaction = new NativeFunction(Module.getGlobalExportByName("sigaction"), "int", ["int", "pointer", "pointer"]);
+    // Several scripts may patch one process (a later controller reverting
+    // through a persistent one's doorbell): each installs its own handler
+    // just before it stops threads. Afterwards the signal is ignored.
+    const ign = Memory.alloc(152);
+    ign.writePointer(SIG_IGN);
+    const sys = new NativeFunction(syscallFn, "long", ["long", "pointer", "long", "long"]);
+    const SYS_tgkill = 234;
+    const SYS_futex = 202;
+    const FUTEX_WAKE = 1;
+    const threads = new Set<number>();
+    const observer = Process.attachThreadObserver({
+        onAdded: (t) => threads.add(t.id),
+        onRemoved: (t) => threads.delete(t.id),
+    });
+    return {
+        install: () => {
+            if (sigaction(QUIESCE_SIGNAL, act, NULL) !== 0) throw new Error("sigaction failed: cannot stop threads to patch");
+        },
+        ignore: () => {
+            sigaction(QUIESCE_SIGNAL, ign, NULL);
+        },
+        threads,
+        observer,
+        state,
+        wake: () => {
+            state.add(OFF_RELEASED).writeS32(state.add(OFF_ROUND).readS32());
+            sys(SYS_futex, state.add(OFF_RELEASED), FUTEX_WAKE, 0x7fffffff);
+        },
+        pause: new NativeFunction(Module.getGlobalExportByName("sched_yield"), "int", []) as () => void,
+        tgkill: (tid) => Number(sys(SYS_tgkill, ptr(Process.id), tid, QUIESCE_SIGNAL)),
+    };
+}
+
+/** Anonymous executable ranges (trampolines), as [start, end) pairs: where a stopped thread may not stay. */
+function unsafeCode(): [NativePointer, NativePointer][] {
+    return Process.enumerateRanges("--x")
+        .filter((r) => r.file === undefined)
+        .map((r) => [r.base, r.base.add(r.size)]);
+}
+
+function isSafe(pc: NativePointer, start: NativePointer, end: NativePointer, code: [NativePointer, NativePointer][]): boolean {
+    // A thread about to run the first byte runs either the old or the new
+    // code, whole; one past it would run a mix.
+    if (pc.compare(start) > 0 && pc.compare(end) < 0) return false;
+    for (const [a, b] of code) if (pc.compare(a) >= 0 && pc.compare(b) < 0) return false;
+    return true;
+}
+
+function inSyscall(tid: number): boolean {
+    try {
+        // Stopped by a tracer or job control (a spawned, still suspended
+        // process): it runs nothing until resumed.
+        const stat = File.readAllText(`/proc/self/task/${tid}/stat`);
+        const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+        if (state === "t" || state === "T") return true;
+        const text = File.readAllText(`/proc/self/task/${tid}/syscall`).trim();
+        return /^\d+ /.test(text);
+    } catch {
+        return true; // the thread is gone
+    }
+}
+
+function waitStopped(q: Quiescer, s: NativePointer, want: number): boolean {
+    const end = Date.now() + STOP_LIMIT_MS;
+    while (s.readS32() < want) {
+        if (Date.now() > end) return false;
+        q.pause(); // let the threads to be stopped run (2 cores, 4 busy threads: measured 50 ms/cycle spinning)
+    }
+    return true;
+}
+
+/**
+ * Run `write` with every other thread stopped outside (start, start+size)
+ * and, with `trampolines`, outside anonymous executable memory (Interceptor's
+ * trampolines, which its revert frees). Elsewhere than Linux x86_64 it just
+ * runs `write`.
+ */
+export function quiesced<T>(start: NativePointer, size: number, trampolines: boolean, write: () => T): T {
+    if (q === undefined) q = setup();
+    if (q === null) return write();
+    const end = start.add(size);
+    const code = trampolines ? unsafeCode() : [];
+    q.install();
+    try {
+        return attempts(q, start, end, code, write);
+    } finally {
+        q.ignore();
+    }
+}
+
+function attempts<T>(q: Quiescer, start: NativePointer, end: NativePointer, code: [NativePointer, NativePointer][], write: () => T): T {
+    const s = q.state;
+    const self = Process.getCurrentThreadId();
+    for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
+        const tids = [...q.threads].filter((id) => id !== self);
+        // Open a new round: handlers that run from now on wait for its release.
+        s.add(8).writeS32(0); // n
+        s.add(12).writeS32(s.add(12).readS32() + 1); // round
+        let sent = 0;
+        for (const tid of tids) if (q.tgkill(tid) === 0) sent++;
+        waitStopped(q, s, sent);
+        const n = Math.min(s.add(8).readS32(), MAX_PCS);
+        let clear = true;
+        const stopped = new Set<number>();
+        for (let i = 0; i < n && clear; i++) {
+            clear = isSafe(s.add(OFF_PCS + 8 * i).readPointer(), start, end, code);
+            stopped.add(s.add(OFF_TIDS + 8 * i).readU32());
+        }
+        // A thread that blocks the signal (some runtimes' own threads do) or
+        // is stopped by a tracer is safe only while it sits in a system call
+        // (its PC is then in libc) or stays stopped.
+        for (const tid of tids) if (clear && !stopped.has(tid)) clear = inSyscall(tid);
+        try {
+            if (clear) return write();
+        } finally {
+            q.wake();
+            while (s.readS32() > 0) q.pause(); // every thread leaves the handler before the state is reused
+        }
+    }
+    throw new Error(`could not stop the other threads outside ${start}..${end}; nothing written`);
+}
