@@ -387,6 +387,7 @@ def peek(specs: tuple[str, ...], **kw: Any) -> None:
     for line in peek_values(_target(kw), _device(kw), list(specs)):
         click.echo(line)
 
+
 @click.option("--ret", "ret", multiple=True, metavar="TARGET=VALUE", help="Force the return value.")
 @click.option(
     "--skip", multiple=True, metavar="TARGET[=VALUE]", help="Do not run the function; return VALUE."
