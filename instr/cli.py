@@ -388,6 +388,7 @@ def peek(specs: tuple[str, ...], **kw: Any) -> None:
         click.echo(line)
 
 
+@main.command(context_settings=CONTEXT)
 @click.option("--ret", "ret", multiple=True, metavar="TARGET=VALUE", help="Force the return value.")
 @click.option(
     "--skip", multiple=True, metavar="TARGET[=VALUE]", help="Do not run the function; return VALUE."
