@@ -107,7 +107,7 @@ def test_persist_then_list_and_revert_from_new_controllers(targets, launch):
 @pytest.mark.skipif(
     os.environ.get("INSTR_STRESS") != "1",
     reason="known failure, set INSTR_STRESS=1 to run: the target still crashes (SIGSEGV) "
-    "in about 1 of 3 runs after the 1,000 cycles, see docs/patching.md 'Limits'",
+    "in about 1 of 3 runs, after instr detached, see docs/patching.md 'Limits'",
 )
 @pytest.mark.parametrize("kind", ["ret", "skip"])
 def test_concurrent_calls_while_patching_and_unpatching(targets, launch, kind):
