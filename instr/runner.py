@@ -5,10 +5,11 @@ This is what ``instr run`` and ``instr trace`` do, as a function a script can ca
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import TextIO
@@ -103,7 +104,8 @@ def run(config: RunConfig, status: TextIO | None = None) -> tuple[RunSummary, in
             _wait(session, config.duration_s, config.interval_s)
         except KeyboardInterrupt:
             say("stopping")
-        summary = session.close()
+        with _signals_held():  # a second Ctrl-C must not cut the flush short
+            summary = session.close()
     finally:
         restore()
     if summary.drops:
@@ -136,6 +138,23 @@ def _wait(session: Session, duration_s: float | None, interval_s: float | None =
         if snap_at is not None and interval_s is not None and now >= snap_at:
             session.snapshot()
             snap_at = now + interval_s
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Ignore SIGINT and SIGTERM while the run closes (flush, detach, outputs)."""
+    try:
+        previous = [
+            (sig, signal.signal(sig, signal.SIG_IGN)) for sig in (signal.SIGINT, signal.SIGTERM)
+        ]
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        for sig, handler in previous:
+            signal.signal(sig, handler)
 
 
 def _stop_on_sigterm() -> Callable[[], None]:

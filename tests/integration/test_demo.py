@@ -76,6 +76,7 @@ def test_ctrl_c_on_a_spawned_program_flushes_and_ends(instr_bg, targets, tmp_pat
     tracer.interrupt()
     done = tracer.finish()
     assert "Traceback" not in done.err
+    assert "summary" in out.read_text(), (done.returncode, done.err)
     events, summary = read_jsonl(out)
     assert len(events) == 600
     assert summary["drops"] == 0
