@@ -116,14 +116,7 @@ class Session:
         A spawned target stays suspended until ``resume()`` (called here unless
         ``resume=False``), so probes are armed before ``main`` runs.
         """
-        self._device = tgt.open_device(self.device_spec)
-        if self.target.argv is not None:
-            self.pid = tgt.spawn(self._device, self.target)
-        elif self.target.pid is not None:
-            self.pid = self.target.pid
-        else:
-            assert self.target.name is not None
-            self.pid = tgt.resolve_name(self._device, self.target.name)
+        self._device, self.pid = tgt.open_target(self.device_spec, self.target)
         try:
             self._arm()
         except BaseException:

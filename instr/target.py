@@ -179,3 +179,14 @@ def kill(device: Any, pid: int) -> None:
         frida.ProcessNotFoundError, frida.InvalidOperationError, frida.TransportError
     ):
         device.kill(pid)
+
+
+def open_target(device_spec: DeviceSpec, target: TargetSpec) -> tuple[Any, int]:
+    """The device, and the pid of the target: spawned (suspended), given, or found by name."""
+    device = open_device(device_spec)
+    if target.argv is not None:
+        return device, spawn(device, target)
+    if target.pid is not None:
+        return device, target.pid
+    assert target.name is not None
+    return device, resolve_name(device, target.name)

@@ -4,6 +4,7 @@
 // range is code and the bytes there are the ones expected.
 
 import { Capture, IntType } from "./protocol.js";
+import { typed } from "./capture.js";
 import { ArgValue, PatchSpec } from "./patch_types.js";
 import { Compiled, Env, Value, compile, truthy } from "./predicate.js";
 import { quiesced } from "./patch_quiesce.js";
@@ -83,28 +84,8 @@ function intPtr(value: string): NativePointer {
 
 // ---- predicate values ----------------------------------------------------
 
-function typed(t: IntType, p: NativePointer): bigint {
-    const raw = BigInt(p.toString());
-    switch (t) {
-        case "i8":
-            return BigInt.asIntN(8, raw);
-        case "i16":
-            return BigInt.asIntN(16, raw);
-        case "i32":
-            return BigInt.asIntN(32, raw);
-        case "i64":
-            return BigInt.asIntN(64, raw);
-        case "u8":
-            return BigInt.asUintN(8, raw);
-        case "u16":
-            return BigInt.asUintN(16, raw);
-        case "u32":
-            return BigInt.asUintN(32, raw);
-        case "bool":
-            return (raw & 0xffn) !== 0n ? 1n : 0n;
-        default:
-            return raw;
-    }
+function typedOf(t: IntType, p: NativePointer): bigint {
+    return typed(t, BigInt(p.toString()));
 }
 
 /** The value a predicate sees for one capture (what a patch can read cheaply; else None). */
@@ -119,9 +100,9 @@ function valueOf(c: Capture, args: NativePointer[] | null, retval: NativePointer
             }
         }
         if (c.type === "bytes") return null;
-        return typed(c.type, p);
+        return typedOf(c.type, p);
     }
-    if (c.src === "retval" && retval !== null) return typed(c.type, retval);
+    if (c.src === "retval" && retval !== null) return typedOf(c.type, retval);
     if (c.src === "caller") return BigInt(caller.toString());
     return null;
 }

@@ -59,15 +59,10 @@ class MemSession:
         self._symbols: dict[int, Frame] = {}
 
     def start(self) -> dict[str, Any]:
-        self._device = tgt.open_device(self.device_spec)
+        self._device, self.pid = tgt.open_target(self.device_spec, self.target)
         if self.target.argv is not None:
-            self.pid = tgt.spawn(self._device, self.target)
             self.process = os.path.basename(self.target.argv[0])
-        elif self.target.pid is not None:
-            self.pid = self.target.pid
-        else:
-            assert self.target.name is not None
-            self.pid = tgt.resolve_name(self._device, self.target.name)
+        elif self.target.name is not None:
             self.process = self.target.name
         try:
             self._arm()

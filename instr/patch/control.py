@@ -53,14 +53,7 @@ class PatchController:
 
     def open(self) -> int:
         """Spawn (suspended) or attach, and load the agent. Returns the pid."""
-        self._device = tgt.open_device(self.device_spec)
-        if self.target.argv is not None:
-            self.pid = tgt.spawn(self._device, self.target)
-        elif self.target.pid is not None:
-            self.pid = self.target.pid
-        else:
-            assert self.target.name is not None
-            self.pid = tgt.resolve_name(self._device, self.target.name)
+        self._device, self.pid = tgt.open_target(self.device_spec, self.target)
         try:
             self._load()
         except BaseException:

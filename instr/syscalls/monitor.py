@@ -305,16 +305,10 @@ class SyscallRun:
 
         # Bad -e input fails before anything is spawned (checked again per arch).
         select(self.trace_spec, ARCHES.get(platform.machine(), "x86_64"))
-        self._device = tgt.open_device(self.device_spec)
+        # a spawned target is held until resumed, so no child appears before the handler
+        self._device, self.root_pid = tgt.open_target(self.device_spec, self.target)
         if self.follow:
             self._device.on("child-added", self._on_child)
-        if self.target.argv is not None:
-            self.root_pid = tgt.spawn(self._device, self.target)
-        elif self.target.pid is not None:
-            self.root_pid = self.target.pid
-        else:
-            assert self.target.name is not None
-            self.root_pid = tgt.resolve_name(self._device, self.target.name)
         try:
             self._arm(self.root_pid)
         except BaseException:
