@@ -16,7 +16,6 @@ The runtime the generated code calls is ``runtime.c``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.resources import files
 from typing import Any
@@ -44,6 +43,7 @@ from instr.ctier.cast import (
     addr,
     unit,
 )
+from instr.ctier.predicate import NotC, collect_caps, predicate_c
 from instr.ctier.signatures import replace_ok
 from instr.probes.ir import Aggregation, Capture, Phase, Probe, ProbeTable
 
@@ -60,12 +60,6 @@ FUNC_CODES: dict[str, int] = {
 _SIGNED = ("i8", "i16", "i32", "i64")
 _NARROW = {"i8": "gint8", "i16": "gint16", "i32": "gint32"}
 _NARROW_U = {"u8": "guint8", "u16": "guint16", "u32": "guint32"}
-_CMP = ("==", "!=", "<", "<=", ">", ">=")
-_ARITH = ("+", "-", "*", "&", "|", "^")
-
-
-class NotC(Exception):
-    """Something the fast tier cannot express; the message says what."""
 
 
 def runtime_source() -> str:
@@ -86,54 +80,6 @@ def typed(raw: Expr, cap: Capture) -> Expr:
     if t == "bool":
         return Cast("gint64", Bin("!=", Bin("&", raw, Int(0xFF, unsigned=True)), Int(0)))
     return Cast("gint64", raw)
-
-
-# ---------------------------------------------------------------- predicates
-
-
-def predicate_c(e: dict[str, Any], var: Callable[[str, int], Expr]) -> Expr:
-    """The C of a predicate ``Expr`` tree (see predicate.py); raises ``NotC``."""
-    op = e["op"]
-    if op == "const":
-        v = e["value"]
-        if isinstance(v, (bool, int)):
-            return Int(int(v))
-        raise NotC("a string comparison in 'where'")
-    if op == "int":
-        v = int(e["value"])
-        if not -(2**63) <= v < 2**63:
-            raise NotC(f"the constant {v} in 'where' is outside 64-bit signed range")
-        return Int(v)
-    if op == "cap":
-        return var(e["phase"], e["index"])
-    if op == "tid":
-        return Call("agg_tid")
-    if op in ("and", "or"):
-        args = [predicate_c(a, var) for a in e["args"]]
-        out = args[0]
-        for a in args[1:]:
-            out = Bin("&&" if op == "and" else "||", out, a)
-        return out
-    if op == "not":
-        return Unary("!", predicate_c(e["arg"], var))
-    if op in ("neg", "invert"):
-        return Unary("-" if op == "neg" else "~", predicate_c(e["arg"], var))
-    if op in _CMP or op in _ARITH:
-        return Bin(op, predicate_c(e["left"], var), predicate_c(e["right"], var))
-    if op in ("//", "%"):
-        right = e["right"]
-        if right["op"] not in ("const", "int") or int(right["value"]) == 0:
-            raise NotC(f"'{op}' by a value that is not a non-zero constant in 'where'")
-        fn = "agg_floordiv" if op == "//" else "agg_floormod"
-        return Call(fn, (predicate_c(e["left"], var), predicate_c(right, var)))
-    if op in ("<<", ">>"):
-        right = e["right"]
-        if right["op"] != "const" or not 0 <= int(right["value"]) < 64:
-            raise NotC(f"'{op}' by a value that is not a constant 0..63 in 'where'")
-        return Bin(op, predicate_c(e["left"], var), Int(int(right["value"])))
-    if op in ("in", "call"):
-        raise NotC("string operations in 'where'")
-    raise NotC(f"the operator '{op}' in 'where'")
 
 
 # ---------------------------------------------------------------- blockers
@@ -159,7 +105,7 @@ def fast_blockers(probe: Probe) -> list[str]:
             out.append(f"the {cap.type} '{name}' is a key")
     if probe.where is not None:
         refs: set[tuple[Phase, int]] = set()
-        _collect_caps(probe.where.expr, refs)
+        collect_caps(probe.where.expr, refs)
         for ph, i in sorted(refs):
             cap = probe.captures(ph)[i]
             if cap.type in ("cstr", "bytes") or cap.src == "backtrace":
@@ -242,7 +188,7 @@ def _needs(probe: Probe) -> tuple[set[tuple[Phase, int]], set[int], bool]:
         phase, i, _ = probe.capture_ref(name)
         used.add((phase, i))
     if probe.where is not None:
-        _collect_caps(probe.where.expr, used)
+        collect_caps(probe.where.expr, used)
     saved = {
         c.index
         for ph, i in used
@@ -266,19 +212,8 @@ def _exit_refs(probe: Probe) -> set[tuple[Phase, int]]:
             phase, i, _ = probe.capture_ref(name)
             refs.add((phase, i))
     if probe.where is not None and probe.where.phase == "exit":
-        _collect_caps(probe.where.expr, refs)
+        collect_caps(probe.where.expr, refs)
     return refs
-
-
-def _collect_caps(e: Any, out: set[tuple[Phase, int]]) -> None:
-    if isinstance(e, dict):
-        if e.get("op") == "cap":
-            out.add((e["phase"], e["index"]))
-        for v in e.values():
-            _collect_caps(v, out)
-    elif isinstance(e, list):
-        for v in e:
-            _collect_caps(v, out)
 
 
 def _site(cx: _Ctx) -> Expr:
