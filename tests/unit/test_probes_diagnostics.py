@@ -89,7 +89,26 @@ def test_unknown_and_reserved_keys() -> None:
     ) == [
         "p.yaml:6:9: error: unknown key 'captur' in probe\n  hint: did you mean 'capture'?",
         "p.yaml:8:9: error: timer points are not supported yet in version 1",
-        "p.yaml:9:9: error: patching is not supported yet in version 1",
+        "p.yaml:9:16: error: a probe with 'patch' cannot also 'aggregate'",
+        "p.yaml:9:17: error: unknown key 'retval' in patch\n  hint: did you mean 'ret'?",
+    ]
+
+
+def test_patch_actions() -> None:
+    assert probe("function: f\npatch: [ret]\n") == [
+        "p.yaml:6:16: error: 'patch' must be a mapping with one key, 'ret' or 'skip', "
+        "not a list\n  hint: e.g. patch: {ret: 0}"
+    ]
+    assert probe("function: f\npatch: {ret: 1, skip: 2}\n") == [
+        "p.yaml:6:16: error: 'patch' takes one action, 'ret' or 'skip', not 2\n"
+        "  hint: e.g. patch: {ret: 0}"
+    ]
+    assert probe("function: f\npatch: {ret: 0x1ffffffffffffffff}\n") == [
+        "p.yaml:6:22: error: 'patch: ret' must be between -9223372036854775808 and "
+        "18446744073709551615, not 36893488147419103231"
+    ]
+    assert probe("syscall: read\npatch: {ret: 0}\n") == [
+        "p.yaml:6:16: error: 'patch' needs a function, address or offset point"
     ]
 
 

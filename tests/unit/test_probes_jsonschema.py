@@ -65,6 +65,9 @@ GOOD = [
     "{syscall: [read, '%network'], on: exit, capture: {f: 'fd:path', n: retval, e: 'errno:str'}}",
     "{syscall: openat, capture: {p: filename, fl: 'flags:str'}, where: 'len(p) > 0'}",
     "{syscall: [write], capture: {b: 'buf:raw', t: duration}, aggregate: {s: 'sum(t) by fd'}}",
+    "{function: f, patch: {ret: 0}}",
+    "{function: f, capture: {n: arg0}, where: 'n == 7', patch: {ret: -1}}",
+    "{address: 0x401000, patch: {skip: 18446744073709551615}}",
 ]
 
 BAD = [
@@ -96,6 +99,14 @@ BAD = [
     "{syscall: read, tier: js}",
     "{syscall: read, capture: {f: 'fd:pth'}}",  # unknown form
     "{syscall: read, exclude: x}",
+    "{function: f, patch: {ret: abc}}",  # not an integer
+    "{function: f, patch: {ret: 1, skip: 2}}",  # one action
+    "{function: f, patch: {retval: 0}}",  # unknown action
+    "{function: f, patch: {}}",
+    "{function: f, patch: 0}",
+    "{function: f, patch: {ret: 18446744073709551616}}",  # over 64 bits
+    "{syscall: read, patch: {ret: 0}}",  # not a function
+    "{function: f, aggregate: {c: 'count()'}, patch: {ret: 0}}",
 ]
 
 
