@@ -153,6 +153,7 @@ def _execute(table: Any, kw: dict[str, Any], source: str, sets: tuple[str, ...])
         quiet=kw["quiet"],
         interval_s=kw.get("interval"),
         top=kw.get("top"),
+        destructive=bool(kw.get("destructive", False)),
     )
     _summary, code = run(config)
     sys.exit(code)
@@ -183,6 +184,9 @@ def main() -> None:
     required=True,
     metavar="SET",
     help="A set to run (repeatable).",
+)
+@click.option(
+    "-w", "--destructive", is_flag=True, help="Allow the sets' patch actions (change the target)."
 )
 @_target_options
 @_debug_option

@@ -18,6 +18,7 @@ from instr.collectors import open_output
 from instr.collectors.base import Collector
 from instr.errors import InstrError
 from instr.events import RunSummary
+from instr.patch.model import require_destructive
 from instr.probes.ir import ProbeTable
 from instr.session import Session
 from instr.target import DeviceSpec, TargetSpec
@@ -43,6 +44,7 @@ class RunConfig:
     quiet: bool = False
     interval_s: float | None = None  # aggregation snapshots this often (and at the end)
     top: int | None = None  # reports: the N largest rows of each aggregation
+    destructive: bool = False  # -w: allow the sets' patch actions
 
 
 def exit_status(summary: RunSummary, spawned: bool) -> int:
@@ -74,6 +76,8 @@ def run(config: RunConfig, status: TextIO | None = None) -> tuple[RunSummary, in
         if not config.quiet:
             print(f"instr: {text}", file=out, flush=True)
 
+    if config.table.patch_probes():
+        require_destructive(config.destructive, "this probe set has patch actions; it")
     session = Session(
         config.table,
         config.target,
@@ -108,6 +112,8 @@ def run(config: RunConfig, status: TextIO | None = None) -> tuple[RunSummary, in
             summary = session.close()
     finally:
         restore()
+    for rev in session.patch_reverts:
+        say(rev.describe())
     if summary.drops:
         per = ", ".join(f"{r.name} {r.drops}" for r in summary.probes if r.drops)
         say(
@@ -121,7 +127,10 @@ def run(config: RunConfig, status: TextIO | None = None) -> tuple[RunSummary, in
         say(summary.ending.describe())
     for err in summary.errors:
         say(f"error: {err}")
-    return summary, exit_status(summary, config.target.spawns)
+    code = exit_status(summary, config.target.spawns)
+    if any(not rev.good for rev in session.patch_reverts) and code == 0:
+        code = 1
+    return summary, code
 
 
 def _wait(session: Session, duration_s: float | None, interval_s: float | None = None) -> None:

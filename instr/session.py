@@ -33,6 +33,7 @@ from instr.collectors.base import Collector
 from instr.dispatch import Dispatcher
 from instr.errors import AgentError, NothingArmedError, TargetError
 from instr.events import Ending, Event, ProbeReport, RunContext, RunInfo, RunSummary
+from instr.patch.model import RevertResult
 from instr.probes.ir import ProbeTable
 from instr.protocol import PROTOCOL_VERSION, ack, credit
 
@@ -94,6 +95,7 @@ class Session:
         self._detach_reason: str | None = None
         self._crash: Any = None
         self._resumed = False
+        self.patch_reverts: list[RevertResult] = []  # patch probes, reverted at stop
 
     # -- construction helpers -------------------------------------------------
 
@@ -164,6 +166,10 @@ class Session:
         except frida.RPCException as e:
             raise AgentError(f"the agent rejected the plan: {e}") from e
         self.reports = [self._report(s) for s in result["probes"]]
+        if self.table.patch_probes():
+            from instr.patch.probes import apply_probes
+
+            self.reports += apply_probes(self._script, self.table)
         if self.table.syscall_probes():
             self.reports += self._arm_syscalls(str(hello.get("arch", "x64")))
         self._dispatcher.set_reports(self.reports)
@@ -238,6 +244,10 @@ class Session:
 
     def stop(self) -> None:
         """Flush and disarm; detach. A spawned target is then killed (see ``kill_on_stop``)."""
+        if self._script is not None and not self._ended.is_set() and self.table.patch_probes():
+            from instr.patch.probes import revert_owned
+
+            self.patch_reverts = revert_owned(self._script)
         if self._script is not None and not self._ended.is_set():
             # The target may have gone away meanwhile; its ending is reported.
             with contextlib.suppress(

@@ -159,6 +159,21 @@ class _ProbeBuilder:
         if len(self.d) > errors or spec.point is None:
             return None
         emit = spec.emit if spec.emit is not None else not aggs.aggregations
+        if spec.patch is not None:
+            patch = {"kind": "patch", "patch": spec.patch.kind, "value": str(spec.patch.value)}
+            return Probe(
+                id=0,
+                name=f"{self.set_name}/{name}",
+                point=spec.point,
+                entry=tuple(entry) if hooks_entry else None,
+                exit=tuple(exit_) if "exit" in on else None,
+                where=where,
+                actions=(patch,),
+                tier=spec.tier,
+                max_sites=spec.max_sites,
+                loc=spec.loc,
+                emit=False,
+            )
         probe = Probe(
             id=0,
             name=f"{self.set_name}/{name}",

@@ -214,6 +214,12 @@ class Probe:
     def is_syscall(self) -> bool:
         return isinstance(self.point, SyscallPoint)
 
+    @property
+    def patch(self) -> dict[str, Any] | None:
+        """The probe's patch action (``{"kind": "patch", "patch": "ret", "value": "0"}``), if any.
+        A patch probe is applied by the agent's patcher, not armed as a tracing probe."""
+        return next((a for a in self.actions if a.get("kind") == "patch"), None)
+
     def captures(self, phase: Phase) -> tuple[Capture, ...]:
         caps = self.entry if phase == "entry" else self.exit
         return caps or ()
@@ -298,13 +304,19 @@ class ProbeTable:
         syscall monitor for them (``instr.syscalls.points``)."""
         from instr.protocol import PROTOCOL_VERSION
 
-        agent = ProbeTable({i: p for i, p in self.probes.items() if not p.is_syscall}, self.options)
+        agent = ProbeTable(
+            {i: p for i, p in self.probes.items() if not p.is_syscall and p.patch is None},
+            self.options,
+        )
         return {
             "protocol": PROTOCOL_VERSION,
             "options": self.options.to_plan(),
             "probes": [p.to_plan() for p in agent.probes.values()],
             "fast_c": agent.fast_source(),
         }
+
+    def patch_probes(self) -> list[Probe]:
+        return [p for p in self.probes.values() if p.patch is not None]
 
     def syscall_probes(self) -> list[Probe]:
         return [p for p in self.probes.values() if p.is_syscall]
