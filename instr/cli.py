@@ -415,6 +415,10 @@ def peek(specs: tuple[str, ...], **kw: Any) -> None:
     help="Replace the function by FN (default 'replacement') compiled from FILE.c.",
 )
 @click.option(
+    "-P", "--probes", "probes_file", metavar="FILE", help="Apply the patch probes of sets in FILE."
+)
+@click.option("-s", "--set", "set_names", multiple=True, metavar="SET", help="A set of FILE.")
+@click.option(
     "-w", "--destructive", is_flag=True, help="Allow changing the target (required to patch)."
 )
 @click.option("--persist", is_flag=True, help="Leave the patches in place when instr exits.")
@@ -429,12 +433,18 @@ def patch(**kw: Any) -> None:
     SYMBOL, 0xADDRESS or MODULE+0xOFFSET. Patches are reverted when instr exits,
     unless --persist."""
     from instr.patch.command import PatchCommand, parse_revert, run_patch
+    from instr.patch.probes import specs_from_sets
     from instr.patch.quick import parse_quick
 
+    specs = parse_quick(kw["ret"], kw["skip"], kw["bytes_"], kw["nop"], kw["replace_c"])
+    if bool(kw["probes_file"]) != bool(kw["set_names"]):
+        raise UsageError("-P FILE and -s SET go together")
+    if kw["probes_file"]:
+        specs += specs_from_sets(kw["probes_file"], kw["set_names"])
     cmd = PatchCommand(
         target=_target(kw),
         device=_device(kw),
-        specs=tuple(parse_quick(kw["ret"], kw["skip"], kw["bytes_"], kw["nop"], kw["replace_c"])),
+        specs=tuple(specs),
         destructive=kw["destructive"],
         persist=kw["persist"],
         list_=kw["list_"],

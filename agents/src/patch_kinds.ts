@@ -158,12 +158,28 @@ function hooked(address: NativePointer, detail: string, install: () => () => voi
         original: before.slice(0, span),
         patched: after.slice(0, span),
         detail,
-        undo: () =>
+        undo: () => {
             quiesced(address, before.length, true, () => {
                 remove();
                 Interceptor.flush();
-            }),
+            });
+            settle(address, before);
+        },
     };
+}
+
+/**
+ * Interceptor puts a function's first bytes back only when no thread is inside
+ * the hooked call: a thread stopped there while we reverted defers it to a
+ * later transaction. Let the threads run and flush again until the bytes are
+ * back (bounded: the caller compares them and reports what it finds).
+ */
+function settle(address: NativePointer, original: Uint8Array): void {
+    const deadline = Date.now() + 2000;
+    while (!sameBytes(readBytes(address, original.length), original) && Date.now() < deadline) {
+        Thread.sleep(0.002);
+        Interceptor.flush();
+    }
 }
 
 /** ret/skip without a predicate: our own jump and stub, safe to apply and revert under load. */

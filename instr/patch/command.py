@@ -54,14 +54,15 @@ def check(cmd: PatchCommand) -> None:
     if modes == 0:
         raise UsageError(
             "nothing to do",
-            hint="give --ret, --skip, --bytes or --nop to patch, or --list, or --revert",
+            hint="give --ret, --skip, --bytes, --nop, --replace-c or -P FILE -s SET to patch, "
+            "or --list, or --revert",
         )
     if modes > 1:
         raise UsageError("patch, --list and --revert are separate runs; give one of them")
     if cmd.specs:
         require_destructive(cmd.destructive, "patching")
     elif cmd.persist:
-        raise UsageError("--persist applies to patches given with --ret, --skip, --bytes or --nop")
+        raise UsageError("--persist applies to patches (--ret, --skip, ..., or -P FILE -s SET)")
     if (cmd.list_ or cmd.revert is not None) and cmd.target.spawns:
         raise UsageError("--list and --revert need a running process: give -p PID or -n NAME")
 

@@ -6,18 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from instr.errors import InstrError, UsageError
-from instr.probes.ir import Capture, Point, Predicate
+from instr.probes.ir import JS_TYPES, PATCH_KINDS, Capture, PatchKind, Point, Predicate
 
-PatchKind = Literal["ret", "skip", "replace_c", "replace_js", "args", "bytes", "nop"]
-KINDS: tuple[str, ...] = ("ret", "skip", "replace_c", "replace_js", "args", "bytes", "nop")
-# NativeFunction types a JavaScript replacement may declare.
-JS_TYPES: tuple[str, ...] = (
-    "void", "pointer", "int", "uint", "long", "ulong", "char", "uchar", "size_t", "ssize_t",
-    "float", "double", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64", "bool",
-)  # fmt: skip
+__all__ = ["JS_TYPES", "KINDS", "PatchKind"]
+
+KINDS: tuple[str, ...] = PATCH_KINDS
 
 
 class PatchError(InstrError):

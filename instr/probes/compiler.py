@@ -23,7 +23,7 @@ from instr.ctier.emit import fast_blockers
 from instr.errors import UsageError
 from instr.probes.aggresolve import AggResolver
 from instr.probes.captures import MAX_RECORD, SpecError, check_name, parse_capture, record_size
-from instr.probes.diag import Diagnostics, did_you_mean
+from instr.probes.diag import Diagnostics, did_you_mean, one_of
 from instr.probes.ir import (
     AddressPoint,
     Aggregation,
@@ -32,12 +32,14 @@ from instr.probes.ir import (
     Phase,
     PlanOptions,
     Point,
+    Predicate,
     Probe,
     ProbeTable,
     SourceLoc,
     SyscallPoint,
 )
 from instr.probes.loader import parse_yaml
+from instr.probes.patchspec import GATED
 from instr.probes.predicate import CapInfo, compile_predicate
 from instr.probes.schema import ProbeSpec, SetSpec, validate
 
@@ -96,6 +98,32 @@ class _ProbeBuilder:
         self.set_name = set_name
         self.d = diags
         self.agg_names: dict[str, SourceLoc] = {}
+
+    def check_patch(self, spec: ProbeSpec, where: Predicate | None, captures: bool) -> bool:
+        """What a patch probe's ``where`` and captures may be, for its kind."""
+        assert spec.patch is not None
+        kind = spec.patch.kind
+        if spec.where is not None and kind not in GATED:
+            self.d.error(
+                spec.where.loc,
+                f"'where' cannot gate a '{kind}' patch",
+                f"only {one_of(GATED)} patches decide per call",
+            )
+            return False
+        if where is not None and where.phase == "exit" and kind != "ret":
+            self.d.error(
+                spec.where.loc if spec.where is not None else spec.loc,
+                f"a '{kind}' patch decides before the call: its 'where' can only use entry captures",
+            )
+            return False
+        if captures and spec.where is None:
+            self.d.error(
+                spec.captures[0].name_loc,
+                "a patch probe records no events: its captures are only for its 'where'",
+                "add a 'where', or trace the function with another probe",
+            )
+            return False
+        return True
 
     def build(self, spec: ProbeSpec, name: str) -> Probe | None:
         if isinstance(spec.point, SyscallPoint):
@@ -160,7 +188,8 @@ class _ProbeBuilder:
             return None
         emit = spec.emit if spec.emit is not None else not aggs.aggregations
         if spec.patch is not None:
-            patch = {"kind": "patch", "patch": spec.patch.kind, "value": str(spec.patch.value)}
+            if not self.check_patch(spec, where, bool(parsed)):
+                return None
             return Probe(
                 id=0,
                 name=f"{self.set_name}/{name}",
@@ -168,11 +197,12 @@ class _ProbeBuilder:
                 entry=tuple(entry) if hooks_entry else None,
                 exit=tuple(exit_) if "exit" in on else None,
                 where=where,
-                actions=(patch,),
+                actions=(),
                 tier=spec.tier,
                 max_sites=spec.max_sites,
                 loc=spec.loc,
                 emit=False,
+                patch=spec.patch,
             )
         probe = Probe(
             id=0,

@@ -193,6 +193,40 @@ class Predicate:
     expr: dict[str, Any]  # the Expr tree, as in agents/src/protocol.ts
 
 
+PatchKind = Literal["ret", "skip", "replace_c", "replace_js", "args", "bytes", "nop"]
+PATCH_KINDS: tuple[PatchKind, ...] = (
+    "ret",
+    "skip",
+    "replace_c",
+    "replace_js",
+    "args",
+    "bytes",
+    "nop",
+)
+# NativeFunction types a JavaScript replacement may declare.
+JS_TYPES: tuple[str, ...] = (
+    "void", "pointer", "int", "uint", "long", "ulong", "char", "uchar", "size_t", "ssize_t",
+    "float", "double", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64", "bool",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PatchAction:
+    """A probe's ``patch:`` action, checked; ``instr.patch.probes`` turns it into a PatchSpec."""
+
+    kind: PatchKind
+    loc: SourceLoc
+    value: int | None = None  # ret, skip
+    code: str | None = None  # replace_c (C source), replace_js (a function body)
+    fn: str | None = None  # replace_c: the replacement's name
+    returns: str | None = None  # replace_js
+    params: tuple[str, ...] = ()  # replace_js
+    args: tuple[tuple[int, int | str], ...] = ()  # args: (index, new value)
+    expect: bytes | None = None  # bytes (required), nop (optional)
+    data: bytes | None = None  # bytes
+    instructions: int | None = None  # nop
+
+
 @dataclass(frozen=True)
 class Probe:
     id: int
@@ -209,16 +243,11 @@ class Probe:
     emit: bool = True  # write events (False: the probe only aggregates)
     agg_tier: AggTier | None = None  # where the aggregations run; None without any
     agg_tier_why: str = ""  # why not the fast tier, for `instr check --explain`
+    patch: PatchAction | None = None  # applied by the agent's patcher, not armed for tracing
 
     @property
     def is_syscall(self) -> bool:
         return isinstance(self.point, SyscallPoint)
-
-    @property
-    def patch(self) -> dict[str, Any] | None:
-        """The probe's patch action (``{"kind": "patch", "patch": "ret", "value": "0"}``), if any.
-        A patch probe is applied by the agent's patcher, not armed as a tracing probe."""
-        return next((a for a in self.actions if a.get("kind") == "patch"), None)
 
     def captures(self, phase: Phase) -> tuple[Capture, ...]:
         caps = self.entry if phase == "entry" else self.exit

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Literal
 
 from instr.probes.captures import parse_int
 from instr.probes.diag import Diagnostics, did_you_mean, one_of
@@ -19,6 +18,7 @@ from instr.probes.ir import (
     AddressPoint,
     FunctionPoint,
     OffsetPoint,
+    PatchAction,
     Phase,
     Point,
     SourceLoc,
@@ -26,6 +26,7 @@ from instr.probes.ir import (
     Tier,
 )
 from instr.probes.loader import YMap, YNode, YScalar, YSeq, describe
+from instr.probes.patchspec import validate_patch
 
 VERSION = 1
 TOP_KEYS = ("version", "sets")
@@ -45,7 +46,6 @@ PROBE_KEYS = (
     "max_sites",
     "patch",
 )
-PATCH_KEYS = ("ret", "skip")
 # Keys kept for later versions: a clear "not yet" instead of "unknown key".
 RESERVED_PROBE_KEYS: dict[str, str] = {
     "dump": "memory dumps are not supported yet in version 1",
@@ -88,16 +88,7 @@ class ProbeSpec:
     aggregates: list[AggSrc] = field(default_factory=list)
     emit: bool | None = None  # None: emit unless the probe aggregates
     max_keys: int = MAX_KEYS_DEFAULT
-    patch: PatchSrc | None = None  # a patch action (needs `instr run -w`)
-
-
-@dataclass(frozen=True)
-class PatchSrc:
-    """``patch: {ret: VALUE}`` or ``patch: {skip: VALUE}``."""
-
-    kind: Literal["ret", "skip"]
-    value: int
-    loc: SourceLoc
+    patch: PatchAction | None = None  # a patch action (needs `instr run -w`)
 
 
 @dataclass
@@ -282,37 +273,17 @@ class _Validator:
         if (ms := node.get("max_sites")) is not None:
             p.max_sites = self.integer(ms, "max_sites", 1, 1_000_000) or MAX_SITES_DEFAULT
         if (patch := node.get("patch")) is not None:
-            p.patch = self.patch(patch)
+            p.patch = validate_patch(patch, self.d)
             if isinstance(p.point, SyscallPoint):
                 self.d.error(patch.loc, "'patch' needs a function, address or offset point")
-            if p.aggregates:
-                self.d.error(patch.loc, "a probe with 'patch' cannot also 'aggregate'")
+            for key in ("aggregate", "emit", "on"):
+                if key in node.entries:
+                    self.d.error(
+                        node.entries[key].key_loc,
+                        f"a probe with 'patch' cannot also '{key}'",
+                        "a patch probe records no events; trace the function with another probe",
+                    )
         return p
-
-    def patch(self, node: YNode) -> PatchSrc | None:
-        """``{ret: VALUE}`` or ``{skip: VALUE}``: VALUE is an integer (two's complement on 64 bits)."""
-        if not isinstance(node, YMap):
-            self.d.error(
-                node.loc,
-                f"'patch' must be a mapping with one key, 'ret' or 'skip', not {describe(node)}",
-                "e.g. patch: {ret: 0}",
-            )
-            return None
-        if len(node.entries) != 1:
-            self.d.error(
-                node.loc,
-                f"'patch' takes one action, 'ret' or 'skip', not {len(node.entries)}",
-                "e.g. patch: {ret: 0}",
-            )
-            return None
-        self.keys(node, PATCH_KEYS, "patch")
-        (key,) = node.entries
-        if key not in PATCH_KEYS:
-            return None
-        v = self.integer(node.entries[key].value, f"patch: {key}", -(2**63), 2**64 - 1)
-        if v is None:
-            return None
-        return PatchSrc("ret" if key == "ret" else "skip", v, node.loc)
 
     def point(self, node: YMap, p: ProbeSpec) -> None:
         given = [k for k in POINT_KEYS if k in node.entries]

@@ -88,20 +88,24 @@ def test_unknown_and_reserved_keys() -> None:
         """
     ) == [
         "p.yaml:6:9: error: unknown key 'captur' in probe\n  hint: did you mean 'capture'?",
+        "p.yaml:7:9: error: a probe with 'patch' cannot also 'aggregate'\n"
+        "  hint: a patch probe records no events; trace the function with another probe",
         "p.yaml:8:9: error: timer points are not supported yet in version 1",
-        "p.yaml:9:16: error: a probe with 'patch' cannot also 'aggregate'",
         "p.yaml:9:17: error: unknown key 'retval' in patch\n  hint: did you mean 'ret'?",
     ]
 
 
+ACTIONS = "('ret', 'skip', 'replace_c', 'replace_js', 'args', 'bytes' or 'nop')"
+
+
 def test_patch_actions() -> None:
     assert probe("function: f\npatch: [ret]\n") == [
-        "p.yaml:6:16: error: 'patch' must be a mapping with one key, 'ret' or 'skip', "
+        f"p.yaml:6:16: error: 'patch' must be a mapping with one action {ACTIONS}, "
         "not a list\n  hint: e.g. patch: {ret: 0}"
     ]
     assert probe("function: f\npatch: {ret: 1, skip: 2}\n") == [
-        "p.yaml:6:16: error: 'patch' takes one action, 'ret' or 'skip', not 2\n"
-        "  hint: e.g. patch: {ret: 0}"
+        f"p.yaml:6:16: error: 'patch' takes one action {ACTIONS}, not 2\n"
+        "  hint: write one probe per action: ret, skip"
     ]
     assert probe("function: f\npatch: {ret: 0x1ffffffffffffffff}\n") == [
         "p.yaml:6:22: error: 'patch: ret' must be between -9223372036854775808 and "
@@ -109,6 +113,47 @@ def test_patch_actions() -> None:
     ]
     assert probe("syscall: read\npatch: {ret: 0}\n") == [
         "p.yaml:6:16: error: 'patch' needs a function, address or offset point"
+    ]
+
+
+def test_patch_parameters() -> None:
+    assert probe("function: f\npatch: {replace_c: 'int g(void) { return 0; }', fn: 'g()'}\n") == [
+        "p.yaml:6:61: error: 'fn' must be a C function name, not 'g()'"
+    ]
+    assert probe(
+        "function: f\npatch: {replace_js: 'return 0;', returns: integer, params: [int, void]}\n"
+    ) == [
+        "p.yaml:6:51: error: unknown type 'integer' in 'returns'\n  hint: did you mean 'pointer'?",
+        "p.yaml:6:74: error: a parameter cannot be 'void'",
+    ]
+    assert probe("function: f\npatch: {args: {arg0: 1, argv: 2, arg1: [3]}}\n") == [
+        "p.yaml:6:33: error: 'argv' is not an argument: write arg0 .. arg15",
+        "p.yaml:6:48: error: 'arg1' must be an integer, not a list",
+    ]
+    assert probe("function: f\npatch: {bytes: {expect: '90', new: '9090'}}\n") == [
+        "p.yaml:6:24: error: 'expect' has 1 and 'new' 2 bytes: they must be the same length"
+    ]
+    assert probe("function: f\npatch: {nop: 2, fn: g}\n") == [
+        "p.yaml:6:25: error: 'fn' does not apply to a 'nop' patch"
+    ]
+
+
+def test_patch_where_and_captures() -> None:
+    assert probe("function: f\ncapture: {n: arg0}\nwhere: 'n > 1'\npatch: {nop: 2}\n") == [
+        "p.yaml:7:16: error: 'where' cannot gate a 'nop' patch\n"
+        "  hint: only 'ret', 'skip' or 'args' patches decide per call"
+    ]
+    assert probe("function: f\ncapture: {r: retval}\nwhere: 'r > 1'\npatch: {skip: 2}\n") == [
+        "p.yaml:7:16: error: a 'skip' patch decides before the call: "
+        "its 'where' can only use entry captures"
+    ]
+    assert probe("function: f\ncapture: {n: arg0}\npatch: {ret: 2}\n") == [
+        "p.yaml:6:19: error: a patch probe records no events: its captures are only for its "
+        "'where'\n  hint: add a 'where', or trace the function with another probe"
+    ]
+    assert probe("function: f\non: exit\npatch: {ret: 2}\n") == [
+        "p.yaml:6:9: error: a probe with 'patch' cannot also 'on'\n"
+        "  hint: a patch probe records no events; trace the function with another probe"
     ]
 
 

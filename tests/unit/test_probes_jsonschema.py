@@ -68,6 +68,14 @@ GOOD = [
     "{function: f, patch: {ret: 0}}",
     "{function: f, capture: {n: arg0}, where: 'n == 7', patch: {ret: -1}}",
     "{address: 0x401000, patch: {skip: 18446744073709551615}}",
+    "{function: f, patch: {replace_c: 'int replacement(void) { return 1; }'}}",
+    "{function: f, patch: {replace_c: 'int g(int x) { return x; }', fn: g}}",
+    "{function: f, patch: {replace_js: 'return original(a0) + 1;', returns: int, params: [int]}}",
+    "{function: f, patch: {replace_js: 'return 0;'}}",
+    "{function: f, capture: {n: arg0}, where: 'n > 1', patch: {args: {arg0: 1, arg2: hi}}}",
+    "{offset: 'demo+0x1139', patch: {bytes: {expect: 'b82a000000', new: 'b801 000000'}}}",
+    "{address: 0x401000, patch: {nop: 2}}",
+    "{function: f, patch: {nop: 1, expect: '90'}}",
 ]
 
 BAD = [
@@ -107,6 +115,26 @@ BAD = [
     "{function: f, patch: {ret: 18446744073709551616}}",  # over 64 bits
     "{syscall: read, patch: {ret: 0}}",  # not a function
     "{function: f, aggregate: {c: 'count()'}, patch: {ret: 0}}",
+    "{function: f, emit: true, patch: {ret: 0}}",
+    "{function: f, on: exit, patch: {ret: 0}}",
+    "{function: f, patch: {replace_c: ''}}",
+    "{function: f, patch: {replace_c: 'int g(void){return 0;}', fn: '1g'}}",
+    "{function: f, patch: {ret: 0, fn: g}}",  # fn belongs to replace_c
+    "{function: f, patch: {replace_js: 'return 0;', returns: integer}}",
+    "{function: f, patch: {replace_js: 'return 0;', params: [void]}}",
+    "{function: f, patch: {replace_js: 'return 0;', params: int}}",
+    "{function: f, patch: {args: {}}}",
+    "{function: f, patch: {args: {argv: 1}}}",
+    "{function: f, patch: {args: {arg16: 1}}}",
+    "{function: f, patch: {args: [1]}}",
+    "{function: f, patch: {bytes: {expect: '90'}}}",
+    "{function: f, patch: {bytes: {expect: '9', new: '90'}}}",
+    "{function: f, patch: {bytes: 'b801000000'}}",
+    "{function: f, patch: {nop: 0}}",
+    "{function: f, patch: {nop: 65}}",
+    "{function: f, patch: {nop: 1, expect: 'zz'}}",
+    "{function: f, capture: {n: arg0}, where: 'n > 1', patch: {replace_c: 'int replacement(void){return 0;}'}}",
+    "{function: f, capture: {n: arg0}, where: 'n > 1', patch: {nop: 1}}",
 ]
 
 
