@@ -19,6 +19,8 @@ function describePoint(site: Site, byName: boolean): string {
     return m !== null ? `${m.name}+0x${site.address.sub(m.base).toString(16)}` : site.address.toString();
 }
 
+const sameAsOriginal = (n: number): string => (n === 1 ? "1 byte equals the original" : `${n} bytes equal the original`);
+
 function newKey(): string {
     return `${Process.id}-${Date.now().toString(36)}-${Math.floor(Math.random() * 0x7fffffff).toString(36)}`;
 }
@@ -159,7 +161,7 @@ export class Patcher {
         const now = readBytes(o.applied.address, o.applied.original.length);
         const verified = sameBytes(now, o.applied.original);
         const detail = verified
-            ? `reverted; ${now.length} bytes equal the original`
+            ? `reverted; ${sameAsOriginal(now.length)}`
             : `reverted, but the code differs from the original: expected ${hex(o.applied.original)}, found ${hex(now)} (another hook on this function?)`;
         return { id, where, ok: true, verified, detail };
     }
@@ -176,7 +178,7 @@ export class Patcher {
         }
         const verified = writeVerified(address, original);
         if (verified) this.forget([e.id]);
-        return { ...base, ok: verified, verified, detail: verified ? `reverted; ${original.length} bytes equal the original` : "the original bytes did not read back" };
+        return { ...base, ok: verified, verified, detail: verified ? `reverted; ${sameAsOriginal(original.length)}` : "the original bytes did not read back" };
     }
 
     /** Ask the script that owns hooks to revert them, through its doorbell. */

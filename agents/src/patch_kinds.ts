@@ -189,11 +189,26 @@ function inline(address: NativePointer, value: NativePointer, callOriginal: bool
     return { address, hook: false, original: p.original, patched: p.patched, detail, undo: p.undo };
 }
 
+/**
+ * Our own jump is only for a function that starts with its own code. One that
+ * starts with a jump is usually hooked already (an Interceptor hook of this
+ * run's tracing probes, or another tool's): Interceptor shares such a site
+ * between its listeners, and a revert restores what was there.
+ */
+function inlineFits(address: NativePointer): boolean {
+    if (!inlineSupported()) return false;
+    try {
+        return Instruction.parse(address).mnemonic !== "jmp";
+    } catch {
+        return false;
+    }
+}
+
 function applyRet(spec: PatchSpec, address: NativePointer): Applied {
     const value = intPtr(spec.value ?? "0");
     const g = gate(spec);
     const detail = `return ${spec.value ?? "0"}${when(spec)}`;
-    if (g === null && inlineSupported()) return inline(address, value, true, detail);
+    if (g === null && inlineFits(address)) return inline(address, value, true, detail);
     if (g === null) {
         return hooked(address, detail, () => {
             const cm = natives();
@@ -225,7 +240,7 @@ function applySkip(spec: PatchSpec, address: NativePointer): Applied {
     const value = intPtr(spec.value ?? "0");
     const g = gate(spec);
     const detail = `skip, return ${spec.value ?? "0"}${when(spec)}`;
-    if (g === null && inlineSupported()) return inline(address, value, false, detail);
+    if (g === null && inlineFits(address)) return inline(address, value, false, detail);
     if (g === null) {
         return hooked(address, detail, () => {
             Interceptor.replace(address, natives().instr_skip, value);

@@ -240,3 +240,37 @@ def test_instr_patch_refuses_sets_that_trace(targets, probe_file):
     r = run_instr("patch", "-P", path, "-s", "mixed", "-w", "--", str(targets.path("patchme")))
     assert r.returncode == 2, r.stderr
     assert "mixed/watch does not patch; instr patch applies only patch probes" in r.stderr
+
+
+MIXED = """
+version: 1
+sets:
+  mixed:
+    probes:
+      - name: watch
+        function: "patchme!target_value"
+        capture: {x: arg0}
+      - name: fix
+        function: "patchme!target_value"
+        patch: {ret: 5}
+"""
+
+
+def test_patch_and_trace_on_one_function(targets, launch, instr_bg, probe_file, tmp_path):
+    """The tracing probe hooks the function first; the patch then shares its hook."""
+    t = start_patchme(launch, targets.path("patchme"))
+    t.wait_values(ORIGINAL, ORIGINAL)
+    before = t.code(t.value_addr, 64)
+    out = tmp_path / "mixed.jsonl"
+    ctl = instr_bg("run", "-P", probe_file(MIXED), "-s", "mixed", "-p", t.pid, "-w", "-o", out)
+    ctl.err.expect("armed 2 of 2 probes (2 sites)")
+    t.wait_values(5, ORIGINAL)
+    ctl.interrupt()
+    done = ctl.finish()
+    assert done.returncode == 0, done.err
+    assert "reverted patch #1 patchme!target_value: reverted; 1 byte equals the original" in done.err, done.err
+    assert t.code(t.value_addr, 64) == before
+    t.wait_values(ORIGINAL, ORIGINAL)
+    events = [json.loads(line) for line in out.read_text().splitlines()]
+    calls = [e for e in events if e["type"] == "event" and e["probe"] == "mixed/watch"]
+    assert len(calls) >= 6 and all(e["args"] == {"x": 7} for e in calls)
