@@ -392,6 +392,31 @@ def peek(specs: tuple[str, ...], **kw: Any) -> None:
         click.echo(line)
 
 
+@main.command()
+@_where_options
+@click.option(
+    "-w", "--destructive", is_flag=True, help="Allow writing the target's memory (required)."
+)
+@click.argument("writes", nargs=-1, required=True, metavar="SPEC=VALUE...")
+@_debug_option
+@_guard
+def poke(writes: tuple[str, ...], destructive: bool, **kw: Any) -> None:
+    """Write typed values in a running process: 'prog!counter:i64=7',
+    'table:i32[4]=1,2,3,4', 'name:cstr=bob', '0xADDR:hex=00ff'. Data only (code is
+    'instr patch'); prints each value before and after."""
+    from instr.mem.peek_run import poke_values
+
+    if kw.get("attach_pid") is None and kw.get("attach_name") is None:
+        raise UsageError("poke needs a running process: -p PID or -n NAME")
+    if not destructive:
+        raise UsageError(
+            "poke changes the target's memory; refusing without -w/--destructive",
+            hint="add -w (--destructive) to allow the write",
+        )
+    for line in poke_values(_target(kw), _device(kw), list(writes)):
+        click.echo(line)
+
+
 @main.command(context_settings=CONTEXT)
 @click.option("--ret", "ret", multiple=True, metavar="TARGET=VALUE", help="Force the return value.")
 @click.option(

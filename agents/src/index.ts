@@ -5,7 +5,7 @@ import { Plan } from "./protocol.js";
 import { Session } from "./session.js";
 import { SyscallConfig } from "./syscalls.js";
 import { MemOptions, MemTracker, ReportRequest } from "./mem.js";
-import { PeekRequest, peek } from "./peek.js";
+import { PeekRequest, PokeRequest, peek, poke } from "./peek.js";
 import { patcher } from "./patch.js";
 import { PatchSpec } from "./patch_types.js";
 
@@ -27,6 +27,7 @@ rpc.exports = {
     memReport: (request: ReportRequest) => mem.report(request),
     memStop: () => mem.stop(),
     peek: (requests: PeekRequest[]) => peek(requests),
+    poke: (requests: PokeRequest[]) => poke(requests),
     // Live patching (docs/patching.md).
     patchApply: (specs: PatchSpec[]) => patcher.apply(specs),
     patchList: () => patcher.list(),

@@ -1,5 +1,6 @@
-// `instr peek`: read memory at a symbol or an address. The agent only finds
-// the address and returns raw bytes; the host decodes and formats them.
+// `instr peek` / `instr poke`: read or write memory at a symbol or an address.
+// The agent only finds the address and moves raw bytes; the host encodes,
+// decodes and formats them.
 
 export interface PeekRequest {
     module: string | null;
@@ -100,5 +101,50 @@ export function peek(requests: PeekRequest[]): PeekResult[] {
         const [at, module, symbol] = resolve(req);
         const [bytes, truncated] = readSafely(at, Math.max(1, req.size), req.cstring);
         return { address: at.toString(), module, symbol, data: hex(bytes), truncated };
+    });
+}
+
+export interface PokeRequest extends PeekRequest {
+    /** The new bytes, hex; `size` is ignored. */
+    data: string;
+}
+
+export interface PokeResult extends PeekResult {
+    /** The bytes before the write, hex (`data` holds the bytes read back after it). */
+    old: string;
+}
+
+function unhex(s: string): Uint8Array {
+    const out = new Uint8Array(s.length >> 1);
+    for (let i = 0; i < out.length; i++) out[i] = parseInt(s.slice(2 * i, 2 * i + 2), 16);
+    return out;
+}
+
+/** Every byte of [at, at+n) is writable data: not code (that is `instr patch`), not read-only. */
+function checkWritable(at: NativePointer, n: number): void {
+    let p = at;
+    const end = at.add(n);
+    while (p.compare(end) < 0) {
+        const r = Process.findRangeByAddress(p);
+        if (r === null) throw new Error(`cannot write ${p}: not mapped in the target`);
+        const what = r.file !== undefined ? ` in ${r.file.path}` : "";
+        if (r.protection.includes("x")) {
+            throw new Error(`${p} is code (${r.protection}${what}); poke writes data: use 'instr patch --bytes' for code`);
+        }
+        if (!r.protection.startsWith("rw")) throw new Error(`${p} is not writable (${r.protection}${what}); refusing to write`);
+        p = r.base.add(r.size);
+    }
+}
+
+export function poke(requests: PokeRequest[]): PokeResult[] {
+    return requests.map((req) => {
+        const [at, module, symbol] = resolve(req);
+        const data = unhex(req.data);
+        if (data.length === 0) throw new Error("nothing to write");
+        checkWritable(at, data.length);
+        const old = new Uint8Array(at.readByteArray(data.length) as ArrayBuffer);
+        at.writeByteArray(data.buffer as ArrayBuffer);
+        const now = new Uint8Array(at.readByteArray(data.length) as ArrayBuffer);
+        return { address: at.toString(), module, symbol, old: hex(old), data: hex(now), truncated: false };
     });
 }

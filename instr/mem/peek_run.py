@@ -1,9 +1,10 @@
-"""Attach, read, detach: the process keeps running unchanged."""
+"""Attach, read (peek) or write (poke), detach: the process keeps running."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 import frida
 
@@ -11,6 +12,7 @@ from instr import target as tgt
 from instr.agent import load_bundle
 from instr.errors import TargetError
 from instr.mem.peek import parse_peek, render
+from instr.mem.poke import parse_poke, poke_all
 
 
 def _short(e: Exception) -> str:
@@ -18,21 +20,40 @@ def _short(e: Exception) -> str:
     return first.removeprefix("Error: ")
 
 
-def peek_values(target: tgt.TargetSpec, device: tgt.DeviceSpec, texts: list[str]) -> Iterator[str]:
-    """One rendered line (or block) per spec, read in order; a spec that fails ends it."""
-    specs = [parse_peek(t) for t in texts]  # bad specs fail before attaching
+@contextlib.contextmanager
+def _script(target: tgt.TargetSpec, device: tgt.DeviceSpec, name: str) -> Iterator[Any]:
     dev = tgt.open_device(device)
     pid = target.pid if target.pid is not None else tgt.resolve_name(dev, str(target.name))
     session = tgt.attach(dev, pid)
     try:
-        script = session.create_script(load_bundle(), name="instr-peek")
+        script = session.create_script(load_bundle(), name=name)
         script.load()
+        yield script
+    finally:
+        with contextlib.suppress(frida.InvalidOperationError, frida.TransportError):
+            session.detach()
+
+
+def peek_values(target: tgt.TargetSpec, device: tgt.DeviceSpec, texts: list[str]) -> Iterator[str]:
+    """One rendered line (or block) per spec, read in order; a spec that fails ends it."""
+    specs = [parse_peek(t) for t in texts]  # bad specs fail before attaching
+    with _script(target, device, "instr-peek") as script:
         for spec in specs:
             try:
                 result = script.exports_sync.peek([spec.request()])[0]
             except frida.RPCException as e:
                 raise TargetError(f"{spec.text}: {_short(e)}") from e
             yield render(spec, result)
-    finally:
-        with contextlib.suppress(frida.InvalidOperationError, frida.TransportError):
-            session.detach()
+
+
+def poke_values(target: tgt.TargetSpec, device: tgt.DeviceSpec, texts: list[str]) -> Iterator[str]:
+    """Write each ``SPEC=VALUE`` in order, one line each (before -> after); a failure ends it."""
+    specs = [parse_poke(t) for t in texts]  # bad specs fail before attaching
+    with _script(target, device, "instr-poke") as script:
+        done = 0
+        try:
+            for line in poke_all(script, specs):
+                done += 1
+                yield line
+        except frida.RPCException as e:
+            raise TargetError(f"{specs[done].target.text}: {_short(e)}") from e

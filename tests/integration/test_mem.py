@@ -280,3 +280,42 @@ def test_usage_errors(tmp_path: Path) -> None:
     assert res.returncode == 2 and "unknown type 'x9'" in res.stderr
     res = run_instr("mem", "--interval", "0", "--", "/bin/true", cwd=tmp_path)
     assert res.returncode == 2 and "--interval must be positive" in res.stderr
+
+
+def test_poke_writes_data_and_shows_before_and_after(targets: Any, launch: Any) -> None:
+    target = launch(targets.path("globals"))
+    writes = [
+        "globals!global_counter:i64=-7",
+        "small:i16=0x7fff",
+        "ratio:f64=2.25",
+        "table:i32[4]=1,2,3,4",
+        "message:cstr=bye",
+        "blob:hex=ff",
+    ]
+    refused = run_instr("poke", "-p", target.pid, *writes)
+    assert refused.returncode == 2 and "refusing without -w/--destructive" in refused.stderr
+    res = run_instr("poke", "-p", target.pid, "-w", *writes)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0].endswith("(globals!global_counter): 1234567890123 -> -7"), lines
+    assert lines[1].endswith(": -42 -> 32767")
+    assert lines[2].endswith(": 1.5 -> 2.25")
+    assert lines[3].endswith(": [10, 20, 30, 40] -> [1, 2, 3, 4]")
+    assert lines[4].endswith(": 'hello, peek' -> 'bye'")
+    assert lines[5].endswith(": 00 -> ff")
+    # bad writes change nothing: too long a string, a value out of range, code, read-only data
+    for spec, code, message in [
+        ("message:cstr=a string longer than the old one", 2, "are longer than the string there"),
+        ("small:i16=40000", 2, "40000 does not fit i16 (-32768 .. 32767)"),
+        ("globals!main:u8=0", 1, "is code (r-x"),
+        ("globals!answer:i32=1", 1, "is not writable (r-- in "),
+        ("globals!no_such:u8=0", 1, "no symbol no_such in globals"),
+    ]:
+        bad = run_instr("poke", "-p", target.pid, "-w", spec)
+        assert bad.returncode == code and message in bad.stderr, (spec, bad.stderr)
+        assert "Traceback" not in bad.stderr
+    target.go()
+    assert target.readline() == (
+        "counter=-7 small=32767 ratio=2.25 table=1,2,3,4 message=bye blob0=255 ptr_ok=1"
+    )
+    assert target.finish().returncode == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import struct
 
 import pytest
@@ -21,6 +22,7 @@ from instr.mem.model import (
     symbolize_frames,
 )
 from instr.mem.peek import decode_value, parse_peek, render
+from instr.mem.poke import check_fits, parse_poke
 from instr.mem.render import quantize, render_text, to_json
 
 
@@ -178,3 +180,48 @@ def test_console_hexdumps_a_long_bytes_capture() -> None:
     ]
     short = c.format_event(Event(2, 1, "io/write", "entry", 9, 0, 0, {"buf": b"hi"}))
     assert len(short) == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "data", "count"),
+    [
+        ("prog!n:i64=-7", struct.pack("<q", -7), 1),
+        ("n:u8=0xff", b"\xff", 1),
+        ("t:i32[3]=1,2,3", struct.pack("<3i", 1, 2, 3), 3),
+        ("t:i16=[1, 2]", struct.pack("<2h", 1, 2), 2),
+        ("r:f32=0.5", struct.pack("<f", 0.5), 1),
+        ("b:bool=true", b"\x01", 1),
+        ("s:cstr=a=b", b"a=b\0", 4096),
+        ("0x1000+8:hex=00ff", b"\x00\xff", 64),
+    ],
+)
+def test_parse_poke(text: str, data: bytes, count: int) -> None:
+    spec = parse_poke(text)
+    assert spec.data == data
+    assert spec.target.count == count
+    assert spec.request()["data"] == data.hex()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("n:i64", "has no value: write SPEC=VALUE"),
+        ("n:u8=256", "256 does not fit u8 (0 .. 255)"),
+        ("n:i32=x", "'x' is not an integer"),
+        ("n:bool=yes", "'yes' is not a bool"),
+        ("t:i32[4]=1,2", "2 values given for 4 elements"),
+        ("s:cstr[3]=abc", "4 bytes with the NUL do not fit 3 bytes"),
+        ("b:hex=abc", "is not hex bytes"),
+    ],
+)
+def test_parse_poke_errors(text: str, message: str) -> None:
+    with pytest.raises(UsageError, match=re.escape(message)):
+        parse_poke(text)
+
+
+def test_unsized_cstr_may_not_outgrow_the_string_there() -> None:
+    spec = parse_poke("s:cstr=hello")
+    check_fits(spec, {"data": b"hello\0".hex(), "truncated": False})
+    with pytest.raises(UsageError, match=r"6 bytes with the NUL are longer .* \(3 bytes\)"):
+        check_fits(spec, {"data": b"hi\0".hex(), "truncated": False})
+    check_fits(parse_poke("s:cstr[16]=hello"), {"data": b"hi\0".hex(), "truncated": False})
