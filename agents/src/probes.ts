@@ -8,6 +8,7 @@ import { JsProbe } from "./jstier.js";
 import { Layout, Tier, chooseTier, layoutOf, validate } from "./layout.js";
 import { Site, mayMatchModule, resolvePoint } from "./resolver.js";
 import { describe, post, reportError } from "./util.js";
+import { LoadGate } from "./loadgate.js";
 
 interface ArmedSite {
     site: number;
@@ -35,8 +36,30 @@ class Probe {
     }
 }
 
-/** How long dlopen's return waits for the JS thread to arm a new library. */
-const LOAD_ARM_WAIT_MS = 2000;
+/** How long the JS thread checks that a new library's hooks were written. */
+const COMMIT_CHECKS = 500;
+
+/** A site about to be hooked and its first bytes: written hooks change them. */
+interface Pending {
+    address: NativePointer;
+    before: Uint8Array;
+}
+
+const HOOK_BYTES = 5;
+
+function firstBytes(address: NativePointer): Uint8Array {
+    return new Uint8Array(address.readByteArray(HOOK_BYTES) as ArrayBuffer);
+}
+
+/** A hook's jump is not written yet: the site still has its bytes from before. */
+function unchanged(p: Pending): boolean {
+    try {
+        const now = firstBytes(p.address);
+        return now.every((b, i) => b === p.before[i]);
+    } catch {
+        return false; // unmapped meanwhile: nothing to wait for
+    }
+}
 
 export class ProbeSet {
     private readonly probes: Probe[] = [];
@@ -45,10 +68,9 @@ export class ProbeSet {
     private observing = false;
     /** Bases of the modules already seen (by the observer or a loader hook). */
     private readonly known = new Set<string>();
-    private readonly loaders: InvocationListener[] = [];
     private readonly queued: Module[] = [];
-    /** The thread configure() runs on: the JS thread. */
-    private readonly jsThread = Process.getCurrentThreadId();
+    /** Loaders wait in native code until the modules they loaded are armed (loadgate.ts). */
+    private readonly gate = new LoadGate(Process.getCurrentThreadId());
     private drainScheduled = false;
 
     constructor(
@@ -203,70 +225,63 @@ export class ProbeSet {
     }
 
     /**
-     * Hooks made in the loading thread, from the module observer's callback
-     * or from a listener on dlopen, are not always committed before the
-     * program calls into the new library (seen in 1 run of 30, and 7 of 40).
-     * So every module is armed on the JS thread, which commits its hooks when
-     * it leaves the runtime, and dlopen's return waits (bounded) until the
-     * modules it loaded are armed before the caller gets the handle.
+     * Every new module is armed on the JS thread; dlopen's return waits for it
+     * (see loadgate.ts for why the wait is native).
      */
     private hookLoaders(): void {
-        for (const name of ["dlopen", "dlmopen", "android_dlopen_ext"]) {
-            const address = Module.findGlobalExportByName(name);
-            if (address === null) continue;
-            try {
-                this.loaders.push(
-                    Interceptor.attach(address, {
-                        onLeave: () => {
-                            if (this.observing) this.waitArmed();
-                        },
-                    }),
-                );
-            } catch (e) {
-                reportError(null, new Error(`cannot hook ${name} to arm probes at load: ${describe(e)}`));
-            }
-        }
+        for (const e of this.gate.install()) reportError(null, new Error(e));
     }
 
-    /** In a loading thread: queue what is new, then wait for the JS thread to arm it. */
-    private waitArmed(): void {
-        if (Process.getCurrentThreadId() === this.jsThread) {
-            // dlopen from the JS thread itself (e.g. a CModule built by an
-            // external toolchain): nobody else would arm, so arm here.
-            for (const m of Process.enumerateModules()) this.noteModule(m);
-            return;
-        }
-        for (const m of Process.enumerateModules()) {
-            if (!this.known.has(m.base.toString()) && !this.queued.some((q) => q.base.equals(m.base))) this.queue(m);
-        }
-        const deadline = Date.now() + LOAD_ARM_WAIT_MS;
-        while (this.queued.length > 0 && Date.now() < deadline) Thread.sleep(0.001);
-    }
-
+    /** From the module observer, in the loading thread: arm it on the JS thread. */
     private queue(m: Module): void {
         this.queued.push(m);
+        this.gate.hold();
         if (this.drainScheduled) return;
         this.drainScheduled = true;
         setTimeout(() => {
             this.drainScheduled = false;
-            // Armed before leaving the queue: waitArmed() returns only after.
+            const sites: Pending[] = [];
+            let n = 0;
             while (this.queued.length > 0) {
-                const q = this.queued[0];
-                if (this.observing) this.noteModule(q);
-                this.queued.shift();
+                const q = this.queued.shift() as Module;
+                n++;
+                if (this.observing) sites.push(...this.noteModule(q));
             }
+            this.confirm(sites, n, 0);
         }, 0);
     }
 
-    /** A module, from the queue or a loader's return: handled once. */
-    private noteModule(m: Module): void {
-        const key = m.base.toString();
-        if (this.known.has(key)) return;
-        this.known.add(key);
-        this.moduleAdded(m);
+    /**
+     * Release the loaders once the hooks are written: in a later JS turn (a
+     * turn's hooks are committed when it ends and no other thread is inside
+     * a JS callback), checking the bytes; bounded.
+     */
+    private confirm(sites: Pending[], n: number, tries: number): void {
+        setTimeout(
+            () => {
+                Interceptor.flush();
+                const left = sites.filter((p) => unchanged(p));
+                if (left.length === 0 || tries >= COMMIT_CHECKS || !this.observing) {
+                    this.gate.release(n);
+                    return;
+                }
+                this.confirm(left, n, tries + 1);
+            },
+            tries === 0 ? 0 : 1,
+        );
     }
 
-    private moduleAdded(m: Module): void {
+    /** A module, from the queue or a loader's return: handled once. */
+    private noteModule(m: Module): Pending[] {
+        const key = m.base.toString();
+        if (this.known.has(key)) return [];
+        this.known.add(key);
+        return this.moduleAdded(m);
+    }
+
+    /** Arm what matches in a new module; returns the sites hooked, with their bytes before. */
+    private moduleAdded(m: Module): Pending[] {
+        const hooked: Pending[] = [];
         try {
             post("modules", { loaded: [{ name: m.name, base: m.base.toString(), size: m.size, path: m.path }] });
         } catch (e) {
@@ -284,12 +299,18 @@ export class ProbeSet {
                 }
                 if (r.kind !== "sites") continue;
                 const was = JSON.stringify(probe.status);
+                const fresh = r.sites.filter((site) => !probe.sites.has(site.address.toString()));
+                const before = fresh.map((site) => ({ address: site.address, before: firstBytes(site.address) }));
                 this.armSites(probe, r.sites);
+                for (const p of before) {
+                    if (probe.sites.has(p.address.toString()) && !hooked.some((h) => h.address.equals(p.address))) hooked.push(p);
+                }
                 if (JSON.stringify(probe.status) !== was) post("status", { probe: { ...probe.status } });
             } catch (e) {
                 reportError(probe.plan.id, e);
             }
         }
+        return hooked;
     }
 
     private moduleRemoved(m: Module): void {
@@ -316,7 +337,7 @@ export class ProbeSet {
 
     /** Stop arming on module loads (listeners are reverted by Interceptor.detachAll). */
     dispose(): void {
-        for (const l of this.loaders.splice(0)) l.detach();
+        this.gate.dispose();
         if (this.observer !== null) {
             this.observer.detach();
             this.observer = null;
