@@ -183,7 +183,9 @@ class Listener:
         try:
             fcntl.ioctl(self.fd, IOCTL_RECV, buf, True)
         except OSError as e:
-            if e.errno == errno.ENOENT:  # the caller was interrupted or killed
+            # ENOENT: the caller was interrupted or killed, or (Linux >= 6.6) no
+            # process holds the filter any more; EINTR: a signal instr handles
+            if e.errno in (errno.ENOENT, errno.EINTR):
                 return None
             raise
         return NOTIF.unpack(buf)
