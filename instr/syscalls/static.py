@@ -35,6 +35,7 @@ from instr.syscalls.decode import FdTable, format_args, memory_kinds
 from instr.syscalls.records import MK_BUF_ARG, MK_CSTR, MK_SOCK_ARG, Record
 from instr.syscalls.seccomp import (
     AUDIT_ARCH,
+    X32_BIT,
     Child,
     Listener,
     Notification,
@@ -256,7 +257,7 @@ class StaticRun:
         if not counted:
             return
         self.seen.add(n.pid)
-        if n.arch == self.native and not n.nr & 0x40000000:
+        if n.arch == self.native and not n.nr & X32_BIT:
             self.counts[n.nr] = self.counts.get(n.nr, 0) + 1
         else:
             name = syscall_name(n.nr, n.arch, self.arch, self.names)
