@@ -26,22 +26,22 @@ import os
 import platform
 import select
 import struct
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
 from instr.errors import TargetError
+from instr.syscalls.seccomp_child import SYS_SECCOMP
 
 # <linux/seccomp.h>, <linux/filter.h>, <linux/audit.h>
-SECCOMP_SET_MODE_FILTER = 1
 SECCOMP_GET_NOTIF_SIZES = 3
-FLAG_NEW_LISTENER = 1 << 3
-FLAG_WAIT_KILLABLE_RECV = 1 << 5  # Linux 6.0: once received, only SIGKILL interrupts
 RET_ALLOW = 0x7FFF0000
 RET_USER_NOTIF = 0x7FC00000
 USER_NOTIF_FLAG_CONTINUE = 1
-PR_SET_NO_NEW_PRIVS = 38
 IOCTL_RECV = 0xC0502100  # _IOWR('!', 0, struct seccomp_notif)
 IOCTL_SEND = 0xC0182101  # _IOWR('!', 1, struct seccomp_notif_resp)
 IOCTL_ID_VALID = 0x40082102  # _IOW('!', 2, __u64)
@@ -65,10 +65,10 @@ OFF_NR, OFF_ARCH = 0, 4
 AUDIT_ARCH = {"x86_64": 0xC000003E, "arm64": 0xC00000B7}
 FOREIGN_ARCH = {0x40000003: "i386", 0x40000028: "arm"}
 X32_BIT = 0x40000000  # x86_64's x32 ABI: the native arch with this bit in nr
-SYS_SECCOMP = {"x86_64": 317, "arm64": 277}
 SYS_PIDFD_GETFD = 438  # the same on every architecture (unified numbers)
 LISTENER_LINK = "anon_inode:seccomp notify"
 LISTENER_WAIT_S = 10.0
+CHILD_SCRIPT = str(Path(__file__).with_name("seccomp_child.py"))
 
 
 def native_arch() -> str:
@@ -262,10 +262,14 @@ def read_memory(pid: int, addr: int, size: int, cstring: bool = False) -> bytes 
 
 @dataclass
 class Child:
-    pid: int
+    proc: subprocess.Popen[bytes]
     pidfd: int
     listener: Listener
     report: int  # the child writes "STEP:ERRNO" here if its execve fails
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
 
     def failure(self) -> str | None:
         """Why the child's execve failed, or None (read after the child ended)."""
@@ -283,50 +287,6 @@ class Child:
                 os.close(fd)
 
 
-def _child(path: str, argv: Sequence[str], env: dict[str, str], cwd: str | None,
-           fprog: ctypes.Array[ctypes.c_char], arch: str, report: int) -> None:  # fmt: skip
-    """In the forked child: filter, then exec. Never returns."""
-    import signal
-
-    step = "chdir"
-    try:
-        if cwd is not None:
-            os.chdir(cwd)
-        for sig in (signal.SIGPIPE, signal.SIGXFSZ):  # Python ignores them; exec keeps that
-            signal.signal(sig, signal.SIG_DFL)
-        step = "seccomp(SECCOMP_SET_MODE_FILTER)"
-        _install(fprog, arch)
-        # From here every selected call waits for the supervisor; execve always does.
-        step = "execve"
-        os.execve(path, list(argv), env)
-    except OSError as e:
-        os.write(report, f"{step}:{e.errno}".encode())
-    finally:
-        os._exit(127)
-
-
-def _install(fprog: ctypes.Array[ctypes.c_char], arch: str) -> None:
-    """seccomp(SET_MODE_FILTER). With CAP_SYS_ADMIN (root) no_new_privs is not
-    set, so setuid programs the target runs behave as without instr; others
-    (and root without that capability) must set it first."""
-    fp = ctypes.c_void_p(ctypes.addressof(fprog))
-    flags = FLAG_NEW_LISTENER | FLAG_WAIT_KILLABLE_RECV
-    nnp = False
-    while True:
-        try:
-            _sys(SYS_SECCOMP[arch], SECCOMP_SET_MODE_FILTER, flags, fp)
-            return
-        except OSError as e:
-            if e.errno == errno.EINVAL and flags & FLAG_WAIT_KILLABLE_RECV:
-                flags &= ~FLAG_WAIT_KILLABLE_RECV  # Linux < 6.0
-            elif e.errno == errno.EACCES and not nnp:
-                if _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-                    raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)") from e
-                nnp = True
-            else:
-                raise
-
-
 def spawn(
     argv: Sequence[str],
     prog: Sequence[tuple[int, ...]],
@@ -334,29 +294,29 @@ def spawn(
     env: dict[str, str] | None = None,
     cwd: str | None = None,
 ) -> Child:
-    """Fork, install the filter in the child, exec ``argv`` there; return once
-    the listener fd is ours (the child is then waiting in its execve)."""
-    path = argv[0]
-    code = pack_filter(prog)
-    raw = ctypes.create_string_buffer(code, len(code))
-    fprog = ctypes.create_string_buffer(16)  # struct sock_fprog {u16 len; filter *ptr}
-    struct.pack_into("<HxxxxxxQ", fprog, 0, len(prog), ctypes.addressof(raw))
-    environ = dict(os.environ if env is None else env)
+    """Start ``argv`` under the filter; return once the listener fd is ours
+    (the child is then waiting in its execve). The child is a fresh Python
+    running ``seccomp_child.py``: forking instr itself would copy Frida's
+    threads' state into it."""
     r, w = os.pipe2(os.O_CLOEXEC)
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover (runs in the child)
-        os.close(r)
-        _child(path, argv, environ, cwd, fprog, arch, w)
-    os.close(w)
+    cmd = [sys.executable, "-I", "-S", CHILD_SCRIPT, arch, str(w), pack_filter(prog).hex()]
     try:
-        pidfd = os.pidfd_open(pid)
-        listener = _take_listener(pid, pidfd, r)
+        proc = subprocess.Popen([*cmd, argv[0], *argv], pass_fds=(w,), env=env, cwd=cwd)
+    except OSError:
+        os.close(r)
+        raise
+    finally:
+        os.close(w)
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+        listener = _take_listener(proc.pid, pidfd, r)
     except BaseException:
         os.close(r)
-        _reap_failed(pid)
+        proc.kill()
+        proc.wait()
         raise
     os.set_blocking(r, False)
-    return Child(pid, pidfd, listener, r)
+    return Child(proc, pidfd, listener, r)
 
 
 def _take_listener(pid: int, pidfd: int, report: int) -> Listener:
@@ -404,12 +364,3 @@ def _find_listener(pid: int) -> int | None:
         except OSError:
             continue
     return None
-
-
-def _reap_failed(pid: int) -> None:
-    import signal
-
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)

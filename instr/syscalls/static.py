@@ -178,7 +178,7 @@ class StaticRun:
         self.tgids: dict[int, int] = {}  # tid -> tgid (without follow)
         self.seen: set[int] = set()
         self.root = 0
-        self.status: int | None = None  # the program's wait status, once reaped
+        self.returncode: int | None = None  # Popen's: -N when killed by signal N
         self.reaped = False
         self.started = False
         self.kinds = {nr: memory_kinds(n) for n, nr in nrs.items()} if stream else {}
@@ -297,7 +297,7 @@ class StaticRun:
                 self._serve_blocking(child)
         else:
             self._serve_polling(child, deadline)
-        self._reap(child.pid)
+        self._reap(child)
 
     def _serve_blocking(self, child: Child) -> None:
         """Linux >= 6.6 (the kernels with SYNC_WAKE_UP): RECV fails with ENOENT
@@ -313,9 +313,8 @@ class StaticRun:
             elif _hung_up(lst.fd):
                 return
             elif not self.reaped:  # interrupted: did the program end?
-                pid, status = os.waitpid(child.pid, os.WNOHANG)
-                if pid == child.pid:
-                    self.status, self.reaped = status, True
+                self.returncode = child.proc.poll()
+                self.reaped = self.returncode is not None
 
     def _serve_polling(self, child: Child, deadline: float | None) -> None:
         """Older kernels, and runs outside the main thread (no signals there)."""
@@ -331,7 +330,7 @@ class StaticRun:
                 raise TimeoutError
             for fd, ev in events:
                 if fd == child.pidfd:
-                    self._reap(child.pid)
+                    self._reap(child)
                     poller.unregister(child.pidfd)
                 elif ev & select.POLLIN:
                     raw = lst.recv_raw()
@@ -360,10 +359,9 @@ class StaticRun:
             self.withdrawn += 1
         self.inflight = None
 
-    def _reap(self, pid: int) -> None:
+    def _reap(self, child: Child) -> None:
         if not self.reaped:
-            with contextlib.suppress(ChildProcessError):
-                self.status = os.waitpid(pid, 0)[1]
+            self.returncode = child.proc.wait()
             self.reaped = True
 
     def _end(self, child: Child) -> None:
@@ -381,15 +379,14 @@ class StaticRun:
             with contextlib.suppress(TimeoutError):
                 self._serve(child, time.monotonic() + grace)
                 return
-        self._reap(child.pid)
+        self._reap(child)
 
     def result(self) -> StaticResult:
         counts = {self.names.get(nr, f"syscall_{nr}"): c for nr, c in self.counts.items()}
         counts.update(self.foreign)
         code = None
-        if self.status is not None:
-            code = os.waitstatus_to_exitcode(self.status)
-            code = 128 - code if code < 0 else code
+        if self.returncode is not None:
+            code = 128 - self.returncode if self.returncode < 0 else self.returncode
         return StaticResult(counts, code, self.withdrawn)
 
 

@@ -12,13 +12,14 @@ table says so ("-").
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import TARGETS_SRC, run_instr, start_instr, start_target
+from helpers import TARGETS_SRC, instr_argv, instr_env, run_instr, start_instr, start_target
 
 from instr.syscalls.static import StaticRun
 
@@ -135,6 +136,21 @@ def test_cli_stream_decodes_entries(static_prog: Path, tmp_path: Path) -> None:
     assert "close(-1) = ?" in calls and "exit_group(3) = ?" in calls  # the child's
     assert calls[-1] == "exit_group(0) = ?"
     assert all(c.endswith(" = ?") for c in calls)  # results are never seen
+
+
+def test_without_cap_sys_admin(static_prog: Path, tmp_path: Path) -> None:
+    """Without CAP_SYS_ADMIN (any non-root user) the filter needs no_new_privs,
+    which the child then sets before installing it."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to drop CAP_SYS_ADMIN")
+    drop = ["setpriv", "--inh-caps=-sys_admin", "--bounding-set=-sys_admin"]
+    argv = instr_argv("syscalls", "--complete", "-c", "-q", "--", static_prog, tmp_path)
+    r = subprocess.run(
+        [*drop, *argv], capture_output=True, text=True, env=instr_env(), timeout=60, check=False
+    )
+    assert r.returncode == 0, r.stderr
+    got = table_rows(r.stdout)
+    assert got["openat"] == (2, 0) and got["execve"] == (1, 0) and got["exit_group"] == (1, 0)
 
 
 def test_static_needs_complete(static_prog: Path) -> None:
