@@ -8,7 +8,8 @@ listener fd and let it continue. Children forked by the program inherit the
 filter, exec'ed images keep it. The supervisor sees the number and arguments
 at entry; it never sees results (the call runs after it answered).
 
-    child = spawn(["./prog"], build_filter(native_arch(), None, set()))
+    arch = native_arch()
+    child = spawn(["./prog"], build_filter(arch, None, set()), arch)
     with child.listener as lst:
         n = lst.recv()                    # Notification(id, pid, nr, arch, ...)
         lst.let_through(n.id)             # False: withdrawn (a signal came first)
@@ -137,12 +138,21 @@ def _sys(nr: int, *args: int | ctypes.c_void_p) -> int:
     return r
 
 
-def notif_sizes(arch: str) -> tuple[int, int, int]:
-    """The kernel's struct sizes (notif, resp, data): checked against ours."""
+def check_kernel(arch: str) -> None:
+    """TargetError unless the kernel has user notification with the struct
+    sizes this module reads and writes (SECCOMP_GET_NOTIF_SIZES)."""
     buf = ctypes.create_string_buffer(SIZES.size)
-    _sys(SYS_SECCOMP[arch], SECCOMP_GET_NOTIF_SIZES, 0, ctypes.c_void_p(ctypes.addressof(buf)))
-    a, b, c = SIZES.unpack(buf.raw)
-    return a, b, c
+    addr = ctypes.c_void_p(ctypes.addressof(buf))
+    try:
+        _sys(SYS_SECCOMP[arch], SECCOMP_GET_NOTIF_SIZES, 0, addr)
+    except OSError as e:
+        raise TargetError(
+            f"this kernel has no seccomp user notification ({e.strerror})",
+            hint="instr needs Linux >= 5.6 for static programs",
+        ) from e
+    sizes = SIZES.unpack(buf.raw)
+    if sizes != (NOTIF.size, RESP.size, DATA_SIZE):
+        raise TargetError(f"unexpected seccomp notification sizes {sizes} from this kernel")
 
 
 class Notification(NamedTuple):
@@ -298,6 +308,7 @@ def spawn(
     (the child is then waiting in its execve). The child is a fresh Python
     running ``seccomp_child.py``: forking instr itself would copy Frida's
     threads' state into it."""
+    check_kernel(arch)
     r, w = os.pipe2(os.O_CLOEXEC)
     cmd = [sys.executable, "-I", "-S", CHILD_SCRIPT, arch, str(w), pack_filter(prog).hex()]
     try:
