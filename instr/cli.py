@@ -281,7 +281,8 @@ def sets(file: str) -> None:
 @click.option(
     "--complete",
     is_flag=True,
-    help="Catch raw syscall instructions too (Stalker: slower; see docs/syscalls.md).",
+    help="Catch raw syscall instructions too (Stalker: slower; static programs: seccomp, "
+    "calls only; see docs/syscalls.md).",
 )
 @_target_options
 @_debug_option

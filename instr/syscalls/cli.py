@@ -18,6 +18,10 @@ def run_syscalls(
     follow: bool,
     kw: dict[str, Any],
 ) -> int:
+    from instr.syscalls.static import run_static, wants_seccomp
+
+    if wants_seccomp(target, device, bool(kw.get("complete"))):  # Frida cannot inject there
+        return run_static(target, trace_spec, summary, follow, kw)
     outputs = kw.get("outputs") or ()
     out = open(outputs[0], "w") if outputs and outputs[0] != "-" else sys.stdout  # noqa: SIM115
 
