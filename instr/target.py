@@ -6,7 +6,6 @@ Every Frida failure a user can cause is turned into a short ``TargetError`` or
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import os
 import shutil
@@ -175,10 +174,14 @@ def attach(device: Any, pid: int) -> Any:
 
 def kill(device: Any, pid: int) -> None:
     """Kill a process we spawned; a process already gone is fine."""
-    with contextlib.suppress(
-        frida.ProcessNotFoundError, frida.InvalidOperationError, frida.TransportError
-    ):
+    try:
         device.kill(pid)
+    except (frida.ProcessNotFoundError, frida.InvalidOperationError, frida.TransportError):
+        pass
+    except frida.NotSupportedError as e:
+        # The process ended while Frida was looking it up (it reads /proc/PID/auxv).
+        if "No such process" not in str(e):
+            raise
 
 
 def open_target(device_spec: DeviceSpec, target: TargetSpec) -> tuple[Any, int]:
