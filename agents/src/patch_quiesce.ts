@@ -28,12 +28,11 @@ const STOP_LIMIT_MS = 100;
 const SIG_IGN = ptr(1);
 
 interface Quiescer {
-    /** Our handler for QUIESCE_SIGNAL, installed for each stop and replaced by SIG_IGN after. */
+    /** Our handler for QUIESCE_SIGNAL, installed for each stop; afterwards the target's own disposition is put back. */
     install: () => void;
-    ignore: () => void;
-    /** The target's threads, kept by a thread observer (enumerateThreads ptraces each thread: slow, and it hangs with threads parked in a signal handler). */
-    threads: Set<number>;
-    observer: ThreadObserver;
+    restore: () => void;
+    /** The target's threads: /proc/self/task without Frida's own (cloaked) threads. */
+    threads: () => number[];
     state: NativePointer;
     wake: () => void;
     pause: () => void;
@@ -121,6 +120,47 @@ function emitHandler(state: NativePointer): NativePointer {
     return code;
 }
 
+/**
+ * The thread ids in /proc/self/task (getdents64 on the directory). A
+ * ThreadObserver would instead hook every thread's start and exit in libc for
+ * as long as the agent lives, and run a JavaScript callback on each: work for
+ * every thread the target creates or ends, and more threads inside agent code
+ * when the agent unloads.
+ */
+function taskLister(): () => number[] {
+    const sys = new NativeFunction(Module.getGlobalExportByName("syscall"), "long", ["long", "long", "pointer", "long"]);
+    const SYS_openat = 257;
+    const SYS_getdents64 = 217;
+    const SYS_close = 3;
+    const AT_FDCWD = -100;
+    const O_RDONLY_DIRECTORY_CLOEXEC = 0o200000 | 0o2000000;
+    const path = Memory.allocUtf8String("/proc/self/task");
+    const BUF = 16384;
+    const buf = Memory.alloc(BUF);
+    return () => {
+        const fd = Number(sys(SYS_openat, AT_FDCWD, path, O_RDONLY_DIRECTORY_CLOEXEC));
+        if (fd < 0) throw new Error("cannot list /proc/self/task: cannot stop threads to patch");
+        const tids: number[] = [];
+        try {
+            for (;;) {
+                const n = Number(sys(SYS_getdents64, fd, buf, BUF));
+                if (n < 0) throw new Error("cannot read /proc/self/task: cannot stop threads to patch");
+                if (n === 0) break;
+                // struct linux_dirent64: d_ino u64, d_off s64, d_reclen u16, d_type u8, d_name
+                for (let off = 0; off < n; ) {
+                    const rec = buf.add(off);
+                    const name = rec.add(19).readUtf8String() ?? "";
+                    if (/^\d+$/.test(name)) tids.push(parseInt(name, 10));
+                    off += rec.add(16).readU16();
+                }
+            }
+        } finally {
+            sys(SYS_close, fd, NULL, 0);
+        }
+        return tids.filter((tid) => !Cloak.hasThread(tid));
+    };
+}
+
 function setup(): Quiescer | null {
     if (Process.platform !== "linux" || Process.arch !== "x64") return null;
     const state = mapForever(STATE_SIZE, 3);
@@ -134,27 +174,27 @@ function setup(): Quiescer | null {
     const sigaction = new NativeFunction(Module.getGlobalExportByName("sigaction"), "int", ["int", "pointer", "pointer"]);
     // Several scripts may patch one process (a later controller reverting
     // through a persistent one's doorbell): each installs its own handler
-    // just before it stops threads. Afterwards the signal is ignored.
+    // just before it stops threads, and puts back what was there after.
     const ign = Memory.alloc(152);
     ign.writePointer(SIG_IGN);
+    const previous = Memory.alloc(152);
     const sys = new NativeFunction(syscallFn, "long", ["long", "pointer", "long", "long"]);
     const SYS_tgkill = 234;
     const SYS_futex = 202;
     const FUTEX_WAKE = 1;
-    const threads = new Set<number>();
-    const observer = Process.attachThreadObserver({
-        onAdded: (t) => threads.add(t.id),
-        onRemoved: (t) => threads.delete(t.id),
-    });
     return {
         install: () => {
-            if (sigaction(QUIESCE_SIGNAL, act, NULL) !== 0) throw new Error("sigaction failed: cannot stop threads to patch");
+            if (sigaction(QUIESCE_SIGNAL, act, previous) !== 0) throw new Error("sigaction failed: cannot stop threads to patch");
         },
-        ignore: () => {
+        restore: () => {
+            // Ignoring the signal first discards any instance still pending
+            // (a thread that blocks it, or had not run yet when we gave up):
+            // none can be delivered under the target's own disposition
+            // (by default, SIG_DFL: terminate).
             sigaction(QUIESCE_SIGNAL, ign, NULL);
+            sigaction(QUIESCE_SIGNAL, previous, NULL);
         },
-        threads,
-        observer,
+        threads: taskLister(),
         state,
         wake: () => {
             state.add(OFF_RELEASED).writeS32(state.add(OFF_ROUND).readS32());
@@ -218,7 +258,7 @@ export function quiesced<T>(start: NativePointer, size: number, trampolines: boo
     try {
         return attempts(q, start, end, code, write);
     } finally {
-        q.ignore();
+        q.restore();
     }
 }
 
@@ -226,7 +266,7 @@ function attempts<T>(q: Quiescer, start: NativePointer, end: NativePointer, code
     const s = q.state;
     const self = Process.getCurrentThreadId();
     for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
-        const tids = [...q.threads].filter((id) => id !== self);
+        const tids = q.threads().filter((id) => id !== self);
         // Open a new round: handlers that run from now on wait for its release.
         s.add(8).writeS32(0); // n
         s.add(12).writeS32(s.add(12).readS32() + 1); // round
@@ -242,8 +282,10 @@ function attempts<T>(q: Quiescer, start: NativePointer, end: NativePointer, code
         }
         // A thread that blocks the signal (some runtimes' own threads do) or
         // is stopped by a tracer is safe only while it sits in a system call
-        // (its PC is then in libc) or stays stopped.
+        // (its PC is then in libc) or stays stopped. Listing again catches a
+        // thread created since the signals were sent: it was not stopped.
         for (const tid of tids) if (clear && !stopped.has(tid)) clear = inSyscall(tid);
+        if (clear) for (const tid of q.threads()) if (clear && tid !== self && !stopped.has(tid) && !tids.includes(tid)) clear = inSyscall(tid);
         try {
             if (clear) return write();
         } finally {
