@@ -11,6 +11,8 @@ import pytest
 from helpers import run_instr
 from patching import ORIGINAL, PATCHED, start_patchme
 
+from instr.unload import agent_images
+
 pytestmark = pytest.mark.frida
 VERIFIED = re.compile(r"reverted; (?:1 byte equals|\d+ bytes equal) the original")
 
@@ -55,6 +57,7 @@ def test_ret_patch_changes_output_and_exit_reverts_bytes(targets, launch, instr_
         done.err,
     ), done.err
     assert t.code(t.value_addr) == before
+    assert agent_images(t.pid) == frozenset()  # instr exits after Frida's agent has left
     t.wait_values(ORIGINAL, ORIGINAL)
 
 
