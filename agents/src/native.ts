@@ -149,6 +149,8 @@ export class NativeRing {
             sched_yield: Module.getGlobalExportByName("sched_yield"),
             gettid: Module.getGlobalExportByName("gettid"),
             getpid: Module.getGlobalExportByName("getpid"),
+            // Slots of ended threads are taken over when a new thread finds none free.
+            tgkill: Module.findGlobalExportByName("tgkill") ?? Module.getGlobalExportByName("sched_yield"),
             // glibc exports __register_atfork (pthread_atfork is in libc_nonshared.a);
             // without either, sched_yield() is a harmless stand-in that ignores its arguments.
             register_atfork:
@@ -231,21 +233,13 @@ export class NativeRing {
     stageSlot(tid: number): number {
         const st = this.st32;
         const mask = STAGE_SLOTS - 1;
-        // No early stop at a free slot: slots of ended threads are freed, so
-        // a free one may sit before this thread's slot in the probe sequence.
+        // No early stop at a free slot: this thread's slot may be one taken
+        // over from an ended thread, after a free one in the probe sequence.
         for (let i = 0; i < STAGE_PROBES; i++) {
             const w = ((tid + i) & mask) * STAGE_WORDS;
             if (st[w] === tid) return w;
         }
         return -1;
-    }
-
-    /** A thread ended: its slot can be claimed again. */
-    releaseStage(tid: number): void {
-        const w = this.stageSlot(tid);
-        if (w < 0) return;
-        this.st32[w] = 0;
-        this.st32[w + 1] = 0;
     }
 
     attach(address: NativePointer, layout: Layout, desc: NativePointer): InvocationListener {

@@ -82,6 +82,8 @@ extern int sched_yield (void);
 extern int gettid (void);
 extern int register_atfork (void (* prepare) (void), void (* parent) (void), void (* child) (void), void * dso);
 extern int getpid (void);
+/* 0 while thread tid of this process exists; sched_yield (always 0) without one. */
+extern int tgkill (int tgid, int tid, int sig);
 
 static guint64
 now_ns (void)
@@ -242,7 +244,7 @@ my_stage (void)
   guint32 tid = current_tid ();
   gint i, n;
 
-  /* A slot is freed when its thread is reported gone: check it is ours. */
+  /* A slot may have been taken over since (its thread ended): check it is ours. */
   if (s != NULL && s->tid == tid)
     return s;
   s = NULL;
@@ -260,6 +262,20 @@ my_stage (void)
       c->tid = tid;
       s = c;
       break;
+    }
+  }
+  /* Every slot taken: take over one whose thread has ended. The claim count
+   * only grows, so the one thread whose add returns the count it read wins. */
+  for (i = 0; s == NULL && i != 16 && i != n; i++)
+  {
+    Stage * c = &ring.stage[(tid + i) & (n - 1)];
+    gint k = c->claim;
+    guint32 owner = c->tid;
+    if (owner != 0 && owner != tid && tgkill (getpid (), (int) owner, 0) != 0 &&
+        g_atomic_int_add (&c->claim, 1) == k)
+    {
+      c->tid = tid;
+      s = c;
     }
   }
   if (s != NULL)

@@ -64,7 +64,6 @@ function unchanged(p: Pending): boolean {
 export class ProbeSet {
     private readonly probes: Probe[] = [];
     private observer: ModuleObserver | null = null;
-    private threads: ThreadObserver | null = null;
     private observing = false;
     /** Bases of the modules already seen (by the observer or a loader hook). */
     private readonly known = new Set<string>();
@@ -198,16 +197,6 @@ export class ProbeSet {
     private observeModules(): void {
         if (this.observer !== null) return;
         this.observing = false;
-        // A thread that ended frees its JS-tier staging slot for new threads.
-        try {
-            this.threads = Process.attachThreadObserver({
-                onRemoved: (t) => {
-                    if (this.observing) this.flusher.ring.releaseStage(t.id);
-                },
-            });
-        } catch (e) {
-            reportError(null, e); // slots are then never recycled: still correct
-        }
         this.observer = Process.attachModuleObserver({
             onAdded: (m) => {
                 if (this.observing) this.queue(m);
@@ -341,10 +330,6 @@ export class ProbeSet {
         if (this.observer !== null) {
             this.observer.detach();
             this.observer = null;
-        }
-        if (this.threads !== null) {
-            this.threads.detach();
-            this.threads = null;
         }
     }
 }
