@@ -5,7 +5,7 @@
 // from what `scan` reports; this file only measures and arms.
 
 import { SYS_C_SOURCE } from "./syscalls_c.js";
-import { post, reportError } from "./util.js";
+import { describe, post, reportError } from "./util.js";
 
 export interface ScanResult {
     name: string;
@@ -210,6 +210,8 @@ export class SyscallMonitor {
     /** Sites replaced with a trampoline (Interceptor.replace) rather than replaceFast. */
     slow = 0;
     failures: string[] = [];
+    /** Which compiler built the C: "external" (the system's) or "internal" (TinyCC). */
+    toolchain = "internal";
     private readonly replaced: NativePointer[] = [];
 
     constructor(private readonly config: SyscallConfig) {
@@ -218,7 +220,7 @@ export class SyscallMonitor {
         this.agentTidsPtr = agentThreads();
         const errno =
             Module.findGlobalExportByName("__errno_location") ?? Module.getGlobalExportByName("__errno");
-        this.cm = new CModule(SYS_C_SOURCE, {
+        const symbols = {
             sys: this.sys,
             clock_gettime: Module.getGlobalExportByName("clock_gettime"),
             gettid: Module.getGlobalExportByName("gettid"),
@@ -228,7 +230,16 @@ export class SyscallMonitor {
             read: Module.getGlobalExportByName("read"),
             close: Module.getGlobalExportByName("close"),
             pthread_self: Module.getGlobalExportByName("pthread_self"),
-        });
+        };
+        try {
+            // The system compiler when the target can run it: its code for the
+            // per-call path is about twice as fast as TinyCC's.
+            this.cm = new CModule(SYS_C_SOURCE, symbols, { toolchain: "external" });
+            this.toolchain = "external";
+        } catch (e) {
+            this.cm = new CModule(SYS_C_SOURCE, symbols, { toolchain: "internal" });
+            this.toolchain = `internal (${describe(e)})`;
+        }
         const size = new NativeFunction(this.cm.sys_size, "int", [])();
         if (size > SYS_BYTES) throw new Error(`syscall state too large (${size})`);
         this.cap = config.trace ? Math.max(64 * 1024, Math.floor(Math.min(config.buffer_bytes, 1 << 30) / 2 / 8) * 8) : 8;
