@@ -121,6 +121,12 @@ def print_syscall_ratios(
         return
     ref_ov = ref.ns_per_call - b.ns_per_call
     print(f"# write() loop: instr syscalls -c overhead {fmt_ns(ref_ov)}/call")
+    floor = results.get("frida-attached")
+    if isinstance(floor, Measured):
+        f = floor.ns_per_call - b.ns_per_call
+        print(
+            f"#   of which {fmt_ns(f)} is Frida being attached at all (no hook); instr's own: {fmt_ns(ref_ov - f)}"
+        )
     for name in ("instr-syscalls-complete", "strace-c", "strace-write", "bpftrace-syscalls"):
         m = results.get(name)
         if isinstance(m, Measured) and ref_ov > 0:

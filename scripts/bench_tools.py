@@ -66,6 +66,22 @@ def frida_count(ctx: Ctx) -> Measured:
     return measured("run", ctx.calls, d, count, loss_note(count, d.total_calls))
 
 
+def frida_attached(ctx: Ctx) -> Measured:
+    """The floor of any in-process tool on the write() loop: Frida attached with
+    an empty script, no hook. Frida's threads make the process multi-threaded,
+    so glibc's write() takes its cancellable path (enable/disable async cancel)."""
+    import frida
+
+    with start_bench(ctx) as b:
+        session = frida.attach(b.pid)
+        script = session.create_script("/* no hooks */")
+        script.load()
+        d = drive(b, ctx, "wloop", ctx.calls)
+        session.detach()
+        finish_bench(b, ctx)
+    return measured("wloop", ctx.calls, d, None, "Frida attached, no hook")
+
+
 def frida_trace(ctx: Ctx) -> Measured:
     """frida-trace attached by pid with its auto-generated (default) handler.
 
@@ -315,6 +331,7 @@ def bpftrace_syscalls(ctx: Ctx) -> Measured:
 
 
 WLOOP_TOOLS = (
+    "frida-attached",
     "strace-write",
     "instr-syscalls-c",
     "instr-syscalls-complete",
@@ -330,6 +347,7 @@ TOOLS: dict[str, Callable[[Ctx], Measured]] = {
     "bpftrace-printf": bpftrace_printf,
     "ltrace": ltrace,
     "strace-write": strace,
+    "frida-attached": frida_attached,
     "instr-syscalls-c": instr_syscalls_c,
     "instr-syscalls-complete": instr_syscalls_complete,
     "instr-syscalls-complete-run": instr_syscalls_complete_run,
