@@ -5,13 +5,9 @@ This is what ``instr run`` and ``instr trace`` do, as a function a script can ca
 
 from __future__ import annotations
 
-import contextlib
-import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from types import FrameType
 from typing import TextIO
 
 from instr.collectors import open_output
@@ -21,6 +17,7 @@ from instr.events import RunSummary
 from instr.patch.model import require_destructive
 from instr.probes.ir import ProbeTable
 from instr.session import Session
+from instr.signals import signals_held, sigterm_as_interrupt
 from instr.target import DeviceSpec, TargetSpec
 
 SIGNALS = {
@@ -87,8 +84,7 @@ def run(config: RunConfig, status: TextIO | None = None) -> tuple[RunSummary, in
         sets=config.sets,
         stream=False,
     )
-    restore = _stop_on_sigterm()
-    try:
+    with sigterm_as_interrupt():
         try:
             reports = session.start(resume=False)  # cleans up after itself on failure
         except KeyboardInterrupt:
@@ -108,10 +104,8 @@ def run(config: RunConfig, status: TextIO | None = None) -> tuple[RunSummary, in
             _wait(session, config.duration_s, config.interval_s)
         except KeyboardInterrupt:
             say("stopping")
-        with _signals_held():  # a second Ctrl-C must not cut the flush short
+        with signals_held():  # a second Ctrl-C must not cut the flush short
             summary = session.close()
-    finally:
-        restore()
     for rev in session.patch_reverts:
         say(rev.describe())
     if summary.drops:
@@ -147,37 +141,3 @@ def _wait(session: Session, duration_s: float | None, interval_s: float | None =
         if snap_at is not None and interval_s is not None and now >= snap_at:
             session.snapshot()
             snap_at = now + interval_s
-
-
-@contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """Ignore SIGINT and SIGTERM while the run closes (flush, detach, outputs)."""
-    try:
-        previous = [
-            (sig, signal.signal(sig, signal.SIG_IGN)) for sig in (signal.SIGINT, signal.SIGTERM)
-        ]
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        for sig, handler in previous:
-            signal.signal(sig, handler)
-
-
-def _stop_on_sigterm() -> Callable[[], None]:
-    """Treat SIGTERM like Ctrl-C, so that a killed instr still flushes and detaches."""
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        return lambda: None
-
-    def restore() -> None:
-        signal.signal(signal.SIGTERM, previous)
-
-    return restore

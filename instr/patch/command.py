@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
-import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from types import FrameType
 from typing import Literal, TextIO
 
 from instr.errors import UsageError
 from instr.patch.control import PatchController
 from instr.patch.model import PatchSpec, RevertResult, format_table, require_destructive
+from instr.signals import sigterm_as_interrupt
 from instr.target import DeviceSpec, TargetSpec
 
 
@@ -108,14 +107,12 @@ def run_patch(cmd: PatchCommand, out: TextIO | None = None, status: TextIO | Non
             )
             return 0
         say(f"patched {_sites(len(entries))} in pid {ctl.pid}; Ctrl-C reverts them")
-        restore = _stop_on_sigterm()
         try:
-            ctl.resume()
-            _wait(ctl, cmd.duration_s)
+            with sigterm_as_interrupt():
+                ctl.resume()
+                _wait(ctl, cmd.duration_s)
         except KeyboardInterrupt:
             say("stopping")
-        finally:
-            restore()
         if ctl.ended:
             say(f"pid {ctl.pid} ended")
             return 0
@@ -139,18 +136,3 @@ def _wait(ctl: PatchController, duration_s: float | None) -> None:
     while not ctl.wait(0.25):
         if deadline is not None and time.monotonic() >= deadline:
             return
-
-
-def _stop_on_sigterm() -> Callable[[], None]:
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:
-        return lambda: None
-
-    def restore() -> None:
-        signal.signal(signal.SIGTERM, previous)
-
-    return restore

@@ -9,7 +9,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from instr.errors import InstrError, UsageError
-from instr.probes.ir import JS_TYPES, PATCH_KINDS, Capture, PatchKind, Point, Predicate
+from instr.probes.ir import (
+    JS_TYPES,
+    PATCH_KINDS,
+    Capture,
+    PatchKind,
+    PatchParams,
+    Point,
+    Predicate,
+)
 
 __all__ = ["JS_TYPES", "KINDS", "PatchKind"]
 
@@ -29,25 +37,16 @@ def require_destructive(destructive: bool, what: str) -> None:
         )
 
 
-@dataclass(frozen=True)
-class PatchSpec:
-    """One patch request: a kind, a point, and the kind's parameters."""
+@dataclass(frozen=True, kw_only=True)
+class PatchSpec(PatchParams):
+    """One patch request: a kind, a point, and the kind's parameters (``PatchParams``)."""
 
     kind: PatchKind
     point: Point
     source: str  # for the ledger: "cli --ret 'x=0'" or "file:line:col set/probe"
-    value: int | None = None  # ret, skip
     where: Predicate | None = None  # ret, skip, args
     entry: tuple[Capture, ...] = ()  # captures the predicate reads
     exit: tuple[Capture, ...] = ()
-    code: str | None = None  # replace_c, replace_js
-    fn: str | None = None  # replace_c: the replacement's name
-    returns: str | None = None  # replace_js
-    params: tuple[str, ...] = ()  # replace_js
-    args: tuple[tuple[int, int | str], ...] = ()  # args: (index, new value)
-    expect: bytes | None = None  # bytes (required), nop (optional)
-    data: bytes | None = None  # bytes
-    instructions: int | None = None  # nop
 
     def to_plan(self) -> dict[str, Any]:
         d: dict[str, Any] = {

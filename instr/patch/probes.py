@@ -26,18 +26,10 @@ def spec_of(probe: Probe) -> PatchSpec:
         kind=a.kind,
         point=probe.point,
         source=f"{probe.loc} {probe.name}" if probe.loc is not None else probe.name,
-        value=a.value,
         where=probe.where,
         entry=probe.entry or (),
         exit=probe.exit or (),
-        code=a.code,
-        fn=a.fn,
-        returns=a.returns,
-        params=a.params,
-        args=a.args,
-        expect=a.expect,
-        data=a.data,
-        instructions=a.instructions,
+        **a.patch_params(),
     )
 
 

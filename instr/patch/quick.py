@@ -85,7 +85,9 @@ def _ret(spec: str, flag: str, source: str, default: int | None) -> PatchSpec:
             )
         target, value = spec, str(default)
     kind: PatchKind = "ret" if flag == "--ret" else "skip"
-    return PatchSpec(kind, parse_target(target, flag), source, value=_value(value, flag, spec))
+    return PatchSpec(
+        kind=kind, point=parse_target(target, flag), source=source, value=_value(value, flag, spec)
+    )
 
 
 def _bytes(spec: str, source: str) -> PatchSpec:
@@ -102,7 +104,9 @@ def _bytes(spec: str, source: str) -> PatchSpec:
         raise UsageError(
             f"--bytes: the expected bytes ({len(expect)}) and the new bytes ({len(data)}) differ in length"
         )
-    return PatchSpec("bytes", parse_target(target, "--bytes"), source, expect=expect, data=data)
+    return PatchSpec(
+        kind="bytes", point=parse_target(target, "--bytes"), source=source, expect=expect, data=data
+    )
 
 
 def _nop(spec: str, source: str) -> PatchSpec:
@@ -112,7 +116,7 @@ def _nop(spec: str, source: str) -> PatchSpec:
         target, n = spec, 1
     if not 1 <= n <= 64:
         raise UsageError(f"--nop: the instruction count must be 1..64, not {n}")
-    return PatchSpec("nop", parse_target(target, "--nop"), source, instructions=n)
+    return PatchSpec(kind="nop", point=parse_target(target, "--nop"), source=source, instructions=n)
 
 
 def _replace_c(spec: str, source: str) -> PatchSpec:
@@ -131,7 +135,11 @@ def _replace_c(spec: str, source: str) -> PatchSpec:
     except OSError as e:
         raise UsageError(f"--replace-c: cannot read '{path.strip()}': {e.strerror or e}") from e
     return PatchSpec(
-        "replace_c", parse_target(target, "--replace-c"), source, code=code, fn=fn.strip()
+        kind="replace_c",
+        point=parse_target(target, "--replace-c"),
+        source=source,
+        code=code,
+        fn=fn.strip(),
     )
 
 

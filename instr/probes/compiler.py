@@ -187,23 +187,8 @@ class _ProbeBuilder:
         if len(self.d) > errors or spec.point is None:
             return None
         emit = spec.emit if spec.emit is not None else not aggs.aggregations
-        if spec.patch is not None:
-            if not self.check_patch(spec, where, bool(parsed)):
-                return None
-            return Probe(
-                id=0,
-                name=f"{self.set_name}/{name}",
-                point=spec.point,
-                entry=tuple(entry) if hooks_entry else None,
-                exit=tuple(exit_) if "exit" in on else None,
-                where=where,
-                actions=(),
-                tier=spec.tier,
-                max_sites=spec.max_sites,
-                loc=spec.loc,
-                emit=False,
-                patch=spec.patch,
-            )
+        if spec.patch is not None and not self.check_patch(spec, where, bool(parsed)):
+            return None
         probe = Probe(
             id=0,
             name=f"{self.set_name}/{name}",
@@ -215,7 +200,10 @@ class _ProbeBuilder:
             max_sites=spec.max_sites,
             loc=spec.loc,
             aggregations=tuple(aggs.aggregations),
-            emit=emit,
+            # a patch probe is applied by the agent's patcher and records nothing
+            emit=emit and spec.patch is None,
+            actions=() if spec.patch is not None else ({"kind": "emit"},),
+            patch=spec.patch,
         )
         if not aggs.aggregations:
             return probe

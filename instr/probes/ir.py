@@ -7,6 +7,7 @@ types, and source locations, and is what the decoder and collectors use.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -210,12 +211,10 @@ JS_TYPES: tuple[str, ...] = (
 )  # fmt: skip
 
 
-@dataclass(frozen=True)
-class PatchAction:
-    """A probe's ``patch:`` action, checked; ``instr.patch.probes`` turns it into a PatchSpec."""
+@dataclass(frozen=True, kw_only=True)
+class PatchParams:
+    """What a patch does, by kind (shared by a probe's ``PatchAction`` and ``PatchSpec``)."""
 
-    kind: PatchKind
-    loc: SourceLoc
     value: int | None = None  # ret, skip
     code: str | None = None  # replace_c (C source), replace_js (a function body)
     fn: str | None = None  # replace_c: the replacement's name
@@ -225,6 +224,18 @@ class PatchAction:
     expect: bytes | None = None  # bytes (required), nop (optional)
     data: bytes | None = None  # bytes
     instructions: int | None = None  # nop
+
+    def patch_params(self) -> dict[str, Any]:
+        """Only the parameters, to build another ``PatchParams`` from these."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(PatchParams)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class PatchAction(PatchParams):
+    """A probe's ``patch:`` action, checked; ``instr.patch.probes`` turns it into a PatchSpec."""
+
+    kind: PatchKind
+    loc: SourceLoc
 
 
 @dataclass(frozen=True)

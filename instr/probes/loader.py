@@ -120,6 +120,18 @@ class YSeq:
 YNode = YScalar | YMap | YSeq
 
 
+def check_integer(d: Diagnostics, node: YNode, key: str, low: int, high: int) -> int | None:
+    """The integer at ``node`` if it is one within [low, high]; else None, reported."""
+    v = node.value if isinstance(node, YScalar) else None
+    if not isinstance(v, int) or isinstance(v, bool):
+        d.error(node.loc, f"'{key}' must be an integer, not {describe(node)}")
+        return None
+    if not low <= v <= high:
+        d.error(node.loc, f"'{key}' must be between {low} and {high}, not {v}")
+        return None
+    return v
+
+
 def describe(node: YNode) -> str:
     """What a node is, for messages: ``a mapping``, ``a list``, ``the integer 3``."""
     if isinstance(node, YMap):

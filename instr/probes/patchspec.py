@@ -23,7 +23,7 @@ import re
 
 from instr.probes.diag import Diagnostics, did_you_mean, one_of
 from instr.probes.ir import JS_TYPES, PATCH_KINDS, PatchAction, PatchKind
-from instr.probes.loader import YMap, YNode, YScalar, YSeq, describe
+from instr.probes.loader import YMap, YNode, YScalar, YSeq, check_integer, describe
 
 # Parameters each action takes besides its own key.
 MODIFIERS: dict[PatchKind, tuple[str, ...]] = {
@@ -51,14 +51,7 @@ class _Checker:
         self.d = d
 
     def integer(self, node: YNode, key: str, low: int, high: int) -> int | None:
-        v = node.value if isinstance(node, YScalar) else None
-        if not isinstance(v, int) or isinstance(v, bool):
-            self.d.error(node.loc, f"'{key}' must be an integer, not {describe(node)}")
-            return None
-        if not low <= v <= high:
-            self.d.error(node.loc, f"'{key}' must be between {low} and {high}, not {v}")
-            return None
-        return v
+        return check_integer(self.d, node, key, low, high)
 
     def value64(self, node: YNode, key: str) -> int | None:
         """An integer that fits 64 bits, signed or not."""
@@ -101,7 +94,7 @@ class _Checker:
         main = node.entries[kind].value
         if kind in ("ret", "skip"):
             v = self.value64(main, f"patch: {kind}")
-            return None if v is None else PatchAction(kind, node.loc, value=v)
+            return None if v is None else PatchAction(kind=kind, loc=node.loc, value=v)
         if kind == "replace_c":
             code = self.text(main, "patch: replace_c")
             fn = "replacement"
@@ -111,7 +104,7 @@ class _Checker:
                     self.d.error(f.loc, f"'fn' must be a C function name, not '{name}'")
                     return None
                 fn = name or fn
-            return None if code is None else PatchAction(kind, node.loc, code=code, fn=fn)
+            return None if code is None else PatchAction(kind=kind, loc=node.loc, code=code, fn=fn)
         if kind == "replace_js":
             return self.replace_js(node, main)
         if kind == "args":
@@ -122,7 +115,7 @@ class _Checker:
         expect = self.hexbytes(e, "expect") if (e := node.get("expect")) is not None else None
         if n is None or (e is not None and expect is None):
             return None
-        return PatchAction(kind, node.loc, instructions=n, expect=expect)
+        return PatchAction(kind=kind, loc=node.loc, instructions=n, expect=expect)
 
     def replace_js(self, node: YMap, main: YNode) -> PatchAction | None:
         code = self.text(main, "patch: replace_js")
@@ -143,7 +136,9 @@ class _Checker:
                     params.append(t or "")
         if code is None or not ok:
             return None
-        return PatchAction("replace_js", node.loc, code=code, returns=returns, params=tuple(params))
+        return PatchAction(
+            kind="replace_js", loc=node.loc, code=code, returns=returns, params=tuple(params)
+        )
 
     def args(self, main: YNode) -> PatchAction | None:
         if not isinstance(main, YMap) or not main.entries:
@@ -172,7 +167,7 @@ class _Checker:
                 ok = False
         if not ok:
             return None
-        return PatchAction("args", main.loc, args=tuple(sorted(out)))
+        return PatchAction(kind="args", loc=main.loc, args=tuple(sorted(out)))
 
     def bytes_(self, main: YNode) -> PatchAction | None:
         if not isinstance(main, YMap) or set(main.entries) != {"expect", "new"}:
@@ -194,7 +189,7 @@ class _Checker:
                 f"'expect' has {len(expect)} and 'new' {len(new)} bytes: they must be the same length",
             )
             return None
-        return PatchAction("bytes", main.loc, expect=expect, data=new)
+        return PatchAction(kind="bytes", loc=main.loc, expect=expect, data=new)
 
 
 def validate_patch(node: YNode, d: Diagnostics) -> PatchAction | None:

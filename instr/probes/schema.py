@@ -25,7 +25,7 @@ from instr.probes.ir import (
     SyscallPoint,
     Tier,
 )
-from instr.probes.loader import YMap, YNode, YScalar, YSeq, describe
+from instr.probes.loader import YMap, YNode, YScalar, YSeq, check_integer, describe
 from instr.probes.patchspec import validate_patch
 
 VERSION = 1
@@ -152,14 +152,7 @@ class _Validator:
         return None
 
     def integer(self, node: YNode, key: str, low: int, high: int) -> int | None:
-        v = node.value if isinstance(node, YScalar) else None
-        if not isinstance(v, int) or isinstance(v, bool):
-            self.d.error(node.loc, f"'{key}' must be an integer, not {describe(node)}")
-            return None
-        if not low <= v <= high:
-            self.d.error(node.loc, f"'{key}' must be between {low} and {high}, not {v}")
-            return None
-        return v
+        return check_integer(self.d, node, key, low, high)
 
     def choice(
         self, node: YNode, key: str, options: tuple[str, ...], what: str | None = None

@@ -28,6 +28,7 @@ from typing import Any
 
 from instr import target as tgt
 from instr.errors import TargetError, UsageError
+from instr.signals import sigterm_as_interrupt
 from instr.syscalls import names as nr_names
 from instr.syscalls import numbers
 from instr.syscalls import select as select_calls
@@ -277,7 +278,7 @@ class StaticRun:
             f"notification on {what}; results, errors and times are not seen)"
         )
         try:
-            with _sigterm_as_interrupt():
+            with sigterm_as_interrupt():
                 self._serve(child, None if timeout is None else time.monotonic() + timeout)
         except (KeyboardInterrupt, TimeoutError):
             self.say("stopping: ending the program (it cannot run on without instr in this mode)")
@@ -424,22 +425,6 @@ def _interrupting(sig: int) -> Iterator[None]:
         yield
     finally:
         signal.signal(sig, previous)
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 # -- output ------------------------------------------------------------------------
