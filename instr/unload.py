@@ -42,7 +42,7 @@ def agent_images(pid: int) -> frozenset[str]:
     return frozenset(found)
 
 
-def wait_unloaded(pid: int, images: frozenset[str], timeout_s: float = 2.0) -> bool:
+def wait_unloaded(pid: int, images: frozenset[str], timeout_s: float = 10.0) -> bool:
     """Wait until none of ``images`` is mapped in ``pid`` any more (or the
     process is gone); False if one still is after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s

@@ -149,7 +149,7 @@ class PatchController:
 
     def close(self) -> list[RevertResult]:
         """Revert this controller's patches (unless persisted), verify them, detach,
-        and wait (up to 2 s) until Frida's agent has left a local target."""
+        and wait (up to 10 s) until Frida's agent has left a local target."""
         if self._closed:
             return []
         self._closed = True
