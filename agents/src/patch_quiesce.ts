@@ -10,9 +10,9 @@
 // stopped and none is at an unsafe PC, the patch is written, then the threads
 // are released. Otherwise they are released and the attempt repeated.
 //
-// Unsafe PCs: inside the bytes about to change; for Interceptor hooks also
-// anonymous executable memory (trampolines). The ranges are listed before the
-// threads are stopped. This does not make Interceptor's revert safe under
+// Unsafe PCs: inside the bytes about to change; inside Frida's agent (its
+// locks); for Interceptor hooks also anonymous executable memory
+// (trampolines). The ranges are listed before the threads are stopped. This does not make Interceptor's revert safe under
 // load (its state is also used from Frida's own, cloaked code): inline
 // patches (patch_inline.ts) are used where they can be.
 
@@ -26,6 +26,16 @@ const ATTEMPTS = 500;
 const STOP_LIMIT_MS = 100;
 
 const SIG_IGN = ptr(1);
+
+/**
+ * The native calls made while threads are being stopped keep the script's
+ * lock ("exclusive"). By default Frida releases it around a native call, and
+ * a target thread could then enter one of this script's JavaScript hooks,
+ * take the lock, be stopped holding it, and leave this thread waiting for it
+ * for ever (seen with a JS listener on a function called in a loop: the
+ * revert never returned).
+ */
+const HOLD = { scheduling: "exclusive" as const };
 
 interface Quiescer {
     /** Our handler for QUIESCE_SIGNAL, installed for each stop; afterwards the target's own disposition is put back. */
@@ -128,7 +138,7 @@ function emitHandler(state: NativePointer): NativePointer {
  * when the agent unloads.
  */
 function taskLister(): () => number[] {
-    const sys = new NativeFunction(Module.getGlobalExportByName("syscall"), "long", ["long", "long", "pointer", "long"]);
+    const sys = new NativeFunction(Module.getGlobalExportByName("syscall"), "long", ["long", "long", "pointer", "long"], HOLD);
     const SYS_openat = 257;
     const SYS_getdents64 = 217;
     const SYS_close = 3;
@@ -171,14 +181,14 @@ function setup(): Quiescer | null {
     const SA_SIGINFO = 4;
     const SA_RESTART = 0x10000000;
     act.add(136).writeS32(SA_SIGINFO | SA_RESTART);
-    const sigaction = new NativeFunction(Module.getGlobalExportByName("sigaction"), "int", ["int", "pointer", "pointer"]);
+    const sigaction = new NativeFunction(Module.getGlobalExportByName("sigaction"), "int", ["int", "pointer", "pointer"], HOLD);
     // Several scripts may patch one process (a later controller reverting
     // through a persistent one's doorbell): each installs its own handler
     // just before it stops threads, and puts back what was there after.
     const ign = Memory.alloc(152);
     ign.writePointer(SIG_IGN);
     const previous = Memory.alloc(152);
-    const sys = new NativeFunction(syscallFn, "long", ["long", "pointer", "long", "long"]);
+    const sys = new NativeFunction(syscallFn, "long", ["long", "pointer", "long", "long"], HOLD);
     const SYS_tgkill = 234;
     const SYS_futex = 202;
     const FUTEX_WAKE = 1;
@@ -200,16 +210,34 @@ function setup(): Quiescer | null {
             state.add(OFF_RELEASED).writeS32(state.add(OFF_ROUND).readS32());
             sys(SYS_futex, state.add(OFF_RELEASED), FUTEX_WAKE, 0x7fffffff);
         },
-        pause: new NativeFunction(Module.getGlobalExportByName("sched_yield"), "int", []) as () => void,
+        pause: new NativeFunction(Module.getGlobalExportByName("sched_yield"), "int", [], HOLD) as () => void,
         tgkill: (tid) => Number(sys(SYS_tgkill, ptr(Process.id), tid, QUIESCE_SIGNAL)),
     };
 }
 
 /** Anonymous executable ranges (trampolines), as [start, end) pairs: where a stopped thread may not stay. */
-function unsafeCode(): [NativePointer, NativePointer][] {
+function trampolineCode(): [NativePointer, NativePointer][] {
     return Process.enumerateRanges("--x")
         .filter((r) => r.file === undefined)
         .map((r) => [r.base, r.base.add(r.size)]);
+}
+
+/**
+ * Frida's own agent code (cloaked: enumerateRanges does not list it). A thread
+ * stopped there may hold one of Frida's locks (the script's, Interceptor's,
+ * the allocator's) that the writing thread needs next: both would wait for
+ * ever (seen: a target thread stopped in a JS listener's spin lock, the JS
+ * thread blocked on the mutex it held, the revert never returned).
+ */
+function agentCode(): [NativePointer, NativePointer][] {
+    const out: [NativePointer, NativePointer][] = [];
+    for (const line of File.readAllText("/proc/self/maps").split("\n")) {
+        const f = line.split(/\s+/);
+        if (f.length < 6 || f[1][2] !== "x" || !/frida-agent/.test(f.slice(5).join(" "))) continue;
+        const [a, b] = f[0].split("-");
+        out.push([ptr("0x" + a), ptr("0x" + b)]);
+    }
+    return out;
 }
 
 function isSafe(pc: NativePointer, start: NativePointer, end: NativePointer, code: [NativePointer, NativePointer][]): boolean {
@@ -253,7 +281,7 @@ export function quiesced<T>(start: NativePointer, size: number, trampolines: boo
     if (q === undefined) q = setup();
     if (q === null) return write();
     const end = start.add(size);
-    const code = trampolines ? unsafeCode() : [];
+    const code = trampolines ? [...agentCode(), ...trampolineCode()] : agentCode();
     q.install();
     try {
         return attempts(q, start, end, code, write);
