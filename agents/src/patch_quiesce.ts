@@ -22,7 +22,8 @@ const MAX_PCS = 1024;
 const PAGE_SIZE = Process.pageSize;
 /** A real-time signal (SIGRTMIN+27 with glibc); the target must not use it. */
 export const QUIESCE_SIGNAL = 61;
-const ATTEMPTS = 500;
+/** How long to keep trying to find every thread at a safe place. */
+const ATTEMPT_LIMIT_MS = 5000;
 const STOP_LIMIT_MS = 100;
 
 const SIG_IGN = ptr(1);
@@ -215,11 +216,14 @@ function setup(): Quiescer | null {
     };
 }
 
-/** Anonymous executable ranges (trampolines), as [start, end) pairs: where a stopped thread may not stay. */
-function trampolineCode(): [NativePointer, NativePointer][] {
+/** Code where a stopped thread may not stay, [start, end); with `inSyscall`, unless it waits in a system call there. */
+type Unsafe = [NativePointer, NativePointer, boolean];
+
+/** Anonymous executable ranges (trampolines). */
+function trampolineCode(): Unsafe[] {
     return Process.enumerateRanges("--x")
         .filter((r) => r.file === undefined)
-        .map((r) => [r.base, r.base.add(r.size)]);
+        .map((r) => [r.base, r.base.add(r.size), false]);
 }
 
 /**
@@ -227,25 +231,42 @@ function trampolineCode(): [NativePointer, NativePointer][] {
  * stopped there may hold one of Frida's locks (the script's, Interceptor's,
  * the allocator's) that the writing thread needs next: both would wait for
  * ever (seen: a target thread stopped in a JS listener's spin lock, the JS
- * thread blocked on the mutex it held, the revert never returned).
+ * thread blocked on the mutex it held, the revert never returned). Frida's
+ * idle threads (those of another, eternalized agent are not cloaked from
+ * this one) wait in system calls made from its code: that is safe.
  */
-function agentCode(): [NativePointer, NativePointer][] {
-    const out: [NativePointer, NativePointer][] = [];
+function agentCode(): Unsafe[] {
+    const out: Unsafe[] = [];
     for (const line of File.readAllText("/proc/self/maps").split("\n")) {
         const f = line.split(/\s+/);
         if (f.length < 6 || f[1][2] !== "x" || !/frida-agent/.test(f.slice(5).join(" "))) continue;
         const [a, b] = f[0].split("-");
-        out.push([ptr("0x" + a), ptr("0x" + b)]);
+        out.push([ptr("0x" + a), ptr("0x" + b), true]);
     }
     return out;
 }
 
-function isSafe(pc: NativePointer, start: NativePointer, end: NativePointer, code: [NativePointer, NativePointer][]): boolean {
+function isSafe(pc: NativePointer, start: NativePointer, end: NativePointer, code: Unsafe[]): boolean {
     // A thread about to run the first byte runs either the old or the new
     // code, whole; one past it would run a mix.
     if (pc.compare(start) > 0 && pc.compare(end) < 0) return false;
-    for (const [a, b] of code) if (pc.compare(a) >= 0 && pc.compare(b) < 0) return false;
+    for (const [a, b, syscallOk] of code) {
+        if (pc.compare(a) < 0 || pc.compare(b) >= 0) continue;
+        if (!syscallOk || !atSyscall(pc, a, b)) return false;
+    }
     return true;
+}
+
+/** `syscall` (0f 05) read as a little-endian u16. */
+const SYSCALL_INSN = 0x050f;
+
+/**
+ * A PC interrupted in a system call: just after the `syscall` instruction, or
+ * on it when the kernel will restart the call after the signal handler.
+ */
+function atSyscall(pc: NativePointer, a: NativePointer, b: NativePointer): boolean {
+    if (pc.add(2).compare(b) <= 0 && pc.readU16() === SYSCALL_INSN) return true;
+    return pc.sub(2).compare(a) >= 0 && pc.sub(2).readU16() === SYSCALL_INSN;
 }
 
 function inSyscall(tid: number): boolean {
@@ -290,10 +311,19 @@ export function quiesced<T>(start: NativePointer, size: number, trampolines: boo
     }
 }
 
-function attempts<T>(q: Quiescer, start: NativePointer, end: NativePointer, code: [NativePointer, NativePointer][], write: () => T): T {
+function attempts<T>(q: Quiescer, start: NativePointer, end: NativePointer, code: Unsafe[], write: () => T): T {
     const s = q.state;
     const self = Process.getCurrentThreadId();
-    for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
+    const deadline = Date.now() + ATTEMPT_LIMIT_MS;
+    let unsafe = "";
+    for (let attempt = 0; attempt === 0 || Date.now() < deadline; attempt++) {
+        if (attempt > 0) {
+            // Let the threads run on before stopping them again: a thread
+            // stopped at an unsafe place (in Frida's code, or waiting for this
+            // script's lock, which the sleep releases) must get past it, and on
+            // a loaded machine it gets no CPU time unless we wait.
+            Thread.sleep(Math.min(0.01, 0.0005 * (1 + attempt / 4)));
+        }
         const tids = q.threads().filter((id) => id !== self);
         // Open a new round: handlers that run from now on wait for its release.
         s.add(8).writeS32(0); // n
@@ -305,15 +335,23 @@ function attempts<T>(q: Quiescer, start: NativePointer, end: NativePointer, code
         let clear = true;
         const stopped = new Set<number>();
         for (let i = 0; i < n && clear; i++) {
-            clear = isSafe(s.add(OFF_PCS + 8 * i).readPointer(), start, end, code);
-            stopped.add(s.add(OFF_TIDS + 8 * i).readU32());
+            const pc = s.add(OFF_PCS + 8 * i).readPointer();
+            const tid = s.add(OFF_TIDS + 8 * i).readU32();
+            clear = isSafe(pc, start, end, code);
+            if (!clear) unsafe = `thread ${tid} at ${pc}`;
+            stopped.add(tid);
         }
         // A thread that blocks the signal (some runtimes' own threads do) or
         // is stopped by a tracer is safe only while it sits in a system call
         // (its PC is then in libc) or stays stopped. Listing again catches a
         // thread created since the signals were sent: it was not stopped.
-        for (const tid of tids) if (clear && !stopped.has(tid)) clear = inSyscall(tid);
-        if (clear) for (const tid of q.threads()) if (clear && tid !== self && !stopped.has(tid) && !tids.includes(tid)) clear = inSyscall(tid);
+        const late = q.threads().filter((tid) => tid !== self && !stopped.has(tid) && !tids.includes(tid));
+        for (const tid of [...tids, ...late]) {
+            if (clear && !stopped.has(tid) && !inSyscall(tid)) {
+                clear = false;
+                unsafe = `thread ${tid} did not stop and is not in a system call`;
+            }
+        }
         try {
             if (clear) return write();
         } finally {
@@ -321,5 +359,5 @@ function attempts<T>(q: Quiescer, start: NativePointer, end: NativePointer, code
             while (s.readS32() > 0) q.pause(); // every thread leaves the handler before the state is reused
         }
     }
-    throw new Error(`could not stop the other threads outside ${start}..${end}; nothing written`);
+    throw new Error(`could not stop the other threads outside ${start}..${end} within ${ATTEMPT_LIMIT_MS / 1000} s (last seen: ${unsafe}); nothing written`);
 }
