@@ -8,7 +8,7 @@
 
 import { Flusher } from "./buffer.js";
 import { formatAddress } from "./symbols.js";
-import { post, reportError } from "./util.js";
+import { inForkedChild, post, reportError } from "./util.js";
 
 const ACK_TIMEOUT_MS = 5000;
 
@@ -58,11 +58,12 @@ export class Lifecycle {
     }
 
     /**
-     * In a child forked without Frida's child gating the hooks still run, but
-     * nothing the agent sends arrives and no ack can come: stay out of its way.
+     * In a forked child the hooks still run (without child gating, or until
+     * Frida unloads the inherited script), but nothing the agent sends
+     * arrives and no ack can come: stay out of its way.
      */
     private inForkedChild(): boolean {
-        return this.getpid() !== this.pid;
+        return inForkedChild();
     }
 
     install(): void {

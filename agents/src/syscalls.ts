@@ -31,6 +31,7 @@ export interface SyscallConfig {
     bufmax: number;
     buffer_bytes: number;
     fast: boolean; // replace where possible; false: listeners (child gating, see lis_enter in C)
+    follow?: boolean; // child gating will be enabled after arming (gate forks against flushes)
     complete?: boolean; // Stalker on every syscall instruction instead of the wrappers (raw_transform)
     spawned?: boolean; // complete mode: the process is suspended at its start (follow from main)
 }
@@ -419,7 +420,7 @@ export class SyscallMonitor {
         });
         if (this.config.sites.length > SITES) this.failures.push(`${this.config.sites.length - SITES} sites over the limit of ${SITES}`);
         this.attachListeners();
-        if (this.config.trace) this.watchForks();
+        if (this.config.trace && this.config.follow === true) this.gateForks();
         Interceptor.flush();
         // Complete mode with sites: the wrappers Frida itself hooks (close, under
         // child gating) run natively inside Frida's code, out of Stalker's sight.
@@ -430,13 +431,26 @@ export class SyscallMonitor {
 
     /**
      * Send what was recorded since the last flush, and the counters if they
-     * changed. The timer's flushes send counters only in trace mode, and
-     * never while a thread is in fork(): a message in flight across a fork
-     * with child gating crashes the child (measured). Counters are always
-     * sent by the final flushes (exit, exec, crash, dispose).
+     * changed. The timer's flushes send only in trace mode, and never while
+     * a thread is in fork() under child gating (see fork_enter in C).
+     * Counters are always sent by the final flushes (exit, exec, crash,
+     * dispose).
      */
     flush(periodic = false): void {
-        if (periodic && (!this.config.trace || this.forking > 0)) return;
+        if (periodic && !this.config.trace) return;
+        if (!periodic || this.flushBegin === null) {
+            this.drain();
+            return;
+        }
+        if (this.flushBegin() === 0) return; // the records wait for the next flush
+        try {
+            this.drain();
+        } finally {
+            this.flushEnd!();
+        }
+    }
+
+    private drain(): void {
         let data: ArrayBuffer | null = null;
         if (this.config.trace) {
             const b = this.swap(200000);
@@ -463,8 +477,9 @@ export class SyscallMonitor {
     }
 
     private outLen: number | null = null;
-    /** Threads inside fork() (see flush). */
-    private forking = 0;
+    /** The fork gate (see fork_enter in C), when forks are followed in trace mode. */
+    private flushBegin: NativeFunction<number, []> | null = null;
+    private flushEnd: NativeFunction<void, []> | null = null;
 
     /** Listener-tier sites (address, site index), and their live listeners. */
     private readonly listen: [NativePointer, number][] = [];
@@ -481,27 +496,23 @@ export class SyscallMonitor {
         }
     }
 
-    /** Note threads entering fork(): JS listeners take the script lock, so no flush is half done. */
-    private watchForks(): void {
-        // Not vfork: an onLeave there returns twice on one stack (the child and the
-        // parent), which smashes the parent's stack (measured with sh -c).
-        for (const name of ["fork", "_Fork"]) {
-            const f = Module.findGlobalExportByName(name);
-            if (f === null) continue;
-            const self = this;
-            try {
-                Interceptor.attach(f, {
-                    onEnter() {
-                        self.forking++;
-                    },
-                    onLeave() {
-                        if (self.forking > 0) self.forking--;
-                    },
-                });
-            } catch {
-                // replaced already (vfork, by Frida's fork monitor)
-            }
+    /**
+     * Close the gate of periodic flushes while a thread is in fork(). Must be
+     * attached before child gating is enabled, so that it runs before Frida's
+     * own listener on fork(). vfork is fork under child gating (Frida replaces it).
+     */
+    private gateForks(): void {
+        const exclusive = { scheduling: "exclusive" as const };
+        const fork = Module.findGlobalExportByName("fork");
+        if (fork === null) return;
+        try {
+            Interceptor.attach(fork, { onEnter: this.cm.fork_enter, onLeave: this.cm.fork_leave } as NativeInvocationListenerCallbacks);
+        } catch (e) {
+            this.failures.push(`fork: ${String(e)}`);
+            return;
         }
+        this.flushBegin = new NativeFunction(this.cm.flush_begin, "int", [], exclusive);
+        this.flushEnd = new NativeFunction(this.cm.flush_end, "void", [], exclusive);
     }
 
     /** Stop accounting and put the original functions back. */

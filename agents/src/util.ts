@@ -3,8 +3,23 @@
 
 import { PROTOCOL_VERSION } from "./protocol.js";
 
-/** Send one envelope (adds `v`). Binary payloads go in `data`. */
+let getpid: NativeFunction<number, []> | null = null;
+
+/**
+ * True in a child forked from the process this script was loaded in: the
+ * script is the parent's copy (Process.id is the parent's), and Frida is
+ * about to unload it. Under child gating a `send()` from it crashed the child
+ * inside Frida's agent (NULL g_object_ref, measured: nearly every child whose
+ * parent had anything unsent at the fork); its messages have nowhere to go.
+ */
+export function inForkedChild(): boolean {
+    getpid ??= new NativeFunction(Module.getGlobalExportByName("getpid"), "int", [], { scheduling: "exclusive" });
+    return getpid() !== Process.id;
+}
+
+/** Send one envelope (adds `v`). Binary payloads go in `data`. Nothing in a forked child. */
 export function post(type: string, fields: Record<string, unknown>, data?: ArrayBuffer | null): void {
+    if (inForkedChild()) return;
     send({ v: PROTOCOL_VERSION, type, ...fields }, data ?? null);
 }
 

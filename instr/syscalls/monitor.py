@@ -26,7 +26,7 @@ from instr.syscalls import ARCHES, numbers, select
 from instr.syscalls import names as nr_names
 from instr.syscalls.decode import FdTable, format_record, memory_kinds
 from instr.syscalls.records import Record, parse
-from instr.syscalls.wrappers import F_FORK, F_INDIRECT, Site, choose, scan_names
+from instr.syscalls.wrappers import F_INDIRECT, Site, choose, scan_names
 
 
 @dataclass
@@ -101,21 +101,14 @@ def start_monitor(
         if functions is None:
             functions = script.exports_sync.syscall_scan(scan_names(arch))["functions"]
             scans[key] = functions
-    if follow and session is not None:
-        session.enable_child_gating()
     sites = [] if functions is None else choose(functions, arch)
     if complete:
         # Functions Frida hooks itself run natively inside its (excluded) code,
         # so Stalker never sees their syscall: their wrappers are counted instead.
         sites = [s for s in sites if follow and s.syscall in FRIDA_HOOKED]
-    if follow:
-        # With child gating, Frida's fork handling and a replaced _Fork do not
-        # mix (the child crashes): clone is counted from Frida's child-added.
-        sites = [s for s in sites if not (s.flags & F_FORK) and not s.listener]
     nrs = numbers(arch)
     # Only the wrappers of selected syscalls (and syscall(2)): unselected sites
-    # pass through anyway, and every hook makes Frida's fork handling under
-    # child gating more likely to crash the child (see docs/syscalls.md).
+    # would pass through anyway, at the cost of a hook.
     wanted = {nrs[n] for n in chosen if n in nrs}
     sites = [s for s in sites if s.nr in wanted or s.flags & F_INDIRECT]
     # Not vfork: its child runs on the parent's stack, and with the wrapper hooked
@@ -138,10 +131,16 @@ def start_monitor(
         "bufmax": bufmax,
         "buffer_bytes": buffer_bytes if stream else 0,
         "fast": not follow,
+        "follow": follow,
         "complete": complete,
         "spawned": spawned,
     }
-    return script.exports_sync.syscall_start(config), sites
+    started = script.exports_sync.syscall_start(config)
+    # Child gating after arming: the monitor's listener on fork() must run
+    # before Frida's (see fork_enter in agents/src/syscalls_c.ts).
+    if follow and session is not None:
+        session.enable_child_gating()
+    return started, sites
 
 
 class SyscallRun:
