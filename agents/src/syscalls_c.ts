@@ -602,8 +602,9 @@ raw_transform (GumStalkerIterator * iterator, GumStalkerOutput * output, gpointe
  * agent thread and then drains the JS thread; a send() made by JS in that
  * window stays queued for the stopped agent thread, is inherited by the child
  * and delivered there after Frida dropped the child's copy of the
- * connection: the child crashed (NULL g_object_ref in frida-agent) or the
- * parent's connection was lost (measured). fork_enter runs first (attached
+ * connection: the child crashed (NULL g_object_ref in frida-agent, as with
+ * a send from the inherited script: see post() in util.ts). fork_enter runs
+ * first (attached
  * before child gating is enabled): it closes the gate and waits for a flush
  * in progress to finish sending; flush_begin fails while the gate is closed. */
 static void

@@ -176,6 +176,7 @@ class SyscallRun:
         self.errors: list[str] = []
         self._scans: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._awaiting_exec: set[int] = set()
+        self._fork_warned = False
 
     # -- per process -----------------------------------------------------------
 
@@ -278,6 +279,12 @@ class SyscallRun:
             self._awaiting_exec.discard(child.pid)
         if self.stream and child.origin == "exec":
             self.on_line(f"[pid {child.pid:>6}] execve({child.path!r}, ...) = 0")
+        if self.complete and child.origin == "fork" and not self._fork_warned:
+            self._fork_warned = True
+            self.say(
+                f"pid {child.pid} was forked: --complete does not follow forked children,"
+                " nor their parent after the fork (see docs/syscalls.md)"
+            )
         threading.Thread(target=self._adopt, args=(child,), daemon=True).start()
 
     def _adopt(self, child: Any) -> None:
