@@ -60,10 +60,11 @@ export class Session {
     syscallStart(config: SyscallConfig): { armed: number; slow: number; failed: string[] } {
         if (this.flusher === null) throw new Error("configure the agent first");
         if (this.syscalls !== null) throw new Error("the syscall monitor is already armed");
-        // Forks followed: without a thread observer in the process (instr run stopped
-        // attaching one in 01f300d) the parent of forked children hung at exit
-        // (fork1-style target, 3 forks, -F -c: 5 of 5 runs; 0 of 13 with it). Why is
-        // not understood yet.
+        // Forks followed: without a thread observer in the process, the parent of
+        // forked children hung at exit, two of Frida's own threads spinning in
+        // sched_yield inside its agent and the main thread waiting for them
+        // (sys_fork, -F: 15 of 15 runs; 0 of 55 with an observer, under load).
+        // Inside Frida; how the observer avoids it was not found.
         if (config.follow === true) Process.attachThreadObserver({ onRemoved: () => undefined });
         const monitor = new SyscallMonitor(config);
         this.syscalls = monitor;

@@ -31,7 +31,7 @@ export interface SyscallConfig {
     bufmax: number;
     buffer_bytes: number;
     fast: boolean; // replace where possible; false: listeners (child gating, see lis_enter in C)
-    follow?: boolean; // child gating will be enabled after arming (gate forks against flushes)
+    follow?: boolean; // children are followed with child gating (see syscallStart in session.ts)
     complete?: boolean; // Stalker on every syscall instruction instead of the wrappers (raw_transform)
     spawned?: boolean; // complete mode: the process is suspended at its start (follow from main)
 }
@@ -420,7 +420,6 @@ export class SyscallMonitor {
         });
         if (this.config.sites.length > SITES) this.failures.push(`${this.config.sites.length - SITES} sites over the limit of ${SITES}`);
         this.attachListeners();
-        if (this.config.trace && this.config.follow === true) this.gateForks();
         Interceptor.flush();
         // Complete mode with sites: the wrappers Frida itself hooks (close, under
         // child gating) run natively inside Frida's code, out of Stalker's sight.
@@ -431,26 +430,11 @@ export class SyscallMonitor {
 
     /**
      * Send what was recorded since the last flush, and the counters if they
-     * changed. The timer's flushes send only in trace mode, and never while
-     * a thread is in fork() under child gating (see fork_enter in C).
-     * Counters are always sent by the final flushes (exit, exec, crash,
-     * dispose).
+     * changed. The timer's flushes send only in trace mode. Counters are
+     * always sent by the final flushes (exit, exec, crash, dispose).
      */
     flush(periodic = false): void {
         if (periodic && !this.config.trace) return;
-        if (!periodic || this.flushBegin === null) {
-            this.drain();
-            return;
-        }
-        if (this.flushBegin() === 0) return; // the records wait for the next flush
-        try {
-            this.drain();
-        } finally {
-            this.flushEnd!();
-        }
-    }
-
-    private drain(): void {
         let data: ArrayBuffer | null = null;
         if (this.config.trace) {
             const b = this.swap(200000);
@@ -477,9 +461,6 @@ export class SyscallMonitor {
     }
 
     private outLen: number | null = null;
-    /** The fork gate (see fork_enter in C), when forks are followed in trace mode. */
-    private flushBegin: NativeFunction<number, []> | null = null;
-    private flushEnd: NativeFunction<void, []> | null = null;
 
     /** Listener-tier sites (address, site index), and their live listeners. */
     private readonly listen: [NativePointer, number][] = [];
@@ -494,25 +475,6 @@ export class SyscallMonitor {
                 this.failures.push(`${address}: ${String(e)}`);
             }
         }
-    }
-
-    /**
-     * Close the gate of periodic flushes while a thread is in fork(). Must be
-     * attached before child gating is enabled, so that it runs before Frida's
-     * own listener on fork(). vfork is fork under child gating (Frida replaces it).
-     */
-    private gateForks(): void {
-        const exclusive = { scheduling: "exclusive" as const };
-        const fork = Module.findGlobalExportByName("fork");
-        if (fork === null) return;
-        try {
-            Interceptor.attach(fork, { onEnter: this.cm.fork_enter, onLeave: this.cm.fork_leave } as NativeInvocationListenerCallbacks);
-        } catch (e) {
-            this.failures.push(`fork: ${String(e)}`);
-            return;
-        }
-        this.flushBegin = new NativeFunction(this.cm.flush_begin, "int", [], exclusive);
-        this.flushEnd = new NativeFunction(this.cm.flush_end, "void", [], exclusive);
     }
 
     /** Stop accounting and put the original functions back. */

@@ -36,7 +36,6 @@ export const SYS_C_SOURCE = `
 #define RF_ENTRY 1
 #define RF_RESUMED 2
 #define RF_ERROR 4
-#define GATE_FORK 0x10000
 
 typedef gint64 (* Fn) (gint64, gint64, gint64, gint64, gint64, gint64);
 
@@ -58,7 +57,6 @@ typedef struct {
 } Counter;
 
 typedef struct {
-  volatile gint gate; /* GATE_FORK * threads in fork() + periodic flushes sending */
   volatile gint epoch;
   volatile gint reserved[2];
   volatile gint inflight[2];
@@ -595,58 +593,6 @@ raw_transform (GumStalkerIterator * iterator, GumStalkerOutput * output, gpointe
     if (sc)
       gum_stalker_iterator_put_callout (iterator, on_raw_leave, NULL, NULL);
   }
-}
-
-/* Forks against periodic flushes, under child gating. Frida's fork handling
- * (its listener on fork(), attached when child gating is enabled) stops its
- * agent thread and then drains the JS thread; a send() made by JS in that
- * window stays queued for the stopped agent thread, is inherited by the child
- * and delivered there after Frida dropped the child's copy of the
- * connection: the child crashed (NULL g_object_ref in frida-agent, as with
- * a send from the inherited script: see post() in util.ts). fork_enter runs
- * first (attached
- * before child gating is enabled): it closes the gate and waits for a flush
- * in progress to finish sending; flush_begin fails while the gate is closed. */
-static void
-relax (void)
-{
-#if defined (__x86_64__)
-  __asm__ __volatile__ ("pause");
-#elif defined (__aarch64__)
-  __asm__ __volatile__ ("yield");
-#endif
-}
-
-void
-fork_enter (GumInvocationContext * ic)
-{
-  g_atomic_int_add (&sys.gate, GATE_FORK);
-  while ((sys.gate & (GATE_FORK - 1)) != 0)
-    relax ();
-}
-
-void
-fork_leave (GumInvocationContext * ic)
-{
-  g_atomic_int_add (&sys.gate, -GATE_FORK);
-}
-
-/* Both sides add first, then look at the other's part (full barriers): at
- * least one of them sees the other, so a flush never sends while fork_enter
- * has gone on. */
-gint
-flush_begin (void)
-{
-  if (g_atomic_int_add (&sys.gate, 1) < GATE_FORK)
-    return 1;
-  g_atomic_int_add (&sys.gate, -1);
-  return 0;
-}
-
-void
-flush_end (void)
-{
-  g_atomic_int_add (&sys.gate, -1);
 }
 
 /* Flip halves; returns the drained half's index, its length in out_len. */

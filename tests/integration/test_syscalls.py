@@ -72,9 +72,8 @@ FORK_CHILD_MISSES = {"set_robust_list"}
 
 
 def test_follow_fork_equal_strace(targets: Targets, tmp_path: Path) -> None:
-    """-F on forks: three forked children and one that execs (-c mode); every
-    child ends normally. The stream mode is not asserted here: since the rebase
-    on 01f300d..b845073 its parent hangs in about 4 runs of 10 (docs/syscalls.md)."""
+    """-F on forks: three forked children and one that execs, in -c and stream
+    mode; every child ends normally."""
     argv = [str(targets.path("sys_fork"))]
     expected = strace_counts(argv, tmp_path / "strace.out")
     assert {k: v for k, v in expected.items() if k in FORK_CHILD_MISSES} == {
@@ -82,7 +81,7 @@ def test_follow_fork_equal_strace(targets: Targets, tmp_path: Path) -> None:
     }
     expected = {k: v for k, v in expected.items() if k not in FORK_CHILD_MISSES}
     assert expected["clone"] == (4, 0) and expected["exit_group"] == (5, 0)
-    for stream in (False,):
+    for stream in (False, True):
         run = SyscallRun(TargetSpec(argv=tuple(argv)), follow=True, stream=stream)
         result = run.run(timeout=60)
         got = {k: (v.calls, v.errors) for k, v in result.counts.items()}
