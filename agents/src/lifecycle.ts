@@ -47,24 +47,12 @@ export class Lifecycle {
     private readonly hooked = new Set<string>();
     /** Descriptors and the callback must outlive the listeners. */
     private readonly keep: (NativePointer | NativeCallback<"void", ["int", "pointer", "pointer", "uint"]>)[] = [];
-    private readonly getpid = new NativeFunction(Module.getGlobalExportByName("getpid"), "int", [], { scheduling: "exclusive" });
-    private readonly pid: number;
+    private readonly pid = Process.id;
 
     constructor(
         private readonly flusher: Flusher,
         private readonly beforeEnd: (() => void) | null = null,
-    ) {
-        this.pid = this.getpid();
-    }
-
-    /**
-     * In a forked child the hooks still run (without child gating, or until
-     * Frida unloads the inherited script), but nothing the agent sends
-     * arrives and no ack can come: stay out of its way.
-     */
-    private inForkedChild(): boolean {
-        return inForkedChild();
-    }
+    ) {}
 
     install(): void {
         this.listenForAcks();
@@ -79,7 +67,7 @@ export class Lifecycle {
         for (const name of EXEC_FUNCS) this.hook(name, K_EXEC, callback, true);
         this.hook("abort", K_ABORT, callback, false);
         Process.setExceptionHandler((details) => {
-            if (this.disposed || this.inForkedChild()) return false;
+            if (this.disposed || inForkedChild()) return false;
             const signal = SIGNALS[details.type] ?? details.type;
             const address = details.memory !== undefined ? details.memory.address : details.address;
             this.end("crash", null, signal, address, details.address);
@@ -161,7 +149,7 @@ export class Lifecycle {
 
     /** Flush everything, announce the ending, and wait for the host's ack. */
     end(reason: Reason, code: number | null, signal: string | null, address: NativePointer | null, pc: NativePointer | null): void {
-        if (this.inForkedChild()) return;
+        if (inForkedChild()) return;
         this.flushQuietly();
         if (this.ended || this.disposed) return;
         this.ended = true;

@@ -11,10 +11,11 @@
 // are released. Otherwise they are released and the attempt repeated.
 //
 // Unsafe PCs: inside the bytes about to change; inside Frida's agent (its
-// locks); for Interceptor hooks also anonymous executable memory
-// (trampolines). The ranges are listed before the threads are stopped. This does not make Interceptor's revert safe under
-// load (its state is also used from Frida's own, cloaked code): inline
-// patches (patch_inline.ts) are used where they can be.
+// locks) unless in a system call; for Interceptor hooks also anonymous
+// executable memory (trampolines). The ranges are listed before the threads
+// are stopped. This does not make Interceptor's revert safe under load (its
+// state is also used from Frida's own, cloaked code): inline patches
+// (patch_inline.ts) are used where they can be.
 
 
 
@@ -345,7 +346,7 @@ function attempts<T>(q: Quiescer, start: NativePointer, end: NativePointer, code
         // is stopped by a tracer is safe only while it sits in a system call
         // (its PC is then in libc) or stays stopped. Listing again catches a
         // thread created since the signals were sent: it was not stopped.
-        const late = q.threads().filter((tid) => tid !== self && !stopped.has(tid) && !tids.includes(tid));
+        const late = clear ? q.threads().filter((tid) => tid !== self && !stopped.has(tid) && !tids.includes(tid)) : [];
         for (const tid of [...tids, ...late]) {
             if (clear && !stopped.has(tid) && !inSyscall(tid)) {
                 clear = false;

@@ -136,8 +136,8 @@ def start_monitor(
         "spawned": spawned,
     }
     started = script.exports_sync.syscall_start(config)
-    # Child gating after arming: the monitor's listener on fork() must run
-    # before Frida's (see fork_enter in agents/src/syscalls_c.ts).
+    # Child gating once the monitor is armed: the first child is adopted with
+    # the same configuration (docs/syscalls.md, "Children").
     if follow and session is not None:
         session.enable_child_gating()
     return started, sites
