@@ -50,9 +50,11 @@ typedef struct {
   gsize pad;
 } Site;
 
+/* 64-bit counts: a hot call at millions per second would wrap 32 bits in
+ * minutes. */
 typedef struct {
-  volatile gint count;
-  volatile gint errors;
+  volatile gint64 count;
+  volatile gint64 errors;
   volatile gint64 ns;
 } Counter;
 
@@ -73,7 +75,6 @@ typedef struct {
   guint8 * lens;
   guint8 * selected;
   GumTlsKey tid_key;
-  GumTlsKey raw_key;
   gint start_off;
   gint n_ranges;
   gsize ranges[128]; /* lo, hi pairs: Frida's code (agent, loader, CModules) */
@@ -149,8 +150,10 @@ add64 (volatile gint64 * p, gint64 v)
 {
 #if defined (__x86_64__)
   __asm__ __volatile__ ("lock; addq %1, %0" : "+m" (*p) : "r" (v) : "memory");
+#elif defined (__GNUC__) && !defined (__TINYC__)
+  __atomic_fetch_add (p, v, __ATOMIC_RELAXED);
 #else
-  *p += v;
+  *p += v; /* TinyCC off x86_64: not atomic across threads */
 #endif
 }
 
@@ -194,24 +197,34 @@ started_by_agent (void)
   return in_frida (sr);
 }
 
-static guint64
+/* Per thread: the nesting state and, in complete mode, the call in flight.
+ * One TLS lookup per call; allocated on a thread's first call and kept (a
+ * thread's end is not seen), a few dozen bytes per thread that ever called. */
+typedef struct {
+  guint64 t0;
+  gint64 args[6];
+  gint nr;
+  gint on;
+} RawCall;
+
+typedef struct {
+  guint64 st;
+  RawCall raw;
+} Thr;
+
+static Thr *
 thread_state (void)
 {
-  guint64 st = (guint64) GPOINTER_TO_SIZE (gum_tls_key_get_value (sys.key));
-  if (st == 0)
+  Thr * t = (Thr *) gum_tls_key_get_value (sys.key);
+  if (t == NULL)
   {
-    st = ST_INIT;
+    t = (Thr *) g_malloc0 (sizeof (Thr));
+    t->st = ST_INIT;
     if (is_agent_thread (my_tid ()) || started_by_agent ())
-      st |= ST_IGNORE;
-    gum_tls_key_set_value (sys.key, GSIZE_TO_POINTER ((gsize) st));
+      t->st |= ST_IGNORE;
+    gum_tls_key_set_value (sys.key, t);
   }
-  return st;
-}
-
-static void
-set_state (guint64 st)
-{
-  gum_tls_key_set_value (sys.key, GSIZE_TO_POINTER ((gsize) st));
+  return t;
 }
 
 static gsize
@@ -346,20 +359,23 @@ record (guint nr, guint flags, guint64 ts, guint64 dur, gint64 * a, gint64 ret, 
 typedef struct {
   guint64 t0;
   gint64 args[6];
+  Thr * thr;
   gint nr;
   gint saved;
   guint d;
   gint on;
 } Call;
 
-/* Before the wrapper runs: FALSE when the call is not to be accounted. */
-/* ep: errno itself (replacement tier), or the invocation context's copy of
+/* Before the wrapper runs: FALSE when the call is not to be accounted.
+ * w: the wrapper's arguments, read only when records are written.
+ * ep: errno itself (replacement tier), or the invocation context's copy of
  * it (listener tier: Gum saves errno around listeners and restores its copy). */
 static gboolean
-begin (Site * s, gsize ra, gint64 * w, Call * c, gint * ep)
+begin (Site * s, gsize ra, const gint64 * w, Call * c, gint * ep)
 {
-  guint64 st = thread_state ();
-  gint k, j = 0, from = 0;
+  Thr * t = thread_state ();
+  guint64 st = t->st;
+  gint nr = s->nr;
 
   c->on = 0;
   /* Frida's threads, and Frida's own code running on the target's threads. */
@@ -371,28 +387,30 @@ begin (Site * s, gsize ra, gint64 * w, Call * c, gint * ep)
       return FALSE;
     s->app_ra = ra;
   }
-  c->nr = s->nr;
-  /* The syscall's arguments from the wrapper's: syscall(nr, ...) shifts them
-   * left; open(path, ...) is openat(AT_FDCWD, path, ...); a wrapper with
-   * fewer arguments than its syscall leaves the rest 0, never garbage that
-   * would be read as a pointer. */
   if (s->flags & F_INDIRECT)
-  {
-    c->nr = (gint) w[0];
-    from = 1;
-  }
-  if (c->nr < 0 || c->nr >= NR_MAX || !sys.selected[c->nr])
+    nr = (gint) w[0];
+  if (nr < 0 || nr >= NR_MAX || !sys.selected[nr])
     return FALSE;
-  if (s->pre)
-    c->args[j++] = s->pre_value;
-  for (k = 0; k != s->arity && from + k < 6 && j < 6; k++)
-    c->args[j++] = w[from + k];
-  while (j < 6)
-    c->args[j++] = 0;
   c->d = DEPTH (st) + 1;
   if (c->d > 55)
     return FALSE;
-  set_state ((st & ~(63ULL << 2) & ~INNER (c->d)) | ((guint64) c->d << 2));
+  c->nr = nr;
+  c->thr = t;
+  if (sys.trace)
+  {
+    /* The syscall's arguments from the wrapper's: syscall(nr, ...) shifts
+     * them left; open(path, ...) is openat(AT_FDCWD, path, ...); a wrapper
+     * with fewer arguments than its syscall leaves the rest 0, never garbage
+     * that would be read as a pointer. */
+    gint k, j = 0, from = (s->flags & F_INDIRECT) ? 1 : 0;
+    if (s->pre)
+      c->args[j++] = s->pre_value;
+    for (k = 0; k != s->arity && from + k < 6 && j < 6; k++)
+      c->args[j++] = w[from + k];
+    while (j < 6)
+      c->args[j++] = 0;
+  }
+  t->st = (st & ~(63ULL << 2) & ~INNER (c->d)) | ((guint64) c->d << 2);
   c->saved = *ep;
   *ep = 0;
   c->on = 1;
@@ -408,23 +426,23 @@ end (Site * s, Call * c, gint64 r, gint * ep)
 {
   guint64 t1 = now_ticks ();
   gint err = *ep, nr = c->nr;
-  guint64 st;
+  Thr * t = c->thr;
+  guint64 st = t->st;
   guint d = c->d;
 
   if (err == 0)
     *ep = c->saved;
-  st = thread_state ();
   if ((st & INNER (d)) == 0 && !((s->flags & F_FORK) && r == 0))
   {
-    g_atomic_int_add (&sys.counters[nr].count, 1);
+    add64 (&sys.counters[nr].count, 1);
     if (err != 0)
-      g_atomic_int_add (&sys.counters[nr].errors, 1);
+      add64 (&sys.counters[nr].errors, 1);
     add64 (&sys.counters[nr].ns, (gint64) (t1 - c->t0));
     if (sys.trace)
       record (nr, err ? RF_ERROR : 0, c->t0, t1 - c->t0, c->args, r, err);
   }
   /* Leave this level; tell the parent level that a call was accounted below it. */
-  set_state ((st & ~(63ULL << 2) & ~INNER (d)) | ((guint64) (d - 1) << 2) | INNER (d - 1));
+  t->st = (st & ~(63ULL << 2) & ~INNER (d)) | ((guint64) (d - 1) << 2) | INNER (d - 1);
 }
 
 static gint64
@@ -432,6 +450,7 @@ call (guint i, gsize ra, gint64 a0, gint64 a1, gint64 a2, gint64 a3, gint64 a4, 
 {
   Site * s = &sys.sites[i];
   gint64 w[6], r;
+  gint * ep;
   Call c;
 
   if (s->flags & F_SLOW)
@@ -441,10 +460,11 @@ call (guint i, gsize ra, gint64 a0, gint64 a1, gint64 a2, gint64 a3, gint64 a4, 
       ra = GPOINTER_TO_SIZE (gum_invocation_context_get_return_address (ic));
   }
   w[0] = a0; w[1] = a1; w[2] = a2; w[3] = a3; w[4] = a4; w[5] = a5;
-  if (!begin (s, ra, w, &c, errno_location ()))
+  ep = errno_location ();
+  if (!begin (s, ra, w, &c, ep))
     return s->orig (a0, a1, a2, a3, a4, a5);
   r = s->orig (a0, a1, a2, a3, a4, a5);
-  end (s, &c, r, errno_location ());
+  end (s, &c, r, ep);
   return r;
 }
 
@@ -484,12 +504,12 @@ on_enter_only (GumInvocationContext * ic)
 {
   guint i = GPOINTER_TO_UINT (gum_invocation_context_get_listener_function_data (ic));
   Site * s = &sys.sites[i];
-  guint64 st = thread_state ();
+  guint64 st = thread_state ()->st;
   gint64 args[6];
   gint k;
   if ((st & ST_IGNORE) != 0 || !sys.active || s->nr < 0 || s->nr >= NR_MAX || !sys.selected[s->nr])
     return;
-  g_atomic_int_add (&sys.counters[s->nr].count, 1);
+  add64 (&sys.counters[s->nr].count, 1);
   if (sys.trace)
   {
     for (k = 0; k != 6; k++)
@@ -504,25 +524,6 @@ on_enter_only (GumInvocationContext * ic)
  * exit_group do not return and are counted from the ending, as in the default
  * mode. The child of a clone runs unstalked (Stalker's own clone handling),
  * so only the parent's return is seen. One call in flight per thread (TLS). */
-typedef struct {
-  guint64 t0;
-  gint64 args[6];
-  gint nr;
-  gint on;
-} RawCall;
-
-static RawCall *
-raw_call (void)
-{
-  RawCall * c = (RawCall *) gum_tls_key_get_value (sys.raw_key);
-  if (c == NULL)
-  {
-    c = (RawCall *) g_malloc0 (sizeof (RawCall));
-    gum_tls_key_set_value (sys.raw_key, c);
-  }
-  return c;
-}
-
 static void
 on_raw_enter (GumCpuContext * cpu, gpointer user_data)
 {
@@ -530,7 +531,7 @@ on_raw_enter (GumCpuContext * cpu, gpointer user_data)
   gint nr;
   if (!sys.active)
     return;
-  c = raw_call ();
+  c = &thread_state ()->raw;
   c->on = 0;
 #if defined (__x86_64__)
   nr = (gint) cpu->rax;
@@ -550,7 +551,8 @@ on_raw_enter (GumCpuContext * cpu, gpointer user_data)
 static void
 on_raw_leave (GumCpuContext * cpu, gpointer user_data)
 {
-  RawCall * c = (RawCall *) gum_tls_key_get_value (sys.raw_key);
+  Thr * t = (Thr *) gum_tls_key_get_value (sys.key);
+  RawCall * c = t != NULL ? &t->raw : NULL;
   guint64 t1 = now_ticks ();
   gint64 r;
   gint err = 0;
@@ -567,9 +569,9 @@ on_raw_leave (GumCpuContext * cpu, gpointer user_data)
     err = (gint) -r;
     r = -1;
   }
-  g_atomic_int_add (&sys.counters[c->nr].count, 1);
+  add64 (&sys.counters[c->nr].count, 1);
   if (err != 0)
-    g_atomic_int_add (&sys.counters[c->nr].errors, 1);
+    add64 (&sys.counters[c->nr].errors, 1);
   add64 (&sys.counters[c->nr].ns, (gint64) (t1 - c->t0));
   if (sys.trace)
     record (c->nr, err ? RF_ERROR : 0, c->t0, t1 - c->t0, c->args, r, err);
@@ -632,7 +634,6 @@ sys_init (gint cap, gint trace, gint strmax, gint bufmax, guint8 * buf0, guint8 
   sys.selected = selected;
   sys.key = gum_tls_key_new ();
   sys.tid_key = gum_tls_key_new ();
-  sys.raw_key = gum_tls_key_new ();
 }
 
 /* An address inside Frida's agent, to find its mapping. */
