@@ -22,6 +22,7 @@ rpc.exports = {
     // System calls (instr/syscalls): scan libc's wrappers, then arm the monitor.
     syscallScan: (names: string[]) => session.syscallScan(names),
     syscallStart: (config: SyscallConfig) => session.syscallStart(config),
+    syscallRobustList: () => session.syscallRobustList(),
     // instr mem / instr peek
     memStart: (options: MemOptions) => mem.start(options),
     memReport: (request: ReportRequest) => mem.report(request),

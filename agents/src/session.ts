@@ -8,7 +8,7 @@ import { Lifecycle } from "./lifecycle.js";
 import { ProbeSet } from "./probes.js";
 import { SymbolTriple, symbolize } from "./symbols.js";
 import { reportError } from "./util.js";
-import { ScanResult, SyscallConfig, SyscallMonitor, scan } from "./syscalls.js";
+import { ScanResult, SyscallConfig, SyscallMonitor, robustList, scan } from "./syscalls.js";
 import { RevertResult } from "./patch_types.js";
 import { patcher } from "./patch.js";
 
@@ -54,6 +54,11 @@ export class Session {
 
     syscallScan(names: string[]): { module: string; base: string; arch: string; functions: ScanResult[] } {
         return scan(names);
+    }
+
+    /** See robustList in syscalls.ts: asked of a forked child before it is armed. */
+    syscallRobustList(): [string, number] | null {
+        return robustList();
     }
 
     /** Arm the syscall monitor (after configure, which set up flushing and the exit hooks). */

@@ -122,6 +122,24 @@ export function syscallsIn(address: NativePointer): number[] {
     return nrs;
 }
 
+/**
+ * The robust-futex list head of the process's thread whose id is the pid,
+ * from get_robust_list(2), as [head, len] (head "0x0": none). In a forked
+ * child that is the thread that forked (the only one; this RPC runs on one
+ * of Frida's). The kernel clears the head in a forked child, so a head there
+ * means the child set it after the fork: glibc's _Fork does, in line, before
+ * child gating holds the child (monitor.py counts that call).
+ */
+export function robustList(): [string, number] | null {
+    const nr = Process.arch === "x64" ? 274 : Process.arch === "arm64" ? 100 : -1;
+    if (Process.platform !== "linux" || nr < 0) return null;
+    const syscall = new NativeFunction(Module.getGlobalExportByName("syscall"), "long", ["long", "long", "pointer", "pointer"]);
+    const head = Memory.alloc(Process.pointerSize);
+    const len = Memory.alloc(Process.pointerSize);
+    if (Number(syscall(nr, Process.id, head, len)) !== 0) return null;
+    return [head.readPointer().toString(), len.readU32()];
+}
+
 /** Scan the C library's exported functions named in `names` (all if empty). */
 export function scan(names: string[]): { module: string; base: string; arch: string; functions: ScanResult[] } {
     const lib = libc();
