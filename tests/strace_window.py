@@ -16,8 +16,10 @@ RESUMED = re.compile(r"^<\.\.\. (\w+) resumed>")
 ERROR = re.compile(r"\)\s+= -1 E[A-Z0-9]+ ")
 
 
-def window_counts(text: str, marker: str = "getppid") -> dict[str, tuple[int, int]]:
-    """``{syscall: (calls, errors)}``."""
+def window_counts(
+    text: str, marker: str = "getppid", root_only: bool = False
+) -> dict[str, tuple[int, int]]:
+    """``{syscall: (calls, errors)}``; ``root_only``: the first process's calls only."""
     counting: dict[int, bool] = {}
     first: int | None = None
     counts: dict[str, list[int]] = {}
@@ -29,6 +31,8 @@ def window_counts(text: str, marker: str = "getppid") -> dict[str, tuple[int, in
         pid, rest = int(m.group(1)), m.group(2)
         if first is None:
             first = pid
+        if root_only and pid != first:
+            continue
         counting.setdefault(pid, pid != first)  # forked children start inside
         if rest.startswith(("+++", "---")):
             continue
@@ -63,7 +67,9 @@ def _finish(
         counting[pid] = False  # the new image's window starts at its marker
 
 
-def strace_counts(argv: list[str], out: Path) -> dict[str, tuple[int, int]]:
+def strace_counts(
+    argv: list[str], out: Path, root_only: bool = False
+) -> dict[str, tuple[int, int]]:
     if shutil.which("strace") is None:
         import pytest
 
@@ -72,4 +78,4 @@ def strace_counts(argv: list[str], out: Path) -> dict[str, tuple[int, int]]:
     subprocess.run(
         ["strace", "-f", "-qq", "-o", str(out), *argv], check=False, stdout=subprocess.DEVNULL
     )
-    return window_counts(out.read_text())
+    return window_counts(out.read_text(), root_only=root_only)

@@ -343,6 +343,10 @@ export class SyscallMonitor {
             const hi = range(2 * k + 1);
             if (hi.compare(lo) > 0) Stalker.exclude({ base: lo, size: hi.sub(lo).toUInt32() });
         }
+        // The hooked wrappers run natively (a direct call to an excluded address
+        // is made outside Stalker): fork's, because the child of a fork made
+        // under Stalker died of SIGSEGV (a jump to 0), whatever the transform.
+        for (const s of this.config.sites) Stalker.exclude({ base: ptr(s.address), size: 1 });
         const options = { transform: this.cm.raw_transform as NativePointer } as StalkerOptions;
         const follow = (tid: number): void => {
             if (this.followed.includes(tid)) return;

@@ -70,6 +70,9 @@ class Result:
 
 # What Frida's own Interceptor hooks on a followed process (child gating).
 FRIDA_HOOKED = frozenset({"close"})
+# Complete mode: the wrappers that fork a process run outside Stalker (see
+# start_monitor) and are counted at the wrapper.
+FORK_WRAPPERS = frozenset({"_Fork", "__libc_fork", "fork"})
 
 
 def start_monitor(
@@ -94,7 +97,9 @@ def start_monitor(
     # would hide the code. A forked child has its parent's libc, already
     # hooked by the inherited gating: it reuses the parent's scan.
     functions: list[dict[str, Any]] | None = []
-    if not complete or follow:  # Stalker needs no wrappers, but see FRIDA_HOOKED
+    if complete and not follow:  # Stalker needs no wrappers but fork's (below)
+        functions = script.exports_sync.syscall_scan(sorted(FORK_WRAPPERS))["functions"]
+    else:
         libc = script.exports_sync.syscall_scan(["\0"])
         key = (str(libc["module"]), str(libc["base"]))
         functions = scans.get(key)
@@ -105,7 +110,12 @@ def start_monitor(
     if complete:
         # Functions Frida hooks itself run natively inside its (excluded) code,
         # so Stalker never sees their syscall: their wrappers are counted instead.
-        sites = [s for s in sites if follow and s.syscall in FRIDA_HOOKED]
+        # So is fork's: a child forked by a stalked thread died of SIGSEGV (jump
+        # to 0, even with Stalker's default transform: Frida's), so the agent
+        # excludes every site from Stalker and fork() runs natively.
+        sites = [
+            s for s in sites if (follow and s.syscall in FRIDA_HOOKED) or s.name in FORK_WRAPPERS
+        ]
     nrs = numbers(arch)
     # Only the wrappers of selected syscalls (and syscall(2)): unselected sites
     # would pass through anyway, at the cost of a hook.

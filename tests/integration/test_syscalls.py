@@ -182,6 +182,21 @@ def test_complete_mode_follow_exec_equal_strace(targets: Targets, tmp_path: Path
     assert instr_counts(argv, follow=True, complete=True) == expected
 
 
+def test_complete_mode_forked_children_survive(targets: Targets, tmp_path: Path) -> None:
+    """--complete without -F on forks: a child forked under Stalker died of
+    SIGSEGV; now fork's wrapper runs outside Stalker (and is counted there), the
+    children end as they should (the target exits 0 only then) and the parent's
+    counts equal strace's for the parent."""
+    argv = [str(targets.path("sys_fork"))]
+    expected = strace_counts(argv, tmp_path / "strace.out", root_only=True)
+    assert expected["clone"] == (4, 0) and expected["wait4"] == (4, 0)
+    run = SyscallRun(TargetSpec(argv=tuple(argv)), complete=True)
+    result = run.run(timeout=60)
+    got = {k: (v.calls, v.errors) for k, v in result.counts.items()}
+    assert (result.exit_code, run.errors) == (0, []), got
+    assert got == expected
+
+
 def test_vfork_parent_survives(targets: Targets) -> None:
     """A vfork child runs on its parent's stack: with vfork's wrapper hooked the
     parent died of stack smashing (sh -c 'sleep 1; ls'); it is not hooked."""
