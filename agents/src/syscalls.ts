@@ -34,11 +34,13 @@ export interface SyscallConfig {
     follow?: boolean; // children are followed with child gating (see syscallStart in session.ts)
     complete?: boolean; // Stalker on every syscall instruction instead of the wrappers (raw_transform)
     spawned?: boolean; // complete mode: the process is suspended at its start (follow from main)
+    thread_slots?: number; // per-thread state slots (default 4096); threads past them keep state in TLS
 }
 
 const NR_MAX = 1024;
 const SITES = 512;
 const SYS_BYTES = 64 * 1024;
+const THR_BYTES = 72; // sizeof (Thr) in syscalls_c.ts
 const REC_HEAD = 88;
 const F_SLOW = 8;
 
@@ -261,6 +263,8 @@ export class SyscallMonitor {
         }
         const size = new NativeFunction(this.cm.sys_size, "int", [])();
         if (size > SYS_BYTES) throw new Error(`syscall state too large (${size})`);
+        const thrSize = new NativeFunction(this.cm.thr_size, "int", [])();
+        if (thrSize !== THR_BYTES) throw new Error(`per-thread state is ${thrSize} bytes, not ${THR_BYTES}`);
         this.cap = config.trace ? Math.max(64 * 1024, Math.floor(Math.min(config.buffer_bytes, 1 << 30) / 2 / 8) * 8) : 8;
         this.bufs = [Memory.alloc(this.cap), Memory.alloc(this.cap)];
         const kinds = Memory.alloc(NR_MAX * 6);
@@ -276,7 +280,11 @@ export class SyscallMonitor {
             ls.forEach((l, i) => lens.add(nr * 6 + i).writeU8(l));
         }
         this.keep.push(kinds, lens, selected, ...this.bufs);
-        new NativeFunction(this.cm.sys_init, "void", ["int", "int", "int", "int", "pointer", "pointer", "pointer", "pointer", "pointer"])(
+        // Per-thread state slots (see state_get in syscalls_c.ts).
+        const thrBytes = Math.max(0, Math.floor(config.thread_slots ?? 4096)) * THR_BYTES;
+        const thrPool = Memory.alloc(Math.max(thrBytes, 8));
+        this.keep.push(thrPool);
+        new NativeFunction(this.cm.sys_init, "void", ["int", "int", "int", "int", "pointer", "pointer", "pointer", "pointer", "pointer", "pointer", "int"])(
             this.cap,
             config.trace ? 1 : 0,
             config.strmax,
@@ -286,6 +294,8 @@ export class SyscallMonitor {
             kinds,
             lens,
             selected,
+            thrPool,
+            thrBytes,
         );
         const mapsBuf = Memory.alloc(1 << 20);
         new NativeFunction(this.cm.find_frida_ranges, "void", ["pointer", "pointer", "int"])(

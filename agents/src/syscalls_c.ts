@@ -58,6 +58,19 @@ typedef struct {
   volatile gint64 ns;
 } Counter;
 
+/* Per thread: the nesting state and, in complete mode, the call in flight. */
+typedef struct {
+  guint64 t0;
+  gint64 args[6];
+  gint nr;
+  gint on;
+} RawCall;
+
+typedef struct {
+  guint64 st;
+  RawCall raw;
+} Thr;
+
 typedef struct {
   volatile gint epoch;
   volatile gint reserved[2];
@@ -75,6 +88,10 @@ typedef struct {
   guint8 * lens;
   guint8 * selected;
   GumTlsKey tid_key;
+  GumTlsKey raw_key;
+  volatile gint thr_next;
+  gint thr_cap;
+  Thr * thr_pool;
   gint start_off;
   gint n_ranges;
   gsize ranges[128]; /* lo, hi pairs: Frida's code (agent, loader, CModules) */
@@ -197,34 +214,52 @@ started_by_agent (void)
   return in_frida (sr);
 }
 
-/* Per thread: the nesting state and, in complete mode, the call in flight.
- * One TLS lookup per call; allocated on a thread's first call and kept (a
- * thread's end is not seen), a few dozen bytes per thread that ever called. */
-typedef struct {
-  guint64 t0;
-  gint64 args[6];
-  gint nr;
-  gint on;
-} RawCall;
-
-typedef struct {
-  guint64 st;
-  RawCall raw;
-} Thr;
-
-static Thr *
-thread_state (void)
+/* A thread's state lives in a slot of sys.thr_pool (memory from JS), the
+ * slot's address in the TLS value: one TLS read per call. Once the pool is
+ * used up, the TLS value holds the state itself (odd: ST_INIT is bit 0), read
+ * and written per call. Never an allocation here: a hook can run on a thread
+ * inside an allocator (Frida's heap calls the hooked mmap with its lock held;
+ * allocating there spun for ever in sched_yield). */
+static guint64
+state_get (Thr ** tp)
 {
-  Thr * t = (Thr *) gum_tls_key_get_value (sys.key);
-  if (t == NULL)
+  gsize v = GPOINTER_TO_SIZE (gum_tls_key_get_value (sys.key));
+  if (v == 0)
   {
-    t = (Thr *) g_malloc0 (sizeof (Thr));
-    t->st = ST_INIT;
+    guint64 st = ST_INIT;
+    gint i;
     if (is_agent_thread (my_tid ()) || started_by_agent ())
-      t->st |= ST_IGNORE;
-    gum_tls_key_set_value (sys.key, t);
+      st |= ST_IGNORE;
+    i = g_atomic_int_add (&sys.thr_next, 1);
+    if (i >= 0 && i < sys.thr_cap)
+    {
+      Thr * t = &sys.thr_pool[i];
+      t->st = st;
+      t->raw.on = 0;
+      v = GPOINTER_TO_SIZE (t);
+    }
+    else
+    {
+      v = (gsize) st;
+    }
+    gum_tls_key_set_value (sys.key, GSIZE_TO_POINTER (v));
   }
-  return t;
+  if ((v & 1) != 0)
+  {
+    *tp = NULL;
+    return (guint64) v;
+  }
+  *tp = (Thr *) GSIZE_TO_POINTER (v);
+  return (*tp)->st;
+}
+
+static void
+state_set (Thr * t, guint64 st)
+{
+  if (t != NULL)
+    t->st = st;
+  else
+    gum_tls_key_set_value (sys.key, GSIZE_TO_POINTER ((gsize) st));
 }
 
 static gsize
@@ -359,7 +394,7 @@ record (guint nr, guint flags, guint64 ts, guint64 dur, gint64 * a, gint64 ret, 
 typedef struct {
   guint64 t0;
   gint64 args[6];
-  Thr * thr;
+  Thr * thr; /* NULL: the state is the TLS value (pool used up) */
   gint nr;
   gint saved;
   guint d;
@@ -373,8 +408,8 @@ typedef struct {
 static gboolean
 begin (Site * s, gsize ra, const gint64 * w, Call * c, gint * ep)
 {
-  Thr * t = thread_state ();
-  guint64 st = t->st;
+  Thr * t;
+  guint64 st = state_get (&t);
   gint nr = s->nr;
 
   c->on = 0;
@@ -410,7 +445,7 @@ begin (Site * s, gsize ra, const gint64 * w, Call * c, gint * ep)
     while (j < 6)
       c->args[j++] = 0;
   }
-  t->st = (st & ~(63ULL << 2) & ~INNER (c->d)) | ((guint64) c->d << 2);
+  state_set (t, (st & ~(63ULL << 2) & ~INNER (c->d)) | ((guint64) c->d << 2));
   c->saved = *ep;
   *ep = 0;
   c->on = 1;
@@ -427,7 +462,7 @@ end (Site * s, Call * c, gint64 r, gint * ep)
   guint64 t1 = now_ticks ();
   gint err = *ep, nr = c->nr;
   Thr * t = c->thr;
-  guint64 st = t->st;
+  guint64 st = t != NULL ? t->st : (guint64) GPOINTER_TO_SIZE (gum_tls_key_get_value (sys.key));
   guint d = c->d;
 
   if (err == 0)
@@ -442,7 +477,7 @@ end (Site * s, Call * c, gint64 r, gint * ep)
       record (nr, err ? RF_ERROR : 0, c->t0, t1 - c->t0, c->args, r, err);
   }
   /* Leave this level; tell the parent level that a call was accounted below it. */
-  t->st = (st & ~(63ULL << 2) & ~INNER (d)) | ((guint64) (d - 1) << 2) | INNER (d - 1);
+  state_set (t, (st & ~(63ULL << 2) & ~INNER (d)) | ((guint64) (d - 1) << 2) | INNER (d - 1));
 }
 
 static gint64
@@ -504,7 +539,8 @@ on_enter_only (GumInvocationContext * ic)
 {
   guint i = GPOINTER_TO_UINT (gum_invocation_context_get_listener_function_data (ic));
   Site * s = &sys.sites[i];
-  guint64 st = thread_state ()->st;
+  Thr * t;
+  guint64 st = state_get (&t);
   gint64 args[6];
   gint k;
   if ((st & ST_IGNORE) != 0 || !sys.active || s->nr < 0 || s->nr >= NR_MAX || !sys.selected[s->nr])
@@ -524,6 +560,37 @@ on_enter_only (GumInvocationContext * ic)
  * exit_group do not return and are counted from the ending, as in the default
  * mode. The child of a clone runs unstalked (Stalker's own clone handling),
  * so only the parent's return is seen. One call in flight per thread (TLS). */
+/* The call in flight of a followed thread: in its slot, or (pool used up)
+ * allocated on its first syscall (callouts run on the program's threads,
+ * outside Frida's code, so never inside Frida's allocator). */
+static RawCall *
+raw_call (gboolean create)
+{
+  Thr * t = NULL;
+  RawCall * c;
+  if (create)
+  {
+    state_get (&t);
+  }
+  else
+  {
+    gsize v = GPOINTER_TO_SIZE (gum_tls_key_get_value (sys.key));
+    if (v == 0)
+      return NULL;
+    if ((v & 1) == 0)
+      t = (Thr *) GSIZE_TO_POINTER (v);
+  }
+  if (t != NULL)
+    return &t->raw;
+  c = (RawCall *) gum_tls_key_get_value (sys.raw_key);
+  if (c == NULL && create)
+  {
+    c = (RawCall *) g_malloc0 (sizeof (RawCall));
+    gum_tls_key_set_value (sys.raw_key, c);
+  }
+  return c;
+}
+
 static void
 on_raw_enter (GumCpuContext * cpu, gpointer user_data)
 {
@@ -531,7 +598,7 @@ on_raw_enter (GumCpuContext * cpu, gpointer user_data)
   gint nr;
   if (!sys.active)
     return;
-  c = &thread_state ()->raw;
+  c = raw_call (TRUE);
   c->on = 0;
 #if defined (__x86_64__)
   nr = (gint) cpu->rax;
@@ -551,8 +618,7 @@ on_raw_enter (GumCpuContext * cpu, gpointer user_data)
 static void
 on_raw_leave (GumCpuContext * cpu, gpointer user_data)
 {
-  Thr * t = (Thr *) gum_tls_key_get_value (sys.key);
-  RawCall * c = t != NULL ? &t->raw : NULL;
+  RawCall * c = raw_call (FALSE);
   guint64 t1 = now_ticks ();
   gint64 r;
   gint err = 0;
@@ -620,8 +686,14 @@ sys_size (void)
   return (gint) sizeof (Sys);
 }
 
+gint
+thr_size (void)
+{
+  return (gint) sizeof (Thr);
+}
+
 void
-sys_init (gint cap, gint trace, gint strmax, gint bufmax, guint8 * buf0, guint8 * buf1, guint8 * kinds, guint8 * lens, guint8 * selected)
+sys_init (gint cap, gint trace, gint strmax, gint bufmax, guint8 * buf0, guint8 * buf1, guint8 * kinds, guint8 * lens, guint8 * selected, gpointer thr_pool, gint thr_bytes)
 {
   sys.cap = cap;
   sys.trace = trace;
@@ -634,6 +706,9 @@ sys_init (gint cap, gint trace, gint strmax, gint bufmax, guint8 * buf0, guint8 
   sys.selected = selected;
   sys.key = gum_tls_key_new ();
   sys.tid_key = gum_tls_key_new ();
+  sys.raw_key = gum_tls_key_new ();
+  sys.thr_pool = (Thr *) thr_pool;
+  sys.thr_cap = thr_bytes / (gint) sizeof (Thr);
 }
 
 /* An address inside Frida's agent, to find its mapping. */

@@ -89,6 +89,7 @@ def start_monitor(
     kinds: list[list[Any]] | None = None,
     complete: bool = False,
     spawned: bool = False,
+    thread_slots: int = 4096,
 ) -> tuple[dict[str, Any], list[Site]]:
     """Scan libc (once per libc: ``scans``), choose the wrappers and arm the
     agent's syscall monitor for the ``chosen`` syscalls. ``arch`` is the
@@ -144,6 +145,7 @@ def start_monitor(
         "follow": follow,
         "complete": complete,
         "spawned": spawned,
+        "thread_slots": thread_slots,
     }
     started = script.exports_sync.syscall_start(config)
     # Child gating once the monitor is armed: the first child is adopted with
@@ -187,6 +189,9 @@ class SyscallRun:
         self._scans: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._awaiting_exec: set[int] = set()
         self._fork_warned = False
+        # Threads whose state has a slot; the rest keep it in TLS (slower). Tests
+        # set 0 to run the fallback.
+        self.thread_slots = 4096
 
     # -- per process -----------------------------------------------------------
 
@@ -224,6 +229,7 @@ class SyscallRun:
             session=img.session,
             complete=self.complete,
             spawned=adopted or self.target.spawns,  # suspended at its start
+            thread_slots=self.thread_slots,
         )
         img.sites = int(started["armed"])
         by_address = {s.address: s.name for s in sites}

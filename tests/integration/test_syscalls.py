@@ -49,6 +49,19 @@ def test_files_equal_strace(targets: Targets, pie: bool, tmp_path: Path) -> None
     assert got["write"] == (6, 0) and got["exit_group"] == (1, 0)
 
 
+def test_threads_past_the_state_slots(targets: Targets, tmp_path: Path) -> None:
+    """With no per-thread state slot left, a thread keeps its state in its TLS
+    value: the counts are the same, in both modes."""
+    argv = [str(targets.path("sys_files")), str(tmp_path)]
+    expected = strace_counts(argv, tmp_path / "strace.out")
+    for complete in (False, True):
+        run = SyscallRun(TargetSpec(argv=tuple(argv)), complete=complete)
+        run.thread_slots = 0
+        got = {k: (v.calls, v.errors) for k, v in run.run(timeout=60).counts.items()}
+        compare(expected, got)
+        assert got["close"] == (6, 1) and got["write"] == (6, 0), complete
+
+
 def test_network_equal_strace(targets: Targets, tmp_path: Path) -> None:
     argv = [str(targets.path("sys_net"))]
     expected = strace_counts(argv, tmp_path / "strace.out")
