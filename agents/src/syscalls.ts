@@ -5,7 +5,7 @@
 // from what `scan` reports; this file only measures and arms.
 
 import { SYS_C_SOURCE } from "./syscalls_c.js";
-import { describe, post, reportError } from "./util.js";
+import { describe, inForkedChild, post, reportError } from "./util.js";
 
 export interface ScanResult {
     name: string;
@@ -512,6 +512,10 @@ export class SyscallMonitor {
     /** Stop accounting and put the original functions back. */
     stop(): void {
         this.setActive(0);
+        // In a forked child (its inherited copy of this script, unloaded by
+        // Frida) the followed thread ids are the parent's: Stalker must not be
+        // asked to unfollow a thread of another process from here.
+        if (inForkedChild()) this.followed.length = 0;
         for (const tid of this.followed) {
             try {
                 Stalker.unfollow(tid);
