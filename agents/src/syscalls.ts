@@ -34,6 +34,7 @@ export interface SyscallConfig {
     follow?: boolean; // children are followed with child gating (see syscallStart in session.ts)
     complete?: boolean; // Stalker on every syscall instruction instead of the wrappers (raw_transform)
     spawned?: boolean; // complete mode: the process is suspended at its start (follow from main)
+    forked?: boolean; // a forked child, held inside fork() (complete mode: follow its thread now)
     thread_slots?: number; // per-thread state slots (default 4096); threads past them keep state in TLS
 }
 
@@ -384,7 +385,7 @@ export class SyscallMonitor {
         // exec'ed images (measured), where enumerateThreads listed it.
         const agent = new Set(this.agentTids());
         const tids = new Set(this.config.spawned === true ? [] : Process.enumerateThreads().map((t) => t.id));
-        if (this.config.spawned !== true) tids.add(Process.id);
+        if (this.config.spawned !== true || this.config.forked === true) tids.add(Process.id);
         for (const tid of tids) {
             if (agent.has(tid)) continue;
             try {

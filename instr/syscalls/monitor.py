@@ -90,6 +90,7 @@ def start_monitor(
     complete: bool = False,
     spawned: bool = False,
     thread_slots: int = 4096,
+    forked: bool = False,
 ) -> tuple[dict[str, Any], list[Site]]:
     """Scan libc (once per libc: ``scans``), choose the wrappers and arm the
     agent's syscall monitor for the ``chosen`` syscalls. ``arch`` is the
@@ -146,6 +147,7 @@ def start_monitor(
         "complete": complete,
         "spawned": spawned,
         "thread_slots": thread_slots,
+        "forked": forked,
     }
     started = script.exports_sync.syscall_start(config)
     # Child gating once the monitor is armed: the first child is adopted with
@@ -230,6 +232,7 @@ class SyscallRun:
             complete=self.complete,
             spawned=adopted or self.target.spawns,  # suspended at its start
             thread_slots=self.thread_slots,
+            forked=forked,
         )
         img.sites = int(started["armed"])
         by_address = {s.address: s.name for s in sites}
@@ -318,8 +321,8 @@ class SyscallRun:
         if self.complete and child.origin == "fork" and not self._fork_warned:
             self._fork_warned = True
             self.say(
-                f"pid {child.pid} was forked: --complete does not follow forked children,"
-                " nor their parent after the fork (see docs/syscalls.md)"
+                f"pid {child.pid} was forked: with -F, --complete loses a thread at its"
+                " first fork() or close(), here the parent's (see docs/syscalls.md)"
             )
         threading.Thread(target=self._adopt, args=(child,), daemon=True).start()
 
