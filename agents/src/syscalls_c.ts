@@ -32,6 +32,7 @@ const SYS_C_HEAD = `
 #define F_ENTER 2
 #define F_FORK 4
 #define F_SLOW 8 /* replaced through a trampoline: the caller is in the invocation context */
+#define F_PARTIAL 16 /* the syscall's arguments past the wrapper's are unknown, not 0 */
 #define MK_NONE 0
 #define MK_CSTR 1
 #define MK_BUF_ARG 2
@@ -276,6 +277,7 @@ typedef struct {
   guint64 t0;
   gint64 args[6];
   Thr * thr; /* NULL: the state is the TLS value (pool used up) */
+  gint known; /* arguments that are the call's (F_PARTIAL: the wrapper's only) */
   gint nr;
   gint saved;
   guint d;
@@ -323,6 +325,7 @@ begin (Site * s, gsize ra, const gint64 * w, Call * c, gint * ep)
       c->args[j++] = s->pre_value;
     for (k = 0; k != s->arity && from + k < 6 && j < 6; k++)
       c->args[j++] = w[from + k];
+    c->known = (s->flags & F_PARTIAL) ? j : 6;
     while (j < 6)
       c->args[j++] = 0;
   }
@@ -355,7 +358,7 @@ end (Site * s, Call * c, gint64 r, gint * ep)
       add64 (&sys.counters[nr].errors, 1);
     add64 (&sys.counters[nr].ns, (gint64) (t1 - c->t0));
     if (sys.trace)
-      record (nr, err ? RF_ERROR : 0, c->t0, t1 - c->t0, c->args, r, err);
+      record (nr, err ? RF_ERROR : 0, c->t0, t1 - c->t0, c->args, c->known, r, err);
   }
   /* Leave this level; tell the parent level that a call was accounted below it. */
   state_set (t, (st & ~(63ULL << 2) & ~INNER (d)) | ((guint64) (d - 1) << 2) | INNER (d - 1));
@@ -431,7 +434,7 @@ on_enter_only (GumInvocationContext * ic)
   {
     for (k = 0; k != 6; k++)
       args[k] = (gint64) GPOINTER_TO_SIZE (gum_invocation_context_get_nth_argument (ic, k));
-    record (s->nr, RF_ENTRY, now_ticks (), 0, args, 0, 0);
+    record (s->nr, RF_ENTRY, now_ticks (), 0, args, 6, 0, 0);
   }
 }
 

@@ -89,7 +89,7 @@ on_raw_leave (GumCpuContext * cpu, gpointer user_data)
     add64 (&sys.counters[c->nr].errors, 1);
   add64 (&sys.counters[c->nr].ns, (gint64) (t1 - c->t0));
   if (sys.trace)
-    record (c->nr, err ? RF_ERROR : 0, c->t0, t1 - c->t0, c->args, r, err);
+    record (c->nr, err ? RF_ERROR : 0, c->t0, t1 - c->t0, c->args, 6, r, err);
 }
 
 void

@@ -75,11 +75,13 @@ mem_len (guint nr, guint i, gint64 * a, gint64 ret, gint err, const guint8 ** wh
   return (gssize) n;
 }
 
-/* Record: u16 size, u16 nr, u8 flags, u8 nmem, u16 pad, u32 tid, i32 errno,
+/* Record: u16 size, u16 nr, u8 flags, u8 nmem, u16 known, u32 tid, i32 errno,
  * u64 ts, u64 dur, i64 ret, u64 args[6]; then per memory argument u8 index,
- * u8 pad, u16 pad, u32 len, bytes padded to 8. */
+ * u8 pad, u16 pad, u32 len, bytes padded to 8. known: how many of the args
+ * are the call's (a wrapper with fewer arguments than its syscall, such as
+ * _Fork for clone, leaves the rest 0: not values to print). */
 static void
-record (guint nr, guint flags, guint64 ts, guint64 dur, gint64 * a, gint64 ret, gint err)
+record (guint nr, guint flags, guint64 ts, guint64 dur, gint64 * a, gint known, gint64 ret, gint err)
 {
   const guint8 * where[6];
   gssize lens[6];
@@ -105,7 +107,7 @@ record (guint nr, guint flags, guint64 ts, guint64 dur, gint64 * a, gint64 ret, 
   *(guint16 *) (p + 2) = (guint16) nr;
   p[4] = (guint8) flags;
   p[5] = (guint8) nmem;
-  *(guint16 *) (p + 6) = 0;
+  *(guint16 *) (p + 6) = (guint16) known;
   *(guint32 *) (p + 8) = my_tid ();
   *(gint32 *) (p + 12) = err;
   *(guint64 *) (p + 16) = ts;

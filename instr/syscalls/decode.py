@@ -225,6 +225,9 @@ def format_args(name: str, rec: Record, fds: FdTable) -> str:
     out = []
     creates = True
     for i, (_aname, _ctype, kind) in enumerate(sig[:6]):
+        if i >= rec.known:
+            out.append("?")  # the wrapper was not given it (e.g. _Fork's clone)
+            continue
         v = rec.args[i]
         if kind == "open_flags":
             creates = bool(v & (0o100 | 0o20000000))  # O_CREAT, O_TMPFILE

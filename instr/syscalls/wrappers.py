@@ -19,6 +19,8 @@ from instr.syscalls.table import NUMBERS, SIGNATURES
 F_INDIRECT = 1
 F_ENTER = 2  # does not return on success (execve, exit_group)
 F_FORK = 4  # returns twice (clone family): the child's return is not a call
+# F_SLOW = 8 is the agent's
+F_PARTIAL = 16  # the syscall's arguments past the wrapper's are unknown (_Fork's clone)
 
 # libc names whose syscall has another name (glibc, Linux).
 ALIASES: dict[str, tuple[str, ...]] = {
@@ -204,6 +206,14 @@ def choose(functions: Iterable[dict[str, Any]], arch: str) -> list[Site]:
         if syscall in ("clone", "clone3", "fork", "vfork"):
             flags |= F_FORK
         pre, arity = arguments(export, syscall)
+        if (
+            pre is None
+            and arity < len(SIGNATURES.get(syscall, ((), ()))[1])
+            and not any(
+                k in ARGS for k in (base_name(export), base_name(export).removesuffix("64"))
+            )
+        ):
+            flags |= F_PARTIAL  # not a known mapping: the rest are not zeros
         sites[address] = Site(
             address, export, syscall, nr, flags, listener=syscall == "vfork", pre=pre, arity=arity
         )

@@ -91,12 +91,14 @@ def test_decoders() -> None:
     assert sockaddr(unix) == '{sa_family=AF_UNIX, sun_path="/tmp/s"}'
 
 
-def _record(nr: int, args: tuple[int, ...], ret: int, err: int, mem: dict[int, bytes]) -> bytes:
+def _record(
+    nr: int, args: tuple[int, ...], ret: int, err: int, mem: dict[int, bytes], known: int = 6
+) -> bytes:
     body = b""
     for i, b in mem.items():
         body += MEM.pack(i, len(b)) + b + bytes((-len(b)) % 8)
     size = HEAD.size + len(body)
-    return HEAD.pack(size, nr, 0, len(mem), 0, 42, err, 1000, 2500, ret, *args) + body
+    return HEAD.pack(size, nr, 0, len(mem), known, 42, err, 1000, 2500, ret, *args) + body
 
 
 def test_records_roundtrip_and_formatting() -> None:
@@ -114,6 +116,16 @@ def test_records_roundtrip_and_formatting() -> None:
     )
     assert lines[1] == 'read(3</etc/hosts>, "hello", 64) = 5 <0.000003>'
     assert lines[2] == "close(3</etc/hosts>) = -1 EBADF (Bad file descriptor) <0.000003>"
+
+
+def test_arguments_a_wrapper_was_not_given_print_as_unknown() -> None:
+    """_Fork issues clone but takes no arguments: the record says none are
+    known, and they print as ? rather than as zeros the call never had."""
+    (rec,) = list(parse(_record(56, (0,) * 6, 4242, 0, {}, known=0)))
+    assert rec.known == 0
+    assert format_record("clone", rec, FdTable()) == "clone(?, ?, ?, ?, ?) = 4242 <0.000003>"
+    (rec,) = list(parse(_record(257, (-100 & 0xFFFFFFFF, 0, 0, 0, 0, 0), 3, 0, {}, known=2)))
+    assert format_record("openat", rec, FdTable()).startswith("openat(AT_FDCWD, NULL, ?")
 
 
 def test_summary_table() -> None:
