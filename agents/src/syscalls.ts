@@ -5,7 +5,7 @@
 // from what `scan` reports; this file only measures and arms.
 
 import { SYS_C_SOURCE } from "./syscalls_c.js";
-import { describe, inForkedChild, post, reportError } from "./util.js";
+import { inForkedChild, post, reportError } from "./util.js";
 
 export interface ScanResult {
     name: string;
@@ -253,15 +253,14 @@ export class SyscallMonitor {
             close: Module.getGlobalExportByName("close"),
             pthread_self: Module.getGlobalExportByName("pthread_self"),
         };
-        try {
-            // The system compiler when the target can run it: its code for the
-            // per-call path is about twice as fast as TinyCC's.
-            this.cm = new CModule(SYS_C_SOURCE, symbols, { toolchain: "external" });
-            this.toolchain = "external";
-        } catch (e) {
-            this.cm = new CModule(SYS_C_SOURCE, symbols, { toolchain: "internal" });
-            this.toolchain = `internal (${describe(e)})`;
-        }
+        // TinyCC, in the agent. The system compiler's code was faster per call,
+        // but CModule runs it from inside the target: a fork of a process full
+        // of Frida's threads, and that forked process sometimes hung before
+        // its exec (held on a lock another thread had at the fork), so arming
+        // never returned: 1 session in about 90 under load, once in CI, and in
+        // a forked child under -F (docs/syscalls.md, "What it costs").
+        this.cm = new CModule(SYS_C_SOURCE, symbols, { toolchain: "internal" });
+        this.toolchain = "internal";
         const size = new NativeFunction(this.cm.sys_size, "int", [])();
         if (size > SYS_BYTES) throw new Error(`syscall state too large (${size})`);
         const thrSize = new NativeFunction(this.cm.thr_size, "int", [])();
