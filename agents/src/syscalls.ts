@@ -41,7 +41,6 @@ export interface SyscallConfig {
 const NR_MAX = 1024;
 const SITES = 512;
 const SYS_BYTES = 64 * 1024;
-const THR_BYTES = 72; // sizeof (Thr) in syscalls_c.ts
 const REC_HEAD = 88;
 const F_SLOW = 8;
 
@@ -232,8 +231,6 @@ export class SyscallMonitor {
     /** Sites replaced with a trampoline (Interceptor.replace) rather than replaceFast. */
     slow = 0;
     failures: string[] = [];
-    /** Which compiler built the C: "external" (the system's) or "internal" (TinyCC). */
-    toolchain = "internal";
     private readonly replaced: NativePointer[] = [];
 
     constructor(private readonly config: SyscallConfig) {
@@ -260,11 +257,8 @@ export class SyscallMonitor {
         // never returned: 1 session in about 90 under load, once in CI, and in
         // a forked child under -F (docs/syscalls.md, "What it costs").
         this.cm = new CModule(SYS_C_SOURCE, symbols, { toolchain: "internal" });
-        this.toolchain = "internal";
         const size = new NativeFunction(this.cm.sys_size, "int", [])();
         if (size > SYS_BYTES) throw new Error(`syscall state too large (${size})`);
-        const thrSize = new NativeFunction(this.cm.thr_size, "int", [])();
-        if (thrSize !== THR_BYTES) throw new Error(`per-thread state is ${thrSize} bytes, not ${THR_BYTES}`);
         this.cap = config.trace ? Math.max(64 * 1024, Math.floor(Math.min(config.buffer_bytes, 1 << 30) / 2 / 8) * 8) : 8;
         this.bufs = [Memory.alloc(this.cap), Memory.alloc(this.cap)];
         const kinds = Memory.alloc(NR_MAX * 6);
@@ -281,7 +275,8 @@ export class SyscallMonitor {
         }
         this.keep.push(kinds, lens, selected, ...this.bufs);
         // Per-thread state slots (see state_get in syscalls_c.ts).
-        const thrBytes = Math.max(0, Math.floor(config.thread_slots ?? 4096)) * THR_BYTES;
+        const thrSize = new NativeFunction(this.cm.thr_size, "int", [])();
+        const thrBytes = Math.max(0, Math.floor(config.thread_slots ?? 4096)) * thrSize;
         const thrPool = Memory.alloc(Math.max(thrBytes, 8));
         this.keep.push(thrPool);
         new NativeFunction(this.cm.sys_init, "void", ["int", "int", "int", "int", "pointer", "pointer", "pointer", "pointer", "pointer", "pointer", "int"])(

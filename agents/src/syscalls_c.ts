@@ -1,6 +1,7 @@
-// The syscall monitor's C source, compiled once per session by CModule (the
-// system's compiler when there is one, else TinyCC). Static text: what differs per site (syscall number, flags, the
-// original function) is data in `sys->sites[i]`, filled in by syscalls.ts.
+// The syscall monitor's C source, compiled once per session by CModule's
+// TinyCC (see SyscallMonitor in syscalls.ts for why not the system compiler).
+// Static text: what differs per site (syscall number, flags, the original
+// function) is data in `sys->sites[i]`, filled in by syscalls.ts.
 //
 // Default mode: each libc wrapper that issues a system call is replaced
 // (Interceptor.replaceFast) by one of the fixed `r<i>` functions below, which
@@ -174,8 +175,6 @@ add64 (volatile gint64 * p, gint64 v)
 {
 #if defined (__x86_64__)
   __asm__ __volatile__ ("lock; addq %1, %0" : "+m" (*p) : "r" (v) : "memory");
-#elif defined (__GNUC__) && !defined (__TINYC__)
-  __atomic_fetch_add (p, v, __ATOMIC_RELAXED);
 #else
   *p += v; /* TinyCC off x86_64: not atomic across threads */
 #endif
@@ -227,6 +226,14 @@ started_by_agent (void)
  * and written per call. Never an allocation here: a hook can run on a thread
  * inside an allocator (Frida's heap calls the hooked mmap with its lock held;
  * allocating there spun for ever in sched_yield). */
+/* The slot a TLS value points to; NULL when the value is the state itself
+ * (odd) or there is none yet (0). */
+static Thr *
+slot_of (gsize v)
+{
+  return (v != 0 && (v & 1) == 0) ? (Thr *) GSIZE_TO_POINTER (v) : NULL;
+}
+
 static guint64
 state_get (Thr ** tp)
 {
@@ -251,13 +258,15 @@ state_get (Thr ** tp)
     }
     gum_tls_key_set_value (sys.key, GSIZE_TO_POINTER (v));
   }
-  if ((v & 1) != 0)
-  {
-    *tp = NULL;
-    return (guint64) v;
-  }
-  *tp = (Thr *) GSIZE_TO_POINTER (v);
-  return (*tp)->st;
+  *tp = slot_of (v);
+  return *tp != NULL ? (*tp)->st : (guint64) v;
+}
+
+/* The state of a thread already seen (T: its slot from state_get, or NULL). */
+static guint64
+state_read (Thr * t)
+{
+  return t != NULL ? t->st : (guint64) GPOINTER_TO_SIZE (gum_tls_key_get_value (sys.key));
 }
 
 static void
@@ -346,7 +355,7 @@ end (Site * s, Call * c, gint64 r, gint * ep)
   guint64 t1 = now_ticks ();
   gint err = *ep, nr = c->nr;
   Thr * t = c->thr;
-  guint64 st = t != NULL ? t->st : (guint64) GPOINTER_TO_SIZE (gum_tls_key_get_value (sys.key));
+  guint64 st = state_read (t);
   guint d = c->d;
 
   if (err == 0)

@@ -26,8 +26,7 @@ raw_call (gboolean create)
     gsize v = GPOINTER_TO_SIZE (gum_tls_key_get_value (sys.key));
     if (v == 0)
       return NULL;
-    if ((v & 1) == 0)
-      t = (Thr *) GSIZE_TO_POINTER (v);
+    t = slot_of (v);
   }
   if (t != NULL)
     return &t->raw;
