@@ -170,16 +170,18 @@ class Site:
         }
 
 
-def arguments(export: str, syscall: str) -> tuple[int | None, int]:
-    """``(pre, arity)`` for a wrapper counted as ``syscall``."""
+def arguments(export: str, syscall: str) -> tuple[int | None, int, bool]:
+    """``(pre, arity, known)`` for a wrapper counted as ``syscall``. ``known``:
+    the mapping is known, so the syscall's arguments past ``arity`` are 0;
+    otherwise they are not the wrapper's to give (``_Fork`` for ``clone``)."""
     b = base_name(export)
     short = b[:-2] if b.endswith("64") else b
     for key in (b, short):
         if key in ARGS and not (key == "open" and syscall != "openat"):
-            return ARGS[key]
+            return (*ARGS[key], True)
     if syscall in (b, short, "rt_" + b, "rt_" + short, b + "64", short + "64"):
-        return None, len(SIGNATURES.get(syscall, ((), ()))[1])
-    return None, 0
+        return None, len(SIGNATURES.get(syscall, ((), ()))[1]), True
+    return None, 0, False
 
 
 def choose(functions: Iterable[dict[str, Any]], arch: str) -> list[Site]:
@@ -205,15 +207,9 @@ def choose(functions: Iterable[dict[str, Any]], arch: str) -> list[Site]:
             flags |= F_ENTER
         if syscall in ("clone", "clone3", "fork", "vfork"):
             flags |= F_FORK
-        pre, arity = arguments(export, syscall)
-        if (
-            pre is None
-            and arity < len(SIGNATURES.get(syscall, ((), ()))[1])
-            and not any(
-                k in ARGS for k in (base_name(export), base_name(export).removesuffix("64"))
-            )
-        ):
-            flags |= F_PARTIAL  # not a known mapping: the rest are not zeros
+        pre, arity, known = arguments(export, syscall)
+        if not known and SIGNATURES.get(syscall, ((), ()))[1]:
+            flags |= F_PARTIAL  # the rest are not zeros
         sites[address] = Site(
             address, export, syscall, nr, flags, listener=syscall == "vfork", pre=pre, arity=arity
         )
