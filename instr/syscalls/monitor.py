@@ -171,6 +171,7 @@ class SyscallRun:
         buffer_bytes: int = 8 << 20,
         say: Callable[[str], None] | None = None,
         complete: bool = False,
+        thread_slots: int = 4096,
     ) -> None:
         self.target = target
         self.complete = complete
@@ -191,9 +192,8 @@ class SyscallRun:
         self._scans: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._awaiting_exec: set[int] = set()
         self._fork_warned = False
-        # Threads whose state has a slot; the rest keep it in TLS (slower). Tests
-        # set 0 to run the fallback.
-        self.thread_slots = 4096
+        # Threads whose state has a slot; the rest keep it in TLS (slower).
+        self.thread_slots = thread_slots
 
     # -- per process -----------------------------------------------------------
 

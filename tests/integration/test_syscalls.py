@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 from helpers import Targets, run_instr
 from strace_window import strace_counts
 
-from instr.syscalls.monitor import SyscallRun
+from instr.syscalls.monitor import Result, SyscallRun
 from instr.target import TargetSpec
 
 # malloc's initialisation: under instr it happened before main, when Frida's
@@ -25,12 +26,19 @@ from instr.target import TargetSpec
 DEFAULT_MODE_MISSES = {"brk", "getrandom"}
 
 
+def run_counts(
+    argv: list[str], timeout: float = 60, **options: Any
+) -> tuple[SyscallRun, Result, dict[str, tuple[int, int]]]:
+    """The run, its result and ``{syscall: (calls, errors)}``."""
+    run = SyscallRun(TargetSpec(argv=tuple(argv)), **options)
+    result = run.run(timeout=timeout)
+    return run, result, {k: (v.calls, v.errors) for k, v in result.counts.items()}
+
+
 def instr_counts(
     argv: list[str], follow: bool = False, complete: bool = False
 ) -> dict[str, tuple[int, int]]:
-    run = SyscallRun(TargetSpec(argv=tuple(argv)), follow=follow, complete=complete)
-    result = run.run(timeout=60)
-    return {k: (v.calls, v.errors) for k, v in result.counts.items()}
+    return run_counts(argv, follow=follow, complete=complete)[2]
 
 
 def compare(expected: dict[str, tuple[int, int]], got: dict[str, tuple[int, int]]) -> None:
@@ -55,9 +63,7 @@ def test_threads_past_the_state_slots(targets: Targets, tmp_path: Path) -> None:
     argv = [str(targets.path("sys_files")), str(tmp_path)]
     expected = strace_counts(argv, tmp_path / "strace.out")
     for complete in (False, True):
-        run = SyscallRun(TargetSpec(argv=tuple(argv)), complete=complete)
-        run.thread_slots = 0
-        got = {k: (v.calls, v.errors) for k, v in run.run(timeout=60).counts.items()}
+        _run, _result, got = run_counts(argv, complete=complete, thread_slots=0)
         compare(expected, got)
         assert got["close"] == (6, 1) and got["write"] == (6, 0), complete
 
@@ -89,11 +95,7 @@ def test_follow_fork_equal_strace(targets: Targets, tmp_path: Path) -> None:
     assert expected["clone"] == (4, 0) and expected["exit_group"] == (5, 0)
     lines: list[str] = []
     for stream in (False, True):
-        run = SyscallRun(
-            TargetSpec(argv=tuple(argv)), follow=True, stream=stream, on_line=lines.append
-        )
-        result = run.run(timeout=60)
-        got = {k: (v.calls, v.errors) for k, v in result.counts.items()}
+        run, result, got = run_counts(argv, follow=True, stream=stream, on_line=lines.append)
         assert (result.exit_code, run.errors) == (0, []), (stream, got)  # no child died
         assert got == expected, stream
     robust = [ln for ln in lines if "set_robust_list(" in ln]
@@ -203,9 +205,7 @@ def test_complete_mode_forked_children_survive(targets: Targets, tmp_path: Path)
     argv = [str(targets.path("sys_fork"))]
     expected = strace_counts(argv, tmp_path / "strace.out", root_only=True)
     assert expected["clone"] == (4, 0) and expected["wait4"] == (4, 0)
-    run = SyscallRun(TargetSpec(argv=tuple(argv)), complete=True)
-    result = run.run(timeout=60)
-    got = {k: (v.calls, v.errors) for k, v in result.counts.items()}
+    run, result, got = run_counts(argv, complete=True)
     assert (result.exit_code, run.errors) == (0, []), got
     assert got == expected
 
@@ -219,9 +219,7 @@ def test_complete_mode_follows_forked_children(targets: Targets, tmp_path: Path)
     its last write) and child 2's getpid after its first close are not seen."""
     argv = [str(targets.path("sys_fork"))]
     expected = strace_counts(argv, tmp_path / "strace.out")
-    run = SyscallRun(TargetSpec(argv=tuple(argv)), follow=True, complete=True)
-    result = run.run(timeout=90)
-    got = {k: (v.calls, v.errors) for k, v in result.counts.items()}
+    run, result, got = run_counts(argv, timeout=90, follow=True, complete=True)
     assert (result.exit_code, run.errors) == (0, []), got
     assert got["openat"] == (4, 0) and got["close"] == (7, 3)  # 3 children + the exec'ed image
     differ = {k: (expected.get(k), got.get(k)) for k in set(expected) | set(got)}
