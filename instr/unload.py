@@ -51,3 +51,33 @@ def wait_unloaded(pid: int, images: frozenset[str], timeout_s: float = 10.0) -> 
             return False
         time.sleep(_POLL_S)
     return True
+
+
+class AgentWatch:
+    """The Frida agent images one attach brings into a local process, to wait
+    for them to leave after the detach (``wait``). ``local`` False: nothing to
+    watch (a remote or USB device), and ``wait`` returns None at once.
+
+        watch = AgentWatch(pid, local=True)
+        session = device.attach(pid)
+        watch.attached()
+        ...
+        session.detach()
+        watch.wait()
+    """
+
+    def __init__(self, pid: int, local: bool) -> None:
+        self.pid = pid
+        self._before = agent_images(pid) if local else None
+        self.images: frozenset[str] = frozenset()
+
+    def attached(self) -> None:
+        if self._before is not None:
+            self.images = agent_images(self.pid) - self._before
+
+    def wait(self, timeout_s: float = 10.0) -> bool | None:
+        """True once the images are gone (or the process is), False after
+        ``timeout_s``; None when there was nothing to watch."""
+        if not self.images:
+            return None
+        return wait_unloaded(self.pid, self.images, timeout_s)

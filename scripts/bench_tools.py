@@ -72,12 +72,19 @@ def frida_attached(ctx: Ctx) -> Measured:
     so glibc's write() takes its cancellable path (enable/disable async cancel)."""
     import frida
 
+    from instr.unload import AgentWatch
+
     with start_bench(ctx) as b:
+        watch = AgentWatch(b.pid, local=True)
         session = frida.attach(b.pid)
+        watch.attached()
         script = session.create_script("/* no hooks */")
         script.load()
         d = drive(b, ctx, "wloop", ctx.calls)
         session.detach()
+        # Quitting before Frida's agent has left hung the target in Frida's
+        # exit hook (instr/unload.py).
+        watch.wait()
         finish_bench(b, ctx)
     return measured("wloop", ctx.calls, d, None, "Frida attached, no hook")
 
@@ -264,10 +271,12 @@ def _summary_calls(lines: list[str], name: str) -> int | None:
     return None
 
 
-def instr_syscalls_c(ctx: Ctx, complete: bool = False) -> Measured:
-    """instr syscalls -c attached to the target (default mode: libc wrappers)."""
+def instr_syscalls_c(ctx: Ctx, complete: bool = False, cc: str = "auto") -> Measured:
+    """instr syscalls -c attached to the target (default mode: libc wrappers;
+    its C built by the host's gcc)."""
     with start_bench(ctx) as b:
         mode = ("--complete",) if complete else ()
+        mode += ("--cc", cc)
         argv = instr_argv("syscalls", "-c", *mode, "-e", "trace=write", "-p", b.pid)
         with Proc(argv, cwd=REPO, env=instr_env()) as ins:
             wait_line(ins, ctx, "counting system calls", stream="err")
@@ -279,6 +288,11 @@ def instr_syscalls_c(ctx: Ctx, complete: bool = False) -> Measured:
     if writes is None:
         raise RuntimeError(f"instr printed no write row: {lines[-5:]}")
     return measured("wloop", ctx.calls, d, writes, f"writes counted {writes} of {d.total_calls}+")
+
+
+def instr_syscalls_c_tinycc(ctx: Ctx) -> Measured:
+    """instr syscalls -c with its C built by Frida's TinyCC (where the host cannot build it)."""
+    return instr_syscalls_c(ctx, cc="tinycc")
 
 
 def instr_syscalls_complete(ctx: Ctx) -> Measured:
@@ -334,6 +348,7 @@ WLOOP_TOOLS = (
     "frida-attached",
     "strace-write",
     "instr-syscalls-c",
+    "instr-syscalls-c-tinycc",
     "instr-syscalls-complete",
     "strace-c",
     "bpftrace-syscalls",
@@ -349,6 +364,7 @@ TOOLS: dict[str, Callable[[Ctx], Measured]] = {
     "strace-write": strace,
     "frida-attached": frida_attached,
     "instr-syscalls-c": instr_syscalls_c,
+    "instr-syscalls-c-tinycc": instr_syscalls_c_tinycc,
     "instr-syscalls-complete": instr_syscalls_complete,
     "instr-syscalls-complete-run": instr_syscalls_complete_run,
     "strace-c": strace_c,

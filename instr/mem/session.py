@@ -21,6 +21,7 @@ from instr.agent import load_bundle
 from instr.errors import AgentError, TargetError
 from instr.mem.model import Frame, MemReport, decode, symbolize_frames, wanted_stacks
 from instr.protocol import PROTOCOL_VERSION
+from instr.unload import AgentWatch
 
 MAX_SYMBOLS = 50_000
 
@@ -51,6 +52,7 @@ class MemSession:
         self.started: dict[str, Any] = {}
         self.errors: list[str] = []
         self._device: Any = None
+        self._watch: AgentWatch | None = None
         self._session: Any = None
         self._script: Any = None
         self._messages: queue.SimpleQueue[tuple[dict[str, Any], bytes | None]] = queue.SimpleQueue()
@@ -81,7 +83,9 @@ class MemSession:
 
     def _arm(self) -> None:
         assert self.pid is not None
+        self._watch = AgentWatch(self.pid, local=self.device_spec.kind == "local")
         self._session = tgt.attach(self._device, self.pid)
+        self._watch.attached()
         self._session.on("detached", self._on_detached)
         try:
             self._script = self._session.create_script(load_bundle(), name="instr-mem")
@@ -194,6 +198,8 @@ class MemSession:
         if self._session is not None and not self.ended.is_set():
             with contextlib.suppress(frida.InvalidOperationError, frida.TransportError):
                 self._session.detach()
+            if not kill and self._watch is not None:
+                self._watch.wait()  # the agent leaves before the target may exit (instr/unload.py)
         if kill and not self.ended.is_set() and self.pid is not None and self._device is not None:
             tgt.kill(self._device, self.pid)
 
