@@ -272,6 +272,17 @@ def sets(file: str) -> None:
         click.echo(f"{name:<{width}}  {info.description or ''}".rstrip())
 
 
+_cc_option = click.option(
+    "--cc",
+    "compiler",
+    type=click.Choice(["auto", "system", "tinycc"]),
+    default="auto",
+    show_default=True,
+    help="Who builds the hooks' C: the system's C compiler (faster code) or Frida's TinyCC; "
+    "auto: the system's when it can.",
+)
+
+
 @main.command(context_settings=CONTEXT)
 @click.option(
     "-e", "trace_spec", metavar="trace=SET", help="strace's -e trace=: names, %file, %network, ..."
@@ -284,6 +295,7 @@ def sets(file: str) -> None:
     help="Catch raw syscall instructions too (Stalker: slower; static programs: seccomp, "
     "calls only; see docs/syscalls.md).",
 )
+@_cc_option
 @_target_options
 @_debug_option
 @_guard
@@ -331,14 +343,7 @@ def _where_options(fn: F) -> F:
 )
 @click.option("--no-mmap", is_flag=True, help="Do not track mmap/munmap.")
 @click.option("--no-cxx", is_flag=True, help="Do not hook C++ operator new/delete.")
-@click.option(
-    "--cc",
-    "compiler",
-    type=click.Choice(["auto", "system", "tinycc"]),
-    default="auto",
-    show_default=True,
-    help="Who compiles the hooks in the target: its system compiler (faster) or Frida's TinyCC.",
-)
+@_cc_option
 @click.option("-o", "--output", metavar="FILE.json", help="Write the final report as JSON.")
 @click.option("--duration", type=float, metavar="SECONDS", help="Stop after SECONDS.")
 @click.option("-q", "--quiet", is_flag=True, help="No status lines on stderr.")

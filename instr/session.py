@@ -193,7 +193,9 @@ class Session:
         from instr.syscalls.points import arm_points
 
         assert self.pid is not None and self._dispatcher is not None
-        points, reports = arm_points(self._script, self.table, self.pid, arch)
+        points, reports = arm_points(
+            self._script, self.table, self.pid, arch, self.device_spec.kind
+        )
         self._dispatcher.add_syscall_points(points)
         return reports
 

@@ -127,7 +127,13 @@ def print_syscall_ratios(
         print(
             f"#   of which {fmt_ns(f)} is Frida being attached at all (no hook); instr's own: {fmt_ns(ref_ov - f)}"
         )
-    for name in ("instr-syscalls-complete", "strace-c", "strace-write", "bpftrace-syscalls"):
+    for name in (
+        "instr-syscalls-c-tinycc",
+        "instr-syscalls-complete",
+        "strace-c",
+        "strace-write",
+        "bpftrace-syscalls",
+    ):
         m = results.get(name)
         if isinstance(m, Measured) and ref_ov > 0:
             ov = m.ns_per_call - b.ns_per_call

@@ -46,6 +46,20 @@ def pytest_configure(config: pytest.Config) -> None:
 # --------------------------------------------------------------------------- targets
 
 
+@pytest.fixture(scope="session", autouse=True)
+def cmodule_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Host-built agent C (instr/cbuild.py) is cached per test session, not in
+    the user's cache: every session builds it once, from this checkout."""
+    path = tmp_path_factory.mktemp("instr-cache")
+    old = os.environ.get("INSTR_CACHE_DIR")
+    os.environ["INSTR_CACHE_DIR"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("INSTR_CACHE_DIR", None)
+    else:
+        os.environ["INSTR_CACHE_DIR"] = old
+
+
 @pytest.fixture(scope="session")
 def targets(tmp_path_factory: pytest.TempPathFactory) -> Targets:
     cc = os.environ.get("CC", "gcc")

@@ -4,6 +4,7 @@
 import { Plan } from "./protocol.js";
 import { Session } from "./session.js";
 import { SyscallConfig } from "./syscalls.js";
+import { cmoduleSource } from "./cmodule.js";
 import { MemOptions, MemTracker, ReportRequest } from "./mem.js";
 import { PeekRequest, PokeRequest, peek, poke } from "./peek.js";
 import { patcher } from "./patch.js";
@@ -21,7 +22,9 @@ rpc.exports = {
     symbolize: (addresses: string[]) => session.symbolize(addresses),
     // System calls (instr/syscalls): scan libc's wrappers, then arm the monitor.
     syscallScan: (names: string[]) => session.syscallScan(names),
-    syscallStart: (config: SyscallConfig) => session.syscallStart(config),
+    cmoduleSource: (name: string) => cmoduleSource(name),
+    // The host's build of the monitor's C comes as the call's data (null: TinyCC).
+    syscallStart: (config: SyscallConfig, object?: ArrayBuffer | null) => session.syscallStart(config, object ?? null),
     syscallRobustList: () => session.syscallRobustList(),
     // instr mem / instr peek
     memStart: (options: MemOptions) => mem.start(options),

@@ -8,7 +8,7 @@ import { Lifecycle } from "./lifecycle.js";
 import { ProbeSet } from "./probes.js";
 import { SymbolTriple, symbolize } from "./symbols.js";
 import { reportError } from "./util.js";
-import { ScanResult, SyscallConfig, SyscallMonitor, robustList, scan } from "./syscalls.js";
+import { Armed, ScanResult, SyscallConfig, SyscallMonitor, robustList, scan } from "./syscalls.js";
 import { RevertResult } from "./patch_types.js";
 import { patcher } from "./patch.js";
 
@@ -62,7 +62,7 @@ export class Session {
     }
 
     /** Arm the syscall monitor (after configure, which set up flushing and the exit hooks). */
-    syscallStart(config: SyscallConfig): { armed: number; slow: number; failed: string[] } {
+    syscallStart(config: SyscallConfig, object: ArrayBuffer | null): Armed {
         if (this.flusher === null) throw new Error("configure the agent first");
         if (this.syscalls !== null) throw new Error("the syscall monitor is already armed");
         // Forks followed: without a thread observer in the process, the parent of
@@ -71,7 +71,7 @@ export class Session {
         // (sys_fork, -F: 15 of 15 runs; 0 of 55 with an observer, under load).
         // Inside Frida; how the observer avoids it was not found.
         if (config.follow === true) Process.attachThreadObserver({ onRemoved: () => undefined });
-        const monitor = new SyscallMonitor(config);
+        const monitor = new SyscallMonitor(config, object);
         this.syscalls = monitor;
         const result = monitor.arm();
         this.flusher.onFlush((periodic) => monitor.flush(periodic));

@@ -4,7 +4,7 @@
 // Which functions to hook is decided by the host (instr/syscalls/wrappers.py)
 // from what `scan` reports; this file only measures and arms.
 
-import { SYS_C_SOURCE } from "./syscalls_c.js";
+import { loadCModule } from "./cmodule.js";
 import { inForkedChild, post, reportError } from "./util.js";
 
 export interface ScanResult {
@@ -36,6 +36,15 @@ export interface SyscallConfig {
     spawned?: boolean; // complete mode: the process is suspended at its start (follow from main)
     forked?: boolean; // a forked child, held inside fork() (complete mode: follow its thread now)
     thread_slots?: number; // per-thread state slots (default 4096); threads past them keep state in TLS
+}
+
+/** What arming reports: sites armed (and how many through a trampoline), failures, who built the C. */
+export interface Armed {
+    armed: number;
+    slow: number;
+    failed: string[];
+    toolchain: string;
+    toolchain_error: string | null;
 }
 
 const NR_MAX = 1024;
@@ -231,9 +240,14 @@ export class SyscallMonitor {
     /** Sites replaced with a trampoline (Interceptor.replace) rather than replaceFast. */
     slow = 0;
     failures: string[] = [];
+    private toolchain = "tinycc";
+    private toolchainError: string | null = null;
     private readonly replaced: NativePointer[] = [];
 
-    constructor(private readonly config: SyscallConfig) {
+    constructor(
+        private readonly config: SyscallConfig,
+        object: ArrayBuffer | null = null,
+    ) {
         this.sys = Memory.alloc(SYS_BYTES);
         this.sys.writeByteArray(new ArrayBuffer(SYS_BYTES));
         this.agentTidsPtr = agentThreads();
@@ -250,13 +264,14 @@ export class SyscallMonitor {
             close: Module.getGlobalExportByName("close"),
             pthread_self: Module.getGlobalExportByName("pthread_self"),
         };
-        // TinyCC, in the agent. The system compiler's code was faster per call,
-        // but CModule runs it from inside the target: a fork of a process full
-        // of Frida's threads, and that forked process sometimes hung before
-        // its exec (held on a lock another thread had at the fork), so arming
-        // never returned: 1 session in about 90 under load, once in CI, and in
-        // a forked child under -F (docs/syscalls.md, "What it costs").
-        this.cm = new CModule(SYS_C_SOURCE, symbols, { toolchain: "internal" });
+        // The host's gcc -O2 build when it sent one (instr/cbuild.py), else
+        // TinyCC here: never CModule's external toolchain, which runs gcc by
+        // forking the target, and that fork sometimes hung before its exec
+        // (docs/syscalls.md, "What it costs").
+        const built = loadCModule("syscalls", symbols, object);
+        this.cm = built.cm;
+        this.toolchain = built.toolchain;
+        this.toolchainError = built.error;
         const size = new NativeFunction(this.cm.sys_size, "int", [])();
         if (size > SYS_BYTES) throw new Error(`syscall state too large (${size})`);
         this.cap = config.trace ? Math.max(64 * 1024, Math.floor(Math.min(config.buffer_bytes, 1 << 30) / 2 / 8) * 8) : 8;
@@ -340,7 +355,7 @@ export class SyscallMonitor {
      * hooks (exit, exec) run natively; the main thread of a spawned,
      * suspended process is not listed by enumerateThreads: it is Process.id.
      */
-    private armComplete(): { armed: number; slow: number; failed: string[] } {
+    private armComplete(): Armed {
         const range = new NativeFunction(this.cm.frida_range, "pointer", ["int"]);
         const n = this.sys.add(this.rangesOffset()).readS32();
         for (let k = 0; k < n; k++) {
@@ -390,7 +405,7 @@ export class SyscallMonitor {
         }
         Interceptor.flush();
         this.setActive(1);
-        return { armed: this.armed, slow: 0, failed: this.failures };
+        return { armed: this.armed, slow: 0, failed: this.failures, toolchain: this.toolchain, toolchain_error: this.toolchainError };
     }
 
     private rangesOffset(): number {
@@ -408,7 +423,7 @@ export class SyscallMonitor {
     }
 
     /** Replace (or listen on) every site; failures are reported, not fatal. */
-    arm(): { armed: number; slow: number; failed: string[] } {
+    arm(): Armed {
         if (this.config.complete === true && this.config.sites.length === 0) return this.armComplete();
         const setSite = new NativeFunction(this.cm.set_site, "void", ["int", "pointer", "int", "int", "int", "int64", "int"]);
         const site = (i: number, orig: NativePointer, s: SyscallSite): void =>
@@ -452,7 +467,7 @@ export class SyscallMonitor {
         // child gating) run natively inside Frida's code, out of Stalker's sight.
         if (this.config.complete === true) return this.armComplete();
         this.setActive(1);
-        return { armed: this.armed, slow: this.slow, failed: this.failures };
+        return { armed: this.armed, slow: this.slow, failed: this.failures, toolchain: this.toolchain, toolchain_error: this.toolchainError };
     }
 
     /**

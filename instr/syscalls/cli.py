@@ -42,6 +42,7 @@ def run_syscalls(
         buffer_bytes=kw.get("buffer_size", 8 << 20),
         say=say,
         complete=bool(kw.get("complete")),
+        compiler=str(kw.get("compiler") or "auto"),
     )
     result = run.run(timeout=kw.get("duration"))
     if summary:

@@ -17,6 +17,7 @@ from typing import Any
 
 import frida
 
+from instr import cbuild
 from instr import target as tgt
 from instr.agent import load_bundle
 from instr.errors import AgentError, TargetError
@@ -27,6 +28,7 @@ from instr.syscalls import names as nr_names
 from instr.syscalls.decode import FdTable, format_record, memory_kinds
 from instr.syscalls.records import Record, parse
 from instr.syscalls.wrappers import F_INDIRECT, Site, choose, scan_names
+from instr.unload import AgentWatch
 
 
 @dataclass
@@ -58,6 +60,7 @@ class Image:
     fds: FdTable = field(default_factory=FdTable)
     sites: int = 0
     tick_ns: float = 1.0
+    watch: AgentWatch | None = None  # to wait for Frida's agent to leave after detach
 
 
 @dataclass
@@ -91,10 +94,13 @@ def start_monitor(
     spawned: bool = False,
     thread_slots: int = 4096,
     forked: bool = False,
+    built: bytes | None = None,
 ) -> tuple[dict[str, Any], list[Site]]:
     """Scan libc (once per libc: ``scans``), choose the wrappers and arm the
     agent's syscall monitor for the ``chosen`` syscalls. ``arch`` is the
-    table's name (``x86_64``, ``arm64``). Returns the agent's answer and the sites."""
+    table's name (``x86_64``, ``arm64``); ``built`` the monitor's C built by
+    the host (instr/cbuild.py; None: TinyCC in the agent). Returns the agent's
+    answer and the sites."""
     # Scan before child gating is enabled: Frida's own hooks (close, fork)
     # would hide the code. A forked child has its parent's libc, already
     # hooked by the inherited gating: it reuses the parent's scan.
@@ -149,7 +155,8 @@ def start_monitor(
         "thread_slots": thread_slots,
         "forked": forked,
     }
-    started = script.exports_sync.syscall_start(config)
+    start = script.exports_sync.syscall_start
+    started = start(config) if built is None else start(config, built)
     # Child gating once the monitor is armed: the first child is adopted with
     # the same configuration (docs/syscalls.md, "Children").
     if follow and session is not None:
@@ -172,8 +179,13 @@ class SyscallRun:
         say: Callable[[str], None] | None = None,
         complete: bool = False,
         thread_slots: int = 4096,
+        compiler: str = "auto",
     ) -> None:
         self.target = target
+        # Who builds the monitor's C: auto | system (the host's) | tinycc (cbuild.py).
+        self.compiler = compiler
+        self.toolchain = "tinycc"
+        self.toolchain_note: str | None = None
         self.complete = complete
         self.device_spec = device or tgt.DeviceSpec()
         self.trace_spec = trace_spec
@@ -201,7 +213,9 @@ class SyscallRun:
         img = Image(pid)
         if not self.target.spawns and pid == self.root_pid:
             img.fds = FdTable.from_proc(pid)
+        img.watch = AgentWatch(pid, local=self.device_spec.kind == "local")
         img.session = tgt.attach(self._device, pid)
+        img.watch.attached()
         img.session.on("detached", lambda reason, crash: self._on_detached(img, reason))
         try:
             img.script = img.session.create_script(load_bundle(), name="instr-syscalls")
@@ -219,6 +233,7 @@ class SyscallRun:
         # No probes: the plan only sets up flushing and the exit/exec hooks.
         plan = ProbeTable(options=PlanOptions(buffer_bytes=1 << 17)).plan()
         img.script.exports_sync.configure(plan)
+        built, why = cbuild.object_for(img.script, "syscalls", self.device_spec.kind, self.compiler)
         started, sites = start_monitor(
             img.script,
             arch,
@@ -233,8 +248,12 @@ class SyscallRun:
             spawned=adopted or self.target.spawns,  # suspended at its start
             thread_slots=self.thread_slots,
             forked=forked,
+            built=built,
         )
         img.sites = int(started["armed"])
+        if pid == self.root_pid:
+            self.toolchain = str(started.get("toolchain", "tinycc"))
+            self.toolchain_note = started.get("toolchain_error") or why
         by_address = {s.address: s.name for s in sites}
         failed = [by_address.get(str(f).partition(": ")[0], str(f)) for f in started["failed"]]
         if failed and pid == self.root_pid:
@@ -363,7 +382,10 @@ class SyscallRun:
         what = (
             "complete mode: Stalker" if self.complete else f"{self.images[0].sites} libc wrappers"
         )
-        self.say(f"counting system calls in pid {self.root_pid} ({what})")
+        cc = "the host's C compiler" if self.toolchain == "host" else "TinyCC"
+        self.say(f"counting system calls in pid {self.root_pid} ({what}; C built by {cc})")
+        if self.toolchain != "host" and self.compiler != "tinycc" and self.toolchain_note:
+            self.say(f"TinyCC because {self.toolchain_note}")
         if self.target.spawns:
             self._device.resume(self.root_pid)
         try:
@@ -384,6 +406,12 @@ class SyscallRun:
                     img.script.exports_sync.dispose()
                 with contextlib.suppress(frida.InvalidOperationError, frida.TransportError):
                     img.session.detach()
+                # detach() returns before the agent has left; a target that
+                # exits meanwhile hangs or crashes in Frida's exit hook
+                # (instr/unload.py). Measured: the bench target, told to quit
+                # right after `instr syscalls -p` was stopped, hung.
+                if img.watch is not None:
+                    img.watch.wait()
         if self.follow and self._device is not None:
             with contextlib.suppress(Exception):
                 self._device.off("child-added", self._on_child)

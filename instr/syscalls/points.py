@@ -419,8 +419,11 @@ class SyscallPoints:
             return [h.table() for h in self.aggs]
 
 
-def arm_points(script: Any, table: Any, pid: int, arch: str) -> tuple[SyscallPoints, list[Any]]:
+def arm_points(
+    script: Any, table: Any, pid: int, arch: str, device_kind: str = "local"
+) -> tuple[SyscallPoints, list[Any]]:
     """Arm the agent's syscall monitor (trace mode) for ``table``'s syscall probes."""
+    from instr.cbuild import object_for
     from instr.events import ProbeReport
     from instr.syscalls.monitor import start_monitor
 
@@ -440,6 +443,7 @@ def arm_points(script: Any, table: Any, pid: int, arch: str) -> tuple[SyscallPoi
         bufmax=MAX_BUF,
         buffer_bytes=table.options.buffer_bytes,
         kinds=points.kinds(),
+        built=object_for(script, "syscalls", device_kind)[0],
     )
     armed = int(started["armed"])
     reports = [

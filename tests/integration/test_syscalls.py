@@ -13,9 +13,11 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 from helpers import Targets, run_instr
 from strace_window import strace_counts
 
+from instr import cbuild
 from instr.syscalls.monitor import Result, SyscallRun
 from instr.target import TargetSpec
 
@@ -55,6 +57,50 @@ def test_files_equal_strace(targets: Targets, pie: bool, tmp_path: Path) -> None
     compare(expected, got)
     assert got["close"] == (6, 1) and got["openat"] == (3, 1) and got["access"] == (2, 1)
     assert got["write"] == (6, 0) and got["exit_group"] == (1, 0)
+
+
+def test_both_toolchains_count_the_same(targets: Targets, tmp_path: Path) -> None:
+    """The monitor's C built by the host's gcc (the default where it can) and
+    by TinyCC in the agent: the same exact counts."""
+    argv = [str(targets.path("sys_files")), str(tmp_path)]
+    expected = strace_counts(argv, tmp_path / "strace.out")
+    for compiler, toolchain in (("auto", "host"), ("system", "host"), ("tinycc", "tinycc")):
+        run, _result, got = run_counts(argv, compiler=compiler)
+        assert run.toolchain == toolchain, (compiler, run.toolchain_note)
+        compare(expected, got)
+        assert got["close"] == (6, 1) and got["write"] == (6, 0), compiler
+
+
+def test_host_object_that_does_not_load_falls_back_to_tinycc(
+    targets: Targets, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An object the agent cannot map (here: not an ELF file) is reported, and
+    TinyCC builds the C instead; the counts stay exact."""
+    monkeypatch.setattr(cbuild, "object_for", lambda *a: (b"not an ELF object", None))
+    argv = [str(targets.path("sys_files")), str(tmp_path)]
+    expected = strace_counts(argv, tmp_path / "strace.out")
+    said: list[str] = []
+    run, _result, got = run_counts(argv, say=said.append)
+    assert run.toolchain == "tinycc"
+    assert "the host-built syscalls module did not load" in str(run.toolchain_note)
+    assert any(s.startswith("TinyCC because the host-built syscalls module") for s in said), said
+    compare(expected, got)
+
+
+def test_cli_system_compiler_missing_is_a_clear_error(targets: Targets) -> None:
+    r = run_instr(
+        "syscalls",
+        "-c",
+        "--cc",
+        "system",
+        "--",
+        targets.path("sys_files"),
+        "/tmp",
+        env={"CC": "/nonexistent/cc"},
+    )
+    assert r.returncode != 0
+    assert "cannot build the syscalls hooks with the host's C compiler: no C compiler" in r.stderr
+    assert "Traceback" not in r.stderr
 
 
 def test_threads_past_the_state_slots(targets: Targets, tmp_path: Path) -> None:
