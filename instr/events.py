@@ -126,7 +126,7 @@ class Ending:
             return "detached; the target keeps running"
         if self.reason == "killed":
             return "target was killed"
-        return f"session lost ({self.reason})"
+        return f"session lost ({self.signal or self.reason})"
 
 
 @dataclass

@@ -36,7 +36,7 @@ from instr.events import Ending, Event, ProbeReport, RunContext, RunInfo, RunSum
 from instr.patch.model import RevertResult
 from instr.probes.ir import ProbeTable
 from instr.protocol import PROTOCOL_VERSION, ack, credit
-from instr.unload import agent_images, wait_unloaded
+from instr.unload import agent_images, gone, wait_unloaded
 
 _SENTINEL: list[Event] = []
 
@@ -103,6 +103,7 @@ class Session:
         self.agent_left: bool | None = (
             None  # after stop(): the agent had unloaded in time  # patch probes, reverted at stop
         )
+        self._died_at_unload = False  # the target ended while Frida's agent was leaving it
 
     # -- construction helpers -------------------------------------------------
 
@@ -274,6 +275,8 @@ class Session:
                 # detach() returns before the agent has left the target; a
                 # target that exits meanwhile hangs or crashes in Frida's exit hook.
                 self.agent_left = wait_unloaded(self.pid, self._agent)
+                # Not "the target keeps running" if it did not (seen once in CI).
+                self._died_at_unload = gone(self.pid)
         if self.kill_on_stop and self.pid is not None and self._device is not None:
             tgt.kill(self._device, self.pid)
 
@@ -324,6 +327,8 @@ class Session:
     def _fallback_ending(self) -> Ending | None:
         """How the run ended when the agent could not say (SIGKILL, lost device)."""
         reason = self._detach_reason
+        if self._died_at_unload:
+            return Ending("lost", signal="the target ended while Frida's agent left it")
         if reason is None or reason == "application-requested":
             return Ending("detach")
         if self._crash is not None:

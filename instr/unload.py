@@ -42,6 +42,15 @@ def agent_images(pid: int) -> frozenset[str]:
     return frozenset(found)
 
 
+def gone(pid: int) -> bool:
+    """Local process ``pid`` has ended (a zombie, or no longer there)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[:1] in (["Z"], ["X"])
+
+
 def wait_unloaded(pid: int, images: frozenset[str], timeout_s: float = 10.0) -> bool:
     """Wait until none of ``images`` is mapped in ``pid`` any more (or the
     process is gone); False if one still is after ``timeout_s``."""

@@ -59,6 +59,8 @@ def test_attach_trace_detach(targets, pie, by, launch, instr_bg, probe_file, tmp
     assert target.readline() == "sum=500500"
     tracer.interrupt()
     done = tracer.finish()
+    status = target.proc.poll()  # said how it ended, the once it did not survive (CI)
+    assert status is None, f"the target ended after the detach: {status}; {target.err.rest(2)}"
     assert done.returncode == 0, done.err
     assert "detached; the target keeps running" in done.err
     assert "Traceback" not in done.err

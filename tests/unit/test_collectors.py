@@ -264,3 +264,12 @@ def test_open_output_unknown_extension(tmp_path: Path) -> None:
 def test_open_output_missing_directory(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="does not exist"):
         open_output(str(tmp_path / "nope" / "t.jsonl"))
+
+
+def test_endings_say_what_happened() -> None:
+    assert Ending("exit", 3).describe() == "target exited with status 3"
+    assert Ending("detach").describe() == "detached; the target keeps running"
+    assert Ending("lost", signal="the target ended while Frida's agent left it").describe() == (
+        "session lost (the target ended while Frida's agent left it)"
+    )
+    assert Ending("lost").describe() == "session lost (lost)"
