@@ -2,11 +2,13 @@
 // -O2 into a shared object, mapped here with `new CModule(bytes)`) or, where
 // the host cannot build for this process, by Frida's TinyCC in the agent.
 
+import { MEM_C_SOURCE } from "./mem_c.js";
 import { SYS_C_SOURCE } from "./syscalls_c.js";
 
 /** The C of each module the host may build. */
 const SOURCES: Record<string, string> = {
     syscalls: SYS_C_SOURCE,
+    mem: MEM_C_SOURCE,
 };
 
 export interface CModuleSource {

@@ -27,7 +27,7 @@ rpc.exports = {
     syscallStart: (config: SyscallConfig, object?: ArrayBuffer | null) => session.syscallStart(config, object ?? null),
     syscallRobustList: () => session.syscallRobustList(),
     // instr mem / instr peek
-    memStart: (options: MemOptions) => mem.start(options),
+    memStart: (options: MemOptions, object?: ArrayBuffer | null) => mem.start(options, object ?? null),
     memReport: (request: ReportRequest) => mem.report(request),
     memStop: () => mem.stop(),
     peek: (requests: PeekRequest[]) => peek(requests),

@@ -11,13 +11,13 @@ import {
     DELETE_BASE,
     MEM_AGG_SIZE,
     MEM_BLOCK_SIZE,
-    MEM_C_SOURCE,
     MEM_NKINDS,
     MEM_STACK_SIZE,
     MEM_STATE_BYTES,
     NEW_BASE,
     REAL,
 } from "./mem_c.js";
+import { loadCModule } from "./cmodule.js";
 import { post, reportError } from "./util.js";
 
 export const MEM_NCOUNTERS_ALL = 32 + 2 * MEM_NKINDS + 130;
@@ -33,7 +33,7 @@ export interface MemOptions {
     mode: "spawn" | "attach";
     cxx: boolean;
     mmap: boolean;
-    /** Who compiles the hooks: "auto" (the system compiler, else TinyCC), "system", "tinycc". */
+    /** Who compiles the hooks: "auto" (the host's compiler, else TinyCC), "system" (the host's), "tinycc". */
     compiler: "auto" | "system" | "tinycc";
 }
 
@@ -90,7 +90,7 @@ type U64 = UInt64 | number;
 
 export class MemTracker {
     private cm: CModule | null = null;
-    private toolchain = "internal";
+    private toolchain = "tinycc";
     private toolchainError: string | null = null;
     private state: NativePointer | null = null;
     private arena: NativePointer | null = null;
@@ -117,26 +117,23 @@ export class MemTracker {
         track: NativeFunction<void, [NativePointer]>;
     } | null = null;
 
-    start(options: MemOptions): MemStarted {
+    start(options: MemOptions, object: ArrayBuffer | null = null): MemStarted {
         if (this.cm !== null) throw new Error("memory tracking is already on");
         if (Process.arch !== "x64") throw new Error(`instr mem supports x86_64 targets only (this one is ${Process.arch})`);
         this.options = options;
         const state = pageAlloc(MEM_STATE_BYTES);
         this.state = state;
-        let cm: CModule;
-        let toolchain = "internal";
-        try {
-            // The system compiler (gcc -O2 …) when the target can run it: the hot path is
-            // several times faster than TinyCC's unoptimised code.
-            if (options.compiler === "tinycc") throw new Error("TinyCC asked for");
-            cm = new CModule(MEM_C_SOURCE, { st: state }, { toolchain: "external" });
-            toolchain = "external";
-        } catch (e) {
-            if (options.compiler === "system") throw new Error(`the target's C compiler failed: ${String(e)}`);
-            this.toolchainError = String(e);
-            cm = new CModule(MEM_C_SOURCE, { st: state }, { toolchain: "internal" });
+        // The host's gcc -O2 build when it sent one (instr/cbuild.py; several
+        // times faster than TinyCC's unoptimised code), else TinyCC here. Not
+        // CModule's external toolchain: it runs gcc by forking the target, and
+        // such a fork sometimes hung before its exec (docs/syscalls.md).
+        const built = loadCModule("mem", { st: state }, options.compiler === "tinycc" ? null : object);
+        if (options.compiler === "system" && built.toolchain !== "host") {
+            throw new Error(built.error ?? "the host's C compiler sent no build of the hooks");
         }
-        this.toolchain = toolchain;
+        const cm = built.cm;
+        this.toolchain = built.toolchain;
+        this.toolchainError = built.error;
         this.cm = cm;
         const ex = { scheduling: "exclusive" as const };
         const arenaSize = new NativeFunction(cm.mem_arena_size, "uint64", ["uint64", "uint64", "uint64"], ex);

@@ -85,10 +85,13 @@ def run_mem(
             say(f"cannot hook {failure}")
         if os.environ.get("INSTR_DEBUG"):
             say(f"agent: {started}")
-        cc = "system C compiler" if started.get("toolchain") == "external" else "TinyCC"
+        cc = "the host's C compiler" if started.get("toolchain") == "host" else "TinyCC"
         say(
             f"tracking {len(hooked)} allocator functions in pid {session.pid} (hooks built by {cc}): armed"
         )
+        why = started.get("toolchain_error")
+        if cc == "TinyCC" and config.options.compiler != "tinycc" and why:
+            say(f"TinyCC because {why}")
         session.resume()
         deadline = None if config.duration_s is None else time.monotonic() + config.duration_s
         next_tick = None if config.interval_s is None else time.monotonic() + config.interval_s

@@ -18,6 +18,7 @@ import frida
 
 from instr import target as tgt
 from instr.agent import load_bundle
+from instr.cbuild import object_for
 from instr.errors import AgentError, TargetError
 from instr.mem.model import Frame, MemReport, decode, symbolize_frames, wanted_stacks
 from instr.protocol import PROTOCOL_VERSION
@@ -34,7 +35,7 @@ class MemOptions:
     depth: int = 16
     cxx: bool = True
     mmap: bool = True
-    compiler: str = "auto"  # who builds the hooks in the target: auto | system | tinycc
+    compiler: str = "auto"  # who builds the hooks: auto | system (the host's compiler) | tinycc
 
 
 class MemSession:
@@ -99,21 +100,25 @@ class MemSession:
                 f"agent speaks protocol {hello.get('protocol')}, host speaks {PROTOCOL_VERSION}"
             )
         o = self.options
+        # The hooks' C built by the host's compiler where it can (instr/cbuild.py).
+        built, why = object_for(self._script, "mem", self.device_spec.kind, o.compiler)
+        options = {
+            "max_live": o.max_live,
+            "max_maps": o.max_maps,
+            "max_stacks": o.max_stacks,
+            "depth": o.depth,
+            "mode": "spawn" if self.target.spawns else "attach",
+            "cxx": o.cxx,
+            "mmap": o.mmap,
+            "compiler": o.compiler,
+        }
+        start = self._script.exports_sync.mem_start
         try:
-            self.started = self._script.exports_sync.mem_start(
-                {
-                    "max_live": o.max_live,
-                    "max_maps": o.max_maps,
-                    "max_stacks": o.max_stacks,
-                    "depth": o.depth,
-                    "mode": "spawn" if self.target.spawns else "attach",
-                    "cxx": o.cxx,
-                    "mmap": o.mmap,
-                    "compiler": o.compiler,
-                }
-            )
+            self.started = start(options) if built is None else start(options, built)
         except frida.RPCException as e:
             raise AgentError(f"cannot start memory tracking: {e}") from e
+        if why is not None and not self.started.get("toolchain_error"):
+            self.started["toolchain_error"] = why
 
     def resume(self) -> None:
         if self.target.spawns and self.pid is not None:

@@ -138,7 +138,8 @@ def test_valgrind_agrees(targets: Any, tmp_path: Path) -> None:
 
 
 def test_tinycc_hooks(targets: Any, tmp_path: Path) -> None:
-    """The fallback when the target has no C compiler: same report."""
+    """The fallback when the host cannot build the hooks (a remote device, no
+    compiler): same report."""
     report, _ = mem_report(targets.path("leaks"), tmp_path, "--cc", "tinycc")
     assert report["leaks"]["bytes"] == LEAKED_BYTES
     leaked = leak_stacks(report)
@@ -319,3 +320,20 @@ def test_poke_writes_data_and_shows_before_and_after(targets: Any, launch: Any) 
         "counter=-7 small=32767 ratio=2.25 table=1,2,3,4 message=bye blob0=255 ptr_ok=1"
     )
     assert target.finish().returncode == 0
+
+
+def test_who_builds_the_hooks_is_said(targets: Any, tmp_path: Path) -> None:
+    """The host's compiler by default; TinyCC, and why, without one; an error
+    with --cc system and no compiler."""
+    exe = targets.path("leaks")
+    res = run_instr("mem", "--", exe, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "(hooks built by the host's C compiler): armed" in res.stderr
+    res = run_instr("mem", "--", exe, cwd=tmp_path, env={"CC": "/nonexistent/cc"})
+    assert res.returncode == 0, res.stderr
+    assert "(hooks built by TinyCC): armed" in res.stderr
+    assert "TinyCC because no C compiler on PATH (gcc, or $CC)" in res.stderr
+    res = run_instr("mem", "--cc", "system", "--", exe, cwd=tmp_path, env={"CC": "/nonexistent/cc"})
+    assert res.returncode != 0
+    assert "cannot build the mem hooks with the host's C compiler: no C compiler" in res.stderr
+    assert "Traceback" not in res.stderr
