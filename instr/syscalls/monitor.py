@@ -254,10 +254,15 @@ class SyscallRun:
         if pid == self.root_pid:
             self.toolchain = str(started.get("toolchain", "tinycc"))
             self.toolchain_note = started.get("toolchain_error") or why
-        by_address = {s.address: s.name for s in sites}
+        by_address = {s.address: f"{s.name} ({s.syscall})" for s in sites}
         failed = [by_address.get(str(f).partition(": ")[0], str(f)) for f in started["failed"]]
         if failed and pid == self.root_pid:
-            self.say(f"{len(failed)} wrapper(s) could not be hooked: {', '.join(failed[:5])}")
+            # e.g. glibc's __read_nocancel: Frida refuses to intercept it at all.
+            more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
+            self.say(
+                f"{len(failed)} libc wrapper(s) could not be hooked, so calls made through"
+                f" them are not counted (--complete counts them): {', '.join(failed[:5])}{more}"
+            )
         with self._lock:
             self.images.append(img)
         return img
