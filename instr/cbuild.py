@@ -86,10 +86,17 @@ def compiler() -> str | None:
     return shutil.which(cc[0] if cc else "gcc")
 
 
-def refusal(src: Source, device_type: str) -> str | None:
+def _device_refusal(device_kind: str) -> str | None:
+    if device_kind != "local":
+        return f"the target is on a {device_kind} device"
+    return None
+
+
+def refusal(src: Source, device_kind: str) -> str | None:
     """Why the host cannot build SRC for the target, or None if it can."""
-    if device_type != "local":
-        return f"the target is on a {device_type} device"
+    why = _device_refusal(device_kind)
+    if why is not None:
+        return why
     if src.platform != "linux" or sys.platform != "linux":
         return f"host builds are for Linux targets (this one: {src.platform})"
     host = _ARCH.get(platform.machine().lower())
@@ -194,8 +201,12 @@ def object_for(
     else TinyCC), ``system`` (the host, or BuildError), ``tinycc``."""
     if choice == "tinycc":
         return None, "TinyCC was asked for"
-    src = Source.from_agent(name, script.exports_sync.cmodule_source(name))
-    why = refusal(src, device_kind)
+    # Checked before asking the agent for its C and headers (~140 kB): a
+    # remote agent would send them over the network for nothing.
+    why = _device_refusal(device_kind)
+    if why is None:
+        src = Source.from_agent(name, script.exports_sync.cmodule_source(name))
+        why = refusal(src, device_kind)
     if why is None:
         try:
             return build(src), None

@@ -102,3 +102,17 @@ def test_choice_tinycc_never_asks_the_agent() -> None:
         None,
         "TinyCC was asked for",
     )
+
+
+def test_remote_devices_are_refused_without_asking_the_agent() -> None:
+    class NoScript:
+        @property
+        def exports_sync(self) -> object:
+            raise AssertionError("the agent was asked for its C")
+
+    assert cbuild.object_for(NoScript(), "syscalls", "remote") == (
+        None,
+        "the target is on a remote device",
+    )
+    with pytest.raises(cbuild.BuildError, match="on a usb device"):
+        cbuild.object_for(NoScript(), "mem", "usb", "system")
