@@ -5,7 +5,7 @@
 // from what `scan` reports; this file only measures and arms.
 
 import { loadCModule } from "./cmodule.js";
-import { inForkedChild, post, reportError } from "./util.js";
+import { inForkedChild, post, processThreads, reportError } from "./util.js";
 
 export interface ScanResult {
     name: string;
@@ -170,27 +170,16 @@ export function scan(names: string[]): { module: string; base: string; arch: str
 }
 
 /**
- * Frida's own threads, which must not be accounted: the process's tasks
- * that Process.enumerateThreads() hides (it leaves out cloaked threads).
- * At most 63, as a zero-terminated int32 array.
+ * Frida's own threads, which must not be accounted: the cloaked ones (see
+ * processThreads). At most 63, as a zero-terminated int32 array.
  */
 function agentThreads(): NativePointer {
-    // The main thread of a spawned, still suspended process is not listed either.
-    const visible = new Set(Process.enumerateThreads().map((t) => t.id));
-    const opendir = new NativeFunction(Module.getGlobalExportByName("opendir"), "pointer", ["pointer"]);
-    const readdir = new NativeFunction(Module.getGlobalExportByName("readdir"), "pointer", ["pointer"]);
-    const closedir = new NativeFunction(Module.getGlobalExportByName("closedir"), "int", ["pointer"]);
     const out = Memory.alloc(64 * 4);
     out.writeByteArray(new ArrayBuffer(64 * 4));
-    const dir = opendir(Memory.allocUtf8String("/proc/self/task"));
-    if (dir.isNull()) return out;
-    let n = 0;
-    for (let e = readdir(dir); !e.isNull() && n < 63; e = readdir(dir)) {
-        const name = e.add(19).readUtf8String() ?? "";
-        const tid = parseInt(name, 10);
-        if (!Number.isNaN(tid) && !visible.has(tid) && tid !== Process.id) out.add(4 * n++).writeS32(tid);
-    }
-    closedir(dir);
+    // No /proc: this (JS) thread at least; the rest are told apart by where
+    // they started (started_by_agent in syscalls_c.ts).
+    const frida = processThreads()?.frida ?? [Process.getCurrentThreadId()];
+    frida.slice(0, 63).forEach((tid, i) => out.add(4 * i).writeS32(tid));
     return out;
 }
 
@@ -393,7 +382,7 @@ export class SyscallMonitor {
         // its held main thread from here blocked syscallStart for ~15 s in some
         // exec'ed images (measured), where enumerateThreads listed it.
         const agent = new Set(this.agentTids());
-        const tids = new Set(this.config.spawned === true ? [] : Process.enumerateThreads().map((t) => t.id));
+        const tids = new Set(this.config.spawned === true ? [] : (processThreads()?.program ?? Process.enumerateThreads().map((t) => t.id)));
         if (this.config.spawned !== true || this.config.forked === true) tids.add(Process.id);
         for (const tid of tids) {
             if (agent.has(tid)) continue;

@@ -146,3 +146,32 @@ export function decodeUtf8(bytes: Uint8Array): string {
     }
     return out;
 }
+
+/**
+ * The process's threads, from /proc/self/task, split into Frida's (cloaked)
+ * and the program's; null where there is no /proc (then the caller falls back
+ * to Process.enumerateThreads()). Not enumerateThreads() here: it reads every
+ * thread's registers, each through a helper process that ptrace-attaches the
+ * thread, and in a forked child under child gating such a helper waited for
+ * ever on a Frida thread that never stopped: arming hung (measured under CPU
+ * load, `instr syscalls -F`).
+ */
+export function processThreads(): { frida: number[]; program: number[] } | null {
+    const opendir = new NativeFunction(Module.getGlobalExportByName("opendir"), "pointer", ["pointer"]);
+    const readdir = new NativeFunction(Module.getGlobalExportByName("readdir"), "pointer", ["pointer"]);
+    const closedir = new NativeFunction(Module.getGlobalExportByName("closedir"), "int", ["pointer"]);
+    const dir = opendir(Memory.allocUtf8String("/proc/self/task"));
+    if (dir.isNull()) return null;
+    const out = { frida: [] as number[], program: [] as number[] };
+    try {
+        // struct dirent: d_ino (8), d_off (8), d_reclen (2), d_type (1), d_name.
+        for (let e = readdir(dir); !e.isNull(); e = readdir(dir)) {
+            const tid = parseInt(e.add(19).readUtf8String() ?? "", 10);
+            if (Number.isNaN(tid)) continue;
+            (Cloak.hasThread(tid) ? out.frida : out.program).push(tid);
+        }
+    } finally {
+        closedir(dir);
+    }
+    return out;
+}
