@@ -197,7 +197,7 @@ class SyscallRun:
         self.images: list[Image] = []
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
-        self._pending_children = 0
+        self._pending: set[int] = set()  # children being armed (held by child gating)
         self._device: Any = None
         self.root_pid: int | None = None
         self.errors: list[str] = []
@@ -338,7 +338,7 @@ class SyscallRun:
 
     def _on_child(self, child: Any) -> None:
         with self._changed:
-            self._pending_children += 1
+            self._pending.add(child.pid)
             self._awaiting_exec.discard(child.pid)
         if self.stream and child.origin == "exec":
             self.on_line(f"[pid {child.pid:>6}] execve({child.path!r}, ...) = 0")
@@ -359,13 +359,13 @@ class SyscallRun:
             with contextlib.suppress(frida.InvalidOperationError, frida.ProcessNotFoundError):
                 self._device.resume(child.pid)
             with self._changed:
-                self._pending_children -= 1
+                self._pending.discard(child.pid)
                 self._changed.notify_all()
 
     # -- the run ---------------------------------------------------------------
 
     def _all_done(self) -> bool:
-        if self._awaiting_exec or self._pending_children:
+        if self._awaiting_exec or self._pending:
             return False
         return all(i.detach_reason is not None for i in self.images)
 
@@ -399,6 +399,19 @@ class SyscallRun:
         except KeyboardInterrupt:
             self.say("stopping")
         finally:
+            with self._lock:
+                pending = sorted(self._pending)
+            if pending:  # never a silent gap in the counts
+                self.errors.append(
+                    f"{len(pending)} child process(es) were still being armed when the run"
+                    f" stopped ({', '.join(map(str, pending))}); their calls are not counted"
+                )
+                # Held children first: a detach waited for them (measured).
+                for pid in pending:
+                    with contextlib.suppress(
+                        frida.InvalidOperationError, frida.ProcessNotFoundError
+                    ):
+                        self._device.resume(pid)
             self._stop()
         return self.result()
 
