@@ -36,6 +36,9 @@ from typing import Any
 
 from instr.errors import InstrError
 
+# The device options of DeviceSpec kinds, for messages.
+_FLAG = {"usb": "U", "remote": "R", "host": "H", "id": "D"}
+
 # Frida's Process.arch for this host's machine name.
 _ARCH = {"x86_64": "x64", "amd64": "x64", "aarch64": "arm64", "arm64": "arm64"}
 
@@ -88,7 +91,7 @@ def compiler() -> str | None:
 
 def _device_refusal(device_kind: str) -> str | None:
     if device_kind != "local":
-        return f"the target is on a {device_kind} device"
+        return f"the target is not on the local device (-{_FLAG.get(device_kind, device_kind)})"
     return None
 
 

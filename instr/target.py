@@ -6,6 +6,7 @@ Every Frida failure a user can cause is turned into a short ``TargetError`` or
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 import shutil
@@ -65,7 +66,10 @@ def open_device(spec: DeviceSpec) -> Any:
     try:
         device = _lookup(mgr, spec)
         if spec.kind != "local":
-            device.query_system_parameters()  # fail here, not halfway through a spawn
+            # Fail here, not halfway through a spawn. A portal (frida-portal,
+            # PortalService) answers "not supported": it answered, so it is there.
+            with contextlib.suppress(frida.NotSupportedError):
+                device.query_system_parameters()
         return device
     except (frida.InvalidArgumentError, frida.TimedOutError) as e:
         known = ", ".join(f"{d.id} ({d.type})" for d in mgr.enumerate_devices())

@@ -211,8 +211,8 @@ class SyscallRun:
 
     def _arm(self, pid: int, adopted: bool = False, forked: bool = False) -> Image:
         img = Image(pid)
-        if not self.target.spawns and pid == self.root_pid:
-            img.fds = FdTable.from_proc(pid)
+        if not self.target.spawns and pid == self.root_pid and self.device_spec.kind == "local":
+            img.fds = FdTable.from_proc(pid)  # this host's /proc: the local device only
         img.watch = AgentWatch(pid, local=self.device_spec.kind == "local")
         img.session = tgt.attach(self._device, pid)
         img.watch.attached()

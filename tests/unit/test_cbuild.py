@@ -45,7 +45,7 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_refusals_say_why() -> None:
     src = source(ADD)
     assert cbuild.refusal(src, "local") is None
-    assert cbuild.refusal(src, "remote") == "the target is on a remote device"
+    assert cbuild.refusal(src, "remote") == "the target is not on the local device (-R)"
     assert cbuild.refusal(source(ADD, arch="ia32"), "local") == (
         f"the target is ia32, the host {HOST_ARCH}"
     )
@@ -110,9 +110,9 @@ def test_remote_devices_are_refused_without_asking_the_agent() -> None:
         def exports_sync(self) -> object:
             raise AssertionError("the agent was asked for its C")
 
-    assert cbuild.object_for(NoScript(), "syscalls", "remote") == (
+    assert cbuild.object_for(NoScript(), "syscalls", "host") == (
         None,
-        "the target is on a remote device",
+        "the target is not on the local device (-H)",
     )
-    with pytest.raises(cbuild.BuildError, match="on a usb device"):
+    with pytest.raises(cbuild.BuildError, match=r"not on the local device \(-U\)"):
         cbuild.object_for(NoScript(), "mem", "usb", "system")
