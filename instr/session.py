@@ -36,7 +36,7 @@ from instr.events import Ending, Event, ProbeReport, RunContext, RunInfo, RunSum
 from instr.patch.model import RevertResult
 from instr.probes.ir import ProbeTable
 from instr.protocol import PROTOCOL_VERSION, ack, credit
-from instr.unload import agent_images, gone, wait_unloaded
+from instr.unload import AgentWatch, gone
 
 _SENTINEL: list[Event] = []
 
@@ -98,8 +98,7 @@ class Session:
         self._resumed = False
         self.patch_reverts: list[RevertResult] = []
         # Frida agent images this session brought into a local target (instr/unload.py).
-        self._agent_before: frozenset[str] = frozenset()
-        self._agent: frozenset[str] = frozenset()
+        self._watch: AgentWatch | None = None  # the agent this session brought (instr/unload.py)
         self.agent_left: bool | None = (
             None  # after stop(): the agent had unloaded in time  # patch probes, reverted at stop
         )
@@ -138,12 +137,10 @@ class Session:
 
     def _arm(self) -> None:
         assert self.pid is not None
-        if self.device_spec.kind == "local":  # to wait for the agent to leave (instr/unload.py)
-            self._agent_before = agent_images(self.pid)
+        self._watch = AgentWatch(self.pid, local=self.device_spec.kind == "local")
         self._session = tgt.attach(self._device, self.pid)
         self._session.on("detached", self._on_detached)
-        if self.device_spec.kind == "local":
-            self._agent = agent_images(self.pid) - self._agent_before
+        self._watch.attached()
         info = RunInfo(
             started_ns=time.time_ns(),
             device=str(self.device_spec),
@@ -271,12 +268,12 @@ class Session:
         if self._session is not None and not self._ended.is_set():
             with contextlib.suppress(frida.InvalidOperationError, frida.TransportError):
                 self._session.detach()
-            if self._agent and not self.kill_on_stop and self.pid is not None:
+            if self._watch is not None and self._watch.images and not self.kill_on_stop:
                 # detach() returns before the agent has left the target; a
                 # target that exits meanwhile hangs or crashes in Frida's exit hook.
-                self.agent_left = wait_unloaded(self.pid, self._agent)
+                self.agent_left = self._watch.wait()
                 # Not "the target keeps running" if it did not (seen once in CI).
-                self._died_at_unload = gone(self.pid)
+                self._died_at_unload = gone(self._watch.pid)
         if self.kill_on_stop and self.pid is not None and self._device is not None:
             tgt.kill(self._device, self.pid)
 

@@ -24,7 +24,7 @@ from instr.agent import load_bundle
 from instr.errors import AgentError, TargetError
 from instr.patch.model import LedgerEntry, PatchError, PatchSpec, RevertResult
 from instr.protocol import PROTOCOL_VERSION
-from instr.unload import agent_images, wait_unloaded
+from instr.unload import AgentWatch
 
 _FRIDA_GONE = (frida.InvalidOperationError, frida.TransportError, frida.ProcessNotFoundError)
 
@@ -50,7 +50,7 @@ class PatchController:
         self._resumed = False
         self._closed = False
         # Frida agent images this controller brought into a local target (see instr/unload.py).
-        self._agent: frozenset[str] = frozenset()
+        self._watch: AgentWatch | None = None  # the agent this controller brought (instr/unload.py)
         self.agent_left: bool | None = None  # after close(): the agent had unloaded in time
 
     # -- lifecycle ------------------------------------------------------------
@@ -67,16 +67,14 @@ class PatchController:
 
     def _load(self) -> None:
         assert self.pid is not None
-        local = self.device_spec.kind == "local"
-        before = agent_images(self.pid) if local else frozenset()
+        self._watch = AgentWatch(self.pid, local=self.device_spec.kind == "local")
         self._session = tgt.attach(self._device, self.pid)
         self._session.on("detached", lambda reason, crash: self._ended.set())
         try:
             self._script = self._session.create_script(load_bundle(), name="instr-patch")
             self._script.on("message", lambda message, data: None)
             self._script.load()
-            if local:
-                self._agent = agent_images(self.pid) - before
+            self._watch.attached()
             hello = self._script.exports_sync.hello()
         except (frida.InvalidOperationError, frida.TransportError) as e:
             raise TargetError(f"lost pid {self.pid} while loading the agent: {e}") from e
@@ -163,10 +161,10 @@ class PatchController:
         if self._session is not None and not self._ended.is_set():
             with contextlib.suppress(*_FRIDA_GONE):
                 self._session.detach()
-            if self._agent and not self.persisted and self.pid is not None:
+            if self._watch is not None and self._watch.images and not self.persisted:
                 # detach() returns before the agent has left the target; a
                 # target that exits meanwhile hangs or crashes in Frida's exit hook.
-                self.agent_left = wait_unloaded(self.pid, self._agent)
+                self.agent_left = self._watch.wait()
         return results
 
     def __enter__(self) -> PatchController:
