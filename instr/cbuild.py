@@ -22,6 +22,7 @@ a change pays for the compiler (about 3 s for the syscall monitor here).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -155,7 +156,10 @@ def build(src: Source) -> bytes:
     return blob
 
 
+@functools.cache
 def _version(cc: str) -> str:
+    """The compiler's first --version line, asked once per process (part of
+    the cache key; every cache hit would otherwise run the compiler)."""
     try:
         done = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.SubprocessError) as e:

@@ -202,6 +202,7 @@ class SyscallRun:
         self.root_pid: int | None = None
         self.errors: list[str] = []
         self._scans: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        self._built: dict[str, tuple[bytes | None, str | None]] = {}  # by arch (cbuild.py)
         self._awaiting_exec: set[int] = set()
         self._fork_warned = False
         # Threads whose state has a slot; the rest keep it in TLS (slower).
@@ -233,7 +234,13 @@ class SyscallRun:
         # No probes: the plan only sets up flushing and the exit/exec hooks.
         plan = ProbeTable(options=PlanOptions(buffer_bytes=1 << 17)).plan()
         img.script.exports_sync.configure(plan)
-        built, why = cbuild.object_for(img.script, "syscalls", self.device_spec.kind, self.compiler)
+        # Once per architecture, not per image: every child would otherwise
+        # send the C and headers again (~140 kB) while it is held.
+        if img.arch not in self._built:
+            self._built[img.arch] = cbuild.object_for(
+                img.script, "syscalls", self.device_spec.kind, self.compiler
+            )
+        built, why = self._built[img.arch]
         started, sites = start_monitor(
             img.script,
             arch,
