@@ -18,6 +18,7 @@ import frida
 import pytest
 from helpers import Targets
 from jsonl import read_jsonl
+from test_attach import ADD_SET
 
 pytestmark = pytest.mark.frida
 
@@ -77,16 +78,6 @@ def test_syscalls_on_a_remote_device(
     rows = [line.split() for line in done.stdout if line.rstrip().endswith(" write")]
     assert len(rows) == 1 and rows[0][3] == "3", done.stdout
     assert "Traceback" not in done.err
-
-
-ADD_SET = """
-version: 1
-sets:
-  add:
-    probes:
-      - function: "attach!target_add"
-        capture: {a: "arg0:i64"}
-"""
 
 
 def test_probe_set_on_a_remote_device(

@@ -14,7 +14,6 @@ import os
 import re
 import signal
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -191,34 +190,21 @@ def test_a_child_still_being_armed_at_the_end_is_reported(
     # or without detaching its session first): the test does not leave it
     # behind to load the rest of the suite.
     assert run.root_pid is not None
-    wait_tree_gone(run.root_pid, timeout=5)
+    kill_tree(run.root_pid)
 
 
-def descendants(root: int) -> list[int]:
+def kill_tree(root: int) -> None:
+    """Kill ROOT, then its descendants (ROOT first: it can fork no more)."""
     parent = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError):
-            fields = stat.read_text().rpartition(")")[2].split()
-            if fields[0] != "Z":
-                parent[int(stat.parent.name)] = int(fields[1])
-    out, todo = [], [root]
+            parent[int(stat.parent.name)] = int(stat.read_text().rpartition(")")[2].split()[1])
+    todo = [root]
     while todo:
-        p = todo.pop()
-        kids = [c for c, pp in parent.items() if pp == p]
-        out += kids
-        todo += kids
-    return ([root] if root in parent else []) + out
-
-
-def wait_tree_gone(root: int, timeout: float = 20) -> list[int]:
-    """Wait for ROOT and its descendants to end; kill and return those that did not."""
-    deadline = time.monotonic() + timeout
-    while (left := descendants(root)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    for pid in left:
+        pid = todo.pop()
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
-    return left
+        todo += [c for c, pp in parent.items() if pp == pid]
 
 
 def test_cli_summary_and_exit_status(targets: Targets) -> None:
