@@ -8,7 +8,8 @@ import { Lifecycle } from "./lifecycle.js";
 import { ProbeSet } from "./probes.js";
 import { SymbolTriple, symbolize } from "./symbols.js";
 import { reportError } from "./util.js";
-import { Armed, ScanResult, SyscallConfig, SyscallMonitor, robustList, scan } from "./syscalls.js";
+import { Armed, SyscallConfig, SyscallMonitor, robustList } from "./syscalls.js";
+import { ScanResult, scan } from "./syscalls_scan.js";
 import { RevertResult } from "./patch_types.js";
 import { patcher } from "./patch.js";
 
