@@ -295,6 +295,12 @@ _cc_option = click.option(
     help="Catch raw syscall instructions too (Stalker: slower; static programs: seccomp, "
     "calls only; see docs/syscalls.md).",
 )
+@click.option(
+    "--shared-fds",
+    is_flag=True,
+    help="Leave the program's fd table shared with Frida's threads (by default its thread "
+    "gets its own while attached: fd calls cost less; see docs/syscalls.md).",
+)
 @_cc_option
 @_target_options
 @_debug_option

@@ -190,6 +190,7 @@ class Proc:
         *,
         cwd: str | os.PathLike[str] | None = None,
         env: dict[str, str] | None = None,
+        pass_fds: Sequence[int] = (),
     ) -> None:
         self.argv = [str(a) for a in argv]
         self.proc = subprocess.Popen(
@@ -201,6 +202,7 @@ class Proc:
             bufsize=1,
             cwd=cwd,
             env=env,
+            pass_fds=pass_fds,
         )
         assert self.proc.stdout is not None and self.proc.stderr is not None
         self.out = LineReader(self.proc.stdout)

@@ -5,6 +5,7 @@ import { Plan } from "./protocol.js";
 import { Session } from "./session.js";
 import { SyscallConfig } from "./syscalls.js";
 import { cmoduleSource } from "./cmodule.js";
+import { Entry, FdTable } from "./fdtable.js";
 import { MemOptions, MemTracker, ReportRequest } from "./mem.js";
 import { PeekRequest, PokeRequest, peek, poke } from "./peek.js";
 import { patcher } from "./patch.js";
@@ -12,6 +13,7 @@ import { PatchSpec } from "./patch_types.js";
 
 const session = new Session();
 const mem = new MemTracker(); // instr mem: its own engine (docs/memory.md)
+const fdTable = new FdTable();
 
 rpc.exports = {
     hello: () => session.hello(),
@@ -26,6 +28,9 @@ rpc.exports = {
     // The host's build of the monitor's C comes as the call's data (null: TinyCC).
     syscallStart: (config: SyscallConfig, object?: ArrayBuffer | null) => session.syscallStart(config, object ?? null),
     syscallRobustList: () => session.syscallRobustList(),
+    // The program's own fd table while attached (fdtable.ts).
+    fdsSeparate: (program: Entry[]) => fdTable.separate(program),
+    fdsRelease: () => fdTable.release(),
     // instr mem / instr peek
     memStart: (options: MemOptions, object?: ArrayBuffer | null) => mem.start(options, object ?? null),
     memReport: (request: ReportRequest) => mem.report(request),

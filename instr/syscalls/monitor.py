@@ -23,7 +23,7 @@ from instr.agent import load_bundle
 from instr.errors import AgentError, TargetError
 from instr.probes.ir import PlanOptions, ProbeTable
 from instr.protocol import PROTOCOL_VERSION, ack
-from instr.syscalls import ARCHES, numbers, select
+from instr.syscalls import ARCHES, fdsplit, numbers, select
 from instr.syscalls import names as nr_names
 from instr.syscalls.decode import FdTable, format_record, memory_kinds
 from instr.syscalls.records import Record, parse
@@ -61,6 +61,7 @@ class Image:
     sites: int = 0
     tick_ns: float = 1.0
     watch: AgentWatch | None = None  # to wait for Frida's agent to leave after detach
+    before: dict[int, str] | None = None  # fd -> /proc link, listed before attaching
 
 
 @dataclass
@@ -180,8 +181,12 @@ class SyscallRun:
         complete: bool = False,
         thread_slots: int = 4096,
         compiler: str = "auto",
+        shared_fds: bool = False,
     ) -> None:
         self.target = target
+        # Keep the program's fd table shared with Frida's threads (see _separate).
+        self.shared_fds = shared_fds
+        self.fds_separate = False
         # Who builds the monitor's C: auto | system (the host's) | tinycc (cbuild.py).
         self.compiler = compiler
         self.toolchain = "tinycc"
@@ -214,6 +219,7 @@ class SyscallRun:
         img = Image(pid)
         if not self.target.spawns and pid == self.root_pid and self.device_spec.kind == "local":
             img.fds = FdTable.from_proc(pid)  # this host's /proc: the local device only
+            img.before = dict(img.fds.fds)  # the program's own fds, before Frida's (_separate)
         img.watch = AgentWatch(pid, local=self.device_spec.kind == "local")
         img.session = tgt.attach(self._device, pid)
         img.watch.attached()
@@ -400,6 +406,7 @@ class SyscallRun:
             self.say(f"TinyCC because {self.toolchain_note}")
         if self.target.spawns:
             self._device.resume(self.root_pid)
+        self._separate()
         try:
             with self._changed:
                 self._changed.wait_for(self._all_done, timeout)
@@ -422,9 +429,26 @@ class SyscallRun:
             self._stop()
         return self.result()
 
+    def _separate(self) -> None:
+        """The program's thread gets its own fd table (instr/syscalls/fdsplit.py).
+        Not with -F (a forked child's Frida would find its sockets covered) nor
+        under Stalker (--complete)."""
+        if self.shared_fds or self.follow or self.complete or not self.images:
+            return
+        img = self.images[0]
+        if img.before is not None:  # None: spawned, or not on this host
+            self.fds_separate = fdsplit.separate(img.script, img.pid, img.before, self.say)
+
+    def _release(self, img: Image) -> None:
+        if self.fds_separate and img is self.images[0]:
+            err = fdsplit.release(img.script)
+            if err:
+                self.errors.append(err)
+
     def _stop(self) -> None:
         for img in list(self.images):
             if img.detach_reason is None:
+                self._release(img)
                 with contextlib.suppress(
                     frida.InvalidOperationError, frida.TransportError, frida.RPCException
                 ):
