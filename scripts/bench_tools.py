@@ -67,9 +67,10 @@ def frida_count(ctx: Ctx) -> Measured:
 
 
 def frida_attached(ctx: Ctx) -> Measured:
-    """The floor of any in-process tool on the write() loop: Frida attached with
-    an empty script, no hook. Frida's threads make the process multi-threaded,
-    so glibc's write() takes its cancellable path (enable/disable async cancel)."""
+    """Frida attached with an empty script, no hook, on the write() loop. Its
+    threads share the program's fd table, so the kernel takes a reference on
+    the file in every fd syscall (~55-75 ns here; instr syscalls -p gives the
+    program's thread its own table, docs/syscalls.md)."""
     import frida
 
     from instr.unload import AgentWatch
@@ -271,12 +272,15 @@ def _summary_calls(lines: list[str], name: str) -> int | None:
     return None
 
 
-def instr_syscalls_c(ctx: Ctx, complete: bool = False, cc: str = "auto") -> Measured:
+def instr_syscalls_c(
+    ctx: Ctx, complete: bool = False, cc: str = "auto", shared_fds: bool = False
+) -> Measured:
     """instr syscalls -c attached to the target (default mode: libc wrappers;
-    its C built by the host's gcc)."""
+    its C built by the host's gcc; the program's thread with its own fd table)."""
     with start_bench(ctx) as b:
         mode = ("--complete",) if complete else ()
         mode += ("--cc", cc)
+        mode += ("--shared-fds",) if shared_fds else ()
         argv = instr_argv("syscalls", "-c", *mode, "-e", "trace=write", "-p", b.pid)
         with Proc(argv, cwd=REPO, env=instr_env()) as ins:
             wait_line(ins, ctx, "counting system calls", stream="err")
@@ -293,6 +297,12 @@ def instr_syscalls_c(ctx: Ctx, complete: bool = False, cc: str = "auto") -> Meas
 def instr_syscalls_c_tinycc(ctx: Ctx) -> Measured:
     """instr syscalls -c with its C built by Frida's TinyCC (where the host cannot build it)."""
     return instr_syscalls_c(ctx, cc="tinycc")
+
+
+def instr_syscalls_c_shared_fds(ctx: Ctx) -> Measured:
+    """instr syscalls -c --shared-fds: the fd table left shared with Frida's
+    threads, so every fd syscall pays the kernel's reference on the file."""
+    return instr_syscalls_c(ctx, shared_fds=True)
 
 
 def instr_syscalls_complete(ctx: Ctx) -> Measured:
@@ -349,6 +359,7 @@ WLOOP_TOOLS = (
     "strace-write",
     "instr-syscalls-c",
     "instr-syscalls-c-tinycc",
+    "instr-syscalls-c-shared-fds",
     "instr-syscalls-complete",
     "strace-c",
     "bpftrace-syscalls",
@@ -365,6 +376,7 @@ TOOLS: dict[str, Callable[[Ctx], Measured]] = {
     "frida-attached": frida_attached,
     "instr-syscalls-c": instr_syscalls_c,
     "instr-syscalls-c-tinycc": instr_syscalls_c_tinycc,
+    "instr-syscalls-c-shared-fds": instr_syscalls_c_shared_fds,
     "instr-syscalls-complete": instr_syscalls_complete,
     "instr-syscalls-complete-run": instr_syscalls_complete_run,
     "strace-c": strace_c,
