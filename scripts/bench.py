@@ -6,7 +6,10 @@ calls (or of 1-byte ``write()``s to /dev/null, for strace) with
 CLOCK_MONOTONIC and reports ns/call. Each tool gets a fresh copy of the target,
 is armed, and then the harness drives one warm-up round and ``--rounds`` timed
 rounds through the target's stdin. Overhead = median hooked ns/call - median
-unhooked ns/call of the same loop; ``vs instr`` = that overhead / instr's
+unhooked ns/call of the same loop (for the write() loop and tools that attach
+to the running target, the unhooked rounds are the same process's, just
+before the tool attached: this VM's speed drifts between minutes by as much
+as a hook costs); ``vs instr`` = that overhead / instr's
 (so 20x means 20 times instr's cost). ``events/s``: for instr, rows in its
 SQLite store over the time from the first call until the store held them all
 (polled while instr runs; if it never catches up, until instr has exited,
@@ -87,6 +90,8 @@ def fmt_ns(ns: float | None) -> str:
 
 def table(results: dict[str, Measured | str], base: dict[str, Measured | str]) -> list[list[str]]:
     def overhead(m: Measured) -> float | None:
+        if m.before_ns is not None:  # paired: the same process, unhooked, just before
+            return m.ns_per_call - m.before_ns
         b = base.get(m.kind)
         return m.ns_per_call - b.ns_per_call if isinstance(b, Measured) else None
 
@@ -119,13 +124,21 @@ def print_syscall_ratios(
     ref = results.get("instr-syscalls-c")
     if not isinstance(b, Measured) or not isinstance(ref, Measured):
         return
-    ref_ov = ref.ns_per_call - b.ns_per_call
-    print(f"# write() loop: instr syscalls -c overhead {fmt_ns(ref_ov)}/call")
+
+    def over(m: Measured) -> float:
+        # Tools that attach: against the same process before they attached.
+        return m.ns_per_call - (m.before_ns if m.before_ns is not None else b.ns_per_call)
+
+    ref_ov = over(ref)
+    print(
+        f"# write() loop: instr syscalls -c overhead {fmt_ns(ref_ov)}/call"
+        " (attached tools: against the same process just before attaching)"
+    )
     floor = results.get("frida-attached")
     if isinstance(floor, Measured):
         # Not a floor for instr: it gives the program's thread its own fd
         # table, which takes away most of this (docs/syscalls.md).
-        f = floor.ns_per_call - b.ns_per_call
+        f = over(floor)
         print(f"#   Frida attached, no hook, fd table shared with its threads: {fmt_ns(f)}/call")
     for name in (
         "instr-syscalls-c-shared-fds",
@@ -137,7 +150,7 @@ def print_syscall_ratios(
     ):
         m = results.get(name)
         if isinstance(m, Measured) and ref_ov > 0:
-            ov = m.ns_per_call - b.ns_per_call
+            ov = over(m)
             print(f"#   {name}: {fmt_ns(ov)}/call, {ov / ref_ov:.1f}x instr's")
 
 

@@ -44,6 +44,10 @@ class Measured:
     events: int | None  # events the tool delivered (None: not countable)
     events_per_s: float | None
     note: str = ""
+    # Median unhooked ns/call in the same target process, measured just before
+    # the tool attached (None: the tool starts the target). The VM's speed
+    # drifts by ~100 ns a write between minutes; this pair does not.
+    before_ns: float | None = None
 
 
 @dataclass(frozen=True)
@@ -220,9 +224,17 @@ def settle(count: Callable[[], int], expected: int, timeout: float) -> tuple[int
     return last, since
 
 
-def measured(kind: str, calls: int, d: Driven, events: int | None, note: str = "") -> Measured:
+def measured(
+    kind: str,
+    calls: int,
+    d: Driven,
+    events: int | None,
+    note: str = "",
+    before: Driven | None = None,
+) -> Measured:
     rate = events / d.wall_s if events is not None and d.wall_s > 0 else None
-    return Measured(kind, calls, statistics.median(d.ns), d.total_calls, events, rate, note)
+    pre = statistics.median(before.ns) if before is not None else None
+    return Measured(kind, calls, statistics.median(d.ns), d.total_calls, events, rate, note, pre)
 
 
 def loss_note(events: int, expected: int) -> str:

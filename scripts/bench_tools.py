@@ -76,6 +76,7 @@ def frida_attached(ctx: Ctx) -> Measured:
     from instr.unload import AgentWatch
 
     with start_bench(ctx) as b:
+        pre = drive(b, ctx, "wloop", ctx.calls)
         watch = AgentWatch(b.pid, local=True)
         session = frida.attach(b.pid)
         watch.attached()
@@ -87,7 +88,7 @@ def frida_attached(ctx: Ctx) -> Measured:
         # exit hook (instr/unload.py).
         watch.wait()
         finish_bench(b, ctx)
-    return measured("wloop", ctx.calls, d, None, "Frida attached, no hook")
+    return measured("wloop", ctx.calls, d, None, "Frida attached, no hook", before=pre)
 
 
 def frida_trace(ctx: Ctx) -> Measured:
@@ -281,6 +282,7 @@ def instr_syscalls_c(
         mode = ("--complete",) if complete else ()
         mode += ("--cc", cc)
         mode += ("--shared-fds",) if shared_fds else ()
+        pre = drive(b, ctx, "wloop", ctx.calls)
         argv = instr_argv("syscalls", "-c", *mode, "-e", "trace=write", "-p", b.pid)
         with Proc(argv, cwd=REPO, env=instr_env()) as ins:
             wait_line(ins, ctx, "counting system calls", stream="err")
@@ -291,7 +293,8 @@ def instr_syscalls_c(
     writes = _summary_calls(lines, "write")
     if writes is None:
         raise RuntimeError(f"instr printed no write row: {lines[-5:]}")
-    return measured("wloop", ctx.calls, d, writes, f"writes counted {writes} of {d.total_calls}+")
+    note = f"writes counted {writes} of {d.total_calls}+"
+    return measured("wloop", ctx.calls, d, writes, note, before=pre)
 
 
 def instr_syscalls_c_tinycc(ctx: Ctx) -> Measured:
@@ -340,6 +343,7 @@ def bpftrace_syscalls(ctx: Ctx) -> Measured:
     """bpftrace counting raw_syscalls:sys_enter of the target's pid by syscall number."""
     exe = _bpftrace_ready()
     with start_bench(ctx) as b:
+        pre = drive(b, ctx, "wloop", ctx.calls)
         prog = (
             'BEGIN { printf("armed\\n"); } '
             f"tracepoint:raw_syscalls:sys_enter /pid == {b.pid}/ {{ @c[args->id] = count(); }}"
@@ -351,7 +355,8 @@ def bpftrace_syscalls(ctx: Ctx) -> Measured:
         finish_bench(b, ctx)
     m = re.search(r"^@c\[1\]: (\d+)$", "\n".join(lines), re.M)
     writes = int(m.group(1)) if m else None
-    return measured("wloop", ctx.calls, d, writes, f"writes counted {writes} of {d.total_calls}+")
+    note = f"writes counted {writes} of {d.total_calls}+"
+    return measured("wloop", ctx.calls, d, writes, note, before=pre)
 
 
 WLOOP_TOOLS = (
