@@ -36,7 +36,9 @@ from __future__ import annotations
 import struct
 from typing import Final, Literal
 
-PROTOCOL_VERSION: Final = 3  # 2: credit-based flow control; 3: aggregations (plan, snapshot, aggs)
+PROTOCOL_VERSION: Final = (
+    4  # 2: credit-based flow control; 3: aggregations (plan, snapshot, aggs); 4: fds
+)
 
 HEADER: Final = struct.Struct("<HBBIIIQ")
 HEADER_SIZE: Final = HEADER.size  # 24
@@ -68,6 +70,9 @@ MessageType = Literal[
     # syscall monitor: fields: seq, counters=[[nr, calls, errors, ticks]], drops, head,
     # tick_ns, clock=[ticks, monotonic ns]; data: records (instr/syscalls/records.py)
     "syscalls",
+    # the program's own fd table, separated at main (agents/src/fdtable.ts): the outcome;
+    # fields: separate, reason (when not), thread, covered, closed
+    "fds",
 ]
 
 ProbeState = Literal["armed", "pending", "failed"]

@@ -302,9 +302,12 @@ class InstrProcess(Proc):
 
 
 def start_instr(
-    *args: object, cwd: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None
+    *args: object,
+    cwd: str | os.PathLike[str] | None = None,
+    env: dict[str, str] | None = None,
+    pass_fds: Sequence[int] = (),
 ) -> InstrProcess:
-    return InstrProcess(instr_argv(*args), cwd=cwd, env=instr_env(env))
+    return InstrProcess(instr_argv(*args), cwd=cwd, env=instr_env(env), pass_fds=pass_fds)
 
 
 def run_instr(

@@ -20,6 +20,8 @@
 // allocated beforehand: that thread may have been stopped holding a lock of
 // libc's (malloc's, for one).
 
+import { post } from "./util.js";
+
 const CLONE_FILES = 0x400;
 const O_RDONLY = 0;
 const O_RDWR = 2;
@@ -146,17 +148,12 @@ export class FdTable {
      * program's fds as the host saw them before Frida came in (only those
      * are closed in Frida's table: Frida has fds it does not cloak). */
     async separate(program: Entry[]): Promise<Separated> {
-        if (this.thread !== 0) return { separate: false, reason: "already separate" };
-        const nr = SYS[Process.arch];
-        if (Process.platform !== "linux" || nr === undefined)
-            return { separate: false, reason: `not on ${Process.platform}/${Process.arch}` };
-        const n = (this.natives ??= new Natives(nr));
+        const n = this.prepare();
+        if (typeof n === "string") return { separate: false, reason: n };
         const threads = (n.list("/proc/self/task") ?? []).map((t) => parseInt(t, 10)).filter((t) => !Cloak.hasThread(t));
         if (threads.length !== 1) return { separate: false, reason: `the program has ${threads.length} threads` };
         const tid = threads[0];
-        this.nul = n.open(n.path("/dev/null"), O_RDWR | O_CLOEXEC);
-        if (this.nul < 0) return { separate: false, reason: `open /dev/null: errno ${n.lastErrno()}` };
-        Cloak.addFileDescriptor(this.nul);
+        if (!this.openNul(n)) return { separate: false, reason: `open /dev/null: errno ${n.lastErrno()}` };
         const before = n.fds(FDS);
         let got: Entry[] | string;
         try {
@@ -172,7 +169,41 @@ export class FdTable {
             this.drop();
             return { separate: false, reason: got };
         }
-        const copy = got;
+        return this.finish(n, tid, got, before, program);
+    }
+
+    /** For a spawned program, whose held thread runOnThread cannot reach: the
+     * same, from a hook on `main`, when its first thread enters it. The
+     * outcome is sent as an `fds` message. */
+    separateAtMain(program: Entry[]): { waiting: boolean; reason?: string } {
+        const n = this.prepare();
+        if (typeof n === "string") return { waiting: false, reason: n };
+        const main = Process.mainModule.findSymbolByName("main");
+        if (main === null) return { waiting: false, reason: "no 'main' symbol in the program" };
+        if (!this.openNul(n)) return { waiting: false, reason: `open /dev/null: errno ${n.lastErrno()}` };
+        let entered = false;
+        const listener = Interceptor.attach(main, {
+            onEnter: () => {
+                if (entered) return;
+                entered = true;
+                const tid = Process.getCurrentThreadId();
+                const got = this.inProgram(n, tid);
+                setTimeout(() => {
+                    listener.detach();
+                    if (typeof got === "string") {
+                        this.drop();
+                        post("fds", { separate: false, reason: got });
+                    } else {
+                        post("fds", { ...this.finish(n, tid, got, [], program) });
+                    }
+                }, 0);
+            },
+        });
+        return { waiting: true };
+    }
+
+    /** On Frida's JS thread, once the program's table is its own. */
+    private finish(n: Natives, tid: number, copy: Entry[], before: Entry[], program: Entry[]): Separated {
         this.thread = tid;
         // Fds copied into the program's table while Frida's runOnThread
         // machinery held them (gone from Frida's table by now) are closed at
@@ -190,6 +221,20 @@ export class FdTable {
             if (e.fd <= 2 ? n.dup3(this.nul, e.fd, 0) === e.fd : n.close(e.fd) === 0) closed++;
         }
         return { separate: true, thread: tid, covered: this.covered.length, closed };
+    }
+
+    private prepare(): Natives | string {
+        if (this.thread !== 0 || this.nul >= 0) return "already separate";
+        const nr = SYS[Process.arch];
+        if (Process.platform !== "linux" || nr === undefined) return `not on ${Process.platform}/${Process.arch}`;
+        return (this.natives ??= new Natives(nr));
+    }
+
+    private openNul(n: Natives): boolean {
+        this.nul = n.open(n.path("/dev/null"), O_RDWR | O_CLOEXEC);
+        if (this.nul < 0) return false;
+        Cloak.addFileDescriptor(this.nul);
+        return true;
     }
 
     /** On the program's thread: its table's entries, or why it stays shared. */
@@ -222,7 +267,10 @@ export class FdTable {
     /** Close what separate() left in the program's table. */
     async release(): Promise<Released> {
         const n = this.natives;
-        if (n === null || this.thread === 0) return { closed: 0, left: [] };
+        if (n === null || this.thread === 0) {
+            this.drop(); // separateAtMain's /dev/null, if main was never reached
+            return { closed: 0, left: [] };
+        }
         const me = Process.getCurrentThreadId();
         const tid = this.thread;
         this.thread = 0;

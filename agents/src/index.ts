@@ -30,6 +30,7 @@ rpc.exports = {
     syscallRobustList: () => session.syscallRobustList(),
     // The program's own fd table while attached (fdtable.ts).
     fdsSeparate: (program: Entry[]) => fdTable.separate(program),
+    fdsSeparateAtMain: (program: Entry[]) => fdTable.separateAtMain(program),
     fdsRelease: () => fdTable.release(),
     // instr mem / instr peek
     memStart: (options: MemOptions, object?: ArrayBuffer | null) => mem.start(options, object ?? null),

@@ -1,7 +1,7 @@
 // The wire protocol between the agent and the host, version 3.
 // The other half is instr/protocol.py; change both together.
 
-export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = 4;
 
 // Host -> agent messages (script.post): {type: "credit", seq} after the host has
 // finished with batch `seq` (flow control), and {type: "ack", token} to release
@@ -175,6 +175,8 @@ export type Message =
           tick_ns: number;
           clock: [string, string];
       }
+    // The program's own fd table (fdtable.ts), separated at main: the outcome.
+    | { v: number; type: "fds"; separate: boolean; reason?: string; thread?: number; covered?: number; closed?: number }
     | {
           v: number;
           type: "ending";

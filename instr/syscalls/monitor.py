@@ -220,6 +220,8 @@ class SyscallRun:
         if not self.target.spawns and pid == self.root_pid and self.device_spec.kind == "local":
             img.fds = FdTable.from_proc(pid)  # this host's /proc: the local device only
             img.before = dict(img.fds.fds)  # the program's own fds, before Frida's (_separate)
+        elif self.target.spawns and pid == self.root_pid and self.device_spec.kind == "local":
+            img.before = fdsplit.spawned_fds(pid)
         img.watch = AgentWatch(pid, local=self.device_spec.kind == "local")
         img.session = tgt.attach(self._device, pid)
         img.watch.attached()
@@ -324,6 +326,8 @@ class SyscallRun:
                 img.exec_pending = "execve" in chosen
             with contextlib.suppress(frida.InvalidOperationError, frida.TransportError):
                 img.script.post(ack(int(p["token"])))
+        elif kind == "fds":  # the fd table separated at main, or not
+            fdsplit.told(p, self.say)
         elif kind == "error":
             self.errors.append(f"pid {img.pid}: agent error: {p.get('message')}")
 
@@ -405,8 +409,10 @@ class SyscallRun:
         if self.toolchain != "host" and self.compiler != "tinycc" and self.toolchain_note:
             self.say(f"TinyCC because {self.toolchain_note}")
         if self.target.spawns:
+            self._separate()  # armed for main: the held thread cannot be reached now
             self._device.resume(self.root_pid)
-        self._separate()
+        else:
+            self._separate()
         try:
             with self._changed:
                 self._changed.wait_for(self._all_done, timeout)
@@ -436,7 +442,11 @@ class SyscallRun:
         if self.shared_fds or self.follow or self.complete or not self.images:
             return
         img = self.images[0]
-        if img.before is not None:  # None: spawned, or not on this host
+        if img.before is None:  # not on this host
+            return
+        if self.target.spawns:
+            self.fds_separate = fdsplit.separate_at_main(img.script, img.before, self.say)
+        else:
             self.fds_separate = fdsplit.separate(img.script, img.pid, img.before, self.say)
 
     def _release(self, img: Image) -> None:

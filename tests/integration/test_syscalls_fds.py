@@ -1,5 +1,5 @@
-"""``instr syscalls -p``: the program's thread gets an fd table of its own while
-instr is attached (agents/src/fdtable.ts; docs/syscalls.md, "Frida's threads
+"""``instr syscalls``: the program's thread gets an fd table of its own while
+instr is attached (``-p``: at once; spawned: when it enters main) (agents/src/fdtable.ts; docs/syscalls.md, "Frida's threads
 and the fd table"). What must hold: the program's fds keep their meaning (a
 pipe it closes reaches EOF while instr is still attached), counts stay exact,
 and after the detach the program's fd table is exactly what it was before."""
@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from helpers import TargetProcess, Targets, start_instr, start_target
+
+from instr.syscalls.fdsplit import SEPARATE
 
 N = 1000
 
@@ -60,7 +62,7 @@ def test_the_program_gets_its_own_fd_table(targets: Targets) -> None:
         held = next(fd for fd, link in before.items() if link == pipe)
         assert holders(t.pid, pipe) == {t.pid}
         with start_instr("syscalls", "-c", "-e", "trace=write", "-p", t.pid) as ins:
-            ins.err.expect("has its own fd table")
+            assert ins.err.expect("fd table") == f"instr: {SEPARATE}"
             frida = threads(t.pid) - {t.pid}
             assert frida, "Frida's threads are in the process"
             # Frida's threads no longer hold the program's files...
@@ -117,3 +119,29 @@ def test_shared_fds_leaves_the_table_alone(targets: Targets) -> None:
         assert not [ln for ln in done.stderr if "fd table" in ln]
         assert writes(done.stdout) == N + 1
         assert links(t.pid) == before
+
+
+def test_a_spawned_program_gets_its_own_fd_table_at_main(targets: Targets) -> None:
+    r, w = os.pipe()
+    pipe = f"pipe:[{os.fstat(w).st_ino}]"
+    try:
+        argv = ("syscalls", "-c", "-e", "trace=write", "--", targets.path("sys_fdhold"), w)
+        with start_instr(*argv, pass_fds=(w,)) as ins:
+            os.close(w)
+            pid = int(ins.err.expect("counting system calls in pid").split()[6])
+            assert ins.readline() == "ready"
+            # Sent once the agent has closed the program's fds in Frida's table.
+            assert ins.err.expect("fd table") == f"instr: {SEPARATE}"
+            # instr itself holds the pipe (it passed it on): look inside the target.
+            assert holders(pid, pipe) == {pid}
+            ins.send(f"write {N}")
+            assert ins.readline() == f"wrote {N}"
+            ins.send("close")
+            assert ins.readline() == "closed"
+            assert holders(pid, pipe) == set()
+            done = ins.finish()  # EOF on stdin: the program exits
+        assert done.returncode == 0, done.err
+        # N writes and the three lines it printed.
+        assert writes(done.stdout) == N + 3
+    finally:
+        os.close(r)
