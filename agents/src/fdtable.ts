@@ -1,11 +1,13 @@
 // The program's own fd table (docs/syscalls.md, "Frida's threads and the fd
 // table"). While a second thread shares a process's fd table, the kernel
 // takes a reference on the file for every fd syscall (and drops it after);
-// with Frida's threads in the process, a write() to /dev/null took ~80 ns more
-// here, for any tool that injects. Giving the program's (single) thread a
-// table of its own with unshare(CLONE_FILES) takes that cost away:
+// with Frida's threads in the process, a write() to /dev/null took 55-75 ns
+// more here, for any tool that injects. Giving the program's (single) thread
+// a table of its own with unshare(CLONE_FILES) takes that cost away:
 //
-//  - separate(): on the program's thread (Process.runOnThread), check it is
+//  - separate() (attached), separateAtMain() (spawned: runOnThread cannot
+//    reach a thread that spawn holds, so a hook on main does it): on the
+//    program's thread (Process.runOnThread), check it is
 //    the program's only thread, unshare, and in its copy put /dev/null over
 //    Frida's sockets (so that Frida's connection still closes when Frida's
 //    threads close it). Frida's other fds (eventfds, which Frida's code on the
@@ -16,9 +18,9 @@
 //  - release(): on the program's thread again, close what separate() left in
 //    its table (only fds that are still the same open files).
 //
-// The callbacks on the program's thread make system calls only, with buffers
-// allocated beforehand: that thread may have been stopped holding a lock of
-// libc's (malloc's, for one).
+// The callbacks on the program's thread make system calls only and allocate
+// nothing from libc (getdents64, not opendir; buffers from Frida's heap): that
+// thread may have been stopped holding a lock of libc's (malloc's, for one).
 
 import { post } from "./util.js";
 

@@ -217,11 +217,12 @@ class SyscallRun:
 
     def _arm(self, pid: int, adopted: bool = False, forked: bool = False) -> Image:
         img = Image(pid)
-        if not self.target.spawns and pid == self.root_pid and self.device_spec.kind == "local":
-            img.fds = FdTable.from_proc(pid)  # this host's /proc: the local device only
-            img.before = dict(img.fds.fds)  # the program's own fds, before Frida's (_separate)
-        elif self.target.spawns and pid == self.root_pid and self.device_spec.kind == "local":
-            img.before = fdsplit.spawned_fds(pid)
+        if pid == self.root_pid and self.device_spec.kind == "local":  # this host's /proc
+            if self.target.spawns:
+                img.before = fdsplit.spawned_fds(pid)
+            else:
+                img.fds = FdTable.from_proc(pid)
+                img.before = dict(img.fds.fds)  # the program's own fds, before Frida's
         img.watch = AgentWatch(pid, local=self.device_spec.kind == "local")
         img.session = tgt.attach(self._device, pid)
         img.watch.attached()
@@ -408,11 +409,9 @@ class SyscallRun:
         self.say(f"counting system calls in pid {self.root_pid} ({what}; C built by {cc})")
         if self.toolchain != "host" and self.compiler != "tinycc" and self.toolchain_note:
             self.say(f"TinyCC because {self.toolchain_note}")
+        self._separate()  # before resuming a spawned program: armed for its main
         if self.target.spawns:
-            self._separate()  # armed for main: the held thread cannot be reached now
             self._device.resume(self.root_pid)
-        else:
-            self._separate()
         try:
             with self._changed:
                 self._changed.wait_for(self._all_done, timeout)
