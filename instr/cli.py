@@ -298,8 +298,8 @@ _cc_option = click.option(
 @click.option(
     "--shared-fds",
     is_flag=True,
-    help="Leave the program's fd table shared with Frida's threads (by default its thread "
-    "gets its own while attached: fd calls cost less; see docs/syscalls.md).",
+    help="Leave a spawned program's fd table shared with Frida's threads (by default its "
+    "thread gets its own from main on: fd calls cost less; see docs/syscalls.md).",
 )
 @_cc_option
 @_target_options

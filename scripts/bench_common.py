@@ -71,9 +71,9 @@ def tool_name(argv: Sequence[str]) -> str:
     return Path(argv[0]).name
 
 
-def start_bench(ctx: Ctx, prefix: Sequence[str] = ()) -> Proc:
+def start_bench(ctx: Ctx, prefix: Sequence[str] = (), env: dict[str, str] | None = None) -> Proc:
     """Start the bench target (under ``prefix``, e.g. a tracer) and wait for 'ready'."""
-    proc = Proc([*prefix, str(ctx.bench)])
+    proc = Proc([*prefix, str(ctx.bench)], env=env)
     line = proc.readline(ctx.timeout)
     if line != "ready":
         err = proc.err.rest(5) if line is None else []
@@ -94,6 +94,11 @@ def drive(proc: Proc, ctx: Ctx, cmd: str, calls: int) -> Driven:
         m = NS_RX.fullmatch(line or "")
         if m is None:
             raise RuntimeError(f"bench answered {line!r} to '{cmd} {n}'")
+        # A hook that breaks the calls would look fast: writes failing with
+        # EBADF are (measured, with an early fd-table bug). sum: bytes written
+        # for wloop, sum of target_add(i, i) for run.
+        if int(m[4]) != (n if cmd == "wloop" else n * (n - 1)):
+            raise RuntimeError(f"bench's '{cmd} {n}' went wrong under the tool: {line!r}")
         total += n
         if i > 0:
             ns.append(float(m[1]))

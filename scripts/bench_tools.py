@@ -273,15 +273,27 @@ def _summary_calls(lines: list[str], name: str) -> int | None:
     return None
 
 
-def instr_syscalls_c(
-    ctx: Ctx, complete: bool = False, cc: str = "auto", shared_fds: bool = False
-) -> Measured:
-    """instr syscalls -c attached to the target (default mode: libc wrappers;
-    its C built by the host's gcc; the program's thread with its own fd table)."""
+def instr_syscalls_c(ctx: Ctx, cc: str = "auto", shared_fds: bool = False) -> Measured:
+    """instr syscalls -c spawning the target (default mode: libc wrappers; its
+    C built by the host's gcc; the program's thread with its own fd table
+    from main on, docs/syscalls.md)."""
+    out = ctx.workdir / "instr-syscalls-c.txt"
+    mode = ("--cc", cc) + (("--shared-fds",) if shared_fds else ())
+    argv = instr_argv("syscalls", "-c", *mode, "-e", "trace=write", "-o", out, "--")
+    with start_bench(ctx, argv, env=instr_env()) as b:
+        d = drive(b, ctx, "wloop", ctx.calls)
+        finish_bench(b, ctx)
+    writes = _summary_calls(out.read_text().splitlines(), "write")
+    if writes is None:
+        raise RuntimeError(f"instr wrote no write row to {out}")
+    return measured("wloop", ctx.calls, d, writes, f"writes counted {writes} of {d.total_calls}+")
+
+
+def instr_syscalls_attached(ctx: Ctx, complete: bool = False) -> Measured:
+    """instr syscalls -c attached to the running target (-p): the fd table
+    stays shared with Frida's threads (docs/syscalls.md)."""
     with start_bench(ctx) as b:
         mode = ("--complete",) if complete else ()
-        mode += ("--cc", cc)
-        mode += ("--shared-fds",) if shared_fds else ()
         pre = drive(b, ctx, "wloop", ctx.calls)
         argv = instr_argv("syscalls", "-c", *mode, "-e", "trace=write", "-p", b.pid)
         with Proc(argv, cwd=REPO, env=instr_env()) as ins:
@@ -303,14 +315,14 @@ def instr_syscalls_c_tinycc(ctx: Ctx) -> Measured:
 
 
 def instr_syscalls_c_shared_fds(ctx: Ctx) -> Measured:
-    """instr syscalls -c --shared-fds: the fd table left shared with Frida's
-    threads, so every fd syscall pays the kernel's reference on the file."""
+    """instr syscalls -c --shared-fds, spawning: the fd table left shared with
+    Frida's threads, so every fd syscall pays the kernel's reference on the file."""
     return instr_syscalls_c(ctx, shared_fds=True)
 
 
 def instr_syscalls_complete(ctx: Ctx) -> Measured:
     """instr syscalls -c --complete attached to the target (Stalker on every syscall)."""
-    return instr_syscalls_c(ctx, complete=True)
+    return instr_syscalls_attached(ctx, complete=True)
 
 
 def instr_syscalls_complete_run(ctx: Ctx) -> Measured:
@@ -365,6 +377,7 @@ WLOOP_TOOLS = (
     "instr-syscalls-c",
     "instr-syscalls-c-tinycc",
     "instr-syscalls-c-shared-fds",
+    "instr-syscalls-attached",
     "instr-syscalls-complete",
     "strace-c",
     "bpftrace-syscalls",
@@ -382,6 +395,7 @@ TOOLS: dict[str, Callable[[Ctx], Measured]] = {
     "instr-syscalls-c": instr_syscalls_c,
     "instr-syscalls-c-tinycc": instr_syscalls_c_tinycc,
     "instr-syscalls-c-shared-fds": instr_syscalls_c_shared_fds,
+    "instr-syscalls-attached": instr_syscalls_attached,
     "instr-syscalls-complete": instr_syscalls_complete,
     "instr-syscalls-complete-run": instr_syscalls_complete_run,
     "strace-c": strace_c,

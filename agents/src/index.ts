@@ -28,10 +28,8 @@ rpc.exports = {
     // The host's build of the monitor's C comes as the call's data (null: TinyCC).
     syscallStart: (config: SyscallConfig, object?: ArrayBuffer | null) => session.syscallStart(config, object ?? null),
     syscallRobustList: () => session.syscallRobustList(),
-    // The program's own fd table while attached (fdtable.ts).
-    fdsSeparate: (program: Entry[]) => fdTable.separate(program),
+    // A spawned program's own fd table (fdtable.ts).
     fdsSeparateAtMain: (program: Entry[]) => fdTable.separateAtMain(program),
-    fdsRelease: () => fdTable.release(),
     // instr mem / instr peek
     memStart: (options: MemOptions, object?: ArrayBuffer | null) => mem.start(options, object ?? null),
     memReport: (request: ReportRequest) => mem.report(request),

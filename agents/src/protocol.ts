@@ -176,7 +176,7 @@ export type Message =
           clock: [string, string];
       }
     // The program's own fd table (fdtable.ts), separated at main: the outcome.
-    | { v: number; type: "fds"; separate: boolean; reason?: string; thread?: number; covered?: number; closed?: number }
+    | { v: number; type: "fds"; separate: boolean; reason?: string; closed?: number }
     | {
           v: number;
           type: "ending";

@@ -61,7 +61,7 @@ class Image:
     sites: int = 0
     tick_ns: float = 1.0
     watch: AgentWatch | None = None  # to wait for Frida's agent to leave after detach
-    before: dict[int, str] | None = None  # fd -> /proc link, listed before attaching
+    before: dict[int, str] | None = None  # spawned: fd -> /proc link, listed before attaching
 
 
 @dataclass
@@ -186,7 +186,6 @@ class SyscallRun:
         self.target = target
         # Keep the program's fd table shared with Frida's threads (see _separate).
         self.shared_fds = shared_fds
-        self.fds_separate = False
         # Who builds the monitor's C: auto | system (the host's) | tinycc (cbuild.py).
         self.compiler = compiler
         self.toolchain = "tinycc"
@@ -219,10 +218,9 @@ class SyscallRun:
         img = Image(pid)
         if pid == self.root_pid and self.device_spec.kind == "local":  # this host's /proc
             if self.target.spawns:
-                img.before = fdsplit.spawned_fds(pid)
+                img.before = fdsplit.spawned_fds(pid)  # its own fds, before Frida's
             else:
                 img.fds = FdTable.from_proc(pid)
-                img.before = dict(img.fds.fds)  # the program's own fds, before Frida's
         img.watch = AgentWatch(pid, local=self.device_spec.kind == "local")
         img.session = tgt.attach(self._device, pid)
         img.watch.attached()
@@ -409,8 +407,8 @@ class SyscallRun:
         self.say(f"counting system calls in pid {self.root_pid} ({what}; C built by {cc})")
         if self.toolchain != "host" and self.compiler != "tinycc" and self.toolchain_note:
             self.say(f"TinyCC because {self.toolchain_note}")
-        self._separate()  # before resuming a spawned program: armed for its main
         if self.target.spawns:
+            self._separate()  # armed for its main
             self._device.resume(self.root_pid)
         try:
             with self._changed:
@@ -435,29 +433,19 @@ class SyscallRun:
         return self.result()
 
     def _separate(self) -> None:
-        """The program's thread gets its own fd table (instr/syscalls/fdsplit.py).
-        Not with -F (a forked child's Frida would find its sockets covered) nor
-        under Stalker (--complete)."""
+        """A spawned program's thread gets its own fd table from main on
+        (instr/syscalls/fdsplit.py). Not with -F (a forked child's Frida would
+        find its sockets covered), under Stalker (--complete), or on a remote
+        device (no listing of its fds from before Frida)."""
         if self.shared_fds or self.follow or self.complete or not self.images:
             return
         img = self.images[0]
-        if img.before is None:  # not on this host
-            return
-        if self.target.spawns:
-            self.fds_separate = fdsplit.separate_at_main(img.script, img.before, self.say)
-        else:
-            self.fds_separate = fdsplit.separate(img.script, img.pid, img.before, self.say)
-
-    def _release(self, img: Image) -> None:
-        if self.fds_separate and img is self.images[0]:
-            err = fdsplit.release(img.script)
-            if err:
-                self.errors.append(err)
+        if img.before is not None:
+            fdsplit.separate_at_main(img.script, img.before, self.say)
 
     def _stop(self) -> None:
         for img in list(self.images):
             if img.detach_reason is None:
-                self._release(img)
                 with contextlib.suppress(
                     frida.InvalidOperationError, frida.TransportError, frida.RPCException
                 ):

@@ -2,7 +2,8 @@
  * docs/syscalls.md).
  *
  * argv[1]: an fd the test passed in (a pipe's write end); argv[2] "thread":
- * start an idle second thread before "ready". Prints "ready", then serves one
+ * start an idle second thread in main, before "ready". FDHOLD_THREAD=1 in the
+ * environment: start one before main (a constructor). Prints "ready", then serves one
  * command per stdin line, answering each with one line (one write(2)):
  *   write N   N write(fd, "x", 1) calls to /dev/null; answers "wrote N"
  *   close     closes argv[1]'s fd; answers "closed"
@@ -20,6 +21,14 @@ static void *idle(void *arg)
     for (;;)
         pause();
     return NULL;
+}
+
+__attribute__((constructor)) static void early_thread(void)
+{
+    pthread_t t;
+    const char *e = getenv("FDHOLD_THREAD");
+    if (e != NULL && strcmp(e, "1") == 0 && pthread_create(&t, NULL, idle, NULL) != 0)
+        exit(1);
 }
 
 static void answer(const char *text)
