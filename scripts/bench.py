@@ -136,12 +136,12 @@ def print_syscall_ratios(
     )
     floor = results.get("frida-attached")
     if isinstance(floor, Measured):
-        # Not a floor for instr on a program it spawns: the program's thread
-        # gets its own fd table, which takes most of this away (docs/syscalls.md).
+        # Not a floor with --own-fds: the program's thread gets its own fd
+        # table, which takes most of this away (docs/syscalls.md).
         f = over(floor)
         print(f"#   Frida attached, no hook, fd table shared with its threads: {fmt_ns(f)}/call")
     for name in (
-        "instr-syscalls-c-shared-fds",
+        "instr-syscalls-c-own-fds",
         "instr-syscalls-attached",
         "instr-syscalls-c-tinycc",
         "instr-syscalls-complete",

@@ -17,10 +17,7 @@ from typing import Any
 
 import frida
 
-SEPARATE = (
-    "the program's thread has its own fd table while instr is attached"
-    " (--shared-fds keeps the shared one)"
-)
+SEPARATE = "the program's thread has its own fd table while instr is attached"
 _RPC_ERRORS = (frida.InvalidOperationError, frida.TransportError, frida.RPCException)
 
 

@@ -181,11 +181,11 @@ class SyscallRun:
         complete: bool = False,
         thread_slots: int = 4096,
         compiler: str = "auto",
-        shared_fds: bool = False,
+        own_fds: bool = False,
     ) -> None:
         self.target = target
-        # Keep the program's fd table shared with Frida's threads (see _separate).
-        self.shared_fds = shared_fds
+        # A spawned program's own fd table, from main on (see _separate).
+        self.own_fds = own_fds
         # Who builds the monitor's C: auto | system (the host's) | tinycc (cbuild.py).
         self.compiler = compiler
         self.toolchain = "tinycc"
@@ -407,8 +407,8 @@ class SyscallRun:
         self.say(f"counting system calls in pid {self.root_pid} ({what}; C built by {cc})")
         if self.toolchain != "host" and self.compiler != "tinycc" and self.toolchain_note:
             self.say(f"TinyCC because {self.toolchain_note}")
+        self._separate()  # a spawned program: armed for its main, before it runs
         if self.target.spawns:
-            self._separate()  # armed for its main
             self._device.resume(self.root_pid)
         try:
             with self._changed:
@@ -433,11 +433,15 @@ class SyscallRun:
         return self.result()
 
     def _separate(self) -> None:
-        """A spawned program's thread gets its own fd table from main on
-        (instr/syscalls/fdsplit.py). Not with -F (a forked child's Frida would
+        """With --own-fds, a spawned program's thread gets its own fd table from
+        main on (instr/syscalls/fdsplit.py). Not attached (the only way onto the
+        thread, runOnThread, hijacks it anywhere), not with -F (a forked child's Frida would
         find its sockets covered), under Stalker (--complete), or on a remote
         device (no listing of its fds from before Frida)."""
-        if self.shared_fds or self.follow or self.complete or not self.images:
+        if not self.own_fds or self.follow or self.complete or not self.images:
+            return
+        if not self.target.spawns:
+            self.say("--own-fds is for programs instr spawns: the fd table stays shared")
             return
         img = self.images[0]
         if img.before is not None:
