@@ -13,7 +13,6 @@ from instr.agent import load_bundle
 from instr.errors import TargetError
 from instr.mem.peek import parse_peek, render
 from instr.mem.poke import parse_poke, poke_all
-from instr.unload import AgentWatch
 
 
 def _short(e: Exception) -> str:
@@ -25,9 +24,7 @@ def _short(e: Exception) -> str:
 def _script(target: tgt.TargetSpec, device: tgt.DeviceSpec, name: str) -> Iterator[Any]:
     dev = tgt.open_device(device)
     pid = target.pid if target.pid is not None else tgt.resolve_name(dev, str(target.name))
-    watch = AgentWatch(pid, local=device.kind == "local")
     session = tgt.attach(dev, pid)
-    watch.attached()
     try:
         script = session.create_script(load_bundle(), name=name)
         script.load()
@@ -35,9 +32,6 @@ def _script(target: tgt.TargetSpec, device: tgt.DeviceSpec, name: str) -> Iterat
     finally:
         with contextlib.suppress(frida.InvalidOperationError, frida.TransportError):
             session.detach()
-        # detach() returns before Frida's agent has left (instr/unload.py): the
-        # next attach, or the target's exit, must not meet it half-unloaded.
-        watch.wait()
 
 
 def peek_values(target: tgt.TargetSpec, device: tgt.DeviceSpec, texts: list[str]) -> Iterator[str]:
