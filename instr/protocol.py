@@ -1,4 +1,4 @@
-"""The wire protocol between the host and the agent, version 3.
+"""The wire protocol between the host and the agent, version 4.
 
 This module and ``agents/src/protocol.ts`` are the two halves of one contract;
 change both together and bump ``PROTOCOL_VERSION`` when the layout changes.
@@ -36,9 +36,8 @@ from __future__ import annotations
 import struct
 from typing import Final, Literal
 
-PROTOCOL_VERSION: Final = (
-    4  # 2: credit-based flow control; 3: aggregations (plan, snapshot, aggs); 4: fds
-)
+# 2: credit-based flow control; 3: aggregations (plan, snapshot, aggs); 4: fds message
+PROTOCOL_VERSION: Final = 4
 
 HEADER: Final = struct.Struct("<HBBIIIQ")
 HEADER_SIZE: Final = HEADER.size  # 24
@@ -71,7 +70,7 @@ MessageType = Literal[
     # tick_ns, clock=[ticks, monotonic ns]; data: records (instr/syscalls/records.py)
     "syscalls",
     # the program's own fd table, separated at main (agents/src/fdtable.ts): the outcome;
-    # fields: separate, reason (when not), thread, covered, closed
+    # fields: separate, reason (when not), closed
     "fds",
 ]
 

@@ -19,20 +19,15 @@
 // in 1 of 20 runs a write() the hijack interrupted ran twice and the target
 // later died of SIGSEGV (measured).
 //
-// The code on the program's thread makes system calls only and allocates
-// nothing from libc (getdents64, not opendir; buffers from Frida's heap).
+// The program's thread runs this at main's entry, a function boundary, so it
+// may call libc freely (a hijacked thread may be inside malloc; this one is not).
 
-import { post } from "./util.js";
+import { dirEntries, post, processThreads } from "./util.js";
 
 const CLONE_FILES = 0x400;
-const O_RDONLY = 0;
 const O_RDWR = 2;
-const O_DIRECTORY = Process.arch === "arm64" ? 0x4000 : 0x10000;
 const O_CLOEXEC = 0x80000;
-const SYS = {
-    x64: { getdents64: 217 },
-    arm64: { getdents64: 61 },
-} as Record<string, { getdents64: number } | undefined>;
+const FDS = "/proc/thread-self/fd";
 
 export interface Separated {
     separate: boolean;
@@ -52,70 +47,29 @@ class Natives {
     readonly close = new NativeFunction(libc("close"), "int", ["int"]);
     readonly open = new NativeFunction(libc("open"), "int", ["pointer", "int"]);
     readonly readlink = new NativeFunction(libc("readlink"), "int64", ["pointer", "pointer", "size_t"]);
-    readonly getdents64 = new NativeFunction(libc("syscall"), "int64", ["long", "int", "pointer", "uint"]);
     readonly errno = new NativeFunction(libc("__errno_location"), "pointer", []);
-    // Buffers and strings for the program's thread, allocated beforehand.
-    readonly dirents = Memory.alloc(8192);
-    readonly link = Memory.alloc(4096);
-    private readonly paths = new Map<string, NativePointer>();
-
-    constructor(readonly nr: { getdents64: number }) {}
-
-    path(s: string): NativePointer {
-        let p = this.paths.get(s);
-        if (p === undefined) {
-            p = Memory.allocUtf8String(s);
-            this.paths.set(s, p);
-        }
-        return p;
-    }
+    private readonly link = Memory.alloc(4096);
 
     lastErrno(): number {
         return this.errno().readS32();
     }
 
-    /** Entry names of a directory (getdents64: nothing allocated by libc). */
-    list(dir: string): string[] | null {
-        const fd = this.open(this.path(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (fd < 0) return null;
-        const names: string[] = [];
-        try {
-            for (;;) {
-                const got = this.getdents64(this.nr.getdents64, fd, this.dirents, 8192).toNumber();
-                if (got <= 0) break;
-                // struct linux_dirent64: d_ino (8), d_off (8), d_reclen (2), d_type (1), d_name.
-                for (let off = 0; off < got; ) {
-                    const e = this.dirents.add(off);
-                    const name = e.add(19).readUtf8String() ?? "";
-                    if (name !== "." && name !== "..") names.push(name);
-                    off += e.add(16).readU16();
-                }
-            }
-        } finally {
-            this.close(fd);
+    /** The calling thread's fds and what they are. An fd closed between the
+     * listing and its readlink (the listing's own, for one) is left out. */
+    fds(): Entry[] {
+        const out: Entry[] = [];
+        for (const fd of (dirEntries(FDS) ?? []).map((n) => parseInt(n, 10))) {
+            if (Number.isNaN(fd)) continue;
+            const n = this.readlink(Memory.allocUtf8String(`${FDS}/${fd}`), this.link, 4095).toNumber();
+            if (n > 0) out.push({ fd, target: this.link.readUtf8String(n) ?? "" });
         }
-        // A listing of fds shows the directory's own.
-        return dir.endsWith("/fd") ? names.filter((n) => parseInt(n, 10) !== fd) : names;
-    }
-
-    target(dir: string, fd: number): string {
-        const n = this.readlink(this.path(`${dir}/${fd}`), this.link, 4095).toNumber();
-        return n > 0 ? (this.link.readUtf8String(n) ?? "") : "";
-    }
-
-    fds(dir: string): Entry[] {
-        return (this.list(dir) ?? [])
-            .map((n) => parseInt(n, 10))
-            .filter((fd) => !Number.isNaN(fd))
-            .map((fd) => ({ fd, target: this.target(dir, fd) }));
+        return out;
     }
 }
 
 function libc(name: string): NativePointer {
     return Module.getGlobalExportByName(name);
 }
-
-const FDS = "/proc/thread-self/fd";
 
 export class FdTable {
     private natives: Natives | null = null;
@@ -129,13 +83,11 @@ export class FdTable {
      * fds it does not cloak). */
     separateAtMain(program: Entry[]): { waiting: boolean; reason?: string } {
         if (this.armed) return { waiting: false, reason: "already armed" };
-        const nr = SYS[Process.arch];
-        if (Process.platform !== "linux" || nr === undefined)
-            return { waiting: false, reason: `not on ${Process.platform}/${Process.arch}` };
-        const n = (this.natives ??= new Natives(nr));
+        if (Process.platform !== "linux") return { waiting: false, reason: `not on ${Process.platform}` };
+        const n = (this.natives ??= new Natives());
         const main = Process.mainModule.findSymbolByName("main");
         if (main === null) return { waiting: false, reason: "no 'main' symbol in the program" };
-        this.nul = n.open(n.path("/dev/null"), O_RDWR | O_CLOEXEC);
+        this.nul = n.open(Memory.allocUtf8String("/dev/null"), O_RDWR | O_CLOEXEC);
         if (this.nul < 0) return { waiting: false, reason: `open /dev/null: errno ${n.lastErrno()}` };
         Cloak.addFileDescriptor(this.nul);
         this.armed = true;
@@ -163,7 +115,7 @@ export class FdTable {
         // 0-2 are covered rather than closed: a socket of Frida's opened later
         // must not get the number that Frida's own diagnostics write to.
         let closed = 0;
-        for (const e of n.fds(FDS)) {
+        for (const e of n.fds()) {
             if (e.fd === this.nul || Cloak.hasFileDescriptor(e.fd) || !same(e)) continue;
             if (e.fd <= 2 ? n.dup3(this.nul, e.fd, 0) === e.fd : n.close(e.fd) === 0) closed++;
         }
@@ -172,13 +124,13 @@ export class FdTable {
 
     /** On the program's thread: unshare, cover Frida's sockets; or why not. */
     private inProgram(n: Natives, tid: number): true | string {
-        const program = (n.list("/proc/self/task") ?? []).map((t) => parseInt(t, 10)).filter((t) => !Cloak.hasThread(t));
+        const program = processThreads()?.program ?? [];
         // Race-free: only the program's threads make the program's threads, and
         // if this is the only one, it is here.
         if (program.length !== 1 || program[0] !== tid) return `the program has ${program.length} threads at main`;
         if (n.unshare(CLONE_FILES) !== 0) return `unshare: errno ${n.lastErrno()}`;
         try {
-            for (const e of n.fds(FDS)) {
+            for (const e of n.fds()) {
                 if (e.fd !== this.nul && Cloak.hasFileDescriptor(e.fd) && e.target.startsWith("socket:"))
                     n.dup3(this.nul, e.fd, O_CLOEXEC);
             }

@@ -1,4 +1,4 @@
-// The wire protocol between the agent and the host, version 3.
+// The wire protocol between the agent and the host, version 4.
 // The other half is instr/protocol.py; change both together.
 
 export const PROTOCOL_VERSION = 4;

@@ -157,21 +157,29 @@ export function decodeUtf8(bytes: Uint8Array): string {
  * load, `instr syscalls -F`).
  */
 export function processThreads(): { frida: number[]; program: number[] } | null {
+    const names = dirEntries("/proc/self/task");
+    if (names === null) return null;
+    const out = { frida: [] as number[], program: [] as number[] };
+    for (const tid of names.map((n) => parseInt(n, 10))) {
+        if (!Number.isNaN(tid)) (Cloak.hasThread(tid) ? out.frida : out.program).push(tid);
+    }
+    return out;
+}
+
+/** The entry names of a directory (opendir/readdir; "." and ".." too); null
+ * when it cannot be opened. */
+export function dirEntries(path: string): string[] | null {
     const opendir = new NativeFunction(Module.getGlobalExportByName("opendir"), "pointer", ["pointer"]);
     const readdir = new NativeFunction(Module.getGlobalExportByName("readdir"), "pointer", ["pointer"]);
     const closedir = new NativeFunction(Module.getGlobalExportByName("closedir"), "int", ["pointer"]);
-    const dir = opendir(Memory.allocUtf8String("/proc/self/task"));
+    const dir = opendir(Memory.allocUtf8String(path));
     if (dir.isNull()) return null;
-    const out = { frida: [] as number[], program: [] as number[] };
+    const names: string[] = [];
     try {
         // struct dirent: d_ino (8), d_off (8), d_reclen (2), d_type (1), d_name.
-        for (let e = readdir(dir); !e.isNull(); e = readdir(dir)) {
-            const tid = parseInt(e.add(19).readUtf8String() ?? "", 10);
-            if (Number.isNaN(tid)) continue;
-            (Cloak.hasThread(tid) ? out.frida : out.program).push(tid);
-        }
+        for (let e = readdir(dir); !e.isNull(); e = readdir(dir)) names.push(e.add(19).readUtf8String() ?? "");
     } finally {
         closedir(dir);
     }
-    return out;
+    return names;
 }

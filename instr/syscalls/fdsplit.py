@@ -18,6 +18,7 @@ from typing import Any
 import frida
 
 SEPARATE = "the program's thread has its own fd table while instr is attached"
+SHARED = "the fd table stays shared with Frida's threads: {}"
 _RPC_ERRORS = (frida.InvalidOperationError, frida.TransportError, frida.RPCException)
 
 
@@ -50,7 +51,7 @@ def separate_at_main(script: Any, before: dict[int, str], say: Callable[[str], N
     except _RPC_ERRORS as e:
         got = {"waiting": False, "reason": str(e)}
     if not got.get("waiting"):
-        say(f"the fd table stays shared with Frida's threads: {got.get('reason')}")
+        say(SHARED.format(got.get("reason")))
 
 
 def told(outcome: dict[str, Any], say: Callable[[str], None]) -> None:
@@ -58,4 +59,4 @@ def told(outcome: dict[str, Any], say: Callable[[str], None]) -> None:
     if outcome.get("separate"):
         say(SEPARATE)
     else:
-        say(f"the fd table stays shared with Frida's threads: {outcome.get('reason')}")
+        say(SHARED.format(outcome.get("reason")))
