@@ -88,15 +88,18 @@ def fmt_ns(ns: float | None) -> str:
     return f"{ns / 1000:.2f} µs" if abs(ns) >= 1000 else f"{ns:.1f} ns"
 
 
-def table(results: dict[str, Measured | str], base: dict[str, Measured | str]) -> list[list[str]]:
-    def overhead(m: Measured) -> float | None:
-        if m.before_ns is not None:  # paired: the same process, unhooked, just before
-            return m.ns_per_call - m.before_ns
-        b = base.get(m.kind)
-        return m.ns_per_call - b.ns_per_call if isinstance(b, Measured) else None
+def overhead(m: Measured, base: dict[str, Measured | str]) -> float | None:
+    """Hooked minus unhooked ns/call: for tools that attach, against the same
+    process just before they attached; else against the baseline run."""
+    if m.before_ns is not None:
+        return m.ns_per_call - m.before_ns
+    b = base.get(m.kind)
+    return m.ns_per_call - b.ns_per_call if isinstance(b, Measured) else None
 
+
+def table(results: dict[str, Measured | str], base: dict[str, Measured | str]) -> list[list[str]]:
     ref = results.get("instr")
-    ref_ov = overhead(ref) if isinstance(ref, Measured) else None
+    ref_ov = overhead(ref, base) if isinstance(ref, Measured) else None
     rows = [["tool", "calls/round", "hooked/call", "overhead/call", "vs instr", "events/s", "note"]]
     for kind, m in base.items():
         label = "baseline (target_add)" if kind == "run" else "baseline (write)"
@@ -108,7 +111,7 @@ def table(results: dict[str, Measured | str], base: dict[str, Measured | str]) -
         if isinstance(m, str):
             rows.append([name, "", "", "", "", "", m])
             continue
-        ov = overhead(m)
+        ov = overhead(m, base)
         ratio = f"{ov / ref_ov:.1f}x" if ov is not None and ref_ov and ref_ov > 0 else "n/a"
         rate = f"{m.events_per_s:,.0f}" if m.events_per_s is not None else "-"
         note = ("write() loop; " if m.kind == "wloop" else "") + m.note
@@ -120,16 +123,10 @@ def print_syscall_ratios(
     results: dict[str, Measured | str], base: dict[str, Measured | str]
 ) -> None:
     """Overheads on the write() loop relative to instr syscalls -c (same run)."""
-    b = base.get("wloop")
     ref = results.get("instr-syscalls-c")
-    if not isinstance(b, Measured) or not isinstance(ref, Measured):
+    ref_ov = overhead(ref, base) if isinstance(ref, Measured) else None
+    if ref_ov is None:
         return
-
-    def over(m: Measured) -> float:
-        # Tools that attach: against the same process before they attached.
-        return m.ns_per_call - (m.before_ns if m.before_ns is not None else b.ns_per_call)
-
-    ref_ov = over(ref)
     print(
         f"# write() loop: instr syscalls -c overhead {fmt_ns(ref_ov)}/call"
         " (attached tools: against the same process just before attaching)"
@@ -138,7 +135,7 @@ def print_syscall_ratios(
     if isinstance(floor, Measured):
         # Not a floor with --own-fds: the program's thread gets its own fd
         # table, which takes most of this away (docs/syscalls.md).
-        f = over(floor)
+        f = overhead(floor, base)
         print(f"#   Frida attached, no hook, fd table shared with its threads: {fmt_ns(f)}/call")
     for name in (
         "instr-syscalls-c-own-fds",
@@ -150,8 +147,8 @@ def print_syscall_ratios(
         "bpftrace-syscalls",
     ):
         m = results.get(name)
-        if isinstance(m, Measured) and ref_ov > 0:
-            ov = over(m)
+        ov = overhead(m, base) if isinstance(m, Measured) else None
+        if ov is not None and ref_ov > 0:
             print(f"#   {name}: {fmt_ns(ov)}/call, {ov / ref_ov:.1f}x instr's")
 
 

@@ -69,8 +69,8 @@ def frida_count(ctx: Ctx) -> Measured:
 def frida_attached(ctx: Ctx) -> Measured:
     """Frida attached with an empty script, no hook, on the write() loop. Its
     threads share the program's fd table, so the kernel takes a reference on
-    the file in every fd syscall (~55-75 ns here; instr syscalls -p gives the
-    program's thread its own table, docs/syscalls.md)."""
+    the file in every fd syscall (~55-75 ns here; instr syscalls --own-fds
+    gives a spawned program's thread its own table, docs/syscalls.md)."""
     import frida
 
     from instr.unload import AgentWatch
