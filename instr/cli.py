@@ -296,11 +296,11 @@ _cc_option = click.option(
     "calls only; see docs/syscalls.md).",
 )
 @click.option(
-    "--own-fds",
-    is_flag=True,
-    help="Experimental: give a spawned program's thread an fd table apart from Frida's "
-    "threads from main on (fd calls cost ~60-90 ns less; one hang inside Frida seen in "
-    "CI; see docs/syscalls.md).",
+    "--own-fds/--shared-fds",
+    default=None,
+    help="A spawned program's thread gets an fd table apart from Frida's threads from "
+    "main on (the default where it can: fd calls cost ~60-90 ns less), or keeps "
+    "sharing it (see docs/syscalls.md).",
 )
 @_cc_option
 @_target_options

@@ -36,6 +36,9 @@ export interface Separated {
     closed?: number;
 }
 
+/** Runs fn with the calling thread's calls hidden from instr's monitors. */
+export type Quietly = <T>(fn: () => T) => T;
+
 export interface Entry {
     fd: number;
     target: string;
@@ -80,8 +83,9 @@ export class FdTable {
      * the program's first thread when it enters it. The outcome is sent as
      * an `fds` message. `program`: the program's fds as the host saw them
      * before Frida came in (only those are closed in Frida's table: Frida has
-     * fds it does not cloak). */
-    separateAtMain(program: Entry[]): { waiting: boolean; reason?: string } {
+     * fds it does not cloak). `quietly`: how to keep the calls it makes on
+     * the program's thread out of the syscall monitor's counts. */
+    separateAtMain(program: Entry[], quietly: Quietly = (fn) => fn()): { waiting: boolean; reason?: string } {
         if (this.armed) return { waiting: false, reason: "already armed" };
         if (Process.platform !== "linux") return { waiting: false, reason: `not on ${Process.platform}` };
         const n = (this.natives ??= new Natives());
@@ -96,7 +100,8 @@ export class FdTable {
             onEnter: () => {
                 if (entered) return;
                 entered = true;
-                const got = this.inProgram(n, Process.getCurrentThreadId());
+                // Its libc calls are instr's: a syscall monitor must not count them.
+                const got = quietly(() => this.inProgram(n, Process.getCurrentThreadId()));
                 // The rest on Frida's JS thread, in Frida's table.
                 setTimeout(() => {
                     listener.detach();

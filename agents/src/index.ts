@@ -29,7 +29,8 @@ rpc.exports = {
     syscallStart: (config: SyscallConfig, object?: ArrayBuffer | null) => session.syscallStart(config, object ?? null),
     syscallRobustList: () => session.syscallRobustList(),
     // A spawned program's own fd table (fdtable.ts).
-    fdsSeparateAtMain: (program: Entry[]) => fdTable.separateAtMain(program),
+    // Its calls on the program's thread are instr's, not the program's: not counted.
+    fdsSeparateAtMain: (program: Entry[]) => fdTable.separateAtMain(program, (fn) => session.syscallQuietly(fn)),
     // instr mem / instr peek
     memStart: (options: MemOptions, object?: ArrayBuffer | null) => mem.start(options, object ?? null),
     memReport: (request: ReportRequest) => mem.report(request),

@@ -62,6 +62,12 @@ export class Session {
         return robustList();
     }
 
+    /** Run fn with the calling thread's calls not counted by the syscall
+     * monitor (if armed): Frida's code calling libc on a program's thread. */
+    syscallQuietly<T>(fn: () => T): T {
+        return this.syscalls === null ? fn() : this.syscalls.quietly(fn);
+    }
+
     /** Arm the syscall monitor (after configure, which set up flushing and the exit hooks). */
     syscallStart(config: SyscallConfig, object: ArrayBuffer | null): Armed {
         if (this.flusher === null) throw new Error("configure the agent first");

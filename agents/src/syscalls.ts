@@ -112,6 +112,7 @@ export class SyscallMonitor {
     private readonly readCounters: NativeFunction<number, [NativePointer]>;
     private readonly readDrops: NativeFunction<number, []>;
     private readonly setActive: NativeFunction<void, [number]>;
+    private readonly mute: NativeFunction<number, [number]>;
     private readonly keep: NativePointer[] = [];
     private readonly agentTidsPtr: NativePointer;
     private lastCounters = "[]";
@@ -207,6 +208,18 @@ export class SyscallMonitor {
         this.readCounters = new NativeFunction(this.cm.read_counters, "int", ["pointer"], exclusive);
         this.readDrops = new NativeFunction(this.cm.read_drops, "int", [], exclusive);
         this.setActive = new NativeFunction(this.cm.set_active, "void", ["int"], exclusive);
+        this.mute = new NativeFunction(this.cm.mute_thread, "int", ["int"]);
+    }
+
+    /** Run fn on the calling thread with its calls not accounted: Frida's
+     * code calling libc on a program's thread (fdtable.ts). */
+    quietly<T>(fn: () => T): T {
+        const was = this.mute(1);
+        try {
+            return fn();
+        } finally {
+            this.mute(was);
+        }
     }
 
     /** Ticks of the C clock per nanosecond, over 20 ms of CLOCK_MONOTONIC. */

@@ -43,7 +43,7 @@ def run_syscalls(
         say=say,
         complete=bool(kw.get("complete")),
         compiler=str(kw.get("compiler") or "auto"),
-        own_fds=bool(kw.get("own_fds")),
+        own_fds=kw.get("own_fds"),
     )
     result = run.run(timeout=kw.get("duration"))
     if summary:

@@ -41,6 +41,26 @@ def spawned_fds(pid: int) -> dict[int, str]:
     return out
 
 
+def why_shared(*, spawned: bool, follow: bool, complete: bool, listed: bool) -> str | None:
+    """Why a program's table cannot be separated, or None when it can.
+
+    Attached (-p): the only way onto the program's thread at a moment of
+    instr's choosing, Process.runOnThread, hijacks it wherever it is. -F: a
+    forked child's Frida would find its sockets covered. --complete: Stalker
+    runs the program's code. Not listed: a remote device, whose fds from
+    before Frida came in are not known here.
+    """
+    if not spawned:
+        return "instr attached to the program (-p); only programs instr spawns get their own"
+    if follow:
+        return "not with -F"
+    if complete:
+        return "not with --complete"
+    if not listed:
+        return "the program's fds could not be listed before Frida came in (not a local device)"
+    return None
+
+
 def separate_at_main(script: Any, before: dict[int, str], say: Callable[[str], None]) -> None:
     """Arm the agent to separate the tables when the program's first thread
     enters main (a spawned program is held: its thread cannot be reached now);

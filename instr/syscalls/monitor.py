@@ -181,10 +181,11 @@ class SyscallRun:
         complete: bool = False,
         thread_slots: int = 4096,
         compiler: str = "auto",
-        own_fds: bool = False,
+        own_fds: bool | None = None,
     ) -> None:
         self.target = target
-        # A spawned program's own fd table, from main on (see _separate).
+        # A spawned program's own fd table, from main on (see _separate): None
+        # where it can be done, True asked for (why not is said), False shared.
         self.own_fds = own_fds
         # Who builds the monitor's C: auto | system (the host's) | tinycc (cbuild.py).
         self.compiler = compiler
@@ -433,19 +434,24 @@ class SyscallRun:
         return self.result()
 
     def _separate(self) -> None:
-        """With --own-fds, a spawned program's thread gets its own fd table from
-        main on (instr/syscalls/fdsplit.py). Not attached (the only way onto the
-        thread, runOnThread, hijacks it anywhere), not with -F (a forked child's Frida would
-        find its sockets covered), under Stalker (--complete), or on a remote
-        device (no listing of its fds from before Frida)."""
-        if not self.own_fds or self.follow or self.complete or not self.images:
-            return
-        if not self.target.spawns:
-            self.say("--own-fds is for programs instr spawns: the fd table stays shared")
+        """A spawned program's thread gets its own fd table from main on
+        (instr/syscalls/fdsplit.py), unless --shared-fds. Where it cannot, the
+        table stays shared, and the reason is said when --own-fds asked."""
+        if self.own_fds is False or not self.images:
             return
         img = self.images[0]
-        if img.before is not None:
-            fdsplit.separate_at_main(img.script, img.before, self.say)
+        why = fdsplit.why_shared(
+            spawned=self.target.spawns,
+            follow=self.follow,
+            complete=self.complete,
+            listed=img.before is not None,
+        )
+        if why is not None:
+            if self.own_fds:
+                self.say(fdsplit.SHARED.format(why))
+            return
+        assert img.before is not None
+        fdsplit.separate_at_main(img.script, img.before, self.say)
 
     def _stop(self) -> None:
         for img in list(self.images):

@@ -1,8 +1,8 @@
-"""``instr syscalls --own-fds`` on a spawned program: its thread gets an fd
+"""``instr syscalls`` on a spawned program: by default its thread gets an fd
 table of its own from main on (agents/src/fdtable.ts; docs/syscalls.md,
 "Frida's threads and the fd table"). What must hold: the program's fds keep
 their meaning (a pipe it closes is held by no thread of it), the threads it
-makes share its table, and counts stay exact. Without the option, and
+makes share its table, and counts stay exact. With --shared-fds, and
 attached (-p), the table is left alone."""
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def writes(summary: list[str]) -> int:
 def spawned(
     targets: Targets,
     extra: tuple[str, ...] = (),
-    options: tuple[str, ...] = ("--own-fds",),
+    options: tuple[str, ...] = (),
     env: dict[str, str] | None = None,
 ) -> Iterator[tuple[InstrProcess, int, str]]:
     """instr (with ``options``) spawning sys_fdhold with a pipe's write end (and
@@ -114,8 +114,8 @@ def test_a_program_with_threads_at_main_keeps_the_shared_table(targets: Targets)
     assert writes(done.stdout) == N + 2
 
 
-def test_without_own_fds_the_table_is_left_alone(targets: Targets) -> None:
-    with spawned(targets, options=()) as (ins, pid, pipe):
+def test_with_shared_fds_the_table_is_left_alone(targets: Targets) -> None:
+    with spawned(targets, options=("--shared-fds",)) as (ins, pid, pipe):
         ins.send(f"write {N}")
         assert ins.readline() == f"wrote {N}"
         # Every thread, Frida's included, still shares the program's table.
@@ -127,28 +127,35 @@ def test_without_own_fds_the_table_is_left_alone(targets: Targets) -> None:
 
 
 def test_an_attached_program_keeps_its_table(targets: Targets) -> None:
-    """Attached, instr leaves the table alone, --own-fds or not (docs:
-    runOnThread is not safe)."""
+    """Attached, instr leaves the table alone; asked with --own-fds, it says
+    why (docs: runOnThread is not safe)."""
     r, w = os.pipe()
     pipe = f"pipe:[{os.fstat(w).st_ino}]"
     try:
         with start_target(targets.path("sys_fdhold"), w, pass_fds=(w,)) as t:
             os.close(w)
             before = links(t.pid)
-            argv = ("syscalls", "-c", "--own-fds", "-e", "trace=write", "-p", t.pid)
-            with start_instr(*argv) as ins:
-                ins.err.expect("counting system calls")
-                t.send(f"write {N}")
-                assert t.readline() == f"wrote {N}"
-                assert holders(t.pid, pipe) == threads(t.pid)
-                ins.interrupt()
-                done = ins.finish()
-            assert done.returncode == 0, done.err
-            assert "instr: --own-fds is for programs instr spawns: the fd table stays shared" in (
-                done.stderr
-            )
-            assert writes(done.stdout) == N + 1
-            assert links(t.pid) == before
+            for asked in ((), ("--own-fds",)):
+                argv = ("syscalls", "-c", *asked, "-e", "trace=write", "-p", t.pid)
+                with start_instr(*argv) as ins:
+                    ins.err.expect("counting system calls")
+                    t.send(f"write {N}")
+                    assert t.readline() == f"wrote {N}"
+                    assert holders(t.pid, pipe) == threads(t.pid)
+                    ins.interrupt()
+                    done = ins.finish()
+                assert done.returncode == 0, done.err
+                said = [ln for ln in done.stderr if "fd table" in ln]
+                assert said == (
+                    [
+                        "instr: the fd table stays shared with Frida's threads: instr attached"
+                        " to the program (-p); only programs instr spawns get their own"
+                    ]
+                    if asked
+                    else []
+                )
+                assert writes(done.stdout) == N + 1
+                assert links(t.pid) == before
             t.send("quit")
             assert t.finish().returncode == 0
     finally:
