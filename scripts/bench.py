@@ -133,12 +133,12 @@ def print_syscall_ratios(
     )
     floor = results.get("frida-attached")
     if isinstance(floor, Measured):
-        # Not a floor with --own-fds: the program's thread gets its own fd
-        # table, which takes most of this away (docs/syscalls.md).
+        # Not a floor for a spawned program: by default its thread gets its
+        # own fd table, which takes most of this away (docs/syscalls.md).
         f = overhead(floor, base)
         print(f"#   Frida attached, no hook, fd table shared with its threads: {fmt_ns(f)}/call")
     for name in (
-        "instr-syscalls-c-own-fds",
+        "instr-syscalls-c-shared-fds",
         "instr-syscalls-attached",
         "instr-syscalls-c-tinycc",
         "instr-syscalls-complete",

@@ -69,7 +69,7 @@ def frida_count(ctx: Ctx) -> Measured:
 def frida_attached(ctx: Ctx) -> Measured:
     """Frida attached with an empty script, no hook, on the write() loop. Its
     threads share the program's fd table, so the kernel takes a reference on
-    the file in every fd syscall (~55-75 ns here; instr syscalls --own-fds
+    the file in every fd syscall (~55-75 ns here; instr syscalls by default
     gives a spawned program's thread its own table, docs/syscalls.md)."""
     import frida
 
@@ -273,11 +273,11 @@ def _summary_calls(lines: list[str], name: str) -> int | None:
     return None
 
 
-def instr_syscalls_c(ctx: Ctx, cc: str = "auto", own_fds: bool = False) -> Measured:
+def instr_syscalls_c(ctx: Ctx, cc: str = "auto", shared_fds: bool = False) -> Measured:
     """instr syscalls -c spawning the target (default mode: libc wrappers; its
-    C built by the host's gcc)."""
+    C built by the host's gcc; the program's own fd table from main on)."""
     out = ctx.workdir / "instr-syscalls-c.txt"
-    mode = ("--cc", cc) + (("--own-fds",) if own_fds else ())
+    mode = ("--cc", cc) + (("--shared-fds",) if shared_fds else ())
     argv = instr_argv("syscalls", "-c", *mode, "-e", "trace=write", "-o", out, "--")
     with start_bench(ctx, argv, env=instr_env()) as b:
         d = drive(b, ctx, "wloop", ctx.calls)
@@ -313,11 +313,11 @@ def instr_syscalls_c_tinycc(ctx: Ctx) -> Measured:
     return instr_syscalls_c(ctx, cc="tinycc")
 
 
-def instr_syscalls_c_own_fds(ctx: Ctx) -> Measured:
-    """instr syscalls -c --own-fds, spawning: the program's thread gets an fd
-    table apart from Frida's threads, so its fd syscalls skip the kernel's
-    reference on the file (docs/syscalls.md)."""
-    return instr_syscalls_c(ctx, own_fds=True)
+def instr_syscalls_c_shared_fds(ctx: Ctx) -> Measured:
+    """instr syscalls -c --shared-fds, spawning: the program's fd table stays
+    shared with Frida's threads, so the kernel takes a reference on the file
+    in every fd syscall (docs/syscalls.md; the default gives it its own)."""
+    return instr_syscalls_c(ctx, shared_fds=True)
 
 
 def instr_syscalls_complete(ctx: Ctx) -> Measured:
@@ -376,7 +376,7 @@ WLOOP_TOOLS = (
     "strace-write",
     "instr-syscalls-c",
     "instr-syscalls-c-tinycc",
-    "instr-syscalls-c-own-fds",
+    "instr-syscalls-c-shared-fds",
     "instr-syscalls-attached",
     "instr-syscalls-complete",
     "strace-c",
@@ -394,7 +394,7 @@ TOOLS: dict[str, Callable[[Ctx], Measured]] = {
     "frida-attached": frida_attached,
     "instr-syscalls-c": instr_syscalls_c,
     "instr-syscalls-c-tinycc": instr_syscalls_c_tinycc,
-    "instr-syscalls-c-own-fds": instr_syscalls_c_own_fds,
+    "instr-syscalls-c-shared-fds": instr_syscalls_c_shared_fds,
     "instr-syscalls-attached": instr_syscalls_attached,
     "instr-syscalls-complete": instr_syscalls_complete,
     "instr-syscalls-complete-run": instr_syscalls_complete_run,

@@ -5,29 +5,46 @@
 // more here, for any tool that injects. Giving the program's (single) thread
 // a table of its own with unshare(CLONE_FILES) takes that cost away.
 //
-// For a spawned program, from a hook on main, on its first thread: check it
-// is the program's only thread, unshare, and in the new table put /dev/null
-// over Frida's sockets (so that Frida's connection still closes when Frida's
-// threads close it). Frida's other fds (eventfds, which Frida's code on the
-// program's threads may signal) stay. Then, on Frida's JS thread, close the
-// program's fds in Frida's table (those the host listed before Frida came
-// in; 0-2 are covered with /dev/null instead): Frida's threads must not hold
-// the program's pipes and sockets open after the program has closed them.
+// Only the program's thread can unshare its own table, and only at a moment
+// when it is safe: its next call of a wrapper the syscall monitor hooked (a
+// function boundary; syscalls_c_fds.ts, all in C: that call may come from a
+// signal handler, or from inside malloc). There it checks that it is the
+// program's only thread, unshares, and in the new table puts /dev/null over
+// Frida's sockets (so Frida's connection still closes when Frida closes it).
+// Frida's eventfds stay: Frida's code on the program's threads may signal
+// them. Then, here on Frida's JS thread, the program's fds are closed in
+// Frida's table (0-2 are covered with /dev/null instead): Frida's threads
+// must not hold the program's pipes and sockets open after the program has
+// closed them. The program's fds are those Frida did not cloak: every fd of
+// Frida's in a process is cloaked, but the memfd of its helper that Frida's
+// spawner leaks into a spawned program (measured, frida 17).
 //
-// Not for a program instr attaches to: Process.runOnThread, the only way onto
-// its thread at a moment of instr's choosing, hijacks it wherever it is, and
-// in 1 of 20 runs a write() the hijack interrupted ran twice and the target
-// later died of SIGSEGV (measured).
-//
-// The program's thread runs this at main's entry, a function boundary, so it
-// may call libc freely (a hijacked thread may be inside malloc; this one is not).
+// Not the first version's way for an attached program: Process.runOnThread
+// hijacks the thread wherever it is; in 1 of 20 runs a write() it
+// interrupted ran twice and the target later died of SIGSEGV (measured).
 
 import { dirEntries, post, processThreads } from "./util.js";
 
-const CLONE_FILES = 0x400;
 const O_RDWR = 2;
 const O_CLOEXEC = 0x80000;
 const FDS = "/proc/thread-self/fd";
+const POLL_MS = 5;
+
+// The C's states (syscalls_c_fds.ts).
+const SEP_DONE = 3;
+export const SEP_BUSY = 2;
+const SEP_THREADS = 4;
+const SEP_FAILED = 5;
+const SEP_LISTING = 6;
+
+/** The syscall monitor's side: its C does the work in the program's next hooked call. */
+export interface NextCall {
+    /** Arm with /dev/null (open in the shared table), Frida's sockets to cover, Frida's threads. */
+    arm(nul: number, covers: number[], frida: number[]): void;
+    /** The C's state and its detail (other threads, or an errno). */
+    state(): [number, number];
+    disarm(): number;
+}
 
 export interface Separated {
     separate: boolean;
@@ -36,16 +53,12 @@ export interface Separated {
     closed?: number;
 }
 
-/** Runs fn with the calling thread's calls hidden from instr's monitors. */
-export type Quietly = <T>(fn: () => T) => T;
-
-export interface Entry {
+interface Entry {
     fd: number;
     target: string;
 }
 
 class Natives {
-    readonly unshare = new NativeFunction(libc("unshare"), "int", ["int"]);
     readonly dup3 = new NativeFunction(libc("dup3"), "int", ["int", "int", "int"]);
     readonly close = new NativeFunction(libc("close"), "int", ["int"]);
     readonly open = new NativeFunction(libc("open"), "int", ["pointer", "int"]);
@@ -75,81 +88,76 @@ function libc(name: string): NativePointer {
 }
 
 export class FdTable {
-    private natives: Natives | null = null;
     private nul = -1; // /dev/null, open in Frida's table (and copied into the program's)
     private armed = false;
 
-    /** For a spawned program: separate the tables from a hook on `main`, on
-     * the program's first thread when it enters it. The outcome is sent as
-     * an `fds` message. `program`: the program's fds as the host saw them
-     * before Frida came in (only those are closed in Frida's table: Frida has
-     * fds it does not cloak). `quietly`: how to keep the calls it makes on
-     * the program's thread out of the syscall monitor's counts. */
-    separateAtMain(program: Entry[], quietly: Quietly = (fn) => fn()): { waiting: boolean; reason?: string } {
+    /** Arm the separation for the program's next hooked call. Its outcome is
+     * sent as an `fds` message; `waiting` false (with the reason) when it
+     * cannot be armed. */
+    separate(next: NextCall | null): { waiting: boolean; reason?: string } {
         if (this.armed) return { waiting: false, reason: "already armed" };
         if (Process.platform !== "linux") return { waiting: false, reason: `not on ${Process.platform}` };
-        const n = (this.natives ??= new Natives());
-        const main = Process.mainModule.findSymbolByName("main");
-        if (main === null) return { waiting: false, reason: "no 'main' symbol in the program" };
+        if (next === null) return { waiting: false, reason: "the syscall monitor is not armed" };
+        for (const name of ["unshare", "dup3", "getdents64"]) {
+            if (Module.findGlobalExportByName(name) === null) return { waiting: false, reason: `no ${name} in libc` };
+        }
+        const threads = processThreads();
+        if (threads === null) return { waiting: false, reason: "/proc/self/task cannot be read" };
+        if (threads.program.length !== 1) return { waiting: false, reason: `the program has ${threads.program.length} threads` };
+        const n = new Natives();
         this.nul = n.open(Memory.allocUtf8String("/dev/null"), O_RDWR | O_CLOEXEC);
         if (this.nul < 0) return { waiting: false, reason: `open /dev/null: errno ${n.lastErrno()}` };
         Cloak.addFileDescriptor(this.nul);
+        const covers = n
+            .fds()
+            .filter((e) => e.fd !== this.nul && Cloak.hasFileDescriptor(e.fd) && e.target.startsWith("socket:"))
+            .map((e) => e.fd);
+        next.arm(this.nul, covers, threads.frida);
         this.armed = true;
-        let entered = false;
-        const listener = Interceptor.attach(main, {
-            onEnter: () => {
-                if (entered) return;
-                entered = true;
-                // Its libc calls are instr's: a syscall monitor must not count them.
-                const got = quietly(() => this.inProgram(n, Process.getCurrentThreadId()));
-                // The rest on Frida's JS thread, in Frida's table.
-                setTimeout(() => {
-                    listener.detach();
-                    post("fds", typeof got === "string" ? { separate: false, reason: got } : { ...this.finish(n, program) });
-                    this.drop();
-                }, 0);
-            },
-        });
+        const poll = setInterval(() => {
+            const [state, detail] = next.state();
+            const outcome = this.outcome(n, state, detail);
+            if (outcome === null) return;
+            clearInterval(poll);
+            this.drop(n);
+            post("fds", { ...outcome });
+        }, POLL_MS);
         return { waiting: true };
     }
 
+    /** What a state of the C means; null while it waits or works. */
+    private outcome(n: Natives, state: number, detail: number): Separated | null {
+        switch (state) {
+            case SEP_DONE:
+                return this.finish(n);
+            case SEP_THREADS:
+                return { separate: false, reason: `the program had ${detail + 1} threads at its next hooked call` };
+            case SEP_FAILED:
+                return { separate: false, reason: `unshare: errno ${detail}` };
+            case SEP_LISTING:
+                return { separate: false, reason: `/proc/self/task: errno ${detail}` };
+            default:
+                return null;
+        }
+    }
+
     /** On Frida's JS thread, once the program's table is its own: close the
-     * program's fds in Frida's table. */
-    private finish(n: Natives, program: Entry[]): Separated {
-        const same = (a: Entry) => program.some((b) => b.fd === a.fd && b.target === a.target);
-        // 0-2 are covered rather than closed: a socket of Frida's opened later
-        // must not get the number that Frida's own diagnostics write to.
+     * program's fds in Frida's table. 0-2 are covered rather than closed: a
+     * socket of Frida's opened later must not get the number that Frida's own
+     * diagnostics write to. */
+    private finish(n: Natives): Separated {
         let closed = 0;
         for (const e of n.fds()) {
-            if (e.fd === this.nul || Cloak.hasFileDescriptor(e.fd) || !same(e)) continue;
+            if (e.fd === this.nul || Cloak.hasFileDescriptor(e.fd) || e.target.startsWith("/memfd:frida")) continue;
             if (e.fd <= 2 ? n.dup3(this.nul, e.fd, 0) === e.fd : n.close(e.fd) === 0) closed++;
         }
         return { separate: true, closed };
     }
 
-    /** On the program's thread: unshare, cover Frida's sockets; or why not. */
-    private inProgram(n: Natives, tid: number): true | string {
-        const program = processThreads()?.program ?? [];
-        // Race-free: only the program's threads make the program's threads, and
-        // if this is the only one, it is here.
-        if (program.length !== 1 || program[0] !== tid) return `the program has ${program.length} threads at main`;
-        if (n.unshare(CLONE_FILES) !== 0) return `unshare: errno ${n.lastErrno()}`;
-        try {
-            for (const e of n.fds()) {
-                if (e.fd !== this.nul && Cloak.hasFileDescriptor(e.fd) && e.target.startsWith("socket:"))
-                    n.dup3(this.nul, e.fd, O_CLOEXEC);
-            }
-        } catch {
-            // The table is separate all the same.
-        }
-        n.close(this.nul); // the program's copy of it
-        return true;
-    }
-
-    private drop(): void {
-        if (this.natives !== null && this.nul >= 0) {
+    private drop(n: Natives): void {
+        if (this.nul >= 0) {
             Cloak.removeFileDescriptor(this.nul);
-            this.natives.close(this.nul);
+            n.close(this.nul);
         }
         this.nul = -1;
     }

@@ -5,7 +5,7 @@ import { Plan } from "./protocol.js";
 import { Session } from "./session.js";
 import { SyscallConfig } from "./syscalls.js";
 import { cmoduleSource } from "./cmodule.js";
-import { Entry, FdTable } from "./fdtable.js";
+import { FdTable } from "./fdtable.js";
 import { MemOptions, MemTracker, ReportRequest } from "./mem.js";
 import { PeekRequest, PokeRequest, peek, poke } from "./peek.js";
 import { patcher } from "./patch.js";
@@ -28,9 +28,8 @@ rpc.exports = {
     // The host's build of the monitor's C comes as the call's data (null: TinyCC).
     syscallStart: (config: SyscallConfig, object?: ArrayBuffer | null) => session.syscallStart(config, object ?? null),
     syscallRobustList: () => session.syscallRobustList(),
-    // A spawned program's own fd table (fdtable.ts).
-    // Its calls on the program's thread are instr's, not the program's: not counted.
-    fdsSeparateAtMain: (program: Entry[]) => fdTable.separateAtMain(program, (fn) => session.syscallQuietly(fn)),
+    // The program's own fd table (fdtable.ts), at its next hooked call.
+    fdsSeparate: () => fdTable.separate(session.syscallNextCall()),
     // instr mem / instr peek
     memStart: (options: MemOptions, object?: ArrayBuffer | null) => mem.start(options, object ?? null),
     memReport: (request: ReportRequest) => mem.report(request),

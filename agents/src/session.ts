@@ -9,6 +9,7 @@ import { ProbeSet } from "./probes.js";
 import { SymbolTriple, symbolize } from "./symbols.js";
 import { reportError } from "./util.js";
 import { Armed, SyscallConfig, SyscallMonitor, robustList } from "./syscalls.js";
+import { NextCall } from "./fdtable.js";
 import { ScanResult, scan } from "./syscalls_scan.js";
 import { RevertResult } from "./patch_types.js";
 import { patcher } from "./patch.js";
@@ -62,10 +63,9 @@ export class Session {
         return robustList();
     }
 
-    /** Run fn with the calling thread's calls not counted by the syscall
-     * monitor (if armed): Frida's code calling libc on a program's thread. */
-    syscallQuietly<T>(fn: () => T): T {
-        return this.syscalls === null ? fn() : this.syscalls.quietly(fn);
+    /** The syscall monitor's hook for the program's own fd table (fdtable.ts). */
+    syscallNextCall(): NextCall | null {
+        return this.syscalls?.nextCall ?? null;
     }
 
     /** Arm the syscall monitor (after configure, which set up flushing and the exit hooks). */

@@ -6,6 +6,7 @@
 
 import { loadCModule } from "./cmodule.js";
 import { inForkedChild, post, processThreads } from "./util.js";
+import { NextCall, SEP_BUSY } from "./fdtable.js";
 
 export interface SyscallSite {
     address: string;
@@ -112,7 +113,9 @@ export class SyscallMonitor {
     private readonly readCounters: NativeFunction<number, [NativePointer]>;
     private readonly readDrops: NativeFunction<number, []>;
     private readonly setActive: NativeFunction<void, [number]>;
-    private readonly mute: NativeFunction<number, [number]>;
+    private readonly sepArm: NativeFunction<void, [number, NativePointer, number, NativePointer, number]>;
+    private readonly sepState: NativeFunction<number, [NativePointer]>;
+    private readonly sepDisarm: NativeFunction<number, []>;
     private readonly keep: NativePointer[] = [];
     private readonly agentTidsPtr: NativePointer;
     private lastCounters = "[]";
@@ -148,6 +151,9 @@ export class SyscallMonitor {
             open: Module.getGlobalExportByName("open"),
             read: Module.getGlobalExportByName("read"),
             close: Module.getGlobalExportByName("close"),
+            unshare: Module.findGlobalExportByName("unshare") ?? NULL,
+            dup3: Module.findGlobalExportByName("dup3") ?? NULL,
+            getdents64: Module.findGlobalExportByName("getdents64") ?? NULL,
             pthread_self: Module.getGlobalExportByName("pthread_self"),
         };
         // The host's gcc -O2 build when it sent one (instr/cbuild.py), else
@@ -208,19 +214,28 @@ export class SyscallMonitor {
         this.readCounters = new NativeFunction(this.cm.read_counters, "int", ["pointer"], exclusive);
         this.readDrops = new NativeFunction(this.cm.read_drops, "int", [], exclusive);
         this.setActive = new NativeFunction(this.cm.set_active, "void", ["int"], exclusive);
-        this.mute = new NativeFunction(this.cm.mute_thread, "int", ["int"]);
+        this.sepArm = new NativeFunction(this.cm.sep_arm, "void", ["int", "pointer", "int", "pointer", "int"]);
+        this.sepState = new NativeFunction(this.cm.sep_state, "int", ["pointer"]);
+        this.sepDisarm = new NativeFunction(this.cm.sep_disarm, "int", []);
     }
 
-    /** Run fn on the calling thread with its calls not accounted: Frida's
-     * code calling libc on a program's thread (fdtable.ts). */
-    quietly<T>(fn: () => T): T {
-        const was = this.mute(1);
-        try {
-            return fn();
-        } finally {
-            this.mute(was);
-        }
-    }
+    /** The program's own fd table, done by its thread in its next hooked call
+     * (syscalls_c_fds.ts; fdtable.ts drives it). */
+    readonly nextCall: NextCall = {
+        arm: (nul, covers, frida) => {
+            const c = Memory.alloc(4 * Math.max(covers.length, 1));
+            covers.forEach((fd, i) => c.add(4 * i).writeS32(fd));
+            const f = Memory.alloc(4 * Math.max(frida.length, 1));
+            frida.forEach((tid, i) => f.add(4 * i).writeS32(tid));
+            this.sepArm(nul, c, covers.length, f, frida.length);
+        },
+        state: () => {
+            const detail = Memory.alloc(4);
+            const state = this.sepState(detail);
+            return [state, detail.readS32()];
+        },
+        disarm: () => this.sepDisarm(),
+    };
 
     /** Ticks of the C clock per nanosecond, over 20 ms of CLOCK_MONOTONIC. */
     private calibrate(): number {
@@ -420,6 +435,9 @@ export class SyscallMonitor {
     /** Stop accounting and put the original functions back. */
     stop(): void {
         this.setActive(0);
+        // A program's thread separating its fd table right now finishes first
+        // (a few syscalls); one that has not started never will.
+        for (let i = 0; i < 1000 && this.sepDisarm() === SEP_BUSY; i++) Thread.sleep(0.001);
         // In a forked child (its inherited copy of this script, unloaded by
         // Frida) the followed thread ids are the parent's: Stalker must not be
         // asked to unfollow a thread of another process from here.

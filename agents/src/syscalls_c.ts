@@ -17,10 +17,12 @@
 
 import { SYS_C_TRACE } from "./syscalls_c_trace.js";
 import { SYS_C_SETUP } from "./syscalls_c_setup.js";
+import { SYS_C_FDS } from "./syscalls_c_fds.js";
 
 // The types, the per-thread state, and the per-call path; the trace records
-// (syscalls_c_trace.ts) come before the calls that write them, the complete
-// mode and the setup exports (syscalls_c_setup.ts) after.
+// (syscalls_c_trace.ts) and the fd table's separation (syscalls_c_fds.ts)
+// come before the calls that use them, the complete mode and the setup
+// exports (syscalls_c_setup.ts) after.
 const SYS_C_HEAD = `
 #include <glib.h>
 #include <gum/gumtls.h>
@@ -103,6 +105,14 @@ typedef struct {
   gint start_off;
   gint n_ranges;
   gsize ranges[128]; /* lo, hi pairs: Frida's code (agent, loader, CModules) */
+  volatile gint sep; /* the program's own fd table: SEP_* (syscalls_c_fds.ts) */
+  volatile gint sep_claim;
+  gint sep_detail;
+  gint sep_nul;
+  gint sep_ncovers;
+  gint32 sep_covers[16];
+  gint sep_nfrida;
+  gint32 sep_frida[64];
   Counter counters[NR_MAX];
   Site sites[SITES];
 } Sys;
@@ -314,6 +324,13 @@ begin (Site * s, gsize ra, const gint64 * w, Call * c, gint * ep)
       return FALSE;
     s->app_ra = ra;
   }
+  if (sys.sep == SEP_ARMED)
+  {
+    /* The program's own fd table: its calls are instr's, not counted. */
+    state_set (t, st | ST_IGNORE);
+    sep_here ();
+    state_set (t, st);
+  }
   if (s->flags & F_INDIRECT)
     nr = (gint) w[0];
   if (nr < 0 || nr >= NR_MAX || !sys.selected[nr])
@@ -449,4 +466,4 @@ on_enter_only (GumInvocationContext * ic)
 
 `;
 
-export const SYS_C_SOURCE = SYS_C_HEAD + SYS_C_TRACE + SYS_C_CALLS + SYS_C_SETUP;
+export const SYS_C_SOURCE = SYS_C_HEAD + SYS_C_TRACE + SYS_C_FDS + SYS_C_CALLS + SYS_C_SETUP;

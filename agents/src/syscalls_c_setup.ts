@@ -285,18 +285,6 @@ set_active (gint on)
   sys.active = on;
 }
 
-/* The calling thread's calls are not accounted while muted (Frida's code
- * that calls into libc on a program's thread: fdtable.ts at main). Returns
- * whether it was muted, to restore. */
-gint
-mute_thread (gint on)
-{
-  Thr * t;
-  guint64 st = state_get (&t);
-  state_set (t, on ? (st | ST_IGNORE) : (st & ~ST_IGNORE));
-  return (st & ST_IGNORE) != 0;
-}
-
 /* Counters of syscalls nr with calls: out[k] = {nr, count, errors, ns}; returns k. */
 gint
 read_counters (gint64 * out)

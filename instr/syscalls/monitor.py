@@ -61,7 +61,6 @@ class Image:
     sites: int = 0
     tick_ns: float = 1.0
     watch: AgentWatch | None = None  # to wait for Frida's agent to leave after detach
-    before: dict[int, str] | None = None  # spawned: fd -> /proc link, listed before attaching
 
 
 @dataclass
@@ -217,11 +216,8 @@ class SyscallRun:
 
     def _arm(self, pid: int, adopted: bool = False, forked: bool = False) -> Image:
         img = Image(pid)
-        if pid == self.root_pid and self.device_spec.kind == "local":  # this host's /proc
-            if self.target.spawns:
-                img.before = fdsplit.spawned_fds(pid)  # its own fds, before Frida's
-            else:
-                img.fds = FdTable.from_proc(pid)
+        if pid == self.root_pid and self.device_spec.kind == "local" and not self.target.spawns:
+            img.fds = FdTable.from_proc(pid)  # this host's /proc: what it has open already
         img.watch = AgentWatch(pid, local=self.device_spec.kind == "local")
         img.session = tgt.attach(self._device, pid)
         img.watch.attached()
@@ -405,10 +401,13 @@ class SyscallRun:
             "complete mode: Stalker" if self.complete else f"{self.images[0].sites} libc wrappers"
         )
         cc = "the host's C compiler" if self.toolchain == "host" else "TinyCC"
+        # Armed before "counting" is said: an attached program's next call may follow it.
+        shared = self._separate()
         self.say(f"counting system calls in pid {self.root_pid} ({what}; C built by {cc})")
         if self.toolchain != "host" and self.compiler != "tinycc" and self.toolchain_note:
             self.say(f"TinyCC because {self.toolchain_note}")
-        self._separate()  # a spawned program: armed for its main, before it runs
+        if shared is not None:
+            self.say(shared)
         if self.target.spawns:
             self._device.resume(self.root_pid)
         try:
@@ -433,25 +432,23 @@ class SyscallRun:
             self._stop()
         return self.result()
 
-    def _separate(self) -> None:
-        """A spawned program's thread gets its own fd table from main on
-        (instr/syscalls/fdsplit.py), unless --shared-fds. Where it cannot, the
-        table stays shared, and the reason is said when --own-fds asked."""
-        if self.own_fds is False or not self.images:
-            return
-        img = self.images[0]
+    def _separate(self) -> str | None:
+        """Arm the program's thread to get its own fd table at its next hooked
+        call (instr/syscalls/fdsplit.py): a spawned program by default, an
+        attached one with --own-fds. Returns what to say when it is not done:
+        always when it could not be armed, and why not when --own-fds asked."""
+        if not self.images:
+            return None
         why = fdsplit.why_shared(
             spawned=self.target.spawns,
+            asked=self.own_fds,
             follow=self.follow,
             complete=self.complete,
-            listed=img.before is not None,
         )
-        if why is not None:
-            if self.own_fds:
-                self.say(fdsplit.SHARED.format(why))
-            return
-        assert img.before is not None
-        fdsplit.separate_at_main(img.script, img.before, self.say)
+        if why is None:
+            why = fdsplit.separate(self.images[0].script)
+            return None if why is None else fdsplit.SHARED.format(why)
+        return fdsplit.SHARED.format(why) if self.own_fds else None
 
     def _stop(self) -> None:
         for img in list(self.images):

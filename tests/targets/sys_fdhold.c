@@ -1,12 +1,13 @@
 /* sys_fdhold: fds and an attached `instr syscalls` (the program's own fd table,
  * docs/syscalls.md).
  *
- * argv[1]: an fd the test passed in (a pipe's write end); argv[2] "thread":
- * start an idle second thread in main, before "ready". FDHOLD_THREAD=1 in the
- * environment: start one before main (a constructor). Prints "ready", then serves one
- * command per stdin line, answering each with one line (one write(2)):
+ * argv[1]: an fd the test passed in (a pipe's write end). FDHOLD_THREAD=1 in
+ * the environment: start an idle second thread before main (a constructor).
+ * Prints "ready", then serves one command per stdin line, answering each with
+ * one line (one write(2)):
  *   write N   N write(fd, "x", 1) calls to /dev/null; answers "wrote N"
  *   close     closes argv[1]'s fd; answers "closed"
+ *   thread    starts an idle second thread; answers "started"
  * EOF or "quit" exits 0.
  */
 #include <fcntl.h>
@@ -47,8 +48,6 @@ int main(int argc, char **argv)
 
     if (null < 0)
         return 1;
-    if (argc > 2 && strcmp(argv[2], "thread") == 0 && pthread_create(&t, NULL, idle, NULL) != 0)
-        return 1;
     answer("ready\n");
     while (fgets(line, sizeof line, stdin) != NULL && strncmp(line, "quit", 4) != 0) {
         if (sscanf(line, "write %ld", &n) == 1) {
@@ -59,6 +58,8 @@ int main(int argc, char **argv)
             answer(reply);
         } else if (strncmp(line, "close", 5) == 0) {
             answer(close(held) == 0 ? "closed\n" : "close failed\n");
+        } else if (strncmp(line, "thread", 6) == 0) {
+            answer(pthread_create(&t, NULL, idle, NULL) == 0 ? "started\n" : "failed\n");
         } else {
             answer("error\n");
         }
