@@ -140,6 +140,7 @@ def print_syscall_ratios(
     for name in (
         "instr-syscalls-c-shared-fds",
         "instr-syscalls-attached",
+        "instr-syscalls-attached-own-fds",
         "instr-syscalls-c-tinycc",
         "instr-syscalls-complete",
         "strace-c",

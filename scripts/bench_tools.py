@@ -288,11 +288,11 @@ def instr_syscalls_c(ctx: Ctx, cc: str = "auto", shared_fds: bool = False) -> Me
     return measured("wloop", ctx.calls, d, writes, f"writes counted {writes} of {d.total_calls}+")
 
 
-def instr_syscalls_attached(ctx: Ctx, complete: bool = False) -> Measured:
+def instr_syscalls_attached(ctx: Ctx, complete: bool = False, own_fds: bool = False) -> Measured:
     """instr syscalls -c attached to the running target (-p): the fd table
-    stays shared with Frida's threads (docs/syscalls.md)."""
+    stays shared with Frida's threads unless --own-fds (docs/syscalls.md)."""
     with start_bench(ctx) as b:
-        mode = ("--complete",) if complete else ()
+        mode = ("--complete",) if complete else ("--own-fds",) if own_fds else ()
         pre = drive(b, ctx, "wloop", ctx.calls)
         argv = instr_argv("syscalls", "-c", *mode, "-e", "trace=write", "-p", b.pid)
         with Proc(argv, cwd=REPO, env=instr_env()) as ins:
@@ -318,6 +318,12 @@ def instr_syscalls_c_shared_fds(ctx: Ctx) -> Measured:
     shared with Frida's threads, so the kernel takes a reference on the file
     in every fd syscall (docs/syscalls.md; the default gives it its own)."""
     return instr_syscalls_c(ctx, shared_fds=True)
+
+
+def instr_syscalls_attached_own_fds(ctx: Ctx) -> Measured:
+    """instr syscalls -c --own-fds -p: the attached program's thread gets its
+    own fd table in its first hooked call (docs/syscalls.md)."""
+    return instr_syscalls_attached(ctx, own_fds=True)
 
 
 def instr_syscalls_complete(ctx: Ctx) -> Measured:
@@ -378,6 +384,7 @@ WLOOP_TOOLS = (
     "instr-syscalls-c-tinycc",
     "instr-syscalls-c-shared-fds",
     "instr-syscalls-attached",
+    "instr-syscalls-attached-own-fds",
     "instr-syscalls-complete",
     "strace-c",
     "bpftrace-syscalls",
@@ -396,6 +403,7 @@ TOOLS: dict[str, Callable[[Ctx], Measured]] = {
     "instr-syscalls-c-tinycc": instr_syscalls_c_tinycc,
     "instr-syscalls-c-shared-fds": instr_syscalls_c_shared_fds,
     "instr-syscalls-attached": instr_syscalls_attached,
+    "instr-syscalls-attached-own-fds": instr_syscalls_attached_own_fds,
     "instr-syscalls-complete": instr_syscalls_complete,
     "instr-syscalls-complete-run": instr_syscalls_complete_run,
     "strace-c": strace_c,
