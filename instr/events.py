@@ -99,6 +99,14 @@ class RunInfo:
     sets: tuple[str, ...]
 
 
+# Signal numbers by name (Linux), for exit statuses of 128+N.
+SIGNALS = {
+    "SIGHUP": 1, "SIGINT": 2, "SIGQUIT": 3, "SIGILL": 4, "SIGTRAP": 5, "SIGABRT": 6,
+    "SIGBUS": 7, "SIGFPE": 8, "SIGKILL": 9, "SIGSEGV": 11, "SIGPIPE": 13, "SIGTERM": 15,
+    "SIGSYS": 31,
+}  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Ending:
     """Why the target's session ended."""

@@ -13,18 +13,12 @@ from typing import TextIO
 from instr.collectors import open_output
 from instr.collectors.base import Collector
 from instr.errors import InstrError
-from instr.events import RunSummary
+from instr.events import SIGNALS, RunSummary
 from instr.patch.model import require_destructive
 from instr.probes.ir import ProbeTable
 from instr.session import Session
 from instr.signals import signals_held, sigterm_as_interrupt
 from instr.target import DeviceSpec, TargetSpec
-
-SIGNALS = {
-    "SIGHUP": 1, "SIGINT": 2, "SIGQUIT": 3, "SIGILL": 4, "SIGTRAP": 5, "SIGABRT": 6,
-    "SIGBUS": 7, "SIGFPE": 8, "SIGKILL": 9, "SIGSEGV": 11, "SIGPIPE": 13, "SIGTERM": 15,
-    "SIGSYS": 31,
-}  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -51,8 +51,12 @@ def run_syscalls(
     out.flush()
     for err in run.errors:
         say(f"error: {err}")
+    if result.crash is not None:
+        say(result.crash)
     if result.drops:
         say(f"dropped {result.drops} records when the in-target buffer was full")
     if out is not sys.stdout:
         out.close()
+    if target.spawns and result.exit_code is None and run.errors:
+        return 1  # no exit status of the program's to pass on, and something went wrong
     return int(result.exit_code or 0) & 0xFF if target.spawns else 0

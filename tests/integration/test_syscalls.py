@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from instr import cbuild
 from instr.syscalls import monitor
 from instr.syscalls.monitor import Result, SyscallRun
 from instr.target import TargetSpec
+from instr.unload import gone
 
 # malloc's initialisation: under instr it happened before main, when Frida's
 # injection (dlopen, on Frida's thread) first used malloc, so the program makes
@@ -226,6 +228,20 @@ def test_cli_summary_and_exit_status(targets: Targets) -> None:
     }
 
 
+def test_a_crash_is_said_and_gives_the_signal_status(targets: Targets) -> None:
+    """strace's convention: 128+N when signal N killed the program; and the
+    run says what crashed it, where."""
+    r = run_instr("syscalls", "-c", "-e", "trace=write", "--", targets.path("endings"), "segv", 3)
+    assert r.returncode == 128 + 11, r.stderr
+    said = [ln for ln in r.stderr.splitlines() if "crashed" in ln]
+    assert len(said) == 1 and re.fullmatch(
+        r"instr: pid \d+: target crashed: SIGSEGV at endings!crash_here\+0x[0-9a-f]+"
+        r" \(address 0x0\)",
+        said[0],
+    ), r.stderr
+    assert "write" in r.stdout  # the count is printed all the same
+
+
 def test_stream_decodes_arguments(targets: Targets, tmp_path: Path) -> None:
     r = run_instr("syscalls", "-q", "--", targets.path("sys_net"))
     out = r.stdout
@@ -341,3 +357,37 @@ def test_vfork_parent_survives(targets: Targets) -> None:
     assert result.exit_code == 0
     assert result.counts["write"].calls == 1 and result.counts["wait4"].calls == 1
     assert "vfork" not in result.counts
+
+
+def test_an_agent_that_stops_answering_does_not_hang_the_run(
+    targets: Targets, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Leaving waits for the agent (dispose, detach); an agent deadlocked
+    inside Frida (seen at a spawned program's exit) would make that wait for
+    ever. Here leaving is held on purpose: after the grace time the program
+    instr spawned is killed and the run ends, saying so."""
+    release = threading.Event()
+    real_stop = SyscallRun._stop
+
+    def stop(self: SyscallRun) -> None:
+        release.wait(60)
+        real_stop(self)
+
+    monkeypatch.setattr(SyscallRun, "_stop", stop)
+    # stdin is a pipe nobody writes to: the program waits in read() until killed
+    spec = TargetSpec(argv=(str(targets.path("sys_fdhold")),), stdio="pipe")
+    run = SyscallRun(spec, trace_spec="trace=write")
+    run.stop_grace_s = 1.0
+    try:
+        run.run(timeout=1)
+    finally:
+        release.set()
+    assert run.errors == [
+        f"instr's agent in pid {run.root_pid} stopped answering while instr was leaving"
+        " (a deadlock inside Frida, see docs/syscalls.md); instr killed it"
+    ]
+    assert run.root_pid is not None
+    deadline = time.monotonic() + 10
+    while not gone(run.root_pid):
+        assert time.monotonic() < deadline, "the program was not killed"
+        time.sleep(0.01)
