@@ -38,6 +38,15 @@ export class Session {
         }
         if (this.disposed) throw new Error("the agent was disposed");
         if (this.flusher !== null) throw new Error("the agent is already configured");
+        // A thread observer in the process, for every run: without one, a
+        // spawned program sometimes hung at exit inside Frida, two of Frida's
+        // threads spinning on the spinlock Gum's Interceptor takes to register
+        // a thread's context and the main thread waiting in exit() (spawned
+        // sys_net runs, two at a time: 6 hangs in about 1,650 runs without an
+        // observer, 0 in 2,305 with one). With forks followed it hung every
+        // time (sys_fork, -F: 15 of 15 runs; 0 of 55 with an observer). How the
+        // observer avoids it, inside Frida, was not found.
+        Process.attachThreadObserver({ onRemoved: () => undefined });
         const options = plan.options;
         const flusher = new Flusher(options, plan.probes.length);
         this.flusher = flusher;
@@ -72,12 +81,6 @@ export class Session {
     syscallStart(config: SyscallConfig, object: ArrayBuffer | null): Armed {
         if (this.flusher === null) throw new Error("configure the agent first");
         if (this.syscalls !== null) throw new Error("the syscall monitor is already armed");
-        // Forks followed: without a thread observer in the process, the parent of
-        // forked children hung at exit, two of Frida's own threads spinning in
-        // sched_yield inside its agent and the main thread waiting for them
-        // (sys_fork, -F: 15 of 15 runs; 0 of 55 with an observer, under load).
-        // Inside Frida; how the observer avoids it was not found.
-        if (config.follow === true) Process.attachThreadObserver({ onRemoved: () => undefined });
         const monitor = new SyscallMonitor(config, object);
         this.syscalls = monitor;
         const result = monitor.arm();
