@@ -132,14 +132,21 @@ extern int close (int fd);
 extern int * errno_location (void);
 extern gint32 agent_tids[64]; /* Frida's threads when the monitor was armed; 0 ends */
 
+/* Whether tid is one of the n in tids (a 0 ends the list early). */
+static gboolean
+tid_listed (const gint32 * tids, gint n, gint32 tid)
+{
+  gint i;
+  for (i = 0; i != n && tids[i] != 0; i++)
+    if (tids[i] == tid)
+      return TRUE;
+  return FALSE;
+}
+
 static gboolean
 is_agent_thread (gint32 tid)
 {
-  guint i;
-  for (i = 0; i != 64 && agent_tids[i] != 0; i++)
-    if (agent_tids[i] == tid)
-      return TRUE;
-  return FALSE;
+  return tid_listed (agent_tids, 64, tid);
 }
 
 /* The clock of calls: the TSC on x86_64 (a few ns; syscalls.ts measures its

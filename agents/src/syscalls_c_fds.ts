@@ -36,16 +36,6 @@ typedef struct {
   gchar name[1];
 } Dirent64;
 
-static gboolean
-sep_frida (gint32 tid)
-{
-  gint i;
-  for (i = 0; i != sys.sep_nfrida; i++)
-    if (sys.sep_frida[i] == tid)
-      return TRUE;
-  return FALSE;
-}
-
 /* Threads of this process other than the caller and Frida's (as fdtable.ts
  * listed them when it armed); -1 with errno when /proc cannot be read. A
  * thread of Frida's made since then counts as another: refused, never wrong. */
@@ -68,7 +58,7 @@ sep_others (gint32 self)
         continue;
       for (; *p >= '0' && *p <= '9'; p++)
         tid = tid * 10 + (*p - '0');
-      if (tid != self && !sep_frida (tid))
+      if (tid != self && !tid_listed (sys.sep_frida, sys.sep_nfrida, tid))
         others++;
     }
   }
