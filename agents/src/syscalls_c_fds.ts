@@ -21,8 +21,7 @@ export const SYS_C_FDS = `
 #define SEP_FAILED 5 /* refused: unshare failed, errno sep_detail */
 #define SEP_LISTING 6 /* refused: /proc/self/task unreadable, errno sep_detail */
 #define CLONE_FILES 0x400
-#define O_CLOEXEC_ 0x80000
-#define O_DIRECTORY_ 0x10000
+#define O_CLOEXEC_ 0x80000 /* the same on x86_64 and aarch64 (O_DIRECTORY is not) */
 
 extern int unshare (int flags);
 extern int dup3 (int from, int to, int flags);
@@ -45,7 +44,7 @@ sep_others (gint32 self)
   guint8 buf[1024];
   gint fd, others = 0;
   gssize n, at;
-  fd = open ("/proc/self/task", O_DIRECTORY_ | O_CLOEXEC_);
+  fd = open ("/proc/self/task", O_CLOEXEC_);
   if (fd < 0)
     return -1;
   while ((n = getdents64 (fd, buf, sizeof buf)) > 0)
