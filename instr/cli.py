@@ -298,9 +298,9 @@ _cc_option = click.option(
 @click.option(
     "--own-fds/--shared-fds",
     default=None,
-    help="A spawned program's thread gets an fd table apart from Frida's threads from "
-    "main on (the default where it can: fd calls cost ~60-90 ns less), or keeps "
-    "sharing it (see docs/syscalls.md).",
+    help="The program's thread gets an fd table apart from Frida's threads at its next "
+    "hooked call (the default for a spawned program; attached, only when asked: fd "
+    "calls cost ~60-90 ns less), or keeps sharing it (see docs/syscalls.md).",
 )
 @_cc_option
 @_target_options

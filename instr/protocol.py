@@ -69,8 +69,8 @@ MessageType = Literal[
     # syscall monitor: fields: seq, counters=[[nr, calls, errors, ticks]], drops, head,
     # tick_ns, clock=[ticks, monotonic ns]; data: records (instr/syscalls/records.py)
     "syscalls",
-    # the program's own fd table, separated at main (agents/src/fdtable.ts): the outcome;
-    # fields: separate, reason (when not), closed
+    # the outcome of separating the program's fd table at its next hooked call
+    # (agents/src/fdtable.ts); fields: separate, reason (when not), closed
     "fds",
 ]
 

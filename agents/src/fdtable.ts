@@ -43,7 +43,6 @@ export interface NextCall {
     arm(nul: number, covers: number[], frida: number[]): void;
     /** The C's state and its detail (other threads, or an errno). */
     state(): [number, number];
-    disarm(): number;
 }
 
 export interface Separated {

@@ -175,7 +175,7 @@ export type Message =
           tick_ns: number;
           clock: [string, string];
       }
-    // The program's own fd table (fdtable.ts), separated at main: the outcome.
+    // The program's own fd table (fdtable.ts), separated at its next hooked call: the outcome.
     | { v: number; type: "fds"; separate: boolean; reason?: string; closed?: number }
     | {
           v: number;

@@ -116,6 +116,7 @@ export class SyscallMonitor {
     private readonly sepArm: NativeFunction<void, [number, NativePointer, number, NativePointer, number]>;
     private readonly sepState: NativeFunction<number, [NativePointer]>;
     private readonly sepDisarm: NativeFunction<number, []>;
+    private readonly sepDetail = Memory.alloc(4); // sep_state's out-parameter, read every poll
     private readonly keep: NativePointer[] = [];
     private readonly agentTidsPtr: NativePointer;
     private lastCounters = "[]";
@@ -230,11 +231,9 @@ export class SyscallMonitor {
             this.sepArm(nul, c, covers.length, f, frida.length);
         },
         state: () => {
-            const detail = Memory.alloc(4);
-            const state = this.sepState(detail);
-            return [state, detail.readS32()];
+            const state = this.sepState(this.sepDetail);
+            return [state, this.sepDetail.readS32()];
         },
-        disarm: () => this.sepDisarm(),
     };
 
     /** Ticks of the C clock per nanosecond, over 20 ms of CLOCK_MONOTONIC. */

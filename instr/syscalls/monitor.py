@@ -185,7 +185,7 @@ class SyscallRun:
         own_fds: bool | None = None,
     ) -> None:
         self.target = target
-        # A spawned program's own fd table, from main on (see _separate): None
+        # The program's own fd table, from its next hooked call (see _separate): None
         # where it can be done, True asked for (why not is said), False shared.
         self.own_fds = own_fds
         # Who builds the monitor's C: auto | system (the host's) | tinycc (cbuild.py).
@@ -326,7 +326,7 @@ class SyscallRun:
                 img.exec_pending = "execve" in chosen
             with contextlib.suppress(frida.InvalidOperationError, frida.TransportError):
                 img.script.post(ack(int(p["token"])))
-        elif kind == "fds":  # the fd table separated at main, or not
+        elif kind == "fds":  # the fd table separated, or why not
             fdsplit.told(p, self.say)
         elif kind == "error":
             self.errors.append(f"pid {img.pid}: agent error: {p.get('message')}")
