@@ -407,14 +407,7 @@ class Dispatcher:
         report.reason = st.get("reason")
 
     def _ending(self, env: dict[str, Any], data: bytes | None) -> None:
-        code = env.get("code")
-        self.ending = Ending(
-            reason=str(env.get("reason", "exit")),
-            code=int(code) if code is not None else None,
-            signal=env.get("signal"),
-            address=_addr(env.get("address")),
-            symbol=env.get("symbol"),
-        )
+        self.ending = Ending.from_message(env)
         if self.on_ending is not None:
             try:
                 self.on_ending(self.ending, int(env.get("token", 0)))

@@ -117,6 +117,29 @@ class Ending:
     address: int | None = None  # faulting address, for a crash
     symbol: str | None = None  # where it crashed, symbolised
 
+    @classmethod
+    def from_message(cls, env: dict[str, Any]) -> Ending:
+        """The agent's ``ending`` message (addresses come as "0x…" strings)."""
+        code, address = env.get("code"), env.get("address")
+        return cls(
+            reason=str(env.get("reason", "exit")),
+            code=int(code) if code is not None else None,
+            signal=env.get("signal"),
+            address=(int(address, 0) if isinstance(address, str) else int(address))
+            if address is not None
+            else None,
+            symbol=env.get("symbol"),
+        )
+
+    def status(self) -> int | None:
+        """strace's convention: the exit status, 128+N when signal N crashed
+        the target (SIGABRT's when the signal is unknown); None otherwise."""
+        if self.reason == "exit" and self.code is not None:
+            return self.code & 0xFF
+        if self.reason == "crash":
+            return 128 + SIGNALS.get(self.signal or "", 6)
+        return None
+
     def describe(self) -> str:
         if self.reason == "exit":
             return (

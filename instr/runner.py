@@ -13,7 +13,7 @@ from typing import TextIO
 from instr.collectors import open_output
 from instr.collectors.base import Collector
 from instr.errors import InstrError
-from instr.events import SIGNALS, RunSummary
+from instr.events import RunSummary
 from instr.patch.model import require_destructive
 from instr.probes.ir import ProbeTable
 from instr.session import Session
@@ -41,13 +41,8 @@ class RunConfig:
 def exit_status(summary: RunSummary, spawned: bool) -> int:
     """strace's convention: a spawned target's own status; 128+N when signal N killed it."""
     ending = summary.ending
-    if ending is None or not spawned:
-        return 0
-    if ending.reason == "exit" and ending.code is not None:
-        return ending.code & 0xFF
-    if ending.reason == "crash":
-        return 128 + SIGNALS.get(ending.signal or "", 6)
-    return 0
+    status = ending.status() if ending is not None and spawned else None
+    return status if status is not None else 0
 
 
 def _collectors(config: RunConfig) -> list[Collector]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import frida
@@ -21,57 +20,15 @@ from instr import cbuild
 from instr import target as tgt
 from instr.agent import load_bundle
 from instr.errors import AgentError, TargetError
-from instr.events import SIGNALS, Ending
 from instr.probes.ir import PlanOptions, ProbeTable
 from instr.protocol import PROTOCOL_VERSION, ack
 from instr.syscalls import ARCHES, fdsplit, numbers, select
 from instr.syscalls import names as nr_names
 from instr.syscalls.decode import FdTable, format_record, memory_kinds
 from instr.syscalls.records import Record, parse
+from instr.syscalls.result import Count, Image, Result, summarize
 from instr.syscalls.wrappers import F_INDIRECT, Site, choose, scan_names
 from instr.unload import AgentWatch
-
-
-@dataclass
-class Count:
-    calls: int = 0
-    errors: int = 0
-    ns: int = 0
-
-    def add(self, other: Count) -> None:
-        self.calls += other.calls
-        self.errors += other.errors
-        self.ns += other.ns
-
-
-@dataclass
-class Image:
-    """One process image (a pid, until it execs): its agent and what it counted."""
-
-    pid: int
-    arch: str = "x64"
-    session: Any = None
-    script: Any = None
-    counters: dict[int, Count] = field(default_factory=dict)
-    extra: dict[str, int] = field(default_factory=dict)  # calls known from endings
-    exec_pending: bool = False
-    ending: dict[str, Any] | None = None
-    detach_reason: str | None = None
-    drops: int = 0
-    fds: FdTable = field(default_factory=FdTable)
-    sites: int = 0
-    tick_ns: float = 1.0
-    watch: AgentWatch | None = None  # to wait for Frida's agent to leave after detach
-
-
-@dataclass
-class Result:
-    counts: dict[str, Count]
-    images: list[Image]
-    exit_code: int | None  # the program's status; 128+N when signal N crashed it
-    drops: int
-    crash: str | None = None  # what crashed the program, to say
-
 
 # What Frida's own Interceptor hooks on a followed process (child gating).
 FRIDA_HOOKED = frozenset({"close"})
@@ -497,30 +454,4 @@ class SyscallRun:
                 self._device.off("child-added", self._on_child)
 
     def result(self) -> Result:
-        counts: dict[str, Count] = {}
-        drops = 0
-        for img in self.images:
-            table = nr_names(img.arch)
-            for nr, c in img.counters.items():
-                counts.setdefault(table.get(nr, f"syscall_{nr}"), Count()).add(c)
-            for name, n in img.extra.items():
-                counts.setdefault(name, Count()).calls += n
-            drops += img.drops
-        mine = [i for i in self.images if i.pid == self.root_pid]
-        root = mine[-1] if mine else None  # the last image of the program we ran
-        code, crash = None, None
-        ending = root.ending if root is not None else None
-        if ending is not None and ending.get("reason") == "exit":
-            code = ending.get("code")
-        elif root is not None and ending is not None and ending.get("reason") == "crash":
-            signal = ending.get("signal")
-            code = 128 + SIGNALS.get(signal or "", 6)  # strace's convention
-            address = ending.get("address")
-            described = Ending(
-                "crash",
-                signal=signal,
-                address=int(address, 16) if isinstance(address, str) else None,
-                symbol=ending.get("symbol"),
-            ).describe()
-            crash = f"pid {root.pid}: {described}"
-        return Result(counts, list(self.images), code, drops, crash)
+        return summarize(self.images, self.root_pid)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from instr.syscalls.monitor import Count
+from instr.syscalls.result import Count
 
 
 def format_summary(counts: dict[str, Count]) -> str:

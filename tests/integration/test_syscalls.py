@@ -24,7 +24,8 @@ from strace_window import strace_counts
 
 from instr import cbuild
 from instr.syscalls import monitor
-from instr.syscalls.monitor import Result, SyscallRun
+from instr.syscalls.monitor import SyscallRun
+from instr.syscalls.result import Result
 from instr.target import TargetSpec
 
 # malloc's initialisation: under instr it happened before main, when Frida's

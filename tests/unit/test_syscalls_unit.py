@@ -11,8 +11,8 @@ from strace_window import window_counts
 from instr.errors import UsageError
 from instr.syscalls import category, select
 from instr.syscalls.decode import FdTable, errno_name, format_record, open_flags, sockaddr
-from instr.syscalls.monitor import Count
 from instr.syscalls.records import HEAD, MEM, Record, parse
+from instr.syscalls.result import Count
 from instr.syscalls.summary import format_summary
 from instr.syscalls.table import NUMBERS, SIGNATURES
 from instr.syscalls.wrappers import F_ENTER, F_FORK, F_INDIRECT, candidates, choose
