@@ -275,7 +275,7 @@ def _summary_calls(lines: list[str], name: str) -> int | None:
 
 def instr_syscalls_c(ctx: Ctx, cc: str = "auto", shared_fds: bool = False) -> Measured:
     """instr syscalls -c spawning the target (default mode: libc wrappers; its
-    C built by the host's gcc; the program's own fd table from main on)."""
+    C built by the host's gcc; the program's own fd table by default)."""
     out = ctx.workdir / "instr-syscalls-c.txt"
     mode = ("--cc", cc) + (("--shared-fds",) if shared_fds else ())
     argv = instr_argv("syscalls", "-c", *mode, "-e", "trace=write", "-o", out, "--")
