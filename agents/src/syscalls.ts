@@ -7,6 +7,7 @@
 import { loadCModule } from "./cmodule.js";
 import { inForkedChild, post, processThreads } from "./util.js";
 import { NextCall, SEP_BUSY } from "./fdtable.js";
+import { armForks, followFromStub } from "./syscalls_fork.js";
 
 export interface SyscallSite {
     address: string;
@@ -30,6 +31,7 @@ export interface SyscallConfig {
     complete?: boolean; // Stalker on every syscall instruction instead of the wrappers (raw_transform)
     spawned?: boolean; // complete mode: the process is suspended at its start (follow from main)
     forked?: boolean; // a forked child, held inside fork() (complete mode: follow its thread now)
+    fork_stub?: string | null; // complete mode, forked: the parent's fork stub, where the child waits (syscalls_fork.ts)
     thread_slots?: number; // per-thread state slots (default 4096); threads past them keep state in TLS
 }
 
@@ -40,6 +42,7 @@ export interface Armed {
     failed: string[];
     toolchain: string;
     toolchain_error: string | null;
+    fork_stub?: string | null; // complete mode with -F: where this process's forked children wait to be followed
 }
 
 const NR_MAX = 1024;
@@ -279,6 +282,7 @@ export class SyscallMonitor {
         // is made outside Stalker): fork's, because the child of a fork made
         // under Stalker died of SIGSEGV (a jump to 0), whatever the transform.
         for (const s of this.config.sites) Stalker.exclude({ base: ptr(s.address), size: 1 });
+        const stub = this.config.follow === true ? armForks(this.cm) : null;
         const options = { transform: this.cm.raw_transform as NativePointer } as StalkerOptions;
         const follow = (tid: number): void => {
             if (this.followed.includes(tid)) return;
@@ -306,7 +310,14 @@ export class SyscallMonitor {
         // exec'ed images (measured), where enumerateThreads listed it.
         const agent = new Set(this.agentTids());
         const tids = new Set(this.config.spawned === true ? [] : (processThreads()?.program ?? Process.enumerateThreads().map((t) => t.id)));
-        if (this.config.spawned !== true || this.config.forked === true) tids.add(Process.id);
+        if (this.config.spawned !== true) tids.add(Process.id);
+        if (this.config.forked === true) {
+            // Held inside fork(): followed once it is back in the program and
+            // waits in its parent's fork stub (syscalls_fork.ts), or now.
+            const parentStub = this.config.fork_stub ?? null;
+            if (parentStub === null) tids.add(Process.id);
+            else followFromStub(ptr(parentStub), () => follow(Process.id), (why) => post("error", { probe: null, message: why, stack: null }));
+        }
         for (const tid of tids) {
             if (agent.has(tid)) continue;
             try {
@@ -317,7 +328,14 @@ export class SyscallMonitor {
         }
         Interceptor.flush();
         this.setActive(1);
-        return { armed: this.armed, slow: 0, failed: this.failures, toolchain: this.toolchain, toolchain_error: this.toolchainError };
+        return {
+            armed: this.armed,
+            slow: 0,
+            failed: this.failures,
+            toolchain: this.toolchain,
+            toolchain_error: this.toolchainError,
+            fork_stub: stub?.toString() ?? null,
+        };
     }
 
     private rangesOffset(): number {

@@ -18,6 +18,7 @@
 import { SYS_C_TRACE } from "./syscalls_c_trace.js";
 import { SYS_C_SETUP } from "./syscalls_c_setup.js";
 import { SYS_C_FDS } from "./syscalls_c_fds.js";
+import { SYS_C_FORK } from "./syscalls_c_fork.js";
 
 // The types, the per-thread state, and the per-call path; the trace records
 // (syscalls_c_trace.ts) and the fd table's separation (syscalls_c_fds.ts)
@@ -473,4 +474,4 @@ on_enter_only (GumInvocationContext * ic)
 
 `;
 
-export const SYS_C_SOURCE = SYS_C_HEAD + SYS_C_TRACE + SYS_C_FDS + SYS_C_CALLS + SYS_C_SETUP;
+export const SYS_C_SOURCE = SYS_C_HEAD + SYS_C_TRACE + SYS_C_FDS + SYS_C_CALLS + SYS_C_FORK + SYS_C_SETUP;

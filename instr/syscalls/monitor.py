@@ -54,6 +54,7 @@ def start_monitor(
     thread_slots: int = 4096,
     forked: bool = False,
     built: bytes | None = None,
+    fork_stub: str | None = None,
 ) -> tuple[dict[str, Any], list[Site]]:
     """Scan libc (once per libc: ``scans``), choose the wrappers and arm the
     agent's syscall monitor for the ``chosen`` syscalls. ``arch`` is the
@@ -113,6 +114,7 @@ def start_monitor(
         "spawned": spawned,
         "thread_slots": thread_slots,
         "forked": forked,
+        "fork_stub": fork_stub,
     }
     start = script.exports_sync.syscall_start
     started = start(config) if built is None else start(config, built)
@@ -167,7 +169,6 @@ class SyscallRun:
         self._scans: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._built: dict[str, tuple[bytes | None, str | None]] = {}  # by arch (cbuild.py)
         self._awaiting_exec: set[int] = set()
-        self._fork_warned = False
         # Threads whose state has a slot; the rest keep it in TLS (slower).
         self.thread_slots = thread_slots
         # How long leaving may take before the agent counts as hung (_stop_bounded).
@@ -175,7 +176,9 @@ class SyscallRun:
 
     # -- per process -----------------------------------------------------------
 
-    def _arm(self, pid: int, adopted: bool = False, forked: bool = False) -> Image:
+    def _arm(
+        self, pid: int, adopted: bool = False, forked: bool = False, fork_stub: str | None = None
+    ) -> Image:
         img = Image(pid)
         if pid == self.root_pid and self.device_spec.kind == "local" and not self.target.spawns:
             img.fds = FdTable.from_proc(pid)  # this host's /proc: what it has open already
@@ -221,13 +224,21 @@ class SyscallRun:
             thread_slots=self.thread_slots,
             forked=forked,
             built=built,
+            fork_stub=fork_stub,
         )
         img.sites = int(started["armed"])
+        img.fork_stub = started.get("fork_stub")
         if pid == self.root_pid:
             self.toolchain = str(started.get("toolchain", "tinycc"))
             self.toolchain_note = started.get("toolchain_error") or why
         by_address = {s.address: f"{s.name} ({s.syscall})" for s in sites}
-        failed = [by_address.get(str(f).partition(": ")[0], str(f)) for f in started["failed"]]
+        named = [(str(f), by_address.get(str(f).partition(": ")[0])) for f in started["failed"]]
+        if pid == self.root_pid:
+            # Not about a wrapper: the complete mode's (no main symbol, a thread).
+            for f, name in named:
+                if name is None:
+                    self.say(f)
+        failed = [name for _, name in named if name is not None]
         if failed and pid == self.root_pid:
             # e.g. glibc's __read_nocancel: Frida refuses to intercept it at all.
             more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
@@ -316,17 +327,21 @@ class SyscallRun:
             self._awaiting_exec.discard(child.pid)
         if self.stream and child.origin == "exec":
             self.on_line(f"[pid {child.pid:>6}] execve({child.path!r}, ...) = 0")
-        if self.complete and child.origin == "fork" and not self._fork_warned:
-            self._fork_warned = True
-            self.say(
-                f"pid {child.pid} was forked: with -F, --complete loses a thread at its"
-                " first fork() or close(), here the parent's (see docs/syscalls.md)"
-            )
         threading.Thread(target=self._adopt, args=(child,), daemon=True).start()
+
+    def _fork_stub(self, parent: int) -> str | None:
+        """Where a child forked by ``parent`` waits to be followed (complete mode)."""
+        with self._lock:
+            for img in reversed(self.images):
+                if img.pid == parent:
+                    return img.fork_stub
+        return None
 
     def _adopt(self, child: Any) -> None:
         try:
-            self._arm(child.pid, adopted=True, forked=child.origin == "fork")
+            forked = child.origin == "fork"
+            stub = self._fork_stub(child.parent_pid) if forked else None
+            self._arm(child.pid, adopted=True, forked=forked, fork_stub=stub)
         except Exception as e:  # the child is still resumed: never leave it stopped
             self.errors.append(f"cannot follow pid {child.pid}: {e}")
         finally:

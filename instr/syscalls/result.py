@@ -43,6 +43,7 @@ class Image:
     sites: int = 0
     tick_ns: float = 1.0
     watch: AgentWatch | None = None  # to wait for Frida's agent to leave after detach
+    fork_stub: str | None = None  # complete mode, -F: where its forked children wait to be followed
 
 
 @dataclass
