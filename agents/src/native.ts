@@ -151,12 +151,6 @@ export class NativeRing {
             getpid: Module.getGlobalExportByName("getpid"),
             // Slots of ended threads are taken over when a new thread finds none free.
             tgkill: Module.findGlobalExportByName("tgkill") ?? Module.getGlobalExportByName("sched_yield"),
-            // glibc exports __register_atfork (pthread_atfork is in libc_nonshared.a);
-            // without either, sched_yield() is a harmless stand-in that ignores its arguments.
-            register_atfork:
-                Module.findGlobalExportByName("pthread_atfork") ??
-                Module.findGlobalExportByName("__register_atfork") ??
-                Module.getGlobalExportByName("sched_yield"),
         });
         const check = new NativeFunction(this.cm.layout_check, "int", [])();
         if (check !== RING_SIZE * 100000 + STAGE_SIZE * 1000 + DESC_SIZE) throw new Error(`native layout mismatch (${check})`);

@@ -80,7 +80,6 @@ extern Ring ring;
 extern int clock_gettime (int clk, TimeSpec * ts);
 extern int sched_yield (void);
 extern int gettid (void);
-extern int register_atfork (void (* prepare) (void), void (* parent) (void), void (* child) (void), void * dso);
 extern int getpid (void);
 /* 0 while thread tid of this process exists; sched_yield (always 0) without one. */
 extern int tgkill (int tgid, int tid, int sig);
@@ -94,7 +93,12 @@ now_ns (void)
 }
 
 /* gum_invocation_context_get_thread_id() costs a syscall per call (~0.3 us
- * here); the thread id is cached in TLS instead (reset in a forked child). */
+ * here); the thread id is cached in TLS instead. A forked child keeps its
+ * parent's: its copy of this agent reports nothing (under child gating the
+ * child gets an agent of its own, and Frida unloads the copy). It used to be
+ * reset by an atfork handler in this module, which stayed registered after
+ * the module was freed: every fork of a program instr had left killed the
+ * child (SIGSEGV in __run_postfork_handlers). glibc cannot unregister one. */
 static guint32
 current_tid (void)
 {
@@ -105,13 +109,6 @@ current_tid (void)
     gum_tls_key_set_value (ring.tid_key, v);
   }
   return (guint32) GPOINTER_TO_SIZE (v);
-}
-
-static void
-forget_tid (void)
-{
-  gum_tls_key_set_value (ring.tid_key, NULL);
-  gum_tls_key_set_value (ring.stage_key, NULL);
 }
 
 static void
@@ -413,7 +410,6 @@ ring_setup (void)
 {
   ring.tid_key = gum_tls_key_new ();
   ring.stage_key = gum_tls_key_new ();
-  register_atfork (NULL, NULL, forget_tid, NULL);
 }
 
 void
