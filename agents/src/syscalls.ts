@@ -7,7 +7,7 @@
 import { loadCModule } from "./cmodule.js";
 import { inForkedChild, post, processThreads } from "./util.js";
 import { NextCall, SEP_BUSY } from "./fdtable.js";
-import { armForks, followFromStub } from "./syscalls_fork.js";
+import { armForks, followFromStub, type ArmedForks } from "./syscalls_fork.js";
 
 export interface SyscallSite {
     address: string;
@@ -214,6 +214,8 @@ export class SyscallMonitor {
         this.tickNs = this.calibrate();
         const exclusive = { scheduling: "exclusive" as const };
         this.swap = new NativeFunction(this.cm.ring_swap, "int", ["int"], exclusive);
+        this.sendBegin = new NativeFunction(this.cm.send_begin, "int", []);
+        this.sendEnd = new NativeFunction(this.cm.send_end, "void", []);
         this.counters = Memory.alloc(NR_MAX * 32);
         this.readCounters = new NativeFunction(this.cm.read_counters, "int", ["pointer"], exclusive);
         this.readDrops = new NativeFunction(this.cm.read_drops, "int", [], exclusive);
@@ -261,6 +263,9 @@ export class SyscallMonitor {
         return [f(0), f(1)];
     }
 
+    /** -F: the fork gate (syscalls_fork.ts). */
+    private forks: ArmedForks | null = null;
+
     /** Threads Stalker follows in complete mode. */
     private followed: number[] = [];
 
@@ -282,7 +287,8 @@ export class SyscallMonitor {
         // is made outside Stalker): fork's, because the child of a fork made
         // under Stalker died of SIGSEGV (a jump to 0), whatever the transform.
         for (const s of this.config.sites) Stalker.exclude({ base: ptr(s.address), size: 1 });
-        const stub = this.config.follow === true ? armForks(this.cm) : null;
+        this.forks = this.config.follow === true ? armForks(this.cm, true) : null;
+        const stub = this.forks?.stub ?? null;
         const options = { transform: this.cm.raw_transform as NativePointer } as StalkerOptions;
         const follow = (tid: number): void => {
             if (this.followed.includes(tid)) return;
@@ -328,14 +334,8 @@ export class SyscallMonitor {
         }
         Interceptor.flush();
         this.setActive(1);
-        return {
-            armed: this.armed,
-            slow: 0,
-            failed: this.failures,
-            toolchain: this.toolchain,
-            toolchain_error: this.toolchainError,
-            fork_stub: stub?.toString() ?? null,
-        };
+        const forkStub = stub?.toString() ?? null;
+        return { armed: this.armed, slow: 0, failed: this.failures, toolchain: this.toolchain, toolchain_error: this.toolchainError, fork_stub: forkStub };
     }
 
     private rangesOffset(): number {
@@ -396,6 +396,7 @@ export class SyscallMonitor {
         // Complete mode with sites: the wrappers Frida itself hooks (close, under
         // child gating) run natively inside Frida's code, out of Stalker's sight.
         if (this.config.complete === true) return this.armComplete();
+        if (this.config.follow === true) this.forks = armForks(this.cm, false);
         this.setActive(1);
         return { armed: this.armed, slow: this.slow, failed: this.failures, toolchain: this.toolchain, toolchain_error: this.toolchainError };
     }
@@ -407,6 +408,19 @@ export class SyscallMonitor {
      */
     flush(periodic = false): void {
         if (periodic && !this.config.trace) return;
+        // -F: not while a thread is in fork() (the fork gate, syscalls_fork.ts).
+        if (periodic && this.sendBegin() === 0) return;
+        try {
+            this.send();
+        } finally {
+            if (periodic) this.sendEnd();
+        }
+    }
+
+    private readonly sendBegin: NativeFunction<number, []>;
+    private readonly sendEnd: NativeFunction<void, []>;
+
+    private send(): void {
         let data: ArrayBuffer | null = null;
         if (this.config.trace) {
             const b = this.swap(200000);
@@ -459,6 +473,9 @@ export class SyscallMonitor {
         // Frida) the followed thread ids are the parent's: Stalker must not be
         // asked to unfollow a thread of another process from here.
         if (inForkedChild()) this.followed.length = 0;
+        // Not in a forked child: there the slots are its own agent's now.
+        if (!inForkedChild()) this.forks?.restore();
+        this.forks = null;
         for (const tid of this.followed) {
             try {
                 Stalker.unfollow(tid);

@@ -2,6 +2,40 @@
 // mode with -F. The JS side, and why, is syscalls_fork.ts.
 
 export const SYS_C_FORK = `
+/* -F: the fork gate's flags, in its data page: [0] threads in fork() through
+ * the gate, [1] periodic sends in progress. A send is not begun while a
+ * thread is in fork(), and the gate waits for one in progress: a message
+ * emitted while Frida prepares a fork was sent by the forked child, on a
+ * D-Bus connection copied mid-use, and killed it (docs/syscalls.md). */
+static gint * fork_flags;
+
+void
+set_fork_flags (gpointer p)
+{
+  fork_flags = (gint *) p;
+}
+
+gint
+send_begin (void)
+{
+  if (fork_flags == NULL)
+    return 1;
+  g_atomic_int_add (&fork_flags[1], 1);
+  if (g_atomic_int_add (&fork_flags[0], 0) != 0)
+  {
+    g_atomic_int_add (&fork_flags[1], -1);
+    return 0;
+  }
+  return 1;
+}
+
+void
+send_end (void)
+{
+  if (fork_flags != NULL)
+    g_atomic_int_add (&fork_flags[1], -1);
+}
+
 /* The PLT stubs of fork(): a followed thread's call of one is made natively
  * (the stubs are excluded from Stalker) and lands in the fork gate, which
  * must know where the call returns to in the program: the transform puts

@@ -16,12 +16,19 @@
 const WAITING = 0;
 const GO = 4;
 const SLEEP = 8; // struct timespec: how long the stub sleeps between looks
+const FORKING = 24; // threads in fork() through the gate (the C's fork_flags[0])
+const SENDING = 28; // periodic sends in progress (fork_flags[1])
 const PATIENCE_MS = 30000; // then the child goes on unfollowed
 
 export interface ForkStub {
     code: NativePointer; // the wait stub
     data: NativePointer;
     gate: NativePointer; // where fork()'s GOT slots point
+}
+
+export interface ArmedForks {
+    stub: NativePointer; // the wait stub, which this process's forked children wait in (complete mode)
+    restore: () => void; // puts fork()'s GOT slots back
 }
 
 export interface CallTargets {
@@ -129,12 +136,22 @@ export function makeForkStub(fork: NativePointer): ForkStub | null {
     w.putRet();
     // The gate.
     const gate = w.pc;
+    w.putLockIncImm32Ptr(data.add(FORKING));
+    w.putLabel("wait");
+    w.putMovRegAddress("rcx", data);
+    w.putXorRegReg("eax", "eax");
+    w.putCmpRegOffsetPtrReg("rcx", SENDING, "eax");
+    w.putJccShortLabel("je", "go", "no-hint");
+    w.putPause();
+    w.putJmpShortLabel("wait");
+    w.putLabel("go");
     w.putMovRegAddress("rax", ptr(FORK_MAGIC));
     w.putCmpRegReg("r10", "rax");
     w.putJccNearLabel("jne", "plain", "no-hint");
     w.putPushReg("r11"); // the real return address; fork() is entered aligned
     w.putCallAddress(fork);
     w.putPopReg("r11");
+    w.putLockDecImm32Ptr(data.add(FORKING));
     w.putTestRegReg("eax", "eax");
     w.putJccShortLabel("je", "child", "no-hint");
     w.putRet(); // the parent: back to Stalker's code
@@ -143,29 +160,48 @@ export function makeForkStub(fork: NativePointer): ForkStub | null {
     w.putPushReg("r11");
     w.putJmpAddress(code);
     w.putLabel("plain");
-    w.putJmpAddress(fork);
+    w.putLeaRegRegOffset("rsp", "rsp", -8); // fork() is entered aligned
+    w.putCallAddress(fork);
+    w.putLeaRegRegOffset("rsp", "rsp", 8);
+    w.putLockDecImm32Ptr(data.add(FORKING));
+    w.putRet();
     w.flush();
     w.dispose();
     Memory.protect(code, page, "r-x");
     return { code, data, gate };
 }
 
-/** Point the GOT slots at `to` (a read-only GOT is made writable for it, then put back). */
-export function redirectSlots(slots: NativePointer[], to: NativePointer): number {
-    let n = 0;
-    for (const slot of slots) {
+/**
+ * Point the GOT slots at `to` (a read-only GOT is made writable for it, then
+ * put back). Returns what puts the slots' old values back.
+ */
+export function redirectSlots(slots: NativePointer[], to: NativePointer): () => void {
+    const done: [NativePointer, NativePointer][] = [];
+    const write = (slot: NativePointer, value: NativePointer): void => {
         const was = Process.findRangeByAddress(slot)?.protection ?? null;
-        if (was === null) continue;
+        if (was === null) return;
+        if (!was.includes("w")) Memory.protect(slot, Process.pointerSize, "rw-");
+        slot.writePointer(value);
+        if (!was.includes("w")) Memory.protect(slot, Process.pointerSize, was);
+    };
+    for (const slot of slots) {
         try {
-            if (!was.includes("w")) Memory.protect(slot, Process.pointerSize, "rw-");
-            slot.writePointer(to);
-            if (!was.includes("w")) Memory.protect(slot, Process.pointerSize, was);
-            n++;
+            const old = slot.readPointer();
+            write(slot, to);
+            done.push([slot, old]);
         } catch {
             // Not writable: calls through this slot are not handled (docs/syscalls.md).
         }
     }
-    return n;
+    return () => {
+        for (const [slot, old] of done) {
+            try {
+                write(slot, old);
+            } catch {
+                // Gone with its module.
+            }
+        }
+    };
 }
 
 /** A forked child's agent: follow the child's thread once it waits in the stub. */
@@ -190,25 +226,27 @@ export function followFromStub(stub: NativePointer, follow: () => void, failed: 
 }
 
 /**
- * -F, complete mode: calls of close() and fork() are made natively, fork()'s
- * through the gate (above). `cm` is the monitor's CModule (set_fork_call).
- * Returns the wait stub, which this process's forked children wait in.
+ * -F: fork()'s GOT slots point at the gate; in the complete mode calls of
+ * close() and of fork()'s PLT stubs are also made natively (above). `cm` is
+ * the monitor's CModule.
  */
-export function armForks(cm: CModule): NativePointer | null {
+export function armForks(cm: CModule, complete: boolean): ArmedForks | null {
     if (Process.arch !== "x64") return null;
-    const close = callTargets("close");
-    if (close !== null) for (const p of [close.fn, ...close.stubs]) Stalker.exclude({ base: p, size: 1 });
     const fork = callTargets("fork");
-    if (fork === null || fork.stubs.length === 0) return null;
+    if (fork === null) return null;
     const stub = makeForkStub(fork.fn);
     if (stub === null) return null;
-    const setCall = new NativeFunction(cm.set_fork_call, "void", ["int", "pointer"]);
-    // Only as many as the transform knows (FORK_CALLS): a stub excluded
-    // without its hint would send a child back into its parent's Stalker code.
-    fork.stubs.slice(0, FORK_CALLS).forEach((p, i) => {
-        setCall(i, p);
-        Stalker.exclude({ base: p, size: 1 });
-    });
-    redirectSlots(fork.slots, stub.gate);
-    return stub.code;
+    new NativeFunction(cm.set_fork_flags, "void", ["pointer"])(stub.data.add(FORKING));
+    if (complete) {
+        const close = callTargets("close");
+        if (close !== null) for (const p of [close.fn, ...close.stubs]) Stalker.exclude({ base: p, size: 1 });
+        const setCall = new NativeFunction(cm.set_fork_call, "void", ["int", "pointer"]);
+        // Only as many as the transform knows (FORK_CALLS): a stub excluded
+        // without its hint would send a child back into its parent's Stalker code.
+        fork.stubs.slice(0, FORK_CALLS).forEach((p, i) => {
+            setCall(i, p);
+            Stalker.exclude({ base: p, size: 1 });
+        });
+    }
+    return { stub: stub.code, restore: redirectSlots(fork.slots, stub.gate) };
 }

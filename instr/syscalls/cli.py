@@ -57,6 +57,7 @@ def run_syscalls(
         say(f"dropped {result.drops} records when the in-target buffer was full")
     if out is not sys.stdout:
         out.close()
-    if target.spawns and result.exit_code is None and run.errors:
-        return 1  # no exit status of the program's to pass on, and something went wrong
-    return int(result.exit_code or 0) & 0xFF if target.spawns else 0
+    if not target.spawns or result.exit_code is None:
+        # No exit status of the program's to pass on: say whether something went wrong.
+        return 1 if run.errors else 0
+    return int(result.exit_code) & 0xFF

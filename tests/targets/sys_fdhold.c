@@ -8,10 +8,14 @@
  *   write N   N write(fd, "x", 1) calls to /dev/null; answers "wrote N"
  *   close     closes argv[1]'s fd; answers "closed"
  *   thread    starts an idle second thread; answers "started"
+ *   fork      forks a child that makes one write(fd, "x", 1) to /dev/null and
+ *             _exits 3; waits for it; answers "forked S" (S: its exit status,
+ *             or -N when signal N killed it)
  * EOF or "quit" exits 0.
  */
 #include <fcntl.h>
 #include <pthread.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "target.h"
@@ -58,6 +62,15 @@ int main(int argc, char **argv)
             answer(reply);
         } else if (strncmp(line, "close", 5) == 0) {
             answer(close(held) == 0 ? "closed\n" : "close failed\n");
+        } else if (strncmp(line, "fork", 4) == 0) {
+            int st;
+            pid_t p = fork();
+            if (p == 0)
+                _exit(write(null, "x", 1) == 1 ? 3 : 1);
+            if (p < 0 || waitpid(p, &st, 0) != p)
+                return 1;
+            snprintf(reply, sizeof reply, "forked %d\n", WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st));
+            answer(reply);
         } else if (strncmp(line, "thread", 6) == 0) {
             answer(pthread_create(&t, NULL, idle, NULL) == 0 ? "started\n" : "failed\n");
         } else {
