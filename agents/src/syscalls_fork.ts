@@ -86,14 +86,17 @@ const FORK_CALLS = 32; // PLT stubs the transform knows (syscalls_c_fork.ts)
  * The fork gate and the wait stub, in pages mapped with mmap(2) directly so
  * that no script owns them (Frida frees a script's heap when it unloads it,
  * and a forked child runs this code after that). The GOT slots of fork()
- * point at the gate, so a call through a PLT stub lands there:
+ * point at the gate, so a call through a PLT stub lands there. The gate
+ * counts the thread in (FORKING), waits while a periodic send is in progress
+ * (SENDING; the monitor begins none while FORKING is not 0: see send_begin
+ * in syscalls_c_fork.ts), and calls fork(), then counts the thread out:
  *
  * - from a followed thread (r10 holds FORK_MAGIC, r11 the call's return
  *   address in the program; the call itself came natively from Stalker's
- *   code, which is the return address on the stack): it calls fork(); the
- *   parent returns to Stalker's code and goes on being followed; the child
- *   drops that return address and goes to the wait stub with the real one;
- * - from anywhere else: it jumps to fork().
+ *   code, which is the return address on the stack): the parent returns to
+ *   Stalker's code and goes on being followed; the child drops that return
+ *   address and goes to the wait stub with the real one;
+ * - from anywhere else: both return to the caller.
  *
  * The wait stub says it waits (WAITING), sleeps 1 ms at a time until its
  * agent has followed the thread (GO) or PATIENCE_MS have passed, and returns
