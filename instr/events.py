@@ -7,6 +7,8 @@ objects using the ``ProbeTable``; collectors receive them together with a
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -112,7 +114,7 @@ class Ending:
     """Why the target's session ended."""
 
     reason: str  # "exit" | "exec" | "crash" | "detach" | "killed" | "lost"
-    code: int | None = None  # exit status, for reason == "exit"
+    code: int | None = None  # exit status ("exit"), or the signal's number ("killed")
     signal: str | None = None  # e.g. "SIGSEGV", for reason == "crash"
     address: int | None = None  # faulting address, for a crash
     symbol: str | None = None  # where it crashed, symbolised
@@ -131,13 +133,31 @@ class Ending:
             symbol=env.get("symbol"),
         )
 
+    @classmethod
+    def from_wait_status(cls, status: int) -> Ending | None:
+        """An ended process's wait status (waitpid(2)): its exit, or the
+        signal that killed it."""
+        if os.WIFEXITED(status):
+            return cls(reason="exit", code=os.WEXITSTATUS(status))
+        if os.WIFSIGNALED(status):
+            n = os.WTERMSIG(status)
+            try:
+                name = signal.Signals(n).name
+            except ValueError:
+                name = f"signal {n}"
+            return cls(reason="killed", signal=name, code=n)
+        return None
+
     def status(self) -> int | None:
         """strace's convention: the exit status, 128+N when signal N crashed
-        the target (SIGABRT's when the signal is unknown); None otherwise."""
+        or killed the target (SIGABRT's when a crash's signal is unknown);
+        None otherwise."""
         if self.reason == "exit" and self.code is not None:
             return self.code & 0xFF
         if self.reason == "crash":
             return 128 + SIGNALS.get(self.signal or "", 6)
+        if self.reason == "killed" and self.code is not None:
+            return 128 + self.code
         return None
 
     def describe(self) -> str:
@@ -156,7 +176,7 @@ class Ending:
         if self.reason == "detach":
             return "detached; the target keeps running"
         if self.reason == "killed":
-            return "target was killed"
+            return f"target was killed by {self.signal}" if self.signal else "target was killed"
         return f"session lost ({self.signal or self.reason})"
 
 

@@ -197,3 +197,29 @@ def open_target(device_spec: DeviceSpec, target: TargetSpec) -> tuple[Any, int]:
         return device, target.pid
     assert target.name is not None
     return device, resolve_name(device, target.name)
+
+
+# PIDFD_GET_INFO (Linux >= 6.15): _IOWR(0xFF, 11, struct pidfd_info), 64 bytes
+# in its first version; PIDFD_INFO_EXIT asks for the wait status, which the
+# kernel keeps once the process has been reaped. struct pidfd_info: mask
+# (u64), cgroupid (u64), eleven u32 ids, then exit_code (s32) at offset 60.
+_PIDFD_GET_INFO = 0xC040FF0B
+_PIDFD_INFO_EXIT = 1 << 3
+
+
+def exit_status(pidfd: int) -> int | None:
+    """The wait status (as waitpid(2) gives it) of the process behind
+    ``pidfd``, once it has ended and been reaped by whoever reaps it; None
+    before that, or where the kernel cannot say (before Linux 6.15)."""
+    import fcntl
+    import struct
+
+    buf = bytearray(64)
+    struct.pack_into("<Q", buf, 0, _PIDFD_INFO_EXIT)
+    try:
+        fcntl.ioctl(pidfd, _PIDFD_GET_INFO, buf)
+    except OSError:
+        return None
+    if not struct.unpack_from("<Q", buf, 0)[0] & _PIDFD_INFO_EXIT:
+        return None
+    return int(struct.unpack_from("<i", buf, 60)[0])

@@ -10,7 +10,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +22,7 @@ from instr import cbuild
 from instr import target as tgt
 from instr.agent import load_bundle
 from instr.errors import AgentError, TargetError
+from instr.events import Ending
 from instr.probes.ir import PlanOptions, ProbeTable
 from instr.protocol import PROTOCOL_VERSION, ack
 from instr.syscalls import ARCHES, fdsplit, numbers, select
@@ -173,6 +176,7 @@ class SyscallRun:
         self.thread_slots = thread_slots
         # How long leaving may take before the agent counts as hung (_stop_bounded).
         self.stop_grace_s = 20.0
+        self._pidfd: int | None = None  # the spawned program's, for _kernel_ending
 
     # -- per process -----------------------------------------------------------
 
@@ -369,6 +373,10 @@ class SyscallRun:
         select(self.trace_spec, ARCHES.get(platform.machine(), "x86_64"))
         # a spawned target is held until resumed, so no child appears before the handler
         self._device, self.root_pid = tgt.open_target(self.device_spec, self.target)
+        if self.target.spawns and self.device_spec.kind == "local":
+            # To learn how it ended when its agent cannot say (SIGKILL).
+            with contextlib.suppress(OSError):
+                self._pidfd = os.pidfd_open(self.root_pid)
         if self.follow:
             self._device.on("child-added", self._on_child)
         try:
@@ -410,7 +418,12 @@ class SyscallRun:
                     ):
                         self._device.resume(pid)
             self._stop_bounded()
-        return self.result()
+        try:
+            return self.result()
+        finally:
+            if self._pidfd is not None:
+                os.close(self._pidfd)
+                self._pidfd = None
 
     def _separate(self) -> str | None:
         """Arm the program's thread to get its own fd table at its next hooked
@@ -468,5 +481,25 @@ class SyscallRun:
             with contextlib.suppress(Exception):
                 self._device.off("child-added", self._on_child)
 
+    def _kernel_ending(self) -> Ending | None:
+        """How the program instr spawned ended, from the kernel (its pidfd),
+        once Frida has reaped it; waits up to a second for that."""
+        if self._pidfd is None:
+            return None
+        for _ in range(100):
+            status = tgt.exit_status(self._pidfd)
+            if status is not None:
+                return Ending.from_wait_status(status)
+            time.sleep(0.01)
+        return None
+
     def result(self) -> Result:
-        return summarize(self.images, self.root_pid)
+        res = summarize(self.images, self.root_pid)
+        roots = [i for i in self.images if i.pid == self.root_pid]
+        waited = self._kernel_ending() if roots and roots[-1].ending is None else None
+        if waited is not None:
+            # No ending from the agent: what the kernel said.
+            res.exit_code = waited.status()
+            if waited.reason == "killed":
+                res.crash = f"pid {self.root_pid}: {waited.describe()}"
+        return res

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import Targets, run_instr
+from helpers import Targets, run_instr, start_instr
 from strace_window import strace_counts
 
 from instr import cbuild
@@ -240,6 +240,23 @@ def test_a_crash_is_said_and_gives_the_signal_status(targets: Targets) -> None:
         said[0],
     ), r.stderr
     assert "write" in r.stdout  # the count is printed all the same
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_a_program_killed_from_outside_gives_the_signal_status(
+    targets: Targets, sig: signal.Signals
+) -> None:
+    """No agent sees SIGKILL (nor a SIGTERM the program does not catch): the
+    status comes from the kernel, through a pidfd opened at spawn, once Frida
+    has reaped the program. It used to be 0, with nothing said."""
+    argv = ("syscalls", "-c", "-e", "trace=write", "--", str(targets.path("sys_fdhold")))
+    with start_instr(*argv) as ins:
+        pid = int(ins.err.expect("counting system calls in pid").split()[6])
+        assert ins.readline() == "ready"
+        os.kill(pid, sig)
+        done = ins.finish()
+    assert done.returncode == 128 + sig, done.err
+    assert f"instr: pid {pid}: target was killed by {sig.name}" in done.stderr, done.err
 
 
 def test_stream_decodes_arguments(targets: Targets, tmp_path: Path) -> None:
