@@ -17,6 +17,7 @@ detach) and turns Frida's failures into ``InstrError``.
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import threading
 import time
@@ -103,6 +104,7 @@ class Session:
             None  # after stop(): the agent had unloaded in time  # patch probes, reverted at stop
         )
         self._died_at_unload = False  # the target ended while Frida's agent was leaving it
+        self._pidfd: int | None = None  # a spawned target's (tgt.open_pidfd)
 
     # -- construction helpers -------------------------------------------------
 
@@ -126,6 +128,8 @@ class Session:
         ``resume=False``), so probes are armed before ``main`` runs.
         """
         self._device, self.pid = tgt.open_target(self.device_spec, self.target)
+        # To learn how it ended when the agent cannot say (SIGKILL).
+        self._pidfd = tgt.open_pidfd(self.device_spec, self.target, self.pid)
         try:
             self._arm()
         except BaseException:
@@ -287,6 +291,9 @@ class Session:
             if self._dispatcher is None:
                 raise TargetError("the session was never started")
             self.summary = self._dispatcher.close(self._fallback_ending())
+            if self._pidfd is not None:
+                os.close(self._pidfd)
+                self._pidfd = None
             return self.summary
 
     def _abort(self) -> None:
@@ -332,7 +339,9 @@ class Session:
             summary = getattr(self._crash, "summary", None) or str(self._crash)
             return Ending("crash", signal=str(summary))
         if reason == "process-terminated":
-            return Ending("killed")
+            status = None if self._pidfd is None else tgt.exit_status(self._pidfd, wait_s=1.0)
+            known = None if status is None else Ending.from_wait_status(status)
+            return known or Ending("killed")
         if reason == "process-replaced":
             return Ending("exec")
         return Ending("lost", signal=reason)

@@ -207,19 +207,35 @@ _PIDFD_GET_INFO = 0xC040FF0B
 _PIDFD_INFO_EXIT = 1 << 3
 
 
-def exit_status(pidfd: int) -> int | None:
+def exit_status(pidfd: int, wait_s: float = 0.0) -> int | None:
     """The wait status (as waitpid(2) gives it) of the process behind
-    ``pidfd``, once it has ended and been reaped by whoever reaps it; None
-    before that, or where the kernel cannot say (before Linux 6.15)."""
+    ``pidfd``, once it has ended and been reaped by whoever reaps it (Frida,
+    for a program it spawned), waiting up to ``wait_s`` for that; None if it
+    has not, or where the kernel cannot say (before Linux 6.15)."""
     import fcntl
     import struct
+    import time
 
-    buf = bytearray(64)
-    struct.pack_into("<Q", buf, 0, _PIDFD_INFO_EXIT)
+    deadline = time.monotonic() + wait_s
+    while True:
+        buf = bytearray(64)
+        struct.pack_into("<Q", buf, 0, _PIDFD_INFO_EXIT)
+        try:
+            fcntl.ioctl(pidfd, _PIDFD_GET_INFO, buf)
+        except OSError:
+            return None
+        if struct.unpack_from("<Q", buf, 0)[0] & _PIDFD_INFO_EXIT:
+            return int(struct.unpack_from("<i", buf, 60)[0])
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.01)
+
+
+def open_pidfd(device_spec: DeviceSpec, target: TargetSpec, pid: int) -> int | None:
+    """A pidfd on a program instr spawned on this machine (see exit_status), else None."""
+    if not target.spawns or device_spec.kind != "local":
+        return None
     try:
-        fcntl.ioctl(pidfd, _PIDFD_GET_INFO, buf)
+        return os.pidfd_open(pid)
     except OSError:
         return None
-    if not struct.unpack_from("<Q", buf, 0)[0] & _PIDFD_INFO_EXIT:
-        return None
-    return int(struct.unpack_from("<i", buf, 60)[0])

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -373,10 +372,8 @@ class SyscallRun:
         select(self.trace_spec, ARCHES.get(platform.machine(), "x86_64"))
         # a spawned target is held until resumed, so no child appears before the handler
         self._device, self.root_pid = tgt.open_target(self.device_spec, self.target)
-        if self.target.spawns and self.device_spec.kind == "local":
-            # To learn how it ended when its agent cannot say (SIGKILL).
-            with contextlib.suppress(OSError):
-                self._pidfd = os.pidfd_open(self.root_pid)
+        # To learn how it ended when its agent cannot say (SIGKILL).
+        self._pidfd = tgt.open_pidfd(self.device_spec, self.target, self.root_pid)
         if self.follow:
             self._device.on("child-added", self._on_child)
         try:
@@ -486,12 +483,8 @@ class SyscallRun:
         once Frida has reaped it; waits up to a second for that."""
         if self._pidfd is None:
             return None
-        for _ in range(100):
-            status = tgt.exit_status(self._pidfd)
-            if status is not None:
-                return Ending.from_wait_status(status)
-            time.sleep(0.01)
-        return None
+        status = tgt.exit_status(self._pidfd, wait_s=1.0)
+        return None if status is None else Ending.from_wait_status(status)
 
     def result(self) -> Result:
         res = summarize(self.images, self.root_pid)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from helpers import run_instr
+from helpers import run_instr, start_instr
 from jsonl import read_jsonl
 
 pytestmark = pytest.mark.frida
@@ -89,6 +91,24 @@ def test_every_ending_keeps_every_event(targets, mode, tier, probe_file, tmp_pat
     if mode == "segv":
         assert "crash_here" in (summary["ending"]["symbol"] or "")
         assert "crash_here" in res.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_a_target_killed_from_outside_gives_the_signal_status(targets, sig, tmp_path: Path):
+    """No agent sees SIGKILL (nor a SIGTERM the target does not catch): the
+    ending comes from the kernel, through a pidfd opened at spawn (it was
+    "killed", with status 0)."""
+    out = tmp_path / "run.jsonl"
+    argv = ("trace", "-i", "libc.so*!write", "-o", out, "--", targets.path("sys_fdhold"))
+    with start_instr(*argv) as ins:
+        pid = int(ins.err.expect("armed").split()[-1])
+        assert ins.readline() == "ready"
+        os.kill(pid, sig)
+        done = ins.finish()
+    assert done.returncode == 128 + sig, done.err
+    assert f"instr: target was killed by {sig.name}" in done.stderr, done.err
+    _, summary = read_jsonl(out)
+    assert (summary["ending"]["reason"], summary["ending"]["signal"]) == ("killed", sig.name)
 
 
 PLUGIN_SET = """
