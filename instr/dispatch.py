@@ -430,6 +430,10 @@ class Dispatcher:
         probe = self.ctx.table.probes.get(pid)
         return probe.name if probe is not None else f"#{pid}"
 
+    def error(self, text: str) -> None:
+        """An error of the run's own (not the agent's), for the summary."""
+        self._error(text)
+
     def _error(self, text: str) -> None:
         if len(self.errors) < MAX_ERRORS:
             self.errors.append(text)

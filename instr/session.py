@@ -105,6 +105,7 @@ class Session:
         )
         self._died_at_unload = False  # the target ended while Frida's agent was leaving it
         self._pidfd: int | None = None  # a spawned target's (tgt.open_pidfd)
+        self.stop_grace_s = 20.0  # how long leaving may take before the agent counts as hung
 
     # -- construction helpers -------------------------------------------------
 
@@ -258,7 +259,30 @@ class Session:
         return self._dispatcher.last_snapshot if self._dispatcher is not None else None
 
     def stop(self) -> None:
-        """Flush and disarm; detach. A spawned target is then killed (see ``kill_on_stop``)."""
+        """Flush and disarm; detach. A spawned target is then killed (see ``kill_on_stop``).
+
+        Not for ever: leaving waits for the agent (dispose, detach), and an
+        agent that no longer answers (a deadlock inside Frida, docs/syscalls.md)
+        gets ``stop_grace_s``; then a target instr spawned is killed, which
+        ends its session, and the run says so."""
+        leaver = threading.Thread(target=self._leave, daemon=True)
+        leaver.start()
+        leaver.join(self.stop_grace_s)
+        if leaver.is_alive():
+            what = "killed it" if self.target.spawns else "left it"
+            if self._dispatcher is not None:
+                self._dispatcher.error(
+                    f"instr's agent in pid {self.pid} stopped answering while instr was"
+                    f" leaving (a deadlock inside Frida, see docs/syscalls.md); instr {what}"
+                )
+            if self.target.spawns and self.pid is not None and self._device is not None:
+                tgt.kill(self._device, self.pid)
+            leaver.join(self.stop_grace_s)
+        if self.kill_on_stop and self.pid is not None and self._device is not None:
+            tgt.kill(self._device, self.pid)
+
+    def _leave(self) -> None:
+        """Revert patches, dispose of the agent, detach, wait for it to unload."""
         if self._script is not None and not self._ended.is_set() and self.table.patch_probes():
             from instr.patch.probes import revert_owned
 
@@ -278,8 +302,6 @@ class Session:
                 self.agent_left = self._watch.wait()
                 # Not "the target keeps running" if it did not (seen once in CI).
                 self._died_at_unload = gone(self._watch.pid)
-        if self.kill_on_stop and self.pid is not None and self._device is not None:
-            tgt.kill(self._device, self.pid)
 
     def close(self) -> RunSummary:
         """Stop if needed, drain everything, close the collectors; returns the summary."""

@@ -66,3 +66,45 @@ def test_quick_mode_table(targets):
     assert [(e.phase, run.ctx.site(e.probe_id, e.site).function) for e in events] == [
         (ph, "calls!target_add") for _ in range(3) for ph in ("entry", "exit")
     ]
+
+
+def test_a_session_whose_agent_stops_answering_does_not_hang_close(
+    targets, probe_file, monkeypatch: pytest.MonkeyPatch
+):
+    """Leaving waits for the agent (dispose, detach); an agent deadlocked inside
+    Frida would make that wait for ever. Here leaving is held on purpose: after
+    the grace time the target the session spawned is killed, and the summary
+    says why."""
+    import os
+    import select
+    import threading
+
+    release = threading.Event()
+    real_leave = instr.Session._leave
+
+    def leave(self: instr.Session) -> None:
+        release.wait(60)
+        real_leave(self)
+
+    monkeypatch.setattr(instr.Session, "_leave", leave)
+    table = instr.load_file(probe_file(SET)).compile(["add"])
+    # stdin is a pipe nobody writes to: the target waits for "go" until killed
+    run = instr.Session.spawn([str(targets.path("calls")), "add", "10"], table, stdio="pipe")
+    run.stop_grace_s = 1.0
+    try:
+        run.start()
+        pid = run.pid
+        assert pid is not None
+        pidfd = os.pidfd_open(pid)
+        summary = run.close()
+    finally:
+        release.set()
+    try:
+        ready, _, _ = select.select([pidfd], [], [], 10)
+    finally:
+        os.close(pidfd)
+    assert ready, "the target was not killed"
+    assert summary.errors == [
+        f"instr's agent in pid {pid} stopped answering while instr was leaving"
+        " (a deadlock inside Frida, see docs/syscalls.md); instr killed it"
+    ]
