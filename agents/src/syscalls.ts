@@ -288,7 +288,6 @@ export class SyscallMonitor {
         // under Stalker died of SIGSEGV (a jump to 0), whatever the transform.
         for (const s of this.config.sites) Stalker.exclude({ base: ptr(s.address), size: 1 });
         this.forks = this.config.follow === true ? armForks(this.cm, true) : null;
-        const stub = this.forks?.stub ?? null;
         const options = { transform: this.cm.raw_transform as NativePointer } as StalkerOptions;
         const follow = (tid: number): void => {
             if (this.followed.includes(tid)) return;
@@ -334,7 +333,7 @@ export class SyscallMonitor {
         }
         Interceptor.flush();
         this.setActive(1);
-        const forkStub = stub?.toString() ?? null;
+        const forkStub = this.forks?.stub.toString() ?? null;
         return { armed: this.armed, slow: 0, failed: this.failures, toolchain: this.toolchain, toolchain_error: this.toolchainError, fork_stub: forkStub };
     }
 
@@ -472,9 +471,9 @@ export class SyscallMonitor {
         // In a forked child (its inherited copy of this script, unloaded by
         // Frida) the followed thread ids are the parent's: Stalker must not be
         // asked to unfollow a thread of another process from here.
+        // There the fork gate's GOT slots are the child's own agent's now.
         if (inForkedChild()) this.followed.length = 0;
-        // Not in a forked child: there the slots are its own agent's now.
-        if (!inForkedChild()) this.forks?.restore();
+        else this.forks?.restore();
         this.forks = null;
         for (const tid of this.followed) {
             try {

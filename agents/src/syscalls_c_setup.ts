@@ -99,8 +99,6 @@ raw_transform (GumStalkerIterator * iterator, GumStalkerOutput * output, gpointe
   {
 #if defined (__x86_64__)
     put_fork_hint (insn, output->writer.x86);
-#endif
-#if defined (__x86_64__)
     gboolean sc = insn->id == X86_INS_SYSCALL;
 #else
     gboolean sc = insn->id == ARM64_INS_SVC;

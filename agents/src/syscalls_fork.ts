@@ -37,23 +37,30 @@ export interface CallTargets {
     slots: NativePointer[]; // GOT slots holding fn
 }
 
-/** Where a call of `name` may go: the function, its GOT slots and the PLT stubs that jump through them. */
-export function callTargets(name: string): CallTargets | null {
-    const fn = Module.findGlobalExportByName(name);
-    if (fn === null) return null;
-    const out: CallTargets = { fn, stubs: [], slots: [] };
+/**
+ * Where calls of each of `names` may go: the function, its GOT slots and the
+ * PLT stubs that jump through them. One pass over the modules' imports.
+ */
+export function callTargets(names: string[]): Map<string, CallTargets> {
+    const out = new Map<string, CallTargets>();
+    for (const name of names) {
+        const fn = Module.findGlobalExportByName(name);
+        if (fn !== null) out.set(name, { fn, stubs: [], slots: [] });
+    }
     for (const m of Process.enumerateModules()) {
-        let slots: NativePointer[];
+        let imports: ModuleImportDetails[];
         try {
-            slots = m.enumerateImports().filter((i) => i.name === name && i.slot !== undefined).map((i) => i.slot as NativePointer);
+            imports = m.enumerateImports();
         } catch {
             continue;
         }
-        if (slots.length === 0) continue;
-        out.slots.push(...slots);
-        for (const s of m.enumerateSections()) {
-            if (!s.name.startsWith(".plt")) continue;
-            out.stubs.push(...pltStubs(s.address, s.size, slots));
+        let sections: ModuleSectionDetails[] | null = null;
+        for (const [name, t] of out) {
+            const slots = imports.filter((i) => i.name === name && i.slot !== undefined).map((i) => i.slot as NativePointer);
+            if (slots.length === 0) continue;
+            t.slots.push(...slots);
+            sections ??= m.enumerateSections().filter((s) => s.name.startsWith(".plt"));
+            for (const s of sections) t.stubs.push(...pltStubs(s.address, s.size, slots));
         }
     }
     return out;
@@ -235,14 +242,15 @@ export function followFromStub(stub: NativePointer, follow: () => void, failed: 
  */
 export function armForks(cm: CModule, complete: boolean): ArmedForks | null {
     if (Process.arch !== "x64") return null;
-    const fork = callTargets("fork");
-    if (fork === null) return null;
+    const targets = callTargets(complete ? ["fork", "close"] : ["fork"]);
+    const fork = targets.get("fork");
+    if (fork === undefined) return null;
     const stub = makeForkStub(fork.fn);
     if (stub === null) return null;
     new NativeFunction(cm.set_fork_flags, "void", ["pointer"])(stub.data.add(FORKING));
     if (complete) {
-        const close = callTargets("close");
-        if (close !== null) for (const p of [close.fn, ...close.stubs]) Stalker.exclude({ base: p, size: 1 });
+        const close = targets.get("close");
+        if (close !== undefined) for (const p of [close.fn, ...close.stubs]) Stalker.exclude({ base: p, size: 1 });
         const setCall = new NativeFunction(cm.set_fork_call, "void", ["int", "pointer"]);
         // Only as many as the transform knows (FORK_CALLS): a stub excluded
         // without its hint would send a child back into its parent's Stalker code.
