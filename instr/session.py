@@ -37,7 +37,7 @@ from instr.events import Ending, Event, ProbeReport, RunContext, RunInfo, RunSum
 from instr.patch.model import RevertResult
 from instr.probes.ir import ProbeTable
 from instr.protocol import PROTOCOL_VERSION, ack, credit
-from instr.unload import AgentWatch, gone
+from instr.unload import AgentWatch, gone, leave_bounded
 
 _SENTINEL: list[Event] = []
 
@@ -265,19 +265,14 @@ class Session:
         agent that no longer answers (a deadlock inside Frida, docs/syscalls.md)
         gets ``stop_grace_s``; then a target instr spawned is killed, which
         ends its session, and the run says so."""
-        leaver = threading.Thread(target=self._leave, daemon=True)
-        leaver.start()
-        leaver.join(self.stop_grace_s)
-        if leaver.is_alive():
-            what = "killed it" if self.target.spawns else "left it"
-            if self._dispatcher is not None:
-                self._dispatcher.error(
-                    f"instr's agent in pid {self.pid} stopped answering while instr was"
-                    f" leaving (a deadlock inside Frida, see docs/syscalls.md); instr {what}"
-                )
-            if self.target.spawns and self.pid is not None and self._device is not None:
+
+        def kill() -> None:
+            if self.pid is not None and self._device is not None:
                 tgt.kill(self._device, self.pid)
-            leaver.join(self.stop_grace_s)
+
+        error = leave_bounded(self._leave, self.stop_grace_s, self.pid, self.target.spawns, kill)
+        if error is not None and self._dispatcher is not None:
+            self._dispatcher.error(error)
         if self.kill_on_stop and self.pid is not None and self._device is not None:
             tgt.kill(self._device, self.pid)
 

@@ -18,7 +18,9 @@ nothing to wait for.
 from __future__ import annotations
 
 import re
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 _AGENT_IMAGE = re.compile(r"frida-agent-\w+\.so")
@@ -90,3 +92,29 @@ class AgentWatch:
         if not self.images:
             return None
         return wait_unloaded(self.pid, self.images, timeout_s)
+
+
+def leave_bounded(
+    leave: Callable[[], None],
+    grace_s: float,
+    pid: int | None,
+    spawned: bool,
+    kill: Callable[[], None],
+) -> str | None:
+    """Run ``leave`` (dispose, detach, wait for the agent) in a thread, but not
+    for ever: an agent that no longer answers (a deadlock inside Frida at a
+    spawned program's exit: docs/syscalls.md) gets ``grace_s``; then a program
+    instr spawned is killed (``kill``), which ends its session, and ``leave``
+    gets ``grace_s`` more. Returns the error to report, or None."""
+    leaver = threading.Thread(target=leave, daemon=True)
+    leaver.start()
+    leaver.join(grace_s)
+    if not leaver.is_alive():
+        return None
+    if spawned:
+        kill()
+    leaver.join(grace_s)
+    return (
+        f"instr's agent in pid {pid} stopped answering while instr was leaving"
+        f" (a deadlock inside Frida, see docs/syscalls.md); instr {'killed' if spawned else 'left'} it"
+    )

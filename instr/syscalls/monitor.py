@@ -30,7 +30,7 @@ from instr.syscalls.decode import FdTable, format_record, memory_kinds
 from instr.syscalls.records import Record, parse
 from instr.syscalls.result import Count, Image, Result, summarize
 from instr.syscalls.wrappers import F_INDIRECT, Site, choose, scan_names
-from instr.unload import AgentWatch
+from instr.unload import AgentWatch, leave_bounded
 
 # What Frida's own Interceptor hooks on a followed process (child gating).
 FRIDA_HOOKED = frozenset({"close"})
@@ -441,23 +441,17 @@ class SyscallRun:
         return fdsplit.SHARED.format(why) if self.own_fds else None
 
     def _stop_bounded(self) -> None:
-        """_stop, but not for ever. An agent that no longer answers (a deadlock
-        inside Frida at a spawned program's exit, about once in 500 runs under
-        load: docs/syscalls.md) gets stop_grace_s; then a program instr spawned
-        is killed, which ends its session, and the run says so."""
-        stopper = threading.Thread(target=self._stop, daemon=True)
-        stopper.start()
-        stopper.join(self.stop_grace_s)
-        if not stopper.is_alive():
-            return
-        what = "killed it" if self.target.spawns else "left it"
-        self.errors.append(
-            f"instr's agent in pid {self.root_pid} stopped answering while instr was leaving"
-            f" (a deadlock inside Frida, see docs/syscalls.md); instr {what}"
+        """_stop, but not for ever (instr/unload.py: leave_bounded)."""
+
+        def kill() -> None:
+            if self.root_pid is not None:
+                tgt.kill(self._device, self.root_pid)
+
+        error = leave_bounded(
+            self._stop, self.stop_grace_s, self.root_pid, self.target.spawns, kill
         )
-        if self.target.spawns and self.root_pid is not None:
-            tgt.kill(self._device, self.root_pid)
-        stopper.join(self.stop_grace_s)
+        if error is not None:
+            self.errors.append(error)
 
     def _stop(self) -> None:
         for img in list(self.images):
