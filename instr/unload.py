@@ -17,6 +17,7 @@ nothing to wait for.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -53,11 +54,25 @@ def gone(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[:1] in (["Z"], ["X"])
 
 
-def wait_unloaded(pid: int, images: frozenset[str], timeout_s: float = 10.0) -> bool:
-    """Wait until none of ``images`` is mapped in ``pid`` any more (or the
-    process is gone); False if one still is after ``timeout_s``."""
+def threads(pid: int) -> frozenset[int]:
+    """The thread ids of local process ``pid`` (empty when it is gone)."""
+    try:
+        return frozenset(int(t) for t in os.listdir(f"/proc/{pid}/task"))
+    except OSError:
+        return frozenset()
+
+
+def wait_unloaded(
+    pid: int,
+    images: frozenset[str],
+    timeout_s: float = 10.0,
+    tids: frozenset[int] = frozenset(),
+) -> bool:
+    """Wait until none of ``images`` is mapped in ``pid`` any more and none of
+    the threads ``tids`` runs (or the process is gone); False if one still is
+    or does after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
-    while images & agent_images(pid):
+    while images & agent_images(pid) or tids & threads(pid):
         if time.monotonic() >= deadline:
             return False
         time.sleep(_POLL_S)
@@ -65,9 +80,13 @@ def wait_unloaded(pid: int, images: frozenset[str], timeout_s: float = 10.0) -> 
 
 
 class AgentWatch:
-    """The Frida agent images one attach brings into a local process, to wait
-    for them to leave after the detach (``wait``). ``local`` False: nothing to
-    watch (a remote or USB device), and ``wait`` returns None at once.
+    """The Frida agent images and threads one attach brings into a local
+    process, to wait for them to leave after the detach (``wait``). The
+    threads too: Frida's fds (its sockets, its eventfds) were seen still open
+    just after the image was unmapped (in a CI run under load); its injected
+    loader thread, the last of its threads to end, closes them. ``local``
+    False: nothing to watch (a remote or USB device), and ``wait`` returns
+    None at once.
 
         watch = AgentWatch(pid, local=True)
         session = device.attach(pid)
@@ -79,19 +98,21 @@ class AgentWatch:
 
     def __init__(self, pid: int, local: bool) -> None:
         self.pid = pid
-        self._before = agent_images(pid) if local else None
+        self._before = (agent_images(pid), threads(pid)) if local else None
         self.images: frozenset[str] = frozenset()
+        self.tids: frozenset[int] = frozenset()
 
     def attached(self) -> None:
         if self._before is not None:
-            self.images = agent_images(self.pid) - self._before
+            self.images = agent_images(self.pid) - self._before[0]
+            self.tids = threads(self.pid) - self._before[1]
 
     def wait(self, timeout_s: float = 10.0) -> bool | None:
-        """True once the images are gone (or the process is), False after
-        ``timeout_s``; None when there was nothing to watch."""
+        """True once the images and threads are gone (or the process is),
+        False after ``timeout_s``; None when there was nothing to watch."""
         if not self.images:
             return None
-        return wait_unloaded(self.pid, self.images, timeout_s)
+        return wait_unloaded(self.pid, self.images, timeout_s, self.tids)
 
 
 def leave_bounded(
