@@ -9,6 +9,7 @@ import { AggPlan, CapRef, FastFns, Plan, ProbePlan } from "./protocol.js";
 import { AggSink, JsAgg } from "./aggjs.js";
 import { Symbolizer } from "./symbols.js";
 import { post } from "./util.js";
+import { ownCode, ownModule } from "./core/leave.js";
 
 const HEADER = 64;
 const FUNC_CODES: Record<string, number> = { count: 0, sum: 1, min: 2, max: 3, avg: 4, stddev: 5, quantize: 6, lquantize: 7 };
@@ -100,6 +101,7 @@ export class Aggregator implements AggSink {
             }
         }
         this.cm = new CModule(fast.source, symbolsMap);
+        ownModule(this.cm);
         new NativeFunction(this.cm.agg_setup, "void", [])();
         const ready = new NativeFunction(this.cm.agg_table_ready, "void", ["pointer"]);
         for (const t of this.order) ready(t.mem);
@@ -155,6 +157,7 @@ export class Aggregator implements AggSink {
             // committed (at the end of this JS turn), so calls never see a
             // null original.
             const trampoline = Interceptor.replaceFast(address, this.cm[f.replace]);
+            ownCode(trampoline);
             orig.writePointer(trampoline);
             return [revertOnDetach(address)];
         }

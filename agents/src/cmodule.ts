@@ -4,6 +4,7 @@
 
 import { MEM_C_SOURCE } from "./mem_c.js";
 import { SYS_C_SOURCE } from "./syscalls_c.js";
+import { ownModule } from "./core/leave.js";
 
 /** The C of each module the host may build. */
 const SOURCES: Record<string, string> = {
@@ -46,12 +47,16 @@ export function loadCModule(name: string, symbols: CSymbols, object: ArrayBuffer
     let error: string | null = null;
     if (object !== null) {
         try {
-            return { cm: new CModule(object, symbols), toolchain: "host", error: null };
+            const cm = new CModule(object, symbols);
+            ownModule(cm);
+            return { cm, toolchain: "host", error: null };
         } catch (e) {
             error = `the host-built ${name} module did not load: ${String(e)}`;
         }
     }
     const source = SOURCES[name];
     if (source === undefined) throw new Error(`no C module named ${name}`);
-    return { cm: new CModule(source, symbols, { toolchain: "internal" }), toolchain: "tinycc", error };
+    const cm = new CModule(source, symbols, { toolchain: "internal" });
+    ownModule(cm);
+    return { cm, toolchain: "tinycc", error };
 }

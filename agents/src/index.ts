@@ -10,6 +10,7 @@ import { MemOptions, MemTracker, ReportRequest } from "./mem.js";
 import { PeekRequest, PokeRequest, peek, poke } from "./peek.js";
 import { patcher } from "./patch.js";
 import { PatchSpec } from "./patch_types.js";
+import { leaveSafely } from "./core/leave.js";
 
 const session = new Session();
 const mem = new MemTracker(); // instr mem: its own engine (docs/memory.md)
@@ -20,7 +21,15 @@ rpc.exports = {
     configure: (plan: Plan) => session.configure(plan),
     flush: () => session.flush(),
     snapshot: (final: boolean) => session.snapshot(final),
-    dispose: (reason?: string) => session.dispose(reason),
+    // Every leave comes here (the host's dispose, Frida's unload when the host
+    // is gone): each instrument reverts its hooks, then no thread may be left
+    // inside instr's code (core/leave.ts).
+    dispose: (reason?: string) => {
+        const result = session.dispose(reason);
+        if (reason === "exit" || reason === "exec") return result;
+        mem.stop();
+        return { ...result, leave: leaveSafely() };
+    },
     symbolize: (addresses: string[]) => session.symbolize(addresses),
     // System calls (instr/syscalls): scan libc's wrappers, then arm the monitor.
     syscallScan: (names: string[]) => session.syscallScan(names),

@@ -18,6 +18,7 @@ import {
     REAL,
 } from "./mem_c.js";
 import { loadCModule } from "./cmodule.js";
+import { ownCode } from "./core/leave.js";
 import { post, reportError } from "./util.js";
 
 export const MEM_NCOUNTERS_ALL = 32 + 2 * MEM_NKINDS + 130;
@@ -201,6 +202,7 @@ export class MemTracker {
             }
             try {
                 const original = Interceptor.replaceFast(address, cm[hook]);
+                ownCode(original);
                 setReal(idx, original, 0);
                 hooked.push(name);
             } catch {
@@ -426,7 +428,7 @@ export class MemTracker {
 
     /** Put the allocator back. The CModule stays loaded: a thread may still be inside a hook. */
     stop(): void {
-        if (this.stopped) return;
+        if (this.stopped || this.cm === null) return; // stopped, or never started
         this.stopped = true;
         if (this.timer !== null) clearInterval(this.timer);
         for (const address of this.replaced) Interceptor.revert(address);

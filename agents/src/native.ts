@@ -22,6 +22,7 @@
 import { HEADER_SIZE, PlanOptions, ProbePlan, SLOT_SIZE } from "./protocol.js";
 import { Layout } from "./layout.js";
 import { C_SOURCE } from "./native_c.js";
+import { ownModule } from "./core/leave.js";
 
 // Byte offsets of the C structs in native_c.ts (layout_check() verifies the sizes).
 const RING_SIZE = 112;
@@ -152,6 +153,7 @@ export class NativeRing {
             // Slots of ended threads are taken over when a new thread finds none free.
             tgkill: Module.findGlobalExportByName("tgkill") ?? Module.getGlobalExportByName("sched_yield"),
         });
+        ownModule(this.cm);
         const check = new NativeFunction(this.cm.layout_check, "int", [])();
         if (check !== RING_SIZE * 100000 + STAGE_SIZE * 1000 + DESC_SIZE) throw new Error(`native layout mismatch (${check})`);
         const stageOff = new NativeFunction(this.cm.ring_stage_offset, "int", [])();

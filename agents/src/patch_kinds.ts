@@ -9,6 +9,7 @@ import { ArgValue, PatchSpec } from "./patch_types.js";
 import { Compiled, Env, Value, compile, truthy } from "./predicate.js";
 import { quiesced } from "./patch_quiesce.js";
 import { inlinePatch, inlineSupported } from "./patch_inline.js";
+import { ownModule } from "./core/leave.js";
 
 export interface Applied {
     address: NativePointer;
@@ -44,7 +45,10 @@ void *instr_skip(void)
 let nativeModule: CModule | null = null;
 
 function natives(): CModule {
-    if (nativeModule === null) nativeModule = new CModule(NATIVE_C);
+    if (nativeModule === null) {
+        nativeModule = new CModule(NATIVE_C);
+        ownModule(nativeModule);
+    }
     return nativeModule;
 }
 
@@ -270,7 +274,9 @@ function applySkip(spec: PatchSpec, address: NativePointer): Applied {
 /** CModule compile errors carry TinyCC's message: keep it whole for the user. */
 function compileC(code: string, symbols: CSymbols): CModule {
     try {
-        return new CModule(code, symbols);
+        const cm = new CModule(code, symbols);
+        ownModule(cm);
+        return cm;
     } catch (e) {
         const msg = e instanceof Error ? e.message : String(e);
         throw new Error(`the C replacement does not compile: ${msg}`);

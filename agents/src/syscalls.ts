@@ -5,6 +5,7 @@
 // from what `scan` (syscalls_scan.ts) reports; this file only measures and arms.
 
 import { loadCModule } from "./cmodule.js";
+import { ownCode } from "./core/leave.js";
 import { inForkedChild, post, processThreads } from "./util.js";
 import { NextCall, SEP_BUSY } from "./fdtable.js";
 import { armForks, followFromStub, type ArmedForks } from "./syscalls_fork.js";
@@ -373,6 +374,7 @@ export class SyscallMonitor {
                     try {
                         // Fastest: a direct branch; needs room for it in the function.
                         orig = Interceptor.replaceFast(address, repl);
+                        ownCode(orig);
                         site(i, orig, s);
                     } catch {
                         // A near trampoline (small functions, or functions that are also

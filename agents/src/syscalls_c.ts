@@ -444,8 +444,26 @@ lis_leave (GumInvocationContext * ic)
     end (&sys.sites[i], c, (gint64) GPOINTER_TO_SIZE (gum_invocation_context_get_return_value (ic)), &ic->system_error);
 }
 
-/* r<ooo>: site 0ooo (octal), 512 of them. */
-#define R(i) gint64 r##i (gint64 a, gint64 b, gint64 c, gint64 d, gint64 e, gint64 f) { return call (0##i, (gsize) __builtin_return_address (0), a, b, c, d, e, f); }
+/* Whether this thread's calls are not counted (Frida's threads), from its
+ * state word alone; a thread not seen yet reads 0 and goes through call(). */
+static inline gboolean
+ignored_here (void)
+{
+  gsize v = GPOINTER_TO_SIZE (gum_tls_key_get_value (sys.key));
+  Thr * t = slot_of (v);
+  return ((t != NULL ? t->st : (guint64) v) & ST_IGNORE) != 0;
+}
+
+/* r<ooo>: site 0ooo (octal), 512 of them. A call that is not counted (a
+ * Frida thread's, or any after the monitor stopped) ends in a tail call of
+ * the original: no return address into this code stays on that thread's
+ * stack, so a Frida thread blocked in ppoll() is never inside it when the
+ * agent leaves (docs/leaving.md); the host's gcc makes it a jump. */
+#define R(i) gint64 r##i (gint64 a, gint64 b, gint64 c, gint64 d, gint64 e, gint64 f) { \
+    Site * s = &sys.sites[0##i]; \
+    if (!sys.active || ignored_here ()) \
+      return s->orig (a, b, c, d, e, f); \
+    return call (0##i, (gsize) __builtin_return_address (0), a, b, c, d, e, f); }
 #define R8(i) R(i##0) R(i##1) R(i##2) R(i##3) R(i##4) R(i##5) R(i##6) R(i##7)
 #define R64(i) R8(i##0) R8(i##1) R8(i##2) R8(i##3) R8(i##4) R8(i##5) R8(i##6) R8(i##7)
 R64(1) R64(2) R64(3) R64(4) R64(5) R64(6) R64(7) R64(0)

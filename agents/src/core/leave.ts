@@ -1,0 +1,333 @@
+// Safe leaving: no program thread may run or return into code that instr
+// frees. See docs/leaving.md.
+//
+// Every hook kind is reverted first (so no new call enters instr's code);
+// then the threads of the program are scanned: a thread whose instruction
+// pointer, or a word on whose live stack, lies in code instr owns (its
+// CModules, the trampolines of its replaceFast hooks) is still inside a hook,
+// usually blocked in the original function below it (read on an idle pipe, a
+// sleep). Threads that only pass through leave within the settle time. For
+// those that are blocked, the agent is held: a thread of leave_c.ts sits in
+// a listener Gum counts, so the script's unload (whoever started it: the
+// host's detach, a lost connection, instr killed) waits until the last held
+// thread has returned, and only then frees the code. The host does not wait
+// for that (instr/lifecycle.py): it says that the agent stays, and why.
+//
+// Listeners (Interceptor.attach) and replace() are counted by Gum itself and
+// need nothing here but the host's not waiting; our replaceFast hooks and
+// CModules are not counted. The holding thread sits in a replace() of
+// instr_hold, made when the first code is owned (see leaveModule).
+
+import { LEAVE_C_SOURCE } from "./leave_c.js";
+import { mappingOf } from "./maps.js";
+import { dirEntries } from "../util.js";
+
+const SETTLE_MS = 100; // threads that merely pass through our code leave within this
+const STEP_S = 0.005;
+const STACK_SCAN_BYTES = 256 * 1024;
+const MAX_RANGES = 512;
+const MAX_HELD = 128;
+// struct leave_state in leave_c.ts
+const OFF_N_RANGES = 0;
+const OFF_N_HELD = 4;
+const OFF_RANGES = 16;
+const OFF_HELD_TID = OFF_RANGES + 16 * MAX_RANGES;
+const OFF_HELD_END = OFF_HELD_TID + 4 * MAX_HELD;
+const OFF_HELD_FLAG = OFF_HELD_END + 8 * MAX_HELD;
+const OFF_HELD_GROUP = OFF_HELD_FLAG + 8 * MAX_HELD;
+const STATE_SIZE = OFF_HELD_GROUP + 4 * MAX_HELD;
+// Landing pads (x64): a code page, then a data page of flags and return addresses.
+const PAGE = 4096;
+const PAD_STRIDE = 16;
+const PAD_FLAGS = PAGE; // one byte per pad
+const PAD_TARGETS = PAGE + 1024; // one pointer per pad
+
+export interface LeaveReport {
+    /** Program threads still inside instr's code: the agent stays until they return. */
+    held: number[];
+    /** Why the hold could not be set up, if it could not (the agent then leaves at once). */
+    error: string | null;
+    /** Per held slot: tid, slot, return address, group, pad flag (for --debug). */
+    detail?: string[];
+}
+
+interface Range {
+    base: NativePointer;
+    end: NativePointer;
+}
+
+const ranges: Range[] = [];
+let module: CModule | null = null;
+const state = Memory.alloc(STATE_SIZE);
+
+function leaveModule(): CModule {
+    if (module === null) {
+        const symbols: Record<string, NativePointer> = { lv: state };
+        for (const name of ["open", "read", "close", "usleep", "pthread_create", "pthread_detach"]) {
+            symbols[name] = Module.getGlobalExportByName(name);
+        }
+        module = new CModule(LEAVE_C_SOURCE, symbols);
+        // Replaced now, while instr arms: a replacement is not undone by
+        // Interceptor.detachAll, and its trampoline is not taken from the
+        // slices that reverting our replaceFast hooks frees later (a thread
+        // blocked in one, in a relocated prologue, must find its code there).
+        Interceptor.replace(module.instr_hold, module.instr_hold_body);
+        Interceptor.flush();
+    }
+    return module;
+}
+
+const TRAMPOLINE_BYTES = 128; // a relocated prologue and its jump back, with room
+
+/**
+ * Whether `a` can be instr's code: executable anonymous memory (CModules and
+ * Gum's trampolines are; a symbol a CModule imports, in libc or in Frida's
+ * agent, is file-backed and is not). Where /proc/self/maps cannot be read:
+ * anything outside the modules the process lists.
+ */
+function ourKind(a: NativePointer): boolean {
+    const m = mappingOf(a);
+    if (m !== null) return m.path === "" && m.perms.includes("x");
+    return Process.platform !== "linux" && Process.findModuleByAddress(a) === null;
+}
+
+function own(base: NativePointer, end: NativePointer): void {
+    if (ranges.some((r) => r.base.equals(base) && r.end.equals(end))) return;
+    ranges.push({ base, end });
+    leaveModule();
+}
+
+/**
+ * The trampolines of our replaceFast hooks: a small window at each (Gum
+ * allocates them in slabs next to the library they hook).
+ */
+export function ownCode(...trampolines: (NativePointer | null | undefined)[]): void {
+    for (const a of trampolines) {
+        if (a === null || a === undefined || a.isNull() || !ourKind(a)) continue;
+        own(a, a.add(TRAMPOLINE_BYTES));
+    }
+}
+
+/** A CModule's code: from its first function's page to a page past its last. */
+export function ownModule(cm: CModule): void {
+    const symbols = cm as unknown as Record<string, unknown>;
+    const code = Object.keys(symbols)
+        .map((k) => symbols[k])
+        .filter((v): v is NativePointer => v instanceof NativePointer && ourKind(v));
+    if (code.length === 0) return;
+    let low = code[0];
+    let high = code[0];
+    for (const a of code) {
+        if (a.compare(low) < 0) low = a;
+        if (a.compare(high) > 0) high = a;
+    }
+    const page = Process.pageSize;
+    own(low.and(ptr(page - 1).not()), high.add(2 * page - 1).and(ptr(page - 1).not()));
+}
+
+/** One stack slot of a thread inside instr's code; `group` is one return address (leave_c.ts). */
+interface Held {
+    tid: number;
+    /** The end of its stack scan; NULL for a thread held by its pc alone. */
+    top: NativePointer;
+    /** NULL: the thread's pc is in our code (a system call inside a trampoline's relocated prologue). */
+    slot: NativePointer;
+    /** The return address the slot held when found. */
+    ret: NativePointer;
+    group: number;
+}
+
+interface Seen {
+    id: number;
+    pc: NativePointer;
+    sp: NativePointer;
+    context: CpuContext | null;
+}
+
+/** Every thread of the process, Frida's included ([] where there is no /proc). */
+function taskIds(): number[] {
+    return (dirEntries("/proc/self/task") ?? []).map(Number).filter((n) => n > 0);
+}
+
+/** [sp, pc] of a thread blocked in a system call, from /proc; null when running or gone. */
+function blockedAt(tid: number): [NativePointer, NativePointer] | null {
+    let text: string;
+    try {
+        text = File.readAllText(`/proc/self/task/${tid}/syscall`).trim();
+    } catch {
+        return null;
+    }
+    const fields = text.split(" ");
+    if (fields.length < 3 || fields[0] === "running") return null;
+    return [ptr(fields[fields.length - 2]), ptr(fields[fields.length - 1])];
+}
+
+interface Natives {
+    scan: NativeFunction<UInt64, [NativePointer, NativePointer]>;
+    find: NativeFunction<number, [NativePointer, NativePointer, NativePointer, NativePointer, number]>;
+}
+
+function inOurCode(a: NativePointer): boolean {
+    return ranges.some((r) => a.compare(r.base) >= 0 && a.compare(r.end) < 0);
+}
+
+/**
+ * The program threads inside instr's code now, as the stack slots of their
+ * return addresses into it. The innermost return address into our code in
+ * the thread's call chain comes from an accurate (CFI) unwind, which is
+ * sound up to there (libc has CFI; our C may not); every slot holding it
+ * gets a pad (one is the real one). Only where no unwind can be had does
+ * the lowest return-like word the scan finds stand for it. Returns the threads whose
+ * instruction pointer is in our code: passing through it, or blocked in a
+ * system call that a trampoline's relocated prologue makes.
+ */
+function threadsInside(n: Natives, found: Held[]): number[] {
+    const me = Process.getCurrentThreadId();
+    const all: Seen[] = Process.enumerateThreads().map((t) => ({ id: t.id, pc: t.context.pc, sp: t.context.sp, context: t.context }));
+    const listed = new Set(all.map((t) => t.id));
+    // Frida's own threads are cloaked from enumerateThreads, but they call
+    // libc too (ppoll, under the syscall monitor's hooks): read the ones
+    // blocked in a system call from /proc (a running one cannot be read).
+    for (const tid of taskIds()) {
+        if (tid === me || listed.has(tid)) continue;
+        const at = blockedAt(tid);
+        if (at !== null) all.push({ id: tid, pc: at[1], sp: at[0], context: null });
+    }
+    const slots = Memory.alloc(8 * MAX_HELD);
+    const atPc: number[] = [];
+    let group = 0;
+    for (const t of all) {
+        if (t.id === me) continue;
+        const sp = t.sp;
+        const stack = mappingOf(sp);
+        const end = stack === null ? sp : stack.end;
+        const top = end.compare(sp.add(STACK_SCAN_BYTES)) > 0 ? sp.add(STACK_SCAN_BYTES) : end;
+        if (inOurCode(t.pc)) atPc.push(t.id);
+        const lowest = n.scan(sp, top);
+        if (lowest.equals(0)) continue;
+        let returns: NativePointer[];
+        try {
+            // Return addresses in the call chain only: a stale word left on
+            // the stack is never returned through, and would hold for ever.
+            // Gum's first entry on x64 is the word at sp (a guess for a
+            // context taken at a function's entry), not an unwound frame.
+            if (t.context === null) throw new Error("no context to unwind from");
+            const chain = Thread.backtrace(t.context, Backtracer.ACCURATE);
+            returns = (Process.arch === "x64" ? chain.slice(1) : chain).filter(inOurCode).slice(0, 1);
+        } catch {
+            returns = [ptr(lowest.toString()).readPointer()];
+        }
+        for (const r of new Set(returns.map((a) => a.toString()))) {
+            const count = n.find(sp, top, ptr(r), slots, MAX_HELD - found.length);
+            for (let i = 0; i < count; i++) found.push({ tid: t.id, top, slot: slots.add(8 * i).readPointer(), ret: ptr(r), group });
+            if (count > 0) group++;
+        }
+    }
+    return atPc;
+}
+
+/**
+ * Called once every hook of this agent is reverted. Returns at once when no
+ * thread is inside; else, after SETTLE_MS, holds the agent for those left.
+ */
+let left: LeaveReport | null = null;
+
+export function leaveSafely(): LeaveReport {
+    if (left === null) left = leave();
+    return left;
+}
+
+function leave(): LeaveReport {
+    if (ranges.length === 0) return { held: [], error: null };
+    let cm: CModule;
+    try {
+        cm = leaveModule();
+    } catch (e) {
+        return { held: [], error: `the leave's C did not build: ${String(e)}` };
+    }
+    const owned = ranges.slice(0, MAX_RANGES);
+    owned.forEach((r, i) => {
+        state.add(OFF_RANGES + 16 * i).writePointer(r.base);
+        state.add(OFF_RANGES + 16 * i + 8).writePointer(r.end);
+    });
+    state.add(OFF_N_RANGES).writeS32(owned.length);
+    const natives: Natives = {
+        scan: new NativeFunction(cm.instr_scan, "uint64", ["pointer", "pointer"]),
+        find: new NativeFunction(cm.instr_find, "int", ["pointer", "pointer", "pointer", "pointer", "int"]),
+    };
+    let held: Held[] = [];
+    try {
+        const deadline = Date.now() + SETTLE_MS;
+        for (;;) {
+            held = [];
+            const atPc = threadsInside(natives, held);
+            if (held.length === 0 && atPc.length === 0) break;
+            if (Date.now() >= deadline) {
+                const group = held.length === 0 ? 0 : held[held.length - 1].group + 1;
+                atPc.slice(0, MAX_HELD - held.length).forEach((tid, i) => held.push({ tid, top: NULL, slot: NULL, ret: NULL, group: group + i }));
+                break;
+            }
+            Thread.sleep(STEP_S);
+        }
+    } catch (e) {
+        return { held: [], error: `the program's threads could not be read: ${String(e)}` };
+    }
+    if (held.length === 0) return { held: [], error: null };
+    const flags = landingPads(cm, held);
+    held.forEach((h, i) => {
+        state.add(OFF_HELD_TID + 4 * i).writeS32(h.tid);
+        state.add(OFF_HELD_END + 8 * i).writePointer(h.top);
+        state.add(OFF_HELD_FLAG + 8 * i).writePointer(flags[i]);
+        state.add(OFF_HELD_GROUP + 4 * i).writeS32(h.group);
+    });
+    state.add(OFF_N_HELD).writeS32(held.length);
+    const start = new NativeFunction(cm.instr_hold_start, "int", []);
+    const rc = start();
+    const ids = [...new Set(held.map((h) => h.tid))];
+    const detail = held.map((h, i) => `tid ${h.tid} slot ${h.slot} ret ${h.ret} group ${h.group} flag ${flags[i]}`);
+    if (rc !== 0) return { held: ids, error: `the holding thread did not start (${rc})`, detail };
+    return { held: ids, error: null, detail };
+}
+
+/**
+ * x64: each held thread's return address into instr's code is swapped for a
+ * landing pad that sets the thread's flag and jumps to that address; the
+ * hold ends when one pad of each return address has fired. The pads live in
+ * two pages mapped with mmap(2) directly, which no script owns and nothing
+ * frees (the documented remainder of a leave that had to hold). Elsewhere the
+ * flag is NULL (leave_c.ts scans the thread's stack instead).
+ */
+function landingPads(cm: CModule, held: Held[]): NativePointer[] {
+    const none = held.map(() => NULL);
+    if (Process.arch !== "x64") return none;
+    const mmap = new NativeFunction(Module.getGlobalExportByName("mmap"), "pointer", ["pointer", "size_t", "int", "int", "int", "int64"]);
+    const mprotect = new NativeFunction(Module.getGlobalExportByName("mprotect"), "int", ["pointer", "size_t", "int"]);
+    const PROT_RW = 3;
+    const PROT_RX = 5;
+    const MAP_PRIVATE_ANON = 0x22;
+    const pages = mmap(NULL, 2 * PAGE, PROT_RW, MAP_PRIVATE_ANON, -1, 0);
+    if (pages.equals(ptr("-1"))) return none;
+    const swap = new NativeFunction(cm.instr_swap, "int", ["pointer", "pointer", "pointer"]);
+    const flags = held.map((t, i) => {
+        const pad = pages.add(PAD_STRIDE * i);
+        const flag = pages.add(PAD_FLAGS + i);
+        const target = pages.add(PAD_TARGETS + 8 * i);
+        target.writePointer(t.ret);
+        // mov byte [rip+flag], 1 (7 bytes); jmp [rip+target] (6 bytes)
+        const code = [0xc6, 0x05, ...rel32(flag.sub(pad.add(7))), 0x01, 0xff, 0x25, ...rel32(target.sub(pad.add(13)))];
+        pad.writeByteArray(code);
+        return flag;
+    });
+    if (mprotect(pages, PAGE, PROT_RX) !== 0) return none;
+    return held.map((t, i) => {
+        if (t.slot.isNull()) return NULL;
+        // Not swapped: the thread took its return meanwhile and has left.
+        if (swap(t.slot, t.ret, pages.add(PAD_STRIDE * i)) === 0) pages.add(PAD_FLAGS + i).writeU8(1);
+        return flags[i];
+    });
+}
+
+function rel32(delta: NativePointer): number[] {
+    const v = delta.toInt32();
+    return [v & 0xff, (v >>> 8) & 0xff, (v >>> 16) & 0xff, (v >>> 24) & 0xff];
+}
