@@ -37,7 +37,7 @@ from instr.events import Ending, Event, ProbeReport, RunContext, RunInfo, RunSum
 from instr.patch.model import RevertResult
 from instr.probes.ir import ProbeTable
 from instr.protocol import PROTOCOL_VERSION, ack, credit
-from instr.unload import AgentWatch, gone, leave_bounded
+from instr.unload import AgentWatch, detach, gone, held_threads, leave_bounded
 
 _SENTINEL: list[Event] = []
 
@@ -105,6 +105,10 @@ class Session:
         )
         self._died_at_unload = False  # the target ended while Frida's agent was leaving it
         self._pidfd: int | None = None  # a spawned target's (tgt.open_pidfd)
+        # Program threads blocked inside instr's hooks when it left: the agent
+        # stays until they return (docs/leaving.md).
+        self.held: list[int] = []
+        self.leaving = False  # the agent had not unloaded when instr left (see held)
         self.stop_grace_s = 20.0  # how long leaving may take before the agent counts as hung
 
     # -- construction helpers -------------------------------------------------
@@ -287,16 +291,14 @@ class Session:
             with contextlib.suppress(
                 frida.InvalidOperationError, frida.TransportError, frida.RPCException
             ):
-                self._script.exports_sync.dispose()
+                self.held = held_threads(self._script.exports_sync.dispose())
         if self._session is not None and not self._ended.is_set():
-            with contextlib.suppress(frida.InvalidOperationError, frida.TransportError):
-                self._session.detach()
-            if self._watch is not None and self._watch.images and not self.kill_on_stop:
-                # detach() returns before the agent has left the target; a
-                # target that exits meanwhile hangs or crashes in Frida's exit hook.
-                self.agent_left = self._watch.wait()
+            watch = self._watch if self._watch is not None and not self.kill_on_stop else None
+            self.agent_left = detach(self._session, watch, self.held)
+            self.leaving = self.agent_left is False
+            if watch is not None and watch.images:
                 # Not "the target keeps running" if it did not (seen once in CI).
-                self._died_at_unload = gone(self._watch.pid)
+                self._died_at_unload = gone(watch.pid)
 
     def close(self) -> RunSummary:
         """Stop if needed, drain everything, close the collectors; returns the summary."""

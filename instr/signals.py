@@ -1,5 +1,6 @@
-"""Signals while instr runs: SIGTERM stops a run as Ctrl-C does, and both are
-held while a run closes (flush, revert, detach) so a second one cannot cut it short."""
+"""Signals while instr runs: SIGTERM and SIGHUP (a closed terminal) stop a run
+as Ctrl-C does, and all three are held while a run closes (flush, revert,
+detach) so a second one cannot cut it short."""
 
 from __future__ import annotations
 
@@ -8,32 +9,34 @@ import signal
 from collections.abc import Iterator
 from types import FrameType
 
+STOPPING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
 
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """Raise KeyboardInterrupt on SIGTERM, so a killed instr still flushes and detaches."""
+    """Raise KeyboardInterrupt on SIGTERM and SIGHUP, so a killed instr, or one
+    whose terminal closed, still flushes and detaches."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
     try:
-        previous = signal.signal(signal.SIGTERM, handler)
+        previous = [(sig, signal.signal(sig, handler)) for sig in STOPPING[1:]]
     except ValueError:  # not the main thread: leave signals alone
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, old in previous:
+            signal.signal(sig, old)
 
 
 @contextlib.contextmanager
 def signals_held() -> Iterator[None]:
-    """Ignore SIGINT and SIGTERM inside the block."""
+    """Ignore SIGINT, SIGTERM and SIGHUP inside the block."""
     try:
-        previous = [
-            (sig, signal.signal(sig, signal.SIG_IGN)) for sig in (signal.SIGINT, signal.SIGTERM)
-        ]
+        previous = [(sig, signal.signal(sig, signal.SIG_IGN)) for sig in STOPPING]
     except ValueError:  # not the main thread
         yield
         return

@@ -17,12 +17,14 @@ nothing to wait for.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 _AGENT_IMAGE = re.compile(r"frida-agent-\w+\.so")
 _POLL_S = 0.002
@@ -139,3 +141,61 @@ def leave_bounded(
         f"instr's agent in pid {pid} stopped answering while instr was leaving"
         f" (a deadlock inside Frida, see docs/syscalls.md); instr {'killed' if spawned else 'left'} it"
     )
+
+
+HELD_NOTE = (
+    "{n} thread(s) of pid {pid} ({tids}) were blocked inside a hooked call when instr"
+    " left; instr's agent stays in the process until they return from it, then unloads"
+    " itself (docs/leaving.md)"
+)
+LEAVING_NOTE = (
+    "a thread of pid {pid} was still inside a hooked call when instr left; instr's agent"
+    " stays in the process until it returns from it, then unloads itself (docs/leaving.md)"
+)
+DETACH_WAIT_S = 1.5
+
+
+def held_threads(disposed: Any) -> list[int]:
+    """The program threads the agent's ``dispose`` found inside instr's code
+    (agents/src/core/leave.ts): the agent stays until they have left it."""
+    if not isinstance(disposed, dict):
+        return []
+    leave = disposed.get("leave")
+    if not isinstance(leave, dict):
+        return []
+    return [int(t) for t in leave.get("held") or []]
+
+
+def held_note(pid: int | None, held: list[int]) -> str:
+    if not held:
+        return LEAVING_NOTE.format(pid=pid)
+    tids = ", ".join(f"tid {t}" for t in held[:8]) + (", ..." if len(held) > 8 else "")
+    return HELD_NOTE.format(n=len(held), pid=pid, tids=tids)
+
+
+def detach(session: Any, watch: AgentWatch | None, held: list[int]) -> bool | None:
+    """Detach from a target whose agent was disposed, within DETACH_WAIT_S.
+
+    Frida's detach completes only once the script has unloaded, and the
+    unload waits for every program thread inside a hook: those the agent
+    holds (``held``: inside instr's own code) and those inside Frida's
+    listeners and replace() trampolines, which Gum counts itself. Such a
+    thread may be blocked for ever (read on an idle pipe), so the detach is
+    not waited for beyond DETACH_WAIT_S: instr leaves, and the agent unloads
+    itself once the thread returns. Returns False when the detach had not
+    completed by then, else ``AgentWatch.wait``'s answer (None: nothing to
+    watch)."""
+    import frida
+
+    def run() -> None:
+        with contextlib.suppress(frida.InvalidOperationError, frida.TransportError):
+            session.detach()
+
+    detacher = threading.Thread(target=run, daemon=True)
+    detacher.start()
+    detacher.join(0.0 if held else DETACH_WAIT_S)
+    if detacher.is_alive():
+        return False
+    # detach() returns before the agent has left the target; a target that
+    # exits meanwhile hangs or crashes in Frida's exit hook (above).
+    return watch.wait() if watch is not None else None

@@ -167,7 +167,7 @@ def _final_at_detach(
 
 @contextlib.contextmanager
 def _signals() -> Iterator[dict[str, bool]]:
-    """SIGUSR1: a report now. SIGTERM: stop like Ctrl-C."""
+    """SIGUSR1: a report now. SIGTERM and SIGHUP (a closed terminal): stop like Ctrl-C."""
     flags: dict[str, bool] = {}
 
     def on_usr1(signum: int, frame: FrameType | None) -> None:
@@ -180,6 +180,7 @@ def _signals() -> Iterator[dict[str, bool]]:
     try:
         saved.append((signal.SIGUSR1, signal.signal(signal.SIGUSR1, on_usr1)))
         saved.append((signal.SIGTERM, signal.signal(signal.SIGTERM, on_term)))
+        saved.append((signal.SIGHUP, signal.signal(signal.SIGHUP, on_term)))
     except ValueError:  # not the main thread
         pass
     try:

@@ -22,7 +22,7 @@ from instr.cbuild import object_for
 from instr.errors import AgentError, TargetError
 from instr.mem.model import Frame, MemReport, decode, symbolize_frames, wanted_stacks
 from instr.protocol import PROTOCOL_VERSION
-from instr.unload import AgentWatch
+from instr.unload import AgentWatch, detach, held_threads
 
 MAX_SYMBOLS = 50_000
 
@@ -54,6 +54,7 @@ class MemSession:
         self.errors: list[str] = []
         self._device: Any = None
         self._watch: AgentWatch | None = None
+        self.held: list[int] = []  # threads inside a hook at the leave (docs/leaving.md)
         self._session: Any = None
         self._script: Any = None
         self._messages: queue.SimpleQueue[tuple[dict[str, Any], bytes | None]] = queue.SimpleQueue()
@@ -200,11 +201,12 @@ class MemSession:
                 frida.InvalidOperationError, frida.TransportError, frida.RPCException
             ):
                 self._script.exports_sync.mem_stop()
+                # Every instrument's leave (agents/src/core/leave.ts): a thread
+                # still inside a hook holds the agent until it returns.
+                self.held = held_threads(self._script.exports_sync.dispose())
         if self._session is not None and not self.ended.is_set():
-            with contextlib.suppress(frida.InvalidOperationError, frida.TransportError):
-                self._session.detach()
-            if not kill and self._watch is not None:
-                self._watch.wait()  # the agent leaves before the target may exit (instr/unload.py)
+            # the agent leaves before the target may exit (instr/unload.py)
+            detach(self._session, None if kill else self._watch, self.held)
         if kill and not self.ended.is_set() and self.pid is not None and self._device is not None:
             tgt.kill(self._device, self.pid)
 

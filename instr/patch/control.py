@@ -24,7 +24,7 @@ from instr.agent import load_bundle
 from instr.errors import AgentError, TargetError
 from instr.patch.model import LedgerEntry, PatchError, PatchSpec, RevertResult
 from instr.protocol import PROTOCOL_VERSION
-from instr.unload import AgentWatch
+from instr.unload import AgentWatch, detach, held_threads
 
 _FRIDA_GONE = (frida.InvalidOperationError, frida.TransportError, frida.ProcessNotFoundError)
 
@@ -52,6 +52,7 @@ class PatchController:
         # Frida agent images this controller brought into a local target (see instr/unload.py).
         self._watch: AgentWatch | None = None  # the agent this controller brought (instr/unload.py)
         self.agent_left: bool | None = None  # after close(): the agent had unloaded in time
+        self.held: list[int] = []  # threads inside a hook at the leave (docs/leaving.md)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -156,15 +157,13 @@ class PatchController:
             with contextlib.suppress(*_FRIDA_GONE):
                 raw = self._script.exports_sync.patch_revert_owned()
                 results = [RevertResult.from_agent(r) for r in raw]
+            # Every instrument's leave (agents/src/core/leave.ts): a thread
+            # still inside a replacement holds the agent until it returns.
             with contextlib.suppress(*_FRIDA_GONE, frida.RPCException):
-                self._script.unload()
+                self.held = held_threads(self._script.exports_sync.dispose())
         if self._session is not None and not self._ended.is_set():
-            with contextlib.suppress(*_FRIDA_GONE):
-                self._session.detach()
-            if self._watch is not None and self._watch.images and not self.persisted:
-                # detach() returns before the agent has left the target; a
-                # target that exits meanwhile hangs or crashes in Frida's exit hook.
-                self.agent_left = self._watch.wait()
+            watch = self._watch if self._watch is not None and not self.persisted else None
+            self.agent_left = detach(self._session, watch, self.held)
         return results
 
     def __enter__(self) -> PatchController:

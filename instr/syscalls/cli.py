@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from instr.signals import sigterm_as_interrupt
 from instr.syscalls.monitor import SyscallRun
 from instr.syscalls.summary import format_summary
 from instr.target import DeviceSpec, TargetSpec
@@ -45,12 +46,15 @@ def run_syscalls(
         compiler=str(kw.get("compiler") or "auto"),
         own_fds=kw.get("own_fds"),
     )
-    result = run.run(timeout=kw.get("duration"))
+    with sigterm_as_interrupt():  # SIGTERM and SIGHUP stop it as Ctrl-C does
+        result = run.run(timeout=kw.get("duration"))
     if summary:
         print(format_summary(result.counts), file=out)
     out.flush()
     for err in run.errors:
         say(f"error: {err}")
+    for note in run.notes:
+        say(note)
     if result.crash is not None:
         say(result.crash)
     if result.drops:

@@ -30,7 +30,7 @@ from instr.syscalls.decode import FdTable, format_record, memory_kinds
 from instr.syscalls.records import Record, parse
 from instr.syscalls.result import Count, Image, Result, summarize
 from instr.syscalls.wrappers import F_INDIRECT, Site, choose, scan_names
-from instr.unload import AgentWatch, leave_bounded
+from instr.unload import AgentWatch, detach, held_note, held_threads, leave_bounded
 
 # What Frida's own Interceptor hooks on a followed process (child gating).
 FRIDA_HOOKED = frozenset({"close"})
@@ -168,6 +168,7 @@ class SyscallRun:
         self._device: Any = None
         self.root_pid: int | None = None
         self.errors: list[str] = []
+        self.notes: list[str] = []  # what to say that is not an error (a held leave)
         self._scans: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._built: dict[str, tuple[bytes | None, str | None]] = {}  # by arch (cbuild.py)
         self._awaiting_exec: set[int] = set()
@@ -456,18 +457,17 @@ class SyscallRun:
     def _stop(self) -> None:
         for img in list(self.images):
             if img.detach_reason is None:
+                held: list[int] = []
                 with contextlib.suppress(
                     frida.InvalidOperationError, frida.TransportError, frida.RPCException
                 ):
-                    img.script.exports_sync.dispose()
-                with contextlib.suppress(frida.InvalidOperationError, frida.TransportError):
-                    img.session.detach()
+                    held = held_threads(img.script.exports_sync.dispose())
                 # detach() returns before the agent has left; a target that
                 # exits meanwhile hangs or crashes in Frida's exit hook
                 # (instr/unload.py). Measured: the bench target, told to quit
                 # right after `instr syscalls -p` was stopped, hung.
-                if img.watch is not None:
-                    img.watch.wait()
+                if detach(img.session, img.watch, held) is False:
+                    self.notes.append(held_note(img.pid, held))
         if self.follow and self._device is not None:
             with contextlib.suppress(Exception):
                 self._device.off("child-added", self._on_child)
