@@ -1,0 +1,91 @@
+"""Leaving never harms the program (docs/leaving.md).
+
+A program thread blocked inside a hooked call when instr leaves (a sleep in
+a replaced libc wrapper, a read in a listener) must wake later into valid
+code and go on exactly as before; instr must leave promptly however it is
+stopped (Ctrl-C, SIGTERM, SIGHUP, --duration, SIGKILL) and say when its
+agent stays behind for such a thread.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import time
+
+import pytest
+
+from tests.helpers import Finished
+
+# Before the hold, leaving waited 20-40 s for a blocked thread (the issue's
+# report); a leave that keeps within this is prompt, with room for load.
+PROMPT_S = 5.0
+
+
+def _stop(instr, how: str) -> tuple[Finished, float]:
+    started = time.monotonic()
+    if how == "SIGKILL":
+        instr.kill()
+        return Finished(-9, [], []), time.monotonic() - started
+    instr.proc.send_signal(getattr(signal, how))
+    done = instr.finish(timeout=60)
+    return done, time.monotonic() - started
+
+
+@pytest.mark.parametrize("how", ["SIGINT", "SIGTERM", "SIGHUP", "SIGKILL"])
+def test_syscalls_leave_while_the_program_sleeps_in_a_replaced_wrapper(
+    targets, launch, instr_bg, how
+):
+    """instr syscalls -c -p replaces libc's wrappers with replaceFast; the
+    program sleeps in usleep (clock_nanosleep) inside one when instr leaves.
+    It used to die of SIGSEGV there: 3 of 3 runs."""
+    target = launch(targets.path("sleeper"))
+    instr = instr_bg("syscalls", "-c", "-p", target.pid)
+    instr.err.expect("counting system calls", timeout=60)
+    target.send("6")  # 1.8 s asleep in a hooked usleep
+    assert target.readline() == "sleeping 6"
+    done, took = _stop(instr, how)
+    assert took < PROMPT_S, f"leaving took {took:.1f} s"
+    if how != "SIGKILL":
+        assert done.returncode == 0, done.err
+        # The one finished call: the write of "sleeping 6" (the sleep still
+        # runs, and strace -c counts a call when it returns, as instr does).
+        assert re.search(r"\b1\s+write$", done.out, re.M), done.out
+        assert "blocked inside a hooked call" in done.err, done.err
+    assert target.readline(timeout=30) == "slept 6"
+    target.send("3 sum")
+    assert target.readline() == "sum=6"
+    end = target.finish()
+    assert end.returncode == 0, end.err
+
+
+def test_syscalls_duration_leave_while_the_program_sleeps(targets, launch, instr_bg):
+    target = launch(targets.path("sleeper"))
+    instr = instr_bg("syscalls", "-c", "-p", target.pid, "--duration", "1")
+    instr.err.expect("counting system calls", timeout=60)
+    target.send("8")  # 2.4 s: instr leaves at about 1 s, mid-sleep
+    assert target.readline() == "sleeping 8"
+    done = instr.finish(timeout=60)
+    assert done.returncode == 0, done.err
+    assert target.readline(timeout=30) == "slept 8"
+    assert target.finish().returncode == 0
+
+
+@pytest.mark.parametrize("how", ["SIGINT", "SIGKILL"])
+def test_trace_leave_while_the_program_reads_an_idle_pipe(
+    targets, launch, instr_bg, probe_file, how
+):
+    """A listener on read, the program blocked in it: Ctrl-C used to wait for
+    the read (20 s, then 'a deadlock inside Frida')."""
+    target = launch(targets.path("sleeper"))
+    instr = instr_bg("trace", "-i", "libc.so*!read", "-p", target.pid)
+    instr.wait_armed(timeout=60)
+    target.send("1 sum")  # through the hooked read, and back into it
+    assert target.readline() == "sum=1"
+    done, took = _stop(instr, how)
+    assert took < PROMPT_S, f"leaving took {took:.1f} s"
+    if how == "SIGINT":
+        assert done.returncode == 0, done.err
+    target.send("4 sum")
+    assert target.readline(timeout=30) == "sum=10"
+    assert target.finish().returncode == 0
