@@ -296,7 +296,7 @@ class Session:
             watch = self._watch if self._watch is not None and not self.kill_on_stop else None
             self.agent_left = detach(self._session, watch, self.held)
             self.leaving = self.agent_left is False
-            if watch is not None and watch.images:
+            if watch is not None and watch.images and not self.leaving:
                 # Not "the target keeps running" if it did not (seen once in CI).
                 self._died_at_unload = gone(watch.pid)
 

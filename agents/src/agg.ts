@@ -69,6 +69,8 @@ export class Aggregator implements AggSink {
     private readonly keep: NativePointer[] = [];
     private seq = 0;
     private finalSent = false;
+    /** Probes whose replacement could not be installed at some site: listeners there. */
+    readonly listened = new Set<number>();
     /** Points hooked by more than one probe: never replaced (replaceFast excludes attach). */
     private readonly shared: Set<string>;
 
@@ -156,10 +158,16 @@ export class Aggregator implements AggSink {
             // replaceFast writes the trampoline before the change is
             // committed (at the end of this JS turn), so calls never see a
             // null original.
-            const trampoline = Interceptor.replaceFast(address, this.cm[f.replace]);
-            ownCode(trampoline);
-            orig.writePointer(trampoline);
-            return [revertOnDetach(address)];
+            try {
+                const trampoline = Interceptor.replaceFast(address, this.cm[f.replace]);
+                ownCode(trampoline);
+                orig.writePointer(trampoline);
+                return [revertOnDetach(address)];
+            } catch {
+                // No room for replaceFast's jump (read, lseek, getpid: short
+                // or rip-relative prologues): the same C through listeners.
+                this.listened.add(plan.id);
+            }
         }
         const data = zalloc(8);
         data.writeU64(site);

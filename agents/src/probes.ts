@@ -147,6 +147,9 @@ export class ProbeSet {
         if (fresh.length > take.length) {
             notes.push(`${fresh.length - take.length} more matching functions not armed (max_sites ${max})`);
         }
+        if (this.aggs !== null && this.aggs.listened.has(probe.plan.id)) {
+            notes.push("aggregated through listeners (C callbacks): a function's first instructions leave no room for replaceFast's jump");
+        }
         if (errors.length > 0) {
             const shown = errors.slice(0, 3).join("; ");
             notes.push(`unable to intercept ${errors.length} function(s): ${shown}${errors.length > 3 ? "; …" : ""}`);

@@ -25,8 +25,12 @@ export function post(type: string, fields: Record<string, unknown>, data?: Array
 
 /** A short, human-readable text for anything thrown. */
 export function describe(e: unknown): string {
-    if (e instanceof Error) return e.message;
-    return String(e);
+    const text = e instanceof Error ? e.message : String(e);
+    // Gum's words for a prologue it cannot relocate, said as what it means.
+    return text.replace(
+        /^unable to intercept function at (0x[0-9a-f]+); please file a bug$/,
+        "cannot hook the function at $1: its first instructions cannot be moved aside for a hook (too short, or they branch)",
+    );
 }
 
 const reportedProbes = new Set<number>();

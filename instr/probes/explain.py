@@ -37,7 +37,9 @@ def _hook(probe: Probe) -> str:
         n = INT_SIGNATURES[probe.point.symbol]
         return (
             f"Interceptor.replaceFast on the first site ({probe.point.symbol} takes {n} integer "
-            "argument(s)), native Interceptor.attach on others or when another probe hooks it"
+            "argument(s)), native Interceptor.attach on others, when another probe hooks it, "
+            "or where the function's first instructions leave no room for replaceFast's jump "
+            "(known when armed: the run's probe table says so)"
         )
     point = probe.point
     if isinstance(point, FunctionPoint) and point.symbol in INT_SIGNATURES:

@@ -34,8 +34,9 @@ def test_check_explain_names_each_tier_and_why(probe_file):
         "m/malloc  (libc.so*!malloc)",
         "  events: none: emit: false",
         "  aggregations: fast (compiled C): Interceptor.replaceFast on the first site "
-        "(malloc takes 1 integer argument(s)), native Interceptor.attach on others or when "
-        "another probe hooks it",
+        "(malloc takes 1 integer argument(s)), native Interceptor.attach on others, when "
+        "another probe hooks it, or where the function's first instructions leave no room for "
+        "replaceFast's jump (known when armed: the run's probe table says so)",
         "    bytes = sum(size) by caller  [updated at entry, max 4096 keys]",
         "m/target_add  (calls!target_add)",
         "  events: none: emit: false",

@@ -89,3 +89,22 @@ def test_trace_leave_while_the_program_reads_an_idle_pipe(
     target.send("4 sum")
     assert target.readline(timeout=30) == "sum=10"
     assert target.finish().returncode == 0
+
+
+def test_an_aggregation_on_read_falls_back_to_listeners(targets, instr_bg):
+    """DTrace's commonest one-liner on read: replaceFast has no room in read's
+    prologue; the aggregation's C runs through listeners instead, counts
+    exactly, and the probe table says why."""
+    instr = instr_bg(
+        "trace", "-i", "libc.so*!read", "--agg", "n=count()", "--", targets.path("sleeper")
+    )
+    instr.wait_armed(timeout=60)
+    assert instr.readline() == "ready"
+    for line, answer in (("2 sum", "sum=3"), ("4 sum", "sum=10")):
+        instr.send(line)
+        assert instr.readline() == answer
+    done = instr.finish(timeout=60)  # EOF: the third read returns 0 and the program exits
+    assert done.returncode == 0, done.err
+    assert re.search(r"^cli/n = count\(\): 3$", done.out, re.M), done.out
+    assert "aggregated through listeners" in done.out + done.err
+    assert "please file a bug" not in done.out + done.err
