@@ -19,7 +19,6 @@ from instr.probes.ir import ProbeTable
 from instr.session import Session
 from instr.signals import signals_held, sigterm_as_interrupt
 from instr.target import DeviceSpec, TargetSpec
-from instr.unload import held_note
 
 
 @dataclass(frozen=True)
@@ -98,8 +97,8 @@ def run(config: RunConfig, status: TextIO | None = None) -> tuple[RunSummary, in
             summary = session.close()
     for rev in session.patch_reverts:
         say(rev.describe())
-    if session.leaving and not config.target.spawns:
-        say(held_note(session.pid, session.held))
+    if session.leave_note is not None and not config.target.spawns:
+        say(session.leave_note)
     if summary.drops:
         per = ", ".join(f"{r.name} {r.drops}" for r in summary.probes if r.drops)
         say(

@@ -17,7 +17,6 @@ detach) and turns Frida's failures into ``InstrError``.
 from __future__ import annotations
 
 import contextlib
-import os
 import queue
 import threading
 import time
@@ -28,16 +27,16 @@ from typing import Any
 import frida
 
 from instr import target as tgt
-from instr.agent import load_bundle
 from instr.aggregate.model import AggSnapshot
 from instr.collectors.base import Collector
 from instr.dispatch import Dispatcher
 from instr.errors import AgentError, NothingArmedError, TargetError
 from instr.events import Ending, Event, ProbeReport, RunContext, RunInfo, RunSummary
+from instr.lifecycle import Agent, TargetProcess
 from instr.patch.model import RevertResult
 from instr.probes.ir import ProbeTable
 from instr.protocol import PROTOCOL_VERSION, ack, credit
-from instr.unload import AgentWatch, detach, gone, held_threads, leave_bounded
+from instr.unload import leave_bounded
 
 _SENTINEL: list[Event] = []
 
@@ -84,9 +83,8 @@ class Session:
         self.pid: int | None = None
         self.reports: list[ProbeReport] = []
         self.summary: RunSummary | None = None
-        self._device: Any = None
-        self._session: Any = None
-        self._script: Any = None
+        self._proc: TargetProcess | None = None
+        self._agent: Agent | None = None
         self._dispatcher: Dispatcher | None = None
         # events() reads decoded batches from this queue; the CLI streams to collectors only.
         self._events: _QueueCollector | None = _QueueCollector() if stream else None
@@ -94,21 +92,14 @@ class Session:
             self.collectors.append(self._events)
         self._close_lock = threading.Lock()
         self._ended = threading.Event()
-        self._detach_reason: str | None = None
-        self._crash: Any = None
-        self._resumed = False
-        self.patch_reverts: list[RevertResult] = []
-        # Frida agent images this session brought into a local target (instr/unload.py).
-        self._watch: AgentWatch | None = None  # the agent this session brought (instr/unload.py)
-        self.agent_left: bool | None = (
-            None  # after stop(): the agent had unloaded in time  # patch probes, reverted at stop
-        )
+        self.patch_reverts: list[RevertResult] = []  # patch probes, reverted at stop
+        self.agent_left: bool | None = None  # after stop(): the agent had unloaded in time
         self._died_at_unload = False  # the target ended while Frida's agent was leaving it
-        self._pidfd: int | None = None  # a spawned target's (tgt.open_pidfd)
         # Program threads blocked inside instr's hooks when it left: the agent
         # stays until they return (docs/leaving.md).
         self.held: list[int] = []
         self.leaving = False  # the agent had not unloaded when instr left (see held)
+        self.leave_note: str | None = None  # what to say about it
         self.stop_grace_s = 20.0  # how long leaving may take before the agent counts as hung
 
     # -- construction helpers -------------------------------------------------
@@ -124,7 +115,7 @@ class Session:
             return cls(table, tgt.TargetSpec(pid=pid_or_name), **kw)
         return cls(table, tgt.TargetSpec(name=pid_or_name), **kw)
 
-    # -- lifecycle ------------------------------------------------------------
+    # -- lifecycle (instr/lifecycle.py) ---------------------------------------
 
     def start(self, resume: bool = True) -> list[ProbeReport]:
         """Open the device, spawn or attach, load the agent and arm the probes.
@@ -132,9 +123,8 @@ class Session:
         A spawned target stays suspended until ``resume()`` (called here unless
         ``resume=False``), so probes are armed before ``main`` runs.
         """
-        self._device, self.pid = tgt.open_target(self.device_spec, self.target)
-        # To learn how it ended when the agent cannot say (SIGKILL).
-        self._pidfd = tgt.open_pidfd(self.device_spec, self.target, self.pid)
+        self._proc = TargetProcess.open(self.device_spec, self.target)
+        self.pid = self._proc.pid
         try:
             self._arm()
         except BaseException:
@@ -145,11 +135,7 @@ class Session:
         return self.reports
 
     def _arm(self) -> None:
-        assert self.pid is not None
-        self._watch = AgentWatch(self.pid, local=self.device_spec.kind == "local")
-        self._session = tgt.attach(self._device, self.pid)
-        self._session.on("detached", self._on_detached)
-        self._watch.attached()
+        assert self._proc is not None and self.pid is not None
         info = RunInfo(
             started_ns=time.time_ns(),
             device=str(self.device_spec),
@@ -163,33 +149,20 @@ class Session:
         )
         for c in self.collectors:
             c.open(self.ctx, info)
+        self._agent = Agent.load(
+            self._proc, "instr", on_message=self._dispatcher.post, on_detached=self._on_detached
+        )
         try:
-            self._script = self._session.create_script(load_bundle(), name="instr")
-            self._script.on("message", self._dispatcher.post)
-            self._script.load()
-            hello = self._script.exports_sync.hello()
-        except frida.InvalidOperationError as e:
-            raise TargetError(
-                f"the target (pid {self.pid}) ended before the agent loaded: {e}"
-            ) from e
-        except frida.TransportError as e:
-            raise TargetError(f"lost pid {self.pid} while loading the agent: {e}") from e
-        if hello.get("protocol") != PROTOCOL_VERSION:
-            raise AgentError(
-                f"agent speaks protocol {hello.get('protocol')}, host speaks {PROTOCOL_VERSION}",
-                hint="reinstall instr so that agent and host match",
-            )
-        try:
-            result = self._script.exports_sync.configure(self.table.plan())
+            result = self._agent.rpc.configure(self.table.plan())
         except frida.RPCException as e:
             raise AgentError(f"the agent rejected the plan: {e}") from e
         self.reports = [self._report(s) for s in result["probes"]]
         if self.table.patch_probes():
             from instr.patch.probes import apply_probes
 
-            self.reports += apply_probes(self._script, self.table)
+            self.reports += apply_probes(self._agent.script, self.table)
         if self.table.syscall_probes():
-            self.reports += self._arm_syscalls(str(hello.get("arch", "x64")))
+            self.reports += self._arm_syscalls(str(self._agent.hello.get("arch", "x64")))
         self._dispatcher.set_reports(self.reports)
         if self.reports and all(r.state == "failed" for r in self.reports):
             reasons = "\n".join(f"  {r.name}: {r.reason}" for r in self.reports)
@@ -199,9 +172,9 @@ class Session:
         """Syscall probes: the host arms the agent's syscall monitor (see instr.syscalls.points)."""
         from instr.syscalls.points import arm_points
 
-        assert self.pid is not None and self._dispatcher is not None
+        assert self._agent is not None and self.pid is not None and self._dispatcher is not None
         points, reports = arm_points(
-            self._script, self.table, self.pid, arch, self.device_spec.kind
+            self._agent.script, self.table, self.pid, arch, self.device_spec.kind
         )
         self._dispatcher.add_syscall_points(points)
         return reports
@@ -218,22 +191,14 @@ class Session:
         )
 
     def resume(self) -> None:
-        if self.target.spawns and not self._resumed and self.pid is not None:
-            self._resumed = True
-            try:
-                self._device.resume(self.pid)
-            except (frida.InvalidOperationError, frida.ProcessNotFoundError) as e:
-                raise TargetError(f"cannot resume pid {self.pid}: {e}") from e
+        if self._proc is not None:
+            self._proc.resume()
 
     def input(self, data: bytes | str) -> None:
         """Write to a target spawned with ``stdio="pipe"``."""
-        if self.pid is None or self.target.stdio != "pipe":
+        if self._proc is None or self.target.stdio != "pipe":
             raise TargetError("input() needs a target spawned with stdio='pipe'")
-        raw = data.encode() if isinstance(data, str) else data
-        try:
-            self._device.input(self.pid, raw)
-        except (frida.InvalidOperationError, frida.ProcessNotFoundError) as e:
-            raise TargetError(f"cannot write to pid {self.pid}: {e}") from e
+        self._proc.input(data.encode() if isinstance(data, str) else data)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the target ends or the session is lost; False on timeout."""
@@ -245,12 +210,12 @@ class Session:
 
     def snapshot(self) -> None:
         """Ask the agent for the aggregations now; they reach the collectors in order."""
-        if self._script is None or self._ended.is_set():
+        if self._agent is None or self._ended.is_set():
             return
         with contextlib.suppress(
             frida.InvalidOperationError, frida.TransportError, frida.RPCException
         ):
-            self._script.exports_sync.snapshot(False)
+            self._agent.rpc.snapshot(False)
             d = self._dispatcher
             agent_aggs = any(p.aggregations for p in self.table if not p.is_syscall)
             if d is not None and d.points is not None and not agent_aggs:
@@ -265,40 +230,38 @@ class Session:
     def stop(self) -> None:
         """Flush and disarm; detach. A spawned target is then killed (see ``kill_on_stop``).
 
-        Not for ever: leaving waits for the agent (dispose, detach), and an
-        agent that no longer answers (a deadlock inside Frida, docs/syscalls.md)
-        gets ``stop_grace_s``; then a target instr spawned is killed, which
-        ends its session, and the run says so."""
+        Not for ever: leaving waits for the agent's dispose, and an agent that
+        no longer answers (a deadlock inside Frida, docs/syscalls.md) gets
+        ``stop_grace_s``; then a target instr spawned is killed, which ends its
+        session, and the run says so. A thread blocked inside a hook is not
+        waited for (docs/leaving.md)."""
 
         def kill() -> None:
-            if self.pid is not None and self._device is not None:
-                tgt.kill(self._device, self.pid)
+            if self._proc is not None:
+                self._proc.kill()
 
         error = leave_bounded(self._leave, self.stop_grace_s, self.pid, self.target.spawns, kill)
         if error is not None and self._dispatcher is not None:
             self._dispatcher.error(error)
-        if self.kill_on_stop and self.pid is not None and self._device is not None:
-            tgt.kill(self._device, self.pid)
+        if self.kill_on_stop and self._proc is not None:
+            self._proc.kill()
 
     def _leave(self) -> None:
         """Revert patches, dispose of the agent, detach, wait for it to unload."""
-        if self._script is not None and not self._ended.is_set() and self.table.patch_probes():
+        agent = self._agent
+        if agent is None or self._ended.is_set():
+            return
+        if self.table.patch_probes():
             from instr.patch.probes import revert_owned
 
-            self.patch_reverts = revert_owned(self._script)
-        if self._script is not None and not self._ended.is_set():
-            # The target may have gone away meanwhile; its ending is reported.
-            with contextlib.suppress(
-                frida.InvalidOperationError, frida.TransportError, frida.RPCException
-            ):
-                self.held = held_threads(self._script.exports_sync.dispose())
-        if self._session is not None and not self._ended.is_set():
-            watch = self._watch if self._watch is not None and not self.kill_on_stop else None
-            self.agent_left = detach(self._session, watch, self.held)
-            self.leaving = self.agent_left is False
-            if watch is not None and watch.images and not self.leaving:
-                # Not "the target keeps running" if it did not (seen once in CI).
-                self._died_at_unload = gone(watch.pid)
+            self.patch_reverts = revert_owned(agent.script)
+        left = agent.leave(wait=not self.kill_on_stop)
+        self.held = left.held
+        self.agent_left = left.done
+        self.leaving = left.done is False
+        self.leave_note = left.note
+        # Not "the target keeps running" if it did not (seen once in CI).
+        self._died_at_unload = left.died
 
     def close(self) -> RunSummary:
         """Stop if needed, drain everything, close the collectors; returns the summary."""
@@ -310,18 +273,18 @@ class Session:
             if self._dispatcher is None:
                 raise TargetError("the session was never started")
             self.summary = self._dispatcher.close(self._fallback_ending())
-            if self._pidfd is not None:
-                os.close(self._pidfd)
-                self._pidfd = None
+            if self._proc is not None:
+                self._proc.close()
             return self.summary
 
     def _abort(self) -> None:
         """Undo a half-started session: detach, kill what we spawned, close collectors."""
-        if self._session is not None:
-            with contextlib.suppress(frida.InvalidOperationError, frida.TransportError):
-                self._session.detach()
-        if self.target.spawns and self.pid is not None and self._device is not None:
-            tgt.kill(self._device, self.pid)
+        if self._agent is not None:
+            self._agent.abandon()
+        if self._proc is not None:
+            if self.target.spawns:
+                self._proc.kill()
+            self._proc.close()
         if self._dispatcher is not None:
             self.summary = self._dispatcher.close(None)
 
@@ -329,9 +292,8 @@ class Session:
 
     def _post(self, message: dict[str, object]) -> None:
         """A message to the agent; a target that is already gone cannot take it."""
-        if self._script is not None:
-            with contextlib.suppress(frida.InvalidOperationError, frida.TransportError):
-                self._script.post(message)
+        if self._agent is not None:
+            self._agent.post(message)
 
     def _on_ending(self, ending: Ending, token: int) -> None:
         """The agent flushed everything and waits: all earlier batches are decoded."""
@@ -343,27 +305,14 @@ class Session:
             self._post(credit(seq))
 
     def _on_detached(self, reason: str, crash: Any) -> None:
-        self._detach_reason = reason
-        self._crash = crash
         self._ended.set()
 
     def _fallback_ending(self) -> Ending | None:
         """How the run ended when the agent could not say (SIGKILL, lost device)."""
-        reason = self._detach_reason
         if self._died_at_unload:
             return Ending("lost", signal="the target ended while Frida's agent left it")
-        if reason is None or reason == "application-requested":
-            return Ending("detach")
-        if self._crash is not None:
-            summary = getattr(self._crash, "summary", None) or str(self._crash)
-            return Ending("crash", signal=str(summary))
-        if reason == "process-terminated":
-            status = None if self._pidfd is None else tgt.exit_status(self._pidfd, wait_s=1.0)
-            known = None if status is None else Ending.from_wait_status(status)
-            return known or Ending("killed")
-        if reason == "process-replaced":
-            return Ending("exec")
-        return Ending("lost", signal=reason)
+        ending = self._agent.ending() if self._agent is not None else None
+        return ending or Ending("detach")
 
     # -- iteration and context manager ----------------------------------------
 

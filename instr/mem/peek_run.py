@@ -9,8 +9,8 @@ from typing import Any
 import frida
 
 from instr import target as tgt
-from instr.agent import load_bundle
 from instr.errors import TargetError
+from instr.lifecycle import Agent, TargetProcess
 from instr.mem.peek import parse_peek, render
 from instr.mem.poke import parse_poke, poke_all
 
@@ -22,16 +22,17 @@ def _short(e: Exception) -> str:
 
 @contextlib.contextmanager
 def _script(target: tgt.TargetSpec, device: tgt.DeviceSpec, name: str) -> Iterator[Any]:
-    dev = tgt.open_device(device)
-    pid = target.pid if target.pid is not None else tgt.resolve_name(dev, str(target.name))
-    session = tgt.attach(dev, pid)
+    """The agent in ``target`` for the block's reads or writes, then left
+    (instr/lifecycle.py)."""
+    proc = TargetProcess.open(device, target)
+    agent: Agent | None = None
     try:
-        script = session.create_script(load_bundle(), name=name)
-        script.load()
-        yield script
+        agent = Agent.load(proc, name)
+        yield agent.script
     finally:
-        with contextlib.suppress(frida.InvalidOperationError, frida.TransportError):
-            session.detach()
+        if agent is not None:
+            agent.leave()
+        proc.close()
 
 
 def peek_values(target: tgt.TargetSpec, device: tgt.DeviceSpec, texts: list[str]) -> Iterator[str]:

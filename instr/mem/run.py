@@ -129,6 +129,8 @@ def run_mem(
         session.stop(kill=config.target.spawns)
     for e in session.errors:
         say(f"agent error: {e}")
+    if session.leave_note is not None:
+        say(session.leave_note)
     if final is not None and config.output:
         with open(config.output, "w") as f:
             json.dump(to_json(final), f, indent=1)

@@ -17,12 +17,10 @@ from typing import Any
 import frida
 
 from instr import target as tgt
-from instr.agent import load_bundle
 from instr.cbuild import object_for
 from instr.errors import AgentError, TargetError
+from instr.lifecycle import Agent, TargetProcess
 from instr.mem.model import Frame, MemReport, decode, symbolize_frames, wanted_stacks
-from instr.protocol import PROTOCOL_VERSION
-from instr.unload import AgentWatch, detach, held_threads
 
 MAX_SYMBOLS = 50_000
 
@@ -52,18 +50,19 @@ class MemSession:
         self.process: str | None = None
         self.started: dict[str, Any] = {}
         self.errors: list[str] = []
-        self._device: Any = None
-        self._watch: AgentWatch | None = None
-        self.held: list[int] = []  # threads inside a hook at the leave (docs/leaving.md)
-        self._session: Any = None
+        self._proc: TargetProcess | None = None
+        self._agent: Agent | None = None
         self._script: Any = None
+        self.held: list[int] = []  # threads inside a hook at the leave (docs/leaving.md)
+        self.leave_note: str | None = None  # when the agent stays for them
         self._messages: queue.SimpleQueue[tuple[dict[str, Any], bytes | None]] = queue.SimpleQueue()
         self.ended = threading.Event()
         self.detach_reason: str | None = None
         self._symbols: dict[int, Frame] = {}
 
     def start(self) -> dict[str, Any]:
-        self._device, self.pid = tgt.open_target(self.device_spec, self.target)
+        self._proc = TargetProcess.open(self.device_spec, self.target)
+        self.pid = self._proc.pid
         if self.target.argv is not None:
             self.process = os.path.basename(self.target.argv[0])
         elif self.target.name is not None:
@@ -79,27 +78,17 @@ class MemSession:
 
     def _process_name(self) -> str | None:
         with contextlib.suppress(Exception):
-            for p in self._device.enumerate_processes(pids=[self.pid]):
+            assert self._proc is not None
+            for p in self._proc.device.enumerate_processes(pids=[self.pid]):
                 return str(p.name)
         return None
 
     def _arm(self) -> None:
-        assert self.pid is not None
-        self._watch = AgentWatch(self.pid, local=self.device_spec.kind == "local")
-        self._session = tgt.attach(self._device, self.pid)
-        self._watch.attached()
-        self._session.on("detached", self._on_detached)
-        try:
-            self._script = self._session.create_script(load_bundle(), name="instr-mem")
-            self._script.on("message", self._on_message)
-            self._script.load()
-            hello = self._script.exports_sync.hello()
-        except (frida.InvalidOperationError, frida.TransportError) as e:
-            raise TargetError(f"the target (pid {self.pid}) went away while loading: {e}") from e
-        if hello.get("protocol") != PROTOCOL_VERSION:
-            raise AgentError(
-                f"agent speaks protocol {hello.get('protocol')}, host speaks {PROTOCOL_VERSION}"
-            )
+        assert self._proc is not None
+        self._agent = Agent.load(
+            self._proc, "instr-mem", on_message=self._on_message, on_detached=self._on_detached
+        )
+        self._script = self._agent.script
         o = self.options
         # The hooks' C built by the host's compiler where it can (instr/cbuild.py).
         built, why = object_for(self._script, "mem", self.device_spec.kind, o.compiler)
@@ -122,11 +111,8 @@ class MemSession:
             self.started["toolchain_error"] = why
 
     def resume(self) -> None:
-        if self.target.spawns and self.pid is not None:
-            try:
-                self._device.resume(self.pid)
-            except (frida.InvalidOperationError, frida.ProcessNotFoundError) as e:
-                raise TargetError(f"cannot resume pid {self.pid}: {e}") from e
+        if self._proc is not None:
+            self._proc.resume()
 
     # -- messages --------------------------------------------------------------
 
@@ -191,28 +177,28 @@ class MemSession:
         symbolize_frames(report, self._symbols, wanted)
 
     def ack(self, token: int) -> None:
-        if self._script is not None:
-            with contextlib.suppress(frida.InvalidOperationError, frida.TransportError):
-                self._script.post({"type": "mem-ack", "token": token})
+        if self._agent is not None:
+            self._agent.post({"type": "mem-ack", "token": token})
 
     def stop(self, kill: bool) -> None:
-        if self._script is not None and not self.ended.is_set():
+        """Stop tracking and leave (instr/lifecycle.py); ``kill``: a spawned target dies too."""
+        agent = self._agent
+        if agent is not None and not self.ended.is_set():
             with contextlib.suppress(
                 frida.InvalidOperationError, frida.TransportError, frida.RPCException
             ):
-                self._script.exports_sync.mem_stop()
-                # Every instrument's leave (agents/src/core/leave.ts): a thread
-                # still inside a hook holds the agent until it returns.
-                self.held = held_threads(self._script.exports_sync.dispose())
-        if self._session is not None and not self.ended.is_set():
-            # the agent leaves before the target may exit (instr/unload.py)
-            detach(self._session, None if kill else self._watch, self.held)
-        if kill and not self.ended.is_set() and self.pid is not None and self._device is not None:
-            tgt.kill(self._device, self.pid)
+                agent.rpc.mem_stop()
+            left = agent.leave(wait=not kill)
+            self.held, self.leave_note = left.held, left.note
+        if kill and not self.ended.is_set() and self._proc is not None:
+            self._proc.kill()
+        if self._proc is not None:
+            self._proc.close()
 
     def _abort(self) -> None:
-        if self._session is not None:
-            with contextlib.suppress(frida.InvalidOperationError, frida.TransportError):
-                self._session.detach()
-        if self.target.spawns and self.pid is not None and self._device is not None:
-            tgt.kill(self._device, self.pid)
+        if self._agent is not None:
+            self._agent.abandon()
+        if self._proc is not None:
+            if self.target.spawns:
+                self._proc.kill()
+            self._proc.close()

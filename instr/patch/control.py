@@ -20,11 +20,9 @@ from typing import Any, Literal
 import frida
 
 from instr import target as tgt
-from instr.agent import load_bundle
-from instr.errors import AgentError, TargetError
+from instr.errors import TargetError
+from instr.lifecycle import Agent, TargetProcess
 from instr.patch.model import LedgerEntry, PatchError, PatchSpec, RevertResult
-from instr.protocol import PROTOCOL_VERSION
-from instr.unload import AgentWatch, detach, held_threads
 
 _FRIDA_GONE = (frida.InvalidOperationError, frida.TransportError, frida.ProcessNotFoundError)
 
@@ -43,14 +41,11 @@ class PatchController:
         self.device_spec = device or tgt.DeviceSpec()
         self.pid: int | None = None
         self.persisted = False
-        self._device: Any = None
-        self._session: Any = None
+        self._proc: TargetProcess | None = None
+        self._agent: Agent | None = None
         self._script: Any = None
         self._ended = threading.Event()
-        self._resumed = False
         self._closed = False
-        # Frida agent images this controller brought into a local target (see instr/unload.py).
-        self._watch: AgentWatch | None = None  # the agent this controller brought (instr/unload.py)
         self.agent_left: bool | None = None  # after close(): the agent had unloaded in time
         self.held: list[int] = []  # threads inside a hook at the leave (docs/leaving.md)
 
@@ -58,7 +53,8 @@ class PatchController:
 
     def open(self) -> int:
         """Spawn (suspended) or attach, and load the agent. Returns the pid."""
-        self._device, self.pid = tgt.open_target(self.device_spec, self.target)
+        self._proc = TargetProcess.open(self.device_spec, self.target)
+        self.pid = self._proc.pid
         try:
             self._load()
         except BaseException:
@@ -67,29 +63,19 @@ class PatchController:
         return self.pid
 
     def _load(self) -> None:
-        assert self.pid is not None
-        self._watch = AgentWatch(self.pid, local=self.device_spec.kind == "local")
-        self._session = tgt.attach(self._device, self.pid)
-        self._session.on("detached", lambda reason, crash: self._ended.set())
-        try:
-            self._script = self._session.create_script(load_bundle(), name="instr-patch")
-            self._script.on("message", lambda message, data: None)
-            self._script.load()
-            self._watch.attached()
-            hello = self._script.exports_sync.hello()
-        except (frida.InvalidOperationError, frida.TransportError) as e:
-            raise TargetError(f"lost pid {self.pid} while loading the agent: {e}") from e
-        if hello.get("protocol") != PROTOCOL_VERSION:
-            raise AgentError(
-                f"agent speaks protocol {hello.get('protocol')}, host speaks {PROTOCOL_VERSION}"
-            )
+        assert self._proc is not None
+        self._agent = Agent.load(
+            self._proc, "instr-patch", on_detached=lambda reason, crash: self._ended.set()
+        )
+        self._script = self._agent.script
 
     def _abandon(self) -> None:
-        if self._session is not None:
-            with contextlib.suppress(*_FRIDA_GONE):
-                self._session.detach()
-        if self.target.spawns and self.pid is not None and self._device is not None:
-            tgt.kill(self._device, self.pid)
+        if self._agent is not None:
+            self._agent.abandon()
+        if self._proc is not None:
+            if self.target.spawns:
+                self._proc.kill()
+            self._proc.close()
 
     def _call(self, method: str, *args: Any) -> Any:
         if self._script is None:
@@ -131,12 +117,8 @@ class PatchController:
     # -- running --------------------------------------------------------------
 
     def resume(self) -> None:
-        if self.target.spawns and not self._resumed and self.pid is not None:
-            self._resumed = True
-            try:
-                self._device.resume(self.pid)
-            except (frida.InvalidOperationError, frida.ProcessNotFoundError) as e:
-                raise TargetError(f"cannot resume pid {self.pid}: {e}") from e
+        if self._proc is not None:
+            self._proc.resume()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the target ends (or the session is lost); False on timeout."""
@@ -153,17 +135,17 @@ class PatchController:
             return []
         self._closed = True
         results: list[RevertResult] = []
-        if self._script is not None and not self._ended.is_set() and not self.persisted:
-            with contextlib.suppress(*_FRIDA_GONE):
-                raw = self._script.exports_sync.patch_revert_owned()
-                results = [RevertResult.from_agent(r) for r in raw]
-            # Every instrument's leave (agents/src/core/leave.ts): a thread
-            # still inside a replacement holds the agent until it returns.
-            with contextlib.suppress(*_FRIDA_GONE, frida.RPCException):
-                self.held = held_threads(self._script.exports_sync.dispose())
-        if self._session is not None and not self._ended.is_set():
-            watch = self._watch if self._watch is not None and not self.persisted else None
-            self.agent_left = detach(self._session, watch, self.held)
+        agent = self._agent
+        if agent is not None and not self._ended.is_set():
+            if not self.persisted:
+                with contextlib.suppress(*_FRIDA_GONE):
+                    raw = agent.rpc.patch_revert_owned()
+                    results = [RevertResult.from_agent(r) for r in raw]
+            # Persisted: the eternalized script stays, and is not disposed.
+            left = agent.leave(disposed={} if self.persisted else None, wait=not self.persisted)
+            self.held, self.agent_left = left.held, left.done
+        if self._proc is not None:
+            self._proc.close()
         return results
 
     def __enter__(self) -> PatchController:

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -19,18 +18,17 @@ import frida
 
 from instr import cbuild
 from instr import target as tgt
-from instr.agent import load_bundle
-from instr.errors import AgentError, TargetError
 from instr.events import Ending
+from instr.lifecycle import Agent, TargetProcess
 from instr.probes.ir import PlanOptions, ProbeTable
-from instr.protocol import PROTOCOL_VERSION, ack
+from instr.protocol import ack
 from instr.syscalls import ARCHES, fdsplit, numbers, select
 from instr.syscalls import names as nr_names
 from instr.syscalls.decode import FdTable, format_record, memory_kinds
 from instr.syscalls.records import Record, parse
 from instr.syscalls.result import Count, Image, Result, summarize
 from instr.syscalls.wrappers import F_INDIRECT, Site, choose, scan_names
-from instr.unload import AgentWatch, detach, held_note, held_threads, leave_bounded
+from instr.unload import leave_bounded
 
 # What Frida's own Interceptor hooks on a followed process (child gating).
 FRIDA_HOOKED = frozenset({"close"})
@@ -176,7 +174,7 @@ class SyscallRun:
         self.thread_slots = thread_slots
         # How long leaving may take before the agent counts as hung (_stop_bounded).
         self.stop_grace_s = 20.0
-        self._pidfd: int | None = None  # the spawned program's, for _kernel_ending
+        self._proc: TargetProcess | None = None  # the program instr runs or joined
 
     # -- per process -----------------------------------------------------------
 
@@ -186,20 +184,26 @@ class SyscallRun:
         img = Image(pid)
         if pid == self.root_pid and self.device_spec.kind == "local" and not self.target.spawns:
             img.fds = FdTable.from_proc(pid)  # this host's /proc: what it has open already
-        img.watch = AgentWatch(pid, local=self.device_spec.kind == "local")
-        img.session = tgt.attach(self._device, pid)
-        img.watch.attached()
-        img.session.on("detached", lambda reason, crash: self._on_detached(img, reason))
+        assert self._proc is not None
+        img.agent = Agent.load(
+            self._proc,
+            "instr-syscalls",
+            on_message=lambda m, d: self._on_message(img, m, d),
+            on_detached=lambda reason, crash: self._on_detached(img, reason),
+            pid=pid,
+        )
+        img.session, img.script = img.agent.session, img.agent.script
         try:
-            img.script = img.session.create_script(load_bundle(), name="instr-syscalls")
-            img.script.on("message", lambda m, d: self._on_message(img, m, d))
-            img.script.load()
-            hello = img.script.exports_sync.hello()
-        except (frida.InvalidOperationError, frida.TransportError) as e:
-            raise TargetError(f"pid {pid} ended before the agent loaded: {e}") from e
-        if hello.get("protocol") != PROTOCOL_VERSION:
-            raise AgentError(f"agent speaks protocol {hello.get('protocol')}")
-        img.arch = str(hello["arch"])
+            return self._arm_loaded(img, pid, adopted, forked, fork_stub)
+        except BaseException:
+            img.agent.leave()  # whatever was armed is reverted (docs/leaving.md)
+            raise
+
+    def _arm_loaded(
+        self, img: Image, pid: int, adopted: bool, forked: bool, fork_stub: str | None
+    ) -> Image:
+        assert img.agent is not None
+        img.arch = str(img.agent.hello["arch"])
         arch = "x86_64" if img.arch == "x64" else img.arch
         if forked:
             self._robust_list(img, arch)
@@ -372,31 +376,32 @@ class SyscallRun:
         # Bad -e input fails before anything is spawned (checked again per arch).
         select(self.trace_spec, ARCHES.get(platform.machine(), "x86_64"))
         # a spawned target is held until resumed, so no child appears before the handler
-        self._device, self.root_pid = tgt.open_target(self.device_spec, self.target)
-        # To learn how it ended when its agent cannot say (SIGKILL).
-        self._pidfd = tgt.open_pidfd(self.device_spec, self.target, self.root_pid)
+        self._proc = TargetProcess.open(self.device_spec, self.target)
+        self._device, self.root_pid = self._proc.device, self._proc.pid
         if self.follow:
             self._device.on("child-added", self._on_child)
         try:
             self._arm(self.root_pid)
         except BaseException:
             if self.target.spawns:
-                tgt.kill(self._device, self.root_pid)
+                self._proc.kill()
+            self._proc.close()
             raise
-        what = (
-            "complete mode: Stalker" if self.complete else f"{self.images[0].sites} libc wrappers"
-        )
-        cc = "the host's C compiler" if self.toolchain == "host" else "TinyCC"
-        # Armed before "counting" is said: an attached program's next call may follow it.
-        shared = self._separate()
-        self.say(f"counting system calls in pid {self.root_pid} ({what}; C built by {cc})")
-        if self.toolchain != "host" and self.compiler != "tinycc" and self.toolchain_note:
-            self.say(f"TinyCC because {self.toolchain_note}")
-        if shared is not None:
-            self.say(shared)
-        if self.target.spawns:
-            self._device.resume(self.root_pid)
         try:
+            what = (
+                "complete mode: Stalker"
+                if self.complete
+                else f"{self.images[0].sites} libc wrappers"
+            )
+            cc = "the host's C compiler" if self.toolchain == "host" else "TinyCC"
+            # Armed before "counting" is said: an attached program's next call may follow it.
+            shared = self._separate()
+            self.say(f"counting system calls in pid {self.root_pid} ({what}; C built by {cc})")
+            if self.toolchain != "host" and self.compiler != "tinycc" and self.toolchain_note:
+                self.say(f"TinyCC because {self.toolchain_note}")
+            if shared is not None:
+                self.say(shared)
+            self._proc.resume()
             with self._changed:
                 self._changed.wait_for(self._all_done, timeout)
         except KeyboardInterrupt:
@@ -419,9 +424,7 @@ class SyscallRun:
         try:
             return self.result()
         finally:
-            if self._pidfd is not None:
-                os.close(self._pidfd)
-                self._pidfd = None
+            self._proc.close()
 
     def _separate(self) -> str | None:
         """Arm the program's thread to get its own fd table at its next hooked
@@ -456,18 +459,15 @@ class SyscallRun:
 
     def _stop(self) -> None:
         for img in list(self.images):
-            if img.detach_reason is None:
-                held: list[int] = []
-                with contextlib.suppress(
-                    frida.InvalidOperationError, frida.TransportError, frida.RPCException
-                ):
-                    held = held_threads(img.script.exports_sync.dispose())
-                # detach() returns before the agent has left; a target that
-                # exits meanwhile hangs or crashes in Frida's exit hook
-                # (instr/unload.py). Measured: the bench target, told to quit
-                # right after `instr syscalls -p` was stopped, hung.
-                if detach(img.session, img.watch, held) is False:
-                    self.notes.append(held_note(img.pid, held))
+            if img.detach_reason is None and img.agent is not None:
+                # The leave waits for Frida's agent to be gone from the process
+                # when it can go at once: a target that exits meanwhile hangs or
+                # crashes in Frida's exit hook (instr/unload.py). Measured: the
+                # bench target, told to quit right after `instr syscalls -p` was
+                # stopped, hung.
+                left = img.agent.leave()
+                if left.note is not None:
+                    self.notes.append(left.note)
         if self.follow and self._device is not None:
             with contextlib.suppress(Exception):
                 self._device.off("child-added", self._on_child)
@@ -475,10 +475,7 @@ class SyscallRun:
     def _kernel_ending(self) -> Ending | None:
         """How the program instr spawned ended, from the kernel (its pidfd),
         once Frida has reaped it; waits up to a second for that."""
-        if self._pidfd is None:
-            return None
-        status = tgt.exit_status(self._pidfd, wait_s=1.0)
-        return None if status is None else Ending.from_wait_status(status)
+        return self._proc.kernel_ending() if self._proc is not None else None
 
     def result(self) -> Result:
         res = summarize(self.images, self.root_pid)

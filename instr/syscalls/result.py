@@ -5,12 +5,14 @@ the run's ``Result`` (counts by syscall name, the program's exit status).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from instr.events import Ending
 from instr.syscalls import names as nr_names
 from instr.syscalls.decode import FdTable
-from instr.unload import AgentWatch
+
+if TYPE_CHECKING:
+    from instr.lifecycle import Agent
 
 
 @dataclass
@@ -42,7 +44,7 @@ class Image:
     fds: FdTable = field(default_factory=FdTable)
     sites: int = 0
     tick_ns: float = 1.0
-    watch: AgentWatch | None = None  # to wait for Frida's agent to leave after detach
+    agent: Agent | None = None  # instr's agent in it (instr/lifecycle.py)
     fork_stub: str | None = None  # complete mode, -F: where its forked children wait to be followed
 
 

@@ -1,0 +1,225 @@
+"""The one lifecycle every command uses: a target process, and instr's agent in it.
+
+    proc = TargetProcess.open(DeviceSpec(), TargetSpec(pid=1234))   # or argv: spawned, suspended
+    agent = Agent.load(proc, "instr", on_message=handle)            # attach, load, hello
+    agent.rpc.configure(plan)                                       # the instrument's own calls
+    proc.resume()
+    ...
+    left = agent.leave()      # dispose (every instrument reverts; held threads), bounded detach
+    proc.close()
+
+Instruments (probes: ``instr.session``; syscalls: ``instr.syscalls.monitor``;
+``instr.mem``; ``instr.patch``; peek and poke) plug into these two and
+repeat none of it: spawning or attaching, loading the agent and checking its
+protocol, resuming, how a process ended when its agent could not say, and
+leaving safely and in bounded time (docs/leaving.md) live here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import frida
+
+from instr import target as tgt
+from instr.agent import load_bundle
+from instr.errors import AgentError, TargetError
+from instr.events import Ending
+from instr.protocol import PROTOCOL_VERSION
+from instr.unload import AgentWatch, detach, gone, held_note, held_threads
+
+Message = Callable[[dict[str, Any], bytes | None], None]
+Detached = Callable[[str, Any], None]
+
+
+class TargetProcess:
+    """A process instr spawned (suspended until ``resume``) or attached to."""
+
+    def __init__(
+        self, device: Any, device_spec: tgt.DeviceSpec, spec: tgt.TargetSpec, pid: int
+    ) -> None:
+        self.device = device
+        self.device_spec = device_spec
+        self.spec = spec
+        self.pid = pid
+        self.resumed = False
+        # A spawned local program's pidfd: how it ended when no agent can say (SIGKILL).
+        self._pidfd = tgt.open_pidfd(device_spec, spec, pid)
+
+    @classmethod
+    def open(cls, device_spec: tgt.DeviceSpec, spec: tgt.TargetSpec) -> TargetProcess:
+        device, pid = tgt.open_target(device_spec, spec)
+        return cls(device, device_spec, spec, pid)
+
+    @property
+    def spawned(self) -> bool:
+        return self.spec.spawns
+
+    @property
+    def local(self) -> bool:
+        return self.device_spec.kind == "local"
+
+    def resume(self) -> None:
+        """Let a spawned program run (once); nothing for an attached one."""
+        if not self.spawned or self.resumed:
+            return
+        self.resumed = True
+        try:
+            self.device.resume(self.pid)
+        except (frida.InvalidOperationError, frida.ProcessNotFoundError) as e:
+            raise TargetError(f"cannot resume pid {self.pid}: {e}") from e
+
+    def input(self, data: bytes) -> None:
+        """Write to the stdin of a program spawned with ``stdio="pipe"``."""
+        try:
+            self.device.input(self.pid, data)
+        except (frida.InvalidOperationError, frida.ProcessNotFoundError) as e:
+            raise TargetError(f"cannot write to pid {self.pid}: {e}") from e
+
+    def kill(self) -> None:
+        tgt.kill(self.device, self.pid)
+
+    def kernel_ending(self, wait_s: float = 1.0) -> Ending | None:
+        """How a program instr spawned ended, from the kernel (its pidfd), once
+        Frida has reaped it; None for an attached process or where the kernel
+        cannot say."""
+        if self._pidfd is None:
+            return None
+        status = tgt.exit_status(self._pidfd, wait_s=wait_s)
+        return None if status is None else Ending.from_wait_status(status)
+
+    def close(self) -> None:
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
+
+
+@dataclass
+class Left:
+    """How a leave went (docs/leaving.md)."""
+
+    held: list[int]  # program threads inside instr's code: the agent stays until they return
+    done: bool | None  # the agent had unloaded; False: still leaving; None: not watched
+    died: bool = False  # the target ended while the agent was leaving it
+    note: str | None = None  # what to tell the user when the agent stays behind
+
+
+class Agent:
+    """instr's agent in one process, from the attach to the leave."""
+
+    def __init__(self, proc: TargetProcess, pid: int) -> None:
+        self.proc = proc
+        self.pid = pid
+        self.session: Any = None
+        self.script: Any = None
+        self.hello: dict[str, Any] = {}
+        self.ended = threading.Event()
+        self.detach_reason: str | None = None
+        self.crash: Any = None
+        self.watch = AgentWatch(pid, local=proc.local)
+
+    @classmethod
+    def load(
+        cls,
+        proc: TargetProcess,
+        name: str,
+        on_message: Message | None = None,
+        on_detached: Detached | None = None,
+        pid: int | None = None,
+    ) -> Agent:
+        """Attach to ``pid`` (the target's by default: a forked child's under
+        child gating), load the agent bundle and check its protocol."""
+        agent = cls(proc, proc.pid if pid is None else pid)
+        agent._load(name, on_message, on_detached)
+        return agent
+
+    def _load(self, name: str, on_message: Message | None, on_detached: Detached | None) -> None:
+        self.session = tgt.attach(self.proc.device, self.pid)
+        self.watch.attached()
+
+        def detached(reason: str, crash: Any) -> None:
+            self.detach_reason = reason
+            self.crash = crash
+            self.ended.set()
+            if on_detached is not None:
+                on_detached(reason, crash)
+
+        self.session.on("detached", detached)
+        try:
+            self.script = self.session.create_script(load_bundle(), name=name)
+            self.script.on("message", on_message or (lambda message, data: None))
+            self.script.load()
+            self.hello = self.script.exports_sync.hello()
+        except (frida.InvalidOperationError, frida.TransportError) as e:
+            raise TargetError(
+                f"the target (pid {self.pid}) ended before the agent loaded: {e}"
+            ) from e
+        if self.hello.get("protocol") != PROTOCOL_VERSION:
+            raise AgentError(
+                f"agent speaks protocol {self.hello.get('protocol')}, host speaks {PROTOCOL_VERSION}",
+                hint="reinstall instr so that agent and host match",
+            )
+
+    @property
+    def rpc(self) -> Any:
+        return self.script.exports_sync
+
+    def post(self, message: dict[str, object]) -> None:
+        """A message to the agent; a target that is already gone cannot take it."""
+        if self.script is not None:
+            with contextlib.suppress(frida.InvalidOperationError, frida.TransportError):
+                self.script.post(message)
+
+    def dispose(self) -> dict[str, Any] | None:
+        """Every instrument in the agent reverts its hooks (agents/src/index.ts);
+        None when the agent could not be reached."""
+        if self.script is None or self.ended.is_set():
+            return None
+        with contextlib.suppress(
+            frida.InvalidOperationError, frida.TransportError, frida.RPCException
+        ):
+            result = self.rpc.dispose()
+            return result if isinstance(result, dict) else {}
+        return None
+
+    def leave(self, disposed: dict[str, Any] | None = None, wait: bool = True) -> Left:
+        """Dispose (unless ``disposed`` is its answer already), then detach
+        within a bounded time; ``wait``: also wait for Frida's agent to be gone
+        from a local process before returning, when it can leave at once (a
+        target told to exit right after must not meet it half-unloaded)."""
+        if disposed is None:
+            disposed = self.dispose()
+        held = held_threads(disposed)
+        if self.session is None or self.ended.is_set():
+            return Left(held=held, done=None)
+        done = detach(self.session, self.watch if wait else None, held)
+        if done is False:
+            return Left(held=held, done=False, note=held_note(self.pid, held))
+        died = wait and bool(self.watch.images) and gone(self.pid)
+        return Left(held=held, done=done, died=died)
+
+    def abandon(self) -> None:
+        """Detach without disposing: a half-loaded agent, or a process being torn down."""
+        if self.session is not None:
+            with contextlib.suppress(frida.InvalidOperationError, frida.TransportError):
+                self.session.detach()
+
+    def ending(self) -> Ending | None:
+        """How the process ended when its agent could not say (SIGKILL, a lost
+        device), from Frida's detach reason and the kernel; None while attached."""
+        reason = self.detach_reason
+        if reason is None or reason == "application-requested":
+            return None
+        if self.crash is not None:
+            summary = getattr(self.crash, "summary", None) or str(self.crash)
+            return Ending("crash", signal=str(summary))
+        if reason == "process-terminated":
+            return self.proc.kernel_ending() or Ending("killed")
+        if reason == "process-replaced":
+            return Ending("exec")
+        return Ending("lost", signal=reason)
