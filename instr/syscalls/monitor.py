@@ -18,6 +18,7 @@ import frida
 
 from instr import cbuild
 from instr import target as tgt
+from instr.errors import TargetError
 from instr.events import Ending
 from instr.lifecycle import Agent, TargetProcess
 from instr.probes.ir import PlanOptions, ProbeTable
@@ -246,6 +247,16 @@ class SyscallRun:
             for f, name in named:
                 if name is None:
                     self.say(f)
+        if img.sites == 0 and not self.complete and sites:
+            # Nothing hooked: usually another instr (or Frida tool) already holds
+            # libc's wrappers in this process. Counting nothing would be a lie.
+            why = str(started["failed"][0]).partition(": ")[2] if started["failed"] else "?"
+            why = why.removeprefix("Error: ").removesuffix("; please file a bug")
+            raise TargetError(
+                f"could not hook libc's system-call wrappers in pid {pid} ({why})",
+                hint="is another instr or Frida tool already tracing its system calls?"
+                " Stop it first",
+            )
         failed = [name for _, name in named if name is not None]
         if failed and pid == self.root_pid:
             # e.g. glibc's __read_nocancel: Frida refuses to intercept it at all.
