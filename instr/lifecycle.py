@@ -195,11 +195,12 @@ class Agent:
         if disposed is None:
             disposed = self.dispose()
         held = held_threads(disposed)
+        blocked = held + held_threads(disposed, "waiting")
         if self.session is None or self.ended.is_set():
             return Left(held=held, done=None)
-        done = detach(self.session, self.watch if wait else None, held)
+        done = detach(self.session, self.watch if wait else None, blocked)
         if done is False:
-            return Left(held=held, done=False, note=held_note(self.pid, held))
+            return Left(held=held, done=False, note=held_note(self.pid, blocked))
         died = wait and bool(self.watch.images) and gone(self.pid)
         return Left(held=held, done=done, died=died)
 

@@ -78,17 +78,18 @@ def run(config: RunConfig, status: TextIO | None = None) -> tuple[RunSummary, in
             reports = session.start(resume=False)  # cleans up after itself on failure
         except KeyboardInterrupt:
             raise InstrError("interrupted while arming the probes") from None
-        armed = [r for r in reports if r.state == "armed"]
-        for r in reports:
-            if r.state != "armed":
-                say(f"probe {r.name} {r.state}: {r.reason}")
-        sites = sum(r.sites for r in armed)
-        pending = sum(r.state == "pending" for r in reports)
-        extra = f", {pending} pending" if pending else ""
-        say(
-            f"armed {len(armed)} of {len(reports)} probes ({sites} sites{extra}) in pid {session.pid}"
-        )
-        try:
+        try:  # from here on, an interrupt stops the run: nothing may escape before the close
+            armed = [r for r in reports if r.state == "armed"]
+            for r in reports:
+                if r.state != "armed":
+                    say(f"probe {r.name} {r.state}: {r.reason}")
+            sites = sum(r.sites for r in armed)
+            pending = sum(r.state == "pending" for r in reports)
+            extra = f", {pending} pending" if pending else ""
+            say(
+                f"armed {len(armed)} of {len(reports)} probes ({sites} sites{extra})"
+                f" in pid {session.pid}"
+            )
             session.resume()
             _wait(session, config.duration_s, config.interval_s)
         except KeyboardInterrupt:

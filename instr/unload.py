@@ -152,18 +152,22 @@ LEAVING_NOTE = (
     "a thread of pid {pid} was still inside a hooked call when instr left; instr's agent"
     " stays in the process until it returns from it, then unloads itself (docs/leaving.md)"
 )
-DETACH_WAIT_S = 1.5
+# Frida's detach completes once the agent has unloaded; with no thread inside
+# a hook that takes milliseconds, but can take seconds on a loaded machine.
+DETACH_WAIT_S = 10.0
 
 
-def held_threads(disposed: Any) -> list[int]:
+def held_threads(disposed: Any, key: str = "held") -> list[int]:
     """The program threads the agent's ``dispose`` found inside instr's code
-    (agents/src/core/leave.ts): the agent stays until they have left it."""
+    (agents/src/core/leave.ts: ``held``), or inside functions hooked with
+    listeners or replace() (``waiting``, Gum counts them): the agent stays
+    until they have left."""
     if not isinstance(disposed, dict):
         return []
     leave = disposed.get("leave")
     if not isinstance(leave, dict):
         return []
-    return [int(t) for t in leave.get("held") or []]
+    return [int(t) for t in leave.get(key) or []]
 
 
 def held_note(pid: int | None, held: list[int]) -> str:
@@ -174,17 +178,17 @@ def held_note(pid: int | None, held: list[int]) -> str:
 
 
 def detach(session: Any, watch: AgentWatch | None, held: list[int]) -> bool | None:
-    """Detach from a target whose agent was disposed, within DETACH_WAIT_S.
+    """Detach from a target whose agent was disposed.
 
     Frida's detach completes only once the script has unloaded, and the
     unload waits for every program thread inside a hook: those the agent
-    holds (``held``: inside instr's own code) and those inside Frida's
-    listeners and replace() trampolines, which Gum counts itself. Such a
-    thread may be blocked for ever (read on an idle pipe), so the detach is
-    not waited for beyond DETACH_WAIT_S: instr leaves, and the agent unloads
-    itself once the thread returns. Returns False when the detach had not
-    completed by then, else ``AgentWatch.wait``'s answer (None: nothing to
-    watch)."""
+    holds (inside instr's own code) and those inside Frida's listeners and
+    replace() trampolines, which Gum counts itself; ``held`` is both. Such a
+    thread may be blocked for ever (read on an idle pipe), so with one the
+    detach is started and not waited for: instr leaves, and the agent unloads
+    itself once the thread returns. Without, it is waited for up to
+    DETACH_WAIT_S. Returns False when the detach had not completed, else
+    ``AgentWatch.wait``'s answer (None: nothing to watch)."""
     import frida
 
     def run() -> None:

@@ -80,23 +80,23 @@ def run_mem(
             started = session.start()
         except KeyboardInterrupt:
             raise InstrError("interrupted while starting") from None
-        hooked = started.get("hooked", [])
-        for failure in started.get("failed", []):
-            say(f"cannot hook {failure}")
-        if os.environ.get("INSTR_DEBUG"):
-            say(f"agent: {started}")
-        cc = "the host's C compiler" if started.get("toolchain") == "host" else "TinyCC"
-        say(
-            f"tracking {len(hooked)} allocator functions in pid {session.pid} (hooks built by {cc}): armed"
-        )
-        why = started.get("toolchain_error")
-        if cc == "TinyCC" and config.options.compiler != "tinycc" and why:
-            say(f"TinyCC because {why}")
-        session.resume()
-        deadline = None if config.duration_s is None else time.monotonic() + config.duration_s
-        next_tick = None if config.interval_s is None else time.monotonic() + config.interval_s
         ended = False
-        try:
+        try:  # from here on, an interrupt stops the run with its final report
+            hooked = started.get("hooked", [])
+            for failure in started.get("failed", []):
+                say(f"cannot hook {failure}")
+            if os.environ.get("INSTR_DEBUG"):
+                say(f"agent: {started}")
+            cc = "the host's C compiler" if started.get("toolchain") == "host" else "TinyCC"
+            say(
+                f"tracking {len(hooked)} allocator functions in pid {session.pid} (hooks built by {cc}): armed"
+            )
+            why = started.get("toolchain_error")
+            if cc == "TinyCC" and config.options.compiler != "tinycc" and why:
+                say(f"TinyCC because {why}")
+            session.resume()
+            deadline = None if config.duration_s is None else time.monotonic() + config.duration_s
+            next_tick = None if config.interval_s is None else time.monotonic() + config.interval_s
             while True:
                 now = time.monotonic()
                 waits = [t - now for t in (deadline, next_tick) if t is not None]

@@ -47,6 +47,8 @@ export interface LeaveReport {
     held: number[];
     /** Why the hold could not be set up, if it could not (the agent then leaves at once). */
     error: string | null;
+    /** Program threads inside functions hooked by listeners or replace(): Gum's unload waits for them. */
+    waiting?: number[];
     /** Per held slot: tid, slot, return address, group, pad flag (for --debug). */
     detail?: string[];
 }
@@ -86,6 +88,10 @@ const TRAMPOLINE_BYTES = 128; // a relocated prologue and its jump back, with ro
  * anything outside the modules the process lists.
  */
 function ourKind(a: NativePointer): boolean {
+    return anonymousCode(a);
+}
+
+function anonymousCode(a: NativePointer): boolean {
     const m = mappingOf(a);
     if (m !== null) return m.path === "" && m.perms.includes("x");
     return Process.platform !== "linux" && Process.findModuleByAddress(a) === null;
@@ -181,7 +187,7 @@ function inOurCode(a: NativePointer): boolean {
  * instruction pointer is in our code: passing through it, or blocked in a
  * system call that a trampoline's relocated prologue makes.
  */
-function threadsInside(n: Natives, found: Held[]): number[] {
+function threadsInside(n: Natives | null, found: Held[], inGum: number[]): number[] {
     const me = Process.getCurrentThreadId();
     const all: Seen[] = Process.enumerateThreads().map((t) => ({ id: t.id, pc: t.context.pc, sp: t.context.sp, context: t.context }));
     const listed = new Set(all.map((t) => t.id));
@@ -202,21 +208,25 @@ function threadsInside(n: Natives, found: Held[]): number[] {
         const stack = mappingOf(sp);
         const end = stack === null ? sp : stack.end;
         const top = end.compare(sp.add(STACK_SCAN_BYTES)) > 0 ? sp.add(STACK_SCAN_BYTES) : end;
+        // Gum's first entry on x64 is the word at sp (a guess for a context
+        // taken at a function's entry), not an unwound frame.
+        let chain: NativePointer[] | null = null;
+        try {
+            if (t.context !== null) chain = Thread.backtrace(t.context, Backtracer.ACCURATE).slice(Process.arch === "x64" ? 1 : 0);
+        } catch {
+            // No unwinding here.
+        }
+        // Inside a function hooked by a listener or replace(): its return
+        // address is Gum's trampoline (anonymous code that is not ours), and
+        // the unload waits for it (Gum counts it): say so, do not wait.
+        if (chain !== null && chain.some((a) => !inOurCode(a) && anonymousCode(a))) inGum.push(t.id);
+        if (n === null) continue;
         if (inOurCode(t.pc)) atPc.push(t.id);
         const lowest = n.scan(sp, top);
         if (lowest.equals(0)) continue;
-        let returns: NativePointer[];
-        try {
-            // Return addresses in the call chain only: a stale word left on
-            // the stack is never returned through, and would hold for ever.
-            // Gum's first entry on x64 is the word at sp (a guess for a
-            // context taken at a function's entry), not an unwound frame.
-            if (t.context === null) throw new Error("no context to unwind from");
-            const chain = Thread.backtrace(t.context, Backtracer.ACCURATE);
-            returns = (Process.arch === "x64" ? chain.slice(1) : chain).filter(inOurCode).slice(0, 1);
-        } catch {
-            returns = [ptr(lowest.toString()).readPointer()];
-        }
+        // Return addresses in the call chain only: a stale word left on the
+        // stack is never returned through, and would hold for ever.
+        const returns = chain !== null ? chain.filter(inOurCode).slice(0, 1) : [ptr(lowest.toString()).readPointer()];
         for (const r of new Set(returns.map((a) => a.toString()))) {
             const count = n.find(sp, top, ptr(r), slots, MAX_HELD - found.length);
             for (let i = 0; i < count; i++) found.push({ tid: t.id, top, slot: slots.add(8 * i).readPointer(), ret: ptr(r), group });
@@ -238,7 +248,15 @@ export function leaveSafely(): LeaveReport {
 }
 
 function leave(): LeaveReport {
-    if (ranges.length === 0) return { held: [], error: null };
+    if (ranges.length === 0) {
+        const waiting: number[] = [];
+        try {
+            threadsInside(null, [], waiting);
+        } catch {
+            // Unknown: the host waits its bounded time.
+        }
+        return { held: [], error: null, waiting };
+    }
     let cm: CModule;
     try {
         cm = leaveModule();
@@ -256,11 +274,13 @@ function leave(): LeaveReport {
         find: new NativeFunction(cm.instr_find, "int", ["pointer", "pointer", "pointer", "pointer", "int"]),
     };
     let held: Held[] = [];
+    let waiting: number[] = [];
     try {
         const deadline = Date.now() + SETTLE_MS;
         for (;;) {
             held = [];
-            const atPc = threadsInside(natives, held);
+            waiting = [];
+            const atPc = threadsInside(natives, held, waiting);
             if (held.length === 0 && atPc.length === 0) break;
             if (Date.now() >= deadline) {
                 const group = held.length === 0 ? 0 : held[held.length - 1].group + 1;
@@ -272,7 +292,7 @@ function leave(): LeaveReport {
     } catch (e) {
         return { held: [], error: `the program's threads could not be read: ${String(e)}` };
     }
-    if (held.length === 0) return { held: [], error: null };
+    if (held.length === 0) return { held: [], error: null, waiting };
     const flags = landingPads(cm, held);
     held.forEach((h, i) => {
         state.add(OFF_HELD_TID + 4 * i).writeS32(h.tid);
@@ -285,8 +305,8 @@ function leave(): LeaveReport {
     const rc = start();
     const ids = [...new Set(held.map((h) => h.tid))];
     const detail = held.map((h, i) => `tid ${h.tid} slot ${h.slot} ret ${h.ret} group ${h.group} flag ${flags[i]}`);
-    if (rc !== 0) return { held: ids, error: `the holding thread did not start (${rc})`, detail };
-    return { held: ids, error: null, detail };
+    if (rc !== 0) return { held: ids, error: `the holding thread did not start (${rc})`, detail, waiting };
+    return { held: ids, error: null, detail, waiting };
 }
 
 /**
