@@ -20,7 +20,7 @@
 
 import { LEAVE_C_SOURCE } from "./leave_c.js";
 import { mappingOf } from "./maps.js";
-import { dirEntries } from "../util.js";
+import { dirEntries, inForkedChild } from "../util.js";
 
 const SETTLE_MS = 100; // threads that merely pass through our code leave within this
 const STEP_S = 0.005;
@@ -248,6 +248,11 @@ export function leaveSafely(): LeaveReport {
 }
 
 function leave(): LeaveReport {
+    // A forked child's copy of this script, which Frida unloads there: the
+    // child's only thread is held by Frida's fork handling, and Frida's own
+    // threads do not exist in it; reading threads there is not safe (and
+    // under -F, the only hooks are listeners, which Gum counts).
+    if (inForkedChild()) return { held: [], error: null };
     if (ranges.length === 0) {
         const waiting: number[] = [];
         try {
