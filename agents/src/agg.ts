@@ -160,8 +160,8 @@ export class Aggregator implements AggSink {
             // null original.
             try {
                 const trampoline = Interceptor.replaceFast(address, this.cm[f.replace]);
-                ownCode(trampoline);
                 orig.writePointer(trampoline);
+                ownCode(trampoline);
                 return [revertOnDetach(address)];
             } catch {
                 // No room for replaceFast's jump (read, lseek, getpid: short

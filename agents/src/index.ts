@@ -10,8 +10,9 @@ import { MemOptions, MemTracker, ReportRequest } from "./mem.js";
 import { PeekRequest, PokeRequest, peek, poke } from "./peek.js";
 import { patcher } from "./patch.js";
 import { PatchSpec } from "./patch_types.js";
-import { leaveSafely } from "./core/leave.js";
+import { leaveSafely, prepareLeave } from "./core/leave.js";
 
+prepareLeave();
 const session = new Session();
 const mem = new MemTracker(); // instr mem: its own engine (docs/memory.md)
 const fdTable = new FdTable();

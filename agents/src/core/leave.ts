@@ -100,7 +100,20 @@ function anonymousCode(a: NativePointer): boolean {
 function own(base: NativePointer, end: NativePointer): void {
     if (ranges.some((r) => r.base.equals(base) && r.end.equals(end))) return;
     ranges.push({ base, end });
-    leaveModule();
+}
+
+/**
+ * Build the leave's C and replace its holding function, when the agent
+ * loads: never while an instrument arms, where the Interceptor.flush this
+ * needs would commit a replaceFast before its original is stored (a thread
+ * calling the function then jumps to NULL).
+ */
+export function prepareLeave(): void {
+    try {
+        leaveModule();
+    } catch {
+        // Said at the leave (leave() builds it again and reports why not).
+    }
 }
 
 /**
