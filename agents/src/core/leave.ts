@@ -19,7 +19,7 @@
 // instr_hold, made when the first code is owned (see leaveModule).
 
 import { LEAVE_C_SOURCE } from "./leave_c.js";
-import { mappingOf } from "./maps.js";
+import { Mapping, mappingOf } from "./maps.js";
 import { dirEntries, inForkedChild } from "../util.js";
 
 const SETTLE_MS = 100; // threads that merely pass through our code leave within this
@@ -92,8 +92,13 @@ function ourKind(a: NativePointer): boolean {
 }
 
 function anonymousCode(a: NativePointer): boolean {
-    const m = mappingOf(a);
-    if (m !== null) return m.path === "" && m.perms.includes("x");
+    const isAnonCode = (m: Mapping | null): boolean => m !== null && m.path === "" && m.perms.includes("x");
+    let m = mappingOf(a);
+    // A "no" from the cached list is read again: it may predate this code
+    // (a CModule whose pages were not executable when the list was read was
+    // not registered, and its threads were not held: SIGSEGV, 6 of 10).
+    if (!isAnonCode(m)) m = mappingOf(a, true);
+    if (m !== null) return isAnonCode(m);
     return Process.platform !== "linux" && Process.findModuleByAddress(a) === null;
 }
 

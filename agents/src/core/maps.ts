@@ -34,9 +34,13 @@ function find(list: Mapping[], a: NativePointer): Mapping | null {
     return null;
 }
 
-/** The mapping holding `a` (read again when the cached list does not have it). */
-export function mappingOf(a: NativePointer): Mapping | null {
-    if (cache !== null) {
+/**
+ * The mapping holding `a`, from the list read last (read again when it does
+ * not have `a`, or always with `fresh`: a cached entry can be stale, e.g. an
+ * rw- region that has since become a CModule's r-x code).
+ */
+export function mappingOf(a: NativePointer, fresh = false): Mapping | null {
+    if (cache !== null && !fresh) {
         const hit = find(cache, a);
         if (hit !== null) return hit;
     }
