@@ -355,7 +355,11 @@ export class SyscallMonitor {
     /** Replace (or listen on) every site; failures are reported, not fatal. */
     arm(): Armed {
         if (this.config.complete === true && this.config.sites.length === 0) return this.armComplete();
-        const setSite = new NativeFunction(this.cm.set_site, "void", ["int", "pointer", "int", "int", "int", "int64", "int"]);
+        // Exclusive: a cooperative NativeFunction call leaves the JS runtime,
+        // and that commits Gum's pending Interceptor transaction, so the
+        // replaceFast just made would go live before its site's original is
+        // stored, and a thread calling the wrapper then would jump to NULL.
+        const setSite = new NativeFunction(this.cm.set_site, "void", ["int", "pointer", "int", "int", "int", "int64", "int"], { scheduling: "exclusive" });
         const site = (i: number, orig: NativePointer, s: SyscallSite): void =>
             setSite(i, orig, s.nr, s.flags, s.pre === null ? 0 : 1, s.pre ?? 0, s.arity);
         this.config.sites.slice(0, SITES).forEach((s, i) => {
@@ -369,13 +373,18 @@ export class SyscallMonitor {
                     Interceptor.attach(address, { onEnter: this.cm.on_enter_only as NativePointer } as NativeInvocationListenerCallbacks, ptr(i));
                 } else {
                     const repl = this.cm["r" + i.toString(8).padStart(3, "0")] as NativePointer;
-                    // The site is filled in before the replacement can run.
+                    // The site is filled in before the replacement can run:
+                    // replaceFast's change is pending in Gum's transaction
+                    // until Interceptor.flush() below (or until this thread
+                    // leaves the JS runtime: a cooperative NativeFunction
+                    // call, or ownCode's first use, which flushes), so
+                    // nothing may do that before site() has stored `orig`.
                     let orig: NativePointer;
                     try {
                         // Fastest: a direct branch; needs room for it in the function.
                         orig = Interceptor.replaceFast(address, repl);
-                        ownCode(orig);
                         site(i, orig, s);
+                        ownCode(orig);
                     } catch {
                         // A near trampoline (small functions, or functions that are also
                         // attached to); calling the target from the replacement reaches
