@@ -19,7 +19,7 @@
 // instr_hold, made when the first code is owned (see leaveModule).
 
 import { LEAVE_C_SOURCE } from "./leave_c.js";
-import { Mapping, mappingOf } from "./maps.js";
+import { Mapping, mappingOf, mappings } from "./maps.js";
 import { dirEntries, inForkedChild } from "../util.js";
 
 const SETTLE_MS = 100; // threads that merely pass through our code leave within this
@@ -35,7 +35,10 @@ const OFF_HELD_TID = OFF_RANGES + 16 * MAX_RANGES;
 const OFF_HELD_END = OFF_HELD_TID + 4 * MAX_HELD;
 const OFF_HELD_FLAG = OFF_HELD_END + 8 * MAX_HELD;
 const OFF_HELD_GROUP = OFF_HELD_FLAG + 8 * MAX_HELD;
-const STATE_SIZE = OFF_HELD_GROUP + 4 * MAX_HELD;
+const MAX_FOREIGN = 256;
+const OFF_N_FOREIGN = OFF_HELD_GROUP + 4 * MAX_HELD;
+const OFF_FOREIGN = OFF_N_FOREIGN + 8;
+const STATE_SIZE = OFF_FOREIGN + 16 * MAX_FOREIGN;
 // Landing pads (x64): a code page, then a data page of flags and return addresses.
 const PAGE = 4096;
 const PAD_STRIDE = 16;
@@ -165,7 +168,6 @@ interface Seen {
     id: number;
     pc: NativePointer;
     sp: NativePointer;
-    context: CpuContext | null;
 }
 
 /** Every thread of the process, Frida's included ([] where there is no /proc). */
@@ -187,8 +189,7 @@ function blockedAt(tid: number): [NativePointer, NativePointer] | null {
 }
 
 interface Natives {
-    scan: NativeFunction<UInt64, [NativePointer, NativePointer]>;
-    find: NativeFunction<number, [NativePointer, NativePointer, NativePointer, NativePointer, number]>;
+    scanAll: NativeFunction<number, [NativePointer, NativePointer, NativePointer, number, NativePointer]>;
 }
 
 function inOurCode(a: NativePointer): boolean {
@@ -197,17 +198,17 @@ function inOurCode(a: NativePointer): boolean {
 
 /**
  * The program threads inside instr's code now, as the stack slots of their
- * return addresses into it. The innermost return address into our code in
- * the thread's call chain comes from an accurate (CFI) unwind, which is
- * sound up to there (libc has CFI; our C may not); every slot holding it
- * gets a pad (one is the real one). Only where no unwind can be had does
- * the lowest return-like word the scan finds stand for it. Returns the threads whose
+ * return addresses into it (x64: words into our code that follow a call
+ * instruction), all of one thread in one group: the thread has left once one
+ * of them has been returned through (a stale copy never is). Threads whose
+ * stack holds a return address into other anonymous code (Gum's trampolines)
+ * are inside listener or replace() hooks: `inGum`. Returns the threads whose
  * instruction pointer is in our code: passing through it, or blocked in a
  * system call that a trampoline's relocated prologue makes.
  */
-function threadsInside(n: Natives | null, found: Held[], inGum: number[]): number[] {
+function threadsInside(n: Natives, found: Held[], inGum: number[]): number[] {
     const me = Process.getCurrentThreadId();
-    const all: Seen[] = Process.enumerateThreads().map((t) => ({ id: t.id, pc: t.context.pc, sp: t.context.sp, context: t.context }));
+    const all: Seen[] = Process.enumerateThreads().map((t) => ({ id: t.id, pc: t.context.pc, sp: t.context.sp }));
     const listed = new Set(all.map((t) => t.id));
     // Frida's own threads are cloaked from enumerateThreads, but they call
     // libc too (ppoll, under the syscall monitor's hooks): read the ones
@@ -215,9 +216,10 @@ function threadsInside(n: Natives | null, found: Held[], inGum: number[]): numbe
     for (const tid of taskIds()) {
         if (tid === me || listed.has(tid)) continue;
         const at = blockedAt(tid);
-        if (at !== null) all.push({ id: tid, pc: at[1], sp: at[0], context: null });
+        if (at !== null) all.push({ id: tid, pc: at[1], sp: at[0] });
     }
     const slots = Memory.alloc(8 * MAX_HELD);
+    const foreign = Memory.alloc(4);
     const atPc: number[] = [];
     let group = 0;
     for (const t of all) {
@@ -226,30 +228,15 @@ function threadsInside(n: Natives | null, found: Held[], inGum: number[]): numbe
         const stack = mappingOf(sp);
         const end = stack === null ? sp : stack.end;
         const top = end.compare(sp.add(STACK_SCAN_BYTES)) > 0 ? sp.add(STACK_SCAN_BYTES) : end;
-        // Gum's first entry on x64 is the word at sp (a guess for a context
-        // taken at a function's entry), not an unwound frame.
-        let chain: NativePointer[] | null = null;
-        try {
-            if (t.context !== null) chain = Thread.backtrace(t.context, Backtracer.ACCURATE).slice(Process.arch === "x64" ? 1 : 0);
-        } catch {
-            // No unwinding here.
-        }
-        // Inside a function hooked by a listener or replace(): its return
-        // address is Gum's trampoline (anonymous code that is not ours), and
-        // the unload waits for it (Gum counts it): say so, do not wait.
-        if (chain !== null && chain.some((a) => !inOurCode(a) && anonymousCode(a))) inGum.push(t.id);
-        if (n === null) continue;
         if (inOurCode(t.pc)) atPc.push(t.id);
-        const lowest = n.scan(sp, top);
-        if (lowest.equals(0)) continue;
-        // Return addresses in the call chain only: a stale word left on the
-        // stack is never returned through, and would hold for ever.
-        const returns = chain !== null ? chain.filter(inOurCode).slice(0, 1) : [ptr(lowest.toString()).readPointer()];
-        for (const r of new Set(returns.map((a) => a.toString()))) {
-            const count = n.find(sp, top, ptr(r), slots, MAX_HELD - found.length);
-            for (let i = 0; i < count; i++) found.push({ tid: t.id, top, slot: slots.add(8 * i).readPointer(), ret: ptr(r), group });
-            if (count > 0) group++;
+        foreign.writeS32(0);
+        const count = n.scanAll(sp, top, slots, MAX_HELD - found.length, foreign);
+        if (foreign.readS32() !== 0) inGum.push(t.id);
+        for (let i = 0; i < count; i++) {
+            const slot = slots.add(8 * i).readPointer();
+            found.push({ tid: t.id, top, slot, ret: slot.readPointer(), group });
         }
+        if (count > 0) group++;
     }
     return atPc;
 }
@@ -271,15 +258,6 @@ function leave(): LeaveReport {
     // threads do not exist in it; reading threads there is not safe (and
     // under -F, the only hooks are listeners, which Gum counts).
     if (inForkedChild()) return { held: [], error: null };
-    if (ranges.length === 0) {
-        const waiting: number[] = [];
-        try {
-            threadsInside(null, [], waiting);
-        } catch {
-            // Unknown: the host waits its bounded time.
-        }
-        return { held: [], error: null, waiting };
-    }
     let cm: CModule;
     try {
         cm = leaveModule();
@@ -293,9 +271,15 @@ function leave(): LeaveReport {
     });
     state.add(OFF_N_RANGES).writeS32(owned.length);
     const natives: Natives = {
-        scan: new NativeFunction(cm.instr_scan, "uint64", ["pointer", "pointer"]),
-        find: new NativeFunction(cm.instr_find, "int", ["pointer", "pointer", "pointer", "pointer", "int"]),
+        scanAll: new NativeFunction(cm.instr_scan_all, "int", ["pointer", "pointer", "pointer", "int", "pointer"]),
     };
+    // Anonymous code that is not ours: Gum's trampolines (and a JIT's code).
+    const foreign = mappings().filter((m) => m.path === "" && m.perms.includes("x")).slice(0, MAX_FOREIGN);
+    foreign.forEach((m, i) => {
+        state.add(OFF_FOREIGN + 16 * i).writePointer(m.base);
+        state.add(OFF_FOREIGN + 16 * i + 8).writePointer(m.end);
+    });
+    state.add(OFF_N_FOREIGN).writeS32(foreign.length);
     let held: Held[] = [];
     let waiting: number[] = [];
     try {

@@ -25,6 +25,7 @@ extern int pthread_detach (unsigned long thread);
 
 #define MAX_RANGES 512
 #define MAX_HELD 128
+#define MAX_FOREIGN 256
 #define GRACE_US 50000
 
 /* In memory the script allocates (leave.ts: the offsets of LeaveState). */
@@ -39,6 +40,8 @@ struct leave_state
   u64 held_stack_end[MAX_HELD];
   u64 held_flag[MAX_HELD];
   int held_group[MAX_HELD];
+  int n_foreign;
+  u64 foreign[2 * MAX_FOREIGN];
 };
 extern struct leave_state lv;
 
@@ -67,11 +70,11 @@ in_ranges (u64 w)
  * trampoline's address must never be taken for one). Elsewhere than x64,
  * any address counts (the scan is then conservative). */
 static int
-after_call (u64 w, int r)
+after_call (u64 w, u64 base)
 {
 #if defined (__x86_64__)
   const unsigned char * p = (const unsigned char *) w;
-  if (w - 6 < ranges[2 * r])
+  if (w - 6 < base)
     return 0;
   if (p[-5] == 0xe8)
     return 1; /* call rel32 */
@@ -95,7 +98,7 @@ return_into (u64 w)
   int i;
   for (i = 0; i != n_ranges; i++)
     if (w >= ranges[2 * i] && w < ranges[2 * i + 1])
-      return after_call (w, i);
+      return after_call (w, ranges[2 * i]);
   return 0;
 }
 
@@ -239,6 +242,40 @@ any_busy (void)
     if (!done[held_group[i]])
       return 1;
   return 0;
+}
+
+/* The stack slots in [lo, hi) holding a return address into instr's code
+ * (up to max, into out; their count). *foreign is set when a return address
+ * into other anonymous code (lv.foreign: Gum's trampolines) is seen: the
+ * thread is inside a listener or replace() hook, which Gum waits for. No
+ * unwinding: Gum's accurate backtracer (libunwind) leaves a pipe open in the
+ * process, two fds per leave. */
+int
+instr_scan_all (u64 lo, u64 hi, u64 * out, int max, int * foreign)
+{
+  u64 p, w;
+  int n = 0, i;
+  for (p = (lo + 7) & ~7UL; p + 8 <= hi; p += 8)
+  {
+    w = *(volatile u64 *) p;
+    if (w < 4096)
+      continue;
+    if (return_into (w))
+    {
+      if (n != max)
+        out[n++] = p;
+      continue;
+    }
+    for (i = 0; i != lv.n_foreign; i++)
+      if (w >= lv.foreign[2 * i] && w < lv.foreign[2 * i + 1])
+      {
+        /* Not only after a call: Gum puts its trampoline's own address in
+         * place of the hooked function's return address. */
+        *foreign = 1;
+        break;
+      }
+  }
+  return n;
 }
 
 /* Up to max stack slots in [lo, hi) that hold value; their count. */

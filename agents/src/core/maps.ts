@@ -34,6 +34,12 @@ function find(list: Mapping[], a: NativePointer): Mapping | null {
     return null;
 }
 
+/** Every mapping, read now. */
+export function mappings(): Mapping[] {
+    cache = read();
+    return cache;
+}
+
 /**
  * The mapping holding `a`, from the list read last (read again when it does
  * not have `a`, or always with `fresh`: a cached entry can be stale, e.g. an
