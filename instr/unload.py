@@ -153,10 +153,12 @@ LEAVING_NOTE = (
     " stays in the process until it returns from it, then unloads itself (docs/leaving.md)"
 )
 # Frida's detach completes once the agent has unloaded; with no thread inside
-# a hook that takes milliseconds, but took over 1.5 s on a loaded CI machine.
-# Bounded all the same: a thread the agent could not see inside a hook (one
-# of Frida's own, blocked in a replace()d wrapper) holds it up.
-DETACH_WAIT_S = 3.0
+# a hook that takes milliseconds, but took over 3 s on a loaded machine (load
+# average 8 on 2 cores), and a target that exits before it has finished meets
+# Frida's exit hook half-unloaded. Bounded all the same: a thread the agent
+# could not see inside a hook (one of Frida's own, blocked in a replace()d
+# wrapper) holds it up.
+DETACH_WAIT_S = 10.0
 
 
 def held_threads(disposed: Any, key: str = "held") -> list[int]:
