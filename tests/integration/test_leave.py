@@ -11,25 +11,23 @@ from __future__ import annotations
 
 import re
 import signal
-import time
 
 import pytest
 
 from tests.helpers import Finished
 
-# Before the hold, leaving waited 20-40 s for a blocked thread (the issue's
-# report); a leave that keeps within this is prompt, with room for load.
-PROMPT_S = 5.0
+# How long a leave takes is measured by hand, not asserted here (no timing
+# in tests): what proves that instr did not wait for the blocked thread is
+# its note that the agent stays until the thread returns.
+HELD = "blocked inside a hooked call"
 
 
-def _stop(instr, how: str) -> tuple[Finished, float]:
-    started = time.monotonic()
+def _stop(instr, how: str) -> Finished:
     if how == "SIGKILL":
         instr.kill()
-        return Finished(-9, [], []), time.monotonic() - started
+        return Finished(-9, [], [])
     instr.proc.send_signal(getattr(signal, how))
-    done = instr.finish(timeout=60)
-    return done, time.monotonic() - started
+    return instr.finish(timeout=60)
 
 
 @pytest.mark.parametrize("how", ["SIGINT", "SIGTERM", "SIGHUP", "SIGKILL"])
@@ -44,14 +42,13 @@ def test_syscalls_leave_while_the_program_sleeps_in_a_replaced_wrapper(
     instr.err.expect("counting system calls", timeout=60)
     target.send("6")  # 1.8 s asleep in a hooked usleep
     assert target.readline() == "sleeping 6"
-    done, took = _stop(instr, how)
-    assert took < PROMPT_S, f"leaving took {took:.1f} s"
+    done = _stop(instr, how)
     if how != "SIGKILL":
         assert done.returncode == 0, done.err
         # The one finished call: the write of "sleeping 6" (the sleep still
         # runs, and strace -c counts a call when it returns, as instr does).
         assert re.search(r"\b1\s+write$", done.out, re.M), done.out
-        assert "blocked inside a hooked call" in done.err, done.err
+        assert HELD in done.err, done.err
     assert target.readline(timeout=30) == "slept 6"
     target.send("3 sum")
     assert target.readline() == "sum=6"
@@ -82,10 +79,10 @@ def test_trace_leave_while_the_program_reads_an_idle_pipe(
     instr.wait_armed(timeout=60)
     target.send("1 sum")  # through the hooked read, and back into it
     assert target.readline() == "sum=1"
-    done, took = _stop(instr, how)
-    assert took < PROMPT_S, f"leaving took {took:.1f} s"
+    done = _stop(instr, how)
     if how == "SIGINT":
         assert done.returncode == 0, done.err
+        assert HELD in done.err, done.err
     target.send("4 sum")
     assert target.readline(timeout=30) == "sum=10"
     assert target.finish().returncode == 0
