@@ -19,7 +19,7 @@ from tests.helpers import Finished
 # How long a leave takes is measured by hand, not asserted here (no timing
 # in tests): what proves that instr did not wait for the blocked thread is
 # its note that the agent stays until the thread returns.
-HELD = "blocked inside a hooked call"
+HELD = "inside a hooked call"
 
 
 def _stop(instr, how: str) -> Finished:
