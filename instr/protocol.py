@@ -70,7 +70,7 @@ MessageType = Literal[
     # tick_ns, clock=[ticks, monotonic ns]; data: records (instr/syscalls/records.py)
     "syscalls",
     # the outcome of separating the program's fd table at its next hooked call
-    # (agents/src/fdtable.ts); fields: separate, reason (when not), closed
+    # (agents/src/syscalls/fdtable.ts); fields: separate, reason (when not), closed
     "fds",
 ]
 

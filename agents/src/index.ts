@@ -2,14 +2,14 @@
 // See docs/agent.md for the contract; this file only composes rpc.exports.
 
 import { Plan } from "./protocol.js";
-import { Session } from "./session.js";
-import { SyscallConfig } from "./syscalls.js";
-import { cmoduleSource } from "./cmodule.js";
-import { FdTable } from "./fdtable.js";
-import { MemOptions, MemTracker, ReportRequest } from "./mem.js";
-import { PeekRequest, PokeRequest, peek, poke } from "./peek.js";
-import { patcher } from "./patch.js";
-import { PatchSpec } from "./patch_types.js";
+import { Session } from "./core/session.js";
+import { SyscallConfig } from "./syscalls/syscalls.js";
+import { cmoduleSource } from "./core/cmodule.js";
+import { FdTable } from "./syscalls/fdtable.js";
+import { MemOptions, MemTracker, ReportRequest } from "./mem/mem.js";
+import { PeekRequest, PokeRequest, peek, poke } from "./mem/peek.js";
+import { patcher } from "./patch/patch.js";
+import { PatchSpec } from "./patch/patch_types.js";
 import { leaveSafely, prepareLeave } from "./core/leave.js";
 
 prepareLeave();

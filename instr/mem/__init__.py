@@ -1,7 +1,7 @@
 """Memory monitoring: allocation accounting, leak reports with stacks, reads of target memory.
 
 ``instr mem`` tracks every allocator call with a stack id inside the target
-(agents/src/mem*.ts) and reports here; ``instr peek`` reads typed values.
+(agents/src/mem/) and reports here; ``instr peek`` reads typed values.
 See docs/memory.md.
 """
 

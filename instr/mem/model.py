@@ -1,6 +1,6 @@
 """The report model: what one ``mem-report`` message from the agent holds, decoded.
 
-The binary layout is agents/src/mem.ts's (counters, stacks, per-stack heap and
+The binary layout is agents/src/mem/mem.ts's (counters, stacks, per-stack heap and
 mmap aggregates, oldest blocks); sizes are checked against the header.
 """
 

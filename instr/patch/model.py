@@ -1,6 +1,6 @@
 """What a patch is (``PatchSpec``, sent to the agent) and what the in-target
 ledger keeps about it (``LedgerEntry``). The agent half is
-``agents/src/patch_types.ts``; change both together."""
+``agents/src/patch/patch_types.ts``; change both together."""
 
 from __future__ import annotations
 

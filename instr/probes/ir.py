@@ -121,7 +121,7 @@ class SysCapture:
 class SyscallPoint:
     """System calls by name or strace category (``syscall: [read, "%net"]``).
 
-    Not armed by the probe agent: the syscall monitor (``agents/src/syscalls.ts``)
+    Not armed by the probe agent: the syscall monitor (``agents/src/syscalls/syscalls.ts``)
     hooks libc's wrappers and streams records; the host turns them into events
     and aggregations (``instr.syscalls.points``)."""
 

@@ -1,5 +1,5 @@
 """The program's own fd table while ``instr syscalls`` is attached
-(agents/src/fdtable.ts; docs/syscalls.md, "Frida's threads and the fd table").
+(agents/src/syscalls/fdtable.ts; docs/syscalls.md, "Frida's threads and the fd table").
 
 While Frida's threads share the program's fd table, the kernel takes a
 reference on the file in every fd syscall (55-75 ns a write() here). The

@@ -1,7 +1,7 @@
 """Syscall points of probe sets, on the host.
 
 A probe set's ``syscall:`` probes are not in the agent's plan. The session
-arms the syscall monitor (``agents/src/syscalls.ts``, trace mode, only the
+arms the syscall monitor (``agents/src/syscalls/syscalls.ts``, trace mode, only the
 selected syscalls) after the plan; its ``syscalls`` messages carry one record
 per call (arguments, result, errno, duration, copied paths, buffers and
 sockaddrs). ``SyscallPoints.handle`` decodes each record with the signature

@@ -1,4 +1,4 @@
-"""The syscall monitor's binary records (written by agents/src/syscalls_c.ts).
+"""The syscall monitor's binary records (written by agents/src/syscalls/syscalls_c.ts).
 
 Record: u16 size, u16 nr, u8 flags, u8 nmem, u16 known, u32 tid, i32 errno,
 u64 ts, u64 dur, i64 ret, u64 args[6]; then per captured memory argument

@@ -1,7 +1,7 @@
 """Which C library functions the default mode hooks, and as which syscall.
 
 The agent reports, for each exported libc function it was asked about, the
-syscall numbers its code issues directly (``agents/src/syscalls_scan.ts: scan``).
+syscall numbers its code issues directly (``agents/src/syscalls/syscalls_scan.ts: scan``).
 This module keeps a function only when one of those numbers is the syscall
 its name says it wraps (``open`` -> ``openat``, ``_Fork`` -> ``clone``,
 ``__read_nocancel`` -> ``read``), so that a mis-scanned function is never

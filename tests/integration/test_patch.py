@@ -104,7 +104,7 @@ def test_persist_then_list_and_revert_from_new_controllers(targets, launch):
     assert empty.stdout.strip() == "no patches"
 
 
-QUIESCE_SIGNAL = 61  # agents/src/patch_quiesce.ts
+QUIESCE_SIGNAL = 61  # agents/src/patch/patch_quiesce.ts
 
 
 def signal_disposition(pid: int, sig: int) -> str:

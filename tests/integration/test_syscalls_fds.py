@@ -1,6 +1,6 @@
 """The program's own fd table under ``instr syscalls``: a spawned program's
 thread gets one by default, an attached one's with --own-fds, at its next
-hooked call (agents/src/fdtable.ts; docs/syscalls.md, "Frida's threads and
+hooked call (agents/src/syscalls/fdtable.ts; docs/syscalls.md, "Frida's threads and
 the fd table"). What must hold: the program's fds keep their meaning (a pipe
 it closes is held by no thread of it), the threads it makes later share its
 table, and counts stay exact. With --shared-fds, with threads, and attached

@@ -1,5 +1,5 @@
 """Forks of a program instr attached to, and left. Under ``-F``, the fork gate
-(agents/src/syscalls_fork.ts; docs/syscalls.md, "Forks under --complete -F"
+(agents/src/syscalls/syscalls_fork.ts; docs/syscalls.md, "Forks under --complete -F"
 and the D-Bus item under "What is left"): while instr follows a program,
 fork()'s GOT slot points at the gate, in anonymous memory; forks made
 through it are counted exactly and their children end normally, in both

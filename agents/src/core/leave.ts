@@ -20,7 +20,7 @@
 
 import { LEAVE_C_SOURCE } from "./leave_c.js";
 import { Mapping, mappingOf, mappings } from "./maps.js";
-import { dirEntries, inForkedChild } from "../util.js";
+import { dirEntries, inForkedChild } from "./util.js";
 
 const SETTLE_MS = 100; // threads that merely pass through our code leave within this
 const STEP_S = 0.005;

@@ -17,9 +17,9 @@ import {
     NEW_BASE,
     REAL,
 } from "./mem_c.js";
-import { loadCModule } from "./cmodule.js";
-import { ownCode } from "./core/leave.js";
-import { post, reportError } from "./util.js";
+import { loadCModule } from "../core/cmodule.js";
+import { ownCode } from "../core/leave.js";
+import { post, reportError } from "../core/util.js";
 
 export const MEM_NCOUNTERS_ALL = 32 + 2 * MEM_NKINDS + 130;
 const ACK_TIMEOUT_MS = 60000;

@@ -11,12 +11,12 @@ import {
     STATUS_UNREADABLE,
     VAR_HEADER_SIZE,
     pad8,
-} from "./protocol.js";
-import { JsBatch } from "./buffer.js";
-import { Layout, NATIVE_MAX_ARG, NATIVE_MAX_CAPTURES } from "./layout.js";
-import { K_ARG, K_CALLER, K_DURATION, K_RETVAL, K_STASHED, SW_V, ValueLists, ValueSpec } from "./native.js";
+} from "../protocol.js";
+import { JsBatch } from "../core/buffer.js";
+import { Layout, NATIVE_MAX_ARG, NATIVE_MAX_CAPTURES } from "../core/layout.js";
+import { K_ARG, K_CALLER, K_DURATION, K_RETVAL, K_STASHED, SW_V, ValueLists, ValueSpec } from "../ctier/native.js";
 import { Value } from "./predicate.js";
-import { decodeUtf8 } from "./util.js";
+import { decodeUtf8 } from "../core/util.js";
 
 /** Where a capture writer reads from, for one call. */
 export interface Src {

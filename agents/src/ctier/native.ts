@@ -19,10 +19,10 @@
 // Counters are 32-bit (CModule's glib only has g_atomic_int_add), hence
 // halves below 1 GiB.
 
-import { HEADER_SIZE, PlanOptions, ProbePlan, SLOT_SIZE } from "./protocol.js";
-import { Layout } from "./layout.js";
+import { HEADER_SIZE, PlanOptions, ProbePlan, SLOT_SIZE } from "../protocol.js";
+import { Layout } from "../core/layout.js";
 import { C_SOURCE } from "./native_c.js";
-import { ownModule } from "./core/leave.js";
+import { ownModule } from "../core/leave.js";
 
 // Byte offsets of the C structs in native_c.ts (layout_check() verifies the sizes).
 const RING_SIZE = 112;

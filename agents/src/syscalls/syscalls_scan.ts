@@ -2,7 +2,7 @@
 // issue which system calls, found by decoding their code. The host chooses
 // the wrappers to hook from this (instr/syscalls/wrappers.py).
 
-import { reportError } from "./util.js";
+import { reportError } from "../core/util.js";
 
 export interface ScanResult {
     name: string;

@@ -23,7 +23,7 @@
 // hijacks the thread wherever it is; in 1 of 20 runs a write() it
 // interrupted ran twice and the target later died of SIGSEGV (measured).
 
-import { dirEntries, post, processThreads } from "./util.js";
+import { dirEntries, post, processThreads } from "../core/util.js";
 
 const O_RDWR = 2;
 const O_CLOEXEC = 0x80000;

@@ -4,9 +4,9 @@
 // Which functions to hook is decided by the host (instr/syscalls/wrappers.py)
 // from what `scan` (syscalls_scan.ts) reports; this file only measures and arms.
 
-import { loadCModule } from "./cmodule.js";
-import { ownCode } from "./core/leave.js";
-import { inForkedChild, post, processThreads } from "./util.js";
+import { loadCModule } from "../core/cmodule.js";
+import { ownCode } from "../core/leave.js";
+import { inForkedChild, post, processThreads } from "../core/util.js";
 import { NextCall, SEP_BUSY } from "./fdtable.js";
 import { armForks, followFromStub, type ArmedForks } from "./syscalls_fork.js";
 

@@ -2,10 +2,10 @@
 // of 32-bit words (strings and backtraces to interned ids) and stage them;
 // the C runtime applies the stage in batches (see agg.ts).
 
-import { AggPlan, ProbePlan } from "./protocol.js";
-import { backtrace, readChunked } from "./capture.js";
-import { Compiled, Env, Value, compile, truthy } from "./predicate.js";
-import { decodeUtf8, reportError } from "./util.js";
+import { AggPlan, ProbePlan } from "../protocol.js";
+import { backtrace, readChunked } from "../probes/capture.js";
+import { Compiled, Env, Value, compile, truthy } from "../probes/predicate.js";
+import { decodeUtf8, reportError } from "../core/util.js";
 
 const CSTR_KEY_MAX = 256;
 const BACKTRACE_KEY_DEPTH = 16;

@@ -7,7 +7,7 @@
 // symbol's start when the symbol (and its start) is known, else from the
 // module's base, else the absolute address (module and symbol null).
 
-import { HEADER_SIZE, OFF_PHASE, OFF_PROBE, OFF_SIZE, PHASE_ENTRY, SLOT_SIZE } from "./protocol.js";
+import { HEADER_SIZE, OFF_PHASE, OFF_PROBE, OFF_SIZE, PHASE_ENTRY, SLOT_SIZE } from "../protocol.js";
 import { post } from "./util.js";
 
 export type SymbolTriple = [string | null, string | null, number];

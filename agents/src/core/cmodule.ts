@@ -2,9 +2,9 @@
 // -O2 into a shared object, mapped here with `new CModule(bytes)`) or, where
 // the host cannot build for this process, by Frida's TinyCC in the agent.
 
-import { MEM_C_SOURCE } from "./mem_c.js";
-import { SYS_C_SOURCE } from "./syscalls_c.js";
-import { ownModule } from "./core/leave.js";
+import { MEM_C_SOURCE } from "../mem/mem_c.js";
+import { SYS_C_SOURCE } from "../syscalls/syscalls_c.js";
+import { ownModule } from "./leave.js";
 
 /** The C of each module the host may build. */
 const SOURCES: Record<string, string> = {

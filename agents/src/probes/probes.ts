@@ -1,14 +1,14 @@
 // Arming probes: validate, pick a tier, resolve points to sites, attach, and
 // keep pending points (and module globs) armed as libraries load.
 
-import { ProbePlan, ProbeStatus, SiteInfo } from "./protocol.js";
-import { Flusher } from "./buffer.js";
-import { Aggregator } from "./agg.js";
+import { ProbePlan, ProbeStatus, SiteInfo } from "../protocol.js";
+import { Flusher } from "../core/buffer.js";
+import { Aggregator } from "../aggregate/agg.js";
 import { JsProbe } from "./jstier.js";
-import { Layout, Tier, chooseTier, layoutOf, validate } from "./layout.js";
-import { Site, mayMatchModule, resolvePoint } from "./resolver.js";
-import { describe, post, reportError } from "./util.js";
-import { LoadGate } from "./loadgate.js";
+import { Layout, Tier, chooseTier, layoutOf, validate } from "../core/layout.js";
+import { Site, mayMatchModule, resolvePoint } from "../core/resolver.js";
+import { describe, post, reportError } from "../core/util.js";
+import { LoadGate } from "../core/loadgate.js";
 
 interface ArmedSite {
     site: number;

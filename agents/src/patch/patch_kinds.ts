@@ -3,13 +3,13 @@
 // `bytes` and `nop` write code with Memory.patchCode after checking the
 // range is code and the bytes there are the ones expected.
 
-import { Capture, IntType } from "./protocol.js";
-import { typed } from "./capture.js";
+import { Capture, IntType } from "../protocol.js";
+import { typed } from "../probes/capture.js";
 import { ArgValue, PatchSpec } from "./patch_types.js";
-import { Compiled, Env, Value, compile, truthy } from "./predicate.js";
+import { Compiled, Env, Value, compile, truthy } from "../probes/predicate.js";
 import { quiesced } from "./patch_quiesce.js";
 import { inlinePatch, inlineSupported } from "./patch_inline.js";
-import { ownModule } from "./core/leave.js";
+import { ownModule } from "../core/leave.js";
 
 export interface Applied {
     address: NativePointer;

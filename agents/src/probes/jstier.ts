@@ -3,14 +3,14 @@
 // bytes, backtraces, predicates. A record is written at the batch's current
 // offset and only committed (offset advanced) when its predicate holds.
 
-import { FLAG_NO_ENTRY, HEADER_SIZE, OFF_PROBE, OFF_SIZE, OFF_TS, PHASE_ENTRY, PHASE_EXIT, ProbePlan } from "./protocol.js";
-import { JsBatch } from "./buffer.js";
-import { NativeRing, SW_TS } from "./native.js";
-import { Flusher } from "./buffer.js";
+import { FLAG_NO_ENTRY, HEADER_SIZE, OFF_PROBE, OFF_SIZE, OFF_TS, PHASE_ENTRY, PHASE_EXIT, ProbePlan } from "../protocol.js";
+import { JsBatch } from "../core/buffer.js";
+import { NativeRing, SW_TS } from "../ctier/native.js";
+import { Flusher } from "../core/buffer.js";
 import { NO_ARGS, StagePlan, Writer, captureWriter, scratch, stagePlan } from "./capture.js";
-import { Layout } from "./layout.js";
+import { Layout } from "../core/layout.js";
 import { Compiled, Env, Value, compile, maxCapIndex, truthy } from "./predicate.js";
-import { reportError } from "./util.js";
+import { reportError } from "../core/util.js";
 
 /** Per-call state kept on the InvocationContext between onEnter and onLeave. */
 interface CallState {

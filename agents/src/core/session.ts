@@ -1,18 +1,18 @@
 // One instrumentation session inside the target: what `configure` builds and
 // `dispose` tears down. index.ts exposes it over RPC.
 
-import { Hello, PROTOCOL_VERSION, Plan, ProbeStatus } from "./protocol.js";
+import { Hello, PROTOCOL_VERSION, Plan, ProbeStatus } from "../protocol.js";
 import { Flusher } from "./buffer.js";
-import { Aggregator } from "./agg.js";
+import { Aggregator } from "../aggregate/agg.js";
 import { Lifecycle } from "./lifecycle.js";
-import { ProbeSet } from "./probes.js";
+import { ProbeSet } from "../probes/probes.js";
 import { SymbolTriple, symbolize } from "./symbols.js";
 import { reportError } from "./util.js";
-import { Armed, SyscallConfig, SyscallMonitor, robustList } from "./syscalls.js";
-import { NextCall } from "./fdtable.js";
-import { ScanResult, scan } from "./syscalls_scan.js";
-import { RevertResult } from "./patch_types.js";
-import { patcher } from "./patch.js";
+import { Armed, SyscallConfig, SyscallMonitor, robustList } from "../syscalls/syscalls.js";
+import { NextCall } from "../syscalls/fdtable.js";
+import { ScanResult, scan } from "../syscalls/syscalls_scan.js";
+import { RevertResult } from "../patch/patch_types.js";
+import { patcher } from "../patch/patch.js";
 
 export class Session {
     private flusher: Flusher | null = null;

@@ -1,7 +1,7 @@
 // Small helpers shared by every area of the agent: the message envelope,
 // per-probe error reporting, globs and UTF-8 decoding.
 
-import { PROTOCOL_VERSION } from "./protocol.js";
+import { PROTOCOL_VERSION } from "../protocol.js";
 
 let getpid: NativeFunction<number, []> | null = null;
 

@@ -1,8 +1,8 @@
 // Batching: the JS-tier batch, draining of the native ring, the flush timer,
 // and the `batch` messages ({seq, records, drops} + binary records).
 
-import { PlanOptions } from "./protocol.js";
-import { NativeRing } from "./native.js";
+import { PlanOptions } from "../protocol.js";
+import { NativeRing } from "../ctier/native.js";
 import { Symbolizer } from "./symbols.js";
 import { post, reportError } from "./util.js";
 

@@ -11,7 +11,7 @@ import {
     SLOT_SIZE,
     VAR_HEADER_SIZE,
     pad8,
-} from "./protocol.js";
+} from "../protocol.js";
 
 export const INT_TYPES: readonly string[] = ["i8", "i16", "i32", "i64", "u8", "u16", "u32", "u64", "ptr", "bool"];
 

@@ -7,7 +7,7 @@
 // deduplicated by address. `exclude` removes matches.
 
 import { closest, didYouMean, functionNames } from "./suggest.js";
-import { Point } from "./protocol.js";
+import { Point } from "../protocol.js";
 import { globMatch, isGlob } from "./util.js";
 
 export interface Site {

@@ -2,7 +2,7 @@
 // (no eval, no new Function) and run with Python-like semantics. Integers are
 // BigInt throughout, so 64-bit values compare exactly.
 
-import { Expr } from "./protocol.js";
+import { Expr } from "../protocol.js";
 
 export type Value = bigint | number | string | boolean | null | Uint8Array | bigint[];
 

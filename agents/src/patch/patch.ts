@@ -5,7 +5,7 @@
 import { LedgerEntry, PatchSpec, RevertResult } from "./patch_types.js";
 import { Ledger } from "./patch_ledger.js";
 import { Applied, applyKind, hex, readBytes, sameBytes, unhex, writeVerified } from "./patch_kinds.js";
-import { Site, resolvePoint } from "./resolver.js";
+import { Site, resolvePoint } from "../core/resolver.js";
 
 interface Owned {
     entry: LedgerEntry;

@@ -1,7 +1,7 @@
 // Live patching: what the host asks for (PatchSpec) and what the ledger keeps
 // (LedgerEntry). The host half is instr/patch/model.py; change both together.
 
-import { Capture, Expr, Point } from "./protocol.js";
+import { Capture, Expr, Point } from "../protocol.js";
 
 export type PatchKind = "ret" | "skip" | "replace_c" | "replace_js" | "args" | "bytes" | "nop";
 

@@ -5,11 +5,11 @@
 // tiers share one arithmetic, one layout and one snapshot path: agg_compact
 // copies the ready rows out and the host decodes them (instr/aggregate).
 
-import { AggPlan, CapRef, FastFns, Plan, ProbePlan } from "./protocol.js";
+import { AggPlan, CapRef, FastFns, Plan, ProbePlan } from "../protocol.js";
 import { AggSink, JsAgg } from "./aggjs.js";
-import { Symbolizer } from "./symbols.js";
-import { post } from "./util.js";
-import { ownCode, ownModule } from "./core/leave.js";
+import { Symbolizer } from "../core/symbols.js";
+import { post } from "../core/util.js";
+import { ownCode, ownModule } from "../core/leave.js";
 
 const HEADER = 64;
 const FUNC_CODES: Record<string, number> = { count: 0, sum: 1, min: 2, max: 3, avg: 4, stddev: 5, quantize: 6, lquantize: 7 };
