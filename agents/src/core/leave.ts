@@ -189,7 +189,8 @@ function blockedAt(tid: number): [NativePointer, NativePointer] | null {
 }
 
 interface Natives {
-    scanAll: NativeFunction<number, [NativePointer, NativePointer, NativePointer, number, NativePointer]>;
+    scanAll: NativeFunction<number, [NativePointer, NativePointer, NativePointer, number]>;
+    scanGum: NativeFunction<number, [NativePointer, NativePointer]>;
 }
 
 function inOurCode(a: NativePointer): boolean {
@@ -200,13 +201,11 @@ function inOurCode(a: NativePointer): boolean {
  * The program threads inside instr's code now, as the stack slots of their
  * return addresses into it (x64: words into our code that follow a call
  * instruction), all of one thread in one group: the thread has left once one
- * of them has been returned through (a stale copy never is). Threads whose
- * stack holds a return address into other anonymous code (Gum's trampolines)
- * are inside listener or replace() hooks: `inGum`. Returns the threads whose
+ * of them has been returned through (a stale copy never is). Returns the threads whose
  * instruction pointer is in our code: passing through it, or blocked in a
  * system call that a trampoline's relocated prologue makes.
  */
-function threadsInside(n: Natives, found: Held[], inGum: number[]): number[] {
+function threadsInside(n: Natives, found: Held[]): number[] {
     const me = Process.getCurrentThreadId();
     const all: Seen[] = Process.enumerateThreads().map((t) => ({ id: t.id, pc: t.context.pc, sp: t.context.sp }));
     const listed = new Set(all.map((t) => t.id));
@@ -219,23 +218,13 @@ function threadsInside(n: Natives, found: Held[], inGum: number[]): number[] {
         if (at !== null) all.push({ id: tid, pc: at[1], sp: at[0] });
     }
     const slots = Memory.alloc(8 * MAX_HELD);
-    const foreign = Memory.alloc(4);
     const atPc: number[] = [];
     let group = 0;
     for (const t of all) {
         if (t.id === me) continue;
-        const sp = t.sp;
-        const stack = mappingOf(sp);
-        const end = stack === null ? sp : stack.end;
-        const top = end.compare(sp.add(STACK_SCAN_BYTES)) > 0 ? sp.add(STACK_SCAN_BYTES) : end;
+        const top = stackTop(t.sp);
         if (inOurCode(t.pc)) atPc.push(t.id);
-        foreign.writeS32(0);
-        const count = n.scanAll(sp, top, slots, MAX_HELD - found.length, foreign);
-        // Not reported yet: stale words into Gum's trampolines are common on
-        // busy threads' stacks, and a report makes the host leave before the
-        // agent has unloaded (test_patch's concurrent test, every run). The
-        // host waits its bounded DETACH_WAIT_S instead (docs/leaving.md).
-        void inGum;
+        const count = n.scanAll(t.sp, top, slots, MAX_HELD - found.length);
         for (let i = 0; i < count; i++) {
             const slot = slots.add(8 * i).readPointer();
             found.push({ tid: t.id, top, slot, ret: slot.readPointer(), group });
@@ -243,6 +232,44 @@ function threadsInside(n: Natives, found: Held[], inGum: number[]): number[] {
         if (count > 0) group++;
     }
     return atPc;
+}
+
+function stackTop(sp: NativePointer): NativePointer {
+    const stack = mappingOf(sp);
+    const end = stack === null ? sp : stack.end;
+    return end.compare(sp.add(STACK_SCAN_BYTES)) > 0 ? sp.add(STACK_SCAN_BYTES) : end;
+}
+
+const GUM_RECHECK_S = 0.02;
+
+/**
+ * The threads blocked inside a function hooked by a listener with onLeave or
+ * by replace(), which Gum counts and the script's unload waits for (x64):
+ * blocked in a system call (/proc/self/task/TID/syscall), with one of Gum's
+ * on-leave trampolines in place of a return address on the live stack, and
+ * still so, unchanged, a moment later. A busy thread is never reported (its
+ * stack may hold such a word in a frame that is being built or left); only
+ * a blocked one makes the host not wait for the unload (instr/unload.py).
+ */
+function gumWaiting(n: Natives): number[] {
+    if (Process.arch !== "x64") return [];
+    const me = Process.getCurrentThreadId();
+    const look = (): Map<number, string> => {
+        const found = new Map<number, string>();
+        for (const tid of taskIds()) {
+            if (tid === me) continue;
+            const at = blockedAt(tid);
+            if (at === null) continue;
+            const [sp, pc] = at;
+            if (n.scanGum(sp, stackTop(sp)) > 0) found.set(tid, `${sp} ${pc}`);
+        }
+        return found;
+    };
+    const first = look();
+    if (first.size === 0) return [];
+    Thread.sleep(GUM_RECHECK_S);
+    const again = look();
+    return [...first].filter(([tid, at]) => again.get(tid) === at).map(([tid]) => tid);
 }
 
 /**
@@ -275,7 +302,8 @@ function leave(): LeaveReport {
     });
     state.add(OFF_N_RANGES).writeS32(owned.length);
     const natives: Natives = {
-        scanAll: new NativeFunction(cm.instr_scan_all, "int", ["pointer", "pointer", "pointer", "int", "pointer"]),
+        scanAll: new NativeFunction(cm.instr_scan_all, "int", ["pointer", "pointer", "pointer", "int"]),
+        scanGum: new NativeFunction(cm.instr_scan_gum, "int", ["pointer", "pointer"]),
     };
     // Anonymous code that is not ours: Gum's trampolines (and a JIT's code).
     const foreign = mappings().filter((m) => m.path === "" && m.perms.includes("x")).slice(0, MAX_FOREIGN);
@@ -290,8 +318,7 @@ function leave(): LeaveReport {
         const deadline = Date.now() + SETTLE_MS;
         for (;;) {
             held = [];
-            waiting = [];
-            const atPc = threadsInside(natives, held, waiting);
+            const atPc = threadsInside(natives, held);
             if (held.length === 0 && atPc.length === 0) break;
             if (Date.now() >= deadline) {
                 const group = held.length === 0 ? 0 : held[held.length - 1].group + 1;
@@ -302,6 +329,11 @@ function leave(): LeaveReport {
         }
     } catch (e) {
         return { held: [], error: `the program's threads could not be read: ${String(e)}` };
+    }
+    try {
+        waiting = gumWaiting(natives);
+    } catch {
+        waiting = []; // the host then waits its bounded time for the unload
     }
     if (held.length === 0) return { held: [], error: null, waiting };
     const flags = landingPads(cm, held);

@@ -245,35 +245,67 @@ any_busy (void)
 }
 
 /* The stack slots in [lo, hi) holding a return address into instr's code
- * (up to max, into out; their count). *foreign is set when a return address
- * into other anonymous code (lv.foreign: Gum's trampolines) is seen: the
- * thread is inside a listener or replace() hook, which Gum waits for. No
- * unwinding: Gum's accurate backtracer (libunwind) leaves a pipe open in the
- * process, two fds per leave. */
+ * (up to max, into out; their count). No unwinding: Gum's accurate
+ * backtracer (libunwind) leaves a pipe open in the process, two fds per
+ * leave. */
 int
-instr_scan_all (u64 lo, u64 hi, u64 * out, int max, int * foreign)
+instr_scan_all (u64 lo, u64 hi, u64 * out, int max)
 {
   u64 p, w;
-  int n = 0, i;
+  int n = 0;
+  for (p = (lo + 7) & ~7UL; p + 8 <= hi && n != max; p += 8)
+  {
+    w = *(volatile u64 *) p;
+    if (w >= 4096 && return_into (w))
+      out[n++] = p;
+  }
+  return n;
+}
+
+/* Whether w is the start of one of Gum's x86-64 on-leave trampolines, the
+ * address Gum writes in place of a hooked function's return address while a
+ * thread is inside a listener with onLeave, or a replace(): "push qword
+ * [rip+d]" whose operand is the function context stored at the start of the
+ * trampoline slice, before the on-enter trampoline (so at least 16 bytes
+ * back), then a jmp to Gum's leave thunk. A word in the other anonymous
+ * code (lv.foreign) that is not this shape is not counted. */
+static int
+gum_leave_trampoline (u64 w)
+{
+  const unsigned char * c = (const unsigned char *) w;
+  u64 base = 0, end = 0, target;
+  int i, d;
+  for (i = 0; i != lv.n_foreign; i++)
+    if (w >= lv.foreign[2 * i] && w < lv.foreign[2 * i + 1])
+    {
+      base = lv.foreign[2 * i];
+      end = lv.foreign[2 * i + 1];
+      break;
+    }
+  if (base == 0 || w + 16 > end)
+    return 0;
+  if (c[0] != 0xff || c[1] != 0x35)
+    return 0;
+  d = *(const int *) (c + 2);
+  target = w + 6 + (long) d;
+  if (target < base || target + 16 > w || target + 64 < w)
+    return 0;
+  if (c[6] == 0xe9 || (c[6] == 0xff && c[7] == 0x25))
+    return *(volatile u64 *) target != 0;
+  return 0;
+}
+
+/* How many slots of [lo, hi) hold an on-leave trampoline of Gum's. */
+int
+instr_scan_gum (u64 lo, u64 hi)
+{
+  u64 p, w;
+  int n = 0;
   for (p = (lo + 7) & ~7UL; p + 8 <= hi; p += 8)
   {
     w = *(volatile u64 *) p;
-    if (w < 4096)
-      continue;
-    if (return_into (w))
-    {
-      if (n != max)
-        out[n++] = p;
-      continue;
-    }
-    for (i = 0; i != lv.n_foreign; i++)
-      if (w >= lv.foreign[2 * i] && w < lv.foreign[2 * i + 1])
-      {
-        /* Not only after a call: Gum puts its trampoline's own address in
-         * place of the hooked function's return address. */
-        *foreign = 1;
-        break;
-      }
+    if (w >= 4096 && gum_leave_trampoline (w))
+      n++;
   }
   return n;
 }
