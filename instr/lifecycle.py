@@ -31,7 +31,7 @@ from instr.agent import load_bundle
 from instr.errors import AgentError, TargetError
 from instr.events import Ending
 from instr.protocol import PROTOCOL_VERSION
-from instr.unload import AgentWatch, detach, gone, held_note, held_threads
+from instr.unload import AgentWatch, Lingering, detach, gone, held_note, held_threads
 
 Message = Callable[[dict[str, Any], bytes | None], None]
 Detached = Callable[[str, Any], None]
@@ -159,6 +159,7 @@ class Agent:
             raise TargetError(
                 f"the target (pid {self.pid}) ended before the agent loaded: {e}"
             ) from e
+        self.watch.frida_threads(self.hello.get("frida_threads"))
         if self.hello.get("protocol") != PROTOCOL_VERSION:
             raise AgentError(
                 f"agent speaks protocol {self.hello.get('protocol')}, host speaks {PROTOCOL_VERSION}",
@@ -195,10 +196,13 @@ class Agent:
         if disposed is None:
             disposed = self.dispose()
         held = held_threads(disposed)
-        blocked = held + held_threads(disposed, "waiting")
+        blocked = list(dict.fromkeys(held + held_threads(disposed, "waiting")))
         if self.session is None or self.ended.is_set():
             return Left(held=held, done=None)
-        done = detach(self.session, self.watch if wait else None, blocked)
+        try:
+            done = detach(self.session, self.watch if wait else None, blocked)
+        except Lingering as e:
+            return Left(held=held, done=False, note=str(e))
         if done is False:
             return Left(held=held, done=False, note=held_note(self.pid, blocked))
         died = wait and bool(self.watch.images) and gone(self.pid)

@@ -109,6 +109,14 @@ class AgentWatch:
             self.images = agent_images(self.pid) - self._before[0]
             self.tids = threads(self.pid) - self._before[1]
 
+    def frida_threads(self, tids: object) -> None:
+        """Narrow the threads to wait for to those the agent names as Frida's
+        (its ``hello``): a program that starts threads of its own while Frida
+        injects (redis-server's jemalloc starts four at the first attach) must
+        not be waited for, for 10 s, as if they were Frida's."""
+        if isinstance(tids, list) and tids:
+            self.tids &= frozenset(int(t) for t in tids)
+
     def wait(self, timeout_s: float = 10.0) -> bool | None:
         """True once the images and threads are gone (or the process is),
         False after ``timeout_s``; None when there was nothing to watch."""
@@ -206,4 +214,20 @@ def detach(session: Any, watch: AgentWatch | None, held: list[int]) -> bool | No
         return False
     # detach() returns before the agent has left the target; a target that
     # exits meanwhile hangs or crashes in Frida's exit hook (above).
-    return watch.wait() if watch is not None else None
+    if watch is None:
+        return None
+    left = watch.wait()
+    if left is False:
+        raise Lingering(watch.pid)
+    return left
+
+
+class Lingering(Exception):
+    """Frida's detach finished, but its image or threads were still in the
+    process DETACH_WAIT_S later."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(
+            f"Frida's agent had not finished unloading from pid {pid} {DETACH_WAIT_S:.0f} s"
+            " after instr detached; it goes on unloading by itself"
+        )

@@ -194,4 +194,6 @@ export interface Hello {
     platform: string;
     pid: number;
     pointer_size: number;
+    /** Frida's own threads in the process (cloaked), where /proc can be read: the host waits for them to end after a detach. */
+    frida_threads?: number[];
 }

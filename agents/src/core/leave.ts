@@ -23,6 +23,7 @@ import { Mapping, mappingOf, mappings } from "./maps.js";
 import { dirEntries, inForkedChild } from "./util.js";
 
 const SETTLE_MS = 100; // threads that merely pass through our code leave within this
+const RUNNING_MS = 500; // then threads that ran in every look are read by Gum
 const STEP_S = 0.005;
 const STACK_SCAN_BYTES = 256 * 1024;
 const MAX_RANGES = 512;
@@ -198,40 +199,64 @@ function inOurCode(a: NativePointer): boolean {
 }
 
 /**
- * The program threads inside instr's code now, as the stack slots of their
- * return addresses into it (x64: words into our code that follow a call
- * instruction), all of one thread in one group: the thread has left once one
- * of them has been returned through (a stale copy never is). Returns the threads whose
- * instruction pointer is in our code: passing through it, or blocked in a
- * system call that a trampoline's relocated prologue makes.
+ * One look at the threads of the process, through /proc only (no ptrace):
+ * each thread blocked in a system call (/proc/self/task/TID/syscall gives its
+ * stack and instruction pointers) is classified. Its live stack is scanned
+ * for return addresses into instr's code (x64: words into our code that
+ * follow a call instruction), all of one thread in one group: the thread has
+ * left once one of them has been returned through (a stale copy never is).
+ * A blocked thread with none, and its pc outside our code, is out for good
+ * (the hooks are reverted: it cannot come back in). Running threads cannot
+ * be read without stopping them; they stay `pending` until a later look.
  */
-function threadsInside(n: Natives, found: Held[]): number[] {
-    const me = Process.getCurrentThreadId();
-    const all: Seen[] = Process.enumerateThreads().map((t) => ({ id: t.id, pc: t.context.pc, sp: t.context.sp }));
-    const listed = new Set(all.map((t) => t.id));
-    // Frida's own threads are cloaked from enumerateThreads, but they call
-    // libc too (ppoll, under the syscall monitor's hooks): read the ones
-    // blocked in a system call from /proc (a running one cannot be read).
-    for (const tid of taskIds()) {
-        if (tid === me || listed.has(tid)) continue;
-        const at = blockedAt(tid);
-        if (at !== null) all.push({ id: tid, pc: at[1], sp: at[0] });
-    }
-    const slots = Memory.alloc(8 * MAX_HELD);
+interface Look {
+    /** Slots of threads inside our code, by return address (see Held). */
+    held: Held[];
+    /** Threads whose pc is in our code (a system call a relocated prologue makes). */
+    atPc: number[];
+}
+
+function look(n: Natives, threads: Map<number, "pending" | "in" | "out">, slots: NativePointer, only?: Seen[]): Look {
+    const found: Held[] = [];
     const atPc: number[] = [];
     let group = 0;
-    for (const t of all) {
-        if (t.id === me) continue;
+    const seen: Seen[] = only ?? [];
+    if (only === undefined) {
+        for (const [tid, state] of threads) {
+            if (state === "out") continue;
+            const at = blockedAt(tid);
+            if (at === null) {
+                // Running, or gone: a gone thread is out; a running one that
+                // was inside stays in with its last slots (scanned again later).
+                if (!taskAlive(tid)) threads.set(tid, "out");
+                continue;
+            }
+            seen.push({ id: tid, sp: at[0], pc: at[1] });
+        }
+    }
+    for (const t of seen) {
         const top = stackTop(t.sp);
-        if (inOurCode(t.pc)) atPc.push(t.id);
+        const pcIn = inOurCode(t.pc);
+        if (pcIn) atPc.push(t.id);
         const count = n.scanAll(t.sp, top, slots, MAX_HELD - found.length);
         for (let i = 0; i < count; i++) {
             const slot = slots.add(8 * i).readPointer();
             found.push({ tid: t.id, top, slot, ret: slot.readPointer(), group });
         }
         if (count > 0) group++;
+        threads.set(t.id, count > 0 || pcIn ? "in" : "out");
     }
-    return atPc;
+    return { held: found, atPc };
+}
+
+function taskAlive(tid: number): boolean {
+    try {
+        const stat = File.readAllText(`/proc/self/task/${tid}/stat`);
+        const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+        return state !== "Z" && state !== "X";
+    } catch {
+        return false;
+    }
 }
 
 function stackTop(sp: NativePointer): NativePointer {
@@ -270,6 +295,71 @@ function gumWaiting(n: Natives): number[] {
     Thread.sleep(GUM_RECHECK_S);
     const again = look();
     return [...first].filter(([tid, at]) => again.get(tid) === at).map(([tid]) => tid);
+}
+
+/**
+ * Look at every thread until each is known to be out of our code, or the
+ * settle time has passed (threads that only pass through leave within it);
+ * returns the slots of those still inside. Threads that ran in every look
+ * are read once more at RUNNING_MS, by Gum (which stops each with ptrace:
+ * never done by default, as a jemalloc thread of redis-server under load
+ * once never stopped and the agent deadlocked in that read).
+ */
+function settle(n: Natives): Held[] {
+    const me = Process.getCurrentThreadId();
+    const threads = new Map<number, "pending" | "in" | "out">();
+    for (const tid of taskIds()) if (tid !== me) threads.set(tid, "pending");
+    const slots = Memory.alloc(8 * MAX_HELD);
+    const start = Date.now();
+    const carried = new Map<number, Held[]>();
+    const atPc = new Set<number>();
+    const keep = (l: Look): void => {
+        // A thread inside when last blocked, running now: its slots stand.
+        for (const h of l.held) carried.set(h.tid, []);
+        for (const h of l.held) carried.get(h.tid)?.push(h);
+        for (const tid of l.atPc) atPc.add(tid);
+        for (const [tid, state] of threads) {
+            if (state !== "out") continue;
+            carried.delete(tid);
+            atPc.delete(tid);
+        }
+    };
+    for (;;) {
+        keep(look(n, threads, slots));
+        const inside = [...threads.values()].some((s) => s === "in");
+        const pending = [...threads.values()].some((s) => s === "pending");
+        const waited = Date.now() - start;
+        if (!inside && !pending) break;
+        if (waited >= SETTLE_MS && !pending) break;
+        if (waited >= RUNNING_MS) break;
+        Thread.sleep(STEP_S);
+    }
+    // Frida's own (cloaked) threads are not listed by Gum, and never run in
+    // our code for long (uncounted calls tail-call the original).
+    const stillPending = [...threads].filter(([tid, s]) => s === "pending" && !Cloak.hasThread(tid)).map(([tid]) => tid);
+    if (stillPending.length > 0) {
+        const want = new Set(stillPending);
+        const seen = Process.enumerateThreads()
+            .filter((t) => want.has(t.id))
+            .map((t) => ({ id: t.id, pc: t.context.pc, sp: t.context.sp }));
+        keep(look(n, threads, slots, seen));
+    }
+    const held: Held[] = [];
+    let group = 0;
+    for (const [, hs] of carried) {
+        const groups = new Map<number, number>();
+        for (const h of hs) {
+            if (held.length >= MAX_HELD) break;
+            if (!groups.has(h.group)) groups.set(h.group, group++);
+            held.push({ ...h, group: groups.get(h.group) ?? 0 });
+        }
+    }
+    const withSlots = new Set(held.map((h) => h.tid));
+    for (const tid of atPc) {
+        if (withSlots.has(tid) || held.length >= MAX_HELD) continue;
+        held.push({ tid, top: NULL, slot: NULL, ret: NULL, group: group++ });
+    }
+    return held;
 }
 
 /**
@@ -315,18 +405,7 @@ function leave(): LeaveReport {
     let held: Held[] = [];
     let waiting: number[] = [];
     try {
-        const deadline = Date.now() + SETTLE_MS;
-        for (;;) {
-            held = [];
-            const atPc = threadsInside(natives, held);
-            if (held.length === 0 && atPc.length === 0) break;
-            if (Date.now() >= deadline) {
-                const group = held.length === 0 ? 0 : held[held.length - 1].group + 1;
-                atPc.slice(0, MAX_HELD - held.length).forEach((tid, i) => held.push({ tid, top: NULL, slot: NULL, ret: NULL, group: group + i }));
-                break;
-            }
-            Thread.sleep(STEP_S);
-        }
+        held = settle(natives);
     } catch (e) {
         return { held: [], error: `the program's threads could not be read: ${String(e)}` };
     }

@@ -7,7 +7,7 @@ import { Aggregator } from "../aggregate/agg.js";
 import { Lifecycle } from "./lifecycle.js";
 import { ProbeSet } from "../probes/probes.js";
 import { SymbolTriple, symbolize } from "./symbols.js";
-import { reportError } from "./util.js";
+import { processThreads, reportError } from "./util.js";
 import { Armed, SyscallConfig, SyscallMonitor, robustList } from "../syscalls/syscalls.js";
 import { NextCall } from "../syscalls/fdtable.js";
 import { ScanResult, scan } from "../syscalls/syscalls_scan.js";
@@ -29,6 +29,7 @@ export class Session {
             platform: Process.platform,
             pid: Process.id,
             pointer_size: Process.pointerSize,
+            frida_threads: processThreads()?.frida ?? [],
         };
     }
 
