@@ -11,6 +11,7 @@ from typing import Any, NoReturn
 import click
 
 from instr.errors import InstrError, ProbeSetError, UsageError
+from instr.lifecycle import release_frida
 from instr.probes.ir import PlanOptions
 
 F = Callable[..., Any]
@@ -46,6 +47,8 @@ def _guard(fn: F) -> F:
             _fail(
                 InstrError(f"{type(e).__name__}: {e}", hint="rerun with --debug for a traceback"), 1
             )
+        finally:
+            release_frida()
 
     return wrapper
 
@@ -350,6 +353,12 @@ def _where_options(fn: F) -> F:
 )
 @click.option("--no-mmap", is_flag=True, help="Do not track mmap/munmap.")
 @click.option("--no-cxx", is_flag=True, help="Do not hook C++ operator new/delete.")
+@click.option(
+    "--include-tool",
+    is_flag=True,
+    help="Also count the calls made on instr's and Frida's own threads (left out by "
+    "default: the report is the program's; this shows the tool's own cost).",
+)
 @_cc_option
 @click.option("-o", "--output", metavar="FILE.json", help="Write the final report as JSON.")
 @click.option("--duration", type=float, metavar="SECONDS", help="Stop after SECONDS.")
@@ -375,6 +384,7 @@ def mem(**kw: Any) -> None:
             cxx=not kw["no_cxx"],
             mmap=not kw["no_mmap"],
             compiler=kw["compiler"],
+            include_tool=kw["include_tool"],
         ),
         interval_s=kw["interval"],
         top=kw["top"],

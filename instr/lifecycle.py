@@ -228,3 +228,31 @@ class Agent:
         if reason == "process-replaced":
             return Ending("exec")
         return Ending("lost", signal=reason)
+
+
+# Frida's injector finishes a leave after the detach has returned: when the
+# agent's loader thread says goodbye, it stops that thread with ptrace and
+# frees the loader's pages in the target. A host that exits in the middle of
+# that leaves the target stopped with half-restored registers (a SIGSEGV at
+# pc 0x320 was seen that way). Closing the device manager waits for it.
+FRIDA_RELEASE_S = 5.0
+
+
+def release_frida(timeout_s: float = FRIDA_RELEASE_S) -> None:
+    """Let Frida finish whatever it still does in a target before instr exits
+    (bounded: an agent that stays for a blocked thread says goodbye later,
+    to nobody, and needs nothing from the host). Nothing when Frida was never
+    loaded."""
+    import sys
+
+    frida = sys.modules.get("frida")
+    if frida is None:
+        return
+
+    def close() -> None:
+        with contextlib.suppress(Exception):
+            frida.shutdown()
+
+    closer = threading.Thread(target=close, name="instr-release-frida", daemon=True)
+    closer.start()
+    closer.join(timeout_s)
