@@ -142,3 +142,38 @@ def test_library_loaded_later_is_armed_and_traced(targets, pie, probe_file, tmp_
         "plugin/plugin_fn": "armed",
         "plugin/plugin_scale": "armed",
     }
+
+
+FORK_SET = """
+version: 1
+sets:
+  tick:
+    probes:
+      - function: "forkloop!tick"
+        capture: {i: "arg0:i64", r: "retval:i64"}
+        tier: native
+"""
+
+
+def test_a_forked_child_that_fills_its_copy_of_the_ring_does_not_hang(
+    targets, probe_file, tmp_path: Path
+):
+    """Traced without -F, a forked child keeps the hooks it inherited and
+    writes into its copy of the ring, which nobody drains. It used to wait
+    for ever once that copy was full, its parent waited on it, and instr
+    never ended. The child's calls are not the traced process's: exactly
+    the parent's one call is reported, and nothing is dropped there."""
+    out = tmp_path / "run.jsonl"
+    # 200,000 calls of about 64 bytes each fill a 128 KiB ring many times over.
+    res = run_instr("run", "-q", "-P", probe_file(FORK_SET), "-s", "tick", "--buffer-size", 128 * 1024,
+                    "-o", out, "--", targets.path("forkloop"), 200_000, timeout=60)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "child status 0 ticks 42" in res.stdout
+    events, summary = read_jsonl(out)
+    # One thread (the parent's main thread), one call: entry and exit.
+    assert len({e["tid"] for e in events}) == 1
+    assert [(e["phase"], e["args"], e.get("retval")) for e in events] == [
+        ("entry", {"i": 41}, None),
+        ("exit", {}, 42),
+    ]
+    assert summary["drops"] == 0 and summary["ending"]["reason"] == "exit"

@@ -27,6 +27,7 @@ import { ownModule } from "../core/leave.js";
 // Byte offsets of the C structs in native_c.ts (layout_check() verifies the sizes).
 const RING_SIZE = 112;
 const R_DROP_MODE = 4;
+const R_OWNER_PID = 16;
 const R_CAP = 36;
 const R_BUF = 40;
 const R_DROPS = 56;
@@ -135,6 +136,7 @@ export class NativeRing {
         this.bufs = [Memory.alloc(this.cap), Memory.alloc(this.cap)];
         this.drops = zalloc(4 * this.nSlots);
         this.state.add(R_DROP_MODE).writeS32(options.on_full === "drop" ? 1 : 0);
+        this.state.add(R_OWNER_PID).writeS32(Process.id);
         this.state.add(R_CAP).writeS32(this.cap);
         this.state.add(R_BUF).writePointer(this.bufs[0]);
         this.state.add(R_BUF + 8).writePointer(this.bufs[1]);

@@ -22,7 +22,8 @@ typedef struct {
   volatile gint epoch;
   volatile gint drop_mode;
   volatile gint reserved[2];
-  volatile gint unused[2];
+  gint owner_pid; /* the process whose agent drains this ring */
+  gint unused;
   volatile gint inflight[2];
   volatile gint stopped;
   gint cap;
@@ -152,7 +153,10 @@ emit (Desc * d, gint size, guint phase, guint tid, guint64 ts, guint64 * slots, 
     g_atomic_int_add (&ring.inflight[b], -1);
     if (ring.stopped)
       return;
-    if (ring.drop_mode)
+    /* A forked child's copy of the ring is drained by nobody (the child
+     * of a program traced without -F keeps the hooks it inherited): it
+     * drops there, or the child would wait for ever, and its parent on it. */
+    if (ring.drop_mode || (ring.owner_pid != 0 && getpid () != ring.owner_pid))
     {
       g_atomic_int_add (&ring.drops[d->slot], 1);
       return;
