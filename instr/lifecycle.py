@@ -202,8 +202,10 @@ class Agent:
         try:
             done = detach(self.session, self.watch if wait else None, blocked)
         except Lingering as e:
+            _staying.add(self.pid)
             return Left(held=held, done=False, note=str(e))
         if done is False:
+            _staying.add(self.pid)
             return Left(held=held, done=False, note=held_note(self.pid, blocked))
         died = wait and bool(self.watch.images) and gone(self.pid)
         return Left(held=held, done=done, died=died)
@@ -236,6 +238,10 @@ class Agent:
 # that leaves the target stopped with half-restored registers (a SIGSEGV at
 # pc 0x320 was seen that way). Closing the device manager waits for it.
 FRIDA_RELEASE_S = 5.0
+# With an agent left behind for a blocked thread, closing waits for that
+# agent, which says goodbye only when the thread returns: a short bound then.
+FRIDA_RELEASE_STAYING_S = 0.3
+_staying: set[int] = set()  # pids whose agent stays after instr's leave
 
 
 def release_frida(timeout_s: float = FRIDA_RELEASE_S) -> None:
@@ -255,4 +261,4 @@ def release_frida(timeout_s: float = FRIDA_RELEASE_S) -> None:
 
     closer = threading.Thread(target=close, name="instr-release-frida", daemon=True)
     closer.start()
-    closer.join(timeout_s)
+    closer.join(min(timeout_s, FRIDA_RELEASE_STAYING_S) if _staying else timeout_s)
