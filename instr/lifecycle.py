@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import frida
@@ -131,14 +133,23 @@ class Agent:
         on_message: Message | None = None,
         on_detached: Detached | None = None,
         pid: int | None = None,
+        exclusive: bool = True,
     ) -> Agent:
         """Attach to ``pid`` (the target's by default: a forked child's under
         child gating), load the agent bundle and check its protocol."""
         agent = cls(proc, proc.pid if pid is None else pid)
-        agent._load(name, on_message, on_detached)
+        agent._load(name, on_message, on_detached, exclusive)
         return agent
 
-    def _load(self, name: str, on_message: Message | None, on_detached: Detached | None) -> None:
+    def _load(
+        self,
+        name: str,
+        on_message: Message | None,
+        on_detached: Detached | None,
+        exclusive: bool = True,
+    ) -> None:
+        if exclusive and self.proc.local:
+            refuse_if_armed(self.pid)
         self.session = tgt.attach(self.proc.device, self.pid)
         self.watch.attached()
 
@@ -154,7 +165,7 @@ class Agent:
             self.script = self.session.create_script(load_bundle(), name=name)
             self.script.on("message", on_message or (lambda message, data: None))
             self.script.load()
-            self.hello = self.script.exports_sync.hello()
+            self.hello = self.script.exports_sync.hello(os.getpid())
         except (frida.InvalidOperationError, frida.TransportError) as e:
             raise TargetError(
                 f"the target (pid {self.pid}) ended before the agent loaded: {e}"
@@ -262,3 +273,31 @@ def release_frida(timeout_s: float = FRIDA_RELEASE_S) -> None:
     closer = threading.Thread(target=close, name="instr-release-frida", daemon=True)
     closer.start()
     closer.join(min(timeout_s, FRIDA_RELEASE_STAYING_S) if _staying else timeout_s)
+
+
+_ARMED_MARK = re.compile(r"/memfd:instr-armed-by-(\d+)")
+
+
+def armed_by(pid: int) -> list[int]:
+    """The pids of live instr hosts whose agent has hooks armed in local
+    process ``pid`` (their mark in its maps: agents/src/core/marker.ts). A
+    mark whose host is gone (instr killed) is its agent's last moments."""
+    try:
+        text = Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return []
+    hosts = sorted({int(m[1]) for m in _ARMED_MARK.finditer(text)})
+    return [h for h in hosts if h != os.getpid() and Path(f"/proc/{h}").exists()]
+
+
+def refuse_if_armed(pid: int) -> None:
+    """Refuse a second instr with hooks in a process another instr traces:
+    two sets of hooks on the same functions can crash the program when they
+    leave in the other order (docs/leaving.md)."""
+    hosts = armed_by(pid)
+    if hosts:
+        raise TargetError(
+            f"pid {pid} is already traced by instr (pid {hosts[0]}), whose hooks are armed;"
+            " a second set of hooks could crash it when the two leave",
+            hint=f"stop the other instr first (kill -INT {hosts[0]})",
+        )

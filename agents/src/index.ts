@@ -11,15 +11,25 @@ import { PeekRequest, PokeRequest, peek, poke } from "./mem/peek.js";
 import { patcher } from "./patch/patch.js";
 import { PatchSpec } from "./patch/patch_types.js";
 import { leaveSafely, prepareLeave } from "./core/leave.js";
+import { markArmed, setHost, unmarkArmed } from "./core/marker.js";
 
 prepareLeave();
 const session = new Session();
 const mem = new MemTracker(); // instr mem: its own engine (docs/memory.md)
 const fdTable = new FdTable();
 
+function armed<T>(result: T): T {
+    markArmed();
+    return result;
+}
+
 rpc.exports = {
-    hello: () => session.hello(),
-    configure: (plan: Plan) => session.configure(plan),
+    hello: (hostPid?: number) => {
+        setHost(hostPid);
+        return session.hello();
+    },
+    // Each instrument that arms hooks marks the process (core/marker.ts).
+    configure: (plan: Plan) => armed(session.configure(plan)),
     flush: () => session.flush(),
     snapshot: (final: boolean) => session.snapshot(final),
     // Every leave comes here (the host's dispose, Frida's unload when the host
@@ -29,6 +39,7 @@ rpc.exports = {
         const result = session.dispose(reason);
         if (reason === "exit" || reason === "exec") return result;
         mem.stop();
+        unmarkArmed();
         return { ...result, leave: leaveSafely() };
     },
     symbolize: (addresses: string[]) => session.symbolize(addresses),
@@ -36,20 +47,24 @@ rpc.exports = {
     syscallScan: (names: string[]) => session.syscallScan(names),
     cmoduleSource: (name: string) => cmoduleSource(name),
     // The host's build of the monitor's C comes as the call's data (null: TinyCC).
-    syscallStart: (config: SyscallConfig, object?: ArrayBuffer | null) => session.syscallStart(config, object ?? null),
+    syscallStart: (config: SyscallConfig, object?: ArrayBuffer | null) => armed(session.syscallStart(config, object ?? null)),
     syscallRobustList: () => session.syscallRobustList(),
     // The program's own fd table (fdtable.ts), at its next hooked call.
     fdsSeparate: () => fdTable.separate(session.syscallNextCall()),
     // instr mem / instr peek
-    memStart: (options: MemOptions, object?: ArrayBuffer | null) => mem.start(options, object ?? null),
+    memStart: (options: MemOptions, object?: ArrayBuffer | null) => armed(mem.start(options, object ?? null)),
     memReport: (request: ReportRequest) => mem.report(request),
     memStop: () => mem.stop(),
     peek: (requests: PeekRequest[]) => peek(requests),
     poke: (requests: PokeRequest[]) => poke(requests),
     // Live patching (docs/patching.md).
-    patchApply: (specs: PatchSpec[]) => patcher.apply(specs),
+    patchApply: (specs: PatchSpec[]) => armed(patcher.apply(specs)),
     patchList: () => patcher.list(),
     patchRevert: (ids: number[] | "all") => patcher.revert(ids),
     patchRevertOwned: () => patcher.revertOwnedAll(),
-    patchPersist: () => patcher.persist(),
+    // A persistent patch stays with its ledger; the next instr may attach.
+    patchPersist: () => {
+        unmarkArmed();
+        return patcher.persist();
+    },
 };

@@ -27,7 +27,7 @@ def _script(target: tgt.TargetSpec, device: tgt.DeviceSpec, name: str) -> Iterat
     proc = TargetProcess.open(device, target)
     agent: Agent | None = None
     try:
-        agent = Agent.load(proc, name)
+        agent = Agent.load(proc, name, exclusive=False)
         yield agent.script
     finally:
         if agent is not None:
