@@ -145,6 +145,8 @@ class MemReport:
     stacks: list[StackStat]
     oldest: list[Block]
     build_ms: int = 0
+    # Whether calls on Frida's and instr's threads are left out (the default) or counted.
+    tool_excluded: bool = True
     process: str | None = None
     pid: int | None = None
     token: int = 0
@@ -230,7 +232,10 @@ _SCALARS = {
     "mmap_calls": 24,
     "munmap_calls": 25,
     "munmap_unknown": 26,
+    "tool_calls": 27,  # hooked calls left out as the tool's (Frida's and instr's threads)
+    "tool_decisions": 28,  # threads examined to tell the tool's apart
 }
+_TOOLS_EXCLUDED = 29  # 1: the tool's calls are left out; 0: --include-tool
 
 
 def decode(header: dict[str, Any], data: bytes) -> MemReport:
@@ -289,6 +294,7 @@ def decode(header: dict[str, Any], data: bytes) -> MemReport:
         stacks=stacks,
         oldest=oldest,
         build_ms=int(header.get("build_ms", 0)),
+        tool_excluded=bool(raw[_TOOLS_EXCLUDED]),
         token=int(header.get("token", 0)),
         extra={k: header[k] for k in ("roots", "root_bytes", "n_blocks", "threads") if k in header},
     )

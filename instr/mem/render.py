@@ -36,6 +36,17 @@ def _stack_lines(s: StackStat, indent: str = "      ") -> list[str]:
     return [f"{indent}{f}" for f in frames]
 
 
+def covers(r: MemReport) -> str:
+    """What every figure of a report counts: one window, read at one instant, whose threads."""
+    since = "the program started" if r.mode == "spawn" else "instr attached"
+    if r.tool_excluded:
+        n = r.counters.get("tool_calls", 0)
+        who = f"{_n(n)} calls on instr's and Frida's threads left out (--include-tool counts them)"
+    else:
+        who = "calls on instr's and Frida's threads included (--include-tool)"
+    return f"  covers     every call since {since}, all figures read at one instant; {who}"
+
+
 def render_text(r: MemReport, top: int = 10) -> str:
     c = r.counters
     who = f"{r.process or '?'} (pid {r.pid})" if r.pid else (r.process or "?")
@@ -45,7 +56,7 @@ def render_text(r: MemReport, top: int = 10) -> str:
         if r.exit_code is not None
         else title.get(r.reason, r.reason)
     )
-    out = [head]
+    out = [head, covers(r)]
     calls = ", ".join(f"{k} {_n(n)}" for k, (n, _b) in r.kinds.items())
     out.append(
         f"  calls      {calls or 'none'}; free {_n(c['frees'])} (+{_n(c['free_null'])} free(NULL))"
@@ -170,6 +181,7 @@ def to_json(r: MemReport) -> dict[str, Any]:
         "exit_code": r.exit_code,
         "mode": r.mode,
         "scanned": r.scanned,
+        "tool_excluded": r.tool_excluded,
         "counters": r.counters,
         "calls": {k: {"calls": n, "bytes": b} for k, (n, b) in r.kinds.items()},
         "histogram": [

@@ -91,6 +91,12 @@ def run_mem(
             say(
                 f"tracking {len(hooked)} allocator functions in pid {session.pid} (hooks built by {cc}): armed"
             )
+            tool = started.get("tool") or {}
+            if tool.get("excluded") and not (tool.get("start_offset") and tool.get("tid_offset")):
+                say(
+                    "threads Frida starts from now on may be counted as the program's: "
+                    "glibc's thread descriptor layout was not recognised"
+                )
             why = started.get("toolchain_error")
             if cc == "TinyCC" and config.options.compiler != "tinycc" and why:
                 say(f"TinyCC because {why}")
@@ -115,11 +121,15 @@ def run_mem(
                 if flags.get("stop"):
                     break
                 now = time.monotonic()
-                if flags.pop("report", False):
-                    session.request("signal", config.oldest)
+                # Once the exit report is in, the process is exiting: no more asking
+                # (a request then found its script destroyed: instr failed).
+                wanted = flags.pop("report", False) and final is None
+                if wanted and session.request("signal", config.oldest) is None:
+                    next_tick = None  # gone: its end comes as "ended"
                 if next_tick is not None and now >= next_tick:
-                    session.request("interval", config.oldest)
                     next_tick = now + (config.interval_s or 1.0)
+                    if final is not None or session.request("interval", config.oldest) is None:
+                        next_tick = None
                 if deadline is not None and now >= deadline:
                     break
         except KeyboardInterrupt:
@@ -150,9 +160,12 @@ def _final_at_detach(
     say: Callable[[str], None],
 ) -> MemReport | None:
     try:
-        session.request("detach", config.oldest)
-    except Exception as e:  # the target went away meanwhile
+        token = session.request("detach", config.oldest)
+    except Exception as e:  # the agent could not build it
         say(f"no final report: {e}")
+        return None
+    if token is None:
+        say("no final report: the target went away")
         return None
     t0 = time.monotonic()
     while time.monotonic() - t0 < 30:

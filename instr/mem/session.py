@@ -34,6 +34,8 @@ class MemOptions:
     cxx: bool = True
     mmap: bool = True
     compiler: str = "auto"  # who builds the hooks: auto | system (the host's compiler) | tinycc
+    # Count the calls made on Frida's and instr's own threads too (left out by default).
+    include_tool: bool = False
 
 
 class MemSession:
@@ -101,6 +103,7 @@ class MemSession:
             "cxx": o.cxx,
             "mmap": o.mmap,
             "compiler": o.compiler,
+            "include_tool": o.include_tool,
         }
         start = self._script.exports_sync.mem_start
         try:
@@ -146,13 +149,17 @@ class MemSession:
             self.errors.append(str(payload.get("message")))
         return self.next_report(0)
 
-    def request(self, reason: str, oldest: int, scan: bool = False) -> int:
-        """Ask for a report (delivered through ``next_report``); its token."""
+    def request(self, reason: str, oldest: int, scan: bool = False) -> int | None:
+        """Ask for a report (delivered through ``next_report``); its token, or None when the
+        target is gone (it exited between two reports: its exit report came or comes first)."""
         if self._script is None:
             raise TargetError("the session is not started")
-        token: int = self._script.exports_sync.mem_report(
-            {"scan": scan, "oldest": oldest, "reason": reason}
-        )
+        try:
+            token: int = self._script.exports_sync.mem_report(
+                {"scan": scan, "oldest": oldest, "reason": reason}
+            )
+        except (frida.InvalidOperationError, frida.TransportError):
+            return None
         return token
 
     def symbolize(self, report: MemReport, top: int, everything: bool = False) -> None:

@@ -17,6 +17,7 @@ from instr.mem.model import (
     N_KINDS,
     N_SCALARS,
     Frame,
+    MemReport,
     ReportFormatError,
     decode,
     symbolize_frames,
@@ -26,8 +27,14 @@ from instr.mem.poke import check_fits, parse_poke
 from instr.mem.render import quantize, render_text, to_json
 
 
-def _payload(stacks: list[tuple[int, int, int, int, list[int]]], aggs: list[list[int]]) -> bytes:
+def _payload(
+    stacks: list[tuple[int, int, int, int, list[int]]],
+    aggs: list[list[int]],
+    scalars: dict[int, int] | None = None,
+) -> bytes:
     counters = [0] * N_COUNTERS
+    for i, v in (scalars or {}).items():
+        counters[i] = v
     counters[0], counters[2], counters[4], counters[7], counters[8] = 5, 300, 2, 150, 200
     counters[N_SCALARS + 0] = 4  # malloc calls
     counters[N_SCALARS + N_KINDS + 0] = 250
@@ -46,11 +53,11 @@ def _payload(stacks: list[tuple[int, int, int, int, list[int]]], aggs: list[list
     return out
 
 
-def _report() -> object:
+def _report(mode: str = "spawn", scalars: dict[int, int] | None = None) -> MemReport:
     stacks = [(0, 0, 0, 0, []), (0, 3, 150, 2, [0x1000, 0x2000]), (1, 2, 150, 1, [0x3000])]
     aggs = [[0, 0, 0, 0, 0, 0, 0], [2, 100, 2, 100, 40, 7, 3], [1, 50, 0, 0, 0, 9, 4]]
-    header = {"n_stacks": 3, "n_oldest": 0, "reason": "exit 3", "mode": "spawn", "scanned": True}
-    return decode(header, _payload(stacks, aggs))
+    header = {"n_stacks": 3, "n_oldest": 0, "reason": "exit 3", "mode": mode, "scanned": True}
+    return decode(header, _payload(stacks, aggs, scalars))
 
 
 def test_decode_report() -> None:
@@ -92,6 +99,24 @@ def test_render_text_and_json() -> None:
     assert j["by_process"] == {"prog": 300}
     assert [h["bucket_min"] for h in j["histogram"]] == [16, 64]
     assert [(x["site"], x["allocs"]) for x in j["sites"]] == [("prog!leaky", 3), ("0x3000", 2)]
+
+
+def test_report_says_what_its_figures_cover() -> None:
+    """Scalar 27: calls left out as the tool's; 29: whether they are left out."""
+    r = _report("attach", {27: 1234, 29: 1})
+    assert r.tool_excluded and r.counters["tool_calls"] == 1234
+    line = render_text(r).splitlines()[1]
+    assert line == (
+        "  covers     every call since instr attached, all figures read at one instant; "
+        "1,234 calls on instr's and Frida's threads left out (--include-tool counts them)"
+    )
+    assert to_json(r)["tool_excluded"] is True and to_json(r)["counters"]["tool_calls"] == 1234
+    r = _report("spawn", {29: 0})
+    assert not r.tool_excluded
+    assert render_text(r).splitlines()[1] == (
+        "  covers     every call since the program started, all figures read at one instant; "
+        "calls on instr's and Frida's threads included (--include-tool)"
+    )
 
 
 def test_quantize_is_dtrace_shaped() -> None:

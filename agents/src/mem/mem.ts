@@ -5,23 +5,26 @@
 // A report's data is, in order: counters (u64[MEM_NCOUNTERS_ALL]), the stack
 // table (n_stacks records of MEM_STACK_SIZE), per-stack heap aggregates and
 // per-stack mmap aggregates (n_stacks records of MEM_AGG_SIZE each), then
-// the oldest live heap blocks (n_oldest records of MEM_BLOCK_SIZE).
+// the oldest live heap blocks (n_oldest records of MEM_BLOCK_SIZE). All of
+// it comes from one snapshot (mem_snapshot in mem_c.ts), taken at one instant.
 
 import {
     DELETE_BASE,
     MEM_AGG_SIZE,
     MEM_BLOCK_SIZE,
     MEM_NKINDS,
+    MEM_NSCALARS,
     MEM_STACK_SIZE,
     MEM_STATE_BYTES,
     NEW_BASE,
     REAL,
 } from "./mem_c.js";
+import { toolThreads } from "../core/threads.js";
 import { loadCModule } from "../core/cmodule.js";
 import { ownCode } from "../core/leave.js";
 import { post, reportError } from "../core/util.js";
 
-export const MEM_NCOUNTERS_ALL = 32 + 2 * MEM_NKINDS + 130;
+export const MEM_NCOUNTERS_ALL = MEM_NSCALARS + 2 * MEM_NKINDS + 130;
 const ACK_TIMEOUT_MS = 60000;
 const TICK_MS = 100;
 
@@ -34,6 +37,8 @@ export interface MemOptions {
     mode: "spawn" | "attach";
     cxx: boolean;
     mmap: boolean;
+    /** Count the calls made on Frida's and instr's threads too (--include-tool). */
+    include_tool?: boolean;
     /** Who compiles the hooks: "auto" (the host's compiler, else TinyCC), "system" (the host's), "tinycc". */
     compiler: "auto" | "system" | "tinycc";
 }
@@ -48,6 +53,8 @@ export interface MemStarted {
     state_bytes: number;
     arena_bytes: number;
     tick_ms: number;
+    /** How the tool's threads are told apart (threads.ts), and whether their calls are left out. */
+    tool: { excluded: boolean; threads: number; ranges: number; start_offset: number; tid_offset: number; js_thread_is_tool: boolean };
 }
 
 export interface ReportRequest {
@@ -104,14 +111,13 @@ export class MemTracker {
     private ended = false;
     private stopped = false;
     private fn: {
-        counters: NativeFunction<void, [NativePointer]>;
-        collect: NativeFunction<UInt64, [number, NativePointer, U64]>;
+        sizes: NativeFunction<void, [NativePointer]>;
+        snapshot: NativeFunction<Int64, [NativePointer, NativePointer, U64, NativePointer, U64, NativePointer, U64, NativePointer]>;
         sort: NativeFunction<void, [NativePointer, U64]>;
         mark: NativeFunction<void, [NativePointer, U64, NativePointer, U64, number, NativePointer]>;
         classify: NativeFunction<void, [NativePointer, U64, NativePointer]>;
         aggregate: NativeFunction<void, [NativePointer, U64, NativePointer, U64]>;
         oldest: NativeFunction<UInt64, [NativePointer, U64, NativePointer, U64]>;
-        stacks: NativeFunction<NativePointer, []>;
         tick: NativeFunction<void, []>;
         ignore: NativeFunction<NativePointer, []>;
         findTcbs: NativeFunction<UInt64, [NativePointer, NativePointer, NativePointer, U64]>;
@@ -152,21 +158,44 @@ export class MemTracker {
         );
         if (r < 0) throw new Error(`memory tracker state needs ${-r} bytes, has ${MEM_STATE_BYTES}`);
         this.fn = {
-            counters: new NativeFunction(cm.mem_counters, "void", ["pointer"], ex),
-            collect: new NativeFunction(cm.mem_collect, "uint64", ["int", "pointer", "uint64"], ex),
+            sizes: new NativeFunction(cm.mem_sizes, "void", ["pointer"], ex),
+            snapshot: new NativeFunction(
+                cm.mem_snapshot,
+                "int64",
+                ["pointer", "pointer", "uint64", "pointer", "uint64", "pointer", "uint64", "pointer"],
+                ex,
+            ),
             sort: new NativeFunction(cm.mem_sort, "void", ["pointer", "uint64"], ex),
             mark: new NativeFunction(cm.mem_mark, "void", ["pointer", "uint64", "pointer", "uint64", "int", "pointer"], ex),
             classify: new NativeFunction(cm.mem_classify, "void", ["pointer", "uint64", "pointer"], ex),
             aggregate: new NativeFunction(cm.mem_aggregate, "void", ["pointer", "uint64", "pointer", "uint64"], ex),
             oldest: new NativeFunction(cm.mem_oldest, "uint64", ["pointer", "uint64", "pointer", "uint64"], ex),
-            stacks: new NativeFunction(cm.mem_stacks, "pointer", [], ex),
             tick: new NativeFunction(cm.mem_tick, "void", [], ex),
             ignore: new NativeFunction(cm.mem_ignore_thread, "pointer", [], ex),
             findTcbs: new NativeFunction(cm.mem_find_tcbs, "uint64", ["pointer", "pointer", "pointer", "uint64"], ex),
             track: new NativeFunction(cm.mem_track_thread, "void", ["pointer"], ex),
         };
-        // The agent's own thread (RPC, timers) allocates for Frida, not for the target.
-        this.fn.ignore();
+        // Frida's threads and instr's (this JS thread among them) allocate for
+        // the tool, not for the program: their calls are left out unless
+        // include_tool (mem_c.ts: tool_thread). Set before any hook is in.
+        const tool = toolThreads(new NativeFunction(cm.mem_agent_address, "pointer", [], ex)());
+        const tids = Memory.alloc(4 * Math.max(1, tool.tids.length));
+        tool.tids.forEach((t, i) => tids.add(4 * i).writeS32(t));
+        const ranges = Memory.alloc(16 * Math.max(1, tool.ranges.length));
+        tool.ranges.forEach(([lo, hi], i) => {
+            ranges.add(16 * i).writePointer(lo);
+            ranges.add(16 * i + 8).writePointer(hi);
+        });
+        new NativeFunction(cm.mem_set_tools, "void", ["int", "pointer", "int", "pointer", "int", "int", "int"], ex)(
+            options.include_tool === true ? 0 : 1,
+            tids,
+            tool.tids.length,
+            ranges,
+            tool.ranges.length,
+            tool.startOffset,
+            tool.tidOffset,
+        );
+        const jsThreadIsTool = new NativeFunction(cm.mem_is_tool_thread, "int", [], ex)() !== 0;
         const setReal = new NativeFunction(cm.mem_set_real, "void", ["int", "pointer", "int"], ex);
         const targets: [string, number, string][] = [
             ["malloc", REAL.malloc, "h_malloc"],
@@ -225,7 +254,25 @@ export class MemTracker {
         this.timer = setInterval(() => this.fn?.tick(), TICK_MS);
         this.listenForAcks();
         this.hookExit();
-        return { hooked, missing, failed, toolchain: this.toolchain, toolchain_error: this.toolchainError, main_stack: [lo.toString(), hi.toString()], state_bytes: MEM_STATE_BYTES, arena_bytes: this.arenaBytes, tick_ms: TICK_MS };
+        return {
+            hooked,
+            missing,
+            failed,
+            toolchain: this.toolchain,
+            toolchain_error: this.toolchainError,
+            main_stack: [lo.toString(), hi.toString()],
+            state_bytes: MEM_STATE_BYTES,
+            arena_bytes: this.arenaBytes,
+            tick_ms: TICK_MS,
+            tool: {
+                excluded: options.include_tool !== true,
+                threads: tool.tids.length,
+                ranges: tool.ranges.length,
+                start_offset: tool.startOffset,
+                tid_offset: tool.tidOffset,
+                js_thread_is_tool: jsThreadIsTool,
+            },
+        };
     }
 
     /** Build a report and send it as `mem-report`; returns its token. */
@@ -234,15 +281,9 @@ export class MemTracker {
         if (fn === null || this.options === null) throw new Error("memory tracking is not on");
         const t0 = Date.now();
         this.keepAlive = [];
-        const counters = Memory.alloc(MEM_NCOUNTERS_ALL * 8);
-        fn.counters(counters);
-        const live = Number(counters.add(4 * 8).readU64().toString());
-        const liveMaps = Number(counters.add(20 * 8).readU64().toString());
-        const nStacks = Number(counters.add(13 * 8).readU64().toString());
-
-        const cap = live + 4096;
-        const blocks = pageAlloc(cap * MEM_BLOCK_SIZE);
-        const n = Number(fn.collect(0, blocks, cap).toString());
+        const snap = this.snapshot(fn);
+        const { counters, blocks, cap, nStacks } = snap;
+        const n = snap.nBlocks;
         let scanned = false;
         let roots = 0;
         let rootBytes = 0;
@@ -251,6 +292,8 @@ export class MemTracker {
             const work = pageAlloc(Math.max(1, n) * 8);
             const ranges = this.roots(context, [
                 [blocks, cap * MEM_BLOCK_SIZE],
+                [snap.stacks, snap.stackBytes],
+                [snap.regions, snap.regionBytes],
                 [work, Math.max(1, n) * 8],
                 [counters, MEM_NCOUNTERS_ALL * 8],
             ]);
@@ -271,15 +314,12 @@ export class MemTracker {
         const old = pageAlloc(Math.max(1, k) * MEM_BLOCK_SIZE);
         const nOld = Number(fn.oldest(blocks, n, old, k).toString());
 
-        const mcap = liveMaps + 1024;
-        const mblocks = pageAlloc(mcap * MEM_BLOCK_SIZE);
-        const nm = Number(fn.collect(1, mblocks, mcap).toString());
         const magg = pageAlloc(Math.max(1, nStacks) * MEM_AGG_SIZE);
-        fn.aggregate(mblocks, nm, magg, nStacks);
+        fn.aggregate(snap.regions, snap.nRegions, magg, nStacks);
 
         const parts: [NativePointer, number][] = [
             [counters, MEM_NCOUNTERS_ALL * 8],
-            [fn.stacks(), nStacks * MEM_STACK_SIZE],
+            [snap.stacks, nStacks * MEM_STACK_SIZE],
             [agg, nStacks * MEM_AGG_SIZE],
             [magg, nStacks * MEM_AGG_SIZE],
             [old, nOld * MEM_BLOCK_SIZE],
@@ -312,6 +352,54 @@ export class MemTracker {
             out.buffer as ArrayBuffer,
         );
         return token;
+    }
+
+    /**
+     * One consistent copy of the counters, stacks, live blocks and regions
+     * (mem_snapshot): buffers sized from a first look, larger and again when
+     * the program grew meanwhile.
+     */
+    private snapshot(fn: NonNullable<MemTracker["fn"]>): {
+        counters: NativePointer;
+        stacks: NativePointer;
+        blocks: NativePointer;
+        cap: number;
+        regions: NativePointer;
+        stackBytes: number;
+        regionBytes: number;
+        nStacks: number;
+        nBlocks: number;
+        nRegions: number;
+    } {
+        const counters = Memory.alloc(MEM_NCOUNTERS_ALL * 8);
+        const got = Memory.alloc(3 * 8);
+        fn.sizes(got);
+        let want = [0, 1, 2].map((i) => Number(got.add(8 * i).readU64().toString()));
+        for (let attempt = 0; ; attempt++) {
+            const stackCap = want[0] + 256 + (want[0] >> 3);
+            const cap = want[1] + 4096 + (want[1] >> 3);
+            const mapCap = want[2] + 1024;
+            const stacks = pageAlloc(stackCap * MEM_STACK_SIZE);
+            const blocks = pageAlloc(cap * MEM_BLOCK_SIZE);
+            const regions = pageAlloc(mapCap * MEM_BLOCK_SIZE);
+            const r = Number(fn.snapshot(counters, stacks, stackCap, blocks, cap, regions, mapCap, got).toString());
+            want = [0, 1, 2].map((i) => Number(got.add(8 * i).readU64().toString()));
+            if (r === 0) {
+                return {
+                    counters,
+                    stacks,
+                    blocks,
+                    cap,
+                    regions,
+                    stackBytes: stackCap * MEM_STACK_SIZE,
+                    regionBytes: mapCap * MEM_BLOCK_SIZE,
+                    nStacks: want[0],
+                    nBlocks: want[1],
+                    nRegions: want[2],
+                };
+            }
+            if (attempt >= 8) throw new Error(`memory report: the tables kept growing (${want.join(", ")})`);
+        }
     }
 
     /** Readable memory that may hold pointers to heap blocks, sorted, without our own buffers. */

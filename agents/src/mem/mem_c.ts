@@ -11,6 +11,14 @@
 // read-only. x86_64 only: 64-bit atomics are inline `lock xadd`/`cmpxchg`
 // (TinyCC has no 8-byte __atomic builtins), the thread identity is %fs:0 and
 // stacks are walked through frame pointers.
+//
+// Calls made on the tool's threads (Frida's, instr's agent's) are not counted
+// unless asked (--include-tool): see tool_thread below and threads.ts.
+//
+// Every count a hooked call makes (its table shard's counters, histogram and
+// kinds, its stack's calls and bytes, live bytes) is made while it holds its
+// table shard's lock, so mem_snapshot(), holding every shard's lock, reads
+// all of them at one instant: a report's figures agree with each other.
 
 export const MEM_MAX_DEPTH = 32;
 export const MEM_STACK_SIZE = 32 + 8 * MEM_MAX_DEPTH; // hash, depth, kind, n, bytes, frames
@@ -18,6 +26,7 @@ export const MEM_BLOCK_SIZE = 40; // addr, size, seq, stack u32, flags u32, tick
 export const MEM_AGG_SIZE = 56; // live n, live bytes, leaked n, leaked bytes, indirect bytes, oldest seq, oldest tick
 export const MEM_STATE_BYTES = 1 << 20;
 export const MEM_NKINDS = 16;
+export const MEM_NSCALARS = 32; // scalar counters first in a snapshot; instr/mem/model.py names them
 
 // Indices of st.real[] (and of the kind of allocation).
 export const REAL = {
@@ -46,6 +55,11 @@ export const MEM_C_SOURCE = `
 #define GUARD_LINES 512
 #define NREAL 48
 #define NKINDS ${MEM_NKINDS}
+#define NSCALARS ${MEM_NSCALARS}
+#define TSETS_BITS 10
+#define TSETS (1 << TSETS_BITS) /* thread cache: sets of 4 entries, one cache line each */
+#define NTIDS 64
+#define NRANGES 64
 
 #define K_MALLOC 0
 #define K_CALLOC 1
@@ -81,6 +95,9 @@ typedef struct {
   guint64 b_free;
   guint64 dropped;
   guint64 unknown_free;
+  guint64 free_null; /* heap: free(NULL) and delete(NULL), counted in the shard of the thread */
+  guint64 calls; /* maps: mmap calls (failed ones in the shard of the thread) */
+  guint64 uncalls; /* maps: munmap calls */
   guint64 kind_n[NKINDS];
   guint64 kind_b[NKINDS];
   guint64 hist_n[65];
@@ -113,34 +130,45 @@ typedef struct {
   guint32 pad;
 } Blk;
 
+/* The thread cache: thread pointer -> (tid << 1) | is-the-tool's. */
+typedef struct {
+  volatile guint64 self;
+  volatile guint64 tag;
+} TEnt;
+
 typedef struct {
   void * volatile real[NREAL];
   guint8 slow[NREAL]; /* hooked with Interceptor.replace: the caller comes from the invocation */
   guint64 main_lo;
   guint64 main_hi;
   guint32 depth;
-  volatile gint stopped;
+  volatile gint tools; /* 1: calls on the tool's threads, or from the agent's code, are not counted */
+  volatile gint tid_off; /* the thread id in glibc's struct pthread (validates cache entries); 0: unknown */
+  gint start_off; /* the start routine in glibc's struct pthread; 0: unknown */
+  guint64 agent_lo; /* the agent's code: a call from there is the tool's */
+  guint64 agent_hi;
   volatile guint32 tick;
   guint32 max_stacks;
   volatile guint64 n_stacks;
   volatile guint64 guard_active;
-  volatile guint64 ignored[4]; /* threads never tracked: the agent's, a thread building a report */
   volatile guint64 live_bytes;
   volatile guint64 peak_bytes;
   volatile guint64 map_live;
   volatile guint64 map_peak;
-  volatile guint64 seq;
-  volatile guint64 free_null;
   volatile guint64 stack_overflow;
   volatile guint64 guard_overflow;
-  volatile guint64 map_calls;
-  volatile guint64 unmap_calls;
-  volatile guint64 unmap_unknown;
+  volatile guint64 tool_calls; /* hooked calls left out as the tool's */
+  volatile guint64 tool_decisions; /* threads (re)examined by tool_thread_slow */
+  gint n_tids;
+  gint n_ranges;
+  gint32 tids[NTIDS]; /* Frida's threads when the tracker armed */
+  guint64 ranges[2 * NRANGES]; /* Frida's code: the agent, anonymous executable mappings */
   Stack * stacks;
   Shard heap[NSHARD];
   Shard maps[NSHARD];
   SShard sshard[NSHARD];
   volatile guint64 guard[GUARD_LINES * 8];
+  TEnt tcache[TSETS * 4];
 } State;
 
 extern State st;
@@ -234,15 +262,13 @@ static int bucket (guint64 v)
  * (realloc -> malloc, operator new -> malloc, memalign -> malloc) marks
  * itself in a table keyed by its thread pointer; nested calls on that
  * thread pass straight through. guard_active > 0 only while some thread is
- * marked, so the common path costs one load. */
+ * marked, so the common path costs one load. A program thread building a
+ * report at exit marks itself the same way (mem_ignore_thread). */
 
-static int guarded (void)
+static int guarded_as (guint64 me)
 {
-  guint64 me = self_id ();
   volatile guint64 * line;
   int i;
-  if (me == st.ignored[0] || me == st.ignored[1] || me == st.ignored[2] || me == st.ignored[3])
-    return 1;
   if (st.guard_active == 0)
     return 0;
   line = &st.guard[(mix (me) & (GUARD_LINES - 1)) * 8];
@@ -250,6 +276,133 @@ static int guarded (void)
     if (line[i] == me)
       return 1;
   return 0;
+}
+
+static int guarded (void)
+{
+  return guarded_as (self_id ());
+}
+
+/* ---------------------------------------------------------------- the tool's threads
+ * A call is the tool's, and not counted (unless --include-tool), when its
+ * thread is Frida's (listed when the tracker armed, or started by a routine
+ * in Frida's code: glib's thread proxy in the agent, Frida's loader, a
+ * CModule) or when its caller is the agent's code (Frida's heap growing, JS
+ * run on a program thread). The decision per thread is cached in st.tcache,
+ * keyed by the thread pointer (%fs:0) and checked against the thread id
+ * glibc keeps in its struct pthread, since the next thread to get a cached
+ * stack gets the same thread pointer: the common path reads %fs:0, the
+ * thread id in the descriptor and one cache line of st.tcache. Nothing here
+ * allocates (a hook may run inside Frida's heap with its lock held) nor
+ * calls libc. */
+
+static gint32 sys_gettid (void)
+{
+  guint64 r = 186; /* SYS_gettid on x86_64 */
+  __asm__ __volatile__ ("syscall" : "+a" (r) : : "rcx", "r11", "memory");
+  return (gint32) r;
+}
+
+static int in_tool_code (guint64 a)
+{
+  int i;
+  for (i = 0; i < st.n_ranges; i++)
+    if (a >= st.ranges[2 * i] && a < st.ranges[2 * i + 1])
+      return 1;
+  return 0;
+}
+
+static TEnt * tset (guint64 me)
+{
+  return &st.tcache[((me * 0x9e3779b97f4a7c15ULL) >> (64 - TSETS_BITS)) * 4];
+}
+
+static guint32 tid_of (guint64 me)
+{
+  gint off = st.tid_off;
+  return off > 0 ? *(volatile guint32 *) (me + (guint64) off) : 0;
+}
+
+static int tool_thread_slow (guint64 me)
+{
+  TEnt * set = tset (me);
+  gint32 tid = sys_gettid ();
+  gint off = st.tid_off;
+  guint64 tag;
+  int tool = 0, i;
+  for (i = 0; i < st.n_tids && !tool; i++)
+    if (st.tids[i] == tid)
+      tool = 1;
+  if (!tool && st.start_off > 0 && in_tool_code (*(volatile guint64 *) (me + (guint64) st.start_off)))
+    tool = 1;
+  if (off > 0 && *(volatile gint32 *) (me + (guint64) off) != tid)
+  {
+    st.tid_off = 0; /* not glibc's thread id after all: entries go unchecked */
+    off = 0;
+  }
+  xadd64 (&st.tool_decisions, 1);
+  tag = ((guint64) (guint32) (off > 0 ? tid : 0) << 1) | (guint64) tool;
+  for (i = 0; i != 4; i++)
+    if (set[i].self == me)
+    {
+      set[i].tag = tag;
+      return tool;
+    }
+  for (i = 0; i != 4; i++)
+    if (set[i].self == 0 && cas64 (&set[i].self, 0, me))
+    {
+      set[i].tag = tag;
+      return tool;
+    }
+  /* A full set: take a way. Its owner, if alive, then reads a thread id not
+   * its own and decides again; without the id check, nothing is evicted. */
+  if (off > 0)
+  {
+    i = (int) ((me >> 12) & 3);
+    set[i].self = me;
+    set[i].tag = tag;
+  }
+  return tool;
+}
+
+/* 1 when the calling thread is the tool's. */
+static int tool_thread (guint64 me)
+{
+  TEnt * set = tset (me);
+  guint32 tid = tid_of (me);
+  int i;
+  for (i = 0; i != 4; i++)
+  {
+    if (set[i].self == me)
+    {
+      guint64 tag = set[i].tag;
+      if ((guint32) (tag >> 1) == tid)
+        return (int) (tag & 1);
+      break;
+    }
+  }
+  return tool_thread_slow (me);
+}
+
+/* Whether a call is the tool's: its thread is, or its caller is the agent's
+ * code. Counted in tool_calls if so. */
+static int tool_call (guint64 me, guint64 caller)
+{
+  if (st.tools && ((caller >= st.agent_lo && caller < st.agent_hi) || tool_thread (me)))
+  {
+    xadd64 (&st.tool_calls, 1);
+    return 1;
+  }
+  return 0;
+}
+
+/* Whether a hooked call is left out: nested in a hooked call on its thread,
+ * or the tool's (then counted in tool_calls). CALLER: who called the hooked
+ * function. */
+static int skip (guint64 caller)
+{
+  guint64 me = self_id ();
+  return guarded_as (me) || tool_call (me, caller);
 }
 
 static volatile guint64 * guard_enter (void)
@@ -281,6 +434,17 @@ static void * real_fn (int i)
   while ((f = st.real[i]) == NULL)
     __asm__ __volatile__ ("pause" : : : "memory");
   return f;
+}
+
+/* Who called the hooked function IDX (FP: the hook's frame). */
+static guint64 caller_of (guint64 * fp, int idx)
+{
+  if (st.slow[idx])
+  {
+    GumInvocationContext * ic = gum_interceptor_get_current_invocation ();
+    return ic != NULL ? (guint64) gum_invocation_context_get_return_address (ic) : 0;
+  }
+  return fp[1];
 }
 
 /* ---------------------------------------------------------------- stacks */
@@ -328,19 +492,25 @@ static guint32 walk (guint64 * fp, guint64 * out, int idx)
   return n;
 }
 
-static guint32 stack_id (guint64 * frames, guint32 depth, guint32 kind, guint64 size)
+static guint64 stack_hash (guint64 * frames, guint32 depth, guint32 kind)
 {
   guint64 h = (kind + 1) * 0x9e3779b97f4a7c15ULL + depth;
   guint32 i;
-  SShard * ss;
-  guint64 idx;
-  guint32 id = 0;
   for (i = 0; i != depth; i++)
     h = (h ^ frames[i]) * 0xff51afd7ed558ccdULL;
   h ^= h >> 29;
-  if (h == 0)
-    h = 1;
-  ss = &st.sshard[h & (NSHARD - 1)];
+  return h == 0 ? 1 : h;
+}
+
+/* Finds or adds the stack (hash H) and adds one call of SIZE bytes to it.
+ * Called with a table shard's lock held (the stack's counts change only
+ * under one: see mem_snapshot); takes the stack shard's lock inside it. */
+static guint32 stack_add (guint64 h, guint64 * frames, guint32 depth, guint32 kind, guint64 size)
+{
+  SShard * ss = &st.sshard[h & (NSHARD - 1)];
+  guint64 idx;
+  guint32 i;
+  guint32 id = 0;
   spin_lock (&ss->lock);
   idx = (h >> 6) & ss->mask;
   for (i = 0; i <= ss->mask; i++, idx = (idx + 1) & ss->mask)
@@ -402,6 +572,12 @@ static Shard * shard_of (Shard * tab, guint64 addr)
   return &tab[HASH (addr) >> 58];
 }
 
+/* The shard a thread counts its calls that have no block in (free(NULL), a failed mmap). */
+static Shard * shard_of_thread (Shard * tab)
+{
+  return &tab[mix (self_id ()) & (NSHARD - 1)];
+}
+
 /* Called with the shard locked. Returns 0 when the table is full. */
 static int tab_put (Shard * s, guint64 addr, guint64 size, guint64 seq, guint32 stack)
 {
@@ -453,32 +629,59 @@ static int tab_take (Shard * s, guint64 addr, Entry * out)
   return 1;
 }
 
-static void on_alloc (Shard * tab, void * p, guint64 size, guint32 kind, guint64 * fp, int idx)
+static volatile guint64 * live_of (Shard * tab)
 {
-  guint64 frames[MAXDEPTH];
-  guint32 depth = walk (fp, frames, idx);
-  guint32 id = stack_id (frames, depth, kind, size);
-  guint64 seq = stamp ();
-  Shard * s = shard_of (tab, (guint64) p);
+  return tab == st.maps ? &st.map_live : &st.live_bytes;
+}
+
+/* Called with the shard locked: a new block (or region) and its counts. */
+static void put_block (Shard * tab, Shard * s, void * p, guint64 size, guint32 kind, guint64 h,
+    guint64 * frames, guint32 depth, guint64 seq)
+{
+  guint32 id = stack_add (h, frames, depth, kind, size);
   int b = bucket (size);
-  int ok;
-  spin_lock (&s->lock);
-  ok = tab_put (s, (guint64) p, size, seq, id);
   s->n_alloc++;
   s->b_alloc += size;
   s->kind_n[kind]++;
   s->kind_b[kind] += size;
   s->hist_n[b]++;
   s->hist_b[b] += size;
-  if (!ok)
+  if (!tab_put (s, (guint64) p, size, seq, id))
+  {
     s->dropped++;
-  spin_unlock (&s->lock);
-  if (!ok)
     return;
+  }
   if (tab == st.maps)
     max64 (&st.map_peak, xadd64 (&st.map_live, size) + size);
   else
     max64 (&st.peak_bytes, xadd64 (&st.live_bytes, size) + size);
+}
+
+/* Called with the shard locked: the block at p is gone (found: 1, its entry in e). */
+static int take_block (Shard * tab, Shard * s, void * p, Entry * e, int count_unknown)
+{
+  if (tab_take (s, (guint64) p, e))
+  {
+    s->n_free++;
+    s->b_free += e->size;
+    xadd64 (live_of (tab), (guint64) 0 - e->size);
+    return 1;
+  }
+  if (count_unknown)
+    s->unknown_free++;
+  return 0;
+}
+
+static void on_alloc (Shard * tab, void * p, guint64 size, guint32 kind, guint64 * fp, int idx)
+{
+  guint64 frames[MAXDEPTH];
+  guint32 depth = walk (fp, frames, idx);
+  guint64 h = stack_hash (frames, depth, kind);
+  guint64 seq = stamp ();
+  Shard * s = shard_of (tab, (guint64) p);
+  spin_lock (&s->lock);
+  put_block (tab, s, p, size, kind, h, frames, depth, seq);
+  spin_unlock (&s->lock);
 }
 
 static int on_free (Shard * tab, void * p, Entry * e, int count_unknown)
@@ -486,19 +689,8 @@ static int on_free (Shard * tab, void * p, Entry * e, int count_unknown)
   Shard * s = shard_of (tab, (guint64) p);
   int found;
   spin_lock (&s->lock);
-  found = tab_take (s, (guint64) p, e);
-  if (found)
-  {
-    s->n_free++;
-    s->b_free += e->size;
-  }
-  else if (count_unknown)
-  {
-    s->unknown_free++;
-  }
+  found = take_block (tab, s, p, e, count_unknown);
   spin_unlock (&s->lock);
-  if (found)
-    xadd64 (tab == st.maps ? &st.map_live : &st.live_bytes, (guint64) 0 - e->size);
   return found;
 }
 
@@ -507,11 +699,42 @@ static void on_restore (Entry * e)
 {
   Shard * s = shard_of (st.heap, e->addr);
   spin_lock (&s->lock);
-  tab_put (s, e->addr, e->size, e->seq, e->stack);
+  if (tab_put (s, e->addr, e->size, e->seq, e->stack))
+    xadd64 (&st.live_bytes, e->size);
   s->n_free--;
   s->b_free -= e->size;
   spin_unlock (&s->lock);
-  xadd64 (&st.live_bytes, e->size);
+}
+
+/* free(NULL) and delete(NULL): no block, a stack of kind free(NULL). */
+static void on_free_null (guint64 * fp, int idx)
+{
+  guint64 frames[MAXDEPTH];
+  guint32 depth = walk (fp, frames, idx);
+  guint64 h = stack_hash (frames, depth, K_FREE_NULL);
+  Shard * s = shard_of_thread (st.heap);
+  spin_lock (&s->lock);
+  stack_add (h, frames, depth, K_FREE_NULL, 0);
+  s->free_null++;
+  spin_unlock (&s->lock);
+}
+
+/* A free (or delete) of P, not NULL. A tracked block is forgotten whoever
+ * frees it (its address will come back); only a free of a block not
+ * tracked asks whose call it is: the program's is an unknown free, the
+ * tool's is left out. So the common free pays no thread lookup. */
+static void free_block (void * p, guint64 * fp, int idx)
+{
+  Entry e;
+  guint64 me = self_id ();
+  Shard * s;
+  if (guarded_as (me))
+    return;
+  s = shard_of (st.heap, (guint64) p);
+  spin_lock (&s->lock);
+  if (!take_block (st.heap, s, p, &e, 0) && !tool_call (me, caller_of (fp, idx)))
+    s->unknown_free++;
+  spin_unlock (&s->lock);
 }
 
 /* ---------------------------------------------------------------- hooks */
@@ -531,7 +754,7 @@ void * h_malloc (gsize n)
 {
   guint64 * fp = __builtin_frame_address (0);
   void * p = ((MallocFn) real_fn (0)) (n);
-  if (p != NULL && !guarded ())
+  if (p != NULL && !skip (caller_of (fp, 0)))
     on_alloc (st.heap, p, n, K_MALLOC, fp, 0);
   return p;
 }
@@ -540,7 +763,7 @@ void * h_calloc (gsize n, gsize size)
 {
   guint64 * fp = __builtin_frame_address (0);
   void * p = ((CallocFn) real_fn (1)) (n, size);
-  if (p != NULL && !guarded ())
+  if (p != NULL && !skip (caller_of (fp, 1)))
     on_alloc (st.heap, p, (guint64) n * size, K_CALLOC, fp, 1);
   return p;
 }
@@ -552,7 +775,7 @@ void * h_realloc (void * old, gsize n)
   int had = 0;
   volatile guint64 * g;
   void * p;
-  if (guarded ())
+  if (skip (caller_of (fp, 2)))
     return ((ReallocFn) real_fn (2)) (old, n);
   /* Forget the old block before the real call: once freed, another thread
    * may get the same address back. */
@@ -571,20 +794,15 @@ void * h_realloc (void * old, gsize n)
 void h_free (void * p)
 {
   guint64 * fp = __builtin_frame_address (0);
-  Entry e;
   if (p == NULL)
   {
-    /* Counted per call site too (a stack of kind free(NULL), no bytes). */
-    xadd64 (&st.free_null, 1);
-    if (!guarded ())
-    {
-      guint64 frames[MAXDEPTH];
-      guint32 depth = walk (fp, frames, 3);
-      stack_id (frames, depth, K_FREE_NULL, 0);
-    }
+    if (!skip (caller_of (fp, 3)))
+      on_free_null (fp, 3); /* counted per call site too */
   }
-  else if (!guarded ())
-    on_free (st.heap, p, &e, 1);
+  else
+  {
+    free_block (p, fp, 3);
+  }
   ((FreeFn) real_fn (3)) (p);
 }
 
@@ -593,7 +811,7 @@ int h_posix_memalign (void ** pp, gsize align, gsize n)
   guint64 * fp = __builtin_frame_address (0);
   volatile guint64 * g;
   int r;
-  if (guarded ())
+  if (skip (caller_of (fp, 4)))
     return ((PosixMemalignFn) real_fn (4)) (pp, align, n);
   g = guard_enter ();
   r = ((PosixMemalignFn) real_fn (4)) (pp, align, n);
@@ -609,7 +827,7 @@ void * name (gsize align, gsize n) \\
   guint64 * fp = __builtin_frame_address (0); \\
   volatile guint64 * g; \\
   void * p; \\
-  if (guarded ()) \\
+  if (skip (caller_of (fp, idx))) \\
     return ((AlignFn) real_fn (idx)) (align, n); \\
   g = guard_enter (); \\
   p = ((AlignFn) real_fn (idx)) (align, n); \\
@@ -628,7 +846,7 @@ void * name (gsize n) \\
   guint64 * fp = __builtin_frame_address (0); \\
   volatile guint64 * g; \\
   void * p; \\
-  if (guarded ()) \\
+  if (skip (caller_of (fp, idx))) \\
     return ((MallocFn) real_fn (idx)) (n); \\
   g = guard_enter (); \\
   p = ((MallocFn) real_fn (idx)) (n); \\
@@ -645,43 +863,61 @@ void * h_mmap (void * addr, gsize len, int prot, int flags, int fd, gint64 off)
 {
   guint64 * fp = __builtin_frame_address (0);
   void * p = ((MmapFn) real_fn (9)) (addr, len, prot, flags, fd, off);
-  xadd64 (&st.map_calls, 1);
-  if (p != (void *) -1 && p != NULL)
+  guint64 frames[MAXDEPTH];
+  guint32 depth;
+  guint64 h, seq;
+  Shard * s;
+  Entry e;
+  if (skip (caller_of (fp, 9)))
+    return p;
+  if (p == (void *) -1 || p == NULL)
   {
-    Entry e;
-    on_free (st.maps, p, &e, 0); /* MAP_FIXED over a tracked region replaces it */
-    on_alloc (st.maps, p, len, K_MMAP, fp, 9);
+    s = shard_of_thread (st.maps);
+    spin_lock (&s->lock);
+    s->calls++;
+    spin_unlock (&s->lock);
+    return p;
   }
+  depth = walk (fp, frames, 9);
+  h = stack_hash (frames, depth, K_MMAP);
+  seq = stamp ();
+  s = shard_of (st.maps, (guint64) p);
+  spin_lock (&s->lock);
+  s->calls++;
+  take_block (st.maps, s, p, &e, 0); /* MAP_FIXED over a tracked region replaces it */
+  put_block (st.maps, s, p, len, K_MMAP, h, frames, depth, seq);
+  spin_unlock (&s->lock);
   return p;
 }
 
 int h_munmap (void * addr, gsize len)
 {
+  guint64 * fp = __builtin_frame_address (0);
   Entry e;
   int r = ((MunmapFn) real_fn (10)) (addr, len);
-  xadd64 (&st.unmap_calls, 1);
-  if (r != 0)
+  /* A partial unmap from the start keeps the tail mapped; the tail's shard
+   * is locked with the head's, lower index first (mem_snapshot's order). */
+  guint64 cut = ((guint64) len + 4095) & ~4095ULL;
+  Shard * s = shard_of (st.maps, (guint64) addr);
+  Shard * t = shard_of (st.maps, (guint64) addr + cut);
+  if (skip (caller_of (fp, 10)))
     return r;
-  if (on_free (st.maps, addr, &e, 1))
+  if (t < s)
+    spin_lock (&t->lock);
+  spin_lock (&s->lock);
+  if (t > s)
+    spin_lock (&t->lock);
+  s->uncalls++;
+  if (r == 0 && take_block (st.maps, s, addr, &e, 1) && cut < e.size)
   {
-    /* A partial unmap from the start keeps the tail mapped. */
-    guint64 cut = ((guint64) len + 4095) & ~4095ULL;
-    if (cut < e.size)
-    {
-      guint64 tail = (guint64) addr + cut;
-      Shard * s = shard_of (st.maps, tail);
-      spin_lock (&s->lock);
-      tab_put (s, tail, e.size - cut, e.seq, e.stack);
-      s->n_free--;
-      s->b_free -= e.size - cut;
-      spin_unlock (&s->lock);
+    if (tab_put (t, (guint64) addr + cut, e.size - cut, e.seq, e.stack))
       xadd64 (&st.map_live, e.size - cut);
-    }
+    s->n_free--;
+    s->b_free -= e.size - cut;
   }
-  else
-  {
-    xadd64 (&st.unmap_unknown, 1);
-  }
+  if (t != s)
+    spin_unlock (&t->lock);
+  spin_unlock (&s->lock);
   return r;
 }
 
@@ -691,7 +927,7 @@ void * name (gsize n, void * a, void * b) \\
   guint64 * fp = __builtin_frame_address (0); \\
   volatile guint64 * g; \\
   void * p; \\
-  if (guarded ()) \\
+  if (skip (caller_of (fp, idx))) \\
     return ((NewFn) real_fn (idx)) (n, a, b); \\
   g = guard_enter (); \\
   p = ((NewFn) real_fn (idx)) (n, a, b); \\
@@ -704,17 +940,21 @@ void * name (gsize n, void * a, void * b) \\
 #define DELETE_HOOK(name, idx) \\
 void name (void * p, void * a, void * b) \\
 { \\
+  guint64 * fp = __builtin_frame_address (0); \\
   volatile guint64 * g; \\
-  Entry e; \\
+  if (p == NULL) \\
+  { \\
+    if (!skip (caller_of (fp, idx))) \\
+      on_free_null (fp, idx); \\
+    ((DeleteFn) real_fn (idx)) (p, a, b); \\
+    return; \\
+  } \\
   if (guarded ()) \\
   { \\
     ((DeleteFn) real_fn (idx)) (p, a, b); \\
     return; \\
   } \\
-  if (p == NULL) \\
-    xadd64 (&st.free_null, 1); \\
-  else \\
-    on_free (st.heap, p, &e, 1); \\
+  free_block (p, fp, idx); \\
   g = guard_enter (); \\
   ((DeleteFn) real_fn (idx)) (p, a, b); \\
   guard_leave (g); \\
@@ -815,25 +1055,46 @@ void mem_set_real (int i, void * f, int slow)
   st.real[i] = f;
 }
 
+/* What the tool's threads are (threads.ts): TOOLS 0 counts every call. */
+void mem_set_tools (int tools, gint32 * tids, int n_tids, guint64 * ranges, int n_ranges,
+    int start_off, int tid_off)
+{
+  int i;
+  st.n_tids = n_tids < NTIDS ? n_tids : NTIDS;
+  for (i = 0; i != st.n_tids; i++)
+    st.tids[i] = tids[i];
+  st.n_ranges = n_ranges < NRANGES ? n_ranges : NRANGES;
+  for (i = 0; i != 2 * st.n_ranges; i++)
+    st.ranges[i] = ranges[i];
+  st.agent_lo = st.n_ranges > 0 ? st.ranges[0] : 0;
+  st.agent_hi = st.n_ranges > 0 ? st.ranges[1] : 0;
+  st.start_off = start_off;
+  st.tid_off = tid_off;
+  st.tools = tools;
+}
+
+/* An address inside Frida's agent, to find its mapping. */
+void * mem_agent_address (void)
+{
+  return (void *) gum_interceptor_get_current_invocation;
+}
+
+/* Whether the calling thread is the tool's (threads.ts checks its own). */
+int mem_is_tool_thread (void)
+{
+  return tool_thread (self_id ());
+}
+
 /* The calling thread's allocations go untracked until mem_track_thread():
- * the agent's own thread, and a target thread while it builds a report. */
+ * a program thread while it builds a report at exit. */
 void * mem_ignore_thread (void)
 {
-  guint64 me = self_id ();
-  int i;
-  for (i = 0; i != 4; i++)
-    if (st.ignored[i] == 0 && cas64 (&st.ignored[i], 0, me))
-      return (void *) &st.ignored[i];
   return (void *) guard_enter ();
 }
 
 void mem_track_thread (void * slot)
 {
-  volatile guint64 * p = (volatile guint64 *) slot;
-  if (p >= &st.ignored[0] && p < &st.ignored[4])
-    *p = 0;
-  else
-    guard_leave (p);
+  guard_leave ((volatile guint64 *) slot);
 }
 
 void mem_tick (void)
@@ -841,82 +1102,30 @@ void mem_tick (void)
   st.tick++;
 }
 
-void * mem_stacks (void)
+/* What a snapshot needs room for now (it may grow before mem_snapshot runs):
+ * out[0] stacks, out[1] live heap blocks, out[2] live mapped regions. */
+void mem_sizes (guint64 * out)
 {
-  return st.stacks;
-}
-
-#define NCOUNTERS 32
-/* Counters, summed over shards: out[0..NCOUNTERS) scalars, then kind_n[16],
- * kind_b[16], hist_n[65], hist_b[65]. */
-void mem_counters (guint64 * out)
-{
-  int i, k;
-  guint64 * kn = out + NCOUNTERS;
-  guint64 * kb = kn + NKINDS;
-  guint64 * hn = kb + NKINDS;
-  guint64 * hb = hn + 65;
-  for (i = 0; i != NCOUNTERS + 2 * NKINDS + 130; i++)
-    out[i] = 0;
+  int i;
+  out[0] = st.n_stacks;
+  out[1] = 0;
+  out[2] = 0;
   for (i = 0; i != NSHARD; i++)
   {
-    Shard * s = &st.heap[i];
-    Shard * m = &st.maps[i];
-    spin_lock (&s->lock);
-    out[0] += s->n_alloc;
-    out[1] += s->n_free;
-    out[2] += s->b_alloc;
-    out[3] += s->b_free;
-    out[4] += s->used;
-    out[5] += s->dropped;
-    out[6] += s->unknown_free;
-    for (k = 0; k != NKINDS; k++)
-    {
-      kn[k] += s->kind_n[k];
-      kb[k] += s->kind_b[k];
-    }
-    for (k = 0; k != 65; k++)
-    {
-      hn[k] += s->hist_n[k];
-      hb[k] += s->hist_b[k];
-    }
-    spin_unlock (&s->lock);
-    spin_lock (&m->lock);
-    out[16] += m->n_alloc;
-    out[17] += m->n_free;
-    out[18] += m->b_alloc;
-    out[19] += m->b_free;
-    out[20] += m->used;
-    out[21] += m->dropped;
-    spin_unlock (&m->lock);
+    out[1] += st.heap[i].used;
+    out[2] += st.maps[i].used;
   }
-  out[7] = st.live_bytes;
-  out[8] = st.peak_bytes;
-  out[9] = st.free_null;
-  out[10] = st.stack_overflow;
-  out[11] = st.guard_overflow;
-  out[12] = stamp ();
-  out[13] = st.n_stacks;
-  out[14] = st.tick;
-  out[22] = st.map_live;
-  out[23] = st.map_peak;
-  out[24] = st.map_calls;
-  out[25] = st.unmap_calls;
-  out[26] = st.unmap_unknown;
 }
 
-/* Copies up to cap live blocks of the heap (which = 0) or mmap (1) table. */
-guint64 mem_collect (int which, Blk * out, guint64 cap)
+static guint64 copy_blocks (Shard * tab, Blk * out)
 {
-  Shard * tab = which == 0 ? st.heap : st.maps;
   guint64 n = 0;
   int i;
   for (i = 0; i != NSHARD; i++)
   {
     Shard * s = &tab[i];
     guint64 j;
-    spin_lock (&s->lock);
-    for (j = 0; j <= s->mask && n < cap; j++)
+    for (j = 0; j <= s->mask; j++)
     {
       Entry * e = &s->slots[j];
       if (e->addr == 0)
@@ -927,11 +1136,116 @@ guint64 mem_collect (int which, Blk * out, guint64 cap)
       out[n].stack = e->stack;
       out[n].flags = 0;
       out[n].tick = e->tick;
+      out[n].pad = 0;
       n++;
     }
-    spin_unlock (&s->lock);
   }
   return n;
+}
+
+/* Counters, summed over shards: out[0..NSCALARS) scalars, then kind_n[16],
+ * kind_b[16], hist_n[65], hist_b[65]. Called with every shard locked. */
+static void read_counters (guint64 * out)
+{
+  int i, k;
+  guint64 * kn = out + NSCALARS;
+  guint64 * kb = kn + NKINDS;
+  guint64 * hn = kb + NKINDS;
+  guint64 * hb = hn + 65;
+  for (i = 0; i != NSCALARS + 2 * NKINDS + 130; i++)
+    out[i] = 0;
+  for (i = 0; i != NSHARD; i++)
+  {
+    Shard * s = &st.heap[i];
+    Shard * m = &st.maps[i];
+    out[0] += s->n_alloc;
+    out[1] += s->n_free;
+    out[2] += s->b_alloc;
+    out[3] += s->b_free;
+    out[4] += s->used;
+    out[5] += s->dropped;
+    out[6] += s->unknown_free;
+    out[9] += s->free_null;
+    for (k = 0; k != NKINDS; k++)
+    {
+      kn[k] += s->kind_n[k];
+      kb[k] += s->kind_b[k];
+    }
+    for (k = 0; k != 65; k++)
+    {
+      hn[k] += s->hist_n[k];
+      hb[k] += s->hist_b[k];
+    }
+    out[16] += m->n_alloc;
+    out[17] += m->n_free;
+    out[18] += m->b_alloc;
+    out[19] += m->b_free;
+    out[20] += m->used;
+    out[21] += m->dropped;
+    out[24] += m->calls;
+    out[25] += m->uncalls;
+    out[26] += m->unknown_free;
+  }
+  out[7] = st.live_bytes;
+  out[8] = st.peak_bytes;
+  out[10] = st.stack_overflow;
+  out[11] = st.guard_overflow;
+  out[12] = stamp ();
+  out[13] = st.n_stacks;
+  out[14] = st.tick;
+  out[22] = st.map_live;
+  out[23] = st.map_peak;
+  out[27] = st.tool_calls;
+  out[28] = st.tool_decisions;
+  out[29] = (guint64) st.tools;
+}
+
+/* Everything a report shows, at one instant: the counters, the stack table
+ * and the live heap blocks and mapped regions, copied while every table
+ * shard is locked. A hooked call counts everything it counts under its
+ * shard's lock (stack_add, put_block, take_block), so no call is half
+ * counted here, and no stack is added meanwhile. The hooks wait for the
+ * time of the copy. Returns 0 and got[0..3) = stacks, blocks, regions
+ * copied; or -1 (nothing copied) when a buffer is too small, with got[]
+ * saying what is needed. */
+gint64 mem_snapshot (guint64 * counters, Stack * stacks, guint64 stacks_cap, Blk * blocks,
+    guint64 blocks_cap, Blk * regions, guint64 regions_cap, guint64 * got)
+{
+  guint64 ns, nb = 0, nr = 0, i;
+  int k;
+  gint64 r = 0;
+  for (k = 0; k != NSHARD; k++)
+    spin_lock (&st.heap[k].lock);
+  for (k = 0; k != NSHARD; k++)
+    spin_lock (&st.maps[k].lock);
+  ns = st.n_stacks;
+  for (k = 0; k != NSHARD; k++)
+  {
+    nb += st.heap[k].used;
+    nr += st.maps[k].used;
+  }
+  got[0] = ns;
+  got[1] = nb;
+  got[2] = nr;
+  if (ns > stacks_cap || nb > blocks_cap || nr > regions_cap)
+  {
+    r = -1;
+  }
+  else
+  {
+    guint64 * from = (guint64 *) st.stacks;
+    volatile guint64 * to = (volatile guint64 *) stacks; /* no memcpy: nothing to link it to */
+    read_counters (counters);
+    for (i = 0; i != ns * (sizeof (Stack) / 8); i++)
+      to[i] = from[i];
+    got[1] = copy_blocks (st.heap, blocks);
+    got[2] = copy_blocks (st.maps, regions);
+  }
+  for (k = NSHARD; k-- > 0;)
+    spin_unlock (&st.maps[k].lock);
+  for (k = NSHARD; k-- > 0;)
+    spin_unlock (&st.heap[k].lock);
+  return r;
 }
 
 /* ---------------------------------------------------------------- leak scan

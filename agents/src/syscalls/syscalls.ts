@@ -6,6 +6,7 @@
 
 import { loadCModule } from "../core/cmodule.js";
 import { ownCode } from "../core/leave.js";
+import { startRoutineOffset, toolTids } from "../core/threads.js";
 import { inForkedChild, post, processThreads } from "../core/util.js";
 import { NextCall, SEP_BUSY } from "./fdtable.js";
 import { armForks, followFromStub, type ArmedForks } from "./syscalls_fork.js";
@@ -79,32 +80,8 @@ function agentThreads(): NativePointer {
     out.writeByteArray(new ArrayBuffer(64 * 4));
     // No /proc: this (JS) thread at least; the rest are told apart by where
     // they started (started_by_agent in syscalls_c.ts).
-    const frida = processThreads()?.frida ?? [Process.getCurrentThreadId()];
-    frida.slice(0, 63).forEach((tid, i) => out.add(4 * i).writeS32(tid));
+    toolTids(63).forEach((tid, i) => out.add(4 * i).writeS32(tid));
     return out;
-}
-
-/**
- * Where glibc keeps a thread's start routine in its struct pthread: this (JS)
- * thread is Frida's, started by glib's thread proxy inside the agent; the
- * first word of its struct pthread pointing into the agent's code is it.
- * 0 when not found (then only the threads seen at arming are told apart).
- */
-function startRoutineOffset([lo, hi]: [NativePointer, NativePointer]): number {
-    const self = new NativeFunction(Module.getGlobalExportByName("pthread_self"), "pointer", [])();
-    for (let off = 0x100; off < 0x1000; off += 8) {
-        let v: NativePointer;
-        try {
-            v = self.add(off).readPointer();
-        } catch {
-            return 0;
-        }
-        if (v.compare(lo) >= 0 && v.compare(hi) < 0) {
-            const r = Process.findRangeByAddress(v);
-            if (r === null || r.protection.includes("x")) return off;
-        }
-    }
-    return 0;
 }
 
 export class SyscallMonitor {
