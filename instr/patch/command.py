@@ -76,7 +76,7 @@ def run_patch(cmd: PatchCommand, out: TextIO | None = None, status: TextIO | Non
             print(f"instr: {text}", file=stderr, flush=True)
 
     check(cmd)
-    ctl = PatchController(cmd.target, cmd.device)
+    ctl = PatchController(cmd.target, cmd.device, exclusive=not cmd.list_)
     ctl.open()
     try:
         if cmd.list_:

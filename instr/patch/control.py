@@ -36,8 +36,16 @@ def _agent_message(e: Exception) -> str:
 class PatchController:
     """One Frida session on one target, with the agent loaded for patching."""
 
-    def __init__(self, target: tgt.TargetSpec, device: tgt.DeviceSpec | None = None) -> None:
+    def __init__(
+        self,
+        target: tgt.TargetSpec,
+        device: tgt.DeviceSpec | None = None,
+        exclusive: bool = True,
+    ) -> None:
         self.target = target
+        # False: only reads the ledger (--list), never refused next to
+        # another instr (docs/leaving.md)
+        self.exclusive = exclusive
         self.device_spec = device or tgt.DeviceSpec()
         self.pid: int | None = None
         self.persisted = False
@@ -65,7 +73,10 @@ class PatchController:
     def _load(self) -> None:
         assert self._proc is not None
         self._agent = Agent.load(
-            self._proc, "instr-patch", on_detached=lambda reason, crash: self._ended.set()
+            self._proc,
+            "instr-patch",
+            on_detached=lambda reason, crash: self._ended.set(),
+            exclusive=self.exclusive,
         )
         self._script = self._agent.script
 
