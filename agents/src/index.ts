@@ -18,9 +18,12 @@ const session = new Session();
 const mem = new MemTracker(); // instr mem: its own engine (docs/memory.md)
 const fdTable = new FdTable();
 
-function armed<T>(result: T): T {
+// The mark goes first: made after arming, its own libc calls (memfd_create,
+// mmap, ...) went through the new hooks and showed up in a trace of libc.
+// It stays if arming fails part way (some hooks may be in); dispose removes it.
+function armed<T>(arm: () => T): T {
     markArmed();
-    return result;
+    return arm();
 }
 
 rpc.exports = {
@@ -29,7 +32,7 @@ rpc.exports = {
         return session.hello();
     },
     // Each instrument that arms hooks marks the process (core/marker.ts).
-    configure: (plan: Plan) => armed(session.configure(plan)),
+    configure: (plan: Plan) => armed(() => session.configure(plan)),
     flush: () => session.flush(),
     snapshot: (final: boolean) => session.snapshot(final),
     // Every leave comes here (the host's dispose, Frida's unload when the host
@@ -47,18 +50,18 @@ rpc.exports = {
     syscallScan: (names: string[]) => session.syscallScan(names),
     cmoduleSource: (name: string) => cmoduleSource(name),
     // The host's build of the monitor's C comes as the call's data (null: TinyCC).
-    syscallStart: (config: SyscallConfig, object?: ArrayBuffer | null) => armed(session.syscallStart(config, object ?? null)),
+    syscallStart: (config: SyscallConfig, object?: ArrayBuffer | null) => armed(() => session.syscallStart(config, object ?? null)),
     syscallRobustList: () => session.syscallRobustList(),
     // The program's own fd table (fdtable.ts), at its next hooked call.
     fdsSeparate: () => fdTable.separate(session.syscallNextCall()),
     // instr mem / instr peek
-    memStart: (options: MemOptions, object?: ArrayBuffer | null) => armed(mem.start(options, object ?? null)),
+    memStart: (options: MemOptions, object?: ArrayBuffer | null) => armed(() => mem.start(options, object ?? null)),
     memReport: (request: ReportRequest) => mem.report(request),
     memStop: () => mem.stop(),
     peek: (requests: PeekRequest[]) => peek(requests),
     poke: (requests: PokeRequest[]) => poke(requests),
     // Live patching (docs/patching.md).
-    patchApply: (specs: PatchSpec[]) => armed(patcher.apply(specs)),
+    patchApply: (specs: PatchSpec[]) => armed(() => patcher.apply(specs)),
     patchList: () => patcher.list(),
     patchRevert: (ids: number[] | "all") => patcher.revert(ids),
     patchRevertOwned: () => patcher.revertOwnedAll(),

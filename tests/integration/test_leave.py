@@ -9,8 +9,10 @@ agent stays behind for such a thread.
 
 from __future__ import annotations
 
+import json
 import re
 import signal
+from collections import Counter
 
 import pytest
 
@@ -121,6 +123,42 @@ def test_an_aggregation_on_read_falls_back_to_listeners(targets, instr_bg):
     assert re.search(r"^cli/n = count\(\): 3$", done.out, re.M), done.out
     assert "aggregated through listeners" in done.out + done.err
     assert "please file a bug" not in done.out + done.err
+
+
+def test_tracing_all_of_libc_leaves_the_program_working(targets, launch, instr_bg, tmp_path):
+    """`-i 'libc.so*!*'` hooks some 2,000 functions, among them
+    pthread_getspecific, which the hooks themselves call (Gum's thread-local
+    state): a hook on it called itself and the program died of SIGSEGV.
+    instr leaves those out, says so, traces the rest, and the trace holds the
+    program's calls only (not the ones instr's agent makes as it arms)."""
+    target = launch(targets.path("sleeper"))
+    out = tmp_path / "libc.jsonl"
+    instr = instr_bg("trace", "-i", "libc.so*!*", "-p", target.pid, "-o", out)
+    instr.wait_armed(timeout=120)
+    target.send("3 sum")
+    assert target.readline() == "sum=6"
+    done = _stop(instr, "SIGINT")
+    assert done.returncode == 0, done.err
+    images = agent_images(target.pid)
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    (summary,) = [r for r in records if r["type"] == "summary"]
+    (probe,) = summary["probes"]
+    assert probe["state"] == "armed" and probe["sites"] > 1000, probe
+    assert "left out pthread_getspecific, pthread_setspecific" in probe["reason"], probe
+    events = [r for r in records if r["type"] == "event"]
+    assert {e["tid"] for e in events} == {target.pid}, Counter(e["tid"] for e in events)
+    entries = Counter(e["function"].split("!")[1] for e in events if e["phase"] == "entry")
+    # "3 sum": one number parsed, one printf, one flush, one write, then the
+    # next fgets (blocked in read when instr left).
+    for name in ("printf", "fflush", "fgets"):
+        assert entries[name] == 1, entries
+    assert sum(n for f, n in entries.items() if f.startswith("strto")) == 1, entries
+    assert sum(n for f, n in entries.items() if f in ("write", "__write")) == 1, entries
+    assert summary["drops"] == 0
+    target.send("2 sum")
+    assert target.readline(timeout=30) == "sum=3"
+    assert wait_unloaded(target.pid, images, timeout_s=30), "agent still mapped"
+    assert target.finish().returncode == 0
 
 
 def test_a_second_syscall_monitor_is_refused_and_the_first_goes_on(targets, launch, instr_bg):

@@ -17,7 +17,7 @@ export interface Site {
 }
 
 export type Resolution =
-    | { kind: "sites"; sites: Site[] }
+    | { kind: "sites"; sites: Site[]; leftOut?: string[] }
     | { kind: "pending"; reason: string }
     | { kind: "failed"; reason: string };
 
@@ -33,6 +33,51 @@ function excluded(point: FunctionPoint, module: string, symbol: string): boolean
         if (globMatch(e.symbol, symbol)) return true;
     }
     return false;
+}
+
+/**
+ * Functions instr's hooks and Gum's call while in a hook: a hook on one
+ * would call itself before its re-entry guard is set (Gum's thread-local
+ * storage is pthread_getspecific: tracing `libc.so*!*` killed the program
+ * with SIGSEGV, and `libc.so*!pthread_getspecific` alone did). By address,
+ * so that aliases (tss_get, __pthread_getspecific) are left out too.
+ */
+const HOOK_INTERNALS = ["pthread_getspecific", "pthread_setspecific"];
+let internals: Map<string, string> | null = null;
+
+function hookInternal(address: NativePointer): string | null {
+    if (internals === null) {
+        internals = new Map();
+        for (const name of HOOK_INTERNALS) {
+            const a = Module.findGlobalExportByName(name);
+            if (a !== null) internals.set(a.toString(), name);
+        }
+    }
+    // Gum hooks the target of a function that starts with a direct jump
+    // (tss_get is `jmp pthread_getspecific`): follow such jumps.
+    let a = address;
+    for (let hop = 0; hop < 4; hop++) {
+        const name = internals.get(a.toString());
+        if (name !== undefined) return name;
+        const next = jumpTarget(a);
+        if (next === null) return null;
+        a = next;
+    }
+    return null;
+}
+
+function jumpTarget(a: NativePointer): NativePointer | null {
+    try {
+        let insn = Instruction.parse(a);
+        if (insn.mnemonic === "endbr64" || insn.mnemonic === "bti") insn = Instruction.parse(insn.next);
+        const op = (insn as { operands?: { type: string; value: unknown }[] }).operands?.[0];
+        if ((insn.mnemonic === "jmp" || insn.mnemonic === "b") && op !== undefined && op.type === "imm") {
+            return ptr(String(op.value));
+        }
+    } catch {
+        return null;
+    }
+    return null;
 }
 
 function inModule(m: Module, a: NativePointer): boolean {
@@ -119,12 +164,20 @@ function resolveFunction(point: FunctionPoint, only: Module | null): Resolution 
     }
     const seen = new Set<string>();
     const sites: Site[] = [];
+    const leftOut: string[] = [];
     for (const s of found) {
         const key = s.address.toString();
         if (seen.has(key)) continue;
         if (s.module !== null && s.symbol !== null && excluded(point, s.module, s.symbol)) continue;
         seen.add(key);
+        if (hookInternal(s.address) !== null) {
+            leftOut.push(s.symbol ?? key);
+            continue;
+        }
         sites.push(s);
+    }
+    if (sites.length === 0 && leftOut.length > 0) {
+        return { kind: "failed", reason: `${leftOut.join(", ")} cannot be hooked: instr's own hooks call it (a hook on it would call itself)` };
     }
     if (sites.length === 0) {
         const names = functionNames(modules);
@@ -132,7 +185,7 @@ function resolveFunction(point: FunctionPoint, only: Module | null): Resolution 
         return { kind: "failed", reason: `no function matches '${what}'${hint}` };
     }
     sites.sort((a, b) => a.address.compare(b.address));
-    return { kind: "sites", sites };
+    return leftOut.length > 0 ? { kind: "sites", sites, leftOut } : { kind: "sites", sites };
 }
 
 function siteAt(address: NativePointer): Site {

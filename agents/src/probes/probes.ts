@@ -22,6 +22,8 @@ class Probe {
     js: JsProbe | null = null;
     readonly sites = new Map<string, ArmedSite>();
     nextSite = 0;
+    /** Matching functions left out: instr's hooks call them (core/resolver.ts). */
+    readonly leftOut = new Set<string>();
 
     constructor(
         readonly plan: ProbePlan,
@@ -120,6 +122,7 @@ export class ProbeSet {
             probe.status = { ...probe.status, state: "pending", reason: r.reason };
             return;
         }
+        for (const name of r.leftOut ?? []) probe.leftOut.add(name);
         this.armSites(probe, r.sites);
     }
 
@@ -149,6 +152,9 @@ export class ProbeSet {
         }
         if (this.aggs !== null && this.aggs.listened.has(probe.plan.id)) {
             notes.push("aggregated through listeners (C callbacks): a function's first instructions leave no room for replaceFast's jump");
+        }
+        if (probe.leftOut.size > 0) {
+            notes.push(`left out ${[...probe.leftOut].join(", ")}: instr's own hooks call them`);
         }
         if (errors.length > 0) {
             const shown = errors.slice(0, 3).join("; ");
@@ -293,6 +299,7 @@ export class ProbeSet {
                 const was = JSON.stringify(probe.status);
                 const fresh = r.sites.filter((site) => !probe.sites.has(site.address.toString()));
                 const before = fresh.map((site) => ({ address: site.address, before: firstBytes(site.address) }));
+                for (const name of r.leftOut ?? []) probe.leftOut.add(name);
                 this.armSites(probe, r.sites);
                 for (const p of before) {
                     if (probe.sites.has(p.address.toString()) && !hooked.some((h) => h.address.equals(p.address))) hooked.push(p);
