@@ -9,9 +9,10 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 import click
+import frida
 
 from instr.errors import InstrError, ProbeSetError, UsageError
-from instr.lifecycle import release_frida
+from instr.lifecycle import lost_target, release_frida
 from instr.probes.ir import PlanOptions
 
 F = Callable[..., Any]
@@ -43,6 +44,17 @@ def _guard(fn: F) -> F:
             _fail(e, e.exit_code)
         except OSError as e:
             _fail(InstrError(f"{e.strerror or e}: {e.filename}" if e.filename else str(e)), 1)
+        except (frida.InvalidOperationError, frida.TransportError) as e:
+            # "script has been destroyed": say what became of the target.
+            lost = lost_target()
+            if lost is None:
+                _fail(
+                    InstrError(
+                        f"{type(e).__name__}: {e}", hint="rerun with --debug for a traceback"
+                    ),
+                    1,
+                )
+            _fail(InstrError(lost), 1)
         except Exception as e:  # an unexpected failure: short, unless --debug
             _fail(
                 InstrError(f"{type(e).__name__}: {e}", hint="rerun with --debug for a traceback"), 1

@@ -21,6 +21,7 @@ import contextlib
 import os
 import re
 import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,6 +139,7 @@ class Agent:
         """Attach to ``pid`` (the target's by default: a forked child's under
         child gating), load the agent bundle and check its protocol."""
         agent = cls(proc, proc.pid if pid is None else pid)
+        _loaded.add(agent)
         agent._load(name, on_message, on_detached, exclusive)
         return agent
 
@@ -241,6 +243,24 @@ class Agent:
         if reason == "process-replaced":
             return Ending("exec")
         return Ending("lost", signal=reason)
+
+
+_loaded: weakref.WeakSet[Agent] = weakref.WeakSet()
+
+
+def lost_target(wait_s: float = 1.0) -> str | None:
+    """What became of the target when an agent went away under instr (the
+    program crashed while hooks were armed, or was killed): for the message
+    of an error that Frida words as "script has been destroyed". Frida's
+    detach notice may come just after the failed call: waits up to WAIT_S."""
+    for agent in list(_loaded):
+        if agent.script is None:
+            continue
+        agent.ended.wait(wait_s)
+        ending = agent.ending()
+        if ending is not None:
+            return f"{ending.describe()} (pid {agent.pid}); its agent went with it"
+    return None
 
 
 # Frida's injector finishes a leave after the detach has returned: when the
