@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import sys
 import threading
 import weakref
 from collections.abc import Callable
@@ -208,6 +209,11 @@ class Agent:
         target told to exit right after must not meet it half-unloaded)."""
         if disposed is None:
             disposed = self.dispose()
+        if os.environ.get("INSTR_DEBUG", "") not in ("", "0") and disposed is not None:
+            # --debug: what the agent's leave did (core/leave.ts, core/hooks.ts)
+            print(
+                f"instr: debug: leave of pid {self.pid}: {disposed.get('leave')}", file=sys.stderr
+            )
         held = held_threads(disposed)
         blocked = list(dict.fromkeys(held + held_threads(disposed, "waiting")))
         if self.session is None or self.ended.is_set():

@@ -11,6 +11,7 @@ import { PeekRequest, PokeRequest, peek, poke } from "./mem/peek.js";
 import { patcher } from "./patch/patch.js";
 import { PatchSpec } from "./patch/patch_types.js";
 import { leaveSafely, prepareLeave } from "./core/leave.js";
+import { commit as hooksCommit, quiesce } from "./core/hooks.js";
 import { markArmed, setHost, unmarkArmed } from "./core/marker.js";
 
 prepareLeave();
@@ -23,7 +24,9 @@ const fdTable = new FdTable();
 // It stays if arming fails part way (some hooks may be in); dispose removes it.
 function armed<T>(arm: () => T): T {
     markArmed();
-    return arm();
+    const result = arm();
+    hooksCommit(); // and the bytes Gum wrote are kept for the leave (core/hooks.ts)
+    return result;
 }
 
 rpc.exports = {
@@ -39,11 +42,14 @@ rpc.exports = {
     // is gone): each instrument reverts its hooks, then no thread may be left
     // inside instr's code (core/leave.ts).
     dispose: (reason?: string) => {
+        // Gum's hooks: bytes back, and no thread on its way in, before any
+        // is taken away (core/hooks.ts). Not at exit or exec: nothing leaves.
+        const quiet = reason === "exit" || reason === "exec" ? null : quiesce();
         const result = session.dispose(reason);
         if (reason === "exit" || reason === "exec") return result;
         mem.stop();
         unmarkArmed();
-        return { ...result, leave: leaveSafely() };
+        return { ...result, leave: { ...leaveSafely(), quiesced: quiet } };
     },
     symbolize: (addresses: string[]) => session.symbolize(addresses),
     // System calls (instr/syscalls): scan libc's wrappers, then arm the monitor.

@@ -10,6 +10,7 @@ import { AggSink, JsAgg } from "./aggjs.js";
 import { Symbolizer } from "../core/symbols.js";
 import { post } from "../core/util.js";
 import { ownCode, ownModule } from "../core/leave.js";
+import * as hooks from "../core/hooks.js";
 
 const HEADER = 64;
 const FUNC_CODES: Record<string, number> = { count: 0, sum: 1, min: 2, max: 3, avg: 4, stddev: 5, quantize: 6, lquantize: 7 };
@@ -147,7 +148,7 @@ export class Aggregator implements AggSink {
     /** Hook one site of a probe for its aggregations; returns what undoes it. */
     attach(plan: ProbePlan, address: NativePointer, site: number): InvocationListener[] {
         if (plan.agg_tier === "fast") return this.attachFast(plan, address, site);
-        return [Interceptor.attach(address, new JsAgg(this, plan).callbacks(site))];
+        return [hooks.attach(address, new JsAgg(this, plan).callbacks(site))];
     }
 
     private attachFast(plan: ProbePlan, address: NativePointer, site: number): InvocationListener[] {
@@ -175,7 +176,7 @@ export class Aggregator implements AggSink {
         const cb: { onEnter?: NativePointer; onLeave?: NativePointer } = {};
         if (f.enter !== null) cb.onEnter = this.cm[f.enter];
         if (f.leave !== null) cb.onLeave = this.cm[f.leave];
-        return [Interceptor.attach(address, cb as NativeInvocationListenerCallbacks, data)];
+        return [hooks.attach(address, cb as NativeInvocationListenerCallbacks, data)];
     }
 
     nowBig(): bigint {

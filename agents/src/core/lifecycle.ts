@@ -9,6 +9,7 @@
 import { Flusher } from "./buffer.js";
 import { formatAddress } from "./symbols.js";
 import { inForkedChild, post, reportError } from "./util.js";
+import * as hooks from "./hooks.js";
 
 const ACK_TIMEOUT_MS = 5000;
 
@@ -125,7 +126,7 @@ export class Lifecycle {
         const callbacks: NativeInvocationListenerCallbacks = { onEnter: cm.life_enter as NativePointer };
         if (leave) callbacks.onLeave = cm.life_leave as NativePointer;
         try {
-            Interceptor.attach(address, callbacks, desc);
+            hooks.attach(address, callbacks, desc);
             this.hooked.add(key);
         } catch (e) {
             reportError(null, new Error(`cannot hook ${name} for flush-at-exit: ${String(e)}`));

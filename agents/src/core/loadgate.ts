@@ -12,6 +12,8 @@
 // JS thread has armed the new modules and seen the hooks written; bounded, so
 // that a stuck JS thread cannot hang the program.
 
+import * as hooks from "./hooks.js";
+
 const C_SOURCE = `
 #include <gum/guminterceptor.h>
 
@@ -62,7 +64,7 @@ export class LoadGate {
             const address = Module.findGlobalExportByName(name);
             if (address === null) continue;
             try {
-                this.listeners.push(Interceptor.attach(address, { onLeave: leave } as NativeInvocationListenerCallbacks));
+                this.listeners.push(hooks.attach(address, { onLeave: leave } as NativeInvocationListenerCallbacks));
             } catch (e) {
                 errors.push(`cannot hook ${name} to arm probes at load: ${e instanceof Error ? e.message : String(e)}`);
             }

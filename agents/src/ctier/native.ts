@@ -23,6 +23,7 @@ import { HEADER_SIZE, PlanOptions, ProbePlan, SLOT_SIZE } from "../protocol.js";
 import { Layout } from "../core/layout.js";
 import { C_SOURCE } from "./native_c.js";
 import { ownModule } from "../core/leave.js";
+import * as hooks from "../core/hooks.js";
 
 // Byte offsets of the C structs in native_c.ts (layout_check() verifies the sizes).
 const RING_SIZE = 112;
@@ -224,7 +225,7 @@ export class NativeRing {
         const cb: { onEnter?: NativePointer; onLeave?: NativePointer } = {};
         if (layout.hookEntry) cb.onEnter = this.cm.js_pre_enter as NativePointer;
         if (layout.hookExit) cb.onLeave = this.cm.js_pre_leave as NativePointer;
-        return Interceptor.attach(address, cb as NativeInvocationListenerCallbacks, desc);
+        return hooks.attach(address, cb as NativeInvocationListenerCallbacks, desc);
     }
 
     /** Word (u32) index of thread `tid`'s staging slot, or -1 (same probing as C). */
@@ -244,7 +245,7 @@ export class NativeRing {
         const cb: { onEnter?: NativePointer; onLeave?: NativePointer } = {};
         if (layout.hookEntry) cb.onEnter = this.cm.on_enter as NativePointer;
         if (layout.hookExit) cb.onLeave = this.cm.on_leave as NativePointer;
-        return Interceptor.attach(address, cb as NativeInvocationListenerCallbacks, desc);
+        return hooks.attach(address, cb as NativeInvocationListenerCallbacks, desc);
     }
 
     /** Flip halves; the finished records of the old one stay in place until the next drain. */

@@ -23,6 +23,7 @@ import { toolThreads } from "../core/threads.js";
 import { loadCModule } from "../core/cmodule.js";
 import { ownCode } from "../core/leave.js";
 import { post, reportError } from "../core/util.js";
+import * as hooks from "../core/hooks.js";
 
 export const MEM_NCOUNTERS_ALL = MEM_NSCALARS + 2 * MEM_NKINDS + 130;
 const ACK_TIMEOUT_MS = 60000;
@@ -239,7 +240,7 @@ export class MemTracker {
                 // replace() uses a near trampoline. There, calling the target
                 // from inside the replacement reaches the original.
                 try {
-                    Interceptor.replace(address, cm[hook]);
+                    hooks.replace(address, cm[hook]);
                     setReal(idx, address, 1);
                     hooked.push(name);
                 } catch (e) {
@@ -475,7 +476,7 @@ export class MemTracker {
             if (address === null || seen.has(address.toString())) continue;
             seen.add(address.toString());
             try {
-                Interceptor.attach(address, {
+                hooks.attach(address, {
                     onEnter(args) {
                         self.atExit(args[0].toInt32(), this.context);
                     },

@@ -9,6 +9,7 @@ import { Layout, Tier, chooseTier, layoutOf, validate } from "../core/layout.js"
 import { Site, mayMatchModule, resolvePoint } from "../core/resolver.js";
 import { describe, post, reportError } from "../core/util.js";
 import { LoadGate } from "../core/loadgate.js";
+import * as hooks from "../core/hooks.js";
 
 interface ArmedSite {
     site: number;
@@ -195,7 +196,7 @@ export class ProbeSet {
             if (js.stage !== null) {
                 out.push(ring.attachStage(address, probe.layout, ring.stageDescriptor(probe.plan, probe.layout, site, js.stage.lists)));
             }
-            out.push(Interceptor.attach(address, js.callbacks(site)));
+            out.push(hooks.attach(address, js.callbacks(site)));
         } catch (e) {
             for (const l of out) l.detach();
             throw e;
@@ -258,6 +259,7 @@ export class ProbeSet {
         setTimeout(
             () => {
                 Interceptor.flush();
+                hooks.commit();
                 const left = sites.filter((p) => unchanged(p));
                 if (left.length === 0 || tries >= COMMIT_CHECKS || !this.observing) {
                     this.gate.release(n);

@@ -10,6 +10,7 @@ import { startRoutineOffset, toolTids } from "../core/threads.js";
 import { inForkedChild, post, processThreads } from "../core/util.js";
 import { NextCall, SEP_BUSY } from "./fdtable.js";
 import { armForks, followFromStub, type ArmedForks } from "./syscalls_fork.js";
+import * as hooks from "../core/hooks.js";
 
 export interface SyscallSite {
     address: string;
@@ -282,7 +283,7 @@ export class SyscallMonitor {
             this.failures.push("no 'main' symbol in the program: its first thread is not followed");
         }
         if (main !== null) {
-            Interceptor.attach(main, {
+            hooks.attach(main, {
                 onEnter() {
                     follow(this.threadId);
                 },
@@ -347,7 +348,7 @@ export class SyscallMonitor {
                     this.listen.push([address, i]);
                 } else if (s.listener) {
                     site(i, NULL, s);
-                    Interceptor.attach(address, { onEnter: this.cm.on_enter_only as NativePointer } as NativeInvocationListenerCallbacks, ptr(i));
+                    hooks.attach(address, { onEnter: this.cm.on_enter_only as NativePointer } as NativeInvocationListenerCallbacks, ptr(i));
                 } else {
                     const repl = this.cm["r" + i.toString(8).padStart(3, "0")] as NativePointer;
                     // The site is filled in before the replacement can run:
@@ -367,7 +368,7 @@ export class SyscallMonitor {
                         // attached to); calling the target from the replacement reaches
                         // the original.
                         site(i, address, { ...s, flags: s.flags | F_SLOW });
-                        Interceptor.replace(address, repl);
+                        hooks.replace(address, repl);
                         this.slow++;
                     }
                     this.replaced.push(address);
@@ -443,7 +444,7 @@ export class SyscallMonitor {
         const cb = { onEnter: this.cm.lis_enter, onLeave: this.cm.lis_leave } as NativeInvocationListenerCallbacks;
         for (const [address, i] of this.listen) {
             try {
-                this.listeners.push(Interceptor.attach(address, cb, ptr(i)));
+                this.listeners.push(hooks.attach(address, cb, ptr(i)));
             } catch (e) {
                 this.failures.push(`${address}: ${String(e)}`);
             }
