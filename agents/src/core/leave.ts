@@ -20,10 +20,11 @@
 
 import { LEAVE_C_SOURCE } from "./leave_c.js";
 import { Mapping, mappingOf, mappings } from "./maps.js";
+import { withStopped } from "./stopper.js";
 import { dirEntries, inForkedChild } from "./util.js";
 
 const SETTLE_MS = 100; // threads that merely pass through our code leave within this
-const RUNNING_MS = 500; // then threads that ran in every look are read by Gum
+const RUNNING_MS = 500; // then threads that ran in every look are stopped and read (stopper.ts)
 const STEP_S = 0.005;
 const STACK_SCAN_BYTES = 256 * 1024;
 const MAX_RANGES = 512;
@@ -55,7 +56,11 @@ export interface LeaveReport {
     waiting?: number[];
     /** Per held slot: tid, slot, return address, group, pad flag (for --debug). */
     detail?: string[];
+    /** Threads that ran through the settle: how many, and how many were read stopped (for --debug). */
+    read?: { running: number; stopped: number };
 }
+
+const readRunning = { running: 0, stopped: 0 };
 
 interface Range {
     base: NativePointer;
@@ -301,9 +306,10 @@ function gumWaiting(n: Natives): number[] {
  * Look at every thread until each is known to be out of our code, or the
  * settle time has passed (threads that only pass through leave within it);
  * returns the slots of those still inside. Threads that ran in every look
- * are read once more at RUNNING_MS, by Gum (which stops each with ptrace:
- * never done by default, as a jemalloc thread of redis-server under load
- * once never stopped and the agent deadlocked in that read).
+ * are read once more at RUNNING_MS, stopped by a signal (core/stopper.ts);
+ * not with Gum's ptrace-based reading, whose helper once waited for ever on
+ * a thread that never stopped (a jemalloc thread of redis-server under load;
+ * one of Frida's own in the concurrent patch test), and the agent with it.
  */
 function settle(n: Natives): Held[] {
     const me = Process.getCurrentThreadId();
@@ -338,11 +344,22 @@ function settle(n: Natives): Held[] {
     // our code for long (uncounted calls tail-call the original).
     const stillPending = [...threads].filter(([tid, s]) => s === "pending" && !Cloak.hasThread(tid)).map(([tid]) => tid);
     if (stillPending.length > 0) {
-        const want = new Set(stillPending);
-        const seen = Process.enumerateThreads()
-            .filter((t) => want.has(t.id))
-            .map((t) => ({ id: t.id, pc: t.context.pc, sp: t.context.sp }));
-        keep(look(n, threads, slots, seen));
+        // Read where they are with the threads stopped by a signal (x64
+        // Linux: core/stopper.ts), their stacks scanned before they go on.
+        // The maps are read first: nothing is read from /proc meanwhile.
+        mappings();
+        readRunning.running = stillPending.length;
+        const read = withStopped(stillPending, (seen) => {
+            readRunning.stopped = seen.length;
+            keep(look(n, threads, slots, seen));
+        });
+        if (read === null && !(Process.platform === "linux" && Process.arch === "x64")) {
+            const want = new Set(stillPending);
+            const seen = Process.enumerateThreads()
+                .filter((t) => want.has(t.id))
+                .map((t) => ({ id: t.id, pc: t.context.pc, sp: t.context.sp }));
+            keep(look(n, threads, slots, seen));
+        }
     }
     const held: Held[] = [];
     let group = 0;
@@ -414,7 +431,7 @@ function leave(): LeaveReport {
     } catch {
         waiting = []; // the host then waits its bounded time for the unload
     }
-    if (held.length === 0) return { held: [], error: null, waiting };
+    if (held.length === 0) return { held: [], error: null, waiting, read: readRunning };
     const flags = landingPads(cm, held);
     held.forEach((h, i) => {
         state.add(OFF_HELD_TID + 4 * i).writeS32(h.tid);
@@ -427,8 +444,8 @@ function leave(): LeaveReport {
     const rc = start();
     const ids = [...new Set(held.map((h) => h.tid))];
     const detail = held.map((h, i) => `tid ${h.tid} slot ${h.slot} ret ${h.ret} group ${h.group} flag ${flags[i]}`);
-    if (rc !== 0) return { held: ids, error: `the holding thread did not start (${rc})`, detail, waiting };
-    return { held: ids, error: null, detail, waiting };
+    if (rc !== 0) return { held: ids, error: `the holding thread did not start (${rc})`, detail, waiting, read: readRunning };
+    return { held: ids, error: null, detail, waiting, read: readRunning };
 }
 
 /**

@@ -1,7 +1,7 @@
 // Inline patches for the hot, simple cases (ret and skip without a
 // predicate, on x86_64): a 5-byte jump at the function's start to a small
 // stub of our own, written and removed with the other threads stopped
-// outside those bytes (patch_quiesce.ts).
+// outside those bytes (core/stopper.ts).
 //
 // Why not Interceptor: attaching to and reverting a function that other
 // threads are running crashes the process (measured: 4 threads calling an
@@ -16,7 +16,7 @@
 //          (The extra frame moves stack-passed arguments: functions with
 //          more than 6 integer arguments are refused.)
 
-import { quiesced } from "./patch_quiesce.js";
+import { quiesced } from "../core/stopper.js";
 
 const JMP_SIZE = 5;
 const STUB_SIZE = 128;

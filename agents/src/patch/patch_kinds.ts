@@ -7,7 +7,7 @@ import { Capture, IntType } from "../protocol.js";
 import { typed } from "../probes/capture.js";
 import { ArgValue, PatchSpec } from "./patch_types.js";
 import { Compiled, Env, Value, compile, truthy } from "../probes/predicate.js";
-import { quiesced } from "./patch_quiesce.js";
+import { quiesced } from "../core/stopper.js";
 import { inlinePatch, inlineSupported } from "./patch_inline.js";
 import { ownModule } from "../core/leave.js";
 

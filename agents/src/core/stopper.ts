@@ -1,6 +1,7 @@
 // Stop the other threads of the process while code is patched, so that no
 // thread is left inside the bytes being rewritten or inside hook machinery
-// that a revert frees.
+// that a revert frees (instr patch); and stop a few running threads to read
+// where they are (the leave, core/leave.ts: `withStopped`), without ptrace.
 //
 // A jump written over a function's first instructions is not safe for a
 // thread that is between two of them: it resumes in the middle of the jump.
@@ -53,12 +54,13 @@ interface Quiescer {
 
 let q: Quiescer | null | undefined;
 
-const STATE_SIZE = 16 + 16 * MAX_PCS;
+const STATE_SIZE = 16 + 24 * MAX_PCS;
 const OFF_RELEASED = 4;
 const OFF_N = 8;
 const OFF_ROUND = 12;
 const OFF_PCS = 16;
 const OFF_TIDS = 16 + 8 * MAX_PCS;
+const OFF_SPS = 16 + 16 * MAX_PCS;
 
 /** Pages that are never unmapped (see emitHandler). */
 function mapForever(size: number, prot: number): NativePointer {
@@ -77,8 +79,9 @@ function mapForever(size: number, prot: number): NativePointer {
  * it. Raw system calls: errno of the interrupted thread is left alone.
  *
  *   handler(sig, info, uc):
- *     pc = uc->uc_mcontext.gregs[REG_RIP]; round = state.round; tid = gettid()
- *     i = atomic n++; if i < MAX: pcs[i] = pc; tids[i] = tid
+ *     pc = uc->uc_mcontext.gregs[REG_RIP]; sp = ...gregs[REG_RSP]
+ *     round = state.round; tid = gettid()
+ *     i = atomic n++; if i < MAX: pcs[i] = pc; tids[i] = tid; sps[i] = sp
  *     atomic stopped++
  *     while (released - round < 0) futex_wait(&released, released)
  *     atomic stopped--
@@ -86,8 +89,9 @@ function mapForever(size: number, prot: number): NativePointer {
 function emitHandler(state: NativePointer): NativePointer {
     const code = mapForever(PAGE_SIZE, 7);
     const w = new X86Writer(code, { pc: code });
-    for (const r of ["rbx", "r12", "r13", "r14"] as const) w.putPushReg(r);
+    for (const r of ["rbx", "r12", "r13", "r14", "r15"] as const) w.putPushReg(r);
     w.putMovRegRegOffsetPtr("r12", "rdx", 168); // interrupted RIP
+    w.putMovRegRegOffsetPtr("r15", "rdx", 160); // interrupted RSP
     w.putMovRegAddress("rbx", state);
     w.putMovRegRegOffsetPtr("r13d", "rbx", OFF_ROUND);
     w.putMovRegU32("eax", 186); // gettid
@@ -107,6 +111,9 @@ function emitHandler(state: NativePointer): NativePointer {
     w.putLeaRegRegOffset("rcx", "rbx", OFF_TIDS);
     w.putAddRegReg("rcx", "rdx");
     w.putMovRegPtrReg("rcx", "r14");
+    w.putLeaRegRegOffset("rcx", "rbx", OFF_SPS);
+    w.putAddRegReg("rcx", "rdx");
+    w.putMovRegPtrReg("rcx", "r15");
     w.putLabel("counted");
     w.putMovRegU32("eax", 1);
     w.putLockXaddRegPtrReg("rbx", "eax"); // stopped++
@@ -124,7 +131,7 @@ function emitHandler(state: NativePointer): NativePointer {
     w.putLabel("go");
     w.putMovRegU32("eax", 0xffffffff);
     w.putLockXaddRegPtrReg("rbx", "eax"); // stopped--
-    for (const r of ["r14", "r13", "r12", "rbx"] as const) w.putPopReg(r);
+    for (const r of ["r15", "r14", "r13", "r12", "rbx"] as const) w.putPopReg(r);
     w.putRet();
     w.flush();
     w.dispose();
@@ -361,4 +368,57 @@ function attempts<T>(q: Quiescer, start: NativePointer, end: NativePointer, code
         }
     }
     throw new Error(`could not stop the other threads outside ${start}..${end} within ${ATTEMPT_LIMIT_MS / 1000} s (last seen: ${unsafe}); nothing written`);
+}
+
+export interface Stopped {
+    id: number;
+    pc: NativePointer;
+    sp: NativePointer;
+}
+
+/**
+ * Stop the threads TIDS (not blocked in a system call: see core/leave.ts),
+ * hand where each stopped to READ while they stay stopped, then let them go.
+ * A thread stopped inside Frida's own code may hold a lock READ needs: then
+ * all are let go and tried again a little later (bounded). Returns what READ
+ * returned; null where this is not available (not Linux x86_64), or when the
+ * threads could not be stopped outside Frida's code in time. No ptrace: Gum's
+ * thread reading attaches each thread from a helper process, and once waited
+ * for ever on one of Frida's own threads (docs/leaving.md).
+ */
+export function withStopped<T>(tids: number[], read: (stopped: Stopped[]) => T): T | null {
+    if (q === undefined) q = setup();
+    if (q === null || tids.length === 0) return null;
+    const s = q.state;
+    const agent = agentCode();
+    const deadline = Date.now() + 500;
+    q.install();
+    try {
+        for (let attempt = 0; attempt === 0 || Date.now() < deadline; attempt++) {
+            if (attempt > 0) Thread.sleep(0.002);
+            s.add(OFF_N).writeS32(0);
+            s.add(OFF_ROUND).writeS32(s.add(OFF_ROUND).readS32() + 1);
+            let sent = 0;
+            for (const tid of tids) if (q.tgkill(tid) === 0) sent++;
+            waitStopped(q, s, sent);
+            try {
+                const n = Math.min(s.add(OFF_N).readS32(), MAX_PCS);
+                const stopped: Stopped[] = [];
+                for (let i = 0; i < n; i++) {
+                    stopped.push({
+                        id: s.add(OFF_TIDS + 8 * i).readU32(),
+                        pc: s.add(OFF_PCS + 8 * i).readPointer(),
+                        sp: s.add(OFF_SPS + 8 * i).readPointer(),
+                    });
+                }
+                if (stopped.every((t) => isSafe(t.pc, t.pc, t.pc, agent))) return read(stopped);
+            } finally {
+                q.wake();
+                while (s.readS32() > 0) q.pause();
+            }
+        }
+        return null;
+    } finally {
+        q.restore();
+    }
 }
