@@ -20,6 +20,7 @@
 // (no ptrace): /proc says all of it. Then Gum's own revert finds its bytes
 // already there and frees what nobody can reach.
 
+import { blockedAt } from "./leave.js";
 import { dirEntries, inForkedChild } from "./util.js";
 
 const SPAN = 16; // bytes compared: more than any prologue Gum overwrites
@@ -44,21 +45,17 @@ function bytesAt(address: NativePointer): Uint8Array | null {
     }
 }
 
-function note(address: NativePointer): Written | null {
+/** Keeps ADDRESS's bytes from before its first hook (a later hook on it shares Gum's). */
+function note(address: NativePointer): void {
     const key = address.toString();
-    const known = written.get(key);
-    if (known !== undefined) return known;
+    if (written.has(key)) return;
     const before = bytesAt(address);
-    if (before === null || before.length !== SPAN) return null;
-    const w = { address, before, after: null };
-    written.set(key, w);
-    return w;
+    if (before !== null && before.length === SPAN) written.set(key, { address, before, after: null });
 }
 
 /**
- * Commits the hooks made so far (Gum writes them when the JS call that made
- * them returns, inside a transaction that spans the call) and keeps the bytes
- * it wrote. Called once an instrument has armed.
+ * Keeps the bytes Gum wrote for the hooks made so far, committing any it has
+ * not written yet first. Called once an instrument has armed.
  */
 export function commit(): void {
     if (![...written.values()].some((w) => w.after === null)) return;
@@ -102,7 +99,7 @@ function same(a: Uint8Array, b: Uint8Array): boolean {
 function unhook(): number {
     let n = 0;
     for (const w of written.values()) {
-        if (w.after === null || same(w.after, w.before)) continue;
+        if (w.after === null) continue; // never seen written (commit keeps only changed bytes)
         const now = bytesAt(w.address);
         if (now === null || !same(now, w.after)) continue;
         let lo = 0;
@@ -125,9 +122,9 @@ interface Seen {
 /** Where a thread stands: blocked in a system call, or its CPU use so far; null: gone. */
 function threadNow(tid: number): { blocked: boolean; seen: Seen } | null {
     try {
-        const sys = File.readAllText(`/proc/self/task/${tid}/syscall`).trim();
+        const blocked = blockedAt(tid) !== null;
         const [runtime, , slices] = File.readAllText(`/proc/self/task/${tid}/schedstat`).trim().split(/\s+/).map(Number);
-        return { blocked: !sys.startsWith("running"), seen: { runtime, slices } };
+        return { blocked, seen: { runtime, slices } };
     } catch {
         return null;
     }

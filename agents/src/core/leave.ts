@@ -182,7 +182,7 @@ function taskIds(): number[] {
 }
 
 /** [sp, pc] of a thread blocked in a system call, from /proc; null when running or gone. */
-function blockedAt(tid: number): [NativePointer, NativePointer] | null {
+export function blockedAt(tid: number): [NativePointer, NativePointer] | null {
     let text: string;
     try {
         text = File.readAllText(`/proc/self/task/${tid}/syscall`).trim();

@@ -9,6 +9,8 @@ export interface Mapping {
     perms: string;
     /** "" for anonymous memory. */
     path: string;
+    /** "0" for anonymous memory; tells apart two files of the same name (two Frida agents). */
+    inode: string;
 }
 
 let cache: Mapping[] | null = null;
@@ -22,9 +24,9 @@ function read(): Mapping[] {
         return out;
     }
     for (const line of text.split("\n")) {
-        const m = /^([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ \S+\s*(.*)$/.exec(line);
+        const m = /^([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ (\S+)\s*(.*)$/.exec(line);
         if (m === null) continue;
-        out.push({ base: ptr("0x" + m[1]), end: ptr("0x" + m[2]), perms: m[3], path: m[4] });
+        out.push({ base: ptr("0x" + m[1]), end: ptr("0x" + m[2]), perms: m[3], inode: m[4], path: m[5] });
     }
     return out;
 }

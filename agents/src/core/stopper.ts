@@ -320,7 +320,6 @@ export function quiesced<T>(start: NativePointer, size: number, trampolines: boo
 }
 
 function attempts<T>(q: Quiescer, start: NativePointer, end: NativePointer, code: Unsafe[], write: () => T): T {
-    const s = q.state;
     const self = Process.getCurrentThreadId();
     const deadline = Date.now() + ATTEMPT_LIMIT_MS;
     let unsafe = "";
@@ -333,21 +332,15 @@ function attempts<T>(q: Quiescer, start: NativePointer, end: NativePointer, code
             Thread.sleep(Math.min(0.01, 0.0005 * (1 + attempt / 4)));
         }
         const tids = q.threads().filter((id) => id !== self);
-        // Open a new round: handlers that run from now on wait for its release.
-        s.add(8).writeS32(0); // n
-        s.add(12).writeS32(s.add(12).readS32() + 1); // round
-        let sent = 0;
-        for (const tid of tids) if (q.tgkill(tid) === 0) sent++;
-        waitStopped(q, s, sent);
-        const n = Math.min(s.add(8).readS32(), MAX_PCS);
+        const stoppedAt = stopRound(q, tids);
         let clear = true;
         const stopped = new Set<number>();
-        for (let i = 0; i < n && clear; i++) {
-            const pc = s.add(OFF_PCS + 8 * i).readPointer();
-            const tid = s.add(OFF_TIDS + 8 * i).readU32();
-            clear = isSafe(pc, start, end, code);
-            if (!clear) unsafe = `thread ${tid} at ${pc}`;
-            stopped.add(tid);
+        for (const t of stoppedAt) {
+            stopped.add(t.id);
+            if (clear && !isSafe(t.pc, start, end, code)) {
+                clear = false;
+                unsafe = `thread ${t.id} at ${t.pc}`;
+            }
         }
         // A thread that blocks the signal (some runtimes' own threads do) or
         // is stopped by a tracer is safe only while it sits in a system call
@@ -363,8 +356,7 @@ function attempts<T>(q: Quiescer, start: NativePointer, end: NativePointer, code
         try {
             if (clear) return write();
         } finally {
-            q.wake();
-            while (s.readS32() > 0) q.pause(); // every thread leaves the handler before the state is reused
+            release(q);
         }
     }
     throw new Error(`could not stop the other threads outside ${start}..${end} within ${ATTEMPT_LIMIT_MS / 1000} s (last seen: ${unsafe}); nothing written`);
@@ -374,6 +366,33 @@ export interface Stopped {
     id: number;
     pc: NativePointer;
     sp: NativePointer;
+}
+
+/** One round: signal TIDS; the threads that stopped in the handler, and where. */
+function stopRound(q: Quiescer, tids: number[]): Stopped[] {
+    const s = q.state;
+    // Open a new round: handlers that run from now on wait for its release.
+    s.add(OFF_N).writeS32(0);
+    s.add(OFF_ROUND).writeS32(s.add(OFF_ROUND).readS32() + 1);
+    let sent = 0;
+    for (const tid of tids) if (q.tgkill(tid) === 0) sent++;
+    waitStopped(q, s, sent);
+    const n = Math.min(s.add(OFF_N).readS32(), MAX_PCS);
+    const stopped: Stopped[] = [];
+    for (let i = 0; i < n; i++) {
+        stopped.push({
+            id: s.add(OFF_TIDS + 8 * i).readU32(),
+            pc: s.add(OFF_PCS + 8 * i).readPointer(),
+            sp: s.add(OFF_SPS + 8 * i).readPointer(),
+        });
+    }
+    return stopped;
+}
+
+/** End the round: every stopped thread goes on and leaves the handler before the state is reused. */
+function release(q: Quiescer): void {
+    q.wake();
+    while (q.state.readS32() > 0) q.pause();
 }
 
 /**
@@ -389,32 +408,17 @@ export interface Stopped {
 export function withStopped<T>(tids: number[], read: (stopped: Stopped[]) => T): T | null {
     if (q === undefined) q = setup();
     if (q === null || tids.length === 0) return null;
-    const s = q.state;
     const agent = agentCode();
     const deadline = Date.now() + 500;
     q.install();
     try {
         for (let attempt = 0; attempt === 0 || Date.now() < deadline; attempt++) {
             if (attempt > 0) Thread.sleep(0.002);
-            s.add(OFF_N).writeS32(0);
-            s.add(OFF_ROUND).writeS32(s.add(OFF_ROUND).readS32() + 1);
-            let sent = 0;
-            for (const tid of tids) if (q.tgkill(tid) === 0) sent++;
-            waitStopped(q, s, sent);
+            const stopped = stopRound(q, tids);
             try {
-                const n = Math.min(s.add(OFF_N).readS32(), MAX_PCS);
-                const stopped: Stopped[] = [];
-                for (let i = 0; i < n; i++) {
-                    stopped.push({
-                        id: s.add(OFF_TIDS + 8 * i).readU32(),
-                        pc: s.add(OFF_PCS + 8 * i).readPointer(),
-                        sp: s.add(OFF_SPS + 8 * i).readPointer(),
-                    });
-                }
                 if (stopped.every((t) => isSafe(t.pc, t.pc, t.pc, agent))) return read(stopped);
             } finally {
-                q.wake();
-                while (s.readS32() > 0) q.pause();
+                release(q);
             }
         }
         return null;

@@ -12,6 +12,7 @@
 //
 // Everything here runs once, at arm time, on the JS thread.
 
+import { mappings } from "./maps.js";
 import { processThreads } from "./util.js";
 
 export const MAX_TOOL_TIDS = 64;
@@ -31,19 +32,8 @@ export interface ToolThreads {
 /** Frida's code from /proc/self/maps: every mapping of the file holding INSIDE (merged,
  * first), then every anonymous executable mapping. */
 export function fridaRanges(inside: NativePointer): [NativePointer, NativePointer][] {
-    let text = "";
-    try {
-        text = File.readAllText("/proc/self/maps");
-    } catch {
-        return [[inside, inside.add(1)]];
-    }
-    const rows: { lo: NativePointer; hi: NativePointer; x: boolean; inode: string; path: string }[] = [];
-    for (const line of text.split("\n")) {
-        const f = line.split(/\s+/);
-        if (f.length < 5) continue;
-        const [a, b] = f[0].split("-");
-        rows.push({ lo: ptr("0x" + a), hi: ptr("0x" + b), x: f[1].includes("x"), inode: f[4], path: f.slice(5).join(" ") });
-    }
+    const rows = mappings().map((m) => ({ lo: m.base, hi: m.end, x: m.perms.includes("x"), inode: m.inode, path: m.path }));
+    if (rows.length === 0) return [[inside, inside.add(1)]];
     const home = rows.find((r) => inside.compare(r.lo) >= 0 && inside.compare(r.hi) < 0);
     let lo = inside;
     let hi = inside.add(1);
