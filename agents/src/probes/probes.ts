@@ -24,7 +24,7 @@ class Probe {
     readonly sites = new Map<string, ArmedSite>();
     nextSite = 0;
     /** Matching functions left out: instr's hooks call them (core/resolver.ts). */
-    readonly leftOut = new Set<string>();
+    readonly leftOut = new Map<string, string>(); // name -> why (core/resolver.ts)
 
     constructor(
         readonly plan: ProbePlan,
@@ -123,7 +123,7 @@ export class ProbeSet {
             probe.status = { ...probe.status, state: "pending", reason: r.reason };
             return;
         }
-        for (const name of r.leftOut ?? []) probe.leftOut.add(name);
+        for (const l of r.leftOut ?? []) probe.leftOut.set(l.name, l.why);
         this.armSites(probe, r.sites);
     }
 
@@ -154,9 +154,9 @@ export class ProbeSet {
         if (this.aggs !== null && this.aggs.listened.has(probe.plan.id)) {
             notes.push("aggregated through listeners (C callbacks): a function's first instructions leave no room for replaceFast's jump");
         }
-        if (probe.leftOut.size > 0) {
-            notes.push(`left out ${[...probe.leftOut].join(", ")}: instr's own hooks call them`);
-        }
+        const byWhy = new Map<string, string[]>();
+        for (const [name, why] of probe.leftOut) byWhy.set(why, [...(byWhy.get(why) ?? []), name]);
+        for (const [why, names] of byWhy) notes.push(`left out ${names.join(", ")}: ${why}`);
         if (errors.length > 0) {
             const shown = errors.slice(0, 3).join("; ");
             notes.push(`unable to intercept ${errors.length} function(s): ${shown}${errors.length > 3 ? "; …" : ""}`);
@@ -301,7 +301,7 @@ export class ProbeSet {
                 const was = JSON.stringify(probe.status);
                 const fresh = r.sites.filter((site) => !probe.sites.has(site.address.toString()));
                 const before = fresh.map((site) => ({ address: site.address, before: firstBytes(site.address) }));
-                for (const name of r.leftOut ?? []) probe.leftOut.add(name);
+                for (const l of r.leftOut ?? []) probe.leftOut.set(l.name, l.why);
                 this.armSites(probe, r.sites);
                 for (const p of before) {
                     if (probe.sites.has(p.address.toString()) && !hooked.some((h) => h.address.equals(p.address))) hooked.push(p);
