@@ -88,6 +88,12 @@ export function armStopped<T>(addresses: NativePointer[], arm: () => T): T {
     return result;
 }
 
+/** Takes hooks away (REVERT: the Interceptor calls and a flush) with the running threads stopped outside ADDRESSES' first bytes. */
+export function unhookStopped(addresses: NativePointer[], revert: () => void): void {
+    if (inForkedChild()) return revert();
+    writeStopped(addresses, SPAN, revert, (tid) => blockedAt(tid)?.[1] ?? null);
+}
+
 /**
  * Keeps the bytes Gum wrote for the hooks made so far, committing any it has
  * not written yet first. Called once an instrument has armed.

@@ -220,38 +220,47 @@ export class MemTracker {
         const missing: string[] = [];
         const failed: string[] = [];
         const seen = new Set<string>();
-        for (const [name, idx, hook] of targets) {
-            const address = Module.findGlobalExportByName(name);
-            if (address === null) {
-                missing.push(name);
-                continue;
-            }
-            if (seen.has(address.toString())) {
-                hooked.push(name); // an alias of one already hooked (aligned_alloc == memalign)
-                continue;
-            }
-            try {
-                const original = Interceptor.replaceFast(address, cm[hook]);
-                ownCode(original);
-                setReal(idx, original, 0);
-                hooked.push(name);
-            } catch {
-                // Too short or branchy for replaceFast's far jump: the slower
-                // replace() uses a near trampoline. There, calling the target
-                // from inside the replacement reaches the original.
-                try {
-                    hooks.replace(address, cm[hook]);
-                    setReal(idx, address, 1);
-                    hooked.push(name);
-                } catch (e) {
-                    failed.push(`${name}: ${String(e).replace(/; please file a bug$/, "")}`);
+        // Every address first, then the hooks alone, with the program's
+        // running threads stopped while Gum writes them (core/hooks.ts).
+        const found: [string, number, string, NativePointer | null][] = targets.map(([name, idx, hook]) => [
+            name,
+            idx,
+            hook,
+            Module.findGlobalExportByName(name),
+        ]);
+        const addresses = found.flatMap(([, , , a]) => (a === null ? [] : [a]));
+        hooks.armStopped(addresses, () => {
+            for (const [name, idx, hook, address] of found) {
+                if (address === null) {
+                    missing.push(name);
                     continue;
                 }
+                if (seen.has(address.toString())) {
+                    hooked.push(name); // an alias of one already hooked (aligned_alloc == memalign)
+                    continue;
+                }
+                try {
+                    const original = Interceptor.replaceFast(address, cm[hook]);
+                    ownCode(original);
+                    setReal(idx, original, 0);
+                    hooked.push(name);
+                } catch {
+                    // Too short or branchy for replaceFast's far jump: the slower
+                    // replace() uses a near trampoline. There, calling the target
+                    // from inside the replacement reaches the original.
+                    try {
+                        hooks.replace(address, cm[hook]);
+                        setReal(idx, address, 1);
+                        hooked.push(name);
+                    } catch (e) {
+                        failed.push(`${name}: ${String(e).replace(/; please file a bug$/, "")}`);
+                        continue;
+                    }
+                }
+                seen.add(address.toString());
+                this.replaced.push(address);
             }
-            seen.add(address.toString());
-            this.replaced.push(address);
-        }
-        Interceptor.flush();
+        });
         this.timer = setInterval(() => this.fn?.tick(), TICK_MS);
         this.listenForAcks();
         this.hookExit();
@@ -520,8 +529,12 @@ export class MemTracker {
         if (this.stopped || this.cm === null) return; // stopped, or never started
         this.stopped = true;
         if (this.timer !== null) clearInterval(this.timer);
-        for (const address of this.replaced) Interceptor.revert(address);
-        Interceptor.flush();
+        // The running threads stopped while Gum puts the bytes back: one
+        // fetching malloc's first instructions meanwhile could decode half of each.
+        hooks.unhookStopped(this.replaced, () => {
+            for (const address of this.replaced) Interceptor.revert(address);
+            Interceptor.flush();
+        });
         Thread.sleep(0.05);
     }
 }

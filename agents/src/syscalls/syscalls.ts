@@ -340,7 +340,21 @@ export class SyscallMonitor {
         const setSite = new NativeFunction(this.cm.set_site, "void", ["int", "pointer", "int", "int", "int", "int64", "int"], { scheduling: "exclusive" });
         const site = (i: number, orig: NativePointer, s: SyscallSite): void =>
             setSite(i, orig, s.nr, s.flags, s.pre === null ? 0 : 1, s.pre ?? 0, s.arity);
-        this.config.sites.slice(0, SITES).forEach((s, i) => {
+        // With the program's running threads stopped outside the wrappers'
+        // first bytes while Gum writes the jumps (core/hooks.ts).
+        const sites = this.config.sites.slice(0, SITES);
+        hooks.armStopped(sites.map((s) => ptr(s.address)), () => this.armSites(sites, site));
+        if (this.config.sites.length > SITES) this.failures.push(`${this.config.sites.length - SITES} sites over the limit of ${SITES}`);
+        // Complete mode with sites: the wrappers Frida itself hooks (close, under
+        // child gating) run natively inside Frida's code, out of Stalker's sight.
+        if (this.config.complete === true) return this.armComplete();
+        if (this.config.follow === true) this.forks = armForks(this.cm, false);
+        this.setActive(1);
+        return { armed: this.armed, slow: this.slow, failed: this.failures, toolchain: this.toolchain, toolchain_error: this.toolchainError };
+    }
+
+    private armSites(sites: SyscallSite[], site: (i: number, orig: NativePointer, s: SyscallSite) => void): void {
+        sites.forEach((s, i) => {
             const address = ptr(s.address);
             try {
                 if (!this.config.fast && !s.listener) {
@@ -378,15 +392,7 @@ export class SyscallMonitor {
                 this.failures.push(`${s.address}: ${String(e)}`);
             }
         });
-        if (this.config.sites.length > SITES) this.failures.push(`${this.config.sites.length - SITES} sites over the limit of ${SITES}`);
         this.attachListeners();
-        Interceptor.flush();
-        // Complete mode with sites: the wrappers Frida itself hooks (close, under
-        // child gating) run natively inside Frida's code, out of Stalker's sight.
-        if (this.config.complete === true) return this.armComplete();
-        if (this.config.follow === true) this.forks = armForks(this.cm, false);
-        this.setActive(1);
-        return { armed: this.armed, slow: this.slow, failed: this.failures, toolchain: this.toolchain, toolchain_error: this.toolchainError };
     }
 
     /**
@@ -472,13 +478,17 @@ export class SyscallMonitor {
             }
         }
         this.followed.length = 0;
-        for (const a of this.replaced) {
-            try {
-                Interceptor.revert(a);
-            } catch {
-                // Already gone with its module.
+        // The running threads stopped while Gum puts the bytes back (core/hooks.ts).
+        hooks.unhookStopped([...this.replaced], () => {
+            for (const a of this.replaced) {
+                try {
+                    Interceptor.revert(a);
+                } catch {
+                    // Already gone with its module.
+                }
             }
-        }
+            Interceptor.flush();
+        });
         this.replaced.length = 0;
     }
 }
