@@ -119,7 +119,8 @@ def test_dead_and_nonexistent_pids(probe_file):
     dead.wait()
     fails(run_instr("run", "-P", path, "-s", "add", "-p", dead.pid), 1,
           f"no process with pid {dead.pid}")  # fmt: skip
-    fails(run_instr("run", "-P", path, "-s", "add", "-p", 0), 1, "invalid pid 0")
+    fails(run_instr("run", "-P", path, "-s", "add", "-p", 0), 2,
+          "Invalid value for '-p' / '--pid': 0 is not in the range x>=1.")  # fmt: skip
 
 
 @pytest.mark.frida
