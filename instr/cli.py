@@ -15,6 +15,7 @@ from instr.cliopts import COUNT, INTERVAL, PID, POSITIVE, buffer_size_option, du
 from instr.errors import InstrError, ProbeSetError, UsageError
 from instr.lifecycle import lost_target, release_frida
 from instr.probes.ir import PlanOptions
+from instr.signals import die_of_sigpipe
 
 F = Callable[..., Any]
 
@@ -43,6 +44,8 @@ def _guard(fn: F) -> F:
             return fn(*args, **kwargs)
         except InstrError as e:
             _fail(e, e.exit_code)
+        except BrokenPipeError:  # instr ... | head: the reader went away
+            die_of_sigpipe()
         except OSError as e:
             _fail(InstrError(f"{e.strerror or e}: {e.filename}" if e.filename else str(e)), 1)
         except (frida.InvalidOperationError, frida.TransportError) as e:
@@ -150,7 +153,7 @@ def _target(kw: dict[str, Any]) -> Any:
 
 
 def _execute(table: Any, kw: dict[str, Any], source: str, sets: tuple[str, ...]) -> None:
-    from instr.runner import RunConfig, run
+    from instr.runner import RunConfig, finish, run
 
     config = RunConfig(
         table=table,
@@ -165,8 +168,7 @@ def _execute(table: Any, kw: dict[str, Any], source: str, sets: tuple[str, ...])
         top=kw.get("top"),
         destructive=bool(kw.get("destructive", False)),
     )
-    _summary, code = run(config)
-    sys.exit(code)
+    finish(*run(config))
 
 
 def _options(kw: dict[str, Any]) -> PlanOptions:

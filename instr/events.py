@@ -193,6 +193,24 @@ class ProbeReport:
 
 
 @dataclass
+class OutputFailure:
+    """An output that failed during the run: its events from then on (or
+    since its last confirmed write) are lost."""
+
+    output: str  # the -o argument (a path), or "console"
+    reason: str  # e.g. "No space left on device", "database or disk is full"
+    unwritten: int | None  # events the run produced that it did not write; None: unknown
+
+    def describe(self, events: int) -> str:
+        lost = (
+            "an unknown number of events"
+            if self.unwritten is None
+            else f"{self.unwritten} of {events} events were"
+        )
+        return f"output {self.output} failed: {self.reason}; {lost} not written"
+
+
+@dataclass
 class RunSummary:
     events: int
     batches: int
@@ -203,3 +221,5 @@ class RunSummary:
     ended_ns: int
     lost_batches: int = 0  # batches the agent numbered but the host never received
     aggregations: Any = None  # the last AggSnapshot (instr.aggregate), None without aggregations
+    output_failures: list[OutputFailure] = field(default_factory=list)
+    pipe_closed: bool = False  # the console's reader went away (instr ... | head): stopped early

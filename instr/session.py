@@ -208,6 +208,11 @@ class Session:
     def ended(self) -> bool:
         return self._ended.is_set()
 
+    @property
+    def output_closed(self) -> bool:
+        """The console's reader went away (``instr ... | head``): stop as on Ctrl-C."""
+        return self._dispatcher is not None and self._dispatcher.pipe_closed.is_set()
+
     def snapshot(self) -> None:
         """Ask the agent for the aggregations now; they reach the collectors in order."""
         if self._agent is None or self._ended.is_set():

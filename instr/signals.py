@@ -5,7 +5,9 @@ detach) so a second one cannot cut it short."""
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import sys
 from collections.abc import Iterator
 from types import FrameType
 
@@ -45,3 +47,17 @@ def signals_held() -> Iterator[None]:
     finally:
         for sig, handler in previous:
             signal.signal(sig, handler)
+
+
+def die_of_sigpipe() -> None:
+    """End as a Unix filter does when its reader has gone (``instr ... | head``):
+    killed by SIGPIPE, as grep is, with nothing more written (stdout is pointed
+    at /dev/null first, so Python's final flush cannot complain)."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.flush()
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGPIPE)
+    os._exit(128 + signal.SIGPIPE)  # not reached: SIGPIPE ends the process
