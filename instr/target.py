@@ -11,6 +11,7 @@ import difflib
 import os
 import shutil
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import frida
@@ -176,6 +177,29 @@ def attach(device: Any, pid: int) -> Any:
         raise TargetError(f"cannot attach to pid {pid}: {e}") from e
 
 
+PF_KTHREAD = 0x00200000  # include/linux/sched.h
+
+
+def check_local_pid(pid: int) -> None:
+    """Refuse, before anything is opened, a pid of this machine that is gone
+    or is a kernel thread (which has no user-space code: Frida's attempt ends
+    in a confusing "failed to open /proc/PID/auxv")."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        raise TargetError(f"no process with pid {pid}", hint="is it still running?") from None
+    except OSError:
+        return  # Frida will say what is wrong
+    name = stat[stat.find("(") + 1 : stat.rfind(")")]
+    fields = stat[stat.rfind(")") + 2 :].split()  # state, ppid, pgrp, session, tty, tpgid, flags
+    if len(fields) > 6 and fields[6].isdigit() and int(fields[6]) & PF_KTHREAD:
+        raise TargetError(
+            f"pid {pid} ({name}) is a kernel thread: it runs no user-space code, "
+            "so instr cannot instrument it",
+            hint="give the pid of a user-space process",
+        )
+
+
 def kill(device: Any, pid: int) -> None:
     """Kill a process we spawned; a process already gone is fine."""
     try:
@@ -194,6 +218,8 @@ def open_target(device_spec: DeviceSpec, target: TargetSpec) -> tuple[Any, int]:
     if target.argv is not None:
         return device, spawn(device, target)
     if target.pid is not None:
+        if device.type == "local":
+            check_local_pid(target.pid)
         return device, target.pid
     assert target.name is not None
     return device, resolve_name(device, target.name)

@@ -184,3 +184,33 @@ def test_debug_shows_the_traceback(tmp_path: Path):
     assert res.returncode != 0
     res2 = run_instr("check", "--debug", tmp_path / "missing.yaml")
     assert "Traceback" in res2.stderr
+
+
+def _kernel_thread() -> tuple[int, str] | None:
+    """A kernel thread's pid and name (PF_KTHREAD in /proc/PID/stat), or None."""
+    for entry in sorted(Path("/proc").iterdir(), key=lambda p: p.name.zfill(10)):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        flags = int(stat[stat.rfind(")") + 2 :].split()[6])
+        if flags & 0x00200000:
+            return int(entry.name), stat[stat.find("(") + 1 : stat.rfind(")")]
+    return None
+
+
+def test_kernel_thread(probe_file):
+    found = _kernel_thread()
+    if found is None:
+        pytest.skip("no kernel thread is visible in this pid namespace")
+    pid, name = found
+    message = (
+        f"instr: error: pid {pid} ({name}) is a kernel thread: it runs no user-space code,"
+        " so instr cannot instrument it\n  hint: give the pid of a user-space process\n"
+    )
+    path = probe_file(GOOD)
+    for args in (("run", "-P", path, "-s", "add"), ("syscalls",), ("mem",), ("peek", "x:i32")):
+        res = run_instr(*args, "-p", pid)
+        assert (res.returncode, res.stdout, res.stderr) == (1, "", message), args
