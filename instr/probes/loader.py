@@ -255,7 +255,9 @@ def _resolve_plain(text: str) -> Scalar:
     if _INT16.match(text):
         return int(text[2:], 16)
     if _FLOAT.match(text):
-        return float(text.replace("inf", "Inf").replace("INF", "Inf").replace("Inf", "inf"))
+        if text.lower().endswith((".inf", ".nan")):  # YAML spells them .inf, -.Inf, .NaN
+            return float(text.lower().replace(".", "", 1))
+        return float(text)
     return text
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ast
 import io
 import tokenize
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -322,7 +323,9 @@ def compile_predicate(
     if too_big is not None:
         return None, [too_big]
     try:
-        tree = ast.parse(text, mode="eval")
+        with warnings.catch_warnings():  # "invalid decimal literal" and the like: not for users
+            warnings.simplefilter("ignore", SyntaxWarning)
+            tree = ast.parse(text, mode="eval")
     except (RecursionError, MemoryError):
         return None, [_too_deep(0)]
     except ValueError as exc:  # a NUL character, on some Python versions
