@@ -45,7 +45,7 @@ def _guard(fn: F) -> F:
         except InstrError as e:
             _fail(e, e.exit_code)
         except BrokenPipeError:  # instr ... | head: the reader went away
-            die_of_sigpipe()
+            pass  # below, once Frida is closed (its injector may still be at work)
         except OSError as e:
             _fail(InstrError(f"{e.strerror or e}: {e.filename}" if e.filename else str(e)), 1)
         except (frida.InvalidOperationError, frida.TransportError) as e:
@@ -65,6 +65,7 @@ def _guard(fn: F) -> F:
             )
         finally:
             release_frida()
+        die_of_sigpipe()
 
     return wrapper
 

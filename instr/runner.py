@@ -5,6 +5,7 @@ This is what ``instr run`` and ``instr trace`` do, as a function a script can ca
 
 from __future__ import annotations
 
+import errno
 import sys
 import time
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from instr.events import RunSummary
 from instr.patch.model import require_destructive
 from instr.probes.ir import ProbeTable
 from instr.session import Session
-from instr.signals import die_of_sigpipe, signals_held, sigterm_as_interrupt
+from instr.signals import signals_held, sigterm_as_interrupt
 from instr.target import DeviceSpec, TargetSpec
 
 
@@ -126,10 +127,11 @@ def run(config: RunConfig, status: TextIO | None = None) -> tuple[RunSummary, in
 
 
 def finish(summary: RunSummary, code: int) -> NoReturn:
-    """Exit the process with ``code``; killed by SIGPIPE, as grep is, when the
-    console's reader went away (``instr ... | head``)."""
+    """Exit the process with ``code``, or raise BrokenPipeError when the console's
+    reader went away (``instr ... | head``): the CLI then dies of SIGPIPE, as grep
+    does, once Frida is closed."""
     if summary.pipe_closed:
-        die_of_sigpipe()
+        raise BrokenPipeError(errno.EPIPE, "the console's reader went away")
     sys.exit(code)
 
 

@@ -10,6 +10,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from types import FrameType
+from typing import NoReturn
 
 STOPPING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -49,10 +50,12 @@ def signals_held() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def die_of_sigpipe() -> None:
+def die_of_sigpipe() -> NoReturn:
     """End as a Unix filter does when its reader has gone (``instr ... | head``):
     killed by SIGPIPE, as grep is, with nothing more written (stdout is pointed
-    at /dev/null first, so Python's final flush cannot complain)."""
+    at /dev/null first, so Python's final flush cannot complain). Call it only
+    once Frida is closed (instr.lifecycle.release_frida): a host that dies while
+    Frida's injector finishes in the target can leave the target to crash."""
     with contextlib.suppress(OSError, ValueError):
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 from typing import Any
 
@@ -26,8 +27,16 @@ def run_syscalls(
     outputs = kw.get("outputs") or ()
     out = open(outputs[0], "w") if outputs and outputs[0] != "-" else sys.stdout  # noqa: SIM115
 
+    closed: list[bool] = []  # the reader went away (instr syscalls ... | head)
+
     def line(text: str) -> None:
-        print(text, file=out, flush=False)
+        if closed:
+            return
+        try:
+            print(text, file=out, flush=False)
+        except BrokenPipeError:
+            closed.append(True)
+            run.request_stop()  # leave as on Ctrl-C
 
     def say(text: str) -> None:
         if not kw.get("quiet"):
@@ -48,6 +57,8 @@ def run_syscalls(
     )
     with sigterm_as_interrupt():  # SIGTERM and SIGHUP stop it as Ctrl-C does
         result = run.run(timeout=kw.get("duration"))
+    if closed:  # the CLI dies of SIGPIPE once Frida is closed
+        raise BrokenPipeError(errno.EPIPE, "the reader of the lines went away")
     if summary:
         print(format_summary(result.counts), file=out)
     out.flush()

@@ -163,6 +163,7 @@ class SyscallRun:
         self.images: list[Image] = []
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
+        self._stop_asked = False  # request_stop(): the reader of the lines went away
         self._pending: set[int] = set()  # children being armed (held by child gating)
         self._device: Any = None
         self.root_pid: int | None = None
@@ -376,7 +377,15 @@ class SyscallRun:
 
     # -- the run ---------------------------------------------------------------
 
+    def request_stop(self) -> None:
+        """End the run as Ctrl-C does, from any thread (instr syscalls | head)."""
+        with self._changed:
+            self._stop_asked = True
+            self._changed.notify_all()
+
     def _all_done(self) -> bool:
+        if self._stop_asked:
+            return True
         if self._awaiting_exec or self._pending:
             return False
         return all(i.detach_reason is not None for i in self.images)

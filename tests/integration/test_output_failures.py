@@ -22,11 +22,14 @@ import pytest
 from helpers import LineReader, instr_argv, instr_env, run_instr
 
 
-def test_closed_pipe_stops_quietly_and_leaves_the_target(targets, launch):
-    target = launch(targets.path("sleeper"))
+def closed_pipe(target, *args: object) -> tuple[str, str]:
+    """Run instr ARGS -p TARGET into a pipe, read its first output, close the
+    pipe, make the target call again; return the first line and the line on
+    stderr that says the run started. Asserts the quiet SIGPIPE ending and
+    that the target was left as on Ctrl-C."""
     r, w = os.pipe()
     instr = subprocess.Popen(
-        instr_argv("trace", "-i", "sleeper!target_add", "-p", target.pid),
+        instr_argv(*args, "-p", target.pid),
         stdin=subprocess.DEVNULL,
         stdout=w,
         stderr=subprocess.PIPE,
@@ -37,30 +40,42 @@ def test_closed_pipe_stops_quietly_and_leaves_the_target(targets, launch):
     try:
         assert instr.stderr is not None
         err = LineReader(instr.stderr)
-        armed = err.expect("armed")
-        target.send("100 sum")  # 200 events
+        started = err.expect(re.compile(r"\b(armed|counting)\b"))
+        target.send("100 sum")  # 100 target_add calls, one write
         assert target.readline() == "sum=5050"
-        assert select.select([r], [], [], 60)[0], "no event line within 60 s"
+        assert select.select([r], [], [], 60)[0], "no output within 60 s"
         first = os.read(r, 4096).decode().splitlines()[0]
-        assert first == f"    0.000 ms {target.pid:>6} cli/sleeper!target_add → sleeper!target_add"
         os.close(r)  # the reader goes away, as head does after its line
         r = -1
-        target.send("10 sum")  # the next batch meets the closed pipe
+        target.send("10 sum")  # the next output meets the closed pipe
         assert target.readline() == "sum=55"
         assert instr.wait(60) == -signal.SIGPIPE  # killed by SIGPIPE, as grep is
         assert err.rest() == []  # no BrokenPipeError, no traceback, no summary
-        assert armed == f"instr: armed 1 of 1 probes (1 sites) in pid {target.pid}"
         # left as on Ctrl-C: hooks gone, the armed mark gone, the program unchanged
-        maps = Path(f"/proc/{target.pid}/maps").read_text()
-        assert "instr-armed-by" not in maps
-        target.send("3 sum")
+        assert "instr-armed-by" not in Path(f"/proc/{target.pid}/maps").read_text()
+        target.send("3 sum")  # alive: instr closed Frida before dying (else SIGSEGV, 3 in 24)
         assert target.readline() == "sum=6"
+        return first, started
     finally:
         if r >= 0:
             os.close(r)
         if instr.poll() is None:
             instr.kill()
             instr.wait()
+
+
+def test_closed_pipe_trace(targets, launch):
+    target = launch(targets.path("sleeper"))
+    first, armed = closed_pipe(target, "trace", "-i", "sleeper!target_add")
+    assert armed == f"instr: armed 1 of 1 probes (1 sites) in pid {target.pid}"
+    assert first == f"    0.000 ms {target.pid:>6} cli/sleeper!target_add → sleeper!target_add"
+
+
+def test_closed_pipe_syscalls(targets, launch):
+    target = launch(targets.path("sleeper"))
+    first, started = closed_pipe(target, "syscalls", "-e", "trace=write")
+    assert started.startswith(f"instr: counting system calls in pid {target.pid} (")
+    assert re.fullmatch(r'write\(1<pipe:\[\d+\]>, "sum=5050\\n", 9\) = 9 <[\d.]+>', first), first
 
 
 def test_jsonl_on_a_full_device(targets, tmp_path):
