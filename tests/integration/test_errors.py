@@ -214,3 +214,36 @@ def test_kernel_thread(probe_file):
     for args in (("run", "-P", path, "-s", "add"), ("syscalls",), ("mem",), ("peek", "x:i32")):
         res = run_instr(*args, "-p", pid)
         assert (res.returncode, res.stdout, res.stderr) == (1, "", message), args
+
+
+def test_static_program(targets, tmp_path):
+    prog = tmp_path / "static_calls"
+    src = Path(__file__).resolve().parent.parent / "targets" / "calls.c"
+    res = subprocess.run(
+        ["gcc", "-static", "-O1", "-o", str(prog), str(src)], capture_output=True, text=True
+    )
+    if res.returncode != 0:
+        pytest.skip(f"cannot link statically here: {res.stderr.strip()[-200:]}")
+    message = (
+        f"instr: error: {prog} is statically linked: Frida cannot inject into it, so instr"
+        " cannot hook its functions or follow its memory\n"
+        f"  hint: to list its system calls: instr syscalls --complete -- {prog} 3\n"
+    )
+    for args in (("trace", "-i", "target_add"), ("mem",)):
+        res = run_instr(*args, "--", prog, 3)
+        assert (res.returncode, res.stdout, res.stderr) == (1, "", message), args
+    target = subprocess.Popen([prog, "3"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert target.stdout is not None and target.stdout.readline() == b"ready\n"
+        res = run_instr("trace", "-i", "target_add", "-p", target.pid)
+        assert (res.returncode, res.stderr) == (
+            1,
+            f"instr: error: pid {target.pid} ({prog}) is statically linked: Frida cannot inject"
+            " into it, so instr cannot hook its functions or follow its memory\n"
+            "  hint: instr syscalls --complete lists the system calls of a static program it"
+            " starts\n",
+        )
+        assert target.poll() is None  # untouched
+    finally:
+        target.kill()
+        target.wait()
