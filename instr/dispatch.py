@@ -179,10 +179,12 @@ class Dispatcher:
         self._queue.put(done)
         return done.wait(timeout)
 
-    def close(self, ending: Ending | None = None) -> RunSummary:
+    def close(self, ending: Ending | None = None, stopped: Ending | None = None) -> RunSummary:
         """Handle everything still queued, close the collectors, return the summary.
 
-        ``ending`` is used when the agent sent no ``ending`` message (killed, lost).
+        ``ending`` is used when the agent sent no ``ending`` message (killed, lost);
+        ``stopped``, what the host did to end a program it started, beats an agent's
+        "detach" (which would say the program keeps running).
         Idempotent: later calls return the same summary.
         """
         with self._close_lock:  # a second caller waits, then gets the same summary
@@ -193,6 +195,10 @@ class Dispatcher:
             self._worker.join()
             self._host_final()
             summary = self._build_summary(ending)
+            if stopped is not None and (
+                summary.ending is None or summary.ending.reason == "detach"
+            ):
+                summary.ending = stopped
             # known before any close, so every output's own record of the run says it
             for i, e in self._failed.items():
                 self._add_failure(summary, self.collectors[i], e)

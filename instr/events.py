@@ -113,7 +113,7 @@ SIGNALS = {
 class Ending:
     """Why the target's session ended."""
 
-    reason: str  # "exit" | "exec" | "crash" | "detach" | "killed" | "lost"
+    reason: str  # "exit" | "exec" | "crash" | "detach" | "stopped" | "killed" | "lost"
     code: int | None = None  # exit status ("exit"), or the signal's number ("killed")
     signal: str | None = None  # e.g. "SIGSEGV", for reason == "crash"
     address: int | None = None  # faulting address, for a crash
@@ -175,6 +175,8 @@ class Ending:
             return "target called exec; probes do not survive it"
         if self.reason == "detach":
             return "detached; the target keeps running"
+        if self.reason == "stopped":  # instr ended the program it started (--duration, Ctrl-C)
+            return f"instr stopped the program it started ({self.signal or 'killed'})"
         if self.reason == "killed":
             return f"target was killed by {self.signal}" if self.signal else "target was killed"
         return f"session lost ({self.signal or self.reason})"

@@ -79,6 +79,7 @@ class Session:
         self.sets = tuple(sets)
         # A spawned target dies with the run when the user stops it; an attached one never.
         self.kill_on_stop = target.spawns if kill_on_stop is None else kill_on_stop
+        self._killed_at_stop = False  # stop() ended the program instr started
         self.ctx = RunContext(table)
         self.pid: int | None = None
         self.reports: list[ProbeReport] = []
@@ -250,6 +251,7 @@ class Session:
             self._dispatcher.error(error)
         if self.kill_on_stop and self._proc is not None:
             self._proc.kill()
+            self._killed_at_stop = True
 
     def _leave(self) -> None:
         """Revert patches, dispose of the agent, detach, wait for it to unload."""
@@ -277,7 +279,9 @@ class Session:
                 self.stop()
             if self._dispatcher is None:
                 raise TargetError("the session was never started")
-            self.summary = self._dispatcher.close(self._fallback_ending())
+            # Frida's kill is SIGKILL: said as it happened, not "the target keeps running"
+            stopped = Ending("stopped", signal="SIGKILL") if self._killed_at_stop else None
+            self.summary = self._dispatcher.close(self._fallback_ending(), stopped)
             if self._proc is not None:
                 self._proc.close()
             return self.summary

@@ -142,6 +142,18 @@ def test_ending_callback_runs_after_earlier_batches_are_delivered(ctx: RunContex
     assert summary.ending == Ending("exit", code=3)  # the agent's word beats the fallback
 
 
+def test_a_stopped_program_is_not_said_to_keep_running(ctx: RunContext) -> None:
+    stopped = Ending("stopped", signal="SIGKILL")
+    d = Dispatcher(ctx)
+    d.post(send({"type": "ending", "reason": "detach", "code": None, "token": 1}), None)
+    assert d.close(Ending("detach"), stopped).ending == stopped
+    assert stopped.describe() == "instr stopped the program it started (SIGKILL)"
+    assert stopped.status() is None  # instr's own exit status stays 0
+    exited = Dispatcher(ctx)  # an ending that happened before the stop is kept
+    exited.post(send({"type": "ending", "reason": "exit", "code": 3, "token": 1}), None)
+    assert exited.close(None, stopped).ending == Ending("exit", code=3)
+
+
 def test_crash_ending_parses_address(ctx: RunContext) -> None:
     d = Dispatcher(ctx)
     msg = {"type": "ending", "reason": "crash", "code": None, "signal": "SIGSEGV"}
