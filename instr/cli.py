@@ -11,9 +11,11 @@ from typing import Any, NoReturn
 import click
 import frida
 
+from instr.cliopts import COUNT, INTERVAL, PID, POSITIVE, buffer_size_option, duration_option
 from instr.errors import InstrError, ProbeSetError, UsageError
 from instr.lifecycle import lost_target, release_frida
 from instr.probes.ir import PlanOptions
+from instr.signals import die_of_sigpipe
 
 F = Callable[..., Any]
 
@@ -42,6 +44,8 @@ def _guard(fn: F) -> F:
             return fn(*args, **kwargs)
         except InstrError as e:
             _fail(e, e.exit_code)
+        except BrokenPipeError:  # instr ... | head: the reader went away
+            pass  # below, once Frida is closed (its injector may still be at work)
         except OSError as e:
             _fail(InstrError(f"{e.strerror or e}: {e.filename}" if e.filename else str(e)), 1)
         except (frida.InvalidOperationError, frida.TransportError) as e:
@@ -61,6 +65,7 @@ def _guard(fn: F) -> F:
             )
         finally:
             release_frida()
+        die_of_sigpipe()
 
     return wrapper
 
@@ -80,7 +85,7 @@ def _target_options(fn: F) -> F:
             click.option("-H", "--host", metavar="HOST[:PORT]", help="A remote frida-server."),
             click.option("-f", "--file", "spawn_file", metavar="PROGRAM", help="Spawn PROGRAM."),
             click.option(
-                "-p", "--pid", "attach_pid", type=int, metavar="PID", help="Attach to PID."
+                "-p", "--pid", "attach_pid", type=PID, metavar="PID", help="Attach to PID."
             ),
             click.option("-n", "--name", "attach_name", metavar="NAME", help="Attach to NAME."),
             click.option(
@@ -91,14 +96,8 @@ def _target_options(fn: F) -> F:
                 metavar="PATH",
                 help="Write events to PATH: .jsonl, .db/.sqlite, or - for the console. Repeatable.",
             ),
-            click.option("--duration", type=float, metavar="SECONDS", help="Stop after SECONDS."),
-            click.option(
-                "--buffer-size",
-                type=int,
-                default=8 << 20,
-                show_default=True,
-                help="In-target buffer bytes.",
-            ),
+            duration_option,
+            buffer_size_option,
             click.option(
                 "--on-full",
                 type=click.Choice(["block", "drop"]),
@@ -109,7 +108,7 @@ def _target_options(fn: F) -> F:
             click.option("-q", "--quiet", is_flag=True, help="No status lines on stderr."),
             click.option(
                 "--interval",
-                type=click.FloatRange(min=0.1),
+                callback=INTERVAL,
                 metavar="SECONDS",
                 help="Report aggregations every SECONDS (a live view on a terminal).",
             ),
@@ -155,7 +154,7 @@ def _target(kw: dict[str, Any]) -> Any:
 
 
 def _execute(table: Any, kw: dict[str, Any], source: str, sets: tuple[str, ...]) -> None:
-    from instr.runner import RunConfig, run
+    from instr.runner import RunConfig, finish, run
 
     config = RunConfig(
         table=table,
@@ -170,8 +169,7 @@ def _execute(table: Any, kw: dict[str, Any], source: str, sets: tuple[str, ...])
         top=kw.get("top"),
         destructive=bool(kw.get("destructive", False)),
     )
-    _summary, code = run(config)
-    sys.exit(code)
+    finish(*run(config))
 
 
 def _options(kw: dict[str, Any]) -> PlanOptions:
@@ -340,7 +338,7 @@ def _where_options(fn: F) -> F:
             click.option("-R", "--remote", is_flag=True, help="The remote frida-server."),
             click.option("-H", "--host", metavar="HOST[:PORT]", help="A remote frida-server."),
             click.option(
-                "-p", "--pid", "attach_pid", type=int, metavar="PID", help="Attach to PID."
+                "-p", "--pid", "attach_pid", type=PID, metavar="PID", help="Attach to PID."
             ),
             click.option("-n", "--name", "attach_name", metavar="NAME", help="Attach to NAME."),
         ]
@@ -352,9 +350,9 @@ def _where_options(fn: F) -> F:
 @main.command(context_settings=CONTEXT)
 @_where_options
 @click.option("-f", "--file", "spawn_file", metavar="PROGRAM", help="Spawn PROGRAM.")
-@click.option("--interval", type=float, metavar="SECONDS", help="A report every SECONDS.")
-@click.option("--top", type=int, default=10, show_default=True, help="Stacks per list.")
-@click.option("--oldest", type=int, default=10, show_default=True, help="Oldest live blocks shown.")
+@click.option("--interval", callback=INTERVAL, metavar="SECONDS", help="A report every SECONDS.")
+@click.option("--top", type=POSITIVE, default=10, show_default=True, help="Stacks per list.")
+@click.option("--oldest", type=COUNT, default=10, show_default=True, help="Oldest blocks shown.")
 @click.option("--depth", type=click.IntRange(1, 32), default=16, show_default=True)
 @click.option(
     "--max-live",
@@ -373,7 +371,7 @@ def _where_options(fn: F) -> F:
 )
 @_cc_option
 @click.option("-o", "--output", metavar="FILE.json", help="Write the final report as JSON.")
-@click.option("--duration", type=float, metavar="SECONDS", help="Stop after SECONDS.")
+@duration_option
 @click.option("-q", "--quiet", is_flag=True, help="No status lines on stderr.")
 @click.argument("program", nargs=-1, type=click.UNPROCESSED)
 @_debug_option
@@ -405,8 +403,6 @@ def mem(**kw: Any) -> None:
         duration_s=kw["duration"],
         quiet=kw["quiet"],
     )
-    if config.interval_s is not None and config.interval_s <= 0:
-        raise UsageError("--interval must be positive")
     result = run_mem(config)
     sys.exit(result.exit_code)
 

@@ -10,8 +10,9 @@ collectors; that is when the session acknowledges, releasing the target.
 
 Nothing is lost silently: a gap in batch ``seq`` numbers is counted as lost
 batches, the agent's cumulative per-probe ``drops`` are kept, undecodable
-records, agent errors, Frida script errors and collector exceptions all end up
-in ``RunSummary.errors``.
+records, agent errors and Frida script errors end up in ``RunSummary.errors``;
+an output that fails gets nothing more and is reported there and in
+``RunSummary.output_failures`` with the events it did not write.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from instr.aggregate.decode import AggDecoder
 from instr.aggregate.model import AggSnapshot
 from instr.collectors.base import Collector
 from instr.collectors.decode import Block, Decoder
+from instr.collectors.failure import output_failure
 from instr.events import Ending, Event, ProbeReport, RunContext, RunSummary, Site, Symbol
 from instr.protocol import PROTOCOL_VERSION
 
@@ -116,7 +118,9 @@ class Dispatcher:
         self.drops: dict[int, int] = {}
         self.counts: Counter[int] = Counter()
         self._reports: dict[int, ProbeReport] = {}
-        self._failed: set[int] = set()  # indexes of collectors that raised
+        self._failed: dict[int, Exception] = {}  # collectors that raised, by index
+        # the console's reader went away (instr ... | head): the run should stop
+        self.pipe_closed = threading.Event()
         self._seen_errors: set[str] = set()
         self._more_errors = 0
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -175,10 +179,12 @@ class Dispatcher:
         self._queue.put(done)
         return done.wait(timeout)
 
-    def close(self, ending: Ending | None = None) -> RunSummary:
+    def close(self, ending: Ending | None = None, stopped: Ending | None = None) -> RunSummary:
         """Handle everything still queued, close the collectors, return the summary.
 
-        ``ending`` is used when the agent sent no ``ending`` message (killed, lost).
+        ``ending`` is used when the agent sent no ``ending`` message (killed, lost);
+        ``stopped``, what the host did to end a program it started, beats an agent's
+        "detach" (which would say the program keeps running).
         Idempotent: later calls return the same summary.
         """
         with self._close_lock:  # a second caller waits, then gets the same summary
@@ -189,15 +195,32 @@ class Dispatcher:
             self._worker.join()
             self._host_final()
             summary = self._build_summary(ending)
-            for c in self.collectors:
+            if stopped is not None and (
+                summary.ending is None or summary.ending.reason == "detach"
+            ):
+                summary.ending = stopped
+            # known before any close, so every output's own record of the run says it
+            for i, e in self._failed.items():
+                self._add_failure(summary, self.collectors[i], e)
+            for i, c in enumerate(self.collectors):
                 try:
                     c.close(summary)
                 except Exception as e:
-                    summary.errors.append(
-                        f"output {type(c).__name__} failed to close: {_describe(e)}"
-                    )
+                    if i not in self._failed:
+                        self._add_failure(summary, c, e, closing=True)
+            summary.pipe_closed = self.pipe_closed.is_set()  # set by a close too
             self._summary = summary
             return summary
+
+    def _add_failure(
+        self, summary: RunSummary, c: Collector, e: Exception, closing: bool = False
+    ) -> None:
+        if isinstance(e, BrokenPipeError):
+            self.pipe_closed.set()  # the reader went away: not an error
+            return
+        failure = output_failure(c, e, summary.events, closing)
+        summary.output_failures.append(failure)
+        summary.errors.append(failure.describe(summary.events))
 
     # -- the worker -------------------------------------------------------------
 
@@ -326,10 +349,7 @@ class Dispatcher:
                 if not c.on_block(block):  # type: ignore[attr-defined]
                     declined.append(i)
             except Exception as e:
-                self._failed.add(i)
-                self._error(
-                    f"output {type(c).__name__} failed and gets no further events: {_describe(e)}"
-                )
+                self._output_failed(i, e)
         if declined:
             events = self.decoder.decode(data, block.first_seq)
             self._deliver(events, only=declined)
@@ -341,10 +361,7 @@ class Dispatcher:
             try:
                 c.on_events(events)
             except Exception as e:
-                self._failed.add(i)
-                self._error(
-                    f"output {type(c).__name__} failed and gets no further events: {_describe(e)}"
-                )
+                self._output_failed(i, e)
 
     def _syscalls(self, env: dict[str, Any], data: bytes | None) -> None:
         events, sites = self.points.handle(env, data)
@@ -389,10 +406,7 @@ class Dispatcher:
             try:
                 deliver(snap)
             except Exception as e:
-                self._failed.add(i)
-                self._error(
-                    f"output {type(c).__name__} failed and gets no further events: {_describe(e)}"
-                )
+                self._output_failed(i, e)
 
     def _status(self, env: dict[str, Any], data: bytes | None) -> None:
         st = env.get("probe")
@@ -429,6 +443,13 @@ class Dispatcher:
     def _probe_name(self, pid: int) -> str:
         probe = self.ctx.table.probes.get(pid)
         return probe.name if probe is not None else f"#{pid}"
+
+    def _output_failed(self, i: int, e: Exception) -> None:
+        """Collector ``i`` raised: it gets nothing more; the close reports it,
+        with the events it did not write. A closed pipe asks the run to stop."""
+        self._failed[i] = e
+        if isinstance(e, BrokenPipeError):
+            self.pipe_closed.set()
 
     def error(self, text: str) -> None:
         """An error of the run's own (not the agent's), for the summary."""

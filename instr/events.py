@@ -113,7 +113,7 @@ SIGNALS = {
 class Ending:
     """Why the target's session ended."""
 
-    reason: str  # "exit" | "exec" | "crash" | "detach" | "killed" | "lost"
+    reason: str  # "exit" | "exec" | "crash" | "detach" | "stopped" | "killed" | "lost"
     code: int | None = None  # exit status ("exit"), or the signal's number ("killed")
     signal: str | None = None  # e.g. "SIGSEGV", for reason == "crash"
     address: int | None = None  # faulting address, for a crash
@@ -175,6 +175,8 @@ class Ending:
             return "target called exec; probes do not survive it"
         if self.reason == "detach":
             return "detached; the target keeps running"
+        if self.reason == "stopped":  # instr ended the program it started (--duration, Ctrl-C)
+            return f"instr stopped the program it started ({self.signal or 'killed'})"
         if self.reason == "killed":
             return f"target was killed by {self.signal}" if self.signal else "target was killed"
         return f"session lost ({self.signal or self.reason})"
@@ -193,6 +195,24 @@ class ProbeReport:
 
 
 @dataclass
+class OutputFailure:
+    """An output that failed during the run: its events from then on (or
+    since its last confirmed write) are lost."""
+
+    output: str  # the -o argument (a path), or "console"
+    reason: str  # e.g. "No space left on device", "database or disk is full"
+    unwritten: int | None  # events the run produced that it did not write; None: unknown
+
+    def describe(self, events: int) -> str:
+        lost = (
+            "an unknown number of events"
+            if self.unwritten is None
+            else f"{self.unwritten} of {events} events were"
+        )
+        return f"output {self.output} failed: {self.reason}; {lost} not written"
+
+
+@dataclass
 class RunSummary:
     events: int
     batches: int
@@ -203,3 +223,5 @@ class RunSummary:
     ended_ns: int
     lost_batches: int = 0  # batches the agent numbered but the host never received
     aggregations: Any = None  # the last AggSnapshot (instr.aggregate), None without aggregations
+    output_failures: list[OutputFailure] = field(default_factory=list)
+    pipe_closed: bool = False  # the console's reader went away (instr ... | head): stopped early

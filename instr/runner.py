@@ -5,10 +5,11 @@ This is what ``instr run`` and ``instr trace`` do, as a function a script can ca
 
 from __future__ import annotations
 
+import errno
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import NoReturn, TextIO
 
 from instr.collectors import open_output
 from instr.collectors.base import Collector
@@ -111,12 +112,27 @@ def run(config: RunConfig, status: TextIO | None = None) -> tuple[RunSummary, in
     console = not config.outputs or "-" in config.outputs
     if summary.ending is not None and not console:  # the console summary already says it
         say(summary.ending.describe())
+    failures = [f.describe(summary.events) for f in summary.output_failures]
     for err in summary.errors:
-        say(f"error: {err}")
+        if err not in failures:
+            say(f"error: {err}")
+    for text in failures:  # said even with -q: the run's record is incomplete
+        print(f"instr: error: {text}", file=out, flush=True)
     code = exit_status(summary, config.target.spawns)
     if any(not rev.good for rev in session.patch_reverts) and code == 0:
         code = 1
+    if summary.output_failures and code == 0:
+        code = 1
     return summary, code
+
+
+def finish(summary: RunSummary, code: int) -> NoReturn:
+    """Exit the process with ``code``, or raise BrokenPipeError when the console's
+    reader went away (``instr ... | head``): the CLI then dies of SIGPIPE, as grep
+    does, once Frida is closed."""
+    if summary.pipe_closed:
+        raise BrokenPipeError(errno.EPIPE, "the console's reader went away")
+    sys.exit(code)
 
 
 def _wait(session: Session, duration_s: float | None, interval_s: float | None = None) -> None:
@@ -125,7 +141,7 @@ def _wait(session: Session, duration_s: float | None, interval_s: float | None =
     snap_at = None if interval_s is None else now + interval_s
     while True:
         waits = [t - time.monotonic() for t in (deadline, snap_at) if t is not None]
-        if session.wait(max(0.0, min([0.25, *waits]))):
+        if session.wait(max(0.0, min([0.25, *waits]))) or session.output_closed:
             return
         now = time.monotonic()
         if deadline is not None and now >= deadline:

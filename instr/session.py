@@ -79,6 +79,7 @@ class Session:
         self.sets = tuple(sets)
         # A spawned target dies with the run when the user stops it; an attached one never.
         self.kill_on_stop = target.spawns if kill_on_stop is None else kill_on_stop
+        self._killed_at_stop = False  # stop() ended the program instr started
         self.ctx = RunContext(table)
         self.pid: int | None = None
         self.reports: list[ProbeReport] = []
@@ -208,6 +209,11 @@ class Session:
     def ended(self) -> bool:
         return self._ended.is_set()
 
+    @property
+    def output_closed(self) -> bool:
+        """The console's reader went away (``instr ... | head``): stop as on Ctrl-C."""
+        return self._dispatcher is not None and self._dispatcher.pipe_closed.is_set()
+
     def snapshot(self) -> None:
         """Ask the agent for the aggregations now; they reach the collectors in order."""
         if self._agent is None or self._ended.is_set():
@@ -245,6 +251,7 @@ class Session:
             self._dispatcher.error(error)
         if self.kill_on_stop and self._proc is not None:
             self._proc.kill()
+            self._killed_at_stop = True
 
     def _leave(self) -> None:
         """Revert patches, dispose of the agent, detach, wait for it to unload."""
@@ -272,7 +279,9 @@ class Session:
                 self.stop()
             if self._dispatcher is None:
                 raise TargetError("the session was never started")
-            self.summary = self._dispatcher.close(self._fallback_ending())
+            # Frida's kill is SIGKILL: said as it happened, not "the target keeps running"
+            stopped = Ending("stopped", signal="SIGKILL") if self._killed_at_stop else None
+            self.summary = self._dispatcher.close(self._fallback_ending(), stopped)
             if self._proc is not None:
                 self._proc.close()
             return self.summary

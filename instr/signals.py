@@ -5,9 +5,12 @@ detach) so a second one cannot cut it short."""
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import sys
 from collections.abc import Iterator
 from types import FrameType
+from typing import NoReturn
 
 STOPPING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -45,3 +48,19 @@ def signals_held() -> Iterator[None]:
     finally:
         for sig, handler in previous:
             signal.signal(sig, handler)
+
+
+def die_of_sigpipe() -> NoReturn:
+    """End as a Unix filter does when its reader has gone (``instr ... | head``):
+    killed by SIGPIPE, as grep is, with nothing more written (stdout is pointed
+    at /dev/null first, so Python's final flush cannot complain). Call it only
+    once Frida is closed (instr.lifecycle.release_frida): a host that dies while
+    Frida's injector finishes in the target can leave the target to crash."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.flush()
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGPIPE)
+    os._exit(128 + signal.SIGPIPE)  # not reached: SIGPIPE ends the process

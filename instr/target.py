@@ -9,8 +9,10 @@ from __future__ import annotations
 import contextlib
 import difflib
 import os
+import shlex
 import shutil
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import frida
@@ -176,6 +178,47 @@ def attach(device: Any, pid: int) -> Any:
         raise TargetError(f"cannot attach to pid {pid}: {e}") from e
 
 
+def refuse_static(path: str, argv: str | None, what: str | None = None) -> None:
+    """Refuse a statically linked program: Frida cannot inject into it (its
+    loader dies with SIGSEGV and prints a register dump). ``instr syscalls
+    --complete`` is the one thing instr can do with it."""
+    from instr.syscalls.static import elf_static  # it imports this module
+
+    if not elf_static(path):
+        return
+    hint = "instr syscalls --complete lists the system calls of a static program it starts"
+    if argv is not None:
+        hint = f"to list its system calls: instr syscalls --complete -- {argv}"
+    raise TargetError(
+        f"{what or path} is statically linked: Frida cannot inject into it, so instr "
+        "cannot hook its functions or follow its memory",
+        hint=hint,
+    )
+
+
+PF_KTHREAD = 0x00200000  # include/linux/sched.h
+
+
+def check_local_pid(pid: int) -> None:
+    """Refuse, before anything is opened, a pid of this machine that is gone
+    or is a kernel thread (which has no user-space code: Frida's attempt ends
+    in a confusing "failed to open /proc/PID/auxv")."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        raise TargetError(f"no process with pid {pid}", hint="is it still running?") from None
+    except OSError:
+        return  # Frida will say what is wrong
+    name = stat[stat.find("(") + 1 : stat.rfind(")")]
+    fields = stat[stat.rfind(")") + 2 :].split()  # state, ppid, pgrp, session, tty, tpgid, flags
+    if len(fields) > 6 and fields[6].isdigit() and int(fields[6]) & PF_KTHREAD:
+        raise TargetError(
+            f"pid {pid} ({name}) is a kernel thread: it runs no user-space code, "
+            "so instr cannot instrument it",
+            hint="give the pid of a user-space process",
+        )
+
+
 def kill(device: Any, pid: int) -> None:
     """Kill a process we spawned; a process already gone is fine."""
     try:
@@ -192,8 +235,15 @@ def open_target(device_spec: DeviceSpec, target: TargetSpec) -> tuple[Any, int]:
     """The device, and the pid of the target: spawned (suspended), given, or found by name."""
     device = open_device(device_spec)
     if target.argv is not None:
+        if device.type == "local":
+            refuse_static(check_program(target.argv[0]), shlex.join(target.argv))
         return device, spawn(device, target)
     if target.pid is not None:
+        if device.type == "local":
+            check_local_pid(target.pid)
+            with contextlib.suppress(OSError):  # unreadable: Frida will say what is wrong
+                exe = os.readlink(f"/proc/{target.pid}/exe")
+                refuse_static(f"/proc/{target.pid}/exe", None, f"pid {target.pid} ({exe})")
         return device, target.pid
     assert target.name is not None
     return device, resolve_name(device, target.name)

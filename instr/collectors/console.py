@@ -63,6 +63,8 @@ class ConsoleCollector:
         self.view = LiveView(stream, size)
         self._opened_ns: int | None = None
         self._unprinted: list[str] | None = None  # the live report not yet appended
+        self.written = 0  # events flushed to the stream (instr.collectors.failure)
+        self.pipe_closed = False  # the reader went away (instr ... | head): write no more
 
     def open(self, ctx: RunContext, info: RunInfo) -> None:
         self.ctx = ctx
@@ -84,8 +86,7 @@ class ConsoleCollector:
             self._unprinted = lines
             return
         self._leave_live(print_last=False)
-        self.stream.write("\n".join(lines) + "\n")
-        self.stream.flush()
+        self._write("\n".join(lines) + "\n")
 
     def _leave_live(self, print_last: bool) -> None:
         self.view.close()
@@ -102,8 +103,18 @@ class ConsoleCollector:
         for e in events:
             self._format(e, lines)
         lines.append("")
-        self.stream.write("\n".join(lines))
-        self.stream.flush()
+        self._write("\n".join(lines))
+        self.written += len(events)
+
+    def _write(self, text: str) -> None:
+        if self.pipe_closed:
+            raise BrokenPipeError(32, "Broken pipe")
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except BrokenPipeError:
+            self.pipe_closed = True
+            raise
 
     def format_event(self, event: Event) -> list[str]:
         """The line (and backtrace lines) for one event."""
@@ -155,11 +166,10 @@ class ConsoleCollector:
         return parts
 
     def close(self, summary: RunSummary) -> None:
+        if self.pipe_closed:
+            return
         self._leave_live(print_last=True)
-        if self.show_summary:
-            self.stream.write("\n".join(summary_lines(summary)))
-            self.stream.write("\n")
-        self.stream.flush()
+        self._write("\n".join(summary_lines(summary)) + "\n" if self.show_summary else "")
 
 
 def _isatty(stream: TextIO) -> bool:

@@ -10,6 +10,7 @@ plain integers (the common, hot case) are written through a per-(probe, phase)
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable
 from operator import itemgetter
@@ -51,6 +52,8 @@ class JsonlCollector:
         self.layouts: LayoutCache | None = None
         self._lines: dict[tuple[int, str], _Line] = {}
         self._functions: dict[tuple[int, int], str] = {}
+        self.written = 0  # events flushed to the file (instr.collectors.failure)
+        self.failed = False
 
     def open(self, ctx: RunContext, info: RunInfo) -> None:
         self.ctx = ctx
@@ -71,7 +74,13 @@ class JsonlCollector:
             if line is None:
                 line = lines[(e.probe_id, e.phase)] = self._line_for(e.probe_id, e.phase)
             out.append(line(e))
-        self.stream.write("".join(out))
+        try:  # flushed per batch, so that a failure knows what was written
+            self.stream.write("".join(out))
+            self.stream.flush()
+        except OSError:
+            self.failed = True
+            raise
+        self.written += len(events)
 
     def on_aggregations(self, snapshot: AggSnapshot) -> None:
         if self.stream is None:
@@ -80,6 +89,12 @@ class JsonlCollector:
 
     def close(self, summary: RunSummary) -> None:
         if self.stream is None:
+            return
+        if self.failed:  # the file cannot take the summary line; give its descriptor back
+            stream, self.stream = self.stream, None
+            if self.path is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()  # closes the file even when the last flush fails
             return
         # the final aggregations are already written as aggregation lines
         plain = dataclasses.replace(summary, aggregations=None)

@@ -11,6 +11,9 @@ Speed notes (measured on the 2-core VM, see the report in docs/outputs.md):
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import os
 import sqlite3
 from itertools import islice
 from pathlib import Path
@@ -23,7 +26,7 @@ from instr.collectors.sqlite_aggs import AGG_SCHEMA, insert_snapshot
 from instr.collectors.sqlite_rows import EventRows
 from instr.collectors.values import int64, to_json
 from instr.errors import UsageError
-from instr.events import Event, RunContext, RunInfo, RunSummary
+from instr.events import Event, ProbeReport, RunContext, RunInfo, RunSummary
 from instr.protocol import PHASE_NAMES
 
 # 2 added the aggregation tables (sqlite_aggs.AGG_SCHEMA): a version 1 file is
@@ -88,6 +91,11 @@ INDEXES = (
 # store skips them so that stopping a run stays quick; the summary says so.
 INDEX_MAX_ROWS = 2_000_000
 
+# Disk space held beside the database while a run writes (PATH-instr-reserve),
+# given back at close: a disk that fills during the run still has room for
+# the run's closing transaction, so the runs row is closed with honest counts.
+RESERVE_BYTES = 256 << 10
+
 
 class SqliteCollector:
     def __init__(self, path: str | Path) -> None:
@@ -99,6 +107,9 @@ class SqliteCollector:
         self.rows: EventRows | None = None
         self._nsites = 0
         self._nsymbols = 0
+        self.written = 0  # events committed (instr.collectors.failure)
+        self.failed = False
+        self.reserve = self.path.with_name(self.path.name + "-instr-reserve")
 
     # -- collector protocol -------------------------------------------------------
 
@@ -142,12 +153,14 @@ class SqliteCollector:
         self.rows = EventRows(self.run_id, ctx, self.layouts)
         self._write_probes(ctx)
         db.execute("COMMIT")
+        self._reserve()
 
     def on_events(self, events: list[Event]) -> None:
         if self.db is None or self.rows is None:
             return
         self.rows.add(events)
         self._commit()
+        self.written += len(events)
 
     def on_block(self, block: Block) -> bool:
         """A uniform batch as columns; False asks the dispatcher for events instead."""
@@ -156,6 +169,7 @@ class SqliteCollector:
         if not self.rows.add_block(block):
             return False
         self._commit()
+        self.written += block.count
         return True
 
     def on_aggregations(self, snapshot: AggSnapshot) -> None:
@@ -168,7 +182,7 @@ class SqliteCollector:
             insert_snapshot(db, self.run_id, snapshot)
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            self._rollback(db)
             raise
 
     def _commit(self) -> None:
@@ -186,17 +200,46 @@ class SqliteCollector:
                     pending.clear()
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            self._rollback(db)
             raise
+
+    def _rollback(self, db: sqlite3.Connection) -> None:
+        """Undo the failed transaction, keeping the error that failed it: SQLite
+        has already rolled back after some (disk full), and a second ROLLBACK
+        would raise "cannot rollback - no transaction is active" instead."""
+        self.failed = True
+        if self.rows is not None:
+            self.rows.new_stacks.clear()
+            for pending in self.rows.pending.values():
+                pending.clear()
+        if db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+
+    def _reserve(self) -> None:
+        with contextlib.suppress(OSError):
+            fd = os.open(self.reserve, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, RESERVE_BYTES)
+            finally:
+                os.close(fd)
+
+    def _unreserve(self) -> None:
+        with contextlib.suppress(OSError):
+            self.reserve.unlink()
 
     def close(self, summary: RunSummary) -> None:
         db = self.db
         if db is None:
             return
         self.db = None
+        self._unreserve()  # room for this closing transaction, even on a full disk
         try:
             db.execute("BEGIN")
             self._sync_context_on(db)
+            events, probes = summary.events, summary.probes
+            if self.failed:  # what this file holds, not what the run produced
+                events, probes = self._counts_written(db, probes)
             ending = summary.ending
             db.execute(
                 "UPDATE runs SET ended_ns=?, ending_reason=?, ending_code=?, ending_signal=?,"
@@ -209,7 +252,7 @@ class SqliteCollector:
                     ending.signal if ending else None,
                     int64(ending.address) if ending and ending.address is not None else None,
                     ending.symbol if ending else None,
-                    summary.events,
+                    events,
                     summary.batches,
                     summary.drops,
                     summary.lost_batches,
@@ -222,12 +265,14 @@ class SqliteCollector:
                 " WHERE run_id=? AND probe_id=?",
                 [
                     (r.state, r.tier, r.sites, r.reason, r.events, r.drops, self.run_id, r.id)
-                    for r in summary.probes
+                    for r in probes
                 ],
             )
             db.execute("COMMIT")
             rows = summary.events
-            if rows <= INDEX_MAX_ROWS:
+            if self.failed:
+                pass  # indexes need room the disk may not have; the rows are there
+            elif rows <= INDEX_MAX_ROWS:
                 for sql in INDEXES:
                     db.execute(sql)
             else:
@@ -235,9 +280,27 @@ class SqliteCollector:
                     f"{self.path}: {rows} events, so indexes were not built to keep stopping "
                     f"quick; build them when needed: {'; '.join(INDEXES)}"
                 )
-            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            with contextlib.suppress(sqlite3.Error):  # on a full disk the WAL stays
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except BaseException:
+            self._rollback(db)
+            raise
         finally:
             db.close()
+
+    def _counts_written(
+        self, db: sqlite3.Connection, probes: list[ProbeReport]
+    ) -> tuple[int, list[ProbeReport]]:
+        """This run's events in the file, in all and per probe (only the total
+        is counted while writing; a failed batch was rolled back whole)."""
+        counts = dict(
+            db.execute(
+                "SELECT probe_id, count(*) FROM events WHERE run_id=? GROUP BY probe_id",
+                (self.run_id,),
+            ).fetchall()
+        )
+        self.written = sum(counts.values())
+        return self.written, [dataclasses.replace(r, events=counts.get(r.id, 0)) for r in probes]
 
     # -- run context ----------------------------------------------------------------
 

@@ -18,35 +18,10 @@ import re
 from instr.errors import UsageError
 from instr.patch.model import PatchKind, PatchSpec
 from instr.probes.captures import parse_int
-from instr.probes.ir import AddressPoint, FunctionPoint, OffsetPoint, Point
-from instr.probes.schema import parse_function
+from instr.probes.quick import parse_target
 
 _HEX = re.compile(r"^(?:[0-9a-fA-F]{2})+$")
 MAX_BYTES = 4096
-
-
-def parse_target(text: str, flag: str) -> Point:
-    """``MODULE!SYMBOL``, ``SYMBOL``, ``0xADDRESS`` or ``MODULE+0xOFFSET``."""
-    t = text.strip()
-    if not t:
-        raise UsageError(
-            f"{flag}: the target is empty", hint="write MODULE!SYMBOL, 0xADDRESS or MODULE+0xOFFSET"
-        )
-    if t.lower().startswith("0x"):
-        address = parse_int(t)
-        if address is None or address <= 0:
-            raise UsageError(f"{flag}: invalid address '{t}'", hint="write it like 0x401000")
-        return AddressPoint(address)
-    module, plus, off = t.rpartition("+")
-    if plus and "!" not in t and module.strip():
-        offset = parse_int(off)
-        if offset is None:
-            raise UsageError(f"{flag}: invalid offset '{off}' in '{t}'", hint="write MODULE+0x1234")
-        return OffsetPoint(module.strip(), offset)
-    parsed = parse_function(t)
-    if isinstance(parsed, str):
-        raise UsageError(f"{flag}: {parsed}")
-    return FunctionPoint(parsed[0], parsed[1])
 
 
 def _value(text: str, flag: str, spec: str) -> int:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from instr.probes import limits
 from instr.probes.captures import SpecError
 from instr.probes.diag import did_you_mean, one_of
 
@@ -93,7 +94,15 @@ class _Tokens:
 def _int(tok: tuple[str, str, int], what: str) -> int:
     if tok[0] != "num":
         raise AggSpecError(tok[2], f"{what} must be an integer, not {tok[1]!r}")
-    return int(tok[1], 0)
+    text = tok[1]
+    sign, digits = (-1, text[1:]) if text.startswith("-") else (1, text)
+    # decimal with leading zeros allowed (int(text, 0) refuses them), never converted
+    # past 64 bits (Python refuses 4300 digits)
+    hexa = digits[:2] in ("0x", "0X")
+    value = sign * int(digits, 16) if hexa else limits.decimal(text)
+    if not limits.in_int_range(value):
+        raise AggSpecError(tok[2], f"{what} does not fit in 64 bits")
+    return value
 
 
 def _ref(t: _Tokens, what: str) -> Ref:

@@ -20,6 +20,7 @@ from typing import Literal
 
 from instr.probes.diag import did_you_mean, one_of
 from instr.probes.ir import INT_TYPES, Capture, Phase
+from instr.probes.limits import decimal
 from instr.protocol import HEADER_SIZE, pad8
 
 MAX_ARG_INDEX = 31
@@ -104,7 +105,7 @@ def parse_int(text: str) -> int | None:
     """A decimal or ``0x`` hexadecimal integer, or None."""
     t = text.strip()
     if _DEC.match(t):
-        return int(t, 10)
+        return decimal(t)  # never converts more digits than 64 bits hold
     if _HEX.match(t):
         return int(t, 16)
     return None

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from instr.ctier.emit import fast_blockers
-from instr.errors import UsageError
+from instr.errors import Diagnostic, ProbeSetError, UsageError
+from instr.probes import limits
 from instr.probes.aggresolve import AggResolver
 from instr.probes.captures import MAX_RECORD, SpecError, check_name, parse_capture, record_size
 from instr.probes.diag import Diagnostics, did_you_mean, one_of
@@ -288,7 +289,28 @@ def _names(spec: SetSpec, diags: Diagnostics) -> list[str]:
     return names
 
 
+def _too_big(file: str, head: str) -> ProbeSetError:
+    """The error for a file longer than the limit; ``head`` is its text up to
+    the limit, so the location is where the limit was crossed."""
+    line = head.count("\n") + 1
+    col = len(head) - (head.rfind("\n") + 1) + 1
+    size = limits.size_text(limits.MAX_FILE_BYTES)
+    return ProbeSetError(
+        [
+            Diagnostic(
+                file,
+                line,
+                col,
+                f"probe-set file is larger than {size}",
+                "probe sets are small; is this the right file?",
+            )
+        ]
+    )
+
+
 def _compile(text: str, file: str) -> ProbeSetFile:
+    if len(text) > limits.MAX_FILE_BYTES:
+        raise _too_big(file, text[: limits.MAX_FILE_BYTES])
     diags = Diagnostics()
     root = parse_yaml(text, file, diags)
     if root is None:
@@ -318,9 +340,15 @@ def load_file(path: str | Path) -> ProbeSetFile:
     problem, as ``file:line:col``) or ``UsageError`` (cannot read it)."""
     file = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as f:  # bounded: -P /dev/zero must not eat memory
+            data = f.read(limits.MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise UsageError(f"cannot read probe-set file '{file}': {exc.strerror or exc}") from exc
+    if len(data) > limits.MAX_FILE_BYTES:
+        raise _too_big(file, data[: limits.MAX_FILE_BYTES].decode("utf-8", errors="replace"))
+    try:
+        # universal newlines, as reading in text mode gives
+        text = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
     except UnicodeDecodeError as exc:
         raise UsageError(f"probe-set file '{file}' is not UTF-8 text: {exc.reason}") from exc
     return _compile(text, file)

@@ -5,6 +5,13 @@ into ``YMap``/``YSeq``/``YScalar`` with 1-based ``SourceLoc`` and resolves plain
 scalars with the YAML 1.2 core schema (so ``on:`` is a string key and ``yes``
 is a string, as in editors that use the published JSON Schema). Keys are
 always strings. Malformed YAML becomes a ``Diagnostic`` at the parser's mark.
+
+Composing is bounded (``instr.probes.limits``): nesting depth, alias uses and
+the nodes, aliases counted expanded, are counted as the composer goes, so a
+billion-laughs file stops at the alias that crosses the bound, wherever it
+sits, and nothing is expanded to be measured. A decimal integer longer than
+64 bits is kept unconverted (``limits.HugeInt``): the check that uses it
+refuses it, and an unused one costs nothing.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from instr.probes import limits
 from instr.probes.diag import Diagnostics
 from instr.probes.ir import SourceLoc
 
@@ -30,6 +38,86 @@ _FLOAT = re.compile(
     r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
     r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
 )
+
+
+class _LimitHit(Exception):
+    def __init__(self, mark: Any, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.line: int = mark.line
+        self.column: int = mark.column
+        self.message, self.hint = message, hint
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's composer with the limits of ``instr.probes.limits`` enforced
+    while it composes: an alias costs the size of what it refers to, known
+    from when that node was composed, so nothing is ever expanded to be
+    measured (the node graph PyYAML builds shares aliased nodes)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self._depth = 0
+        self._aliases = 0
+        self._count = 0  # nodes composed so far, aliases counted expanded
+        self._sizes: dict[int, int] = {}  # id(node) -> its size, aliases expanded
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        event: Any = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > limits.MAX_ALIASES:
+                raise _LimitHit(
+                    event.start_mark,
+                    f"more than {limits.MAX_ALIASES} aliases in one file",
+                    "write the values out, or share fewer of them",
+                )
+            node = super().compose_node(parent, index)
+            size = self._sizes.get(id(node))
+            if size is None:
+                raise _LimitHit(
+                    event.start_mark,
+                    f"alias '*{event.anchor}' refers to a node that contains it",
+                    "an alias can only repeat a node that is complete",
+                )
+            if self._count + size > limits.MAX_NODES:
+                raise _LimitHit(
+                    event.start_mark,
+                    f"aliases expand the file to more than {limits.MAX_NODES} nodes",
+                    "an alias counts as every node it repeats, nested aliases expanded",
+                )
+            self._count += size
+            return node
+        nests = isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent))
+        if nests:
+            self._depth += 1
+            if self._depth > limits.MAX_DEPTH:
+                raise _LimitHit(
+                    event.start_mark,
+                    f"mappings and lists nest deeper than {limits.MAX_DEPTH} levels",
+                    "a probe file needs a few levels; this looks generated or corrupt",
+                )
+        self._count += 1
+        if self._count > limits.MAX_NODES:
+            raise _LimitHit(
+                event.start_mark,
+                f"more than {limits.MAX_NODES} nodes in one file",
+                "keys, values, lists and mappings count; probe sets are far smaller",
+            )
+        before = self._count - 1
+        node = super().compose_node(parent, index)
+        if node is not None:
+            self._sizes[id(node)] = self._count - before
+        if nests:
+            self._depth -= 1
+        return node
+
+
+def _compose(text: str) -> yaml.Node | None:
+    loader = _BoundedLoader(text)
+    try:
+        return loader.get_single_node()
+    finally:
+        loader.dispose()
 
 
 class _Source:
@@ -147,7 +235,12 @@ def describe(node: YNode) -> str:
         return f"the integer {v}"
     if isinstance(v, float):
         return f"the number {node.text}"
-    return f"the string '{v}'"
+    return f"the string '{clip(v)}'"
+
+
+def clip(text: str, width: int = 40) -> str:
+    """``text``, or its start and its length when it is long (for messages)."""
+    return text if len(text) <= width else f"{text[:width]}… ({len(text)} characters)"
 
 
 def _resolve_plain(text: str) -> Scalar:
@@ -156,13 +249,15 @@ def _resolve_plain(text: str) -> Scalar:
     if text in _BOOL:
         return _BOOL[text]
     if _INT10.match(text):
-        return int(text, 10)
+        return limits.decimal(text)  # a HugeInt past 64 bits: never converted
     if _INT8.match(text):
         return int(text[2:], 8)
     if _INT16.match(text):
         return int(text[2:], 16)
     if _FLOAT.match(text):
-        return float(text.replace("inf", "Inf").replace("INF", "Inf").replace("Inf", "inf"))
+        if text.lower().endswith((".inf", ".nan")):  # YAML spells them .inf, -.Inf, .NaN
+            return float(text.lower().replace(".", "", 1))
+        return float(text)
     return text
 
 
@@ -233,7 +328,11 @@ def parse_yaml(text: str, file: str, diags: Diagnostics) -> YNode | None:
     the text is not YAML at all (or is empty)."""
     src = _Source(file, text)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = _compose(text)
+    except _LimitHit as exc:
+        loc = SourceLoc(file, exc.line + 1, exc.column + 1)
+        diags.error(loc, exc.message, exc.hint)
+        return None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         loc = SourceLoc(file, mark.line + 1, mark.column + 1) if mark else SourceLoc(file, 1, 1)

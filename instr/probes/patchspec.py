@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import re
 
+from instr.probes import limits
 from instr.probes.diag import Diagnostics, did_you_mean, one_of
 from instr.probes.ir import JS_TYPES, PATCH_KINDS, PatchAction, PatchKind
-from instr.probes.loader import YMap, YNode, YScalar, YSeq, check_integer, describe
+from instr.probes.loader import YMap, YNode, YScalar, YSeq, check_integer, clip, describe
 
 # Parameters each action takes besides its own key.
 MODIFIERS: dict[PatchKind, tuple[str, ...]] = {
@@ -152,17 +153,18 @@ class _Checker:
         ok = True
         for key, entry in main.entries.items():
             m = _ARG.match(key)
-            if m is None or int(m.group(1)) >= MAX_ARGS:
+            if m is None or limits.decimal(m.group(1)) >= MAX_ARGS:
                 self.d.error(
-                    entry.key_loc, f"'{key}' is not an argument: write arg0 .. arg{MAX_ARGS - 1}"
+                    entry.key_loc,
+                    f"'{clip(key)}' is not an argument: write arg0 .. arg{MAX_ARGS - 1}",
                 )
                 ok = False
                 continue
             v = entry.value
             if isinstance(v, YScalar) and isinstance(v.value, str):
-                out.append((int(m.group(1)), v.value))
+                out.append((limits.decimal(m.group(1)), v.value))
             elif (n := self.value64(v, key)) is not None:
-                out.append((int(m.group(1)), n))
+                out.append((limits.decimal(m.group(1)), n))
             else:
                 ok = False
         if not ok:

@@ -14,10 +14,14 @@ Values have one of two kinds: integers (ints, pointers, bools, durations,
 from __future__ import annotations
 
 import ast
+import io
+import tokenize
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from instr.probes import limits
 from instr.probes.diag import did_you_mean
 from instr.probes.ir import Phase, Predicate
 
@@ -315,8 +319,17 @@ def compile_predicate(
     text = source.replace("\r", " ").replace("\n", " ")
     if not text.strip():
         return None, [PredicateError(0, "empty predicate")]
+    too_big = _oversized(text)
+    if too_big is not None:
+        return None, [too_big]
     try:
-        tree = ast.parse(text, mode="eval")
+        with warnings.catch_warnings():  # "invalid decimal literal" and the like: not for users
+            warnings.simplefilter("ignore", SyntaxWarning)
+            tree = ast.parse(text, mode="eval")
+    except (RecursionError, MemoryError):
+        return None, [_too_deep(0)]
+    except ValueError as exc:  # a NUL character, on some Python versions
+        return None, [PredicateError(0, f"invalid predicate: {exc}")]
     except SyntaxError as exc:
         offset = min(max((exc.offset or 1) - 1, 0), len(text))
         hint = None
@@ -324,6 +337,9 @@ def compile_predicate(
             hint = "use '==' to compare"
         return None, [PredicateError(offset, f"invalid predicate: {exc.msg}", hint)]
     c = _Compiler(text, env)
+    too_big = _measure(c, tree.body)
+    if too_big is not None:
+        return None, [too_big]
     expr, kind = c.expr(tree.body)
     if kind == "str":
         c.errors.append(
@@ -337,3 +353,57 @@ def compile_predicate(
         return None, sorted(c.errors, key=lambda e: e.offset)
     phase: Phase = "entry" if entry_hook and "exit" not in c.phases else "exit"
     return Predicate(source, phase, expr), []
+
+
+def _too_deep(offset: int) -> PredicateError:
+    return PredicateError(
+        offset,
+        f"predicate nests deeper than {limits.MAX_PREDICATE_DEPTH} levels",
+        "each operator nests one level (a + b + c nests two); split the condition",
+    )
+
+
+def _oversized(text: str) -> PredicateError | None:
+    """The first limit the text breaks before it is parsed: its length, or a
+    decimal constant longer than any 64-bit value (never converted)."""
+    if len(text) > limits.MAX_PREDICATE_CHARS:
+        return PredicateError(
+            limits.MAX_PREDICATE_CHARS,
+            f"predicate is longer than {limits.MAX_PREDICATE_CHARS} characters",
+            "a predicate is one short condition; filter further after the run",
+        )
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+            if tok.type == tokenize.NUMBER and limits.decimal_too_long(tok.string.replace("_", "")):
+                return PredicateError(
+                    tok.start[1],
+                    f"integer constant of {len(tok.string)} digits does not fit in 64 bits",
+                    "predicate values are 64-bit integers",
+                )
+    except (tokenize.TokenError, SyntaxError):
+        pass  # the parser reports it, located
+    return None
+
+
+def _measure(c: _Compiler, root: ast.expr) -> PredicateError | None:
+    """Count the terms and nesting of a parsed predicate without recursing
+    (compiling it, and evaluating it in the agent, recurse)."""
+    terms = 0
+    stack: list[tuple[ast.AST, int]] = [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limits.MAX_PREDICATE_DEPTH:
+            return _too_deep(c.offset(node))
+        if isinstance(node, (ast.Name, ast.Constant)):
+            terms += 1
+            if terms > limits.MAX_PREDICATE_TERMS:
+                return PredicateError(
+                    c.offset(node),
+                    f"predicate has more than {limits.MAX_PREDICATE_TERMS} terms",
+                    "names and constants count; split the condition",
+                )
+        nested = isinstance(node, (ast.BoolOp, ast.BinOp, ast.UnaryOp, ast.Compare, ast.Call))
+        children = [n for n in ast.iter_child_nodes(node) if isinstance(n, ast.expr)]
+        for child in reversed(children):  # left to right: the first term past the limit
+            stack.append((child, depth + 1 if nested else depth))
+    return None

@@ -19,10 +19,50 @@ import yaml
 
 from instr.errors import ProbeSetError, UsageError
 from instr.probes.aggspec import AggSpecError, parse_agg
-from instr.probes.captures import ParsedCapture, SpecError, check_name, parse_capture
+from instr.probes.captures import ParsedCapture, SpecError, check_name, parse_capture, parse_int
 from instr.probes.diag import did_you_mean
-from instr.probes.ir import FunctionPoint, PlanOptions, Probe, ProbeTable
+from instr.probes.ir import (
+    AddressPoint,
+    FunctionPoint,
+    OffsetPoint,
+    PlanOptions,
+    Point,
+    Probe,
+    ProbeTable,
+)
 from instr.probes.schema import parse_function
+
+
+def parse_target(text: str, flag: str) -> Point:
+    """``MODULE!SYMBOL``, ``SYMBOL``, ``0xADDRESS`` or ``MODULE+0xOFFSET`` (the
+    targets of ``instr patch`` and the includes of ``instr trace``)."""
+    t = text.strip()
+    if not t:
+        raise UsageError(
+            f"{flag}: the target is empty", hint="write MODULE!SYMBOL, 0xADDRESS or MODULE+0xOFFSET"
+        )
+    if t.lower().startswith("0x"):
+        address = parse_int(t)
+        if address is None or address <= 0:
+            raise UsageError(f"{flag}: invalid address '{t}'", hint="write it like 0x401000")
+        return AddressPoint(address)
+    module, plus, off = t.rpartition("+")
+    if plus and "!" not in t and module.strip():
+        offset = parse_int(off)
+        if offset is None:
+            raise UsageError(f"{flag}: invalid offset '{off}' in '{t}'", hint="write MODULE+0x1234")
+        return OffsetPoint(module.strip(), offset)
+    parsed = parse_function(t)
+    if isinstance(parsed, str):
+        raise UsageError(f"{flag}: {parsed}")
+    return FunctionPoint(parsed[0], parsed[1])
+
+
+def _is_site(text: str) -> bool:
+    """``0xADDRESS`` or ``MODULE+0xOFFSET``, as parse_target tells them from globs."""
+    t = text.strip()
+    module, plus, _ = t.rpartition("+")
+    return t.lower().startswith("0x") or bool(plus and "!" not in t and module.strip())
 
 
 def load_text(text: str, file: str) -> Any:
@@ -83,15 +123,21 @@ def compile_quick(
     incs = list(dict.fromkeys(i.strip() for i in includes if i.strip()))
     if not incs:
         raise UsageError("nothing to trace", "give at least one -i MODULE!SYMBOL or -i SYMBOL")
-    points = [_glob(i, "-i") for i in incs]
     excl = tuple(_glob(x.strip(), "-x") for x in dict.fromkeys(excludes) if x.strip())
+    points: list[Point] = []
+    for inc in incs:  # globs like frida-trace's, or a site as instr patch takes it
+        if _is_site(inc):
+            points.append(parse_target(inc, "-i"))
+        else:  # a glob's errors say "bad -i pattern", as they did
+            points.append(FunctionPoint(*_glob(inc, "-i"), excl))
     keys: dict[str, int] = {}
-    for n, (inc, (_, symbol)) in enumerate(zip(incs, points, strict=True)):
+    for n, (inc, point) in enumerate(zip(incs, points, strict=True)):
         keys.setdefault(inc, n)
-        keys.setdefault(symbol, n)
+        if isinstance(point, FunctionPoint):
+            keys.setdefault(point.symbol, n)
     added = _parse_adds(captures, keys)
     table = ProbeTable(options=options or PlanOptions())
-    for n, (inc, (module, symbol)) in enumerate(zip(incs, points, strict=True)):
+    for n, (inc, point) in enumerate(zip(incs, points, strict=True)):
         caps = added.get(n, [])
         entry = [c.capture for c in caps if c.phase == "entry"]
         exit_ = [c.capture for c in caps if c.phase == "exit"]
@@ -99,7 +145,7 @@ def compile_quick(
             Probe(
                 id=n + 1,
                 name=f"{QUICK_SET}/{inc}",
-                point=FunctionPoint(module, symbol, excl),
+                point=point,
                 entry=tuple(entry),
                 exit=tuple(exit_),
             )
@@ -140,12 +186,15 @@ def compile_quick_aggs(
     probes = []
     for n, inc in enumerate(incs):
         suffix = "" if len(incs) == 1 else f".{n + 1}"
+        kind = "function"
+        if _is_site(inc):
+            kind = "address" if isinstance(parse_target(inc, "-i"), AddressPoint) else "offset"
         probe: dict[str, object] = {
             "name": inc.replace("/", "_").replace(",", "_").replace(" ", "_"),
-            "function": inc,
+            kind: inc,
             "aggregate": {f"{k}{suffix}": v for k, v in parsed.items()},
         }
-        if excl:
+        if excl and kind == "function":
             probe["exclude"] = excl
         probes.append(probe)
     text = yaml.safe_dump({"version": 1, "sets": {QUICK_SET: {"probes": probes}}}, sort_keys=False)

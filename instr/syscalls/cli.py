@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 from typing import Any
 
+from instr.errors import UsageError
 from instr.signals import sigterm_as_interrupt
 from instr.syscalls.monitor import SyscallRun
 from instr.syscalls.summary import format_summary
+from instr.syscalls.tofile import run_to_files, structured
 from instr.target import DeviceSpec, TargetSpec
 
 
@@ -21,13 +24,28 @@ def run_syscalls(
 ) -> int:
     from instr.syscalls.static import run_static, wants_seccomp
 
+    outputs = kw.get("outputs") or ()
+    if structured(outputs):  # JSON Lines or SQLite: a probe set of syscall points
+        if wants_seccomp(target, device, bool(kw.get("complete"))):
+            raise UsageError(
+                "a static program's system calls cannot be written as JSON Lines or SQLite yet",
+                hint="write strace's text instead (-o FILE.txt, or the console)",
+            )
+        run_to_files(target, device, trace_spec, summary, follow, kw)
     if wants_seccomp(target, device, bool(kw.get("complete"))):  # Frida cannot inject there
         return run_static(target, trace_spec, summary, follow, kw)
-    outputs = kw.get("outputs") or ()
     out = open(outputs[0], "w") if outputs and outputs[0] != "-" else sys.stdout  # noqa: SIM115
 
+    closed: list[bool] = []  # the reader went away (instr syscalls ... | head)
+
     def line(text: str) -> None:
-        print(text, file=out, flush=False)
+        if closed:
+            return
+        try:
+            print(text, file=out, flush=False)
+        except BrokenPipeError:
+            closed.append(True)
+            run.request_stop()  # leave as on Ctrl-C
 
     def say(text: str) -> None:
         if not kw.get("quiet"):
@@ -48,6 +66,8 @@ def run_syscalls(
     )
     with sigterm_as_interrupt():  # SIGTERM and SIGHUP stop it as Ctrl-C does
         result = run.run(timeout=kw.get("duration"))
+    if closed:  # the CLI dies of SIGPIPE once Frida is closed
+        raise BrokenPipeError(errno.EPIPE, "the reader of the lines went away")
     if summary:
         print(format_summary(result.counts), file=out)
     out.flush()

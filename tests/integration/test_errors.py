@@ -119,7 +119,8 @@ def test_dead_and_nonexistent_pids(probe_file):
     dead.wait()
     fails(run_instr("run", "-P", path, "-s", "add", "-p", dead.pid), 1,
           f"no process with pid {dead.pid}")  # fmt: skip
-    fails(run_instr("run", "-P", path, "-s", "add", "-p", 0), 1, "invalid pid 0")
+    fails(run_instr("run", "-P", path, "-s", "add", "-p", 0), 2,
+          "Invalid value for '-p' / '--pid': 0 is not in the range x>=1.")  # fmt: skip
 
 
 @pytest.mark.frida
@@ -209,3 +210,66 @@ def test_functions_in_the_kernels_vdso_are_refused_and_the_program_lives(targets
     target.send("3 sum")
     assert target.readline() == "sum=6"
     assert target.finish().returncode == 0
+
+
+def _kernel_thread() -> tuple[int, str] | None:
+    """A kernel thread's pid and name (PF_KTHREAD in /proc/PID/stat), or None."""
+    for entry in sorted(Path("/proc").iterdir(), key=lambda p: p.name.zfill(10)):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        flags = int(stat[stat.rfind(")") + 2 :].split()[6])
+        if flags & 0x00200000:
+            return int(entry.name), stat[stat.find("(") + 1 : stat.rfind(")")]
+    return None
+
+
+def test_kernel_thread(probe_file):
+    found = _kernel_thread()
+    if found is None:
+        pytest.skip("no kernel thread is visible in this pid namespace")
+    pid, name = found
+    message = (
+        f"instr: error: pid {pid} ({name}) is a kernel thread: it runs no user-space code,"
+        " so instr cannot instrument it\n  hint: give the pid of a user-space process\n"
+    )
+    path = probe_file(GOOD)
+    for args in (("run", "-P", path, "-s", "add"), ("syscalls",), ("mem",), ("peek", "x:i32")):
+        res = run_instr(*args, "-p", pid)
+        assert (res.returncode, res.stdout, res.stderr) == (1, "", message), args
+
+
+def test_static_program(targets, tmp_path):
+    prog = tmp_path / "static_calls"
+    src = Path(__file__).resolve().parent.parent / "targets" / "calls.c"
+    res = subprocess.run(
+        ["gcc", "-static", "-O1", "-o", str(prog), str(src)], capture_output=True, text=True
+    )
+    if res.returncode != 0:
+        pytest.skip(f"cannot link statically here: {res.stderr.strip()[-200:]}")
+    message = (
+        f"instr: error: {prog} is statically linked: Frida cannot inject into it, so instr"
+        " cannot hook its functions or follow its memory\n"
+        f"  hint: to list its system calls: instr syscalls --complete -- {prog} 3\n"
+    )
+    for args in (("trace", "-i", "target_add"), ("mem",)):
+        res = run_instr(*args, "--", prog, 3)
+        assert (res.returncode, res.stdout, res.stderr) == (1, "", message), args
+    target = subprocess.Popen([prog, "3"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert target.stdout is not None and target.stdout.readline() == b"ready\n"
+        res = run_instr("trace", "-i", "target_add", "-p", target.pid)
+        assert (res.returncode, res.stderr) == (
+            1,
+            f"instr: error: pid {target.pid} ({prog}) is statically linked: Frida cannot inject"
+            " into it, so instr cannot hook its functions or follow its memory\n"
+            "  hint: instr syscalls --complete lists the system calls of a static program it"
+            " starts\n",
+        )
+        assert target.poll() is None  # untouched
+    finally:
+        target.kill()
+        target.wait()

@@ -105,7 +105,7 @@ def test_drop_mode_counts_every_drop(targets, probe_file, tmp_path):
                 on: [entry]
         """)
     res = run_instr("run", "-P", path, "-s", "p", "-o", out, "--on-full", "drop",
-                    "--buffer-size", 65536, "--", targets.path("calls"), "add", n)  # fmt: skip
+                    "--buffer-size", 131072, "--", targets.path("calls"), "add", n)  # fmt: skip
     assert res.returncode == 0, res.stderr
     events, summary = read_jsonl(out)
     dropped = summary["probes"][0]["drops"]

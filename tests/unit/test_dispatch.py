@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import threading
 from typing import Any
 
@@ -12,6 +13,7 @@ from instr.dispatch import Dispatcher
 from instr.events import (
     Ending,
     Event,
+    OutputFailure,
     ProbeReport,
     RunContext,
     RunInfo,
@@ -140,6 +142,18 @@ def test_ending_callback_runs_after_earlier_batches_are_delivered(ctx: RunContex
     assert summary.ending == Ending("exit", code=3)  # the agent's word beats the fallback
 
 
+def test_a_stopped_program_is_not_said_to_keep_running(ctx: RunContext) -> None:
+    stopped = Ending("stopped", signal="SIGKILL")
+    d = Dispatcher(ctx)
+    d.post(send({"type": "ending", "reason": "detach", "code": None, "token": 1}), None)
+    assert d.close(Ending("detach"), stopped).ending == stopped
+    assert stopped.describe() == "instr stopped the program it started (SIGKILL)"
+    assert stopped.status() is None  # instr's own exit status stays 0
+    exited = Dispatcher(ctx)  # an ending that happened before the stop is kept
+    exited.post(send({"type": "ending", "reason": "exit", "code": 3, "token": 1}), None)
+    assert exited.close(None, stopped).ending == Ending("exit", code=3)
+
+
 def test_crash_ending_parses_address(ctx: RunContext) -> None:
     d = Dispatcher(ctx)
     msg = {"type": "ending", "reason": "crash", "code": None, "signal": "SIGSEGV"}
@@ -161,10 +175,72 @@ def test_collector_exception_is_surfaced_and_others_continue(ctx: RunContext) ->
     assert len(good.events) == 3
     assert len(bad.batches) == 2  # nothing after the failure
     assert bad.closed == [summary]
+    lines, first = inspect.getsourcelines(Recorder.on_events)
+    raised = first + next(i for i, line in enumerate(lines) if "raise RuntimeError" in line)
+    # a bug, not an OS or SQLite error: its type and where it was raised
+    reason = f"RuntimeError: disk full at {__file__}:{raised}"
     (err,) = summary.errors
-    assert err.startswith(
-        "output Recorder failed and gets no further events: RuntimeError: disk full"
-    )
+    assert err == f"output Recorder failed: {reason}; an unknown number of events not written"
+    assert summary.output_failures == [OutputFailure("Recorder", reason, None)]
+    assert not summary.pipe_closed
+
+
+class Counting(Recorder):
+    """Keeps ``written`` as the real collectors do; fails with an OSError."""
+
+    def __init__(self, fail_on: int, error: OSError) -> None:
+        super().__init__(fail_on=fail_on)
+        self.written = 0
+        self.path = "out.jsonl"
+        self.error = error
+
+    def on_events(self, events: list[Event]) -> None:
+        if len(self.batches) + 1 == self.fail_on:
+            self.batches.append([])
+            raise self.error
+        self.batches.append(events)
+        self.written += len(events)
+
+
+def test_output_failure_counts_what_was_not_written(ctx: RunContext) -> None:
+    full = Counting(2, OSError(28, "No space left on device"))
+    d = Dispatcher(ctx, [full])
+    for seq in (1, 2, 3):
+        d.post(*batch(seq, (1, seq), (1, seq)))
+    summary = d.close()
+    assert summary.events == 6
+    assert summary.output_failures == [OutputFailure("out.jsonl", "No space left on device", 4)]
+    assert summary.errors == [
+        "output out.jsonl failed: No space left on device; 4 of 6 events were not written"
+    ]
+    assert full.closed == [summary]  # its close sees its own failure already recorded
+
+
+def test_closed_pipe_stops_quietly(ctx: RunContext) -> None:
+    pipe = Counting(2, BrokenPipeError(32, "Broken pipe"))
+    d = Dispatcher(ctx, [pipe])
+    d.post(*batch(1, (1, 1)))
+    assert d.drain(WAIT) and not d.pipe_closed.is_set()
+    d.post(*batch(2, (1, 2)))
+    assert d.drain(WAIT) and d.pipe_closed.is_set()  # the run is asked to stop
+    summary = d.close()
+    assert summary.pipe_closed
+    assert summary.errors == [] and summary.output_failures == []
+
+
+def test_failure_while_closing(ctx: RunContext) -> None:
+    class FailsAtClose(Recorder):
+        written = 0
+        path = "x.db"
+
+        def close(self, summary: RunSummary) -> None:
+            raise OSError(5, "Input/output error")
+
+    d = Dispatcher(ctx, [FailsAtClose()])
+    summary = d.close()
+    assert summary.errors == [
+        "output x.db failed: Input/output error (while closing it); 0 of 0 events were not written"
+    ]
 
 
 def test_ending_callback_exception_is_recorded(ctx: RunContext) -> None:
@@ -297,7 +373,10 @@ def test_collector_close_exception_is_recorded(ctx: RunContext) -> None:
     good = Recorder()
     summary = Dispatcher(ctx, [BadClose(), good]).close()
     assert good.closed == [summary]
-    assert summary.errors[0].startswith("output BadClose failed to close: ValueError: cannot flush")
+    assert summary.errors[0].startswith("output BadClose failed: ValueError: cannot flush at ")
+    assert summary.errors[0].endswith(
+        " (while closing it); an unknown number of events not written"
+    )
 
 
 def test_error_flood_is_capped(ctx: RunContext) -> None:

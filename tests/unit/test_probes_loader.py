@@ -49,6 +49,15 @@ def test_yaml_1_2_scalars() -> None:
     }
 
 
+def test_yaml_1_2_infinity_and_nan() -> None:
+    # found by tests/unit/test_fuzz_parsers.py: float(".nan") raised ValueError
+    node, errors = parse("a: .nan\nb: -.Inf\nc: +.INF\nd: .NaN\ne: .5\n")
+    assert errors == []
+    data = to_data(node)  # type: ignore[arg-type]
+    assert data["a"] != data["a"] and data["d"] != data["d"]  # NaN
+    assert (data["b"], data["c"], data["e"]) == (float("-inf"), float("inf"), 0.5)
+
+
 def test_tag_and_anchor_are_skipped_in_locations() -> None:
     node, errors = parse("a: &x !!str hello\nb: *x\n")
     assert errors == []
