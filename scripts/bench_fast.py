@@ -1,0 +1,235 @@
+#!/usr/bin/env python3
+"""Per-call cost of the probes people write (issue 19), against frida-trace.
+
+Each row gets a fresh copy of a target, attaches, runs a warm-up round and
+``--rounds`` timed rounds through the target's stdin, and reads the median
+ns/call the target measured on itself; overhead = that minus the same
+process's unhooked rounds, measured just before attaching (this VM's speed
+drifts between minutes by as much as a hook costs). Every instr row checks
+the events it delivered against the calls made (exact).
+
+- ``2int``: target_add(a, b) with two integer captures (tests/targets/bench.c ``run``);
+- ``cstr-where``: target_name(name, i) with ``name: arg0:cstr(16)``, ``i: arg1``
+  and ``where: "i % 2 == 0"`` (bench.c ``sloop``), auto tier and ``tier: js``;
+- ``malloc-set``: probes.yaml's ``malloc`` set (malloc size/caller/result and
+  free with ``where: "ptr != 0"``) on tests/targets/bench_malloc.c (per pair);
+- ``frida-trace``: its default handler on the same functions.
+
+    python scripts/bench_fast.py [--calls 200000] [--rounds 3] [--only NAMES]
+
+A benchmark, not a test: it prints figures and asserts nothing about them.
+Tools that are not installed get an "unavailable" row; a row whose tool broke
+gets a "failed" row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sqlite3
+import statistics
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent / "tests")]
+
+from bench_common import (  # noqa: E402
+    Ctx,
+    Logged,
+    Unavailable,
+    drive,
+    finish_bench,
+    need,
+    settle,
+    start_bench,
+    stop,
+    wait_line,
+)
+from helpers import REPO, BuildError, Proc, compile_c, instr_argv, instr_env  # noqa: E402
+
+TARGETS = REPO / "tests" / "targets"
+
+SETS = """\
+version: 1
+sets:
+  2int:
+    probes:
+      - function: "bench!target_add"
+        capture: {a: "arg0:i64", b: "arg1:i64"}
+  cstr-where:
+    probes:
+      - function: "bench!target_name"
+        capture: {name: "arg0:cstr(16)", i: "arg1:i64"}
+        where: "i % 2 == 0"
+  cstr-where-js:
+    probes:
+      - function: "bench!target_name"
+        tier: js
+        capture: {name: "arg0:cstr(16)", i: "arg1:i64"}
+        where: "i % 2 == 0"
+"""
+
+
+@dataclass(frozen=True)
+class Row:
+    cmd: str
+    before: float  # ns/call unhooked, same process
+    hooked: float  # ns/call hooked
+    note: str
+
+
+def _evens(n: int) -> int:
+    return (n + 1) // 2
+
+
+def _rows(db: Path) -> int:
+    if not db.exists():
+        return 0
+    con = sqlite3.connect(db)
+    try:
+        return int(con.execute("SELECT count(*) FROM events").fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        con.close()
+
+
+def _rounds(ctx: Ctx) -> list[int]:
+    from bench_common import WARMUP_CALLS
+
+    return [min(WARMUP_CALLS, ctx.calls), *([ctx.calls] * ctx.rounds)]
+
+
+def instr_row(
+    set_name: str, cmd: str, bench: str, per_round: Callable[[int], int]
+) -> Callable[[Ctx], Row]:
+    """An instr probe set on a bench target; events must equal sum(per_round(n))."""
+
+    def run(ctx: Ctx) -> Row:
+        probes = ctx.workdir / "fast.yaml"
+        if set_name == "malloc":
+            shutil.copy(REPO / "probes.yaml", probes)
+        else:
+            probes.write_text(SETS)
+        db = ctx.workdir / f"instr-{set_name}.db"
+        db.unlink(missing_ok=True)
+        c = Ctx(
+            ctx.workdir / bench, ctx.workdir, ctx.calls, ctx.slow_calls, ctx.rounds, ctx.timeout
+        )
+        with start_bench(c) as b:
+            pre = drive(b, c, cmd, c.calls)
+            argv = instr_argv("run", "-P", probes, "-s", set_name, "-p", b.pid, "-o", db)
+            with Proc(argv, cwd=REPO, env=instr_env()) as ins:
+                wait_line(ins, c, "armed", stream="err")
+                d = drive(b, c, cmd, c.calls)
+                want = sum(per_round(n) for n in _rounds(c))
+                settle(lambda: _rows(db), want, c.timeout)
+                stop(ins, c)
+            finish_bench(b, c)
+        got = _rows(db)
+        if got != want:
+            raise RuntimeError(f"instr stored {got} events, expected {want}")
+        return Row(
+            cmd, statistics.median(pre.ns), statistics.median(d.ns), f"{got} events, no loss"
+        )
+
+    return run
+
+
+def frida_trace_row(cmd: str, bench: str, flags: list[str], marker: str) -> Callable[[Ctx], Row]:
+    """frida-trace attached by pid, default handlers (one console line per call);
+    ``marker`` is in each line of the function the loop calls once per iteration."""
+
+    def run(ctx: Ctx) -> Row:
+        exe = need("frida-trace")
+        work = ctx.workdir / f"frida-trace-{cmd}"
+        work.mkdir(exist_ok=True)
+        c = Ctx(
+            ctx.workdir / bench, ctx.workdir, ctx.calls, ctx.slow_calls, ctx.rounds, ctx.timeout
+        )
+
+        def count(lines: list[str]) -> int:
+            return sum(1 for ln in lines if marker in ln)
+
+        with start_bench(c) as b:
+            pre = drive(b, c, cmd, c.calls)
+            with Logged([exe, "-p", str(b.pid), *flags], work / "out.txt", cwd=work) as ft:
+                ft.wait_for("Started tracing", c.timeout)
+                d = drive(b, c, cmd, c.calls)
+                ft.settle(count, d.total_calls, c.timeout)
+                events = count(ft.stop(min(c.timeout, 30.0)))
+            finish_bench(b, c)
+        note = f"{events} '{marker.strip()}' lines for {d.total_calls} calls"
+        return Row(cmd, statistics.median(pre.ns), statistics.median(d.ns), note)
+
+    return run
+
+
+TOOLS: dict[str, Callable[[Ctx], Row]] = {
+    "instr 2int": instr_row("2int", "run", "bench", lambda n: n),
+    "frida-trace target_add": frida_trace_row("run", "bench", ["-s", "target_add"], " target_add("),
+    "instr cstr(16)+where": instr_row("cstr-where", "sloop", "bench", _evens),
+    "instr cstr(16)+where, tier: js": instr_row("cstr-where-js", "sloop", "bench", _evens),
+    "frida-trace target_name": frida_trace_row(
+        "sloop", "bench", ["-s", "target_name"], " target_name("
+    ),
+    # per malloc+free pair: malloc entry and exit records, and free's entry
+    "instr malloc set": instr_row("malloc", "malloc", "bench_malloc", lambda n: 3 * n),
+    "frida-trace malloc+free": frida_trace_row(
+        "malloc", "bench_malloc", ["-i", "libc.so*!malloc", "-i", "libc.so*!free"], " malloc("
+    ),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--calls", type=int, default=200_000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument(
+        "--only", metavar="NAMES", help=f"comma-separated subset of: {', '.join(TOOLS)}"
+    )
+    ap.add_argument("--timeout", type=float, default=300.0)
+    args = ap.parse_args(argv)
+    names = list(TOOLS) if args.only is None else [n.strip() for n in args.only.split(",")]
+    unknown = [n for n in names if n not in TOOLS]
+    if unknown:
+        ap.error(f"unknown row(s) {', '.join(unknown)}")
+    work = Path(tempfile.mkdtemp(prefix="instr-bench-fast-"))
+    try:
+        try:
+            compile_c(TARGETS / "bench.c", work / "bench", pie=True)
+            compile_c(TARGETS / "bench_malloc.c", work / "bench_malloc", pie=True)
+        except BuildError as e:
+            print(f"bench_fast: cannot build the targets: {e}", file=sys.stderr)
+            return 1
+        ctx = Ctx(work / "bench", work, args.calls, args.calls, args.rounds, args.timeout)
+        load = os.getloadavg()[0]
+        print(f"# {os.cpu_count()} CPUs, load {load:.2f}; {args.calls} calls/round, "
+              f"{args.rounds} rounds + warm-up; median ns/call (malloc: per malloc+free pair)")  # fmt: skip
+        if load > (os.cpu_count() or 1) * 0.5:
+            print("# warning: the machine is busy; per-call figures will be inflated")
+        for name in names:
+            print(f"# {name} ...", file=sys.stderr, flush=True)
+            try:
+                r = TOOLS[name](ctx)
+            except Unavailable as e:
+                print(f"{name:<34} unavailable: {e}", flush=True)
+                continue
+            except Exception as e:  # one row's failure must not end the benchmark
+                print(f"{name:<34} failed: {type(e).__name__}: {e}", flush=True)
+                continue
+            ov = r.hooked - r.before
+            print(f"{name:<34} {r.hooked:9.1f} ns  overhead {ov:9.1f} ns  "
+                  f"(unhooked {r.before:.1f})  {r.note}", flush=True)  # fmt: skip
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
