@@ -174,7 +174,7 @@ TOOLS: dict[str, Callable[[Ctx], Row]] = {
     "instr 2int": instr_row("2int", "run", "bench", lambda n: n),
     "frida-trace target_add": frida_trace_row("run", "bench", ["-s", "target_add"], " target_add("),
     "instr cstr(16)+where": instr_row("cstr-where", "sloop", "bench", _evens),
-    "instr cstr(16)+where, tier: js": instr_row("cstr-where-js", "sloop", "bench", _evens),
+    "instr cstr(16)+where (tier js)": instr_row("cstr-where-js", "sloop", "bench", _evens),
     "frida-trace target_name": frida_trace_row(
         "sloop", "bench", ["-s", "target_name"], " target_name("
     ),

@@ -1,7 +1,7 @@
 """``instr check --explain``: which tier each probe gets, and why.
 
 Events: the native tier (a CModule listener writing binary records) unless
-something needs JavaScript. Aggregations: the fast tier (generated C) unless
+something needs JavaScript (``instr.ctier.native.event_blockers`` says what). Aggregations: the fast tier (generated C) unless
 something C cannot express; the fast tier replaces the function outright
 (``Interceptor.replaceFast``) when its signature is known to be integer-only.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from instr.ctier.native import event_blockers
 from instr.ctier.signatures import INT_SIGNATURES, MAX_REPLACE_ARGS, replace_ok
 from instr.probes.ir import FunctionPoint, Probe
 
@@ -22,13 +23,20 @@ def event_tier(probe: Probe) -> tuple[str, str]:
         return "syscall", "libc's wrappers record each call (CModule); the host decodes"
     if probe.tier == "js":
         return "js", "'tier: js' was asked"
-    caps = [*probe.captures("entry"), *probe.captures("exit")]
-    why = ["a 'where' predicate"] if probe.where is not None else []
-    why += [f"the {c.type} capture '{c.name}'" for c in caps if c.type in ("cstr", "bytes")]
-    why += [f"the backtrace capture '{c.name}'" for c in caps if c.src == "backtrace"]
+    why = event_blockers(probe)
     if why:
-        return "js", "JavaScript reads " + ", ".join(why)
-    return "native", "scalar captures only: a CModule listener writes binary records"
+        return "js", "not in C: " + "; ".join(why)
+    caps = [*probe.captures("entry"), *probe.captures("exit")]
+    parts = ["a CModule listener writes binary records"]
+    strings = [c.name for c in caps if c.type == "cstr"]
+    if strings:
+        parts.append(
+            f"C strings ({', '.join(strings)}) by a bounded copy that records a bad pointer "
+            "as unreadable (x86_64; JavaScript elsewhere)"
+        )
+    if probe.where is not None:
+        parts.append(f"'where' runs in C at {probe.where.phase}")
+    return "native", "; ".join(parts)
 
 
 def _hook(probe: Probe) -> str:

@@ -84,6 +84,8 @@ def test_plan_of_the_example() -> None:
                             },
                         ],
                     },
+                    # at exit, with an entry record to hold: the JS tier
+                    "native": None,
                 },
                 "actions": [{"kind": "emit"}],
                 "tier": "auto",
@@ -142,6 +144,8 @@ def test_plan_of_the_example() -> None:
                         "left": {"op": "cap", "phase": "entry", "index": 0},
                         "right": {"op": "const", "value": 4096},
                     },
+                    # push size (u64, no conversion), push 4096, >= (left unsigned)
+                    "native": {"code": [[2, 0, 0, "0"], [1, 0, 0, "4096"], [15, 1, 0, "0"]], "strings": []},
                 },
                 "actions": [{"kind": "emit"}],
                 "tier": "auto",

@@ -98,21 +98,32 @@ export function validate(p: ProbePlan): string | null {
     return null;
 }
 
-/** Null when the probe can run in the native tier, else why not. */
+/** The largest record body the native tier builds (BODY_MAX in native_c.ts). */
+export const NATIVE_MAX_BODY = 2048;
+
+/** Null when the probe can run in the native tier, else why not (instr/ctier/native.py says the same on the host). */
 export function nativeIneligible(p: ProbePlan): string | null {
-    if (p.where !== null) return "a 'where' predicate needs the js tier";
+    if (p.where !== null && (p.where.native === undefined || p.where.native === null)) {
+        return "its 'where' predicate needs the js tier";
+    }
     for (const caps of [p.entry, p.exit]) {
         if (caps === null) continue;
         if (caps.length > NATIVE_MAX_CAPTURES) return `more than ${NATIVE_MAX_CAPTURES} captures in one phase`;
         for (const c of caps) {
             if (c.src === "backtrace") return "backtrace captures need the js tier";
             if (c.src === "arg") {
-                if (c.type === "cstr" || c.type === "bytes") return `${c.type} captures need the js tier`;
+                if (c.type === "bytes") return "bytes captures need the js tier";
+                // the fault-safe copy is x86_64 code (native_c.ts)
+                if (c.type === "cstr" && Process.arch !== "x64") return `cstr captures need the js tier on ${Process.arch}`;
                 if (c.index > NATIVE_MAX_ARG) return `argument index ${c.index} is too large for the native tier`;
             }
         }
     }
-    if (layoutOf(p).stash.length > NATIVE_MAX_CAPTURES) return "too many stashed arguments";
+    const l = layoutOf(p);
+    if (l.stash.length > NATIVE_MAX_CAPTURES) return "too many stashed arguments";
+    if (Math.max(l.maxEntry, l.maxExit) - HEADER_SIZE > NATIVE_MAX_BODY) {
+        return `a record could exceed the native tier's ${NATIVE_MAX_BODY} bytes`;
+    }
     return null;
 }
 

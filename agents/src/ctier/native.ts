@@ -19,10 +19,12 @@
 // Counters are 32-bit (CModule's glib only has g_atomic_int_add), hence
 // halves below 1 GiB.
 
-import { HEADER_SIZE, PlanOptions, ProbePlan, SLOT_SIZE } from "../protocol.js";
+import { PlanOptions, ProbePlan } from "../protocol.js";
 import { Layout } from "../core/layout.js";
 import { C_SOURCE } from "./native_c.js";
 import { ownModule } from "../core/leave.js";
+import { recoverAt } from "../core/faults.js";
+import { writeProgram } from "./where.js";
 import * as hooks from "../core/hooks.js";
 
 // Byte offsets of the C structs in native_c.ts (layout_check() verifies the sizes).
@@ -36,7 +38,7 @@ const R_JSBUF = 64;
 const R_OUT_LEN = 72;
 const R_OUT_COUNT = 76;
 
-const DESC_SIZE = 100;
+const DESC_SIZE = 184;
 const D_PROBE = 0;
 const D_SITE = 4;
 const D_SLOT = 8;
@@ -51,6 +53,13 @@ const D_ENTRY_IDX = 36;
 const D_EXIT_KIND = 52;
 const D_EXIT_IDX = 68;
 const D_STASH_IDX = 84;
+const D_ENTRY_MAX = 100;
+const D_EXIT_MAX = 132;
+const D_WHERE_PHASE = 164;
+const D_VAR_ENTRY = 165;
+const D_VAR_EXIT = 166;
+const D_PROG = 168;
+const D_PROG_LEN = 176;
 
 export const K_ARG = 1;
 export const K_RETVAL = 2;
@@ -157,6 +166,7 @@ export class NativeRing {
             tgkill: Module.findGlobalExportByName("tgkill") ?? Module.getGlobalExportByName("sched_yield"),
         });
         ownModule(this.cm);
+        recoverAt(this.cm.instr_safe_copy_load, this.cm.instr_safe_copy_fault);
         const check = new NativeFunction(this.cm.layout_check, "int", [])();
         if (check !== RING_SIZE * 100000 + STAGE_SIZE * 1000 + DESC_SIZE) throw new Error(`native layout mismatch (${check})`);
         const stageOff = new NativeFunction(this.cm.ring_stage_offset, "int", [])();
@@ -178,9 +188,30 @@ export class NativeRing {
     /** A descriptor for one site of a native-tier probe: one slot per capture. */
     descriptor(p: ProbePlan, layout: Layout, slot: number, site: number): NativePointer {
         const vals = nativeValues(p, layout);
-        const entrySize = p.entry === null ? 0 : HEADER_SIZE + SLOT_SIZE * vals.entry.length;
-        const exitSize = p.exit === null ? 0 : HEADER_SIZE + SLOT_SIZE * vals.exit.length;
-        return this.makeDescriptor(p.id, site, slot, entrySize, exitSize, vals, layout);
+        const entrySize = p.entry === null ? 0 : layout.maxEntry;
+        const exitSize = p.exit === null ? 0 : layout.maxExit;
+        const d = this.makeDescriptor(p.id, site, slot, entrySize, exitSize, vals, layout);
+        // C strings (and a predicate) make a record that C builds, tests, then writes.
+        const maxes = (caps: ProbePlan["entry"]): number[] =>
+            (caps ?? []).map((c) => (c.src === "arg" && c.type === "cstr" ? c.max : 0));
+        const em = maxes(p.entry);
+        const xm = maxes(p.exit);
+        em.forEach((m, i) => d.add(D_ENTRY_MAX + 2 * i).writeU16(m));
+        xm.forEach((m, i) => d.add(D_EXIT_MAX + 2 * i).writeU16(m));
+        const where = p.where;
+        const wherePhase = where === null ? 0 : where.phase === "entry" ? 1 : 2;
+        d.add(D_WHERE_PHASE).writeU8(wherePhase);
+        d.add(D_VAR_ENTRY).writeU8(wherePhase === 1 || em.some((m) => m > 0) ? 1 : 0);
+        d.add(D_VAR_EXIT).writeU8(wherePhase === 2 || xm.some((m) => m > 0) ? 1 : 0);
+        if (where !== null) {
+            if (where.native === undefined || where.native === null) throw new Error("the predicate has no native program");
+            const prog = writeProgram(where.native, this.keep);
+            d.add(D_PROG).writePointer(prog.code);
+            d.add(D_PROG_LEN).writeU32(prog.length);
+        }
+        // The entry's skip flag lives in the invocation data.
+        if (wherePhase === 1 && layout.hookExit) d.add(D_NEED_INV).writeU8(1);
+        return d;
     }
 
     /** A descriptor for the JS tier's native pre-listener (staged values). */
