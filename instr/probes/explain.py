@@ -28,11 +28,11 @@ def event_tier(probe: Probe) -> tuple[str, str]:
         return "js", "not in C: " + "; ".join(why)
     caps = [*probe.captures("entry"), *probe.captures("exit")]
     parts = ["a CModule listener writes binary records"]
-    strings = [c.name for c in caps if c.type == "cstr"]
-    if strings:
+    memory = [c.name for c in caps if c.type in ("cstr", "bytes")]
+    if memory:
         parts.append(
-            f"C strings ({', '.join(strings)}) by a bounded copy that records a bad pointer "
-            "as unreadable (x86_64; JavaScript elsewhere)"
+            f"C strings and bytes ({', '.join(memory)}) by a bounded copy that records a bad "
+            "pointer as unreadable (x86_64; JavaScript elsewhere)"
         )
     if probe.where is not None:
         parts.append(f"'where' runs in C at {probe.where.phase}")

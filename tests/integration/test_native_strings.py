@@ -40,6 +40,11 @@ def probe_set(tier: str) -> str:
     probes.append(f'      - name: at-exit\n        function: "strings!target_sp"\n'
                   f'        capture: {{s: "arg0:cstr(4)@exit", r: "retval:i64"}}\n'
                   f"        tier: {tier}\n")  # fmt: skip
+    # bytes: a length from an argument (i: 0..18, so truncated at 8 from 9 on) and a
+    # constant one, and a caller after them (its offset in the record moves with them)
+    probes.append(f'      - name: bytes\n        function: "strings!target_sp"\n'
+                  f'        capture: {{b: "arg0:bytes(arg1, 8)", c: "arg0:bytes(4)", i: arg1, who: caller}}\n'
+                  f"        tier: {tier}\n")  # fmt: skip
     return "version: 1\nsets:\n  s:\n    probes:\n" + "".join(probes)
 
 
@@ -48,7 +53,10 @@ def comparable(events: list[dict[str, Any]]) -> dict[str, list[tuple[Any, ...]]]
     sequence numbers or thread ids)."""
     out: dict[str, list[tuple[Any, ...]]] = {}
     for e in events:
-        rec = (e["phase"], e.get("args"), e.get("args_status"), e.get("retval"))
+        args = {  # addresses move with ASLR between the runs; symbols do not
+            k: v["symbol"] if isinstance(v, dict) else v for k, v in (e.get("args") or {}).items()
+        }
+        rec = (e["phase"], args, e.get("args_status"), e.get("retval"))
         out.setdefault(e["probe"], []).append(rec)
     return out
 
@@ -72,12 +80,13 @@ def test_native_and_js_tiers_agree_record_for_record(targets, probe_file, tmp_pa
     native = run_cases(targets, probe_file, "native", tmp_path)
     js = run_cases(targets, probe_file, "js", tmp_path)
     assert comparable(native) == comparable(js)
+    check_bytes(native)
 
     by_probe: dict[str, list[int]] = {f"p{n}": [] for n in range(len(WHERES))}
     all_args: dict[int, tuple[Any, Any]] = {}
     for e in native:
         name = e["probe"].split("/")[1]
-        if name == "at-exit":
+        if name in ("at-exit", "bytes"):
             continue
         by_probe.setdefault(name, []).append(e["args"]["i"])
         if name == "p0":
@@ -127,6 +136,25 @@ def test_native_and_js_tiers_agree_record_for_record(targets, probe_file, tmp_pa
     )
     assert exits[:4] == [(0, "alph"), (1, ""), (2, None), (3, "abcd")]
     assert len(exits) == 19
+
+
+def check_bytes(events: list[dict[str, Any]]) -> None:
+    got = {
+        e["args"]["i"]: (e["args"]["b"], e["args"]["c"], e.get("args_status") or {})
+        for e in events
+        if e["probe"] == "s/bytes"
+    }
+    assert len(got) == 19
+    assert got[0] == ("", "616c7068", {})  # no bytes asked; "alph"
+    # "": its NUL, and 4 bytes of .rodata from there (readable, whatever they are)
+    assert (got[1][0], len(got[1][1]), got[1][2]) == ("00", 8, {})
+    assert got[2] == (None, None, {"b": "null", "c": "null"})
+    assert got[6] == (None, None, {"b": "unreadable", "c": "unreadable"})
+    assert got[9] == ("78797a", "78797a", {"b": "unreadable", "c": "unreadable"})
+    assert got[14] == ("2f6574632f706173", "2f657463", {"b": "truncated"})
+    assert got[16] == (None, None, {"b": "unreadable", "c": "unreadable"})
+    whos = {e["args"]["who"]["symbol"] for e in events if e["probe"] == "s/bytes"}
+    assert len(whos) == 1 and next(iter(whos)).startswith("strings!run_cases+"), whos
 
 
 def test_four_threads_exact_counts_with_strings(targets, probe_file, tmp_path: Path):

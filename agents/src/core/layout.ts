@@ -112,15 +112,21 @@ export function nativeIneligible(p: ProbePlan): string | null {
         for (const c of caps) {
             if (c.src === "backtrace") return "backtrace captures need the js tier";
             if (c.src === "arg") {
-                if (c.type === "bytes") return "bytes captures need the js tier";
                 // the fault-safe copy is x86_64 code (native_c.ts)
-                if (c.type === "cstr" && Process.arch !== "x64") return `cstr captures need the js tier on ${Process.arch}`;
+                if ((c.type === "cstr" || c.type === "bytes") && Process.arch !== "x64") {
+                    return `${c.type} captures need the js tier on ${Process.arch}`;
+                }
                 if (c.index > NATIVE_MAX_ARG) return `argument index ${c.index} is too large for the native tier`;
             }
         }
     }
     const l = layoutOf(p);
     if (l.stash.length > NATIVE_MAX_CAPTURES) return "too many stashed arguments";
+    for (const caps of [p.entry, p.exit]) {
+        // one value per capture, and one per bytes(argN) length
+        const lens = (caps ?? []).filter((c) => c.src === "arg" && c.type === "bytes" && "arg" in c.len).length;
+        if ((caps ?? []).length + lens > NATIVE_MAX_CAPTURES) return `more than ${NATIVE_MAX_CAPTURES} values in one phase`;
+    }
     if (Math.max(l.maxEntry, l.maxExit) - HEADER_SIZE > NATIVE_MAX_BODY) {
         return `a record could exceed the native tier's ${NATIVE_MAX_BODY} bytes`;
     }

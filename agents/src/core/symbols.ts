@@ -7,15 +7,25 @@
 // symbol's start when the symbol (and its start) is known, else from the
 // module's base, else the absolute address (module and symbol null).
 
-import { HEADER_SIZE, OFF_PHASE, OFF_PROBE, OFF_SIZE, PHASE_ENTRY, SLOT_SIZE } from "../protocol.js";
+import { HEADER_SIZE, OFF_PHASE, OFF_PROBE, OFF_SIZE, PHASE_ENTRY, SLOT_SIZE, VAR_HEADER_SIZE, pad8 } from "../protocol.js";
 import { post } from "./util.js";
 
 export type SymbolTriple = [string | null, string | null, number];
 
 /** Byte offsets, inside a native record, of the `caller` slots, per phase. */
+/**
+ * Where a native probe's callers are in its records, per phase: each
+ * capture's slot is 8 bytes, or (true in `vars`) a C string or bytes slot of
+ * 8 + its padded length; `callers` are the capture indices of callers.
+ */
+export interface PhaseSlots {
+    vars: boolean[];
+    callers: number[];
+}
+
 export interface CallerSlots {
-    entry: number[];
-    exit: number[];
+    entry: PhaseSlots;
+    exit: PhaseSlots;
 }
 
 const startCache = new Map<string, NativePointer | null>();
@@ -87,7 +97,7 @@ export class Symbolizer {
 
     /** Register a native-tier probe whose records carry caller addresses. */
     watchNative(probe: number, slots: CallerSlots): void {
-        if (slots.entry.length + slots.exit.length > 0) this.nativeCallers.set(probe, slots);
+        if (slots.entry.callers.length + slots.exit.callers.length > 0) this.nativeCallers.set(probe, slots);
     }
 
     /** Collect caller addresses from drained native records. */
@@ -101,11 +111,11 @@ export class Symbolizer {
             if (size < HEADER_SIZE || off + size > end) break;
             const slots = this.nativeCallers.get(dv.getUint32(off + OFF_PROBE, true));
             if (slots !== undefined) {
-                const list = dv.getUint8(off + OFF_PHASE) === PHASE_ENTRY ? slots.entry : slots.exit;
-                for (const s of list) {
-                    if (s + SLOT_SIZE > size) continue;
-                    const v = dv.getBigUint64(off + s, true);
-                    this.note("0x" + v.toString(16));
+                const ph = dv.getUint8(off + OFF_PHASE) === PHASE_ENTRY ? slots.entry : slots.exit;
+                let at = HEADER_SIZE;
+                for (let i = 0; i < ph.vars.length && at + SLOT_SIZE <= size; i++) {
+                    if (ph.callers.includes(i)) this.note("0x" + dv.getBigUint64(off + at, true).toString(16));
+                    at += ph.vars[i] ? VAR_HEADER_SIZE + pad8(dv.getUint32(off + at, true)) : SLOT_SIZE;
                 }
             }
             off += size;

@@ -38,7 +38,7 @@ const R_JSBUF = 64;
 const R_OUT_LEN = 72;
 const R_OUT_COUNT = 76;
 
-const DESC_SIZE = 184;
+const DESC_SIZE = 256;
 const D_PROBE = 0;
 const D_SITE = 4;
 const D_SLOT = 8;
@@ -55,11 +55,20 @@ const D_EXIT_IDX = 68;
 const D_STASH_IDX = 84;
 const D_ENTRY_MAX = 100;
 const D_EXIT_MAX = 132;
-const D_WHERE_PHASE = 164;
-const D_VAR_ENTRY = 165;
-const D_VAR_EXIT = 166;
-const D_PROG = 168;
-const D_PROG_LEN = 176;
+const D_ENTRY_VAR = 164;
+const D_EXIT_VAR = 180;
+const D_ENTRY_LENIDX = 196;
+const D_EXIT_LENIDX = 212;
+const D_WHERE_PHASE = 228;
+const D_VAR_ENTRY = 229;
+const D_VAR_EXIT = 230;
+const D_NCAP_ENTRY = 231;
+const D_NCAP_EXIT = 232;
+const D_PROG = 240;
+const D_PROG_LEN = 248;
+const V_CSTR = 1;
+const V_BYTES = 2;
+const LEN_CONST = 0xff;
 
 export const K_ARG = 1;
 export const K_RETVAL = 2;
@@ -78,8 +87,8 @@ export interface ValueLists {
     exit: ValueSpec[];
 }
 
-/** Native tier: one value per capture, in plan order. */
-function nativeValues(p: ProbePlan, layout: Layout): ValueLists {
+/** Native tier: one value per capture, in plan order, then the lengths of bytes(argN) captures. */
+export function nativeValues(p: ProbePlan, layout: Layout): ValueLists {
     const entry = (p.entry ?? []).map((c) => (c.src === "arg" ? { kind: K_ARG, idx: c.index } : { kind: K_CALLER, idx: 0 }));
     const exit = (p.exit ?? []).map((c): ValueSpec => {
         if (c.src === "arg") return { kind: K_STASHED, idx: layout.stash.indexOf(c.index) };
@@ -87,6 +96,12 @@ function nativeValues(p: ProbePlan, layout: Layout): ValueLists {
         if (c.src === "duration") return { kind: K_DURATION, idx: 0 };
         return { kind: K_CALLER, idx: 0 };
     });
+    for (const c of p.entry ?? []) {
+        if (c.src === "arg" && c.type === "bytes" && "arg" in c.len) entry.push({ kind: K_ARG, idx: c.len.arg });
+    }
+    for (const c of p.exit ?? []) {
+        if (c.src === "arg" && c.type === "bytes" && "arg" in c.len) exit.push({ kind: K_STASHED, idx: layout.stash.indexOf(c.len.arg) });
+    }
     return { entry, exit };
 }
 
@@ -191,18 +206,28 @@ export class NativeRing {
         const entrySize = p.entry === null ? 0 : layout.maxEntry;
         const exitSize = p.exit === null ? 0 : layout.maxExit;
         const d = this.makeDescriptor(p.id, site, slot, entrySize, exitSize, vals, layout);
-        // C strings (and a predicate) make a record that C builds, tests, then writes.
-        const maxes = (caps: ProbePlan["entry"]): number[] =>
-            (caps ?? []).map((c) => (c.src === "arg" && c.type === "cstr" ? c.max : 0));
-        const em = maxes(p.entry);
-        const xm = maxes(p.exit);
-        em.forEach((m, i) => d.add(D_ENTRY_MAX + 2 * i).writeU16(m));
-        xm.forEach((m, i) => d.add(D_EXIT_MAX + 2 * i).writeU16(m));
+        // C strings and bytes (and a predicate) make a record that C builds, tests, then writes.
+        const varSlots = (caps: ProbePlan["entry"], at: { max: number; kind: number; len: number }): number => {
+            let extra = (caps ?? []).length; // bytes(argN) lengths follow the captures
+            let n = 0;
+            (caps ?? []).forEach((c, i) => {
+                if (c.src !== "arg" || (c.type !== "cstr" && c.type !== "bytes")) return;
+                n++;
+                d.add(at.max + 2 * i).writeU16(c.max);
+                d.add(at.kind + i).writeU8(c.type === "cstr" ? V_CSTR : V_BYTES);
+                if (c.type === "bytes") d.add(at.len + i).writeU8("arg" in c.len ? extra++ : LEN_CONST);
+            });
+            return n;
+        };
+        const nVarEntry = varSlots(p.entry, { max: D_ENTRY_MAX, kind: D_ENTRY_VAR, len: D_ENTRY_LENIDX });
+        const nVarExit = varSlots(p.exit, { max: D_EXIT_MAX, kind: D_EXIT_VAR, len: D_EXIT_LENIDX });
+        d.add(D_NCAP_ENTRY).writeU8((p.entry ?? []).length);
+        d.add(D_NCAP_EXIT).writeU8((p.exit ?? []).length);
         const where = p.where;
         const wherePhase = where === null ? 0 : where.phase === "entry" ? 1 : 2;
         d.add(D_WHERE_PHASE).writeU8(wherePhase);
-        d.add(D_VAR_ENTRY).writeU8(wherePhase === 1 || em.some((m) => m > 0) ? 1 : 0);
-        d.add(D_VAR_EXIT).writeU8(wherePhase === 2 || xm.some((m) => m > 0) ? 1 : 0);
+        d.add(D_VAR_ENTRY).writeU8(wherePhase === 1 || nVarEntry > 0 ? 1 : 0);
+        d.add(D_VAR_EXIT).writeU8(wherePhase === 2 || nVarExit > 0 ? 1 : 0);
         if (where !== null) {
             if (where.native === undefined || where.native === null) throw new Error("the predicate has no native program");
             const prog = writeProgram(where.native, this.keep);

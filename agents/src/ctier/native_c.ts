@@ -7,6 +7,8 @@
 // Globals are read-only in CModule: all mutable state lives in `ring`,
 // memory that JS allocates and passes in as a symbol.
 
+import { RECORD_C } from "./record_c.js";
+
 export const C_SOURCE = `
 #include <gum/guminterceptor.h>
 #include <gum/gumtls.h>
@@ -73,16 +75,28 @@ typedef struct {
   guint8 exit_kind[MAXC];
   guint8 exit_idx[MAXC];
   guint8 stash_idx[MAXC];
-  guint16 entry_max[MAXC]; /* 0: an integer slot; N: a C string, at most N bytes */
+  /* per capture (n_entry counts values: captures, then bytes lengths) */
+  guint16 entry_max[MAXC]; /* C string or bytes: at most this many bytes */
   guint16 exit_max[MAXC];
+  guint8 entry_var[MAXC]; /* V_INT, V_CSTR or V_BYTES */
+  guint8 exit_var[MAXC];
+  guint8 entry_lenidx[MAXC]; /* bytes: the value holding the length; LEN_CONST: max */
+  guint8 exit_lenidx[MAXC];
   guint8 where_phase; /* 0, W_AT_ENTRY or W_AT_EXIT */
-  guint8 var_entry; /* the entry record has a C string (or a predicate): built, not copied */
+  guint8 var_entry; /* the entry record is built, tested, then written (not copied) */
   guint8 var_exit;
-  guint8 pad;
+  guint8 ncap_entry; /* captures per phase */
+  guint8 ncap_exit;
+  guint8 pad[7];
   const struct _WOp * prog; /* the predicate (instr/ctier/wherevm.py) */
   guint32 prog_len;
   guint32 pad2;
 } Desc;
+
+#define V_INT 0
+#define V_CSTR 1
+#define V_BYTES 2
+#define LEN_CONST 0xff
 
 typedef struct {
   guint64 ts;
@@ -130,255 +144,7 @@ current_tid (void)
   return (guint32) GPOINTER_TO_SIZE (v);
 }
 
-/* Copies bytes from src to dst until n are copied or a NUL is (included).
- * Returns the count; bit 62 set when reading src faulted. The one load that
- * may fault is at instr_safe_copy_load: the agent's exception handler
- * (core/faults.ts) resumes a fault there at instr_safe_copy_fault, with the
- * count so far in rax. No stack use, so the resumed ret is sound. */
-extern guint64 instr_safe_copy (guint8 * dst, const guint8 * src, guint64 n);
-#define SAFE_FAULT (1ULL << 62)
-#if defined(__x86_64__)
-__asm__ (
-  ".text\\n"
-  ".globl instr_safe_copy\\n"
-  "instr_safe_copy:\\n"
-  "  xor %eax, %eax\\n"
-  "1:\\n"
-  "  cmp %rdx, %rax\\n"
-  "  jae 2f\\n"
-  ".globl instr_safe_copy_load\\n"
-  "instr_safe_copy_load:\\n"
-  "  movzbl (%rsi,%rax,1), %ecx\\n"
-  "  movb %cl, (%rdi,%rax,1)\\n"
-  "  inc %rax\\n"
-  "  test %ecx, %ecx\\n"
-  "  jnz 1b\\n"
-  "2:\\n"
-  "  ret\\n"
-  ".globl instr_safe_copy_fault\\n"
-  "instr_safe_copy_fault:\\n"
-  "  bts $62, %rax\\n"
-  "  ret\\n"
-);
-#else
-/* Elsewhere C strings stay in the JS tier (core/layout.ts); never called. */
-guint64
-instr_safe_copy (guint8 * dst, const guint8 * src, guint64 n)
-{
-  return SAFE_FAULT;
-}
-#endif
-
-/* A C string slot at b + off: u32 length, u32 status, the bytes (zero-padded
- * to 8), exactly as the JS tier writes it (probes/capture.ts cstrWriter):
- * up to max + 1 bytes are read so that a string of exactly max bytes is OK;
- * a fault before the NUL is UNREADABLE with the bytes before it. */
-typedef struct {
-  const guint8 * p;
-  gint len; /* -1: None (NULL, or unreadable with nothing read) */
-} WStr;
-
-static gint
-copy_cstr (guint8 * b, gint off, const guint8 * p, guint max, WStr * s)
-{
-  guint32 * h = (guint32 *) (b + off);
-  guint8 * dst = b + off + 8;
-  guint64 r, c;
-  guint len, end, status, i;
-  gint fault, nul;
-
-  if (p == NULL)
-  {
-    h[0] = 0;
-    h[1] = ST_NULL;
-    s->p = NULL;
-    s->len = -1;
-    return off + 8;
-  }
-  r = instr_safe_copy (dst, p, (guint64) max + 1);
-  fault = (r & SAFE_FAULT) != 0;
-  c = r & ~SAFE_FAULT;
-  nul = !fault && c > 0 && dst[c - 1] == 0;
-  len = (guint) (nul ? c - 1 : c);
-  if (len > max)
-    len = max;
-  status = fault ? ST_UNREADABLE : nul ? ST_OK : ST_TRUNCATED;
-  end = (len + 7) & ~7u;
-  for (i = len; i < end; i++)
-    dst[i] = 0;
-  h[0] = len;
-  h[1] = status;
-  s->p = dst;
-  s->len = status == ST_UNREADABLE && len == 0 ? -1 : (gint) len;
-  return off + 8 + (gint) end;
-}
-
-/* The predicate machine: see instr/ctier/wherevm.py for the instruction set
- * and why 64-bit arithmetic decides exactly as the JS tier's BigInts do. */
-typedef struct _WOp {
-  guint8 op;
-  guint8 a;
-  guint16 b;
-  guint32 c;
-  gint64 imm;
-} WOp;
-
-typedef struct {
-  guint32 len;
-  guint8 bytes[4];
-} WConst;
-
-enum {
-  W_IMM = 1, W_CAP = 2, W_TID = 3,
-  W_EQ = 10, W_NE, W_LT, W_LE, W_GT, W_GE,
-  W_ADD = 20, W_SUB, W_MUL, W_AND, W_OR, W_XOR, W_SHL, W_SHR, W_DIV, W_MOD,
-  W_NEG = 30, W_INV,
-  W_LNOT = 40, W_LAND, W_LOR,
-  W_SEQ = 50, W_STARTS, W_ENDS, W_CONTAINS
-};
-
-static guint64
-w_conv (guint64 raw, guint conv)
-{
-  switch (conv)
-  {
-    case 1: return (guint64) (gint64) (gint8) raw;
-    case 2: return (guint64) (gint64) (gint16) raw;
-    case 3: return (guint64) (gint64) (gint32) raw;
-    case 4: return (guint8) raw;
-    case 5: return (guint16) raw;
-    case 6: return (guint32) raw;
-    case 7: return (raw & 0xff) != 0;
-    default: return raw;
-  }
-}
-
-/* -1, 0, 1; mode bit 0: x is unsigned, bit 1: y is unsigned */
-static int
-w_cmp (guint64 x, guint64 y, guint mode)
-{
-  int xs = (mode & 1) == 0, ys = (mode & 2) == 0;
-  if (xs && ys)
-    return (gint64) x < (gint64) y ? -1 : (gint64) x > (gint64) y;
-  if (xs && (gint64) x < 0)
-    return -1;
-  if (ys && (gint64) y < 0)
-    return 1;
-  return x < y ? -1 : x > y;
-}
-
-static int
-w_same (const guint8 * a, const guint8 * b, guint n)
-{
-  guint i;
-  for (i = 0; i != n; i++)
-    if (a[i] != b[i])
-      return 0;
-  return 1;
-}
-
-static int
-w_str (guint op, const WStr * s, const WConst * k)
-{
-  gint i;
-  gint n = (gint) k->len;
-  if (s->len < 0)
-    return 0;
-  switch (op)
-  {
-    case W_SEQ: return s->len == n && w_same (s->p, k->bytes, n);
-    case W_STARTS: return s->len >= n && w_same (s->p, k->bytes, n);
-    case W_ENDS: return s->len >= n && w_same (s->p + s->len - n, k->bytes, n);
-    default:
-      for (i = 0; i + n <= s->len; i++)
-        if (w_same (s->p + i, k->bytes, n))
-          return 1;
-      return 0;
-  }
-}
-
-static gint64
-w_floordiv (gint64 a, gint64 b)
-{
-  gint64 q = a / b;
-  if ((a % b != 0) && ((a < 0) != (b < 0)))
-    q--;
-  return q;
-}
-
-static gint64
-w_floormod (gint64 a, gint64 b)
-{
-  gint64 r = a % b;
-  if (r != 0 && ((r < 0) != (b < 0)))
-    r += b;
-  return r;
-}
-
-static int
-where_eval (const Desc * d, const guint64 * vals, const WStr * strs)
-{
-  guint64 st[16];
-  gint sp = 0;
-  guint i;
-  const WOp * o;
-  guint64 x, y;
-
-  for (i = 0; i != d->prog_len; i++)
-  {
-    o = &d->prog[i];
-    if (o->op >= W_EQ && o->op <= W_GE || o->op >= W_ADD && o->op <= W_XOR || o->op == W_LAND || o->op == W_LOR)
-    {
-      y = st[--sp];
-      x = st[sp - 1];
-      switch (o->op)
-      {
-        case W_EQ: x = w_cmp (x, y, o->a) == 0; break;
-        case W_NE: x = w_cmp (x, y, o->a) != 0; break;
-        case W_LT: x = w_cmp (x, y, o->a) < 0; break;
-        case W_LE: x = w_cmp (x, y, o->a) <= 0; break;
-        case W_GT: x = w_cmp (x, y, o->a) > 0; break;
-        case W_GE: x = w_cmp (x, y, o->a) >= 0; break;
-        case W_ADD: x = x + y; break;
-        case W_SUB: x = x - y; break;
-        case W_MUL: x = x * y; break;
-        case W_AND: x = x & y; break;
-        case W_OR: x = x | y; break;
-        case W_XOR: x = x ^ y; break;
-        case W_LAND: x = x != 0 && y != 0; break;
-        default: x = x != 0 || y != 0; break;
-      }
-      st[sp - 1] = x;
-      continue;
-    }
-    switch (o->op)
-    {
-      case W_IMM: st[sp++] = (guint64) o->imm; break;
-      case W_CAP: st[sp++] = w_conv (vals[o->a], o->b); break;
-      case W_TID: st[sp++] = current_tid (); break;
-      case W_SHL: st[sp - 1] <<= o->imm; break;
-      case W_SHR:
-        st[sp - 1] = o->a ? st[sp - 1] >> o->imm : (guint64) ((gint64) st[sp - 1] >> o->imm);
-        break;
-      case W_DIV:
-        st[sp - 1] = o->a ? st[sp - 1] / (guint64) o->imm
-            : (guint64) w_floordiv ((gint64) st[sp - 1], o->imm);
-        break;
-      case W_MOD:
-        st[sp - 1] = o->a ? st[sp - 1] % (guint64) o->imm
-            : (guint64) w_floormod ((gint64) st[sp - 1], o->imm);
-        break;
-      case W_NEG: st[sp - 1] = 0 - st[sp - 1]; break;
-      case W_INV: st[sp - 1] = ~st[sp - 1]; break;
-      case W_LNOT: st[sp - 1] = st[sp - 1] == 0; break;
-      default:
-        st[sp++] = w_str (o->op, &strs[o->a], (const WConst *) (gsize) o->imm);
-        break;
-    }
-  }
-  return sp > 0 && st[sp - 1] != 0;
-}
-
+${RECORD_C}
 static void
 emit (Desc * d, gint size, guint phase, guint tid, guint64 ts, guint64 * slots, guint n)
 {
@@ -480,37 +246,6 @@ collect_exit (GumInvocationContext * ic, Desc * d, guint64 ts, guint64 * slots)
   }
 }
 
-/* A record with C strings or a predicate: built on the stack, tested, then
- * written. Returns whether the predicate (if any) held. */
-static int
-build_record (Desc * d, guint phase, guint64 ts, guint64 * slots, guint n,
-    const guint16 * maxes, gint write)
-{
-  guint64 body[BODY_MAX / 8 + 2]; /* + the byte past a string's max, padded */
-  WStr strs[MAXC];
-  guint8 * b = (guint8 *) body;
-  gint off = 0;
-  guint i;
-
-  for (i = 0; i != n; i++)
-  {
-    if (maxes[i] == 0)
-    {
-      body[off / 8] = slots[i];
-      off += 8;
-    }
-    else
-    {
-      off = copy_cstr (b, off, (const guint8 *) (gsize) slots[i], maxes[i], &strs[i]);
-    }
-  }
-  if (d->where_phase == phase + 1 && !where_eval (d, slots, strs))
-    return 0;
-  if (write)
-    emit (d, 24 + off, phase, current_tid (), ts, body, (guint) off / 8);
-  return 1;
-}
-
 void
 on_enter (GumInvocationContext * ic)
 {
@@ -526,7 +261,8 @@ on_enter (GumInvocationContext * ic)
       emit (d, d->entry_size, 0, current_tid (), ts, slots, d->n_entry);
     return;
   }
-  ok = build_record (d, 0, ts, slots, d->n_entry, d->entry_max, d->entry_size != 0);
+  ok = build_record (d, 0, ts, slots, d->ncap_entry, d->entry_max, d->entry_var,
+      d->entry_lenidx, d->entry_size != 0);
   if (d->need_inv)
     ((Inv *) gum_invocation_context_get_listener_invocation_data (ic, sizeof (Inv)))->skip = !ok;
 }
@@ -547,7 +283,7 @@ on_leave (GumInvocationContext * ic)
     emit (d, d->exit_size, 1, current_tid (), ts, slots, d->n_exit);
     return;
   }
-  build_record (d, 1, ts, slots, d->n_exit, d->exit_max, 1);
+  build_record (d, 1, ts, slots, d->ncap_exit, d->exit_max, d->exit_var, d->exit_lenidx, 1);
 }
 
 /* This thread's staging slot, or NULL when every slot is taken (JS then

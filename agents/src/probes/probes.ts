@@ -1,7 +1,7 @@
 // Arming probes: validate, pick a tier, resolve points to sites, attach, and
 // keep pending points (and module globs) armed as libraries load.
 
-import { ProbePlan, ProbeStatus, SiteInfo } from "../protocol.js";
+import { Capture, ProbePlan, ProbeStatus, SiteInfo } from "../protocol.js";
 import { Flusher } from "../core/buffer.js";
 import { Aggregator } from "../aggregate/agg.js";
 import { JsProbe } from "./jstier.js";
@@ -9,6 +9,7 @@ import { Layout, Tier, chooseTier, layoutOf, validate } from "../core/layout.js"
 import { Site, mayMatchModule, resolvePoint } from "../core/resolver.js";
 import { describe, post, reportError } from "../core/util.js";
 import { LoadGate } from "../core/loadgate.js";
+import { PhaseSlots } from "../core/symbols.js";
 import * as hooks from "../core/hooks.js";
 
 interface ArmedSite {
@@ -112,10 +113,11 @@ export class ProbeSet {
             probe.js = new JsProbe(plan, probe.layout, this.flusher);
         } else {
             this.flusher.registerNative(plan.id, probe.slot);
-            const callers = { entry: [] as number[], exit: [] as number[] };
-            (plan.entry ?? []).forEach((c, i) => c.src === "caller" && callers.entry.push(24 + 8 * i));
-            (plan.exit ?? []).forEach((c, i) => c.src === "caller" && callers.exit.push(24 + 8 * i));
-            this.flusher.symbols.watchNative(plan.id, callers);
+            const slots = (caps: Capture[] | null): PhaseSlots => ({
+                vars: (caps ?? []).map((c) => c.src === "arg" && (c.type === "cstr" || c.type === "bytes")),
+                callers: (caps ?? []).flatMap((c, i) => (c.src === "caller" ? [i] : [])),
+            });
+            this.flusher.symbols.watchNative(plan.id, { entry: slots(plan.entry), exit: slots(plan.exit) });
         }
         const r = resolvePoint(plan.point);
         if (r.kind === "failed") return this.fail(probe, r.reason);
