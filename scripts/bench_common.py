@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from helpers import Proc
 
-NS_RX = re.compile(r"ns_per_call=([\d.]+) calls=(\d+) elapsed_ns=(\d+) sum=(\d+)")
+NS_RX = re.compile(r"ns_per_call=([\d.]+) calls=(\d+) elapsed_ns=(\d+) sum=(\d+)(?: cpu_ns=(\d+))?")
 WARMUP_CALLS = 1000
 
 
@@ -53,6 +53,7 @@ class Measured:
 @dataclass(frozen=True)
 class Driven:
     ns: list[float]  # ns/call of each timed round
+    cpu_ns: list[float]  # CPU ns/call of the calling thread in each timed round (or [])
     total_calls: int  # warm-up included
     wall_s: float  # wall time of all rounds, warm-up included
 
@@ -103,6 +104,7 @@ def expected_sum(cmd: str, n: int) -> int:
 def drive(proc: Proc, ctx: Ctx, cmd: str, calls: int) -> Driven:
     """A warm-up round, then ``ctx.rounds`` timed rounds of ``cmd calls``."""
     ns: list[float] = []
+    cpu: list[float] = []
     total = 0
     start = time.monotonic()
     for i in range(ctx.rounds + 1):
@@ -119,7 +121,9 @@ def drive(proc: Proc, ctx: Ctx, cmd: str, calls: int) -> Driven:
         total += n
         if i > 0:
             ns.append(float(m[1]))
-    return Driven(ns, total, time.monotonic() - start)
+            if m[5] is not None:
+                cpu.append(int(m[5]) / n)
+    return Driven(ns, cpu, total, time.monotonic() - start)
 
 
 def finish_bench(proc: Proc, ctx: Ctx) -> None:

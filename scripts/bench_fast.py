@@ -40,6 +40,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent / "tests")]
 
 from bench_common import (  # noqa: E402
     Ctx,
+    Driven,
     Logged,
     Unavailable,
     drive,
@@ -78,9 +79,17 @@ sets:
 @dataclass(frozen=True)
 class Row:
     cmd: str
-    before: float  # ns/call unhooked, same process
-    hooked: float  # ns/call hooked
+    before: float  # ns/call unhooked, same process (wall clock)
+    hooked: float  # ns/call hooked (wall clock)
+    before_cpu: float  # the same, in the calling thread's CPU time
+    hooked_cpu: float
     note: str
+
+
+def row(cmd: str, pre: Driven, d: Driven, note: str) -> Row:
+    med = statistics.median
+    cpu = (med(pre.cpu_ns), med(d.cpu_ns)) if pre.cpu_ns and d.cpu_ns else (0.0, 0.0)
+    return Row(cmd, med(pre.ns), med(d.ns), cpu[0], cpu[1], note)
 
 
 def _evens(n: int) -> int:
@@ -134,9 +143,7 @@ def instr_row(
         got = _rows(db)
         if got != want:
             raise RuntimeError(f"instr stored {got} events, expected {want}")
-        return Row(
-            cmd, statistics.median(pre.ns), statistics.median(d.ns), f"{got} events, no loss"
-        )
+        return row(cmd, pre, d, f"{got} events, no loss")
 
     return run
 
@@ -165,7 +172,7 @@ def frida_trace_row(cmd: str, bench: str, flags: list[str], marker: str) -> Call
                 events = count(ft.stop(min(c.timeout, 30.0)))
             finish_bench(b, c)
         note = f"{events} '{marker.strip()}' lines for {d.total_calls} calls"
-        return Row(cmd, statistics.median(pre.ns), statistics.median(d.ns), note)
+        return row(cmd, pre, d, note)
 
     return run
 
@@ -212,7 +219,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"# {os.cpu_count()} CPUs, load {load:.2f}; {args.calls} calls/round, "
               f"{args.rounds} rounds + warm-up; median ns/call (malloc: per malloc+free pair)")  # fmt: skip
         if load > (os.cpu_count() or 1) * 0.5:
-            print("# warning: the machine is busy; per-call figures will be inflated")
+            print("# warning: the machine is busy; wall-clock figures include preemption")
+        print(f"{'':<34} {'overhead/call':>13} {'CPU/call':>13}  (hooked - unhooked, same process;"
+              " CPU: the calling thread's CPU time)")  # fmt: skip
         for name in names:
             print(f"# {name} ...", file=sys.stderr, flush=True)
             try:
@@ -224,8 +233,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name:<34} failed: {type(e).__name__}: {e}", flush=True)
                 continue
             ov = r.hooked - r.before
-            print(f"{name:<34} {r.hooked:9.1f} ns  overhead {ov:9.1f} ns  "
-                  f"(unhooked {r.before:.1f})  {r.note}", flush=True)  # fmt: skip
+            cpu_ov = r.hooked_cpu - r.before_cpu
+            print(f"{name:<34} {ov:10.1f} ns {cpu_ov:10.1f} ns  {r.note}", flush=True)  # fmt: skip
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
