@@ -51,6 +51,7 @@ from bench_common import (  # noqa: E402
     stop,
     wait_line,
 )
+from bench_tools import _bpftrace_ready  # noqa: E402
 from helpers import REPO, BuildError, Proc, compile_c, instr_argv, instr_env  # noqa: E402
 
 TARGETS = REPO / "tests" / "targets"
@@ -177,16 +178,62 @@ def frida_trace_row(cmd: str, bench: str, flags: list[str], marker: str) -> Call
     return run
 
 
+def bpftrace_row(cmd: str, bench: str, prog: str, marker: str) -> Callable[[Ctx], Row]:
+    """bpftrace printing one line per event to a file; ``{bench}`` in ``prog`` is the
+    target's path, and lines starting with ``marker`` are the calls counted."""
+
+    def run(ctx: Ctx) -> Row:
+        exe = _bpftrace_ready()
+        c = Ctx(
+            ctx.workdir / bench, ctx.workdir, ctx.calls, ctx.slow_calls, ctx.rounds, ctx.timeout
+        )
+        text = 'BEGIN { printf("armed\\n"); } ' + prog.replace("{bench}", str(c.bench))
+
+        def count(lines: list[str]) -> int:
+            return sum(1 for ln in lines if ln.startswith(marker))
+
+        with start_bench(c) as b:
+            pre = drive(b, c, cmd, c.calls)
+            out = ctx.workdir / f"bpftrace-{cmd}.txt"
+            with Logged([exe, "-p", str(b.pid), "-e", text], out) as bt:
+                bt.wait_for("armed", c.timeout)
+                d = drive(b, c, cmd, c.calls)
+                bt.settle(count, d.total_calls, c.timeout)
+                events = count(bt.stop(c.timeout))
+            finish_bench(b, c)
+        return row(cmd, pre, d, f"{events} '{marker}' lines for {d.total_calls} calls")
+
+    return run
+
+
 TOOLS: dict[str, Callable[[Ctx], Row]] = {
     "instr 2int": instr_row("2int", "run", "bench", lambda n: n),
     "frida-trace target_add": frida_trace_row("run", "bench", ["-s", "target_add"], " target_add("),
+    "bpftrace target_add printf": bpftrace_row(
+        "run", "bench", 'uprobe:{bench}:target_add { printf("a %ld %ld\\n", arg0, arg1); }', "a "
+    ),
     "instr cstr(16)+where": instr_row("cstr-where", "sloop", "bench", _evens),
     "instr cstr(16)+where (tier js)": instr_row("cstr-where-js", "sloop", "bench", _evens),
     "frida-trace target_name": frida_trace_row(
         "sloop", "bench", ["-s", "target_name"], " target_name("
     ),
+    "bpftrace target_name printf+where": bpftrace_row(
+        "sloop",
+        "bench",
+        "uprobe:{bench}:target_name /arg1 % 2 == 0/ "
+        '{ printf("n %s %ld\\n", str(arg0, 17), arg1); }',
+        "n ",
+    ),
     # per malloc+free pair: malloc entry and exit records, and free's entry
     "instr malloc set": instr_row("malloc", "malloc", "bench_malloc", lambda n: 3 * n),
+    "bpftrace malloc+free printf": bpftrace_row(
+        "malloc",
+        "bench_malloc",
+        'uprobe:libc:malloc { printf("m %lu\\n", arg0); } '
+        'uretprobe:libc:malloc { printf("r %lx\\n", retval); } '
+        'uprobe:libc:free /arg0 != 0/ { printf("f %lx\\n", arg0); }',
+        "m ",
+    ),
     "frida-trace malloc+free": frida_trace_row(
         "malloc", "bench_malloc", ["-i", "libc.so*!malloc", "-i", "libc.so*!free"], " malloc("
     ),
