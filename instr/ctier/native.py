@@ -3,8 +3,10 @@ records, agents/src/ctier/) can run, and why not; the agent decides the same
 way (``nativeIneligible`` in agents/src/core/layout.ts).
 
 Native: integer captures, ``caller``, ``duration``, C strings and bytes (a
-fault-safe bounded copy, x86_64), and a ``where`` that ``wherevm`` compiles.
-JavaScript: ``backtrace``, and predicates C cannot decide exactly.
+fault-safe bounded copy, x86_64), backtraces where the hooked function's
+module keeps frame pointers (decided by the agent when it arms: elsewhere the
+probe runs in JS, with Frida's unwinder), and a ``where`` that ``wherevm``
+compiles. JavaScript: predicates C cannot decide exactly.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ def event_blockers(probe: Probe) -> list[str]:
         lens = sum(1 for c in caps if c.type == "bytes" and c.len_arg is not None)
         if len(caps) + lens > MAX_CAPTURES:
             out.append(f"more than {MAX_CAPTURES} {phase} values (captures and bytes lengths)")
-        out += [f"the backtrace capture '{c.name}'" for c in caps if c.src == "backtrace"]
         out += [
             f"argument {c.index} of '{c.name}' (the native tier names arguments 0..{MAX_ARG})"
             for c in caps

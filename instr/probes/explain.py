@@ -36,6 +36,14 @@ def event_tier(probe: Probe) -> tuple[str, str]:
         )
     if probe.where is not None:
         parts.append(f"'where' runs in C at {probe.where.phase}")
+    stacks = [c.name for c in caps if c.src == "backtrace"]
+    if stacks:
+        parts.append(
+            f"backtraces ({', '.join(stacks)}) by a frame-pointer walk in C where the hooked "
+            "function's module keeps frame pointers; where it does not, the probe runs in "
+            "JavaScript with Frida's unwinder (decided when armed: the run's probe table "
+            "shows the tier)"
+        )
     return "native", "; ".join(parts)
 
 

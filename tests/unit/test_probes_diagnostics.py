@@ -322,7 +322,7 @@ def test_native_tier_and_record_size() -> None:
         tier: native
         """
     ) == [
-        "p.yaml:8:15: error: 'tier: native' cannot run the backtrace capture 'bt'; "
+        "p.yaml:8:15: error: 'tier: native' cannot run "
         "len() in 'where' (len() of an unreadable string fails in JS)\n"
         "  hint: use 'tier: auto' (native when possible) or 'tier: js'"
     ]

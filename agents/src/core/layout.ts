@@ -102,7 +102,7 @@ export function validate(p: ProbePlan): string | null {
 export const NATIVE_MAX_BODY = 2048;
 
 /** Null when the probe can run in the native tier, else why not (instr/ctier/native.py says the same on the host). */
-export function nativeIneligible(p: ProbePlan): string | null {
+export function nativeIneligible(p: ProbePlan, framePointers = false): string | null {
     if (p.where !== null && (p.where.native === undefined || p.where.native === null)) {
         return "its 'where' predicate needs the js tier";
     }
@@ -110,7 +110,9 @@ export function nativeIneligible(p: ProbePlan): string | null {
         if (caps === null) continue;
         if (caps.length > NATIVE_MAX_CAPTURES) return `more than ${NATIVE_MAX_CAPTURES} captures in one phase`;
         for (const c of caps) {
-            if (c.src === "backtrace") return "backtrace captures need the js tier";
+            if (c.src === "backtrace" && !framePointers) {
+                return "a backtrace where the module keeps no frame pointers needs Frida's unwinder (js tier)";
+            }
             if (c.src === "arg") {
                 // the fault-safe copy is x86_64 code (native_c.ts)
                 if ((c.type === "cstr" || c.type === "bytes") && Process.arch !== "x64") {
@@ -133,9 +135,10 @@ export function nativeIneligible(p: ProbePlan): string | null {
     return null;
 }
 
-export function chooseTier(p: ProbePlan): { tier: Tier } | { error: string } {
+/** `framePointers`: every site's module keeps them (core/frames.ts): backtraces can be walked in C. */
+export function chooseTier(p: ProbePlan, framePointers = false): { tier: Tier } | { error: string } {
     if (p.tier === "js") return { tier: "js" };
-    const why = nativeIneligible(p);
+    const why = nativeIneligible(p, framePointers);
     if (why === null) return { tier: "native" };
     if (p.tier === "native") return { error: `cannot run in the native tier: ${why}` };
     return { tier: "js" };

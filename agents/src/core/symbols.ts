@@ -13,13 +13,18 @@ import { post } from "./util.js";
 export type SymbolTriple = [string | null, string | null, number];
 
 /** Byte offsets, inside a native record, of the `caller` slots, per phase. */
+/** A capture's slot in a native record: 8 bytes, a C string or bytes, or a backtrace. */
+export const SLOT_INT = 0;
+export const SLOT_VAR = 1;
+export const SLOT_BACKTRACE = 2;
+
 /**
- * Where a native probe's callers are in its records, per phase: each
- * capture's slot is 8 bytes, or (true in `vars`) a C string or bytes slot of
- * 8 + its padded length; `callers` are the capture indices of callers.
+ * Where a native probe's addresses are in its records, per phase: each
+ * capture's slot kind (8 bytes; 8 + its padded length; 8 + 8 per frame) and
+ * the capture indices of callers. Every frame of a backtrace is noted too.
  */
 export interface PhaseSlots {
-    vars: boolean[];
+    kinds: number[];
     callers: number[];
 }
 
@@ -97,7 +102,8 @@ export class Symbolizer {
 
     /** Register a native-tier probe whose records carry caller addresses. */
     watchNative(probe: number, slots: CallerSlots): void {
-        if (slots.entry.callers.length + slots.exit.callers.length > 0) this.nativeCallers.set(probe, slots);
+        const addresses = (p: PhaseSlots): boolean => p.callers.length > 0 || p.kinds.includes(SLOT_BACKTRACE);
+        if (addresses(slots.entry) || addresses(slots.exit)) this.nativeCallers.set(probe, slots);
     }
 
     /** Collect caller addresses from drained native records. */
@@ -113,9 +119,22 @@ export class Symbolizer {
             if (slots !== undefined) {
                 const ph = dv.getUint8(off + OFF_PHASE) === PHASE_ENTRY ? slots.entry : slots.exit;
                 let at = HEADER_SIZE;
-                for (let i = 0; i < ph.vars.length && at + SLOT_SIZE <= size; i++) {
-                    if (ph.callers.includes(i)) this.note("0x" + dv.getBigUint64(off + at, true).toString(16));
-                    at += ph.vars[i] ? VAR_HEADER_SIZE + pad8(dv.getUint32(off + at, true)) : SLOT_SIZE;
+                for (let i = 0; i < ph.kinds.length && at + SLOT_SIZE <= size; i++) {
+                    const kind = ph.kinds[i];
+                    if (kind === SLOT_INT) {
+                        if (ph.callers.includes(i)) this.note("0x" + dv.getBigUint64(off + at, true).toString(16));
+                        at += SLOT_SIZE;
+                        continue;
+                    }
+                    const n = dv.getUint32(off + at, true);
+                    if (kind === SLOT_VAR) {
+                        at += VAR_HEADER_SIZE + pad8(n);
+                        continue;
+                    }
+                    for (let k = 0; k < n && at + VAR_HEADER_SIZE + 8 * (k + 1) <= size; k++) {
+                        this.note("0x" + dv.getBigUint64(off + at + VAR_HEADER_SIZE + 8 * k, true).toString(16));
+                    }
+                    at += VAR_HEADER_SIZE + 8 * n;
                 }
             }
             off += size;

@@ -68,6 +68,7 @@ const D_PROG = 240;
 const D_PROG_LEN = 248;
 const V_CSTR = 1;
 const V_BYTES = 2;
+const V_BACKTRACE = 3;
 const LEN_CONST = 0xff;
 
 export const K_ARG = 1;
@@ -211,6 +212,12 @@ export class NativeRing {
             let extra = (caps ?? []).length; // bytes(argN) lengths follow the captures
             let n = 0;
             (caps ?? []).forEach((c, i) => {
+                if (c.src === "backtrace") {
+                    n++;
+                    d.add(at.max + 2 * i).writeU16(c.depth);
+                    d.add(at.kind + i).writeU8(V_BACKTRACE);
+                    return;
+                }
                 if (c.src !== "arg" || (c.type !== "cstr" && c.type !== "bytes")) return;
                 n++;
                 d.add(at.max + 2 * i).writeU16(c.max);

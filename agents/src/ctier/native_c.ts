@@ -96,6 +96,7 @@ typedef struct {
 #define V_INT 0
 #define V_CSTR 1
 #define V_BYTES 2
+#define V_BACKTRACE 3 /* max: the depth */
 #define LEN_CONST 0xff
 
 typedef struct {
@@ -261,7 +262,7 @@ on_enter (GumInvocationContext * ic)
       emit (d, d->entry_size, 0, current_tid (), ts, slots, d->n_entry);
     return;
   }
-  ok = build_record (d, 0, ts, slots, d->ncap_entry, d->entry_max, d->entry_var,
+  ok = build_record (d, ic, 0, ts, slots, d->ncap_entry, d->entry_max, d->entry_var,
       d->entry_lenidx, d->entry_size != 0);
   if (d->need_inv)
     ((Inv *) gum_invocation_context_get_listener_invocation_data (ic, sizeof (Inv)))->skip = !ok;
@@ -283,7 +284,7 @@ on_leave (GumInvocationContext * ic)
     emit (d, d->exit_size, 1, current_tid (), ts, slots, d->n_exit);
     return;
   }
-  build_record (d, 1, ts, slots, d->ncap_exit, d->exit_max, d->exit_var, d->exit_lenidx, 1);
+  build_record (d, ic, 1, ts, slots, d->ncap_exit, d->exit_max, d->exit_var, d->exit_lenidx, 1);
 }
 
 /* This thread's staging slot, or NULL when every slot is taken (JS then

@@ -121,6 +121,45 @@ copy_bytes (guint8 * b, gint off, const guint8 * p, guint64 want, guint max)
   return off + 8 + (gint) end;
 }
 
+/* A backtrace slot: u32 count, u32 0, the return addresses. Frame pointers
+ * from the caller's (rbp at the hooked function's entry), each step read by
+ * the fault-safe copy; the JS tier's fpBacktrace (core/frames.ts) is the
+ * same walk. Only chosen where the module keeps frame pointers. */
+#define BT_MAX_FRAME (1ULL << 20)
+
+static gint
+copy_backtrace (guint8 * b, gint off, GumInvocationContext * ic, guint depth)
+{
+  guint32 * h = (guint32 *) (b + off);
+  guint64 * out = (guint64 *) (b + off + 8);
+  guint n = 0;
+#if defined(__x86_64__)
+  guint64 fp, w[2];
+
+  if (ic != NULL && depth > 0)
+  {
+    out[n++] = (guint64) (gsize) gum_invocation_context_get_return_address (ic);
+    fp = ic->cpu_context->rbp;
+    while (n < depth)
+    {
+      if (fp == 0 || (fp & 7) != 0)
+        break;
+      if (instr_safe_copy ((guint8 *) w, (const guint8 *) (gsize) fp, 16, 0) != 16)
+        break;
+      if (w[1] < 0x10000)
+        break;
+      out[n++] = w[1];
+      if (w[0] <= fp || w[0] - fp > BT_MAX_FRAME)
+        break;
+      fp = w[0];
+    }
+  }
+#endif
+  h[0] = n;
+  h[1] = 0;
+  return off + 8 + 8 * (gint) n;
+}
+
 /* The predicate machine: see instr/ctier/wherevm.py for the instruction set
  * and why 64-bit arithmetic decides exactly as the JS tier's BigInts do. */
 typedef struct _WOp {
@@ -290,8 +329,8 @@ where_eval (const Desc * d, const guint64 * vals, const WStr * strs)
 /* A record with C strings or a predicate: built on the stack, tested, then
  * written. Returns whether the predicate (if any) held. */
 static int
-build_record (Desc * d, guint phase, guint64 ts, guint64 * slots, guint n,
-    const guint16 * maxes, const guint8 * vars, const guint8 * lenidx, gint write)
+build_record (Desc * d, GumInvocationContext * ic, guint phase, guint64 ts, guint64 * slots,
+    guint n, const guint16 * maxes, const guint8 * vars, const guint8 * lenidx, gint write)
 {
   guint64 body[BODY_MAX / 8 + 2]; /* + the byte past a string's max, padded */
   WStr strs[MAXC];
@@ -310,10 +349,14 @@ build_record (Desc * d, guint phase, guint64 ts, guint64 * slots, guint n,
     {
       off = copy_cstr (b, off, (const guint8 *) (gsize) slots[i], maxes[i], &strs[i]);
     }
-    else
+    else if (vars[i] == V_BYTES)
     {
       off = copy_bytes (b, off, (const guint8 *) (gsize) slots[i],
           lenidx[i] == LEN_CONST ? maxes[i] : slots[lenidx[i]], maxes[i]);
+    }
+    else
+    {
+      off = copy_backtrace (b, off, ic, maxes[i]);
     }
   }
   if (d->where_phase == phase + 1 && !where_eval (d, slots, strs))

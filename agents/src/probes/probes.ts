@@ -9,7 +9,8 @@ import { Layout, Tier, chooseTier, layoutOf, validate } from "../core/layout.js"
 import { Site, mayMatchModule, resolvePoint } from "../core/resolver.js";
 import { describe, post, reportError } from "../core/util.js";
 import { LoadGate } from "../core/loadgate.js";
-import { PhaseSlots } from "../core/symbols.js";
+import { PhaseSlots, SLOT_BACKTRACE, SLOT_INT, SLOT_VAR } from "../core/symbols.js";
+import { keepsFramePointers } from "../core/frames.js";
 import * as hooks from "../core/hooks.js";
 
 interface ArmedSite {
@@ -104,22 +105,28 @@ export class ProbeSet {
         const plan = probe.plan;
         const invalid = validate(plan);
         if (invalid !== null) return this.fail(probe, invalid);
-        const choice = plan.emit === false ? { tier: plan.agg_tier } : chooseTier(plan);
+        const r = resolvePoint(plan.point);
+        // Backtraces are walked by frame pointers (in either tier) where every
+        // site's module keeps them, else by Frida's unwinder in JS.
+        const backtraces = [...(plan.entry ?? []), ...(plan.exit ?? [])].some((c) => c.src === "backtrace");
+        const fp = backtraces && r.kind === "sites" && r.sites.length > 0 && r.sites.every((s) => keepsFramePointers(s.address));
+        const choice = plan.emit === false ? { tier: plan.agg_tier } : chooseTier(plan, fp);
         if ("error" in choice) return this.fail(probe, choice.error);
         probe.status.tier = choice.tier;
         if (plan.emit === false) {
             // Aggregations only: no events, so no event tier.
         } else if (choice.tier === "js") {
-            probe.js = new JsProbe(plan, probe.layout, this.flusher);
+            probe.js = new JsProbe(plan, probe.layout, this.flusher, fp);
         } else {
             this.flusher.registerNative(plan.id, probe.slot);
             const slots = (caps: Capture[] | null): PhaseSlots => ({
-                vars: (caps ?? []).map((c) => c.src === "arg" && (c.type === "cstr" || c.type === "bytes")),
+                kinds: (caps ?? []).map((c) =>
+                    c.src === "backtrace" ? SLOT_BACKTRACE : c.src === "arg" && (c.type === "cstr" || c.type === "bytes") ? SLOT_VAR : SLOT_INT,
+                ),
                 callers: (caps ?? []).flatMap((c, i) => (c.src === "caller" ? [i] : [])),
             });
             this.flusher.symbols.watchNative(plan.id, { entry: slots(plan.entry), exit: slots(plan.exit) });
         }
-        const r = resolvePoint(plan.point);
         if (r.kind === "failed") return this.fail(probe, r.reason);
         if (r.kind === "pending") {
             probe.status = { ...probe.status, state: "pending", reason: r.reason };
