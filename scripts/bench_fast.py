@@ -11,6 +11,8 @@ the events it delivered against the calls made (exact).
 - ``2int``: target_add(a, b) with two integer captures (tests/targets/bench.c ``run``);
 - ``cstr-where``: target_name(name, i) with ``name: arg0:cstr(16)``, ``i: arg1``
   and ``where: "i % 2 == 0"`` (bench.c ``sloop``), auto tier and ``tier: js``;
+- ``backtrace(8)``: target_add with a frame-pointer walk, bench.c built with frame
+  pointers (``bench_fp``), native and ``tier: js``, against bpftrace's ustack(8);
 - ``malloc-set``: probes.yaml's ``malloc`` set (malloc size/caller/result and
   free with ``where: "ptr != 0"``) on tests/targets/bench_malloc.c (per pair);
 - ``frida-trace``: its default handler on the same functions.
@@ -68,6 +70,15 @@ sets:
       - function: "bench!target_name"
         capture: {name: "arg0:cstr(16)", i: "arg1:i64"}
         where: "i % 2 == 0"
+  backtrace:
+    probes:
+      - function: "bench_fp!target_add"
+        capture: {a: "arg0:i64", bt: "backtrace(8)"}
+  backtrace-js:
+    probes:
+      - function: "bench_fp!target_add"
+        tier: js
+        capture: {a: "arg0:i64", bt: "backtrace(8)"}
   cstr-where-js:
     probes:
       - function: "bench!target_name"
@@ -224,6 +235,12 @@ TOOLS: dict[str, Callable[[Ctx], Row]] = {
         '{ printf("n %s %ld\\n", str(arg0, 17), arg1); }',
         "n ",
     ),
+    # bench.c built with frame pointers (bench_fp): the native tier walks them
+    "instr backtrace(8)": instr_row("backtrace", "run", "bench_fp", lambda n: n),
+    "instr backtrace(8) (tier js)": instr_row("backtrace-js", "run", "bench_fp", lambda n: n),
+    "bpftrace ustack(8) printf": bpftrace_row(
+        "run", "bench_fp", 'uprobe:{bench}:target_add { printf("s %s\\n", ustack(8)); }', "s "
+    ),
     # per malloc+free pair: malloc entry and exit records, and free's entry
     "instr malloc set": instr_row("malloc", "malloc", "bench_malloc", lambda n: 3 * n),
     "bpftrace malloc+free printf": bpftrace_row(
@@ -238,6 +255,25 @@ TOOLS: dict[str, Callable[[Ctx], Row]] = {
         "malloc", "bench_malloc", ["-i", "libc.so*!malloc", "-i", "libc.so*!free"], " malloc("
     ),
 }
+
+
+def compile_fp(src: Path, out: Path) -> None:
+    import subprocess
+
+    cmd = [
+        "gcc",
+        "-O1",
+        "-g",
+        "-fno-omit-frame-pointer",
+        "-I",
+        str(TARGETS),
+        "-o",
+        str(out),
+        str(src),
+    ]
+    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        raise BuildError(f"{' '.join(cmd)} failed:\n{res.stderr}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -258,6 +294,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             compile_c(TARGETS / "bench.c", work / "bench", pie=True)
             compile_c(TARGETS / "bench_malloc.c", work / "bench_malloc", pie=True)
+            # the same bench with frame pointers, for backtraces
+            fp = work / "bench_fp.c"
+            fp.write_text(f'#include "{TARGETS / "bench.c"}"\n')
+            compile_fp(fp, work / "bench_fp")
         except BuildError as e:
             print(f"bench_fast: cannot build the targets: {e}", file=sys.stderr)
             return 1
