@@ -27,7 +27,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from instr.probes.captures import record_size
 from instr.probes.ir import Capture, Probe
+from instr.protocol import HEADER_SIZE
 
 S_MIN, S_MAX = -(2**63), 2**63 - 1
 U_MAX = 2**64 - 1
@@ -66,6 +68,9 @@ OPS: dict[str, int] = {
 MAX_STACK = 16  # the C machine's stack
 MAX_CODE = 256  # instructions
 MAX_STRING = 4096  # bytes of one string constant
+HOLD_MAX = 256  # the entry record's body an exit predicate holds (native_c.ts HOLD_MAX)
+HOLD_SLACK = 8  # a string's copy may write one byte past its slot
+W_ENTRY = 0x100  # operand flag: an entry capture, read at exit from the held record
 
 # PUSH_CAP conversions, as the JS tier's typed(): raw 64-bit register -> value
 CONV: dict[str, int] = {"i8": 1, "i16": 2, "i32": 3, "u8": 4, "u16": 5, "u32": 6, "bool": 7}
@@ -136,15 +141,19 @@ def _cap_val(cap: Capture) -> Val:
 
 
 class _Compiler:
-    def __init__(self, caps: tuple[Capture, ...], phase: str) -> None:
-        self.caps = caps
+    def __init__(self, probe: Probe, phase: str) -> None:
+        self.entry = probe.captures("entry")
+        self.exit = probe.captures("exit")
         self.phase = phase
         self.p = Program()
 
     def cap(self, e: dict[str, Any]) -> Capture:
-        if e["phase"] != self.phase:
-            raise NotNative("'where' reads entry captures at exit (the JS tier holds the entry)")
-        return self.caps[int(e["index"])]
+        caps = self.entry if e["phase"] == "entry" else self.exit
+        return caps[int(e["index"])]
+
+    def flag(self, e: dict[str, Any]) -> int:
+        """W_ENTRY for an entry capture read at exit (from the held entry record)."""
+        return W_ENTRY if e["phase"] == "entry" and self.phase == "exit" else 0
 
     def const_int(self, e: dict[str, Any]) -> int | None:
         if e["op"] == "int":
@@ -183,7 +192,7 @@ class _Compiler:
             if cap.type == "cstr":
                 raise NotNative(f"the string '{cap.name}' used as a value in 'where'")
             conv = CONV.get(cap.type, 0) if cap.src in ("arg", "retval") else 0
-            self.p.emit("cap", a=e["index"], b=conv)
+            self.p.emit("cap", a=e["index"], b=conv | self.flag(e))
             return _cap_val(cap)
         if op == "tid":
             self.p.emit("tid")
@@ -268,7 +277,7 @@ class _Compiler:
             return False
         if e["op"] == "const":
             return isinstance(e["value"], str)
-        return bool(e["op"] == "cap" and self.caps[int(e["index"])].type == "cstr")
+        return bool(e["op"] == "cap" and self.cap(e).type == "cstr")
 
     def string(self, e: dict[str, Any]) -> int:
         v = e["value"]
@@ -281,36 +290,32 @@ class _Compiler:
         self.p.strings.append(data)
         return len(self.p.strings) - 1
 
-    def str_pair(self, x: dict[str, Any], y: dict[str, Any], what: str) -> tuple[int, int]:
-        """(capture index, string index) for a capture and a constant, in that order."""
+    def str_pair(self, x: dict[str, Any], y: dict[str, Any], what: str) -> tuple[int, int, int]:
+        """(capture index, its phase flag, string index) for a capture and a constant."""
         if x["op"] == "cap" and y["op"] == "const" and isinstance(y["value"], str):
-            return self.cap_index(x), self.string(y)
+            return int(x["index"]), self.flag(x), self.string(y)
         raise NotNative(f"{what} of strings other than a capture and a constant in 'where'")
-
-    def cap_index(self, e: dict[str, Any]) -> int:
-        self.cap(e)
-        return int(e["index"])
 
     def str_cmp(self, e: dict[str, Any]) -> Val:
         left, right = e["left"], e["right"]
         if left["op"] == "const":
             left, right = right, left
-        i, s = self.str_pair(left, right, f"'{e['op']}'")
-        self.p.emit("seq", a=i, imm=s)
+        i, f, s = self.str_pair(left, right, f"'{e['op']}'")
+        self.p.emit("seq", a=i, b=f, imm=s)
         if e["op"] == "!=":
             self.p.emit("not", pops=1)
         return Val(0, 1)
 
     def str_op(self, e: dict[str, Any]) -> Val:
         if e["op"] == "in":
-            i, s = self.str_pair(e["haystack"], e["needle"], "'in'")
-            self.p.emit("contains", a=i, imm=s)
+            i, f, s = self.str_pair(e["haystack"], e["needle"], "'in'")
+            self.p.emit("contains", a=i, b=f, imm=s)
             return Val(0, 1)
         fn = e["fn"]
         if fn not in ("startswith", "endswith"):
             raise NotNative(f"{fn}() in 'where' (len() of an unreadable string fails in JS)")
-        i, s = self.str_pair(e["args"][0], e["args"][1], f"{fn}()")
-        self.p.emit(fn, a=i, imm=s)
+        i, f, s = self.str_pair(e["args"][0], e["args"][1], f"{fn}()")
+        self.p.emit(fn, a=i, b=f, imm=s)
         return Val(0, 1)
 
 
@@ -319,8 +324,13 @@ def compile_where(probe: Probe) -> Program:
     where = probe.where
     assert where is not None
     if where.phase == "exit" and probe.entry is not None:
-        raise NotNative("'where' decides at exit: the JS tier holds the entry record until then")
-    c = _Compiler(probe.captures(where.phase), where.phase)
+        held = record_size(probe.captures("entry")) - HEADER_SIZE
+        if held + HOLD_SLACK > HOLD_MAX:
+            raise NotNative(
+                f"'where' decides at exit, and the entry record held until then can exceed "
+                f"{HOLD_MAX - HOLD_SLACK} bytes in C"
+            )
+    c = _Compiler(probe, where.phase)
     c.cond(where.expr)
     if len(c.p.code) > MAX_CODE:
         raise NotNative(f"'where' is longer than {MAX_CODE} native instructions")

@@ -40,6 +40,12 @@ def probe_set(tier: str) -> str:
     probes.append(f'      - name: at-exit\n        function: "strings!target_sp"\n'
                   f'        capture: {{s: "arg0:cstr(4)@exit", r: "retval:i64"}}\n'
                   f"        tier: {tier}\n")  # fmt: skip
+    # an exit predicate over entry captures (a string too) and the return value:
+    # the entry record waits for it (in C, in Gum's invocation data)
+    probes.append(f'      - name: held\n        function: "strings!target_sp"\n'
+                  f'        capture: {{s: "arg0:cstr(16)", k: "arg3:i32", r: "retval:i64"}}\n'
+                  f"        where: 'r % 3 == 0 and s != \"beta\" or k < -100 and r > 1'\n"
+                  f"        tier: {tier}\n")  # fmt: skip
     # bytes: a length from an argument (i: 0..18, so truncated at 8 from 9 on) and a
     # constant one, and a caller after them (its offset in the record moves with them)
     probes.append(f'      - name: bytes\n        function: "strings!target_sp"\n'
@@ -81,12 +87,20 @@ def test_native_and_js_tiers_agree_record_for_record(targets, probe_file, tmp_pa
     js = run_cases(targets, probe_file, "js", tmp_path)
     assert comparable(native) == comparable(js)
     check_bytes(native)
+    held = [
+        (e["phase"], e.get("retval", e["args"].get("k"))) for e in native if e["probe"] == "s/held"
+    ]
+    # r % 3 == 0, but 15 is "beta"; and k < -100 at 4 (INT32_MIN) and 7 (-101):
+    # each an entry record and its exit record
+    want = [i for i in range(19) if (i % 3 == 0 and i != 15) or i in (4, 7)]
+    assert [r for ph, r in held if ph == "exit"] == want
+    assert [ph for ph, _ in held] == ["entry", "exit"] * len(want)
 
     by_probe: dict[str, list[int]] = {f"p{n}": [] for n in range(len(WHERES))}
     all_args: dict[int, tuple[Any, Any]] = {}
     for e in native:
         name = e["probe"].split("/")[1]
-        if name in ("at-exit", "bytes"):
+        if name in ("at-exit", "bytes", "held"):
             continue
         by_probe.setdefault(name, []).append(e["args"]["i"])
         if name == "p0":

@@ -78,7 +78,7 @@ def run(prog: dict[str, Any], raws: list[int], strs: list[bytes | None], tid: in
         elif name == "imm":
             st.append(imm % M)
         elif name == "cap":
-            st.append(conv(raws[a], b))
+            st.append(conv(raws[a], b & 0xFF))
         elif name == "tid":
             st.append(tid)
         elif name == "<<":
@@ -248,12 +248,25 @@ def test_string_refusals(where: str, why: str) -> None:
     assert why in str(e.value)
 
 
-def test_exit_predicate_with_an_entry_record_stays_in_js() -> None:
+def test_exit_predicate_reads_the_held_entry_record() -> None:
     text = (
         "version: 1\nsets:\n  s:\n    probes:\n      - function: f\n"
-        '        capture: {a: "arg0:i64", r: "retval:i64"}\n        where: "r > a"\n'
+        '        capture: {{a: "arg0:i32", s: "arg1:cstr({n})", r: "retval:i64"}}\n'
+        "        where: 'r > a and s == \"x\"'\n"
     )
-    p = load_text(text).sets["s"].probes[0]
+    p = load_text(text.format(n=16)).sets["s"].probes[0]
+    assert p.where is not None and p.where.phase == "exit"
+    code = compile_where(p).to_plan()["code"]
+    # r (exit 0) > a (entry 0, i32, read from the held record), s (entry 1) == "x"
+    assert code == [
+        [2, 0, 0, "0"],
+        [2, 0, 0x100 | 3, "0"],
+        [14, 0, 0, "0"],
+        [50, 1, 0x100, "0"],
+        [41, 0, 0, "0"],
+    ]
+    # 8 + 8 + 240 = 256 bytes of entry record body: more than Gum's invocation data holds
+    big = load_text(text.format(n=240)).sets["s"].probes[0]
     with pytest.raises(Exception) as e:
-        compile_where(p)
-    assert "holds the entry record" in str(e.value)
+        compile_where(big)
+    assert "the entry record held until then can exceed 248 bytes" in str(e.value)

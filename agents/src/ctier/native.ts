@@ -64,6 +64,7 @@ const D_VAR_ENTRY = 229;
 const D_VAR_EXIT = 230;
 const D_NCAP_ENTRY = 231;
 const D_NCAP_EXIT = 232;
+const D_HOLD = 233;
 const D_PROG = 240;
 const D_PROG_LEN = 248;
 const V_CSTR = 1;
@@ -243,6 +244,12 @@ export class NativeRing {
         }
         // The entry's skip flag lives in the invocation data.
         if (wherePhase === 1 && layout.hookExit) d.add(D_NEED_INV).writeU8(1);
+        // An exit predicate: the entry record waits there until it decides.
+        if (wherePhase === 2 && p.entry !== null) {
+            d.add(D_HOLD).writeU8(1);
+            d.add(D_VAR_ENTRY).writeU8(1);
+            d.add(D_NEED_INV).writeU8(1);
+        }
         return d;
     }
 

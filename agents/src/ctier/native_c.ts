@@ -87,7 +87,8 @@ typedef struct {
   guint8 var_exit;
   guint8 ncap_entry; /* captures per phase */
   guint8 ncap_exit;
-  guint8 pad[7];
+  guint8 hold_entry; /* an exit predicate: the entry record waits in Inv */
+  guint8 pad[6];
   const struct _WOp * prog; /* the predicate (instr/ctier/wherevm.py) */
   guint32 prog_len;
   guint32 pad2;
@@ -99,10 +100,18 @@ typedef struct {
 #define V_BACKTRACE 3 /* max: the depth */
 #define LEN_CONST 0xff
 
+/* The entry record held until an exit predicate decides (Gum's invocation
+ * data is 512 bytes; instr/ctier/wherevm.py HOLD_MAX keeps the body within). */
+#define HOLD_MAX 256
+
 typedef struct {
   guint64 ts;
   guint64 stash[MAXC];
   guint64 skip; /* the entry's predicate said no: no exit record either */
+  guint32 held_len; /* body bytes of the held entry record */
+  guint32 held_tid;
+  guint64 held_ts;
+  guint64 held[HOLD_MAX / 8];
 } Inv;
 
 typedef struct {
@@ -262,6 +271,11 @@ on_enter (GumInvocationContext * ic)
       emit (d, d->entry_size, 0, current_tid (), ts, slots, d->n_entry);
     return;
   }
+  if (d->hold_entry)
+  {
+    hold_entry (d, ic, ts, slots);
+    return;
+  }
   ok = build_record (d, ic, 0, ts, slots, d->ncap_entry, d->entry_max, d->entry_var,
       d->entry_lenidx, d->entry_size != 0);
   if (d->need_inv)
@@ -279,6 +293,11 @@ on_leave (GumInvocationContext * ic)
       ((Inv *) gum_invocation_context_get_listener_invocation_data (ic, sizeof (Inv)))->skip)
     return;
   collect_exit (ic, d, ts, slots);
+  if (d->hold_entry)
+  {
+    release_held (d, ic, ts, slots);
+    return;
+  }
   if (!d->var_exit)
   {
     emit (d, d->exit_size, 1, current_tid (), ts, slots, d->n_exit);

@@ -262,8 +262,13 @@ w_floormod (gint64 a, gint64 b)
   return r;
 }
 
+/* vals/strs: this phase's; evals/estrs: the held entry record's (operand
+ * flag W_ENTRY in b), at exit. */
+#define W_ENTRY 0x100
+
 static int
-where_eval (const Desc * d, const guint64 * vals, const WStr * strs)
+where_eval (const Desc * d, const guint64 * vals, const WStr * strs, const guint64 * evals,
+    const WStr * estrs)
 {
   guint64 st[16];
   gint sp = 0;
@@ -301,7 +306,9 @@ where_eval (const Desc * d, const guint64 * vals, const WStr * strs)
     switch (o->op)
     {
       case W_IMM: st[sp++] = (guint64) o->imm; break;
-      case W_CAP: st[sp++] = w_conv (vals[o->a], o->b); break;
+      case W_CAP:
+        st[sp++] = w_conv ((o->b & W_ENTRY) ? evals[o->a] : vals[o->a], o->b & 0xff);
+        break;
       case W_TID: st[sp++] = current_tid (); break;
       case W_SHL: st[sp - 1] <<= o->imm; break;
       case W_SHR:
@@ -319,22 +326,20 @@ where_eval (const Desc * d, const guint64 * vals, const WStr * strs)
       case W_INV: st[sp - 1] = ~st[sp - 1]; break;
       case W_LNOT: st[sp - 1] = st[sp - 1] == 0; break;
       default:
-        st[sp++] = w_str (o->op, &strs[o->a], (const WConst *) (gsize) o->imm);
+        st[sp++] = w_str (o->op, (o->b & W_ENTRY) ? &estrs[o->a] : &strs[o->a],
+            (const WConst *) (gsize) o->imm);
         break;
     }
   }
   return sp > 0 && st[sp - 1] != 0;
 }
 
-/* A record with C strings or a predicate: built on the stack, tested, then
- * written. Returns whether the predicate (if any) held. */
-static int
-build_record (Desc * d, GumInvocationContext * ic, guint phase, guint64 ts, guint64 * slots,
-    guint n, const guint16 * maxes, const guint8 * vars, const guint8 * lenidx, gint write)
+/* A record's body (its slots) at b; returns its length. */
+static gint
+fill_body (GumInvocationContext * ic, guint8 * b, guint64 * slots, guint n,
+    const guint16 * maxes, const guint8 * vars, const guint8 * lenidx, WStr * strs)
 {
-  guint64 body[BODY_MAX / 8 + 2]; /* + the byte past a string's max, padded */
-  WStr strs[MAXC];
-  guint8 * b = (guint8 *) body;
+  guint64 * body = (guint64 *) b;
   gint off = 0;
   guint i;
 
@@ -359,10 +364,79 @@ build_record (Desc * d, GumInvocationContext * ic, guint phase, guint64 ts, guin
       off = copy_backtrace (b, off, ic, maxes[i]);
     }
   }
-  if (d->where_phase == phase + 1 && !where_eval (d, slots, strs))
+  return off;
+}
+
+/* A record with C strings, bytes, a backtrace or a predicate: built on the
+ * stack, tested, then written. Returns whether the predicate (if any) held. */
+static int
+build_record (Desc * d, GumInvocationContext * ic, guint phase, guint64 ts, guint64 * slots,
+    guint n, const guint16 * maxes, const guint8 * vars, const guint8 * lenidx, gint write)
+{
+  guint64 body[BODY_MAX / 8 + 2]; /* + the byte past a string's max, padded */
+  WStr strs[MAXC];
+  gint off = fill_body (ic, (guint8 *) body, slots, n, maxes, vars, lenidx, strs);
+
+  if (d->where_phase == phase + 1 && !where_eval (d, slots, strs, NULL, NULL))
     return 0;
   if (write)
     emit (d, 24 + off, phase, current_tid (), ts, body, (guint) off / 8);
   return 1;
+}
+
+/* An exit predicate: the entry record waits in the invocation data. */
+static void
+hold_entry (Desc * d, GumInvocationContext * ic, guint64 ts, guint64 * slots)
+{
+  Inv * inv = (Inv *) gum_invocation_context_get_listener_invocation_data (ic, sizeof (Inv));
+  WStr strs[MAXC];
+
+  inv->held_len = (guint32) fill_body (ic, (guint8 *) inv->held, slots, d->ncap_entry,
+      d->entry_max, d->entry_var, d->entry_lenidx, strs);
+  inv->held_ts = ts;
+  inv->held_tid = current_tid ();
+}
+
+/* The held entry record's values, as the predicate reads them. */
+static void
+read_held (Desc * d, Inv * inv, guint64 * vals, WStr * strs)
+{
+  const guint8 * b = (const guint8 *) inv->held;
+  guint i, len, status;
+  guint off = 0;
+
+  for (i = 0; i != d->ncap_entry && off + 8 <= inv->held_len; i++)
+  {
+    if (d->entry_var[i] == V_INT)
+    {
+      vals[i] = *(const guint64 *) (b + off);
+      off += 8;
+      continue;
+    }
+    len = *(const guint32 *) (b + off);
+    status = *(const guint32 *) (b + off + 4);
+    strs[i].p = b + off + 8;
+    strs[i].len = status == ST_NULL || (status == ST_UNREADABLE && len == 0) ? -1 : (gint) len;
+    off += 8 + (d->entry_var[i] == V_BACKTRACE ? 8 * len : (len + 7) & ~7u);
+  }
+}
+
+/* At exit: both records when the predicate holds, none otherwise. */
+static void
+release_held (Desc * d, GumInvocationContext * ic, guint64 ts, guint64 * slots)
+{
+  Inv * inv = (Inv *) gum_invocation_context_get_listener_invocation_data (ic, sizeof (Inv));
+  guint64 body[BODY_MAX / 8 + 2];
+  WStr strs[MAXC], estrs[MAXC];
+  guint64 evals[MAXC];
+  gint off = fill_body (ic, (guint8 *) body, slots, d->ncap_exit, d->exit_max, d->exit_var,
+      d->exit_lenidx, strs);
+
+  read_held (d, inv, evals, estrs);
+  if (!where_eval (d, slots, strs, evals, estrs))
+    return;
+  emit (d, 24 + (gint) inv->held_len, 0, inv->held_tid, inv->held_ts, inv->held,
+      inv->held_len / 8);
+  emit (d, 24 + off, 1, current_tid (), ts, body, (guint) off / 8);
 }
 `;
