@@ -15,7 +15,10 @@ the events it delivered against the calls made (exact).
   pointers (``bench_fp``), native and ``tier: js``, against bpftrace's ustack(8);
 - ``malloc-set``: probes.yaml's ``malloc`` set (malloc size/caller/result and
   free with ``where: "ptr != 0"``) on tests/targets/bench_malloc.c (per pair);
-- ``frida-trace``: its default handler on the same functions.
+- ``frida-trace``: its default handler on the same functions; bpftrace printing
+  one line per event (its predicate in the uprobe's filter);
+- ``frida empty native listener``: Gum's dispatch alone (an empty CModule
+  onEnter), the floor of every native-tier probe.
 
     python scripts/bench_fast.py [--calls 200000] [--rounds 3] [--only NAMES]
 
@@ -217,7 +220,30 @@ def bpftrace_row(cmd: str, bench: str, prog: str, marker: str) -> Callable[[Ctx]
     return run
 
 
+EMPTY_LISTENER = """
+const cm = new CModule('#include <gum/guminterceptor.h>\\nvoid on_enter (GumInvocationContext * ic) { }');
+Interceptor.attach(Process.mainModule.findSymbolByName('target_add'), { onEnter: cm.on_enter });
+"""
+
+
+def frida_empty_listener(ctx: Ctx) -> Row:
+    """Reference: Gum's dispatch alone, an empty CModule onEnter (what every
+    native-tier probe pays before its own work)."""
+    import frida
+
+    with start_bench(ctx) as b:
+        pre = drive(b, ctx, "run", ctx.calls)
+        session = frida.attach(b.pid)
+        script = session.create_script(EMPTY_LISTENER)
+        script.load()
+        d = drive(b, ctx, "run", ctx.calls)
+        session.detach()
+        finish_bench(b, ctx)
+    return row("run", pre, d, "Interceptor.attach, empty CModule onEnter (no record)")
+
+
 TOOLS: dict[str, Callable[[Ctx], Row]] = {
+    "frida empty native listener": frida_empty_listener,
     "instr 2int": instr_row("2int", "run", "bench", lambda n: n),
     "frida-trace target_add": frida_trace_row("run", "bench", ["-s", "target_add"], " target_add("),
     "bpftrace target_add printf": bpftrace_row(
