@@ -256,12 +256,25 @@ collect_exit (GumInvocationContext * ic, Desc * d, guint64 ts, guint64 * slots)
   }
 }
 
+/* The return address and the caller's frame pointer (backtraces). */
+static void
+listener_frame (GumInvocationContext * ic, guint64 * fr)
+{
+  fr[0] = (guint64) (gsize) gum_invocation_context_get_return_address (ic);
+#if defined(__x86_64__)
+  fr[1] = ic->cpu_context->rbp;
+#else
+  fr[1] = 0;
+#endif
+}
+
 void
 on_enter (GumInvocationContext * ic)
 {
   Desc * d = (Desc *) gum_invocation_context_get_listener_function_data (ic);
   guint64 ts = now_ns ();
   guint64 slots[MAXC];
+  guint64 fr[2];
   int ok;
 
   collect_entry (ic, d, ts, slots);
@@ -271,12 +284,13 @@ on_enter (GumInvocationContext * ic)
       emit (d, d->entry_size, 0, current_tid (), ts, slots, d->n_entry);
     return;
   }
+  listener_frame (ic, fr);
   if (d->hold_entry)
   {
-    hold_entry (d, ic, ts, slots);
+    hold_entry (d, ic, fr, ts, slots);
     return;
   }
-  ok = build_record (d, ic, 0, ts, slots, d->ncap_entry, d->entry_max, d->entry_var,
+  ok = build_record (d, fr, 0, ts, slots, d->ncap_entry, d->entry_max, d->entry_var,
       d->entry_lenidx, d->entry_size != 0);
   if (d->need_inv)
     ((Inv *) gum_invocation_context_get_listener_invocation_data (ic, sizeof (Inv)))->skip = !ok;
@@ -303,7 +317,7 @@ on_leave (GumInvocationContext * ic)
     emit (d, d->exit_size, 1, current_tid (), ts, slots, d->n_exit);
     return;
   }
-  build_record (d, ic, 1, ts, slots, d->ncap_exit, d->exit_max, d->exit_var, d->exit_lenidx, 1);
+  build_record (d, NULL, 1, ts, slots, d->ncap_exit, d->exit_max, d->exit_var, d->exit_lenidx, 1);
 }
 
 /* This thread's staging slot, or NULL when every slot is taken (JS then

@@ -128,7 +128,7 @@ copy_bytes (guint8 * b, gint off, const guint8 * p, guint64 want, guint max)
 #define BT_MAX_FRAME (1ULL << 20)
 
 static gint
-copy_backtrace (guint8 * b, gint off, GumInvocationContext * ic, guint depth)
+copy_backtrace (guint8 * b, gint off, const guint64 * fr, guint depth)
 {
   guint32 * h = (guint32 *) (b + off);
   guint64 * out = (guint64 *) (b + off + 8);
@@ -136,10 +136,10 @@ copy_backtrace (guint8 * b, gint off, GumInvocationContext * ic, guint depth)
 #if defined(__x86_64__)
   guint64 fp, w[2];
 
-  if (ic != NULL && depth > 0)
+  if (fr != NULL && depth > 0)
   {
-    out[n++] = (guint64) (gsize) gum_invocation_context_get_return_address (ic);
-    fp = ic->cpu_context->rbp;
+    out[n++] = fr[0];
+    fp = fr[1];
     while (n < depth)
     {
       if (fp == 0 || (fp & 7) != 0)
@@ -336,7 +336,7 @@ where_eval (const Desc * d, const guint64 * vals, const WStr * strs, const guint
 
 /* A record's body (its slots) at b; returns its length. */
 static gint
-fill_body (GumInvocationContext * ic, guint8 * b, guint64 * slots, guint n,
+fill_body (const guint64 * fr, guint8 * b, guint64 * slots, guint n,
     const guint16 * maxes, const guint8 * vars, const guint8 * lenidx, WStr * strs)
 {
   guint64 * body = (guint64 *) b;
@@ -361,21 +361,22 @@ fill_body (GumInvocationContext * ic, guint8 * b, guint64 * slots, guint n,
     }
     else
     {
-      off = copy_backtrace (b, off, ic, maxes[i]);
+      off = copy_backtrace (b, off, fr, maxes[i]);
     }
   }
   return off;
 }
 
 /* A record with C strings, bytes, a backtrace or a predicate: built on the
- * stack, tested, then written. Returns whether the predicate (if any) held. */
+ * stack, tested, then written. Returns whether the predicate (if any) held.
+ * fr: the return address and the caller's frame pointer (NULL at exit). */
 static int
-build_record (Desc * d, GumInvocationContext * ic, guint phase, guint64 ts, guint64 * slots,
+build_record (Desc * d, const guint64 * fr, guint phase, guint64 ts, guint64 * slots,
     guint n, const guint16 * maxes, const guint8 * vars, const guint8 * lenidx, gint write)
 {
   guint64 body[BODY_MAX / 8 + 2]; /* + the byte past a string's max, padded */
   WStr strs[MAXC];
-  gint off = fill_body (ic, (guint8 *) body, slots, n, maxes, vars, lenidx, strs);
+  gint off = fill_body (fr, (guint8 *) body, slots, n, maxes, vars, lenidx, strs);
 
   if (d->where_phase == phase + 1 && !where_eval (d, slots, strs, NULL, NULL))
     return 0;
@@ -386,12 +387,12 @@ build_record (Desc * d, GumInvocationContext * ic, guint phase, guint64 ts, guin
 
 /* An exit predicate: the entry record waits in the invocation data. */
 static void
-hold_entry (Desc * d, GumInvocationContext * ic, guint64 ts, guint64 * slots)
+hold_entry (Desc * d, GumInvocationContext * ic, const guint64 * fr, guint64 ts, guint64 * slots)
 {
   Inv * inv = (Inv *) gum_invocation_context_get_listener_invocation_data (ic, sizeof (Inv));
   WStr strs[MAXC];
 
-  inv->held_len = (guint32) fill_body (ic, (guint8 *) inv->held, slots, d->ncap_entry,
+  inv->held_len = (guint32) fill_body (fr, (guint8 *) inv->held, slots, d->ncap_entry,
       d->entry_max, d->entry_var, d->entry_lenidx, strs);
   inv->held_ts = ts;
   inv->held_tid = current_tid ();
@@ -429,7 +430,7 @@ release_held (Desc * d, GumInvocationContext * ic, guint64 ts, guint64 * slots)
   guint64 body[BODY_MAX / 8 + 2];
   WStr strs[MAXC], estrs[MAXC];
   guint64 evals[MAXC];
-  gint off = fill_body (ic, (guint8 *) body, slots, d->ncap_exit, d->exit_max, d->exit_var,
+  gint off = fill_body (NULL, (guint8 *) body, slots, d->ncap_exit, d->exit_max, d->exit_var,
       d->exit_lenidx, strs);
 
   read_held (d, inv, evals, estrs);
