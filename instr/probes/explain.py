@@ -28,6 +28,13 @@ def event_tier(probe: Probe) -> tuple[str, str]:
         return "js", "not in C: " + "; ".join(why)
     caps = [*probe.captures("entry"), *probe.captures("exit")]
     parts = ["a CModule listener writes binary records"]
+    if probe.exit is None and not probe.aggregations:
+        parts[0] = (
+            "C writes binary records; entry only, so with no listener at all (a replaceFast "
+            "stub) where no other probe can hook the function, it is outside libc and ld.so, "
+            "and its first 16 bytes are straight-line code (else a CModule listener; the "
+            "run's probe table says which)"
+        )
     memory = [c.name for c in caps if c.type in ("cstr", "bytes")]
     if memory:
         parts.append(

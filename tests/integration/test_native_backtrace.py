@@ -41,6 +41,9 @@ def run(targets, probe_file, tmp_path: Path, tier: str, depth: int) -> list[dict
     events, summary = read_jsonl(out)
     assert summary["probes"][0]["tier"] == tier
     assert summary["drops"] == 0
+    # natively, the probe is alone on a function whose start is straight-line:
+    # a replaceFast entry stub passes the return address and rbp to the walk
+    assert ("replaceFast" in (summary["probes"][0]["reason"] or "")) == (tier == "native")
     return events
 
 

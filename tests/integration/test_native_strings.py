@@ -77,6 +77,8 @@ def run_cases(targets, probe_file, tier: str, tmp_path: Path) -> list[dict[str, 
     assert "cases=19 sum=171" in res.stdout
     events, summary = read_jsonl(out)
     assert {p["tier"] for p in summary["probes"]} == {tier}
+    # several probes on one function: listeners, never replaceFast stubs
+    assert not any("replaceFast" in (p["reason"] or "") for p in summary["probes"])
     assert summary["drops"] == 0
     assert summary["ending"]["reason"] == "exit"
     return events
@@ -192,6 +194,8 @@ def test_four_threads_exact_counts_with_strings(targets, probe_file, tmp_path: P
             tids[int(f["tid"])] = int(f["thread"])
     events, summary = read_jsonl(out)
     assert summary["drops"] == 0 and summary["lost_batches"] == 0
+    # alone on a function that starts with straight-line code: no listener
+    assert "no listener at 1 of 1 site(s): replaceFast" in summary["probes"][0]["reason"]
     names = ["alpha", "beta", "a-name-longer-than-sixteen", "gamma"]
     got: dict[int, list[tuple[int, str | None]]] = {w: [] for w in range(t)}
     for e in events:
@@ -203,3 +207,28 @@ def test_four_threads_exact_counts_with_strings(targets, probe_file, tmp_path: P
             (j, names[(w + j) & 3][:16]) for j in range(0, n, 2) if names[(w + j) & 3] != "beta"
         ]
         assert got[w] == want, w
+
+
+def test_leaving_while_threads_call_through_entry_stubs(targets, probe_file, tmp_path: Path):
+    """--duration leaves while 4 threads call the replaced function: it is
+    reverted under them and they run on to the end, with no hook."""
+    k, t = 30_000_000, 4
+    text = (
+        "version: 1\nsets:\n  s:\n    probes:\n"
+        '      - function: "strings!target_sp"\n'
+        '        capture: {s: "arg0:cstr(16)", j: "arg1:i64"}\n'
+        "        where: 'j % 1000 == 0'\n"
+    )
+    out = tmp_path / "leave.jsonl"
+    res = run_instr("run", "-q", "-P", probe_file(text), "-s", "s", "-o", out, "--duration", 1,
+                    "--", targets.path("strings"), "threads", k, t, timeout=300)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    events, summary = read_jsonl(out)
+    # the leave came in the middle: the hook was reverted under the threads
+    assert 0 < len(events) < k * t // 1000
+    assert "replaceFast" in summary["probes"][0]["reason"]
+    # and the program, unhooked, finished every call (it may end during the
+    # leave: then instr reports its exit, status 0)
+    assert summary["ending"]["reason"] in ("detach", "exit"), summary["ending"]
+    assert summary["ending"]["code"] in (None, 0)
+    assert f"total={k * t}" in res.stdout, res.stdout[-300:]

@@ -6,11 +6,13 @@
  */
 #include "target.h"
 
-static volatile long g_calls;
-
+/* Straight-line code longer than a hook's jump: a probe alone on it gets
+ * instr's replaceFast entry stub (agents/src/ctier/fast_c.ts). */
 TARGET_FN long target_bt(long i)
 {
-    g_calls++;
+    long a = i * 7 + 3;
+    long b = (a ^ (i >> 2)) + (i & 5);
+    KEEP(b);
     return i;
 }
 

@@ -30,16 +30,16 @@
 
 #define MAX_THREADS 64
 
-static volatile long g_calls;
-
-/* Counts its calls: a bare `return i` is too short for a hook's jump. */
+/* Starts with straight-line code longer than a hook's jump (a bare
+ * `return i` is too short), so a probe alone on it gets instr's replaceFast
+ * entry stub (agents/src/ctier/fast_c.ts); several probes get listeners. */
 TARGET_FN long target_sp(const char *s, long i, uint64_t u, int32_t k)
 {
-    g_calls++;
-    KEEP(s);
-    KEEP(u);
-    KEEP(k);
-    return i;
+    long a = i * 7 + 3;
+    long b = (long)(uintptr_t)s >> 4;
+    long c = (a ^ b) + (long)(u >> 3) + k;
+    KEEP(c);
+    return i + (s == (const char *)8); /* i: never 8 */
 }
 
 static const char *const NAMES[4] = {"alpha", "beta", "a-name-longer-than-sixteen", "gamma"};

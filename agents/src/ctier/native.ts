@@ -22,7 +22,8 @@
 import { PlanOptions, ProbePlan } from "../protocol.js";
 import { Layout } from "../core/layout.js";
 import { C_SOURCE } from "./native_c.js";
-import { ownModule } from "../core/leave.js";
+import { ownCode, ownModule } from "../core/leave.js";
+import { FAST_STUBS } from "./fast_c.js";
 import { recoverAt } from "../core/faults.js";
 import { writeProgram } from "./where.js";
 import * as hooks from "../core/hooks.js";
@@ -134,6 +135,31 @@ export interface Drained {
     incomplete: boolean;
 }
 
+/** Bytes at a function's start that replaceFast may move aside. */
+const PROLOGUE = 16;
+
+/**
+ * Whether a function's first PROLOGUE bytes are straight-line code that
+ * refers to nothing by rip. Gum's replaceFast moves the first instructions
+ * aside, and measured here it broke a function that starts `test; je`
+ * (tests/targets/calls.c target_buf: the call crashed, with a bare C
+ * replacement too); listeners relocate it fine, so such functions keep one.
+ */
+function straightPrologue(address: NativePointer): boolean {
+    let at = address;
+    try {
+        while (at.sub(address).toInt32() < PROLOGUE) {
+            const insn = Instruction.parse(at) as X86Instruction;
+            if (insn.groups.some((g) => g === "jump" || g === "call" || g === "ret" || g === "int" || g === "branch_relative")) return false;
+            if (insn.operands.some((o) => o.type === "mem" && o.value.base === "rip")) return false;
+            at = insn.next;
+        }
+    } catch {
+        return false;
+    }
+    return true;
+}
+
 export class NativeRing {
     readonly cm: CModule;
     readonly cap: number;
@@ -154,6 +180,9 @@ export class NativeRing {
     readonly st64: BigUint64Array;
     /** Descriptors must outlive their listeners: never freed. */
     private readonly keep: NativePointer[] = [];
+    /** The stubs' slots (descriptor, original), FastSlot in fast_c.ts; never freed. */
+    private readonly fastSlots = zalloc(16 * FAST_STUBS);
+    private fastUsed = 0;
 
     constructor(options: PlanOptions, nSlots: number, jsBase: NativePointer) {
         const total = Math.max(128 * 1024, Math.min(options.buffer_bytes, 1 << 30));
@@ -181,6 +210,7 @@ export class NativeRing {
             getpid: Module.getGlobalExportByName("getpid"),
             // Slots of ended threads are taken over when a new thread finds none free.
             tgkill: Module.findGlobalExportByName("tgkill") ?? Module.getGlobalExportByName("sched_yield"),
+            fast_slots: this.fastSlots,
         });
         ownModule(this.cm);
         recoverAt(this.cm.instr_safe_copy_load, this.cm.instr_safe_copy_fault);
@@ -309,6 +339,34 @@ export class NativeRing {
             if (st[w] === tid) return w;
         }
         return -1;
+    }
+
+    /**
+     * An entry-only probe's site without a listener: replaceFast to one of the
+     * fixed stubs (fast_c.ts). Null when no stub is free or Gum cannot replace
+     * the function there (then attach() it).
+     */
+    replaceFast(address: NativePointer, desc: NativePointer): InvocationListener | null {
+        if (Process.arch !== "x64" || this.fastUsed >= FAST_STUBS || !straightPrologue(address)) return null;
+        const i = this.fastUsed;
+        const slot = this.fastSlots.add(16 * i);
+        slot.writePointer(desc);
+        let trampoline: NativePointer;
+        try {
+            // The replacement goes live at the end of this JS turn, after the
+            // original's address is in its slot.
+            trampoline = Interceptor.replaceFast(address, this.cm[`fast_stub_${i}`] as NativePointer);
+        } catch {
+            return null;
+        }
+        slot.add(Process.pointerSize).writePointer(trampoline);
+        ownCode(trampoline);
+        this.fastUsed++;
+        return {
+            detach(): void {
+                Interceptor.revert(address);
+            },
+        };
     }
 
     attach(address: NativePointer, layout: Layout, desc: NativePointer): InvocationListener {

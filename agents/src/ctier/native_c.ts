@@ -8,6 +8,7 @@
 // memory that JS allocates and passes in as a symbol.
 
 import { RECORD_C } from "./record_c.js";
+import { FAST_C } from "./fast_c.js";
 
 export const C_SOURCE = `
 #include <gum/guminterceptor.h>
@@ -319,6 +320,8 @@ on_leave (GumInvocationContext * ic)
   }
   build_record (d, NULL, 1, ts, slots, d->ncap_exit, d->exit_max, d->exit_var, d->exit_lenidx, 1);
 }
+
+${FAST_C}
 
 /* This thread's staging slot, or NULL when every slot is taken (JS then
  * falls back to reading values itself). */

@@ -25,6 +25,8 @@ class Probe {
     js: JsProbe | null = null;
     readonly sites = new Map<string, ArmedSite>();
     nextSite = 0;
+    /** Sites hooked by a replaceFast entry stub, not a listener (ctier/fast_c.ts). */
+    replaced = 0;
     /** Matching functions left out: instr's hooks call them (core/resolver.ts). */
     readonly leftOut = new Set<string>();
 
@@ -66,6 +68,21 @@ function unchanged(p: Pending): boolean {
     }
 }
 
+/**
+ * Libraries whose functions instr hooks itself (exit, abort, exec*, dlopen,
+ * the syscall wrappers), after the probes: a replaceFast there would make
+ * those hooks fail. Probes there keep listeners.
+ */
+const SYSTEM_LIBS = /^(libc\.so|libc\.musl|ld-linux|ld-musl|libdl\.so|libpthread\.so)/;
+
+/** Whether two points could name one function (so one cannot be replaced). */
+function mayOverlap(a: ProbePlan["point"], b: ProbePlan["point"]): boolean {
+    if (a.kind !== "function" || b.kind !== "function") return true;
+    const glob = /[*?[]/;
+    if (glob.test(a.symbol) || glob.test(b.symbol)) return true;
+    return a.symbol === b.symbol;
+}
+
 export class ProbeSet {
     private readonly probes: Probe[] = [];
     private observer: ModuleObserver | null = null;
@@ -82,8 +99,14 @@ export class ProbeSet {
         private readonly aggs: Aggregator | null,
     ) {}
 
+    /** Probes whose functions no other probe can hook: they may be replaced (replaceFast excludes listeners). */
+    private readonly alone = new Set<number>();
+
     /** Arm every probe of the plan; never throws for one probe's failure. */
     armAll(plans: ProbePlan[]): ProbeStatus[] {
+        for (const p of plans) {
+            if (plans.every((q) => q === p || !mayOverlap(p.point, q.point))) this.alone.add(p.id);
+        }
         plans.forEach((plan, slot) => {
             const probe = new Probe(plan, slot);
             this.probes.push(probe);
@@ -147,7 +170,7 @@ export class ProbeSet {
         for (const s of take) {
             const site = probe.nextSite;
             try {
-                const listeners = this.attach(probe, s.address, site);
+                const listeners = this.attach(probe, s.address, site, s.module);
                 probe.nextSite++;
                 probe.sites.set(s.address.toString(), { site, address: s.address, listeners });
                 armed.push({ site, address: s.address.toString(), module: s.module, symbol: s.symbol });
@@ -162,6 +185,9 @@ export class ProbeSet {
         }
         if (this.aggs !== null && this.aggs.listened.has(probe.plan.id)) {
             notes.push("aggregated through listeners (C callbacks): a function's first instructions leave no room for replaceFast's jump");
+        }
+        if (probe.replaced > 0) {
+            notes.push(`no listener at ${probe.replaced} of ${probe.sites.size} site(s): replaceFast entry stubs`);
         }
         if (probe.leftOut.size > 0) {
             notes.push(`left out ${[...probe.leftOut].join(", ")}: instr's own hooks call them`);
@@ -180,8 +206,8 @@ export class ProbeSet {
         return armed.length;
     }
 
-    private attach(probe: Probe, address: NativePointer, site: number): InvocationListener[] {
-        const out = probe.plan.emit === false ? [] : this.attachEvents(probe, address, site);
+    private attach(probe: Probe, address: NativePointer, site: number, module: string | null): InvocationListener[] {
+        const out = probe.plan.emit === false ? [] : this.attachEvents(probe, address, site, module);
         if (probe.plan.aggs.length > 0 && this.aggs !== null) {
             try {
                 out.push(...this.aggs.attach(probe.plan, address, site));
@@ -193,10 +219,19 @@ export class ProbeSet {
         return out;
     }
 
-    private attachEvents(probe: Probe, address: NativePointer, site: number): InvocationListener[] {
+    private attachEvents(probe: Probe, address: NativePointer, site: number, module: string | null): InvocationListener[] {
         const ring = this.flusher.ring;
         if (probe.tier === "native") {
-            return [ring.attach(address, probe.layout, ring.descriptor(probe.plan, probe.layout, probe.slot, site))];
+            const desc = ring.descriptor(probe.plan, probe.layout, probe.slot, site);
+            // Entry-only, and the only hook on its function: no listener (fast_c.ts).
+            if (!probe.layout.hookExit && probe.plan.aggs.length === 0 && this.alone.has(probe.plan.id) && !SYSTEM_LIBS.test(module ?? "libc.so")) {
+                const replaced = ring.replaceFast(address, desc);
+                if (replaced !== null) {
+                    probe.replaced++;
+                    return [replaced];
+                }
+            }
+            return [ring.attach(address, probe.layout, desc)];
         }
         const js = probe.js as JsProbe;
         const out: InvocationListener[] = [];
