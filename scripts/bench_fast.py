@@ -11,7 +11,9 @@ the events it delivered against the calls made (exact).
 - ``2int``: target_add(a, b) with two integer captures (tests/targets/bench.c ``run``);
 - ``cstr-where``: target_name(name, i) with ``name: arg0:cstr(16)``, ``i: arg1``
   and ``where: "i % 2 == 0"`` (bench.c ``sloop``), auto tier and ``tier: js``;
-- ``backtrace(8)``: target_add with a frame-pointer walk, bench.c built with frame
+- ``2int (entry stub)``: two integer captures on target_name, whose start a
+  replaceFast stub can take (target_add's 5 bytes need a listener);
+- ``backtrace(8)``: target_name with a frame-pointer walk, bench.c built with frame
   pointers (``bench_fp``), native and ``tier: js``, against bpftrace's ustack(8);
 - ``malloc-set``: probes.yaml's ``malloc`` set (malloc size/caller/result and
   free with ``where: "ptr != 0"``) on tests/targets/bench_malloc.c (per pair);
@@ -68,6 +70,10 @@ sets:
     probes:
       - function: "bench!target_add"
         capture: {a: "arg0:i64", b: "arg1:i64"}
+  2int-stub:
+    probes:
+      - function: "bench!target_name"
+        capture: {p: "arg0:ptr", i: "arg1:i64"}
   cstr-where:
     probes:
       - function: "bench!target_name"
@@ -75,11 +81,11 @@ sets:
         where: "i % 2 == 0"
   backtrace:
     probes:
-      - function: "bench_fp!target_add"
+      - function: "bench_fp!target_name"
         capture: {a: "arg0:i64", bt: "backtrace(8)"}
   backtrace-js:
     probes:
-      - function: "bench_fp!target_add"
+      - function: "bench_fp!target_name"
         tier: js
         capture: {a: "arg0:i64", bt: "backtrace(8)"}
   cstr-where-js:
@@ -245,6 +251,9 @@ def frida_empty_listener(ctx: Ctx) -> Row:
 TOOLS: dict[str, Callable[[Ctx], Row]] = {
     "frida empty native listener": frida_empty_listener,
     "instr 2int": instr_row("2int", "run", "bench", lambda n: n),
+    # target_add is 5 bytes: too short for replaceFast, so a listener; target_name
+    # starts with straight-line code: an entry stub (agents/src/ctier/fast_c.ts)
+    "instr 2int (entry stub)": instr_row("2int-stub", "sloop", "bench", lambda n: n),
     "frida-trace target_add": frida_trace_row("run", "bench", ["-s", "target_add"], " target_add("),
     "bpftrace target_add printf": bpftrace_row(
         "run", "bench", 'uprobe:{bench}:target_add { printf("a %ld %ld\\n", arg0, arg1); }', "a "
@@ -262,10 +271,10 @@ TOOLS: dict[str, Callable[[Ctx], Row]] = {
         "n ",
     ),
     # bench.c built with frame pointers (bench_fp): the native tier walks them
-    "instr backtrace(8)": instr_row("backtrace", "run", "bench_fp", lambda n: n),
-    "instr backtrace(8) (tier js)": instr_row("backtrace-js", "run", "bench_fp", lambda n: n),
+    "instr backtrace(8)": instr_row("backtrace", "sloop", "bench_fp", lambda n: n),
+    "instr backtrace(8) (tier js)": instr_row("backtrace-js", "sloop", "bench_fp", lambda n: n),
     "bpftrace ustack(8) printf": bpftrace_row(
-        "run", "bench_fp", 'uprobe:{bench}:target_add { printf("s %s\\n", ustack(8)); }', "s "
+        "sloop", "bench_fp", 'uprobe:{bench}:target_name { printf("s %s\\n", ustack(8)); }', "s "
     ),
     # per malloc+free pair: malloc entry and exit records, and free's entry
     "instr malloc set": instr_row("malloc", "malloc", "bench_malloc", lambda n: 3 * n),
