@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from helpers import Proc
 
-NS_RX = re.compile(r"ns_per_call=([\d.]+) calls=(\d+) elapsed_ns=(\d+) sum=(\d+)")
+NS_RX = re.compile(r"ns_per_call=([\d.]+) calls=(\d+) elapsed_ns=(\d+) sum=(\d+)(?: cpu_ns=(\d+))?")
 WARMUP_CALLS = 1000
 
 
@@ -53,6 +53,7 @@ class Measured:
 @dataclass(frozen=True)
 class Driven:
     ns: list[float]  # ns/call of each timed round
+    cpu_ns: list[float]  # CPU ns/call of the calling thread in each timed round (or [])
     total_calls: int  # warm-up included
     wall_s: float  # wall time of all rounds, warm-up included
 
@@ -82,9 +83,28 @@ def start_bench(ctx: Ctx, prefix: Sequence[str] = (), env: dict[str, str] | None
     return proc
 
 
+def expected_sum(cmd: str, n: int) -> int:
+    """The ``sum=`` a bench target answers to ``cmd n`` when every call did its work.
+
+    run (bench.c): sum of target_add(i, i) = n(n-1); wloop (bench.c): bytes
+    written = n; sloop (bench.c): sum of i = n(n-1)/2; malloc (bench_malloc.c): bytes asked, sizes (i & 127) + 1.
+    """
+    if cmd == "run":
+        return n * (n - 1)
+    if cmd == "wloop":
+        return n
+    if cmd == "sloop":
+        return n * (n - 1) // 2
+    if cmd == "malloc":
+        full, rest = divmod(n, 128)
+        return full * (128 * 129 // 2) + rest * (rest + 1) // 2
+    raise ValueError(f"no expected sum for the bench command {cmd!r}")
+
+
 def drive(proc: Proc, ctx: Ctx, cmd: str, calls: int) -> Driven:
     """A warm-up round, then ``ctx.rounds`` timed rounds of ``cmd calls``."""
     ns: list[float] = []
+    cpu: list[float] = []
     total = 0
     start = time.monotonic()
     for i in range(ctx.rounds + 1):
@@ -95,14 +115,15 @@ def drive(proc: Proc, ctx: Ctx, cmd: str, calls: int) -> Driven:
         if m is None:
             raise RuntimeError(f"bench answered {line!r} to '{cmd} {n}'")
         # A hook that breaks the calls would look fast: writes failing with
-        # EBADF are (measured, with an early fd-table bug). sum: bytes written
-        # for wloop, sum of target_add(i, i) for run.
-        if int(m[4]) != (n if cmd == "wloop" else n * (n - 1)):
+        # EBADF are (measured, with an early fd-table bug).
+        if int(m[4]) != expected_sum(cmd, n):
             raise RuntimeError(f"bench's '{cmd} {n}' went wrong under the tool: {line!r}")
         total += n
         if i > 0:
             ns.append(float(m[1]))
-    return Driven(ns, total, time.monotonic() - start)
+            if m[5] is not None:
+                cpu.append(int(m[5]) / n)
+    return Driven(ns, cpu, total, time.monotonic() - start)
 
 
 def finish_bench(proc: Proc, ctx: Ctx) -> None:

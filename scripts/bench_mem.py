@@ -8,7 +8,8 @@ are left out of "per call"; wall time, start-up included, is shown too.
     python scripts/bench_mem.py [--pairs N] [--rounds R]
 
 Per call = (ns per pair under the tool - ns per pair native) / 2 (a pair is
-one malloc and one free). Missing tools get an "unavailable" row.
+one malloc and one free). Missing tools get an "unavailable" row; a tool that
+is installed but fails gets a "failed" row.
 """
 
 from __future__ import annotations
@@ -92,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 runs = [measure(cmd, work, 600) for _ in range(args.rounds)]
             except (RuntimeError, subprocess.TimeoutExpired) as e:
-                rows[name] = f"unavailable ({e})"
+                # installed but broken: a failure, not a missing tool
+                rows[name] = f"failed ({e})"
                 continue
             ns = statistics.median(r[0] for r in runs)
             wall = statistics.median(r[1] for r in runs)

@@ -33,7 +33,7 @@ PIE_FLAGS = {True: ("-fPIE", "-pie"), False: ("-fno-pie", "-no-pie")}
 SHARED_LIBS = {"libplugin": "libinstrplugin.so"}  # source stem -> library file name
 EXTRA_LIBS = {"dlopen_main": ("-ldl",)}
 # instr mem walks stacks through frame pointers: leaks.c keeps them (docs/memory.md).
-EXTRA_FLAGS = {"leaks": ("-fno-omit-frame-pointer",)}
+EXTRA_FLAGS = {"leaks": ("-fno-omit-frame-pointer",), "frames": ("-fno-omit-frame-pointer",)}
 
 
 def variant(pie: bool) -> str:

@@ -146,10 +146,12 @@ def test_bench_protocol(targets: Targets, launch) -> None:
     proc = launch(targets.path("bench"))
     proc.send("ping")
     assert proc.readline() == "pong"
-    for cmd, n, total in (("run", 1000, 1000 * 999), ("wloop", 100, 100)):
+    for cmd, n, total in (("run", 1000, 1000 * 999), ("wloop", 100, 100), ("sloop", 10, 45)):
         proc.send(f"{cmd} {n}")
         line = proc.readline() or ""
-        assert re.fullmatch(rf"ns_per_call=\d+\.\d+ calls={n} elapsed_ns=\d+ sum={total}", line)
+        assert re.fullmatch(
+            rf"ns_per_call=\d+\.\d+ calls={n} elapsed_ns=\d+ sum={total} cpu_ns=\d+", line
+        )
     proc.send("run 0")
     assert proc.readline() == "error"
     proc.send("quit")

@@ -90,6 +90,12 @@ export interface AggPlan {
     nvals: number;
 }
 
+/** A predicate as the native tier's program (instr/ctier/wherevm.py): [op, a, b, imm as decimal text]. */
+export interface NativeWhere {
+    code: [number, number, number, string][];
+    strings: string[];
+}
+
 /** The fast tier's generated C functions for one probe. */
 export interface FastFns {
     enter: string | null;
@@ -105,7 +111,7 @@ export interface ProbePlan {
     point: Point;
     entry: Capture[] | null; // null: no entry hook
     exit: Capture[] | null; // null: no exit hook
-    where: { phase: "entry" | "exit"; expr: Expr } | null;
+    where: { phase: "entry" | "exit"; expr: Expr; native?: NativeWhere | null } | null;
     actions: Action[];
     tier: "auto" | "native" | "js";
     max_sites: number;

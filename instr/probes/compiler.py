@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from instr.ctier.emit import fast_blockers
+from instr.ctier.native import event_blockers
 from instr.errors import Diagnostic, ProbeSetError, UsageError
 from instr.probes import limits
 from instr.probes.aggresolve import AggResolver
@@ -85,13 +86,6 @@ def _needs_entry_hook(cap: Capture) -> str | None:
     if cap.src == "arg":
         return "arguments read at exit are saved at entry"
     return None
-
-
-def _native_blockers(probe: ProbeSpec, caps: list[Capture]) -> list[str]:
-    out = ["a 'where' predicate"] if probe.where is not None else []
-    out += [f"the {c.type} capture '{c.name}'" for c in caps if c.type in ("cstr", "bytes")]
-    out += [f"the backtrace capture '{c.name}'" for c in caps if c.src == "backtrace"]
-    return out
 
 
 class _ProbeBuilder:
@@ -169,14 +163,6 @@ class _ProbeBuilder:
             for e in perrs:
                 self.d.error(spec.where.pos(e.offset), e.message, e.hint)
         emits = spec.emit if spec.emit is not None else not spec.aggregates
-        if spec.tier == "native" and spec.tier_loc is not None and emits:
-            blockers = _native_blockers(spec, [c for c, _, _ in parsed])
-            if blockers:
-                self.d.error(
-                    spec.tier_loc,
-                    f"'tier: native' cannot run {', '.join(blockers)}",
-                    "use 'tier: auto' (native when possible) or 'tier: js'",
-                )
         for phase, caps in (("entry", entry), ("exit", exit_)):
             size = record_size(tuple(caps))
             if size > MAX_RECORD:
@@ -206,6 +192,15 @@ class _ProbeBuilder:
             actions=() if spec.patch is not None else ({"kind": "emit"},),
             patch=spec.patch,
         )
+        if spec.tier == "native" and spec.tier_loc is not None and emits:
+            blockers = event_blockers(probe)
+            if blockers:
+                self.d.error(
+                    spec.tier_loc,
+                    f"'tier: native' cannot run {'; '.join(blockers)}",
+                    "use 'tier: auto' (native when possible) or 'tier: js'",
+                )
+                return None
         if not aggs.aggregations:
             return probe
         if where is not None and where.phase == "exit":

@@ -1,7 +1,7 @@
 """``instr check --explain``: which tier each probe gets, and why.
 
 Events: the native tier (a CModule listener writing binary records) unless
-something needs JavaScript. Aggregations: the fast tier (generated C) unless
+something needs JavaScript (``instr.ctier.native.event_blockers`` says what). Aggregations: the fast tier (generated C) unless
 something C cannot express; the fast tier replaces the function outright
 (``Interceptor.replaceFast``) when its signature is known to be integer-only.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from instr.ctier.native import event_blockers
 from instr.ctier.signatures import INT_SIGNATURES, MAX_REPLACE_ARGS, replace_ok
 from instr.probes.ir import FunctionPoint, Probe
 
@@ -22,13 +23,35 @@ def event_tier(probe: Probe) -> tuple[str, str]:
         return "syscall", "libc's wrappers record each call (CModule); the host decodes"
     if probe.tier == "js":
         return "js", "'tier: js' was asked"
-    caps = [*probe.captures("entry"), *probe.captures("exit")]
-    why = ["a 'where' predicate"] if probe.where is not None else []
-    why += [f"the {c.type} capture '{c.name}'" for c in caps if c.type in ("cstr", "bytes")]
-    why += [f"the backtrace capture '{c.name}'" for c in caps if c.src == "backtrace"]
+    why = event_blockers(probe)
     if why:
-        return "js", "JavaScript reads " + ", ".join(why)
-    return "native", "scalar captures only: a CModule listener writes binary records"
+        return "js", "not in C: " + "; ".join(why)
+    caps = [*probe.captures("entry"), *probe.captures("exit")]
+    parts = ["a CModule listener writes binary records"]
+    if probe.exit is None and not probe.aggregations:
+        parts[0] = (
+            "C writes binary records; entry only, so with no listener at all (a replaceFast "
+            "stub) where no other probe can hook the function, it is outside libc and ld.so, "
+            "and its first 16 bytes are straight-line code (else a CModule listener; the "
+            "run's probe table says which)"
+        )
+    memory = [c.name for c in caps if c.type in ("cstr", "bytes")]
+    if memory:
+        parts.append(
+            f"C strings and bytes ({', '.join(memory)}) by a bounded copy that records a bad "
+            "pointer as unreadable (x86_64; JavaScript elsewhere)"
+        )
+    if probe.where is not None:
+        parts.append(f"'where' runs in C at {probe.where.phase}")
+    stacks = [c.name for c in caps if c.src == "backtrace"]
+    if stacks:
+        parts.append(
+            f"backtraces ({', '.join(stacks)}) by a frame-pointer walk in C where the hooked "
+            "function's module keeps frame pointers; where it does not, the probe runs in "
+            "JavaScript with Frida's unwinder (decided when armed: the run's probe table "
+            "shows the tier)"
+        )
+    return "native", "; ".join(parts)
 
 
 def _hook(probe: Probe) -> str:

@@ -291,6 +291,13 @@ class Probe:
             "nvals": agg.value_words(),
         }
 
+    def where_plan(self) -> dict[str, Any]:
+        from instr.ctier.wherevm import native_where
+
+        assert self.where is not None
+        native, _ = native_where(self)
+        return {"phase": self.where.phase, "expr": self.where.expr, "native": native}
+
     def to_plan(self) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -300,9 +307,7 @@ class Probe:
             "point": self.point.to_plan(),
             "entry": None if self.entry is None else [c.to_plan() for c in self.entry],
             "exit": None if self.exit is None else [c.to_plan() for c in self.exit],
-            "where": None
-            if self.where is None
-            else {"phase": self.where.phase, "expr": self.where.expr},
+            "where": None if self.where is None else self.where_plan(),
             "actions": list(self.actions),
             "tier": self.tier,
             "max_sites": self.max_sites,

@@ -84,6 +84,19 @@ def test_plan_of_the_example() -> None:
                             },
                         ],
                     },
+                    # at exit: a (entry, i32, from the held entry record) > 2 and took > 1000
+                    "native": {
+                        "code": [
+                            [2, 0, 0x103, "0"],
+                            [1, 0, 0, "2"],
+                            [14, 0, 0, "0"],
+                            [2, 1, 0, "0"],
+                            [1, 0, 0, "1000"],
+                            [14, 1, 0, "0"],
+                            [41, 0, 0, "0"],
+                        ],
+                        "strings": [],
+                    },
                 },
                 "actions": [{"kind": "emit"}],
                 "tier": "auto",
@@ -142,6 +155,8 @@ def test_plan_of_the_example() -> None:
                         "left": {"op": "cap", "phase": "entry", "index": 0},
                         "right": {"op": "const", "value": 4096},
                     },
+                    # push size (u64, no conversion), push 4096, >= (left unsigned)
+                    "native": {"code": [[2, 0, 0, "0"], [1, 0, 0, "4096"], [15, 1, 0, "0"]], "strings": []},
                 },
                 "actions": [{"kind": "emit"}],
                 "tier": "auto",

@@ -98,27 +98,47 @@ export function validate(p: ProbePlan): string | null {
     return null;
 }
 
-/** Null when the probe can run in the native tier, else why not. */
-export function nativeIneligible(p: ProbePlan): string | null {
-    if (p.where !== null) return "a 'where' predicate needs the js tier";
+/** The largest record body the native tier builds (BODY_MAX in native_c.ts). */
+export const NATIVE_MAX_BODY = 2048;
+
+/** Null when the probe can run in the native tier, else why not (instr/ctier/native.py says the same on the host). */
+export function nativeIneligible(p: ProbePlan, framePointers = false): string | null {
+    if (p.where !== null && (p.where.native === undefined || p.where.native === null)) {
+        return "its 'where' predicate needs the js tier";
+    }
     for (const caps of [p.entry, p.exit]) {
         if (caps === null) continue;
         if (caps.length > NATIVE_MAX_CAPTURES) return `more than ${NATIVE_MAX_CAPTURES} captures in one phase`;
         for (const c of caps) {
-            if (c.src === "backtrace") return "backtrace captures need the js tier";
+            if (c.src === "backtrace" && !framePointers) {
+                return "a backtrace where the module keeps no frame pointers needs Frida's unwinder (js tier)";
+            }
             if (c.src === "arg") {
-                if (c.type === "cstr" || c.type === "bytes") return `${c.type} captures need the js tier`;
+                // the fault-safe copy is x86_64 code (native_c.ts)
+                if ((c.type === "cstr" || c.type === "bytes") && Process.arch !== "x64") {
+                    return `${c.type} captures need the js tier on ${Process.arch}`;
+                }
                 if (c.index > NATIVE_MAX_ARG) return `argument index ${c.index} is too large for the native tier`;
             }
         }
     }
-    if (layoutOf(p).stash.length > NATIVE_MAX_CAPTURES) return "too many stashed arguments";
+    const l = layoutOf(p);
+    if (l.stash.length > NATIVE_MAX_CAPTURES) return "too many stashed arguments";
+    for (const caps of [p.entry, p.exit]) {
+        // one value per capture, and one per bytes(argN) length
+        const lens = (caps ?? []).filter((c) => c.src === "arg" && c.type === "bytes" && "arg" in c.len).length;
+        if ((caps ?? []).length + lens > NATIVE_MAX_CAPTURES) return `more than ${NATIVE_MAX_CAPTURES} values in one phase`;
+    }
+    if (Math.max(l.maxEntry, l.maxExit) - HEADER_SIZE > NATIVE_MAX_BODY) {
+        return `a record could exceed the native tier's ${NATIVE_MAX_BODY} bytes`;
+    }
     return null;
 }
 
-export function chooseTier(p: ProbePlan): { tier: Tier } | { error: string } {
+/** `framePointers`: every site's module keeps them (core/frames.ts): backtraces can be walked in C. */
+export function chooseTier(p: ProbePlan, framePointers = false): { tier: Tier } | { error: string } {
     if (p.tier === "js") return { tier: "js" };
-    const why = nativeIneligible(p);
+    const why = nativeIneligible(p, framePointers);
     if (why === null) return { tier: "native" };
     if (p.tier === "native") return { error: `cannot run in the native tier: ${why}` };
     return { tier: "js" };

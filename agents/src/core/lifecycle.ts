@@ -6,6 +6,7 @@
 // thread deliver the host's `ack` to a persistent `recv` handler) that gives
 // up after ACK_TIMEOUT_MS: a dead host cannot hang the target.
 
+import { onFatal } from "./faults.js";
 import { Flusher } from "./buffer.js";
 import { formatAddress } from "./symbols.js";
 import { inForkedChild, post, reportError } from "./util.js";
@@ -67,7 +68,7 @@ export class Lifecycle {
         for (const name of EXIT_FUNCS) this.hook(name, K_EXIT, callback, false);
         for (const name of EXEC_FUNCS) this.hook(name, K_EXEC, callback, true);
         this.hook("abort", K_ABORT, callback, false);
-        Process.setExceptionHandler((details) => {
+        onFatal((details) => {
             if (this.disposed || inForkedChild()) return false;
             const signal = SIGNALS[details.type] ?? details.type;
             const address = details.memory !== undefined ? details.memory.address : details.address;

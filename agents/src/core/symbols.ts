@@ -7,15 +7,30 @@
 // symbol's start when the symbol (and its start) is known, else from the
 // module's base, else the absolute address (module and symbol null).
 
-import { HEADER_SIZE, OFF_PHASE, OFF_PROBE, OFF_SIZE, PHASE_ENTRY, SLOT_SIZE } from "../protocol.js";
+import { HEADER_SIZE, OFF_PHASE, OFF_PROBE, OFF_SIZE, PHASE_ENTRY, SLOT_SIZE, VAR_HEADER_SIZE, pad8 } from "../protocol.js";
 import { post } from "./util.js";
 
 export type SymbolTriple = [string | null, string | null, number];
 
 /** Byte offsets, inside a native record, of the `caller` slots, per phase. */
+/** A capture's slot in a native record: 8 bytes, a C string or bytes, or a backtrace. */
+export const SLOT_INT = 0;
+export const SLOT_VAR = 1;
+export const SLOT_BACKTRACE = 2;
+
+/**
+ * Where a native probe's addresses are in its records, per phase: each
+ * capture's slot kind (8 bytes; 8 + its padded length; 8 + 8 per frame) and
+ * the capture indices of callers. Every frame of a backtrace is noted too.
+ */
+export interface PhaseSlots {
+    kinds: number[];
+    callers: number[];
+}
+
 export interface CallerSlots {
-    entry: number[];
-    exit: number[];
+    entry: PhaseSlots;
+    exit: PhaseSlots;
 }
 
 const startCache = new Map<string, NativePointer | null>();
@@ -87,7 +102,8 @@ export class Symbolizer {
 
     /** Register a native-tier probe whose records carry caller addresses. */
     watchNative(probe: number, slots: CallerSlots): void {
-        if (slots.entry.length + slots.exit.length > 0) this.nativeCallers.set(probe, slots);
+        const addresses = (p: PhaseSlots): boolean => p.callers.length > 0 || p.kinds.includes(SLOT_BACKTRACE);
+        if (addresses(slots.entry) || addresses(slots.exit)) this.nativeCallers.set(probe, slots);
     }
 
     /** Collect caller addresses from drained native records. */
@@ -101,11 +117,24 @@ export class Symbolizer {
             if (size < HEADER_SIZE || off + size > end) break;
             const slots = this.nativeCallers.get(dv.getUint32(off + OFF_PROBE, true));
             if (slots !== undefined) {
-                const list = dv.getUint8(off + OFF_PHASE) === PHASE_ENTRY ? slots.entry : slots.exit;
-                for (const s of list) {
-                    if (s + SLOT_SIZE > size) continue;
-                    const v = dv.getBigUint64(off + s, true);
-                    this.note("0x" + v.toString(16));
+                const ph = dv.getUint8(off + OFF_PHASE) === PHASE_ENTRY ? slots.entry : slots.exit;
+                let at = HEADER_SIZE;
+                for (let i = 0; i < ph.kinds.length && at + SLOT_SIZE <= size; i++) {
+                    const kind = ph.kinds[i];
+                    if (kind === SLOT_INT) {
+                        if (ph.callers.includes(i)) this.note("0x" + dv.getBigUint64(off + at, true).toString(16));
+                        at += SLOT_SIZE;
+                        continue;
+                    }
+                    const n = dv.getUint32(off + at, true);
+                    if (kind === SLOT_VAR) {
+                        at += VAR_HEADER_SIZE + pad8(n);
+                        continue;
+                    }
+                    for (let k = 0; k < n && at + VAR_HEADER_SIZE + 8 * (k + 1) <= size; k++) {
+                        this.note("0x" + dv.getBigUint64(off + at + VAR_HEADER_SIZE + 8 * k, true).toString(16));
+                    }
+                    at += VAR_HEADER_SIZE + 8 * n;
                 }
             }
             off += size;

@@ -121,7 +121,13 @@ export function globMatch(glob: string, s: string): boolean {
     return globToRegExp(glob).test(s);
 }
 
-/** Lenient UTF-8 decoding (invalid sequences become U+FFFD); never throws. */
+/**
+ * Lenient UTF-8 decoding (each byte of an invalid sequence becomes U+FFFD,
+ * and decoding goes on with the next byte); never throws. Only canonical
+ * encodings decode (no overlong forms, no surrogates), so text without
+ * U+FFFD has exactly one encoding: the native tier compares bytes where the
+ * JS tier compares this text, and they agree (instr/ctier/wherevm.py).
+ */
 export function decodeUtf8(bytes: Uint8Array): string {
     let out = "";
     let i = 0;
@@ -149,10 +155,6 @@ export function decodeUtf8(bytes: Uint8Array): string {
             i++;
             continue;
         }
-        if (i + need > n - 1) {
-            out += "\ufffd";
-            break;
-        }
         let ok = true;
         for (let k = 1; k <= need; k++) {
             const c = bytes[i + k];
@@ -162,7 +164,8 @@ export function decodeUtf8(bytes: Uint8Array): string {
             }
             cp = (cp << 6) | (c & 0x3f);
         }
-        if (!ok || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
+        const overlong = (need === 2 && cp < 0x800) || (need === 3 && cp < 0x10000);
+        if (!ok || overlong || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
             out += "\ufffd";
             i++;
             continue;

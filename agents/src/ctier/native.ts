@@ -19,10 +19,13 @@
 // Counters are 32-bit (CModule's glib only has g_atomic_int_add), hence
 // halves below 1 GiB.
 
-import { HEADER_SIZE, PlanOptions, ProbePlan, SLOT_SIZE } from "../protocol.js";
+import { PlanOptions, ProbePlan } from "../protocol.js";
 import { Layout } from "../core/layout.js";
 import { C_SOURCE } from "./native_c.js";
-import { ownModule } from "../core/leave.js";
+import { ownCode, ownModule } from "../core/leave.js";
+import { FAST_STUBS } from "./fast_c.js";
+import { recoverAt } from "../core/faults.js";
+import { writeProgram } from "./where.js";
 import * as hooks from "../core/hooks.js";
 
 // Byte offsets of the C structs in native_c.ts (layout_check() verifies the sizes).
@@ -36,7 +39,7 @@ const R_JSBUF = 64;
 const R_OUT_LEN = 72;
 const R_OUT_COUNT = 76;
 
-const DESC_SIZE = 100;
+const DESC_SIZE = 256;
 const D_PROBE = 0;
 const D_SITE = 4;
 const D_SLOT = 8;
@@ -51,6 +54,24 @@ const D_ENTRY_IDX = 36;
 const D_EXIT_KIND = 52;
 const D_EXIT_IDX = 68;
 const D_STASH_IDX = 84;
+const D_ENTRY_MAX = 100;
+const D_EXIT_MAX = 132;
+const D_ENTRY_VAR = 164;
+const D_EXIT_VAR = 180;
+const D_ENTRY_LENIDX = 196;
+const D_EXIT_LENIDX = 212;
+const D_WHERE_PHASE = 228;
+const D_VAR_ENTRY = 229;
+const D_VAR_EXIT = 230;
+const D_NCAP_ENTRY = 231;
+const D_NCAP_EXIT = 232;
+const D_HOLD = 233;
+const D_PROG = 240;
+const D_PROG_LEN = 248;
+const V_CSTR = 1;
+const V_BYTES = 2;
+const V_BACKTRACE = 3;
+const LEN_CONST = 0xff;
 
 export const K_ARG = 1;
 export const K_RETVAL = 2;
@@ -69,8 +90,8 @@ export interface ValueLists {
     exit: ValueSpec[];
 }
 
-/** Native tier: one value per capture, in plan order. */
-function nativeValues(p: ProbePlan, layout: Layout): ValueLists {
+/** Native tier: one value per capture, in plan order, then the lengths of bytes(argN) captures. */
+export function nativeValues(p: ProbePlan, layout: Layout): ValueLists {
     const entry = (p.entry ?? []).map((c) => (c.src === "arg" ? { kind: K_ARG, idx: c.index } : { kind: K_CALLER, idx: 0 }));
     const exit = (p.exit ?? []).map((c): ValueSpec => {
         if (c.src === "arg") return { kind: K_STASHED, idx: layout.stash.indexOf(c.index) };
@@ -78,6 +99,12 @@ function nativeValues(p: ProbePlan, layout: Layout): ValueLists {
         if (c.src === "duration") return { kind: K_DURATION, idx: 0 };
         return { kind: K_CALLER, idx: 0 };
     });
+    for (const c of p.entry ?? []) {
+        if (c.src === "arg" && c.type === "bytes" && "arg" in c.len) entry.push({ kind: K_ARG, idx: c.len.arg });
+    }
+    for (const c of p.exit ?? []) {
+        if (c.src === "arg" && c.type === "bytes" && "arg" in c.len) exit.push({ kind: K_STASHED, idx: layout.stash.indexOf(c.len.arg) });
+    }
     return { entry, exit };
 }
 
@@ -108,6 +135,31 @@ export interface Drained {
     incomplete: boolean;
 }
 
+/** Bytes at a function's start that replaceFast may move aside. */
+const PROLOGUE = 16;
+
+/**
+ * Whether a function's first PROLOGUE bytes are straight-line code that
+ * refers to nothing by rip. Gum's replaceFast moves the first instructions
+ * aside, and measured here it broke a function that starts `test; je`
+ * (tests/targets/calls.c target_buf: the call crashed, with a bare C
+ * replacement too); listeners relocate it fine, so such functions keep one.
+ */
+function straightPrologue(address: NativePointer): boolean {
+    let at = address;
+    try {
+        while (at.sub(address).toInt32() < PROLOGUE) {
+            const insn = Instruction.parse(at) as X86Instruction;
+            if (insn.groups.some((g) => g === "jump" || g === "call" || g === "ret" || g === "int" || g === "branch_relative")) return false;
+            if (insn.operands.some((o) => o.type === "mem" && o.value.base === "rip")) return false;
+            at = insn.next;
+        }
+    } catch {
+        return false;
+    }
+    return true;
+}
+
 export class NativeRing {
     readonly cm: CModule;
     readonly cap: number;
@@ -128,6 +180,9 @@ export class NativeRing {
     readonly st64: BigUint64Array;
     /** Descriptors must outlive their listeners: never freed. */
     private readonly keep: NativePointer[] = [];
+    /** The stubs' slots (descriptor, original), FastSlot in fast_c.ts; never freed. */
+    private readonly fastSlots = zalloc(16 * FAST_STUBS);
+    private fastUsed = 0;
 
     constructor(options: PlanOptions, nSlots: number, jsBase: NativePointer) {
         const total = Math.max(128 * 1024, Math.min(options.buffer_bytes, 1 << 30));
@@ -155,8 +210,10 @@ export class NativeRing {
             getpid: Module.getGlobalExportByName("getpid"),
             // Slots of ended threads are taken over when a new thread finds none free.
             tgkill: Module.findGlobalExportByName("tgkill") ?? Module.getGlobalExportByName("sched_yield"),
+            fast_slots: this.fastSlots,
         });
         ownModule(this.cm);
+        recoverAt(this.cm.instr_safe_copy_load, this.cm.instr_safe_copy_fault);
         const check = new NativeFunction(this.cm.layout_check, "int", [])();
         if (check !== RING_SIZE * 100000 + STAGE_SIZE * 1000 + DESC_SIZE) throw new Error(`native layout mismatch (${check})`);
         const stageOff = new NativeFunction(this.cm.ring_stage_offset, "int", [])();
@@ -178,9 +235,52 @@ export class NativeRing {
     /** A descriptor for one site of a native-tier probe: one slot per capture. */
     descriptor(p: ProbePlan, layout: Layout, slot: number, site: number): NativePointer {
         const vals = nativeValues(p, layout);
-        const entrySize = p.entry === null ? 0 : HEADER_SIZE + SLOT_SIZE * vals.entry.length;
-        const exitSize = p.exit === null ? 0 : HEADER_SIZE + SLOT_SIZE * vals.exit.length;
-        return this.makeDescriptor(p.id, site, slot, entrySize, exitSize, vals, layout);
+        const entrySize = p.entry === null ? 0 : layout.maxEntry;
+        const exitSize = p.exit === null ? 0 : layout.maxExit;
+        const d = this.makeDescriptor(p.id, site, slot, entrySize, exitSize, vals, layout);
+        // C strings and bytes (and a predicate) make a record that C builds, tests, then writes.
+        const varSlots = (caps: ProbePlan["entry"], at: { max: number; kind: number; len: number }): number => {
+            let extra = (caps ?? []).length; // bytes(argN) lengths follow the captures
+            let n = 0;
+            (caps ?? []).forEach((c, i) => {
+                if (c.src === "backtrace") {
+                    n++;
+                    d.add(at.max + 2 * i).writeU16(c.depth);
+                    d.add(at.kind + i).writeU8(V_BACKTRACE);
+                    return;
+                }
+                if (c.src !== "arg" || (c.type !== "cstr" && c.type !== "bytes")) return;
+                n++;
+                d.add(at.max + 2 * i).writeU16(c.max);
+                d.add(at.kind + i).writeU8(c.type === "cstr" ? V_CSTR : V_BYTES);
+                if (c.type === "bytes") d.add(at.len + i).writeU8("arg" in c.len ? extra++ : LEN_CONST);
+            });
+            return n;
+        };
+        const nVarEntry = varSlots(p.entry, { max: D_ENTRY_MAX, kind: D_ENTRY_VAR, len: D_ENTRY_LENIDX });
+        const nVarExit = varSlots(p.exit, { max: D_EXIT_MAX, kind: D_EXIT_VAR, len: D_EXIT_LENIDX });
+        d.add(D_NCAP_ENTRY).writeU8((p.entry ?? []).length);
+        d.add(D_NCAP_EXIT).writeU8((p.exit ?? []).length);
+        const where = p.where;
+        const wherePhase = where === null ? 0 : where.phase === "entry" ? 1 : 2;
+        d.add(D_WHERE_PHASE).writeU8(wherePhase);
+        d.add(D_VAR_ENTRY).writeU8(wherePhase === 1 || nVarEntry > 0 ? 1 : 0);
+        d.add(D_VAR_EXIT).writeU8(wherePhase === 2 || nVarExit > 0 ? 1 : 0);
+        if (where !== null) {
+            if (where.native === undefined || where.native === null) throw new Error("the predicate has no native program");
+            const prog = writeProgram(where.native, this.keep);
+            d.add(D_PROG).writePointer(prog.code);
+            d.add(D_PROG_LEN).writeU32(prog.length);
+        }
+        // The entry's skip flag lives in the invocation data.
+        if (wherePhase === 1 && layout.hookExit) d.add(D_NEED_INV).writeU8(1);
+        // An exit predicate: the entry record waits there until it decides.
+        if (wherePhase === 2 && p.entry !== null) {
+            d.add(D_HOLD).writeU8(1);
+            d.add(D_VAR_ENTRY).writeU8(1);
+            d.add(D_NEED_INV).writeU8(1);
+        }
+        return d;
     }
 
     /** A descriptor for the JS tier's native pre-listener (staged values). */
@@ -239,6 +339,34 @@ export class NativeRing {
             if (st[w] === tid) return w;
         }
         return -1;
+    }
+
+    /**
+     * An entry-only probe's site without a listener: replaceFast to one of the
+     * fixed stubs (fast_c.ts). Null when no stub is free or Gum cannot replace
+     * the function there (then attach() it).
+     */
+    replaceFast(address: NativePointer, desc: NativePointer): InvocationListener | null {
+        if (Process.arch !== "x64" || this.fastUsed >= FAST_STUBS || !straightPrologue(address)) return null;
+        const i = this.fastUsed;
+        const slot = this.fastSlots.add(16 * i);
+        slot.writePointer(desc);
+        let trampoline: NativePointer;
+        try {
+            // The replacement goes live at the end of this JS turn, after the
+            // original's address is in its slot.
+            trampoline = Interceptor.replaceFast(address, this.cm[`fast_stub_${i}`] as NativePointer);
+        } catch {
+            return null;
+        }
+        slot.add(Process.pointerSize).writePointer(trampoline);
+        ownCode(trampoline);
+        this.fastUsed++;
+        return {
+            detach(): void {
+                Interceptor.revert(address);
+            },
+        };
     }
 
     attach(address: NativePointer, layout: Layout, desc: NativePointer): InvocationListener {

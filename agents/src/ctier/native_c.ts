@@ -7,6 +7,10 @@
 // Globals are read-only in CModule: all mutable state lives in `ring`,
 // memory that JS allocates and passes in as a symbol.
 
+import { RECORD_C } from "./record_c.js";
+import { FAST_C } from "./fast_c.js";
+import { STAGE_C } from "./stage_c.js";
+
 export const C_SOURCE = `
 #include <gum/guminterceptor.h>
 #include <gum/gumtls.h>
@@ -17,6 +21,14 @@ export const C_SOURCE = `
 #define K_CALLER 3
 #define K_DURATION 4
 #define K_STASHED 5
+#define ST_OK 0
+#define ST_TRUNCATED 1
+#define ST_NULL 2
+#define ST_UNREADABLE 3
+#define W_AT_ENTRY 1
+#define W_AT_EXIT 2
+/* The largest record body the native tier builds (on the hooked thread's stack). */
+#define BODY_MAX 2048
 
 typedef struct {
   volatile gint epoch;
@@ -65,11 +77,43 @@ typedef struct {
   guint8 exit_kind[MAXC];
   guint8 exit_idx[MAXC];
   guint8 stash_idx[MAXC];
+  /* per capture (n_entry counts values: captures, then bytes lengths) */
+  guint16 entry_max[MAXC]; /* C string or bytes: at most this many bytes */
+  guint16 exit_max[MAXC];
+  guint8 entry_var[MAXC]; /* V_INT, V_CSTR or V_BYTES */
+  guint8 exit_var[MAXC];
+  guint8 entry_lenidx[MAXC]; /* bytes: the value holding the length; LEN_CONST: max */
+  guint8 exit_lenidx[MAXC];
+  guint8 where_phase; /* 0, W_AT_ENTRY or W_AT_EXIT */
+  guint8 var_entry; /* the entry record is built, tested, then written (not copied) */
+  guint8 var_exit;
+  guint8 ncap_entry; /* captures per phase */
+  guint8 ncap_exit;
+  guint8 hold_entry; /* an exit predicate: the entry record waits in Inv */
+  guint8 pad[6];
+  const struct _WOp * prog; /* the predicate (instr/ctier/wherevm.py) */
+  guint32 prog_len;
+  guint32 pad2;
 } Desc;
+
+#define V_INT 0
+#define V_CSTR 1
+#define V_BYTES 2
+#define V_BACKTRACE 3 /* max: the depth */
+#define LEN_CONST 0xff
+
+/* The entry record held until an exit predicate decides (Gum's invocation
+ * data is 512 bytes; instr/ctier/wherevm.py HOLD_MAX keeps the body within). */
+#define HOLD_MAX 256
 
 typedef struct {
   guint64 ts;
   guint64 stash[MAXC];
+  guint64 skip; /* the entry's predicate said no: no exit record either */
+  guint32 held_len; /* body bytes of the held entry record */
+  guint32 held_tid;
+  guint64 held_ts;
+  guint64 held[HOLD_MAX / 8];
 } Inv;
 
 typedef struct {
@@ -112,6 +156,7 @@ current_tid (void)
   return (guint32) GPOINTER_TO_SIZE (v);
 }
 
+${RECORD_C}
 static void
 emit (Desc * d, gint size, guint phase, guint tid, guint64 ts, guint64 * slots, guint n)
 {
@@ -213,16 +258,44 @@ collect_exit (GumInvocationContext * ic, Desc * d, guint64 ts, guint64 * slots)
   }
 }
 
+/* The return address and the caller's frame pointer (backtraces). */
+static void
+listener_frame (GumInvocationContext * ic, guint64 * fr)
+{
+  fr[0] = (guint64) (gsize) gum_invocation_context_get_return_address (ic);
+#if defined(__x86_64__)
+  fr[1] = ic->cpu_context->rbp;
+#else
+  fr[1] = 0;
+#endif
+}
+
 void
 on_enter (GumInvocationContext * ic)
 {
   Desc * d = (Desc *) gum_invocation_context_get_listener_function_data (ic);
   guint64 ts = now_ns ();
   guint64 slots[MAXC];
+  guint64 fr[2];
+  int ok;
 
   collect_entry (ic, d, ts, slots);
-  if (d->entry_size != 0)
-    emit (d, d->entry_size, 0, current_tid (), ts, slots, d->n_entry);
+  if (!d->var_entry)
+  {
+    if (d->entry_size != 0)
+      emit (d, d->entry_size, 0, current_tid (), ts, slots, d->n_entry);
+    return;
+  }
+  listener_frame (ic, fr);
+  if (d->hold_entry)
+  {
+    hold_entry (d, ic, fr, ts, slots);
+    return;
+  }
+  ok = build_record (d, fr, 0, ts, slots, d->ncap_entry, d->entry_max, d->entry_var,
+      d->entry_lenidx, d->entry_size != 0);
+  if (d->need_inv)
+    ((Inv *) gum_invocation_context_get_listener_invocation_data (ic, sizeof (Inv)))->skip = !ok;
 }
 
 void
@@ -232,94 +305,26 @@ on_leave (GumInvocationContext * ic)
   guint64 ts = now_ns ();
   guint64 slots[MAXC];
 
-  collect_exit (ic, d, ts, slots);
-  emit (d, d->exit_size, 1, current_tid (), ts, slots, d->n_exit);
-}
-
-/* This thread's staging slot, or NULL when every slot is taken (JS then
- * falls back to reading values itself). */
-static Stage *
-my_stage (void)
-{
-  Stage * s = (Stage *) gum_tls_key_get_value (ring.stage_key);
-  guint32 tid = current_tid ();
-  gint i, n;
-
-  /* A slot may have been taken over since (its thread ended): check it is ours. */
-  if (s != NULL && s->tid == tid)
-    return s;
-  s = NULL;
-  n = ring.stage_slots;
-  for (i = 0; i != 16 && i != n; i++)
-  {
-    Stage * c = &ring.stage[(tid + i) & (n - 1)];
-    if (c->tid == tid)
-    {
-      s = c;
-      break;
-    }
-    if (c->tid == 0 && g_atomic_int_add (&c->claim, 1) == 0)
-    {
-      c->tid = tid;
-      s = c;
-      break;
-    }
-  }
-  /* Every slot taken: take over one whose thread has ended. The claim count
-   * only grows, so the one thread whose add returns the count it read wins. */
-  for (i = 0; s == NULL && i != 16 && i != n; i++)
-  {
-    Stage * c = &ring.stage[(tid + i) & (n - 1)];
-    gint k = c->claim;
-    guint32 owner = c->tid;
-    if (owner != 0 && owner != tid && tgkill (getpid (), (int) owner, 0) != 0 &&
-        g_atomic_int_add (&c->claim, 1) == k)
-    {
-      c->tid = tid;
-      s = c;
-    }
-  }
-  if (s != NULL)
-    gum_tls_key_set_value (ring.stage_key, s);
-  return s;
-}
-
-/* Hands the values the JS callback is about to need to this thread's slot. */
-static void
-stage_values (guint64 ts, const guint64 * slots, guint n)
-{
-  Stage * s = my_stage ();
-  guint i;
-
-  if (s == NULL)
+  if (d->where_phase == W_AT_ENTRY && d->need_inv &&
+      ((Inv *) gum_invocation_context_get_listener_invocation_data (ic, sizeof (Inv)))->skip)
     return;
-  s->ts = ts;
-  for (i = 0; i != n; i++)
-    s->v[i] = slots[i];
-}
-
-void
-js_pre_enter (GumInvocationContext * ic)
-{
-  Desc * d = (Desc *) gum_invocation_context_get_listener_function_data (ic);
-  guint64 ts = now_ns ();
-  guint64 slots[MAXC];
-
-  collect_entry (ic, d, ts, slots);
-  stage_values (ts, slots, d->n_entry);
-}
-
-void
-js_pre_leave (GumInvocationContext * ic)
-{
-  Desc * d = (Desc *) gum_invocation_context_get_listener_function_data (ic);
-  guint64 ts = now_ns ();
-  guint64 slots[MAXC];
-
   collect_exit (ic, d, ts, slots);
-  stage_values (ts, slots, d->n_exit);
+  if (d->hold_entry)
+  {
+    release_held (d, ic, ts, slots);
+    return;
+  }
+  if (!d->var_exit)
+  {
+    emit (d, d->exit_size, 1, current_tid (), ts, slots, d->n_exit);
+    return;
+  }
+  build_record (d, NULL, 1, ts, slots, d->ncap_exit, d->exit_max, d->exit_var, d->exit_lenidx, 1);
 }
 
+${FAST_C}
+
+${STAGE_C}
 /* Consumer: flip halves and wait for producers on the old one. Returns the
  * old half's index, with bit 1 set when spin_limit yields were not enough
  * and bit 2 set when the half filled up. */

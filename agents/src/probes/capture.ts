@@ -17,6 +17,7 @@ import { Layout, NATIVE_MAX_ARG, NATIVE_MAX_CAPTURES } from "../core/layout.js";
 import { K_ARG, K_CALLER, K_DURATION, K_RETVAL, K_STASHED, SW_V, ValueLists, ValueSpec } from "../ctier/native.js";
 import { Value } from "./predicate.js";
 import { decodeUtf8 } from "../core/util.js";
+import { fpBacktrace } from "../core/frames.js";
 
 /** Where a capture writer reads from, for one call. */
 export interface Src {
@@ -278,7 +279,8 @@ function intWriter(j: number, get: Getter, t: IntType): Writer {
     };
 }
 
-export function captureWriter(c: Capture, phase: "entry" | "exit", layout: Layout, pos: { j: number; jl: number }): Writer {
+/** `fp`: backtraces by frame pointers (core/frames.ts), as the native tier walks them. */
+export function captureWriter(c: Capture, phase: "entry" | "exit", layout: Layout, pos: { j: number; jl: number }, fp = false): Writer {
     const argAt = (index: number): Getter => {
         const k = phase === "entry" ? index : layout.stash.indexOf(index);
         return (s) => s.args[k];
@@ -321,7 +323,7 @@ export function captureWriter(c: Capture, phase: "entry" | "exit", layout: Layou
         case "backtrace": {
             const depth = c.depth;
             return (b, off, src, vals, i) => {
-                const frames = depth > 0 ? backtrace(src.ic, depth) : [];
+                const frames = depth <= 0 ? [] : fp ? fpBacktrace(src.ic, depth) : backtrace(src.ic, depth);
                 b.u32[off >> 2] = frames.length;
                 b.u32[(off >> 2) + 1] = 0;
                 let o = off + VAR_HEADER_SIZE;

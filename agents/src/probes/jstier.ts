@@ -33,13 +33,14 @@ export class JsProbe {
         private readonly p: ProbePlan,
         private readonly layout: Layout,
         private readonly flusher: Flusher,
+        framePointers = false,
     ) {
         this.stage = stagePlan(p, layout);
         scratch.stage = flusher.ring.stage;
         scratch.st32 = flusher.ring.st32;
         scratch.st64 = flusher.ring.st64;
         const none = { j: -1, jl: -1 };
-        this.entryW = (p.entry ?? []).map((c, i) => captureWriter(c, "entry", layout, this.stage?.entry[i] ?? none));
+        this.entryW = (p.entry ?? []).map((c, i) => captureWriter(c, "entry", layout, this.stage?.entry[i] ?? none, framePointers));
         this.exitW = (p.exit ?? []).map((c, i) => captureWriter(c, "exit", layout, this.stage?.exit[i] ?? none));
         this.wherePhase = p.where?.phase ?? null;
         this.pred = p.where !== null ? compile(p.where.expr) : null;

@@ -1,7 +1,7 @@
 // Arming probes: validate, pick a tier, resolve points to sites, attach, and
 // keep pending points (and module globs) armed as libraries load.
 
-import { ProbePlan, ProbeStatus, SiteInfo } from "../protocol.js";
+import { Capture, ProbePlan, ProbeStatus, SiteInfo } from "../protocol.js";
 import { Flusher } from "../core/buffer.js";
 import { Aggregator } from "../aggregate/agg.js";
 import { JsProbe } from "./jstier.js";
@@ -9,6 +9,8 @@ import { Layout, Tier, chooseTier, layoutOf, validate } from "../core/layout.js"
 import { Site, mayMatchModule, resolvePoint } from "../core/resolver.js";
 import { describe, post, reportError } from "../core/util.js";
 import { LoadGate } from "../core/loadgate.js";
+import { PhaseSlots, SLOT_BACKTRACE, SLOT_INT, SLOT_VAR } from "../core/symbols.js";
+import { keepsFramePointers } from "../core/frames.js";
 import * as hooks from "../core/hooks.js";
 
 interface ArmedSite {
@@ -23,6 +25,8 @@ class Probe {
     js: JsProbe | null = null;
     readonly sites = new Map<string, ArmedSite>();
     nextSite = 0;
+    /** Sites hooked by a replaceFast entry stub, not a listener (ctier/fast_c.ts). */
+    replaced = 0;
     /** Matching functions left out: instr's hooks call them (core/resolver.ts). */
     readonly leftOut = new Map<string, string>(); // name -> why (core/resolver.ts)
 
@@ -64,6 +68,21 @@ function unchanged(p: Pending): boolean {
     }
 }
 
+/**
+ * Libraries whose functions instr hooks itself (exit, abort, exec*, dlopen,
+ * the syscall wrappers), after the probes: a replaceFast there would make
+ * those hooks fail. Probes there keep listeners.
+ */
+const SYSTEM_LIBS = /^(libc\.so|libc\.musl|ld-linux|ld-musl|libdl\.so|libpthread\.so)/;
+
+/** Whether two points could name one function (so one cannot be replaced). */
+function mayOverlap(a: ProbePlan["point"], b: ProbePlan["point"]): boolean {
+    if (a.kind !== "function" || b.kind !== "function") return true;
+    const glob = /[*?[]/;
+    if (glob.test(a.symbol) || glob.test(b.symbol)) return true;
+    return a.symbol === b.symbol;
+}
+
 export class ProbeSet {
     private readonly probes: Probe[] = [];
     private observer: ModuleObserver | null = null;
@@ -80,9 +99,15 @@ export class ProbeSet {
         private readonly aggs: Aggregator | null,
     ) {}
 
+    /** Probes whose functions no other probe can hook: they may be replaced (replaceFast excludes listeners). */
+    private readonly alone = new Set<number>();
+
     /** Arm every probe of the plan; never throws for one probe's failure. */
     armAll(plans: ProbePlan[]): ProbeStatus[] {
         const ready: [Probe, Site[]][] = [];
+        for (const p of plans) {
+            if (plans.every((q) => q === p || !mayOverlap(p.point, q.point))) this.alone.add(p.id);
+        }
         plans.forEach((plan, slot) => {
             const probe = new Probe(plan, slot);
             this.probes.push(probe);
@@ -121,7 +146,12 @@ export class ProbeSet {
             this.fail(probe, invalid);
             return null;
         }
-        const choice = plan.emit === false ? { tier: plan.agg_tier } : chooseTier(plan);
+        const r = resolvePoint(plan.point);
+        // Backtraces are walked by frame pointers (in either tier) where every
+        // site's module keeps them, else by Frida's unwinder in JS.
+        const backtraces = [...(plan.entry ?? []), ...(plan.exit ?? [])].some((c) => c.src === "backtrace");
+        const fp = backtraces && r.kind === "sites" && r.sites.length > 0 && r.sites.every((s) => keepsFramePointers(s.address));
+        const choice = plan.emit === false ? { tier: plan.agg_tier } : chooseTier(plan, fp);
         if ("error" in choice) {
             this.fail(probe, choice.error);
             return null;
@@ -130,15 +160,17 @@ export class ProbeSet {
         if (plan.emit === false) {
             // Aggregations only: no events, so no event tier.
         } else if (choice.tier === "js") {
-            probe.js = new JsProbe(plan, probe.layout, this.flusher);
+            probe.js = new JsProbe(plan, probe.layout, this.flusher, fp);
         } else {
             this.flusher.registerNative(plan.id, probe.slot);
-            const callers = { entry: [] as number[], exit: [] as number[] };
-            (plan.entry ?? []).forEach((c, i) => c.src === "caller" && callers.entry.push(24 + 8 * i));
-            (plan.exit ?? []).forEach((c, i) => c.src === "caller" && callers.exit.push(24 + 8 * i));
-            this.flusher.symbols.watchNative(plan.id, callers);
+            const slots = (caps: Capture[] | null): PhaseSlots => ({
+                kinds: (caps ?? []).map((c) =>
+                    c.src === "backtrace" ? SLOT_BACKTRACE : c.src === "arg" && (c.type === "cstr" || c.type === "bytes") ? SLOT_VAR : SLOT_INT,
+                ),
+                callers: (caps ?? []).flatMap((c, i) => (c.src === "caller" ? [i] : [])),
+            });
+            this.flusher.symbols.watchNative(plan.id, { entry: slots(plan.entry), exit: slots(plan.exit) });
         }
-        const r = resolvePoint(plan.point);
         if (r.kind === "failed") {
             this.fail(probe, r.reason);
             return null;
@@ -162,7 +194,7 @@ export class ProbeSet {
         for (const s of take) {
             const site = probe.nextSite;
             try {
-                const listeners = this.attach(probe, s.address, site);
+                const listeners = this.attach(probe, s.address, site, s.module);
                 probe.nextSite++;
                 probe.sites.set(s.address.toString(), { site, address: s.address, listeners });
                 armed.push({ site, address: s.address.toString(), module: s.module, symbol: s.symbol });
@@ -177,6 +209,9 @@ export class ProbeSet {
         }
         if (this.aggs !== null && this.aggs.listened.has(probe.plan.id)) {
             notes.push("aggregated through listeners (C callbacks): a function's first instructions leave no room for replaceFast's jump");
+        }
+        if (probe.replaced > 0) {
+            notes.push(`no listener at ${probe.replaced} of ${probe.sites.size} site(s): replaceFast entry stubs`);
         }
         const byWhy = new Map<string, string[]>();
         for (const [name, why] of probe.leftOut) byWhy.set(why, [...(byWhy.get(why) ?? []), name]);
@@ -195,8 +230,8 @@ export class ProbeSet {
         return armed.length;
     }
 
-    private attach(probe: Probe, address: NativePointer, site: number): InvocationListener[] {
-        const out = probe.plan.emit === false ? [] : this.attachEvents(probe, address, site);
+    private attach(probe: Probe, address: NativePointer, site: number, module: string | null): InvocationListener[] {
+        const out = probe.plan.emit === false ? [] : this.attachEvents(probe, address, site, module);
         if (probe.plan.aggs.length > 0 && this.aggs !== null) {
             try {
                 out.push(...this.aggs.attach(probe.plan, address, site));
@@ -208,10 +243,19 @@ export class ProbeSet {
         return out;
     }
 
-    private attachEvents(probe: Probe, address: NativePointer, site: number): InvocationListener[] {
+    private attachEvents(probe: Probe, address: NativePointer, site: number, module: string | null): InvocationListener[] {
         const ring = this.flusher.ring;
         if (probe.tier === "native") {
-            return [ring.attach(address, probe.layout, ring.descriptor(probe.plan, probe.layout, probe.slot, site))];
+            const desc = ring.descriptor(probe.plan, probe.layout, probe.slot, site);
+            // Entry-only, and the only hook on its function: no listener (fast_c.ts).
+            if (!probe.layout.hookExit && probe.plan.aggs.length === 0 && this.alone.has(probe.plan.id) && !SYSTEM_LIBS.test(module ?? "libc.so")) {
+                const replaced = ring.replaceFast(address, desc);
+                if (replaced !== null) {
+                    probe.replaced++;
+                    return [replaced];
+                }
+            }
+            return [ring.attach(address, probe.layout, desc)];
         }
         const js = probe.js as JsProbe;
         const out: InvocationListener[] = [];
