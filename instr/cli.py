@@ -287,6 +287,35 @@ def sets(file: str) -> None:
         click.echo(f"{name:<{width}}  {info.description or ''}".rstrip())
 
 
+@main.command(context_settings={"ignore_unknown_options": False, "allow_interspersed_args": True})
+@click.option("-n", "programs", multiple=True, metavar="PROGRAM", help="A D program (repeatable).")
+@click.option("-s", "script", metavar="FILE", help="A D program file.")
+@click.option("-p", "attach_pid", type=int, metavar="PID", help="Attach to PID ($target).")
+@click.option("-c", "command", metavar="CMD", help="Run CMD, traced from its start ($target).")
+@click.option("-q", "quiet", is_flag=True, help="Quiet: only what the program prints.")
+@click.option("-o", "output", metavar="FILE", help="Write the program's output to FILE.")
+@click.option("-l", "list_only", is_flag=True, help="List the probes matched; arm nothing.")
+@click.argument("args", nargs=-1)
+@_debug_option
+@_guard
+def dtrace(programs: tuple[str, ...], script: str | None, args: tuple[str, ...], **kw: Any) -> None:
+    """Run a D program (DTrace's language, a subset; docs/dtrace.md) against -p PID or -c CMD.
+
+    ARGS are the macro arguments $1, $2, ..."""
+    from instr.dtrace.run import DConfig, load_sources, run_dtrace
+
+    config = DConfig(
+        sources=load_sources(programs, script),
+        pid=kw["attach_pid"],
+        command=kw["command"],
+        args=args,
+        quiet=kw["quiet"],
+        output=kw["output"],
+        list_only=kw["list_only"],
+    )
+    sys.exit(run_dtrace(config))
+
+
 _cc_option = click.option(
     "--cc",
     "compiler",
