@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from instr.dtrace.errors import Loc
 
+__all__ = ["Loc"]
+
 
 @dataclass(frozen=True)
 class Int:

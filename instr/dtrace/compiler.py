@@ -20,7 +20,7 @@ import yaml
 from instr.dtrace import ast as A
 from instr.dtrace.errors import DError, Loc, fail
 from instr.dtrace.probes import ProbeSpec, parse_probe
-from instr.dtrace.semantics import check_clause
+from instr.dtrace.semantics import check_clause, start
 from instr.dtrace.values import ARGS, HostOnly, Needs, canonical
 from instr.errors import ProbeSetError
 from instr.probes.compiler import load_text
@@ -87,7 +87,7 @@ def compile_program(
         for desc in clause.probes:
             spec = parse_probe(desc.loc, desc.text, macros, main_module)
             kinds.add(spec.is_host)
-            check_clause(clause, spec)
+            check_clause(clause, spec, macros)
             if spec.is_host:
                 pred = clause.predicate
                 clauses.append(HostClause(ci, clause, spec, pred, _host_body(clause, spec)))
@@ -111,7 +111,7 @@ def compile_program(
             for st in clause.body:
                 if isinstance(st, A.Assign) and isinstance(st.target, A.AggRef):
                     if host_pred is not None:
-                        raise fail(clause.predicate.loc if clause.predicate else st.loc,
+                        raise fail(start(clause.predicate) if clause.predicate else st.loc,
                                    "this predicate runs on the host (it uses variables, "
                                    "timestamp, or division), so it cannot filter an "
                                    "aggregation kept in the target",
@@ -122,11 +122,14 @@ def compile_program(
             body = _host_body(clause, spec)
             for st in body:
                 _host_values(st, needs)
+            emit = bool(body) or host_pred is not None or not clause.body
+            if emit and spec.kind == "syscall":
+                needs.cap(A.Ident(spec.loc, "probefunc"))  # FUNCTION:NAME, and probefunc
             if needs.captures:
                 probe["capture"] = dict(needs.captures)
             if agg_specs:
                 probe["aggregate"] = agg_specs
-            probe["emit"] = bool(body) or host_pred is not None or not clause.body
+            probe["emit"] = emit
             probes_yaml.append(probe)
             hc = HostClause(ci, clause, spec, host_pred, body, probe_id=len(probes_yaml))
             clauses.append(hc)
@@ -178,6 +181,10 @@ def _consts(spec: ProbeSpec, macros: dict[str, str]) -> dict[str, object]:
         out["probefunc"] = spec.func
     if spec.kind == "pid" and spec.module is not None and not _is_glob(spec.module):
         out["probemod"] = spec.module
+    for name, value in macros.items():
+        if name in ("target", "pid") and not value.isdigit():
+            continue  # -c: known once spawned
+        out[f"${name}"] = int(value) if value.lstrip("-").isdigit() else value
     target = macros.get("target", "")
     if target.isdigit():
         out["pid"] = int(target)
@@ -302,7 +309,7 @@ def _value(e: A.Expr, needs: Needs) -> str:
     except HostOnly:
         name = ""
     if not name or name.startswith("s") or name == "pf":
-        raise fail(e.loc, "this value cannot be aggregated in the target",
+        raise fail(start(e), "this value cannot be aggregated in the target",
                    "aggregate an argument (arg0..arg9) or retval")  # fmt: skip
     return name
 
@@ -317,6 +324,6 @@ def _key(e: A.Expr, needs: Needs, spec: ProbeSpec) -> str:
     try:
         return needs.cap(e)
     except HostOnly:
-        raise fail(e.loc, "this key cannot be computed in the target",
+        raise fail(start(e), "this key cannot be computed in the target",
                    "keys are arguments, retval, copyinstr()/str() of an argument, execname, "
                    "probefunc, probemod, pid or tid") from None  # fmt: skip

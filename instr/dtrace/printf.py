@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from instr.dtrace.errors import Loc, fail
 
-_SPEC = re.compile(r"%(?P<flags>[-+ #0]*)(?P<width>\d+|\*)?(?:\.(?P<prec>\d+|\*))?"
+_SPEC = re.compile(r"%(?P<at>@?)(?P<flags>[-+ #0]*)(?P<width>\d+|\*)?(?:\.(?P<prec>\d+|\*))?"
                    r"(?P<len>hh|h|ll|l|L|z|j|t|q)?(?P<conv>.?)")  # fmt: skip
 INT_CONVS = "diuxXocp"
 
@@ -23,6 +23,7 @@ class Conv:
     width: str
     prec: str
     conv: str  # one of INT_CONVS or "s"
+    at: bool = False  # printa's %@: the aggregation's value
 
 
 Piece = str | Conv
@@ -47,8 +48,8 @@ def parse_format(fmt: str, loc: Loc) -> list[Piece]:
         elif conv in INT_CONVS or conv == "s":
             if m.group("width") == "*" or m.group("prec") == "*":
                 raise fail(loc, "'*' widths in printf formats are not supported")
-            out.append(Conv(m.group("flags"), m.group("width") or "", m.group("prec") or "",
-                            conv))  # fmt: skip
+            width, prec = m.group("width") or "", m.group("prec") or ""
+            out.append(Conv(m.group("flags"), width, prec, conv, bool(m.group("at"))))
         elif conv == "":
             raise fail(loc, "printf format ends with an incomplete conversion '%'")
         else:

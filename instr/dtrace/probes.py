@@ -89,6 +89,11 @@ def parse_probe(loc: Loc, raw: str, macros: dict[str, str], main_module: str | N
         return ProbeSpec(loc, text, "tick", period_ns=_period(loc, text[5:], "hz"))
     parts = text.split(":")
     provider = parts[0]
+    if len(parts) > 1 and (provider in _KERNEL or provider in ("k", "kr", "f", "fr")):
+        raise fail(loc, f"{_KERNEL.get(provider, 'kernel probes')}: instr traces user space "
+                   "only", "use uprobe:LIBRARY:FUNCTION or tracepoint:syscalls:sys_enter_NAME")  # fmt: skip
+    if len(parts) > 1 and provider in _LATER:
+        raise fail(loc, _LATER[provider])
     bt = {"u": "uprobe", "ur": "uretprobe", "t": "tracepoint", "i": "interval"}
     provider = bt.get(provider, provider) if len(parts) > 1 else provider
     if provider in ("uprobe", "uretprobe"):
@@ -102,6 +107,10 @@ def parse_probe(loc: Loc, raw: str, macros: dict[str, str], main_module: str | N
     if len(parts) > 4:
         raise fail(loc, f"probe description '{text}' has more than four fields",
                    "write provider:module:function:name")  # fmt: skip
+    if len(parts) < 4 and (parts[0] == "syscall" or parts[0].startswith("pid")):
+        raise fail(loc, f"probe description '{text}' needs four fields: "
+                   "provider:module:function:name",
+                   f"e.g. {parts[0]}::{parts[-1] or 'FUNC'}:entry")  # fmt: skip
     while len(parts) < 4:  # DTrace: fields given are the rightmost ones
         parts.insert(0, "")
     provider, module, func, name = parts

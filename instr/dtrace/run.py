@@ -118,14 +118,15 @@ class _DCollector:
 def run_dtrace(config: DConfig, status: TextIO | None = None) -> int:
     err = status if status is not None else sys.stderr
 
-    def say(text: str) -> None:
-        if not config.quiet:
-            print(f"instr: {text}", file=err, flush=True)
-
     def warn(text: str) -> None:
         print(f"instr: {text}", file=err, flush=True)
 
     prog, argv = compile_config(config)
+
+    def say(text: str) -> None:
+        if not prog.quiet:  # -q or #pragma D option quiet
+            print(f"instr: {text}", file=err, flush=True)
+
     if config.list_only:
         from instr.dtrace.listing import list_probes
 

@@ -18,7 +18,7 @@ from instr.aggregate.report import histogram_lines
 from instr.dtrace import ast as A
 from instr.dtrace.compiler import DProgram, HostClause
 from instr.dtrace.errors import Loc
-from instr.dtrace.printf import parse_format, render
+from instr.dtrace.printf import Conv, parse_format, render
 from instr.dtrace.values import ARGS, Needs, canonical
 from instr.events import Event, RunContext
 
@@ -84,15 +84,20 @@ class Runtime:
 
     # -- firing -------------------------------------------------------------------
 
-    def fire(self, hc: HostClause, env: Env) -> None:
-        """Run one clause (its host predicate, then its statements)."""
+    def fire(self, hc: HostClause, env: Env, prefix: str | None = None) -> None:
+        """Run one clause: its host predicate, then (after ``prefix``, DTrace's
+        ``FUNCTION:NAME`` column when not quiet) its statements."""
         if self.exited.is_set():
             return
         try:
             if hc.predicate is not None and not _truth(self.eval(hc.predicate, env)):
                 return
+            if prefix is not None:
+                self.out.write(prefix)
             for st in hc.body:
                 self.stmt(st, env)
+            if prefix is not None:
+                self.out.write("\n")
         except Exit as e:
             self.exit_code = e.code
             self.exited.set()
@@ -114,14 +119,11 @@ class Runtime:
             if site is not None:
                 func, mod = site.symbol or "", site.module or ""
         env = Env(hc, ev, func, mod, ev.ts_ns, ev.tid)
+        prefix = None
+        if not self.prog.quiet or not hc.clause.body:  # no actions: DTrace's default output
+            prefix = f"{func}:{hc.spec.name}" + (" " if hc.body else "")
         with self.lock:
-            if not self.prog.quiet and not hc.body and hc.predicate is None:
-                self.out.write(f"{func}:{hc.spec.name}\n")
-            elif not self.prog.quiet:
-                self.out.write(f"{func}:{hc.spec.name} ")
-            self.fire(hc, env)
-            if not self.prog.quiet and (hc.body or hc.predicate is not None):
-                self.out.write("\n")
+            self.fire(hc, env, prefix)
 
     def host_clauses(self, kind: str) -> list[HostClause]:
         return [c for c in self.prog.clauses if c.spec.kind == kind]
@@ -359,15 +361,13 @@ class Runtime:
 
     def print_agg(self, name: str, fmt: A.Str | None = None) -> None:
         t = self.tables(name)
-        self.out.write("\n")
+        if fmt is None:
+            self.out.write("\n")
         if t is None:
             return
         for r in _sorted(t):
             if fmt is not None:
-                pieces = parse_format(fmt.value, fmt.loc)
-                vals: list[Value] = [k if isinstance(k, int | str) else str(k) for k in r.keys]
-                vals.append(_value(r, t.func))
-                self.out.write(render(pieces, vals[: len(vals)]))
+                self.out.write(_printa_line(fmt, r, t))
                 continue
             keys = "".join(_key(k) for k in r.keys)
             if t.func in ("quantize", "lquantize"):
@@ -437,3 +437,15 @@ def _minus(a: AggRow, b: AggRow) -> AggRow:
     buckets = tuple(Bucket(x.lo, x.hi, x.count - base.get((x.lo, x.hi), 0)) for x in a.buckets)
     return AggRow(a.keys, a.count - b.count, a.total - b.total, a.min, a.max,
                   a.sumsq - b.sumsq, tuple(x for x in buckets if x.count))  # fmt: skip
+
+
+def _printa_line(fmt: A.Str, r: AggRow, t: AggTable) -> str:
+    """printa's format: ``%@d`` (or any ``%@`` conversion) is the value, the others the
+    keys in order; without ``%@`` the value comes after the keys (as DTrace)."""
+    pieces = parse_format(fmt.value, fmt.loc)
+    keys = iter(k if isinstance(k, int | str) else str(k) for k in r.keys)
+    vals: list[Value] = []
+    for p in pieces:
+        if isinstance(p, Conv):
+            vals.append(_value(r, t.func) if p.at else next(keys, 0))
+    return render(pieces, vals)

@@ -6,6 +6,7 @@ from instr.dtrace import ast as A
 from instr.dtrace.errors import fail
 from instr.dtrace.printf import convs, parse_format
 from instr.dtrace.probes import ProbeSpec
+from instr.dtrace.values import BUILTINS, check_builtin
 
 # Valid D, outside the subset, by name.
 UNSUPPORTED = {
@@ -59,9 +60,31 @@ ACTIONS = ("printf", "printa", "trace", "exit", "clear", "trunc")
 FUNCTIONS = ("copyinstr", "str", "strlen")
 
 
-def check_clause(clause: A.Clause, spec: ProbeSpec) -> None:
+def start(e: A.Expr) -> A.Loc:
+    """Where an expression starts (a binary or ?: node's own location is its operator)."""
+    while isinstance(e, A.Binary | A.Ternary):
+        e = e.left if isinstance(e, A.Binary) else e.cond
+    return e.loc
+
+
+def check_clause(clause: A.Clause, spec: ProbeSpec, macros: dict[str, str]) -> None:
     from instr.dtrace.compiler import walk
 
+    nodes = [n for st in clause.body for n in walk(st)]
+    if clause.predicate is not None:
+        nodes += walk(clause.predicate)
+    agg_values = {
+        id(st.value)
+        for st in clause.body
+        if isinstance(st, A.Assign) and isinstance(st.target, A.AggRef)
+    }
+    for n in nodes:
+        if isinstance(n, A.Macro) and n.name not in macros:
+            raise fail(n.loc, f"macro ${n.name} is not defined",
+                       "macro arguments $1, $2... follow the program on the command line; "
+                       "$target needs -p PID or -c CMD")  # fmt: skip
+        if isinstance(n, A.Ident) and n.name in BUILTINS:
+            check_builtin(n, spec)
     for st in clause.body:
         if isinstance(st, A.ExprStmt):
             e = st.expr
@@ -75,11 +98,8 @@ def check_clause(clause: A.Clause, spec: ProbeSpec) -> None:
                            "update them in pid or syscall clauses")  # fmt: skip
         elif isinstance(st.target, A.Var) and st.target.scope == "this":
             pass
-    nodes = [n for st in clause.body for n in walk(st)]
-    if clause.predicate is not None:
-        nodes += walk(clause.predicate)
     for n in nodes:
-        if isinstance(n, A.Call):
+        if isinstance(n, A.Call) and id(n) not in agg_values:
             if n.name in UNSUPPORTED:
                 raise fail(n.loc, UNSUPPORTED[n.name])
             if n.name in ("count", "sum", "min", "max", "avg", "stddev", "quantize",
@@ -161,19 +181,21 @@ def kind_of(e: A.Expr) -> str:
     if isinstance(e, A.Ternary):
         return kind_of(e.then)
     if isinstance(e, A.Macro):
-        return "int" if e.name.isdigit() or e.name in ("target", "pid") else "str"
+        return "int" if e.name in ("target", "pid") else "any"  # $1...: as given
     return "int"
 
 
 def _check_printf(fmt: A.Str, args: tuple[A.Expr, ...]) -> None:
     cs = convs(parse_format(fmt.value, fmt.loc))
+    if any(c.at for c in cs):
+        raise fail(fmt.loc, "%@ is for printa() formats (the aggregation's value)")
     if len(cs) != len(args):
         loc = args[len(cs)].loc if len(args) > len(cs) else fmt.loc
         raise fail(loc, f"printf format has {len(cs)} conversion(s) but {len(args)} "
                    "argument(s) follow it")  # fmt: skip
     for c, a in zip(cs, args, strict=True):
         k = kind_of(a)
-        if c.conv == "s" and k != "str" and not isinstance(a, A.Var | A.Ident):
+        if c.conv == "s" and k == "int" and not isinstance(a, A.Var | A.Ident):
             raise fail(a.loc, "%s needs a string, not an integer")
-        if c.conv != "s" and k == "str":
+        if c.conv != "s" and k == "str" and not isinstance(a, A.Macro):
             raise fail(a.loc, f"%{c.conv} needs an integer, not a string", "use %s")

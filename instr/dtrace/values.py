@@ -179,7 +179,14 @@ class _Py:
         if isinstance(e, A.Unary):
             inner = self.expr(e.arg)
             return f"(not {inner})" if e.op == "!" else f"({e.op}{inner})"
+        if isinstance(e, A.Macro):
+            v = self.consts.get(f"${e.name}")
+            if v is None:
+                raise HostOnly(e.loc, f"${e.name} is known once the target runs")
+            return json.dumps(v) if isinstance(v, str) else str(v)
         if isinstance(e, A.Binary):
+            if e.op in ("==", "!=") and _is_pid(e.left) and _is_pid(e.right):
+                return "True" if e.op == "==" else "False"  # one process: pid is $target
             left, right = self.expr(e.left), self.expr(e.right)
             if e.op == "^^":
                 return f"(({left}) != 0) != (({right}) != 0)"
@@ -191,3 +198,10 @@ class _Py:
 
 def is_identifier(name: str) -> bool:
     return re.fullmatch(r"[A-Za-z_][A-Za-z_0-9]*", name) is not None
+
+
+def _is_pid(e: A.Expr) -> bool:
+    """``pid`` or ``$target``/``$pid``: the traced process, the only one instr sees."""
+    if isinstance(e, A.Ident):
+        return e.name == "pid"
+    return isinstance(e, A.Macro) and e.name in ("target", "pid")
