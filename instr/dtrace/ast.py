@@ -86,7 +86,23 @@ class Call:
     args: tuple[Expr, ...]
 
 
-Expr = Int | Str | Ident | Macro | Var | AggRef | Unary | Binary | Ternary | Call
+@dataclass(frozen=True)
+class Entry:
+    """The value ``expr`` had at the entry of this call (written ``self->x`` after
+    ``self->x = expr`` at entry; see instr.dtrace.pairing)."""
+
+    loc: Loc
+    expr: Expr
+
+
+@dataclass(frozen=True)
+class Elapsed:
+    """``timestamp - self->ts`` after ``self->ts = timestamp`` at entry: the call's duration."""
+
+    loc: Loc
+
+
+Expr = Int | Str | Ident | Macro | Var | AggRef | Unary | Binary | Ternary | Call | Entry | Elapsed
 
 
 @dataclass(frozen=True)

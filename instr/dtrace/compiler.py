@@ -19,6 +19,7 @@ import yaml
 
 from instr.dtrace import ast as A
 from instr.dtrace.errors import DError, Loc, fail
+from instr.dtrace.pairing import Unit, pair
 from instr.dtrace.probes import ProbeSpec, parse_probe
 from instr.dtrace.semantics import check_clause, start
 from instr.dtrace.values import ARGS, HostOnly, Needs, canonical
@@ -51,6 +52,7 @@ class HostClause:
     predicate: A.Expr | None  # evaluated on the host (None: none, or the target did it)
     body: tuple[A.Stmt, ...]  # the statements the host runs (no aggregation updates)
     probe_id: int = 0  # the IR probe (pid/syscall)
+    paired: bool = False  # a return clause hooked at entry too (instr.dtrace.pairing)
 
 
 @dataclass
@@ -82,60 +84,64 @@ def compile_program(
     aggs: dict[str, AggInfo] = {}
     agg_seq = 0
     specs: list[ProbeSpec] = []
+    units: list[Unit] = []
     for ci, clause in enumerate(prog.clauses):
         kinds = set()
         for desc in clause.probes:
             spec = parse_probe(desc.loc, desc.text, macros, main_module)
             kinds.add(spec.is_host)
             check_clause(clause, spec, macros)
-            if spec.is_host:
-                pred = clause.predicate
-                clauses.append(HostClause(ci, clause, spec, pred, _host_body(clause, spec)))
-                continue
-            specs.append(spec)
-            needs = Needs(spec)
-            probe: dict[str, object] = {"name": f"c{len(probes_yaml) + 1}"}
-            if spec.kind == "pid":
-                probe["function"] = f"{spec.module or '*'}!{spec.func}"
-                probe["on"] = "exit" if spec.name == "return" else "entry"
-            else:
-                probe["syscall"] = _syscalls(spec)
-            host_pred: A.Expr | None = None
-            if clause.predicate is not None:
-                try:
-                    probe["where"] = needs.predicate(clause.predicate, _consts(spec, macros))
-                except HostOnly:
-                    host_pred = clause.predicate
-                    _host_values(clause.predicate, needs)
-            agg_specs: dict[str, str] = {}
-            for st in clause.body:
-                if isinstance(st, A.Assign) and isinstance(st.target, A.AggRef):
-                    if host_pred is not None:
-                        raise fail(start(clause.predicate) if clause.predicate else st.loc,
-                                   "this predicate runs on the host (it uses variables, "
-                                   "timestamp, or division), so it cannot filter an "
-                                   "aggregation kept in the target",
-                                   "use arguments, retval, tid and constants here")  # fmt: skip
-                    agg_seq += 1
-                    ir = f"a{agg_seq}"
-                    agg_specs[ir] = _agg_spec(st, needs, spec, aggs, f"{SET}/{ir}")
-            body = _host_body(clause, spec)
-            for st in body:
-                _host_values(st, needs)
-            emit = bool(body) or host_pred is not None or not clause.body
-            if emit and spec.kind == "syscall":
-                needs.cap(A.Ident(spec.loc, "probefunc"))  # FUNCTION:NAME, and probefunc
-            if needs.captures:
-                probe["capture"] = dict(needs.captures)
-            if agg_specs:
-                probe["aggregate"] = agg_specs
-            probe["emit"] = emit
-            probes_yaml.append(probe)
-            hc = HostClause(ci, clause, spec, host_pred, body, probe_id=len(probes_yaml))
-            clauses.append(hc)
+            units.append(Unit(ci, clause, spec))
         if len(kinds) > 1:
             raise fail(clause.loc, "a clause cannot mix BEGIN/END/tick with pid or syscall "
                        "probes", "write two clauses")  # fmt: skip
+    for unit in pair(units):
+        ci, clause, spec = unit.index, unit.clause, unit.spec
+        if spec.is_host:
+            clauses.append(HostClause(ci, clause, spec, clause.predicate, _host_body(clause)))
+            continue
+        specs.append(spec)
+        needs = Needs(spec)
+        probe: dict[str, object] = {"name": f"c{len(probes_yaml) + 1}"}
+        if spec.kind == "pid":
+            probe["function"] = f"{spec.module or '*'}!{spec.func}"
+            probe["on"] = (
+                ["entry", "exit"] if unit.paired else "exit" if spec.name == "return" else "entry"
+            )
+        else:
+            probe["syscall"] = _syscalls(spec)
+        host_pred: A.Expr | None = None
+        if clause.predicate is not None:
+            try:
+                probe["where"] = needs.predicate(clause.predicate, _consts(spec, macros))
+            except HostOnly:
+                host_pred = clause.predicate
+                _host_values(clause.predicate, needs)
+        agg_specs: dict[str, str] = {}
+        for st in clause.body:
+            if isinstance(st, A.Assign) and isinstance(st.target, A.AggRef):
+                if host_pred is not None:
+                    raise fail(start(host_pred), "this predicate runs on the host (it uses "
+                               "variables, timestamp, or division), so it cannot filter an "
+                               "aggregation kept in the target",
+                               "use arguments, retval, tid and constants here")  # fmt: skip
+                agg_seq += 1
+                ir = f"a{agg_seq}"
+                agg_specs[ir] = _agg_spec(st, needs, spec, aggs, f"{SET}/{ir}")
+        body = _host_body(clause)
+        for st in body:
+            _host_values(st, needs)
+        emit = bool(body) or host_pred is not None or not clause.body
+        if emit and spec.kind == "syscall":
+            needs.cap(A.Ident(spec.loc, "probefunc"))  # FUNCTION:NAME, and probefunc
+        if needs.captures:
+            probe["capture"] = dict(needs.captures)
+        if agg_specs:
+            probe["aggregate"] = agg_specs
+        probe["emit"] = emit
+        probes_yaml.append(probe)
+        hc = HostClause(ci, clause, spec, host_pred, body, len(probes_yaml), unit.paired)
+        clauses.append(hc)
     table = _table(probes_yaml, options, clauses, prog)
     ir_aggs = {ir: a.name for a in aggs.values() for ir in a.ir_names}
     by_probe = {c.probe_id: c for c in clauses if c.probe_id}
@@ -209,7 +215,7 @@ def _syscalls(spec: ProbeSpec) -> list[str] | str:
     return names
 
 
-def _host_body(clause: A.Clause, spec: ProbeSpec) -> tuple[A.Stmt, ...]:
+def _host_body(clause: A.Clause) -> tuple[A.Stmt, ...]:
     return tuple(
         st
         for st in clause.body
@@ -227,6 +233,8 @@ def _host_values(node: A.Stmt | A.Expr, needs: Needs) -> None:
             needs.cap(e)
         elif isinstance(e, A.Call) and e.name in ("copyinstr", "str"):
             needs.string(e)
+        elif isinstance(e, A.Entry | A.Elapsed):
+            needs.cap(e)
 
 
 def walk(node: A.Stmt | A.Expr) -> list[A.Expr]:
@@ -308,7 +316,7 @@ def _value(e: A.Expr, needs: Needs) -> str:
         name = needs.cap(e)
     except HostOnly:
         name = ""
-    if not name or name.startswith("s") or name == "pf":
+    if not name or name.startswith(("s", "es")) or name == "pf":
         raise fail(start(e), "this value cannot be aggregated in the target",
                    "aggregate an argument (arg0..arg9) or retval")  # fmt: skip
     return name

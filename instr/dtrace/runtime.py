@@ -53,6 +53,7 @@ class Env:
     ts_ns: int = 0
     tid: int = 0
     this: dict[str, Value] = field(default_factory=dict)
+    entry: dict[str, Any] | None = None  # paired clauses: the entry event's captures
 
 
 class Runtime:
@@ -80,6 +81,7 @@ class Runtime:
         self.hidden: dict[str, set[tuple[Any, ...]]] = {}  # trunc(): keys dropped
         self.printed: set[str] = set()  # printa'd in END: not printed again at exit
         self.errors = 0
+        self.entries: dict[tuple[int, int], list[dict[str, Any]]] = {}  # paired: per thread
         self.in_end = False  # END is running: printa() there replaces the final print
 
     # -- firing -------------------------------------------------------------------
@@ -118,7 +120,14 @@ class Runtime:
             site = self.ctx.site(ev.probe_id, ev.site)
             if site is not None:
                 func, mod = site.symbol or "", site.module or ""
-        env = Env(hc, ev, func, mod, ev.ts_ns, ev.tid)
+        entry = None
+        if hc.paired:  # the entry event only carries the call's entry values to its return
+            stack = self.entries.setdefault((ev.probe_id, ev.tid), [])
+            if ev.phase == "entry":
+                stack.append(ev.args)
+                return
+            entry = stack.pop() if stack else None
+        env = Env(hc, ev, func, mod, ev.ts_ns, ev.tid, entry=entry)
         prefix = None
         if not self.prog.quiet or not hc.clause.body:  # no actions: DTrace's default output
             prefix = f"{func}:{hc.spec.name}" + (" " if hc.body else "")
@@ -201,6 +210,14 @@ class Runtime:
             return self.read(e, env)
         if isinstance(e, A.Ident):
             return self.builtin(e, env)
+        if isinstance(e, A.Elapsed):
+            d = env.event.duration_ns if env.event is not None else None
+            return d if d is not None else 0
+        if isinstance(e, A.Entry):
+            v = env.entry.get(Needs(env.clause.spec).cap(e)) if env.entry else None
+            if v is None and env.event is not None:
+                v = env.event.args.get(Needs(env.clause.spec).cap(e))
+            return v if isinstance(v, int | str) else 0
         if isinstance(e, A.Call):
             return self.call(e, env)
         if isinstance(e, A.Unary):

@@ -88,6 +88,18 @@ class Needs:
     def cap(self, e: A.Expr) -> str:
         """The capture that holds the value of ``e`` (a built-in or a string read)."""
         s = self.spec
+        if isinstance(e, A.Elapsed):
+            return self._add("dur", "duration")
+        if isinstance(e, A.Entry):
+            inner = e.expr
+            if isinstance(inner, A.Ident):
+                i = int(canonical(inner.name)[3:])
+                return self._add(f"e{i}", f"arg{i}:i64")
+            assert isinstance(inner, A.Call)
+            arg = inner.args[0]
+            assert isinstance(arg, A.Ident)
+            i = int(canonical(arg.name)[3:])
+            return self._add(f"es{i}", f"arg{i}:cstr(256)")
         if isinstance(e, A.Ident):
             name = check_builtin(e, s)
             if name in ARGS or name == "retval":
@@ -170,6 +182,8 @@ class _Py:
                 check_builtin(e, self.needs.spec)
                 raise HostOnly(e.loc, f"{e.name} is not known in the target")
             raise HostOnly(e.loc, f"'{e.name}' is a variable")
+        if isinstance(e, A.Entry | A.Elapsed):
+            return self.needs.cap(e)
         if isinstance(e, A.Call):
             if e.name in STR_FUNCS:
                 return self.needs.string(e)

@@ -358,6 +358,22 @@ TABLE: list[tuple[str, str, str, str | None, dict[str, dict[str, int]]]] = [
         {},
     ),
     (
+        "self-string-paired",
+        "pid$target::ol_name:entry { self->s = copyinstr(arg0); } "
+        "pid$target::ol_name:return { @[self->s] = sum(retval); self->s = 0; }",
+        rows(("beta", 40), ("alpha", 50), ("gamma", 50)),
+        None,
+        {},
+    ),
+    (
+        "self-arg-paired-predicate",
+        "pid$target::ol_add:entry { self->a = arg0; } "
+        "pid$target::ol_add:return /retval == 3 * self->a/ { @ = count(); }",
+        rows((None, N)),
+        None,
+        {},
+    ),
+    (
         "strlen-predicate",
         "pid$target::ol_name:entry /strlen(copyinstr(arg0)) == 4/ { @ = count(); }",
         rows((None, 10)),
