@@ -96,8 +96,9 @@ class Lexer:
     def desc(self) -> Token:
         """One probe description: up to white space, ``{``, ``,`` or a predicate's ``/``.
 
-        A ``/`` right after ``:`` starts a path (bpftrace's ``uprobe:/lib/x.so:f``),
-        which runs to the next ``:``."""
+        A ``/`` right after ``:`` (or in a field starting ``.`` or ``~``) starts a
+        path (bpftrace's ``uprobe:/lib/x.so:f``, ``uprobe:./prog:f``), which runs to
+        the next ``:``."""
         self.skip_space()
         loc = self.loc()
         start = self.pos
@@ -105,8 +106,9 @@ class Lexer:
         while self.pos < len(self.text):
             ch = self._peek()
             if ch == "/":
-                prev = self.text[self.pos - 1] if self.pos > start else ""
-                if prev != ":" and not in_path:
+                # a path right after ':' (or './', '../', '~/'); elsewhere a predicate
+                seg = self.text[start : self.pos].rpartition(":")
+                if not in_path and not (seg[1] and (seg[2] == "" or seg[2][0] in ".~")):
                     break
                 in_path = True
             elif ch == ":":

@@ -1,0 +1,89 @@
+"""`instr dtrace` around the programs: -l listing without arming, timers and exit(),
+programs without a target, and the flags' errors."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+from helpers import Targets, instr_argv, instr_env, run_instr
+
+
+def _listing(stdout: str) -> list[str]:
+    return [
+        re.sub(r"\bpid\d+\b", "pid<pid>", " ".join(line.split())) for line in stdout.splitlines()
+    ]
+
+
+def test_list_spawned_without_running_it(targets: Targets) -> None:
+    prog = targets.path("oneliners")
+    res = run_instr(
+        "dtrace", "-l", "-n", "pid$target::ol_*:entry", "-n", "syscall::read*:entry",
+        "-n", "tick-1s", "-c", f"{prog} 5",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert _listing(res.stdout) == [
+        "ID PROVIDER MODULE FUNCTION NAME",
+        "1 pid<pid> oneliners ol_add entry",
+        "2 pid<pid> oneliners ol_alloc entry",
+        "3 pid<pid> oneliners ol_name entry",
+        "4 pid<pid> oneliners ol_neg entry",
+        "5 syscall read entry",
+        "6 syscall readahead entry",
+        "7 syscall readlink entry",
+        "8 syscall readlinkat entry",
+        "9 syscall readv entry",
+        "10 dtrace tick-1s",
+    ]
+    assert "ready" not in res.stdout  # never resumed: the program did not run
+
+
+def test_list_attached_arms_nothing(targets: Targets, launch) -> None:
+    proc = launch(targets.path("oneliners"), 3)
+    res = run_instr("dtrace", "-l", "-n", "pid$target:a.out:ol_add:return", "-p", proc.pid)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split()[5:] == ["1", f"pid{proc.pid}", "oneliners", "ol_add", "return"]
+    proc.go()
+    assert proc.finish(30).returncode == 0  # left alone, it runs to its end
+
+
+def test_a_tick_exits_while_the_target_waits(targets: Targets, tmp_path: Path) -> None:
+    """The target blocks on stdin (never released): only the timer ends the run."""
+    out = tmp_path / "d.out"
+    prog = targets.path("oneliners")
+    with subprocess.Popen(
+        instr_argv(
+            "dtrace", "-q", "-o", out, "-c", f"{prog} 5",
+            "-n", 'interval:ms:100 { printf("tick\\n"); exit(5); } END { printf("end\\n"); }',
+        ),
+        stdin=subprocess.PIPE,  # kept open: the target waits for its go line
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=instr_env(),
+    ) as p:  # fmt: skip
+        code = p.wait(timeout=120)
+        assert p.stderr is not None
+        err = p.stderr.read()
+    assert code == 5, err
+    assert out.read_text() == "tick\nend\n"
+
+
+def test_host_only_program_needs_no_target() -> None:
+    res = run_instr(
+        "dtrace", "-n", 'BEGIN { x = 6; printf("%d %s\\n", x * 7, $1); exit(0); }', "word"
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == "42 word\n"
+
+
+def test_probes_without_a_target_say_so() -> None:
+    res = run_instr("dtrace", "-n", "syscall::read:entry { @ = count(); }")
+    assert res.returncode == 2
+    assert res.stderr == (
+        "instr: error: pid and syscall probes need a process\n  hint: give -p PID or -c CMD\n"
+    )
+    res = run_instr("dtrace", "-n", "pid$target::malloc:entry { @ = count(); }")
+    assert res.returncode == 2
+    assert res.stderr.splitlines()[0] == "-n:1:1: error: macro $target is not defined"
