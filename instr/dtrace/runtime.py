@@ -9,6 +9,7 @@ like C's int64_t, ``/`` and ``%`` truncate toward zero.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
@@ -83,6 +84,8 @@ class Runtime:
         self.errors = 0
         self.entries: dict[tuple[int, int], list[dict[str, Any]]] = {}  # paired: per thread
         self.in_end = False  # END is running: printa() there replaces the final print
+        self.start_ns = time.monotonic_ns()
+        self.wall_offset_ns = time.time_ns() - time.monotonic_ns()
 
     # -- firing -------------------------------------------------------------------
 
@@ -289,8 +292,12 @@ class Runtime:
             return self.pid
         if name == "tid":
             return env.tid
-        if name in ("timestamp", "walltimestamp", "elapsed"):
+        if name == "timestamp":
             return env.ts_ns
+        if name == "walltimestamp":  # the target's CLOCK_MONOTONIC, moved to the wall clock
+            return env.ts_ns + self.wall_offset_ns
+        if name == "elapsed":  # bpftrace's: since the program started
+            return env.ts_ns - self.start_ns
         if name in ("self", "this"):
             raise DRuntimeError(e.loc, f"{name} needs ->")
         return self.globals.get(e.name, 0)
