@@ -19,10 +19,11 @@ from typing import Any, TextIO
 
 from instr.aggregate.model import AggSnapshot
 from instr.dtrace.compiler import DProgram, compile_program
-from instr.dtrace.errors import Src
+from instr.dtrace.errors import DError, Src
 from instr.dtrace.parser import parse
+from instr.dtrace.probes import ProbeSpec
 from instr.dtrace.runtime import Runtime
-from instr.errors import InstrError, UsageError
+from instr.errors import InstrError, NothingArmedError, UsageError
 from instr.events import Event, RunContext, RunInfo, RunSummary
 from instr.probes.ir import PlanOptions
 from instr.runner import exit_status
@@ -172,13 +173,20 @@ def _run(
             reports = session.start(resume=False)
         except KeyboardInterrupt:
             raise InstrError("interrupted while arming the probes") from None
+        except NothingArmedError:
+            raise DError(
+                [(_spec(prog, r.id).loc, f"probe description {_spec(prog, r.id).text} matches "
+                  f"nothing: {r.reason}", "instr dtrace -l lists what a description matches")
+                 for r in session.reports]
+            ) from None  # fmt: skip
         assert session.pid is not None
         rt.pid = session.pid
         rt.execname = _comm(session.pid)
         try:
             for r in reports:
                 if r.state != "armed":
-                    warn(f"probe {_desc(prog, r.id)} {r.state}: {r.reason}")
+                    spec = _spec(prog, r.id)
+                    warn(f"{spec.loc}: probe description {spec.text} {r.state}: {r.reason}")
             sites = sum(r.sites for r in reports if r.state == "armed")
             say(f"matched {sites} probe site(s) in pid {session.pid}")
             for hc in rt.host_clauses("begin"):
@@ -261,6 +269,5 @@ def _comm(pid: int) -> str:
         return "?"
 
 
-def _desc(prog: DProgram, probe_id: int) -> str:
-    hc = prog.by_probe.get(probe_id)
-    return hc.spec.text if hc is not None else str(probe_id)
+def _spec(prog: DProgram, probe_id: int) -> ProbeSpec:
+    return prog.by_probe[probe_id].spec

@@ -406,7 +406,8 @@ class Runtime:
     def print_all(self) -> None:
         """At the end, DTrace prints every aggregation not printed by END."""
         for name in self.prog.aggs:
-            if name not in self.printed:
+            t = self.tables(name)
+            if name not in self.printed and t is not None and t.rows:  # empty: not printed
                 self.print_agg(name)
 
 

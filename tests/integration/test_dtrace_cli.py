@@ -87,3 +87,18 @@ def test_probes_without_a_target_say_so() -> None:
     res = run_instr("dtrace", "-n", "pid$target::malloc:entry { @ = count(); }")
     assert res.returncode == 2
     assert res.stderr.splitlines()[0] == "-n:1:1: error: macro $target is not defined"
+
+
+def test_a_description_that_matches_nothing_points_at_it(targets: Targets) -> None:
+    prog = targets.path("oneliners")
+    res = run_instr("dtrace", "-n", "BEGIN {}\npid$target::nosuch*:entry { @ = count(); }",
+                    "-c", f"{prog} 3")  # fmt: skip
+    assert res.returncode == 2
+    assert res.stderr.splitlines() == [
+        "-n:2:1: error: probe description pid$target::nosuch*:entry matches nothing: "
+        "no function matches '*!nosuch*'",
+        "  pid$target::nosuch*:entry { @ = count(); }",
+        "  ^",
+        "  hint: instr dtrace -l lists what a description matches",
+    ]
+    assert "ready" not in res.stdout  # never resumed
