@@ -316,7 +316,7 @@ def _value(e: A.Expr, needs: Needs) -> str:
         name = needs.cap(e)
     except HostOnly:
         name = ""
-    if not name or name.startswith(("s", "es")) or name == "pf":
+    if not name or name.startswith(("s", "es", "caller")) or name == "pf":
         raise fail(start(e), "this value cannot be aggregated in the target",
                    "aggregate an argument (arg0..arg9) or retval")  # fmt: skip
     return name

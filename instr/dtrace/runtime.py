@@ -393,7 +393,15 @@ class Runtime:
             if fmt is not None:
                 self.out.write(_printa_line(fmt, r, t))
                 continue
-            keys = "".join(_key(k) for k in r.keys)
+            names = t.key_names
+            keys = "".join(
+                _key(_frame(k) if n == "caller" and isinstance(k, str) else k)
+                for k, n in zip(r.keys, names, strict=False)
+                if not isinstance(k, tuple)
+            )
+            for k in r.keys:
+                if isinstance(k, tuple):  # a stack: one frame a line, as DTrace
+                    self.out.write("".join(f"{'':14}{_frame(f)}\n" for f in k))
             if t.func in ("quantize", "lquantize"):
                 if keys:
                     self.out.write(keys + "\n")
@@ -421,6 +429,11 @@ def _key(k: Any) -> str:
     if isinstance(k, int):
         return f" {k:>16}"
     return f"  {k!s:<50}"
+
+
+def _frame(frame: str) -> str:
+    """instr's ``module!symbol+0x10`` in DTrace's spelling, ``module`symbol+0x10``."""
+    return frame.replace("!", "`", 1)
 
 
 def _value(r: AggRow, func: str) -> int:

@@ -14,8 +14,8 @@ UNSUPPORTED = {
     "speculate": "speculation is not supported",
     "commit": "speculation is not supported",
     "discard": "speculation is not supported",
-    "stack": "stack() is not supported: instr traces user space (ustack() is not supported yet)",
-    "ustack": "ustack() is not supported yet",
+    "stack": "stack() is a kernel stack: instr traces user space (use ustack() as an "
+    "aggregation key)",
     "jstack": "jstack() is not supported",
     "copyin": "copyin() is not supported yet",
     "copyinto": "copyinto() is not supported",
@@ -57,7 +57,7 @@ UNSUPPORTED = {
     "override": "override() is a destructive action; destructive actions are not supported yet",
 }
 ACTIONS = ("printf", "printa", "trace", "exit", "clear", "trunc")
-FUNCTIONS = ("copyinstr", "str", "strlen")
+FUNCTIONS = ("copyinstr", "str", "strlen", "ustack")
 
 
 def start(e: A.Expr) -> A.Loc:
@@ -98,7 +98,21 @@ def check_clause(clause: A.Clause, spec: ProbeSpec, macros: dict[str, str]) -> N
                            "update them in pid or syscall clauses")  # fmt: skip
         elif isinstance(st.target, A.Var) and st.target.scope == "this":
             pass
+    keys = {
+        id(k)
+        for st in clause.body
+        if isinstance(st, A.Assign) and isinstance(st.target, A.AggRef)
+        for k in st.target.keys
+    }
     for n in nodes:
+        if isinstance(n, A.Call) and n.name == "ustack":
+            if id(n) not in keys:
+                raise fail(n.loc, "ustack() is supported as an aggregation key only",
+                           "e.g. @[ustack()] = count()")  # fmt: skip
+            if len(n.args) > 1 or (n.args and not isinstance(n.args[0], A.Int)):
+                raise fail(n.loc, "ustack() takes an optional constant depth",
+                           "e.g. ustack(5)")  # fmt: skip
+            continue
         if isinstance(n, A.Call) and id(n) not in agg_values:
             if n.name in UNSUPPORTED:
                 raise fail(n.loc, UNSUPPORTED[n.name])
@@ -123,9 +137,12 @@ def _check_action(e: A.Call, spec: ProbeSpec) -> None:
         raise fail(e.loc, f"{e.name}() is an aggregating function",
                    f"assign it to an aggregation: @name[keys] = {e.name}(...)")  # fmt: skip
     if e.name not in ACTIONS:
+        if e.name == "ustack":
+            raise fail(e.loc, "ustack() as an action is not supported yet",
+                       "use it as an aggregation key: @[ustack()] = count()")  # fmt: skip
         if e.name in FUNCTIONS:
             raise fail(e.loc, f"the value of {e.name}() is not used",
-                       "print it: printf(\"%s\\n\", " + e.name + "(arg0))")  # fmt: skip
+                       "use it in printf(), a predicate or an assignment")  # fmt: skip
         raise fail(e.loc, f"unknown action '{e.name}'",
                    "actions: printf, printa, trace, exit, clear, trunc")  # fmt: skip
     if e.name == "printf":

@@ -32,10 +32,8 @@ _NOT_HERE = {
     "uid": "uid is not supported yet",
     "gid": "gid is not supported yet",
     "ppid": "ppid is not supported yet",
-    "caller": "caller is not supported yet",
-    "ucaller": "ucaller is not supported yet",
 }
-_BT_ALIASES = {"comm": "execname", "nsecs": "timestamp"}
+_BT_ALIASES = {"comm": "execname", "nsecs": "timestamp", "caller": "ucaller"}
 
 
 class HostOnly(Exception):
@@ -61,6 +59,9 @@ def check_builtin(e: A.Ident, spec: ProbeSpec | None) -> str:
     if spec.is_host and (name in ARGS or name in ("retval", "errno")):
         raise fail(e.loc, f"{name} has no value in a {spec.text} probe",
                    "arguments exist in pid and syscall probes")  # fmt: skip
+    if name == "ucaller" and (spec.kind != "pid" or spec.name != "entry"):
+        raise fail(e.loc, f"{e.name} has a value in pid :entry probes only",
+                   "the return address is read at the function's entry")  # fmt: skip
     if spec.kind == "pid":
         if name == "errno":
             raise fail(e.loc, "errno is not supported in pid probes", "use a syscall probe")
@@ -113,7 +114,17 @@ class Needs:
                 return self._add("err", "errno")
             if name == "probefunc" and s.kind == "syscall":
                 return self._add("pf", "syscall")
+            if name == "ucaller":
+                return self._add("caller", "caller")
             raise HostOnly(e.loc, f"{e.name} is not a capture")
+        if isinstance(e, A.Call) and e.name == "ustack":
+            if s.kind != "pid" or s.name != "entry":
+                raise fail(e.loc, "ustack() is supported in pid :entry probes only",
+                           "the stack is read at the function's entry")  # fmt: skip
+            depth = e.args[0].value if e.args and isinstance(e.args[0], A.Int) else 16
+            if not 1 <= depth <= 64:
+                raise fail(e.args[0].loc, "ustack()'s depth must be from 1 to 64")
+            return self._add(f"stack{depth}", f"backtrace({depth})")
         if isinstance(e, A.Call) and e.name in STR_FUNCS:
             return self.string(e)
         raise HostOnly(e.loc, "not a capture")

@@ -102,3 +102,46 @@ def test_a_description_that_matches_nothing_points_at_it(targets: Targets) -> No
         "  hint: instr dtrace -l lists what a description matches",
     ]
     assert "ready" not in res.stdout  # never resumed
+
+
+def _masked(targets: Targets, tmp_path: Path, program: str) -> str:
+    out = tmp_path / "d.out"
+    prog = targets.path("oneliners")
+    res = run_instr("dtrace", "-q", "-o", out, "-c", f"{prog} 30", "-n", program)
+    assert res.returncode == 0, res.stderr
+    return re.sub(r"\+0x[0-9a-f]+", "+OFF", out.read_text())
+
+
+def test_stacks_and_callers_as_keys(targets: Targets, tmp_path: Path) -> None:
+    # (one probe at a time: a hook on ol_alloc moves its call to malloc into Frida's
+    # trampoline, and malloc's stack would start there)
+    stacks = _masked(
+        targets, tmp_path, "pid$target::malloc:entry /arg0 == 64/ { @[ustack(2)] = count(); }"
+    )
+    assert stacks == (
+        "\n"
+        "              oneliners`ol_alloc+OFF\n"
+        "              oneliners`main+OFF\n"
+        "                7\n"
+    )
+    callers = _masked(targets, tmp_path, "pid$target::ol_alloc:entry { @c[ucaller] = count(); }")
+    assert callers.startswith("\n  oneliners`main+OFF ") and callers.endswith(" 30\n")
+    assert callers.split() == ["oneliners`main+OFF", "30"]
+
+
+def test_a_tick_prints_fresh_tables(targets: Targets, tmp_path: Path) -> None:
+    """A tick's printa() asks the target for its tables first: the last call counted
+    before the tick saw it is in them. The tick waits for a global set by that call."""
+    out = tmp_path / "d.out"
+    prog = targets.path("oneliners")
+    res = run_instr(
+        "dtrace", "-q", "-o", out, "-c", f"{prog} 30", "-n",
+        "pid$target::ol_add:entry { @n = count(); @s = sum(arg0); } "
+        "pid$target::ol_add:entry /arg0 == 29/ { last = 1; } "
+        'tick-10ms /last/ { printa("%@d calls ", @n); printa("sum %@d\\n", @s); clear(@n); '
+        "exit(0); } END { printa(@n); }",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    # END: @n was cleared (printa prints an empty table as a blank line); @s, not
+    # printed by END, is printed at the end
+    assert out.read_text() == "30 calls sum 435\n" + "\n" + f"\n{435:>17}\n"

@@ -8,7 +8,16 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
+import instr.cli
 from instr.cli import main
+
+
+@pytest.fixture(autouse=True)
+def _keep_frida(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command closes Frida's device manager as it ends (instr.cli._guard); in this
+    process that would leave it closed for every later test, so here it stays open."""
+    monkeypatch.setattr(instr.cli, "release_frida", lambda *a, **k: None)
+
 
 # (program, first line of the diagnostic, hint or None)
 CORPUS = [
@@ -153,7 +162,7 @@ CORPUS = [
     ),
     (
         "pid$target::malloc:entry { stack(); }",
-        "-n:1:28: error: stack() is not supported: instr traces user space (ustack() is not supported yet)",
+        "-n:1:28: error: stack() is a kernel stack: instr traces user space (use ustack() as an aggregation key)",
         None,
     ),
     (
@@ -188,6 +197,21 @@ CORPUS = [
     ),
     ("BEGIN\n{\n  x = 1 +;\n}", "-n:3:10: error: expected an expression, found ';'", None),
     ("BEGIN { x = 08; }", "-n:1:13: error: bad integer constant '08'", None),
+    (
+        "pid$target::malloc:entry { ustack(); }",
+        "-n:1:28: error: ustack() as an action is not supported yet",
+        "use it as an aggregation key: @[ustack()] = count()",
+    ),
+    (
+        "pid$target::malloc:return { @[ustack()] = count(); }",
+        "-n:1:31: error: ustack() is supported in pid :entry probes only",
+        "the stack is read at the function's entry",
+    ),
+    (
+        "syscall::read:entry { @[ucaller] = count(); }",
+        "-n:1:25: error: ucaller has a value in pid :entry probes only",
+        "the return address is read at the function's entry",
+    ),
 ]
 
 

@@ -141,3 +141,31 @@ def test_one_aggregation_over_several_probes_is_merged() -> None:
     assert out.getvalue() == "\n" + "".join(
         f"  {k:<50}{v:>17}\n" for k, v in [("g", 7), ("h", 11), ("f", 30)]
     )
+
+
+def test_a_one_liner_is_the_probe_set_a_user_would_write() -> None:
+    """Not a second engine: the agent gets the same plan (and so the same tier and cost)."""
+    from instr.probes import load_text
+
+    d = compile_text(
+        "pid$target::malloc:entry { @[probefunc] = count(); }"
+        " pid$target::read:entry /arg0 == 0/ { @b = sum(arg2); }"
+    )
+    yaml_set = load_text(
+        """
+version: 1
+sets:
+  s:
+    probes:
+      - function: malloc
+        aggregate:
+          calls: count() by probefunc
+      - function: read
+        capture: {fd: arg0:i64, n: arg2:i64}
+        where: "fd == 0"
+        aggregate:
+          bytes: sum(n)
+"""
+    ).compile(["s"])
+    assert d.table.plan() == yaml_set.plan()
+    assert [p.agg_tier for p in d.table] == [p.agg_tier for p in yaml_set] == ["fast", "fast"]
