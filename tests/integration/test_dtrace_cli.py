@@ -131,17 +131,31 @@ def test_stacks_and_callers_as_keys(targets: Targets, tmp_path: Path) -> None:
 
 def test_a_tick_prints_fresh_tables(targets: Targets, tmp_path: Path) -> None:
     """A tick's printa() asks the target for its tables first: the last call counted
-    before the tick saw it is in them. The tick waits for a global set by that call."""
+    before the tick saw it is in them. The tick waits for a global set by the program's
+    "done" line, written after its last call;
+    the target holds after its work (its stdin stays open), so only exit() ends the run."""
     out = tmp_path / "d.out"
     prog = targets.path("oneliners")
-    res = run_instr(
-        "dtrace", "-q", "-o", out, "-c", f"{prog} 30", "-n",
+    program = (
         "pid$target::ol_add:entry { @n = count(); @s = sum(arg0); } "
-        "pid$target::ol_add:entry /arg0 == 29/ { last = 1; } "
+        "syscall::write:entry /arg0 == 1 && arg2 != 6/ { last = 1; } "  # "done": not "ready"
         'tick-10ms /last/ { printa("%@d calls ", @n); printa("sum %@d\\n", @s); clear(@n); '
-        "exit(0); } END { printa(@n); }",
-    )  # fmt: skip
-    assert res.returncode == 0, res.stderr
+        "exit(0); } END { printa(@n); }"
+    )
+    with subprocess.Popen(
+        instr_argv("dtrace", "-q", "-o", out, "-c", f"{prog} 30 hold", "-n", program),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=instr_env(),
+    ) as p:
+        assert p.stdin is not None and p.stderr is not None
+        p.stdin.write("go\n")  # the first wait; the second one is never answered
+        p.stdin.flush()
+        code = p.wait(timeout=120)
+        err = p.stderr.read()
+    assert code == 0, err
     # END: @n was cleared (printa prints an empty table as a blank line); @s, not
     # printed by END, is printed at the end
     assert out.read_text() == "30 calls sum 435\n" + "\n" + f"\n{435:>17}\n"

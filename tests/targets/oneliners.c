@@ -10,6 +10,8 @@
  *       write(/dev/null, 10)            one write per i
  *       open("/nonexistent/oneliners"), when i % 5 == 0: fails with ENOENT
  *   then prints "done N".
+ *   oneliners N hold   the same, then waits for one more line on stdin before exiting
+ *                      (a run that must end by instr's hand, not the program's).
  *
  * The files are opened before "ready" and moved to fds 10 (/dev/zero) and 11
  * (/dev/null), the same whoever else has fds in the process (Frida does);
@@ -73,5 +75,7 @@ int main(int argc, char **argv)
             return 1;
     }
     printf("done %ld\n", n);
+    if (argc > 2 && strcmp(argv[2], "hold") == 0)
+        wait_go();
     return 0;
 }
