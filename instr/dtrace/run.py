@@ -105,8 +105,7 @@ class _DCollector:
         self.rt.ctx = ctx
 
     def on_events(self, events: list[Event]) -> None:
-        for ev in events:
-            self.rt.on_event(ev)
+        self.rt.on_events(events)
 
     def on_aggregations(self, snapshot: AggSnapshot) -> None:
         self.rt.on_snapshot(snapshot)

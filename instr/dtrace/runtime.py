@@ -19,7 +19,7 @@ from instr.aggregate.report import histogram_lines
 from instr.dtrace import ast as A
 from instr.dtrace.compiler import DProgram, HostClause
 from instr.dtrace.errors import Loc
-from instr.dtrace.printf import Conv, parse_format, render
+from instr.dtrace.printf import Conv, Piece, parse_format, render
 from instr.dtrace.values import ARGS, Needs, canonical
 from instr.events import Event, RunContext
 
@@ -83,6 +83,8 @@ class Runtime:
         self.printed: set[str] = set()  # printa'd in END: not printed again at exit
         self.errors = 0
         self.entries: dict[tuple[int, int], list[dict[str, Any]]] = {}  # paired: per thread
+        self._caps: dict[tuple[int, int], str] = {}
+        self._formats: dict[int, list[Piece]] = {}
         self.in_end = False  # END is running: printa() there replaces the final print
         self.start_ns = time.monotonic_ns()
         self.wall_offset_ns = time.time_ns() - time.monotonic_ns()
@@ -109,8 +111,6 @@ class Runtime:
         except DRuntimeError as e:
             self.errors += 1
             self.warn(f"error in the clause at {e.loc}: {e}")
-        finally:
-            self.out.flush()
 
     def on_event(self, ev: Event) -> None:
         hc = self.prog.by_probe.get(ev.probe_id)
@@ -143,6 +143,30 @@ class Runtime:
     def run_host(self, hc: HostClause, ts_ns: int = 0) -> None:
         with self.lock:
             self.fire(hc, Env(hc, None, "", "", ts_ns, 0))
+            self.out.flush()
+
+    def on_events(self, events: list[Event]) -> None:
+        """One batch, in order; the output is flushed once a batch."""
+        for ev in events:
+            self.on_event(ev)
+        with self.lock:
+            self.out.flush()
+
+    def _cap(self, hc: HostClause, e: A.Expr) -> str:
+        """The capture that holds ``e`` in ``hc``'s events (cached: it never changes)."""
+        key = (id(hc), id(e))
+        name = self._caps.get(key)
+        if name is None:
+            needs = Needs(hc.spec)
+            name = needs.string(e) if isinstance(e, A.Call) else needs.cap(e)
+            self._caps[key] = name
+        return name
+
+    def _format(self, fmt: A.Str) -> list[Piece]:
+        pieces = self._formats.get(id(fmt))
+        if pieces is None:
+            pieces = self._formats[id(fmt)] = parse_format(fmt.value, fmt.loc)
+        return pieces
 
     # -- statements -----------------------------------------------------------------
 
@@ -156,7 +180,7 @@ class Runtime:
             fmt = e.args[0]
             assert isinstance(fmt, A.Str)
             values = [self.eval(a, env) for a in e.args[1:]]
-            self.out.write(render(parse_format(fmt.value, fmt.loc), values))
+            self.out.write(render(self._format(fmt), values))
         elif e.name == "trace":
             v = self.eval(e.args[0], env)
             self.out.write(f"{v}" if self.prog.quiet else f" {v}")
@@ -217,9 +241,10 @@ class Runtime:
             d = env.event.duration_ns if env.event is not None else None
             return d if d is not None else 0
         if isinstance(e, A.Entry):
-            v = env.entry.get(Needs(env.clause.spec).cap(e)) if env.entry else None
+            cap = self._cap(env.clause, e)
+            v = env.entry.get(cap) if env.entry else None
             if v is None and env.event is not None:
-                v = env.event.args.get(Needs(env.clause.spec).cap(e))
+                v = env.event.args.get(cap)
             return v if isinstance(v, int | str) else 0
         if isinstance(e, A.Call):
             return self.call(e, env)
@@ -272,7 +297,7 @@ class Runtime:
         if name in ARGS or name in ("retval", "errno"):
             if ev is None:
                 return 0
-            cap = Needs(env.clause.spec).cap(e)
+            cap = self._cap(env.clause, e)
             if cap == "rv":
                 v = ev.retval if ev.retval is not None else ev.args.get("rv")
             else:
@@ -306,7 +331,7 @@ class Runtime:
         if e.name in ("copyinstr", "str"):
             if env.event is None:
                 return ""
-            v = env.event.args.get(Needs(env.clause.spec).string(e))
+            v = env.event.args.get(self._cap(env.clause, e))
             return v if isinstance(v, str) else ("" if v is None else str(v))
         if e.name == "strlen":
             s = self.eval(e.args[0], env)
