@@ -545,3 +545,23 @@ def test_exit_from_a_probe_stops_the_run(targets: Targets, tmp_path: Path) -> No
         'pid$target::ol_name:entry { printf("%s\\n", str(arg0)); exit(0); }',
     )
     assert out == "alpha\n"
+
+
+def test_attach_then_ctrl_c_runs_end(targets: Targets, tmp_path: Path, launch, instr_bg) -> None:
+    """The usual `dtrace -p PID`: attach, let it run, Ctrl-C; END and the tables are
+    printed, and the program keeps running without instr."""
+    proc = launch(targets.path("oneliners"), N, "hold")
+    out = tmp_path / "d.out"
+    instr = instr_bg(
+        "dtrace", "-o", out, "-p", proc.pid, "-n",
+        'pid$target::ol_alloc:entry { @[arg0] = count(); } END { printf("end\\n"); }',
+    )  # fmt: skip
+    instr.err.expect(re.compile(r"matched \d+ probe site"), 60)
+    proc.go()
+    assert proc.out.expect("done") == f"done {N}"
+    assert proc.out.expect("ready") == "ready"  # holding: every call was made
+    instr.interrupt()
+    assert instr.finish(60).returncode == 0
+    assert out.read_text() == "end\n" + rows(*SIZES_BY_COUNT)
+    proc.go()  # still alive, and unhooked
+    assert proc.finish(30).returncode == 0
