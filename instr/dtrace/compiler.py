@@ -279,7 +279,7 @@ def _agg_spec(
                    "e.g. @n[probefunc] = count()")  # fmt: skip
     func = call.name
     if func not in AGG_FUNCS:
-        if func in ("llquantize", "normalize"):
+        if func == "llquantize":
             raise fail(call.loc, f"{func}() is not supported yet")
         hint = did_you_mean(func, AGG_FUNCS) or f"one of: {', '.join(AGG_FUNCS)}"
         raise fail(call.loc, f"unknown aggregating function '{func}'", hint)

@@ -84,6 +84,7 @@ class Runtime:
         self.errors = 0
         self.entries: dict[tuple[int, int], list[dict[str, Any]]] = {}  # paired: per thread
         self._caps: dict[tuple[int, int], str] = {}
+        self.factor: dict[str, int] = {}  # normalize(): values printed divided by this
         self._formats: dict[int, list[Piece]] = {}
         self.in_end = False  # END is running: printa() there replaces the final print
         self.start_ns = time.monotonic_ns()
@@ -191,6 +192,10 @@ class Runtime:
             self.printa(e)
         elif e.name == "clear":
             self.clear(e.args[0])
+        elif e.name in ("normalize", "denormalize"):
+            ref, n = e.args[0], e.args[1] if len(e.args) > 1 else None
+            assert isinstance(ref, A.AggRef)
+            self.factor[ref.name] = n.value if isinstance(n, A.Int) else 1
         elif e.name == "trunc":
             n = e.args[1] if len(e.args) > 1 else None
             self.trunc(e.args[0], n.value if isinstance(n, A.Int) else 0)
@@ -416,7 +421,7 @@ class Runtime:
             return
         for r in _sorted(t):
             if fmt is not None:
-                self.out.write(_printa_line(fmt, r, t))
+                self.out.write(_printa_line(fmt, r, t, self.factor.get(name, 1)))
                 continue
             names = t.key_names
             keys = "".join(
@@ -434,7 +439,7 @@ class Runtime:
                     self.out.write(line + "\n")
                 self.out.write("\n")
             else:
-                self.out.write(f"{keys}{_value(r, t.func):>17}\n")
+                self.out.write(f"{keys}{_value(r, t.func) // self.factor.get(name, 1):>17}\n")
 
     def print_all(self) -> None:
         """At the end, DTrace prints every aggregation not printed by END."""
@@ -502,7 +507,7 @@ def _minus(a: AggRow, b: AggRow) -> AggRow:
                   a.sumsq - b.sumsq, tuple(x for x in buckets if x.count))  # fmt: skip
 
 
-def _printa_line(fmt: A.Str, r: AggRow, t: AggTable) -> str:
+def _printa_line(fmt: A.Str, r: AggRow, t: AggTable, factor: int = 1) -> str:
     """printa's format: ``%@d`` (or any ``%@`` conversion) is the value, the others the
     keys in order; without ``%@`` the value comes after the keys (as DTrace)."""
     pieces = parse_format(fmt.value, fmt.loc)
@@ -510,5 +515,5 @@ def _printa_line(fmt: A.Str, r: AggRow, t: AggTable) -> str:
     vals: list[Value] = []
     for p in pieces:
         if isinstance(p, Conv):
-            vals.append(_value(r, t.func) if p.at else next(keys, 0))
+            vals.append(_value(r, t.func) // factor if p.at else next(keys, 0))
     return render(pieces, vals)

@@ -29,8 +29,6 @@ UNSUPPORTED = {
     "chill": "chill() is not supported",
     "freopen": "freopen() is not supported",
     "ftruncate": "ftruncate() is not supported",
-    "normalize": "normalize() is not supported yet",
-    "denormalize": "denormalize() is not supported yet",
     "setopt": "setopt() is not supported",
     "tracemem": "tracemem() is not supported yet",
     "print": "print() is not supported: use printf() or trace()",
@@ -56,7 +54,7 @@ UNSUPPORTED = {
     "signal": "signal() is a destructive action; destructive actions are not supported yet",
     "override": "override() is a destructive action; destructive actions are not supported yet",
 }
-ACTIONS = ("printf", "printa", "trace", "exit", "clear", "trunc")
+ACTIONS = ("printf", "printa", "trace", "exit", "clear", "trunc", "normalize", "denormalize")
 FUNCTIONS = ("copyinstr", "str", "strlen", "ustack")
 
 
@@ -159,7 +157,7 @@ def _check_action(e: A.Call, spec: ProbeSpec) -> None:
     if e.name == "exit" and len(e.args) != 1:
         raise fail(e.loc, f"exit() takes 1 argument (the exit status), not {len(e.args)}",
                    "e.g. exit(0)")  # fmt: skip
-    if e.name in ("printa", "clear", "trunc"):
+    if e.name in ("printa", "clear", "trunc", "normalize", "denormalize"):
         _check_agg_action(e, spec)
 
 
@@ -169,6 +167,11 @@ def _check_agg_action(e: A.Call, spec: ProbeSpec) -> None:
     args = list(e.args)
     if e.name == "printa" and args and isinstance(args[0], A.Str):
         args = args[1:]
+    if e.name == "normalize":
+        if len(args) != 2 or not isinstance(args[1], A.Int) or args[1].value <= 0:
+            raise fail(e.loc, "normalize() takes an aggregation and a positive integer constant",
+                       "e.g. normalize(@bytes, 1024)")  # fmt: skip
+        args = args[:1]
     if e.name == "trunc":
         if not args or len(args) > 2:
             raise fail(e.loc, "trunc() takes an aggregation and an optional count")
@@ -180,8 +183,8 @@ def _check_agg_action(e: A.Call, spec: ProbeSpec) -> None:
     for a in args:
         if not isinstance(a, A.AggRef) or a.indexed:
             raise fail(a.loc, f"{e.name}() takes aggregations (@name)")
-    if e.name == "clear" and len(args) != 1:
-        raise fail(e.loc, "clear() takes one aggregation")
+    if e.name in ("clear", "denormalize") and len(args) != 1:
+        raise fail(e.loc, f"{e.name}() takes one aggregation")
 
 
 STRING_BUILTINS = ("probefunc", "probemod", "probename", "probeprov", "execname", "comm")

@@ -212,6 +212,8 @@ class _Py:
         if isinstance(e, A.Binary):
             if e.op in ("==", "!=") and _is_pid(e.left) and _is_pid(e.right):
                 return "True" if e.op == "==" else "False"  # one process: pid is $target
+            if e.op in ("<", "<=", ">", ">=") and (_is_str(e.left) or _is_str(e.right)):
+                raise HostOnly(e.loc, "strings are ordered on the host")
             left, right = self.expr(e.left), self.expr(e.right)
             if e.op == "^^":
                 return f"(({left}) != 0) != (({right}) != 0)"
@@ -230,3 +232,15 @@ def _is_pid(e: A.Expr) -> bool:
     if isinstance(e, A.Ident):
         return e.name == "pid"
     return isinstance(e, A.Macro) and e.name in ("target", "pid")
+
+
+def _is_str(e: A.Expr) -> bool:
+    if isinstance(e, A.Str):
+        return True
+    if isinstance(e, A.Call):
+        return e.name in STR_FUNCS
+    if isinstance(e, A.Entry):
+        return _is_str(e.expr)
+    return isinstance(e, A.Ident) and canonical(e.name) in (
+        "probefunc", "probemod", "probename", "probeprov", "execname",
+    )  # fmt: skip

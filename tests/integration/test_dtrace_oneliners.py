@@ -374,6 +374,27 @@ TABLE: list[tuple[str, str, str, str | None, dict[str, dict[str, int]]]] = [
         {},
     ),
     (
+        "normalize",
+        "pid$target::ol_alloc:entry { @[arg0] = sum(arg0); } END { normalize(@, 8); }",
+        rows((16, 16), (32, 32), (64, 56), (128, 112)),
+        None,
+        {},
+    ),
+    (
+        "clause-local-this",
+        'pid$target::ol_add:entry /arg0 < 2/ { this->x = arg0 * 10; printf("%d ", this->x + 1); }',
+        "1 11 ",
+        None,
+        {},
+    ),
+    (
+        "string-ordering-on-the-host",
+        'pid$target::ol_name:entry /copyinstr(arg0) < "b"/ { n = n + 1; } END { printf("%d\\n", n); }',
+        "10\n",
+        None,
+        {},
+    ),
+    (
         "strlen-predicate",
         "pid$target::ol_name:entry /strlen(copyinstr(arg0)) == 4/ { @ = count(); }",
         rows((None, 10)),
