@@ -14,12 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from instr.aggregate.model import AggRow, AggSnapshot, AggTable, Bucket
-from instr.aggregate.report import histogram_lines
+from instr.aggregate.model import AggRow, AggSnapshot, AggTable
 from instr.dtrace import ast as A
+from instr.dtrace.aggtext import merge, minus, render_table, sorted_rows
 from instr.dtrace.compiler import DProgram, HostClause
 from instr.dtrace.errors import Loc
-from instr.dtrace.printf import Conv, Piece, parse_format, render
+from instr.dtrace.printf import Piece, parse_format, render
 from instr.dtrace.values import ARGS, Needs, canonical
 from instr.events import Event, RunContext
 
@@ -361,7 +361,7 @@ class Runtime:
         rows: dict[tuple[Any, ...], AggRow] = {}
         for t in parts:
             for r in t.rows:
-                rows[r.keys] = _merge(rows.get(r.keys), r)
+                rows[r.keys] = merge(rows.get(r.keys), r)
         base = self.baseline.get(name, {})
         hidden = self.hidden.get(name, set())
         out = []
@@ -369,7 +369,7 @@ class Runtime:
             if k in hidden:
                 continue
             b = base.get(k)
-            r = _minus(r, b) if b is not None else r
+            r = minus(r, b) if b is not None else r
             if r.count > 0:
                 out.append(r)
         t0 = parts[0]
@@ -388,7 +388,7 @@ class Runtime:
         t = self.tables(ref.name)
         if t is None:
             return
-        rows = _sorted(t)
+        rows = sorted_rows(t)
         drop = rows if keep == 0 else (rows[:-keep] if keep > 0 else rows[-keep:])
         self.hidden.setdefault(ref.name, set()).update(r.keys for r in drop)
 
@@ -400,7 +400,7 @@ class Runtime:
         for t in snap.tables:
             if t.name in info.ir_names:
                 for r in t.rows:
-                    rows[r.keys] = _merge(rows.get(r.keys), r)
+                    rows[r.keys] = merge(rows.get(r.keys), r)
         return rows
 
     def printa(self, e: A.Call) -> None:
@@ -417,29 +417,8 @@ class Runtime:
         t = self.tables(name)
         if fmt is None:
             self.out.write("\n")
-        if t is None:
-            return
-        for r in _sorted(t):
-            if fmt is not None:
-                self.out.write(_printa_line(fmt, r, t, self.factor.get(name, 1)))
-                continue
-            names = t.key_names
-            keys = "".join(
-                _key(_frame(k) if n == "caller" and isinstance(k, str) else k)
-                for k, n in zip(r.keys, names, strict=False)
-                if not isinstance(k, tuple)
-            )
-            for k in r.keys:
-                if isinstance(k, tuple):  # a stack: one frame a line, as DTrace
-                    self.out.write("".join(f"{'':14}{_frame(f)}\n" for f in k))
-            if t.func in ("quantize", "lquantize"):
-                if keys:
-                    self.out.write(keys + "\n")
-                for line in histogram_lines(t, r):
-                    self.out.write(line + "\n")
-                self.out.write("\n")
-            else:
-                self.out.write(f"{keys}{_value(r, t.func) // self.factor.get(name, 1):>17}\n")
+        if t is not None:
+            self.out.write(render_table(t, fmt, self.factor.get(name, 1)))
 
     def print_all(self) -> None:
         """At the end, DTrace prints every aggregation not printed by END."""
@@ -451,69 +430,3 @@ class Runtime:
 
 def _truth(v: Value) -> bool:
     return v != 0 if isinstance(v, int) else True
-
-
-def _key(k: Any) -> str:
-    if isinstance(k, str):
-        return f"  {k:<50}"
-    if isinstance(k, int):
-        return f" {k:>16}"
-    return f"  {k!s:<50}"
-
-
-def _frame(frame: str) -> str:
-    """instr's ``module!symbol+0x10`` in DTrace's spelling, ``module`symbol+0x10``."""
-    return frame.replace("!", "`", 1)
-
-
-def _value(r: AggRow, func: str) -> int:
-    if func == "avg":
-        return int(r.total / r.count) if r.count else 0
-    if func == "stddev":
-        return int(r.value("stddev"))
-    if func in ("quantize", "lquantize"):
-        return r.count
-    v = r.value(func)
-    return int(v)
-
-
-def _sorted(t: AggTable) -> list[AggRow]:
-    def order(r: AggRow) -> tuple[Any, ...]:
-        keys = tuple((0, k, "") if isinstance(k, int) else (1, 0, str(k)) for k in r.keys)
-        return (_value(r, t.func), keys)
-
-    return sorted(t.rows, key=order)
-
-
-def _merge(a: AggRow | None, b: AggRow) -> AggRow:
-    if a is None:
-        return b
-    buckets: dict[tuple[int | None, int | None], int] = {}
-    for bk in (*a.buckets, *b.buckets):
-        buckets[(bk.lo, bk.hi)] = buckets.get((bk.lo, bk.hi), 0) + bk.count
-    mins = [x for x in (a.min, b.min) if x is not None]
-    maxs = [x for x in (a.max, b.max) if x is not None]
-    return AggRow(a.keys, a.count + b.count, a.total + b.total, min(mins) if mins else None,
-                  max(maxs) if maxs else None, a.sumsq + b.sumsq,
-                  tuple(Bucket(lo, hi, c) for (lo, hi), c in sorted(
-                      buckets.items(), key=lambda kv: (kv[0][0] is not None, kv[0][0] or 0))))  # fmt: skip
-
-
-def _minus(a: AggRow, b: AggRow) -> AggRow:
-    """``a`` since ``b`` (clear()): counts and sums subtract; min/max cannot, and stay."""
-    base = {(x.lo, x.hi): x.count for x in b.buckets}
-    buckets = tuple(Bucket(x.lo, x.hi, x.count - base.get((x.lo, x.hi), 0)) for x in a.buckets)
-    return AggRow(a.keys, a.count - b.count, a.total - b.total, a.min, a.max,
-                  a.sumsq - b.sumsq, tuple(x for x in buckets if x.count))  # fmt: skip
-
-
-def _printa_line(fmt: A.Str, r: AggRow, t: AggTable, factor: int = 1) -> str:
-    """printa's format: ``%@d`` (or any ``%@`` conversion) is the value, the others the
-    keys in order; without ``%@`` the value comes after the keys (as DTrace)."""
-    pieces = parse_format(fmt.value, fmt.loc)
-    keys = iter(k if isinstance(k, int | str) else str(k) for k in r.keys)
-    vals: list[Value] = []
-    for p in pieces:
-        if isinstance(p, Conv):
-            vals.append(_value(r, t.func) // factor if p.at else next(keys, 0))
-    return render(pieces, vals)
