@@ -276,12 +276,18 @@ def _agg_spec(
     call = st.value
     if not isinstance(call, A.Call):
         raise fail(call.loc, "an aggregation is assigned an aggregating function",
-                   "e.g. @n[probefunc] = count()")  # fmt: skip
+                   "e.g. @n[probefunc] = count(); bpftrace's @start[tid] = nsecs is "
+                   "self->start = timestamp in D")  # fmt: skip
     func = call.name
     if func not in AGG_FUNCS:
         if func == "llquantize":
             raise fail(call.loc, f"{func}() is not supported yet")
-        hint = did_you_mean(func, AGG_FUNCS) or f"one of: {', '.join(AGG_FUNCS)}"
+        bt = {"hist": "quantize", "lhist": "lquantize"}.get(func)
+        hint = (
+            f"bpftrace's {func}() is {bt}() in D"
+            if bt
+            else did_you_mean(func, AGG_FUNCS) or f"one of: {', '.join(AGG_FUNCS)}"
+        )
         raise fail(call.loc, f"unknown aggregating function '{func}'", hint)
     want = {"count": (0, 0), "lquantize": (3, 4)}.get(func, (1, 1))
     if not want[0] <= len(call.args) <= want[1]:

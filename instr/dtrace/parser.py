@@ -175,6 +175,9 @@ class _Parser:
         t = self.peek()
         if t.kind == "punct" and t.text in _ASSIGN:
             self.take()
+            if isinstance(e, A.Macro) and not e.name.isdigit():
+                raise fail(e.loc, f"${e.name} is a macro, not a variable",
+                           f"bpftrace's scratch variable ${e.name} is this->{e.name} in D")  # fmt: skip
             if not isinstance(e, (A.AggRef, A.Var, A.Ident)):
                 raise fail(t.loc, "only a variable or an aggregation can be assigned to")
             if isinstance(e, A.AggRef) and t.text != "=":
@@ -301,6 +304,10 @@ class _Parser:
         if t.is_("["):
             raise fail(t.loc, "arrays are not supported", "use an aggregation @name[key]")
         if t.is_("->") or t.is_("."):
+            if isinstance(e, A.Ident) and e.name == "args":
+                raise fail(e.loc, "args->NAME is bpftrace's; D has arg0, arg1...",
+                           "e.g. tracepoint:syscalls:sys_enter_openat's args->filename "
+                           "is copyinstr(arg1)")  # fmt: skip
             raise fail(t.loc, "struct member access is not supported")
         if t.is_("(") and not isinstance(e, A.Call):
             raise fail(t.loc, "only named functions can be called")

@@ -78,9 +78,13 @@ def check_clause(clause: A.Clause, spec: ProbeSpec, macros: dict[str, str]) -> N
     }
     for n in nodes:
         if isinstance(n, A.Macro) and n.name not in macros:
-            raise fail(n.loc, f"macro ${n.name} is not defined",
-                       "macro arguments $1, $2... follow the program on the command line; "
-                       "$target needs -p PID or -c CMD")  # fmt: skip
+            hint = (
+                "macro arguments $1, $2... follow the program on the command line; "
+                "$target needs -p PID or -c CMD"
+                if n.name.isdigit() or n.name in ("target", "pid")
+                else f"bpftrace's scratch variable ${n.name} is this->{n.name} in D"
+            )
+            raise fail(n.loc, f"macro ${n.name} is not defined", hint)
         if isinstance(n, A.Ident) and n.name in BUILTINS:
             check_builtin(n, spec)
     for st in clause.body:

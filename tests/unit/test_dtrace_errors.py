@@ -212,6 +212,36 @@ CORPUS = [
         "-n:1:25: error: ucaller has a value in pid :entry probes only",
         "the return address is read at the function's entry",
     ),
+    (
+        'tracepoint:syscalls:sys_enter_openat { printf("%s\\n", str(args->filename)); }',
+        "-n:1:59: error: args->NAME is bpftrace's; D has arg0, arg1...",
+        "e.g. tracepoint:syscalls:sys_enter_openat's args->filename is copyinstr(arg1)",
+    ),
+    (
+        "uprobe:/bin/prog:f { @start[tid] = nsecs; }",
+        "-n:1:36: error: an aggregation is assigned an aggregating function",
+        "e.g. @n[probefunc] = count(); bpftrace's @start[tid] = nsecs is self->start = timestamp in D",
+    ),
+    (
+        "uprobe:/bin/prog:f { @ = hist(arg0); }",
+        "-n:1:26: error: unknown aggregating function 'hist'",
+        "bpftrace's hist() is quantize() in D",
+    ),
+    (
+        'uprobe:/bin/prog:f { $x = arg0; printf("%d\\n", $x); }',
+        "-n:1:22: error: $x is a macro, not a variable",
+        "bpftrace's scratch variable $x is this->x in D",
+    ),
+    (
+        "pid$target::f:entry /* never closed { }",
+        "-n:1:21: error: comment is not closed",
+        "end it with */",
+    ),
+    (
+        "BEGIN { printf(\"%c\\n\", 'ab'); }",
+        "-n:1:24: error: character constant is not closed",
+        "write one character: 'a'",
+    ),
 ]
 
 

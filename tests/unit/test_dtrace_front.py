@@ -169,3 +169,26 @@ sets:
     ).compile(["s"])
     assert d.table.plan() == yaml_set.plan()
     assert [p.agg_tier for p in d.table] == [p.agg_tier for p in yaml_set] == ["fast", "fast"]
+
+
+def test_lexical_odds_and_ends() -> None:
+    prog = parse(
+        Src(
+            "-s",
+            "#!/usr/sbin/dtrace -s\n"
+            "/* a comment */ BEGIN // and another\n"
+            "{ x = 0x10 + 010 + 'A' + 7u; y = \"tab\\there\"; }\n",
+        )
+    )
+    (clause,) = prog.clauses
+    x, y = clause.body
+    assert isinstance(x, A.Assign) and isinstance(y, A.Assign)
+    assert isinstance(y.value, A.Str) and y.value.value == "tab\there"
+    values = []
+    e = x.value
+    while isinstance(e, A.Binary):
+        assert isinstance(e.right, A.Int)
+        values.append(e.right.value)
+        e = e.left
+    assert isinstance(e, A.Int)
+    assert [e.value, *reversed(values)] == [16, 8, 65, 7]
