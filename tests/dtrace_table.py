@@ -287,6 +287,15 @@ TABLE: list[tuple[str, str, str, str | None, dict[str, dict[str, int]]]] = [
         {},
     ),
     (
+        "self-printf-paired",
+        "pid$target::ol_add:entry { self->a = arg0; self->ts = timestamp; } "
+        "pid$target::ol_add:return /self->a < 2/ "
+        '{ printf("%d %d %d\\n", self->a, retval, timestamp - self->ts > 0); }',
+        "0 0 1\n1 3 1\n",
+        None,
+        {},
+    ),
+    (
         "strlen-predicate",
         "pid$target::ol_name:entry /strlen(copyinstr(arg0)) == 4/ { @ = count(); }",
         rows((None, 10)),

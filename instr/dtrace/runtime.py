@@ -8,6 +8,7 @@ like C's int64_t, ``/`` and ``%`` truncate toward zero.
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 from collections.abc import Callable
@@ -94,24 +95,30 @@ class Runtime:
 
     def fire(self, hc: HostClause, env: Env, prefix: str | None = None) -> None:
         """Run one clause: its host predicate, then (after ``prefix``, DTrace's
-        ``FUNCTION:NAME`` column when not quiet) its statements."""
+        ``FUNCTION:NAME`` column when not quiet) its statements. A firing that fails
+        (division by zero) prints nothing, as in DTrace."""
         if self.exited.is_set():
             return
+        out, self.out = self.out, io.StringIO()
         try:
             if hc.predicate is not None and not _truth(self.eval(hc.predicate, env)):
                 return
             if prefix is not None:
                 self.out.write(prefix)
-            for st in hc.body:
-                self.stmt(st, env)
+            try:
+                for st in hc.body:
+                    self.stmt(st, env)
+            except Exit as e:
+                self.exit_code = e.code
+                self.exited.set()
             if prefix is not None:
                 self.out.write("\n")
-        except Exit as e:
-            self.exit_code = e.code
-            self.exited.set()
+            out.write(self.out.getvalue())
         except DRuntimeError as e:
             self.errors += 1
             self.warn(f"error in the clause at {e.loc}: {e}")
+        finally:
+            self.out = out
 
     def on_event(self, ev: Event) -> None:
         hc = self.prog.by_probe.get(ev.probe_id)

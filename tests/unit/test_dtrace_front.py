@@ -15,6 +15,7 @@ from instr.dtrace.parser import parse
 from instr.dtrace.printf import parse_format, render
 from instr.dtrace.probes import parse_probe
 from instr.dtrace.runtime import Runtime
+from instr.events import Event
 
 MACROS = {"target": "42", "pid": "42"}
 
@@ -192,3 +193,30 @@ def test_lexical_odds_and_ends() -> None:
         e = e.left
     assert isinstance(e, A.Int)
     assert [e.value, *reversed(values)] == [16, 8, 65, 7]
+
+
+def _event(probe_id: int, tid: int, args: dict[str, object], phase: str = "entry") -> Event:
+    return Event(1, probe_id, "d/c", phase, tid, 1000, 0, dict(args))
+
+
+def test_host_semantics_from_events() -> None:
+    """What runs on the host, fed events by hand: C's 64-bit arithmetic, self-> per
+    thread, this-> per firing, and a division by zero that skips one firing only."""
+    text = (
+        "pid$target::f:entry { self->n = self->n + arg0; this->q = arg0 / arg1; "
+        'printf("%d %d %d %d|", self->n, this->q, -7 / 2, -7 % 2); }'
+        ' pid$target::g:entry { printf("%d %x|", arg0 * 4, 1 << 63); }'
+    )
+    prog = compile_program(parse(Src("-n", text)), MACROS, "prog", quiet=True)
+    out, warnings = io.StringIO(), []
+    rt = Runtime(prog, out, 42, "prog", warnings.append)
+    rt.on_events(
+        [
+            _event(1, 100, {"a0": 10, "a1": 3}),
+            _event(1, 200, {"a0": 5, "a1": 0}),  # division by zero: this firing stops
+            _event(1, 100, {"a0": 1, "a1": 1}),
+            _event(2, 100, {"a0": 2**62}),  # wraps like int64_t
+        ]
+    )
+    assert out.getvalue() == "10 3 -3 -1|11 1 -3 -1|0 8000000000000000|"
+    assert len(warnings) == 1 and "division by zero" in warnings[0]
