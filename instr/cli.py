@@ -295,6 +295,9 @@ def sets(file: str) -> None:
 @click.option("-q", "quiet", is_flag=True, help="Quiet: only what the program prints.")
 @click.option("-o", "output", metavar="FILE", help="Write the program's output to FILE.")
 @click.option("-l", "list_only", is_flag=True, help="List the probes matched; arm nothing.")
+@click.option(
+    "-x", "xopts", multiple=True, metavar="OPT[=VAL]", help="quiet, strsize=N, bufsize=N[k|m]."
+)
 @click.argument("args", nargs=-1)
 @_debug_option
 @_guard
@@ -312,6 +315,7 @@ def dtrace(programs: tuple[str, ...], script: str | None, args: tuple[str, ...],
         quiet=kw["quiet"],
         output=kw["output"],
         list_only=kw["list_only"],
+        xopts=kw["xopts"],
     )
     sys.exit(run_dtrace(config))
 

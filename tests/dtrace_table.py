@@ -296,6 +296,13 @@ TABLE: list[tuple[str, str, str, str | None, dict[str, dict[str, int]]]] = [
         {},
     ),
     (
+        "pragma-strsize",
+        "#pragma D option strsize=3\npid$target::ol_name:entry { @[copyinstr(arg0)] = count(); }",
+        rows(("alp", 10), ("bet", 10), ("gam", 10)),
+        None,
+        {},
+    ),
+    (
         "strlen-predicate",
         "pid$target::ol_name:entry /strlen(copyinstr(arg0)) == 4/ { @ = count(); }",
         rows((None, 10)),

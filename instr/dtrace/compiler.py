@@ -11,6 +11,7 @@ BEGIN, END and tick clauses run on the host only.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import re
 from dataclasses import dataclass, field
@@ -65,6 +66,7 @@ class DProgram:
     quiet: bool
     probes: list[ProbeSpec]  # every pid/syscall probe, for -l
     macros: dict[str, str]
+    strsize: int = 256  # copyinstr()'s default size (option strsize)
 
 
 def compile_program(
@@ -74,11 +76,20 @@ def compile_program(
     options: PlanOptions | None = None,
     quiet: bool = False,
 ) -> DProgram:
+    strsize = 256
     for name, value, loc in prog.options:
         if name == "quiet" and value in (None, "", "yes", "true"):
             quiet = True
-        elif name not in ("bufsize", "aggsize", "strsize", "dynvarsize"):
-            raise fail(loc, f"option '{name}' is not supported", "supported: quiet")
+        elif name == "strsize":
+            strsize = _size(value, loc, name, 1, 4096)
+        elif name == "bufsize":
+            base = options or PlanOptions()
+            options = dataclasses.replace(
+                base, buffer_bytes=_size(value, loc, name, 64 << 10, 1 << 30)
+            )
+        else:
+            raise fail(loc, f"option '{name}' is not supported",
+                       "supported: quiet, strsize=N, bufsize=N[k|m|g]")  # fmt: skip
     probes_yaml: list[dict[str, object]] = []
     clauses: list[HostClause] = []
     aggs: dict[str, AggInfo] = {}
@@ -101,7 +112,7 @@ def compile_program(
             clauses.append(HostClause(ci, clause, spec, clause.predicate, _host_body(clause)))
             continue
         specs.append(spec)
-        needs = Needs(spec)
+        needs = Needs(spec, strsize=strsize)
         probe: dict[str, object] = {"name": f"c{len(probes_yaml) + 1}"}
         if spec.kind == "pid":
             probe["function"] = f"{spec.module or '*'}!{spec.func}"
@@ -145,7 +156,7 @@ def compile_program(
     table = _table(probes_yaml, options, clauses, prog)
     ir_aggs = {ir: a.name for a in aggs.values() for ir in a.ir_names}
     by_probe = {c.probe_id: c for c in clauses if c.probe_id}
-    return DProgram(table, clauses, by_probe, aggs, ir_aggs, quiet, specs, macros)
+    return DProgram(table, clauses, by_probe, aggs, ir_aggs, quiet, specs, macros, strsize)
 
 
 def _table(
@@ -341,3 +352,14 @@ def _key(e: A.Expr, needs: Needs, spec: ProbeSpec) -> str:
         raise fail(start(e), "this key cannot be computed in the target",
                    "keys are arguments, retval, copyinstr()/str() of an argument, execname, "
                    "probefunc, probemod, pid or tid") from None  # fmt: skip
+
+
+def _size(value: str | None, loc: Loc, name: str, low: int, high: int) -> int:
+    """An option's size: N, or N with k, m or g (DTrace's spelling)."""
+    m = re.fullmatch(r"(\d+)([kmgKMG]?)", value or "")
+    if m is None:
+        raise fail(loc, f"option {name} needs a size, e.g. {name}=4k")
+    n = int(m.group(1)) << {"": 0, "k": 10, "m": 20, "g": 30}[m.group(2).lower()]
+    if not low <= n <= high:
+        raise fail(loc, f"option {name}={value} is out of range ({low} to {high} bytes)")
+    return n

@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 from instr.aggregate.model import AggSnapshot
 from instr.dtrace.compiler import DProgram, compile_program
-from instr.dtrace.errors import DError, Src
+from instr.dtrace.errors import DError, Loc, Src
 from instr.dtrace.parser import parse
 from instr.dtrace.probes import ProbeSpec
 from instr.dtrace.runtime import Runtime
@@ -41,6 +41,7 @@ class DConfig:
     quiet: bool = False
     output: str | None = None
     list_only: bool = False
+    xopts: tuple[str, ...] = ()  # -x NAME[=VALUE], as #pragma D option NAME[=VALUE]
     device: DeviceSpec = field(default_factory=DeviceSpec)
     options: PlanOptions = field(default_factory=PlanOptions)
 
@@ -88,6 +89,9 @@ def compile_config(config: DConfig) -> tuple[DProgram, tuple[str, ...] | None]:
         p = parse(src)
         clauses += p.clauses
         options += p.options
+    for x in config.xopts:
+        name, _, value = x.partition("=")
+        options.append((name, value or None, Loc(Src("-x", x), 1, 1)))
     prog = compile_program(
         A.Program(tuple(clauses), tuple(options)), macros, main, config.options, config.quiet
     )

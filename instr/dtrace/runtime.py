@@ -165,7 +165,7 @@ class Runtime:
         key = (id(hc), id(e))
         name = self._caps.get(key)
         if name is None:
-            needs = Needs(hc.spec)
+            needs = Needs(hc.spec, strsize=self.prog.strsize)
             name = needs.string(e) if isinstance(e, A.Call) else needs.cap(e)
             self._caps[key] = name
         return name

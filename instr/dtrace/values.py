@@ -85,6 +85,7 @@ class Needs:
 
     spec: ProbeSpec
     captures: dict[str, str] = field(default_factory=dict)
+    strsize: int = 256  # copyinstr()'s size when none is given
 
     def cap(self, e: A.Expr) -> str:
         """The capture that holds the value of ``e`` (a built-in or a string read)."""
@@ -100,7 +101,9 @@ class Needs:
             arg = inner.args[0]
             assert isinstance(arg, A.Ident)
             i = int(canonical(arg.name)[3:])
-            return self._add(f"es{i}", f"arg{i}:cstr(256)")
+            n = inner.args[1] if len(inner.args) == 2 else None
+            size = n.value if isinstance(n, A.Int) else self.strsize
+            return self._add(f"es{i}", f"arg{i}:cstr({size})")
         if isinstance(e, A.Ident):
             name = check_builtin(e, s)
             if name in ARGS or name == "retval":
@@ -142,7 +145,7 @@ class Needs:
         if self.spec.name == "return":
             raise fail(e.loc, f"{e.name}() of an argument is not supported in :return probes",
                        "read it at entry")  # fmt: skip
-        size = 256
+        size = self.strsize
         if len(e.args) == 2:
             n = e.args[1]
             if not isinstance(n, A.Int) or not 0 < n.value <= 4096:
@@ -150,7 +153,7 @@ class Needs:
             size = n.value
         if self.spec.kind == "syscall":
             return self._add(f"s{i}", f"arg{i}")
-        return self._add(f"s{i}_{size}" if size != 256 else f"s{i}", f"arg{i}:cstr({size})")
+        return self._add(f"s{i}_{size}" if len(e.args) == 2 else f"s{i}", f"arg{i}:cstr({size})")
 
     def _add(self, name: str, spec: str) -> str:
         self.captures.setdefault(name, spec)

@@ -178,7 +178,7 @@ CORPUS = [
     (
         "#pragma D option flowindent\nBEGIN { exit(0); }",
         "-n:1:1: error: option 'flowindent' is not supported",
-        "supported: quiet",
+        "supported: quiet, strsize=N, bufsize=N[k|m|g]",
     ),
     (
         'pid$target::malloc:entry { printf("%s\\n", copyinstr(retval)); }',
@@ -241,6 +241,11 @@ CORPUS = [
         "BEGIN { printf(\"%c\\n\", 'ab'); }",
         "-n:1:24: error: character constant is not closed",
         "write one character: 'a'",
+    ),
+    (
+        "#pragma D option strsize=8k\nBEGIN { exit(0); }",
+        "-n:1:1: error: option strsize=8k is out of range (1 to 4096 bytes)",
+        None,
     ),
 ]
 
