@@ -122,19 +122,19 @@ def compile_program(
         else:
             probe["syscall"] = _syscalls(spec)
         host_pred: A.Expr | None = None
+        host_why = HostOnly(clause.loc, "")
         if clause.predicate is not None:
             try:
                 probe["where"] = needs.predicate(clause.predicate, _consts(spec, macros))
-            except HostOnly:
-                host_pred = clause.predicate
+            except HostOnly as why:
+                host_pred, host_why = clause.predicate, why
                 _host_values(clause.predicate, needs)
         agg_specs: dict[str, str] = {}
         for st in clause.body:
             if isinstance(st, A.Assign) and isinstance(st.target, A.AggRef):
                 if host_pred is not None:
-                    raise fail(start(host_pred), "this predicate runs on the host (it uses "
-                               "variables, timestamp, or division), so it cannot filter an "
-                               "aggregation kept in the target",
+                    raise fail(host_why.loc, f"this predicate runs on the host ({host_why.why}), "
+                               "so it cannot filter an aggregation kept in the target",
                                "use arguments, retval, tid and constants here")  # fmt: skip
                 agg_seq += 1
                 ir = f"a{agg_seq}"

@@ -194,8 +194,8 @@ class _Py:
                 return self.needs.cap(e)
             if name in BUILTINS:
                 check_builtin(e, self.needs.spec)
-                raise HostOnly(e.loc, f"{e.name} is not known in the target")
-            raise HostOnly(e.loc, f"'{e.name}' is a variable")
+                raise HostOnly(e.loc, f"{e.name} is not known in the target here")
+            raise HostOnly(e.loc, f"{e.name} is a variable")
         if isinstance(e, A.Entry | A.Elapsed):
             return self.needs.cap(e)
         if isinstance(e, A.Call):
@@ -221,7 +221,7 @@ class _Py:
             if e.op == "^^":
                 return f"(({left}) != 0) != (({right}) != 0)"
             if e.op in ("/", "%"):
-                raise HostOnly(e.loc, "division runs on the host (C's rounding)")
+                raise HostOnly(e.loc, f"'{e.op}' rounds as in C only on the host")
             return f"({left} {_PY_OPS.get(e.op, e.op)} {right})"
         raise HostOnly(e.loc, "runs on the host")
 

@@ -121,7 +121,7 @@ CORPUS = [
     ),
     (
         "pid$target::malloc:entry /x == 1/ { @a = count(); }",
-        "-n:1:27: error: this predicate runs on the host (it uses variables, timestamp, or division), so it cannot filter an aggregation kept in the target",
+        "-n:1:27: error: this predicate runs on the host (x is a variable), so it cannot filter an aggregation kept in the target",
         "use arguments, retval, tid and constants here",
     ),
     (
@@ -246,6 +246,12 @@ CORPUS = [
         "#pragma D option strsize=8k\nBEGIN { exit(0); }",
         "-n:1:1: error: option strsize=8k is out of range (1 to 4096 bytes)",
         None,
+    ),
+    (
+        "pid$target::ol_*:entry /arg0 % 2/ { @ = count(); }",
+        "-n:1:30: error: this predicate runs on the host ('%' rounds as in C only on the host), "
+        "so it cannot filter an aggregation kept in the target",
+        "use arguments, retval, tid and constants here",
     ),
 ]
 
