@@ -239,6 +239,9 @@ def run(probes_file: str, set_names: tuple[str, ...], **kw: Any) -> None:
     metavar="NAME=SPEC",
     help="Aggregate instead of tracing: NAME='FUNC(VALUE) [by KEY,...]'. Repeatable.",
 )
+@click.option(
+    "-l", "--list", "list_only", is_flag=True, help="List the functions -i/-x match; arm nothing."
+)
 @_target_options
 @_debug_option
 @_guard
@@ -250,6 +253,14 @@ def trace(
     With --agg, aggregate in the target instead of emitting events, e.g.
     --agg 'bytes=sum(arg0:size_t) by execname'."""
     from instr.probes import compile_quick, compile_quick_aggs
+
+    if kw.pop("list_only"):
+        from instr.dtrace.listing import list_table
+
+        table = compile_quick(list(includes), list(excludes), _options(kw))
+        for line in list_table(_device(kw), _target(kw), table):
+            click.echo(line)
+        return
 
     if aggs:
         table = compile_quick_aggs(list(includes), list(excludes), aggs, _options(kw))

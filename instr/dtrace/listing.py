@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from instr.dtrace.compiler import DProgram
 from instr.lifecycle import Agent, TargetProcess
-from instr.probes.ir import FunctionPoint, SyscallPoint
-from instr.target import TargetSpec
+from instr.probes.ir import FunctionPoint, ProbeTable, SyscallPoint
+from instr.target import DeviceSpec, TargetSpec
 
 if TYPE_CHECKING:
     from instr.dtrace.run import DConfig
@@ -63,15 +63,37 @@ def _resolve(
     config: DConfig, argv: tuple[str, ...] | None, points: list[FunctionPoint], ids: list[int]
 ) -> tuple[int, dict[int, Any]]:
     target = TargetSpec(argv=argv) if argv is not None else TargetSpec(pid=config.pid)
-    proc = TargetProcess.open(config.device, target)
+    pid, results = resolve_points(config.device, target, points)
+    return pid, dict(zip(ids, results, strict=True))
+
+
+def resolve_points(
+    device: DeviceSpec, target: TargetSpec, points: list[FunctionPoint]
+) -> tuple[int, list[dict[str, Any]]]:
+    """What each point matches in the target, by the agent's own resolver; nothing is
+    armed, a spawned target is never resumed (it is killed), an attached one runs on."""
+    proc = TargetProcess.open(device, target)
     agent: Agent | None = None
     try:
-        agent = Agent.load(proc, "instr-dtrace-list", exclusive=False)
-        result = agent.rpc.dtrace_list([p.to_plan() for p in points])
-        return proc.pid, dict(zip(ids, result, strict=True))
+        agent = Agent.load(proc, "instr-list", exclusive=False)
+        results: list[dict[str, Any]] = agent.rpc.dtrace_list([p.to_plan() for p in points])
+        return proc.pid, results
     finally:
         if agent is not None:
             agent.leave()
         if target.spawns:
             proc.kill()
         proc.close()
+
+
+def list_table(device: DeviceSpec, target: TargetSpec, table: ProbeTable) -> list[str]:
+    """``instr trace -l``: one ``MODULE!SYMBOL`` line per function the table would hook."""
+    points = [p.point for p in table if isinstance(p.point, FunctionPoint)]
+    _, results = resolve_points(device, target, points)
+    lines: list[str] = []
+    for point, result in zip(points, results, strict=True):
+        if result["state"] != "sites":
+            print(f"instr: {point}: {result['state']}: {result['reason']}", file=sys.stderr)
+        sites = sorted(result["sites"], key=lambda s: (s["module"] or "", s["symbol"] or ""))
+        lines += [f"{s['module'] or '?'}!{s['symbol'] or s['address']}" for s in sites]
+    return list(dict.fromkeys(lines))

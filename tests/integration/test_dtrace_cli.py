@@ -159,3 +159,17 @@ def test_a_tick_prints_fresh_tables(targets: Targets, tmp_path: Path) -> None:
     # END: @n was cleared (printa prints an empty table as a blank line); @s, not
     # printed by END, is printed at the end
     assert out.read_text() == "30 calls sum 435\n" + "\n" + f"\n{435:>17}\n"
+
+
+def test_trace_lists_with_the_same_resolver(targets: Targets) -> None:
+    prog = targets.path("oneliners")
+    res = run_instr("trace", "-l", "-i", "ol_*", "-i", "libc.so*!mallo*", "-x", "malloc_*",
+                    "-x", "ol_n*", "--", prog, 3)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == [
+        "oneliners!ol_add",
+        "oneliners!ol_alloc",
+        "libc.so.6!malloc",
+        "libc.so.6!mallopt",
+    ]
+    assert "ready" not in res.stdout  # never resumed
