@@ -335,7 +335,8 @@ def _value(e: A.Expr, needs: Needs) -> str:
         name = ""
     if not name or name.startswith(("s", "es", "caller")) or name == "pf":
         raise fail(start(e), "this value cannot be aggregated in the target",
-                   "aggregate an argument (arg0..arg9) or retval")  # fmt: skip
+                   "aggregate an argument (arg0..arg9), retval, or timestamp - self->ts "
+                   "with self->ts = timestamp at the same function's entry")  # fmt: skip
     return name
 
 

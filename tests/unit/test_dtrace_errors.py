@@ -117,7 +117,7 @@ CORPUS = [
     (
         "pid$target::malloc:entry { @a = sum(arg0 * 2); }",
         "-n:1:37: error: this value cannot be aggregated in the target",
-        "aggregate an argument (arg0..arg9) or retval",
+        "aggregate an argument (arg0..arg9), retval, or timestamp - self->ts with self->ts = timestamp at the same function's entry",
     ),
     (
         "pid$target::malloc:entry /x == 1/ { @a = count(); }",
