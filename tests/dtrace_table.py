@@ -303,6 +303,22 @@ TABLE: list[tuple[str, str, str, str | None, dict[str, dict[str, int]]]] = [
         {},
     ),
     (
+        "syscall-self-paired",
+        "syscall::write:entry { self->fd = arg0; self->ts = timestamp; } "
+        "syscall::write:return /self->ts/ { @w[self->fd] = count(); @ok = count(); self->ts = 0; }",
+        rows((1, 2), (11, N)) + rows((None, N + 2)),
+        None,
+        {},
+    ),
+    (
+        "syscall-self-string-paired",
+        "syscall::openat:entry { self->path = copyinstr(arg1); } "
+        "syscall::openat:return /retval < 0/ { @[self->path] = count(); }",
+        rows(("/nonexistent/oneliners", FAILED_OPENS)),
+        None,
+        {},
+    ),
+    (
         "strlen-predicate",
         "pid$target::ol_name:entry /strlen(copyinstr(arg0)) == 4/ { @ = count(); }",
         rows((None, 10)),

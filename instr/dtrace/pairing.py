@@ -6,7 +6,8 @@
 DTrace keeps ``self->`` per thread. When a variable is set only in ``f:entry``
 clauses and read only in ``f:return`` clauses, instr's hooks already pair a
 call's entry with its return on the same thread (recursion included), so the
-return clause is compiled as one probe with both hooks: ``self->n`` becomes the
+return clause is compiled as one probe with both hooks (for a system call, the
+monitor's one record per call already holds both): ``self->n`` becomes the
 entry capture of ``arg0`` (``Entry``), ``timestamp - self->ts`` the call's
 ``duration`` (``Elapsed``), and ``self->x = 0`` at return is dropped. The
 aggregations then stay in the target, exact under any number of threads.
@@ -36,7 +37,13 @@ class Unit:
 
 
 def _fn(spec: ProbeSpec) -> tuple[str | None, str] | None:
-    return (spec.module, spec.func) if spec.kind == "pid" else None
+    """What a pair must share: the function (pid), or the system call (one record
+    per call carries its arguments, result and duration)."""
+    if spec.kind == "pid":
+        return (spec.module, spec.func)
+    if spec.kind == "syscall":
+        return ("syscall", spec.func)
+    return None
 
 
 def _self_assigns(clause: A.Clause) -> dict[str, A.Expr]:

@@ -94,6 +94,13 @@ class Needs:
             return self._add("dur", "duration")
         if isinstance(e, A.Entry):
             inner = e.expr
+            if s.kind == "syscall":  # the call's record holds its arguments: as at entry
+                if isinstance(inner, A.Call):
+                    arg = inner.args[0]
+                    assert isinstance(arg, A.Ident)
+                    i = int(canonical(arg.name)[3:])
+                    return self._add(f"s{i}", f"arg{i}")
+                return self.cap(inner)
             if isinstance(inner, A.Ident):
                 i = int(canonical(inner.name)[3:])
                 return self._add(f"e{i}", f"arg{i}:i64")
@@ -198,6 +205,14 @@ class _Py:
             raise HostOnly(e.loc, f"{e.name} is a variable")
         if isinstance(e, A.Entry | A.Elapsed):
             return self.needs.cap(e)
+        if isinstance(e, A.Var):
+            why = f"{e.scope}->{e.name} is kept on the host"
+            if e.scope == "self":
+                why += (
+                    "; it is paired in the target only when one clause without a predicate "
+                    "sets it at this function's entry and only its return reads it"
+                )
+            raise HostOnly(e.loc, why)
         if isinstance(e, A.Call):
             if e.name in STR_FUNCS:
                 return self.needs.string(e)

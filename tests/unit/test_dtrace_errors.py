@@ -253,6 +253,15 @@ CORPUS = [
         "so it cannot filter an aggregation kept in the target",
         "use arguments, retval, tid and constants here",
     ),
+    (
+        "syscall::write:entry, syscall::openat:entry { self->ts = timestamp; } "
+        "syscall::write:return /self->ts/ { @ = count(); }",
+        "-n:1:94: error: this predicate runs on the host (self->ts is kept on the host; it is "
+        "paired in the target only when one clause without a predicate sets it at this "
+        "function's entry and only its return reads it), so it cannot filter an aggregation "
+        "kept in the target",
+        "use arguments, retval, tid and constants here",
+    ),
 ]
 
 
