@@ -11,11 +11,14 @@ import { PeekRequest, PokeRequest, peek, poke } from "./mem/peek.js";
 import { patcher } from "./patch/patch.js";
 import { PatchSpec } from "./patch/patch_types.js";
 import { leaveSafely, prepareLeave } from "./core/leave.js";
-import { commit as hooksCommit, quiesce } from "./core/hooks.js";
+import { armingsSeen, commit as hooksCommit, quiesce } from "./core/hooks.js";
 import { markArmed, setHost, unmarkArmed } from "./core/marker.js";
+import { prepareStopper } from "./core/stopper.js";
+import { holdingPosts } from "./core/util.js";
 import { listPoints } from "./dtrace/list.js";
 
 prepareLeave();
+prepareStopper();
 const session = new Session();
 const mem = new MemTracker(); // instr mem: its own engine (docs/memory.md)
 const fdTable = new FdTable();
@@ -23,11 +26,14 @@ const fdTable = new FdTable();
 // The mark goes first: made after arming, its own libc calls (memfd_create,
 // mmap, ...) went through the new hooks and showed up in a trace of libc.
 // It stays if arming fails part way (some hooks may be in); dispose removes it.
+// Messages wait until the hooks are written with the threads stopped (core/hooks.ts).
 function armed<T>(arm: () => T): T {
     markArmed();
-    const result = arm();
-    hooksCommit(); // and the bytes Gum wrote are kept for the leave (core/hooks.ts)
-    return result;
+    return holdingPosts(() => {
+        const result = arm();
+        hooksCommit(); // and the bytes Gum wrote are kept for the leave
+        return result;
+    });
 }
 
 rpc.exports = {
@@ -50,7 +56,7 @@ rpc.exports = {
         if (reason === "exit" || reason === "exec") return result;
         mem.stop();
         unmarkArmed();
-        return { ...result, leave: { ...leaveSafely(), quiesced: quiet } };
+        return { ...result, leave: { ...leaveSafely(), quiesced: quiet, armed: armingsSeen() } };
     },
     symbolize: (addresses: string[]) => session.symbolize(addresses),
     // System calls (instr/syscalls): scan libc's wrappers, then arm the monitor.

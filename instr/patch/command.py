@@ -105,6 +105,11 @@ def run_patch(cmd: PatchCommand, out: TextIO | None = None, status: TextIO | Non
                 f"patched {_sites(len(entries))} in pid {ctl.pid}; persistent ({ids}): "
                 f"'instr patch -p {ctl.pid} --list' shows them, '--revert all' removes them"
             )
+            if ctl.agent_stays:
+                say(
+                    "instr's agent stays in the process to keep the hooks "
+                    "(Frida's image and threads, about 13 MB) until they are reverted"
+                )
             return 0
         say(f"patched {_sites(len(entries))} in pid {ctl.pid}; Ctrl-C reverts them")
         try:

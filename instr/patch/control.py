@@ -5,8 +5,10 @@
         ...
     # leaving the block reverts what this controller applied and checks the bytes
 
-``persist()`` instead leaves the patches in place: the agent script is
-eternalized, and a later controller finds them through the in-target ledger.
+``persist()`` instead leaves the patches in place, and a later controller
+finds them through the in-target ledger. Code writes (``--ret``/``--skip``
+stubs, ``--bytes``, ``--nop``) need nothing of the agent, which then leaves as
+after any run; only Interceptor hooks keep the agent script (eternalized).
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ class PatchController:
         self.device_spec = device or tgt.DeviceSpec()
         self.pid: int | None = None
         self.persisted = False
+        # persisted hooks (not only code writes): the eternalized agent stays
+        self.agent_stays = False
         self._proc: TargetProcess | None = None
         self._agent: Agent | None = None
         self._script: Any = None
@@ -114,14 +118,18 @@ class PatchController:
         return [RevertResult.from_agent(r) for r in self._call("patch_revert", arg)]
 
     def persist(self) -> list[LedgerEntry]:
-        """Keep this controller's patches after it leaves; detaches."""
-        entries = [LedgerEntry.from_agent(e) for e in self._call("patch_persist")]
-        try:
-            self._script.eternalize()
-        except _FRIDA_GONE as e:
-            raise TargetError(
-                f"lost pid {self.pid} while making the patches persistent: {e}"
-            ) from e
+        """Keep this controller's patches after it leaves. Only Interceptor
+        hooks need the agent's code: then (only) the script is eternalized."""
+        raw = self._call("patch_persist")
+        entries = [LedgerEntry.from_agent(e) for e in raw]
+        if any(bool(e.get("hook")) for e in raw):
+            try:
+                self._script.eternalize()
+            except _FRIDA_GONE as e:
+                raise TargetError(
+                    f"lost pid {self.pid} while making the patches persistent: {e}"
+                ) from e
+            self.agent_stays = True
         self.persisted = True
         return entries
 
@@ -152,8 +160,10 @@ class PatchController:
                 with contextlib.suppress(*_FRIDA_GONE):
                     raw = agent.rpc.patch_revert_owned()
                     results = [RevertResult.from_agent(r) for r in raw]
-            # Persisted: the eternalized script stays, and is not disposed.
-            left = agent.leave(disposed={} if self.persisted else None, wait=not self.persisted)
+            # Persisted hooks: the eternalized script stays, and is not disposed.
+            # Persisted code writes: the agent leaves (its dispose keeps them).
+            stays = self.agent_stays
+            left = agent.leave(disposed={} if stays else None, wait=not stays)
             self.held, self.agent_left = left.held, left.done
         if self._proc is not None:
             self._proc.close()

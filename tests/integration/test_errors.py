@@ -183,3 +183,29 @@ def test_debug_shows_the_traceback(tmp_path: Path):
     assert res.returncode != 0
     res2 = run_instr("check", "--debug", tmp_path / "missing.yaml")
     assert "Traceback" in res2.stderr
+
+
+@pytest.mark.frida
+def test_functions_in_the_kernels_vdso_are_refused_and_the_program_lives(targets, launch):
+    """glibc's gettimeofday resolves (through an IFUNC) to the kernel's vDSO,
+    whose pages cannot be made writable: Gum aborted the program when its
+    hook's write failed, under `trace` and under `patch` alike. instr now
+    refuses such a function in its own words, arms the rest, and the
+    program goes on."""
+    target = launch(targets.path("sleeper"))  # blocked on stdin
+    why = (
+        "gettimeofday cannot be hooked: it runs in the kernel's vdso "
+        "(linux-vdso.so.1!__vdso_gettimeofday), whose code cannot be made writable to hook"
+    )
+    r = run_instr("patch", "-p", target.pid, "-w", "--ret", "libc.so.6!gettimeofday=0")
+    fails(r, 1, f"cannot patch (cli --ret libc.so.6!gettimeofday=0): {why}")
+    r = run_instr(
+        "trace", "-i", "libc.so.6!gettimeofday", "-i", "sleeper!target_add",
+        "-p", target.pid, "--duration", "0.5",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert f"probe cli/libc.so.6!gettimeofday failed: {why}" in r.stderr
+    assert "armed 1 of 2 probes" in r.stderr
+    target.send("3 sum")
+    assert target.readline() == "sum=6"
+    assert target.finish().returncode == 0

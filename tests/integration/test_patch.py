@@ -5,6 +5,7 @@ across controllers, and bad input gets a clear error."""
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -60,6 +61,7 @@ def test_persist_then_list_and_revert_from_new_controllers(targets, launch):
     t.wait_values(ORIGINAL, ORIGINAL)
     value_before, const_before = t.code(t.value_addr), t.code(t.const_addr)
     off = t.const_offset()
+    threads_before = sorted(os.listdir(f"/proc/{t.pid}/task"))
 
     r = run_instr(
         "patch", "-p", t.pid, "-w", "--persist",
@@ -69,6 +71,13 @@ def test_persist_then_list_and_revert_from_new_controllers(targets, launch):
     assert r.returncode == 0, r.stderr
     assert "persistent (#1, #2)" in r.stderr
     t.wait_values(PATCHED, PATCHED)  # the controller has exited; the patches stay
+    # Code writes need nothing of the agent: it has left (instr waited for its
+    # image to be gone), and only the stubs' page and the ledger stay.
+    assert "agent stays" not in r.stderr
+    maps = Path(f"/proc/{t.pid}/maps").read_text()
+    assert "frida" not in maps, maps
+    assert "instr-patch-ledger" in maps
+    assert sorted(os.listdir(f"/proc/{t.pid}/task")) == threads_before
 
     listed = run_instr("patch", "-p", t.pid, "--list", "--json")
     assert listed.returncode == 0, listed.stderr

@@ -215,6 +215,7 @@ def test_instr_patch_persists_a_sets_patches_until_reverted(targets, launch, pro
     r = run_instr("patch", "-p", t.pid, "-P", sets, "-s", "js-and-bytes", "-w", "--persist")
     assert r.returncode == 0, r.stderr
     assert "persistent (#1, #2)" in r.stderr, r.stderr
+    assert "instr's agent stays in the process to keep the hooks" in r.stderr  # replace_js
     t.wait_values(84, PATCHED)  # instr has exited; the patches stay
     listed = run_instr("patch", "-p", t.pid, "--list", "--json")
     assert [(e["id"], e["kind"], e["persist"]) for e in json.loads(listed.stdout)] == [

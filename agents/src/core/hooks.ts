@@ -21,6 +21,7 @@
 // already there and frees what nobody can reach.
 
 import { blockedAt } from "./leave.js";
+import { StoppedWrite, writeStopped } from "./stopper.js";
 import { dirEntries, inForkedChild } from "./util.js";
 
 const SPAN = 16; // bytes compared: more than any prologue Gum overwrites
@@ -51,6 +52,40 @@ function note(address: NativePointer): void {
     if (written.has(key)) return;
     const before = bytesAt(address);
     if (before !== null && before.length === SPAN) written.set(key, { address, before, after: null });
+}
+
+/** How each arming's hooks were written (the leave report shows them with --debug). */
+const armings: StoppedWrite[] = [];
+
+export function armingsSeen(): StoppedWrite[] {
+    return armings;
+}
+
+/**
+ * Makes hooks (ARM: the Interceptor calls only, on ADDRESSES, resolved
+ * before) and has Gum write them, with the program's running threads stopped
+ * outside the first bytes of ADDRESSES (core/stopper.ts): a thread between
+ * two of a function's first instructions when the jump is written resumes in
+ * its middle (seen: 1 in about 40 arms of a malloc trace on a thread calling
+ * malloc in a loop, under load). Gum writes pending hooks whenever the
+ * script sends, calls out cooperatively or looks up a module's export
+ * (measured): so the hooks are made in the window, after everything else
+ * of the arming, and nothing in ARM may look anything up.
+ */
+export function armStopped<T>(addresses: NativePointer[], arm: () => T): T {
+    if (inForkedChild() || addresses.length === 0) return arm();
+    const [result, stats] = writeStopped(
+        addresses,
+        SPAN,
+        () => {
+            const r = arm();
+            Interceptor.flush();
+            return r;
+        },
+        (tid) => blockedAt(tid)?.[1] ?? null,
+    );
+    if (armings.length < 16) armings.push(stats);
+    return result;
 }
 
 /**
@@ -152,7 +187,10 @@ export interface Quiesced {
  */
 export function quiesce(): Quiesced {
     if (inForkedChild() || Process.platform !== "linux") return { restored: 0, waited_ms: 0, unsure: [] };
-    const restored = unhook();
+    // With the running threads stopped: a thread fetching a function's first
+    // instructions while they are rewritten could decode half of each.
+    const ours = [...written.values()].filter((w) => w.after !== null).map((w) => w.address);
+    const [restored] = writeStopped(ours, SPAN, unhook, (tid) => blockedAt(tid)?.[1] ?? null);
     if (restored === 0) return { restored, waited_ms: 0, unsure: [] };
     const me = Process.getCurrentThreadId();
     const pending = new Map<number, Seen>();

@@ -9,6 +9,7 @@
 import { closest, didYouMean, functionNames } from "./suggest.js";
 import { Point } from "../protocol.js";
 import { globMatch, isGlob } from "./util.js";
+import { mappingOf } from "./maps.js";
 
 export interface Site {
     address: NativePointer;
@@ -16,8 +17,14 @@ export interface Site {
     symbol: string | null;
 }
 
+/** A matching function instr leaves out, and why (said in the probe's status). */
+export interface LeftOut {
+    name: string;
+    why: string;
+}
+
 export type Resolution =
-    | { kind: "sites"; sites: Site[]; leftOut?: string[] }
+    | { kind: "sites"; sites: Site[]; leftOut?: LeftOut[] }
     | { kind: "pending"; reason: string }
     | { kind: "failed"; reason: string };
 
@@ -64,6 +71,37 @@ function hookInternal(address: NativePointer): string | null {
         a = next;
     }
     return null;
+}
+
+const CALLS_ITSELF = "instr's own hooks call them";
+
+/**
+ * Code in the kernel's vDSO (glibc's gettimeofday, time, clock_gettime and
+ * getcpu resolve there through IFUNCs): its pages cannot be made writable
+ * (mprotect fails), and Gum aborts the program when a hook's write fails.
+ */
+function kernelCode(address: NativePointer): string | null {
+    const m = mappingOf(address);
+    if (m === null || (m.path !== "[vdso]" && m.path !== "[vsyscall]")) return null;
+    let name = address.toString();
+    try {
+        const ds = DebugSymbol.fromAddress(address);
+        if (ds.name !== null) name = `${ds.moduleName ?? m.path}!${ds.name}`;
+    } catch {
+        // the address alone
+    }
+    return `it runs in the kernel's ${m.path.slice(1, -1)} (${name}), whose code cannot be made writable to hook`;
+}
+
+/** Why a site must not be hooked, or null. */
+function unhookable(address: NativePointer): string | null {
+    return hookInternal(address) !== null ? CALLS_ITSELF : kernelCode(address);
+}
+
+function leftOutReason(leftOut: LeftOut[]): string {
+    const byWhy = new Map<string, string[]>();
+    for (const l of leftOut) byWhy.set(l.why, [...(byWhy.get(l.why) ?? []), l.name]);
+    return [...byWhy].map(([why, names]) => `${names.join(", ")} cannot be hooked: ${why}`).join("; ");
 }
 
 function jumpTarget(a: NativePointer): NativePointer | null {
@@ -164,21 +202,20 @@ function resolveFunction(point: FunctionPoint, only: Module | null): Resolution 
     }
     const seen = new Set<string>();
     const sites: Site[] = [];
-    const leftOut: string[] = [];
+    const leftOut: LeftOut[] = [];
     for (const s of found) {
         const key = s.address.toString();
         if (seen.has(key)) continue;
         if (s.module !== null && s.symbol !== null && excluded(point, s.module, s.symbol)) continue;
         seen.add(key);
-        if (hookInternal(s.address) !== null) {
-            leftOut.push(s.symbol ?? key);
+        const why = unhookable(s.address);
+        if (why !== null) {
+            leftOut.push({ name: s.symbol ?? key, why });
             continue;
         }
         sites.push(s);
     }
-    if (sites.length === 0 && leftOut.length > 0) {
-        return { kind: "failed", reason: `${leftOut.join(", ")} cannot be hooked: instr's own hooks call it (a hook on it would call itself)` };
-    }
+    if (sites.length === 0 && leftOut.length > 0) return { kind: "failed", reason: leftOutReason(leftOut) };
     if (sites.length === 0) {
         const names = functionNames(modules);
         const hint = didYouMean(closest(point.symbol, names.keys()).map((n) => names.get(n) ?? n));
@@ -200,6 +237,12 @@ function siteAt(address: NativePointer): Site {
     return { address, module: m?.name ?? null, symbol };
 }
 
+function single(site: Site): Resolution {
+    const why = kernelCode(site.address);
+    if (why === null) return { kind: "sites", sites: [site] };
+    return { kind: "failed", reason: leftOutReason([{ name: site.symbol ?? site.address.toString(), why }]) };
+}
+
 /**
  * Resolve a point over every loaded module, or (for modules that load later)
  * over `only`. A `pending` result means: try again when a matching module loads.
@@ -216,7 +259,7 @@ export function resolvePoint(point: Point, only: Module | null = null): Resoluti
             } catch (e) {
                 return { kind: "failed", reason: `bad address '${point.address}'` };
             }
-            return { kind: "sites", sites: [siteAt(address)] };
+            return single(siteAt(address));
         }
         case "offset": {
             const candidates = only !== null ? [only] : Process.enumerateModules();
@@ -225,7 +268,7 @@ export function resolvePoint(point: Point, only: Module | null = null): Resoluti
             if (point.offset < 0 || point.offset >= m.size) {
                 return { kind: "failed", reason: `offset 0x${point.offset.toString(16)} is outside ${m.name}` };
             }
-            return { kind: "sites", sites: [siteAt(m.base.add(point.offset))] };
+            return single(siteAt(m.base.add(point.offset)));
         }
     }
 }

@@ -29,6 +29,13 @@ const ATTEMPT_LIMIT_MS = 5000;
 const STOP_LIMIT_MS = 100;
 
 const SIG_IGN = ptr(1);
+const SYS_getpid = 39;
+const SYS_rt_sigaction = 13;
+const SYS_tgkill = 234;
+const SYS_futex = 202;
+const SYS_sched_yield = 24;
+const SYS_nanosleep = 35;
+const FUTEX_WAKE = 1;
 
 /**
  * The native calls made while threads are being stopped keep the script's
@@ -49,6 +56,8 @@ interface Quiescer {
     state: NativePointer;
     wake: () => void;
     pause: () => void;
+    /** Sleep, keeping the script's lock (Thread.sleep would let Gum write pending hooks). */
+    nap: (us: number) => void;
     tgkill: (tid: number) => number;
 }
 
@@ -62,9 +71,19 @@ const OFF_PCS = 16;
 const OFF_TIDS = 16 + 8 * MAX_PCS;
 const OFF_SPS = 16 + 16 * MAX_PCS;
 
+/**
+ * Made when the agent loads, before any hook: making it later would call
+ * libc (mmap, and Gum's export lookups, which also have Gum write pending
+ * hooks) while hooks are being written or taken away.
+ */
+export function prepareStopper(): void {
+    if (q === undefined) q = setup();
+}
+
 /** Pages that are never unmapped (see emitHandler). */
 function mapForever(size: number, prot: number): NativePointer {
-    const mmap = new NativeFunction(Module.getGlobalExportByName("mmap"), "pointer", ["pointer", "size_t", "int", "int", "int", "long"]);
+    // HOLD: a cooperative call would also let Gum write pending hooks (core/hooks.ts).
+    const mmap = new NativeFunction(Module.getGlobalExportByName("mmap"), "pointer", ["pointer", "size_t", "int", "int", "int", "long"], HOLD);
     const MAP_PRIVATE_ANON = 0x02 | 0x20;
     const p = mmap(NULL, size, prot, MAP_PRIVATE_ANON, -1, 0) as NativePointer;
     if (p.equals(ptr(-1))) throw new Error("mmap failed: cannot set up thread stopping");
@@ -140,6 +159,48 @@ function emitHandler(state: NativePointer): NativePointer {
 }
 
 /**
+ * `raw(nr, a, b, c, d)`: a system call made by a stub of our own, not through
+ * libc, in a page that is never unmapped; and at `restorer` (offset 64), the
+ * rt_sigreturn a kernel-level sigaction needs. While threads are stopped,
+ * hooks on libc are being written or taken away: a call through them was
+ * recorded as the program's (a trace of `libc.so*!*` showed the agent's
+ * sigaction and syscall calls).
+ */
+type Raw = NativeFunction<Int64, [NativePointer, NativePointer, NativePointer, NativePointer, NativePointer]>;
+
+function emitRawSyscall(): { raw: Raw; restorer: NativePointer } {
+    const code = mapForever(PAGE_SIZE, 7);
+    const w = new X86Writer(code, { pc: code });
+    w.putMovRegReg("rax", "rdi");
+    w.putMovRegReg("rdi", "rsi");
+    w.putMovRegReg("rsi", "rdx");
+    w.putMovRegReg("rdx", "rcx");
+    w.putMovRegReg("r10", "r8");
+    w.putBytes([0x0f, 0x05]); // syscall
+    w.putRet();
+    w.flush();
+    w.dispose();
+    const restorer = code.add(64);
+    const r = new X86Writer(restorer, { pc: restorer });
+    r.putMovRegU32("eax", 15); // rt_sigreturn
+    r.putBytes([0x0f, 0x05]);
+    r.flush();
+    r.dispose();
+    Memory.protect(code, PAGE_SIZE, "r-x");
+    const raw = new NativeFunction(code, "int64", ["pointer", "pointer", "pointer", "pointer", "pointer"], HOLD);
+    return { raw, restorer };
+}
+
+let rawCall: { raw: Raw; restorer: NativePointer } | null = null;
+
+/** A raw system call (numbers as pointers: all arguments are registers). */
+function sys(nr: number, a: NativePointerValue | number = 0, b: NativePointerValue | number = 0, c: NativePointerValue | number = 0, d: NativePointerValue | number = 0): number {
+    rawCall ??= emitRawSyscall();
+    const arg = (v: NativePointerValue | number) => (typeof v === "number" ? ptr(v) : (v as NativePointer));
+    return rawCall.raw(ptr(nr), arg(a), arg(b), arg(c), arg(d)).toNumber();
+}
+
+/**
  * The thread ids in /proc/self/task (getdents64 on the directory). A
  * ThreadObserver would instead hook every thread's start and exit in libc for
  * as long as the agent lives, and run a JavaScript callback on each: work for
@@ -147,7 +208,6 @@ function emitHandler(state: NativePointer): NativePointer {
  * when the agent unloads.
  */
 function taskLister(): () => number[] {
-    const sys = new NativeFunction(Module.getGlobalExportByName("syscall"), "long", ["long", "long", "pointer", "long"], HOLD);
     const SYS_openat = 257;
     const SYS_getdents64 = 217;
     const SYS_close = 3;
@@ -157,12 +217,12 @@ function taskLister(): () => number[] {
     const BUF = 16384;
     const buf = Memory.alloc(BUF);
     return () => {
-        const fd = Number(sys(SYS_openat, AT_FDCWD, path, O_RDONLY_DIRECTORY_CLOEXEC));
+        const fd = sys(SYS_openat, AT_FDCWD, path, O_RDONLY_DIRECTORY_CLOEXEC);
         if (fd < 0) throw new Error("cannot list /proc/self/task: cannot stop threads to patch");
         const tids: number[] = [];
         try {
             for (;;) {
-                const n = Number(sys(SYS_getdents64, fd, buf, BUF));
+                const n = sys(SYS_getdents64, fd, buf, BUF);
                 if (n < 0) throw new Error("cannot read /proc/self/task: cannot stop threads to patch");
                 if (n === 0) break;
                 // struct linux_dirent64: d_ino u64, d_off s64, d_reclen u16, d_type u8, d_name
@@ -174,7 +234,7 @@ function taskLister(): () => number[] {
                 }
             }
         } finally {
-            sys(SYS_close, fd, NULL, 0);
+            sys(SYS_close, fd);
         }
         return tids.filter((tid) => !Cloak.hasThread(tid));
     };
@@ -184,34 +244,37 @@ function setup(): Quiescer | null {
     if (Process.platform !== "linux" || Process.arch !== "x64") return null;
     const state = mapForever(STATE_SIZE, 3);
     const handler = emitHandler(state);
-    const syscallFn = Module.getGlobalExportByName("syscall");
-    const act = Memory.alloc(152); // struct sigaction (glibc x86_64), zeroed: empty mask
-    act.writePointer(handler);
+    sys(SYS_getpid); // the stub, made before any hook is pending (core/hooks.ts)
+    const restorer = (rawCall as { restorer: NativePointer }).restorer;
+    // The kernel's struct sigaction (x86_64): handler, flags, restorer, mask.
     const SA_SIGINFO = 4;
     const SA_RESTART = 0x10000000;
-    act.add(136).writeS32(SA_SIGINFO | SA_RESTART);
-    const sigaction = new NativeFunction(Module.getGlobalExportByName("sigaction"), "int", ["int", "pointer", "pointer"], HOLD);
+    const SA_RESTORER = 0x04000000;
+    const act = Memory.alloc(32); // empty mask
+    act.writePointer(handler);
+    act.add(8).writeU64(SA_SIGINFO | SA_RESTART | SA_RESTORER);
+    act.add(16).writePointer(restorer);
     // Several scripts may patch one process (a later controller reverting
     // through a persistent one's doorbell): each installs its own handler
     // just before it stops threads, and puts back what was there after.
-    const ign = Memory.alloc(152);
+    const ign = Memory.alloc(32);
     ign.writePointer(SIG_IGN);
-    const previous = Memory.alloc(152);
-    const sys = new NativeFunction(syscallFn, "long", ["long", "pointer", "long", "long"], HOLD);
-    const SYS_tgkill = 234;
-    const SYS_futex = 202;
-    const FUTEX_WAKE = 1;
+    ign.add(8).writeU64(SA_RESTORER);
+    ign.add(16).writePointer(restorer);
+    const previous = Memory.alloc(32);
+    const sigaction = (a: NativePointer, old: NativePointer) => sys(SYS_rt_sigaction, QUIESCE_SIGNAL, a, old, 8);
+    const ts = Memory.alloc(16);
     return {
         install: () => {
-            if (sigaction(QUIESCE_SIGNAL, act, previous) !== 0) throw new Error("sigaction failed: cannot stop threads to patch");
+            if (sigaction(act, previous) !== 0) throw new Error("sigaction failed: cannot stop threads to patch");
         },
         restore: () => {
             // Ignoring the signal first discards any instance still pending
             // (a thread that blocks it, or had not run yet when we gave up):
             // none can be delivered under the target's own disposition
             // (by default, SIG_DFL: terminate).
-            sigaction(QUIESCE_SIGNAL, ign, NULL);
-            sigaction(QUIESCE_SIGNAL, previous, NULL);
+            sigaction(ign, NULL);
+            sigaction(previous, NULL);
         },
         threads: taskLister(),
         state,
@@ -219,8 +282,15 @@ function setup(): Quiescer | null {
             state.add(OFF_RELEASED).writeS32(state.add(OFF_ROUND).readS32());
             sys(SYS_futex, state.add(OFF_RELEASED), FUTEX_WAKE, 0x7fffffff);
         },
-        pause: new NativeFunction(Module.getGlobalExportByName("sched_yield"), "int", [], HOLD) as () => void,
-        tgkill: (tid) => Number(sys(SYS_tgkill, ptr(Process.id), tid, QUIESCE_SIGNAL)),
+        pause: () => {
+            sys(SYS_sched_yield);
+        },
+        nap: (us) => {
+            ts.writeU64(Math.floor(us / 1e6));
+            ts.add(8).writeU64((us % 1e6) * 1000);
+            sys(SYS_nanosleep, ts);
+        },
+        tgkill: (tid) => sys(SYS_tgkill, Process.id, tid, QUIESCE_SIGNAL),
     };
 }
 
@@ -425,4 +495,109 @@ export function withStopped<T>(tids: number[], read: (stopped: Stopped[]) => T):
     } finally {
         q.restore();
     }
+}
+
+/** What `writeStopped` did, for the leave report (--debug). */
+export interface StoppedWrite {
+    /** Rounds of stopping until every running thread was at a safe place. */
+    attempts: number;
+    /** Running threads stopped in the last round. */
+    stopped: number;
+    /** Threads left alone because they were blocked in a system call. */
+    blocked: number;
+    /** Threads blocked at a PC inside bytes about to change (none seen so far). */
+    blocked_inside: number;
+    ms: number;
+    /** The bound passed: written with the threads running, as Gum does. */
+    unprotected: boolean;
+}
+
+const WRITE_LIMIT_MS = 2000;
+
+/** The first of STARTS (sorted) whose span [a, a+span) holds PC strictly after its first byte. */
+function insideAny(pc: NativePointer, starts: NativePointer[], span: number): boolean {
+    let lo = 0;
+    let hi = starts.length - 1;
+    while (lo <= hi) {
+        const mid = (lo + hi) >> 1;
+        if (starts[mid].compare(pc) < 0) lo = mid + 1;
+        else hi = mid - 1;
+    }
+    // starts[hi] is the last start below pc
+    return hi >= 0 && pc.compare(starts[hi].add(span)) < 0;
+}
+
+/**
+ * Run `write` (Gum's writing of new hooks: Interceptor.flush) while no
+ * running thread of the program is inside the first SPAN bytes of any of
+ * STARTS: a thread between two of a function's first instructions when its
+ * jump is written resumes in the middle of the jump (seen: 1 in about 40
+ * arms of a malloc trace on a thread calling malloc in a loop, under load).
+ * Threads blocked in a system call are not signalled (a handler would end a
+ * sleep or poll early with EINTR): their PC, from /proc, is checked instead.
+ * Bounded: after WRITE_LIMIT_MS the write is made as Gum makes it, and said.
+ */
+export function writeStopped<T>(starts: NativePointer[], span: number, write: () => T, blockedAt: (tid: number) => NativePointer | null): [T, StoppedWrite] {
+    const t0 = Date.now();
+    const stats: StoppedWrite = { attempts: 0, stopped: 0, blocked: 0, blocked_inside: 0, ms: 0, unprotected: false };
+    if (q === undefined) q = setup();
+    if (q === null || starts.length === 0) return [write(), stats];
+    const sorted = [...starts].sort((a, b) => a.compare(b));
+    const agent = agentCode();
+    const self = Process.getCurrentThreadId();
+    let restored = false;
+    q.install();
+    try {
+        while (Date.now() - t0 < WRITE_LIMIT_MS) {
+            if (stats.attempts++ > 0) q.nap(Math.min(10000, 500 * stats.attempts));
+            const running: number[] = [];
+            stats.blocked = 0;
+            stats.blocked_inside = 0;
+            for (const tid of q.threads()) {
+                if (tid === self) continue;
+                const pc = blockedAt(tid);
+                if (pc === null) running.push(tid);
+                else {
+                    stats.blocked++;
+                    if (insideAny(pc, sorted, span)) stats.blocked_inside++;
+                }
+            }
+            const stoppedAt = stopRound(q, running);
+            let clear = true;
+            const stopped = new Set<number>();
+            for (const t of stoppedAt) {
+                stopped.add(t.id);
+                if (insideAny(t.pc, sorted, span) || !isSafe(t.pc, t.pc, t.pc, agent)) clear = false;
+            }
+            for (const tid of running) if (!stopped.has(tid) && !inSyscall(tid)) clear = false;
+            // A thread started since the listing was not signalled.
+            if (clear) {
+                const listed = new Set(running);
+                for (const tid of q.threads()) {
+                    if (tid !== self && !listed.has(tid) && blockedAt(tid) === null) clear = false;
+                }
+            }
+            stats.stopped = stopped.size;
+            try {
+                if (clear) {
+                    // The target's disposition goes back first: sigaction is
+                    // libc's, and after the write it could be a hooked call.
+                    // Every thread signalled has taken the signal already.
+                    restored = true;
+                    q.restore();
+                    const result = write();
+                    stats.ms = Date.now() - t0;
+                    return [result, stats];
+                }
+            } finally {
+                release(q);
+            }
+        }
+    } finally {
+        if (!restored) q.restore();
+    }
+    stats.unprotected = true;
+    const result = write();
+    stats.ms = Date.now() - t0;
+    return [result, stats];
 }

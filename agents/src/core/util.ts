@@ -17,10 +17,32 @@ export function inForkedChild(): boolean {
     return getpid() !== Process.id;
 }
 
+let held: [Record<string, unknown>, ArrayBuffer | null][] | null = null;
+
 /** Send one envelope (adds `v`). Binary payloads go in `data`. Nothing in a forked child. */
 export function post(type: string, fields: Record<string, unknown>, data?: ArrayBuffer | null): void {
     if (inForkedChild()) return;
-    send({ v: PROTOCOL_VERSION, type, ...fields }, data ?? null);
+    const message = { v: PROTOCOL_VERSION, type, ...fields };
+    if (held !== null) held.push([message, data ?? null]);
+    else send(message, data ?? null);
+}
+
+/**
+ * Run FN with messages held back, then send them in order. Gum writes the
+ * hooks made so far whenever the script sends (so that a host told "armed"
+ * finds them in place): while hooks are being made, that must wait for the
+ * moment core/hooks.ts has chosen, with the program's threads stopped.
+ */
+export function holdingPosts<T>(fn: () => T): T {
+    if (held !== null) return fn();
+    held = [];
+    try {
+        return fn();
+    } finally {
+        const out = held;
+        held = null;
+        for (const [message, data] of out) send(message, data);
+    }
 }
 
 /** A short, human-readable text for anything thrown. */

@@ -104,7 +104,7 @@ export class Patcher {
         return this.ledger.read().entries;
     }
 
-    /** Keep this script's patches after its controller leaves (the host eternalizes the script). */
+    /** Keep this script's patches after its controller leaves (the host eternalizes the script only for hooks). */
     persist(): LedgerEntry[] {
         this.persisted = true;
         return this.ledger.update((d) => {

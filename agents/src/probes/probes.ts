@@ -24,7 +24,7 @@ class Probe {
     readonly sites = new Map<string, ArmedSite>();
     nextSite = 0;
     /** Matching functions left out: instr's hooks call them (core/resolver.ts). */
-    readonly leftOut = new Set<string>();
+    readonly leftOut = new Map<string, string>(); // name -> why (core/resolver.ts)
 
     constructor(
         readonly plan: ProbePlan,
@@ -82,13 +82,27 @@ export class ProbeSet {
 
     /** Arm every probe of the plan; never throws for one probe's failure. */
     armAll(plans: ProbePlan[]): ProbeStatus[] {
+        const ready: [Probe, Site[]][] = [];
         plans.forEach((plan, slot) => {
             const probe = new Probe(plan, slot);
             this.probes.push(probe);
             try {
-                this.armInitial(probe);
+                const sites = this.prepare(probe);
+                if (sites !== null) ready.push([probe, sites]);
             } catch (e) {
                 probe.status = { ...probe.status, state: "failed", reason: describe(e) };
+            }
+        });
+        // Then the hooks alone, with the program's running threads stopped
+        // outside the functions' first bytes while Gum writes them (core/hooks.ts).
+        const addresses = ready.flatMap(([, sites]) => sites.map((s) => s.address));
+        hooks.armStopped(addresses, () => {
+            for (const [probe, sites] of ready) {
+                try {
+                    this.armSites(probe, sites);
+                } catch (e) {
+                    probe.status = { ...probe.status, state: "failed", reason: describe(e) };
+                }
             }
         });
         this.observeModules();
@@ -99,12 +113,19 @@ export class ProbeSet {
         probe.status = { ...probe.status, state: "failed", tier: probe.sites.size > 0 ? probe.status.tier : null, reason };
     }
 
-    private armInitial(probe: Probe): void {
+    /** Everything of arming a probe but its hooks: the sites to hook, or null (failed, pending). */
+    private prepare(probe: Probe): Site[] | null {
         const plan = probe.plan;
         const invalid = validate(plan);
-        if (invalid !== null) return this.fail(probe, invalid);
+        if (invalid !== null) {
+            this.fail(probe, invalid);
+            return null;
+        }
         const choice = plan.emit === false ? { tier: plan.agg_tier } : chooseTier(plan);
-        if ("error" in choice) return this.fail(probe, choice.error);
+        if ("error" in choice) {
+            this.fail(probe, choice.error);
+            return null;
+        }
         probe.status.tier = choice.tier;
         if (plan.emit === false) {
             // Aggregations only: no events, so no event tier.
@@ -118,13 +139,16 @@ export class ProbeSet {
             this.flusher.symbols.watchNative(plan.id, callers);
         }
         const r = resolvePoint(plan.point);
-        if (r.kind === "failed") return this.fail(probe, r.reason);
+        if (r.kind === "failed") {
+            this.fail(probe, r.reason);
+            return null;
+        }
         if (r.kind === "pending") {
             probe.status = { ...probe.status, state: "pending", reason: r.reason };
-            return;
+            return null;
         }
-        for (const name of r.leftOut ?? []) probe.leftOut.add(name);
-        this.armSites(probe, r.sites);
+        for (const l of r.leftOut ?? []) probe.leftOut.set(l.name, l.why);
+        return r.sites;
     }
 
     /** Attach to new sites; sends `sites` for what was armed. Returns how many. */
@@ -154,9 +178,9 @@ export class ProbeSet {
         if (this.aggs !== null && this.aggs.listened.has(probe.plan.id)) {
             notes.push("aggregated through listeners (C callbacks): a function's first instructions leave no room for replaceFast's jump");
         }
-        if (probe.leftOut.size > 0) {
-            notes.push(`left out ${[...probe.leftOut].join(", ")}: instr's own hooks call them`);
-        }
+        const byWhy = new Map<string, string[]>();
+        for (const [name, why] of probe.leftOut) byWhy.set(why, [...(byWhy.get(why) ?? []), name]);
+        for (const [why, names] of byWhy) notes.push(`left out ${names.join(", ")}: ${why}`);
         if (errors.length > 0) {
             const shown = errors.slice(0, 3).join("; ");
             notes.push(`unable to intercept ${errors.length} function(s): ${shown}${errors.length > 3 ? "; …" : ""}`);
@@ -258,8 +282,7 @@ export class ProbeSet {
     private confirm(sites: Pending[], n: number, tries: number): void {
         setTimeout(
             () => {
-                Interceptor.flush();
-                hooks.commit();
+                hooks.commit(); // has Gum write what is pending, and keeps its bytes
                 const left = sites.filter((p) => unchanged(p));
                 if (left.length === 0 || tries >= COMMIT_CHECKS || !this.observing) {
                     this.gate.release(n);
@@ -301,7 +324,7 @@ export class ProbeSet {
                 const was = JSON.stringify(probe.status);
                 const fresh = r.sites.filter((site) => !probe.sites.has(site.address.toString()));
                 const before = fresh.map((site) => ({ address: site.address, before: firstBytes(site.address) }));
-                for (const name of r.leftOut ?? []) probe.leftOut.add(name);
+                for (const l of r.leftOut ?? []) probe.leftOut.set(l.name, l.why);
                 this.armSites(probe, r.sites);
                 for (const p of before) {
                     if (probe.sites.has(p.address.toString()) && !hooked.some((h) => h.address.equals(p.address))) hooked.push(p);
