@@ -237,6 +237,9 @@ def run(probes_file: str, set_names: tuple[str, ...], **kw: Any) -> None:
     metavar="NAME=SPEC",
     help="Aggregate instead of tracing: NAME='FUNC(VALUE) [by KEY,...]'. Repeatable.",
 )
+@click.option(
+    "-l", "--list", "list_only", is_flag=True, help="List the functions -i/-x match; arm nothing."
+)
 @_target_options
 @_debug_option
 @_guard
@@ -248,6 +251,14 @@ def trace(
     With --agg, aggregate in the target instead of emitting events, e.g.
     --agg 'bytes=sum(arg0:size_t) by execname'."""
     from instr.probes import compile_quick, compile_quick_aggs
+
+    if kw.pop("list_only"):
+        from instr.dtrace.listing import list_table
+
+        table = compile_quick(list(includes), list(excludes), _options(kw))
+        for line in list_table(_device(kw), _target(kw), table):
+            click.echo(line)
+        return
 
     if aggs:
         table = compile_quick_aggs(list(includes), list(excludes), aggs, _options(kw))
@@ -283,6 +294,39 @@ def sets(file: str) -> None:
     width = max((len(n) for n in psf.sets), default=0)
     for name, info in psf.sets.items():
         click.echo(f"{name:<{width}}  {info.description or ''}".rstrip())
+
+
+@main.command(context_settings={"ignore_unknown_options": False, "allow_interspersed_args": True})
+@click.option("-n", "programs", multiple=True, metavar="PROGRAM", help="A D program (repeatable).")
+@click.option("-s", "script", metavar="FILE", help="A D program file.")
+@click.option("-p", "attach_pid", type=int, metavar="PID", help="Attach to PID ($target).")
+@click.option("-c", "command", metavar="CMD", help="Run CMD, traced from its start ($target).")
+@click.option("-q", "quiet", is_flag=True, help="Quiet: only what the program prints.")
+@click.option("-o", "output", metavar="FILE", help="Write the program's output to FILE.")
+@click.option("-l", "list_only", is_flag=True, help="List the probes matched; arm nothing.")
+@click.option(
+    "-x", "xopts", multiple=True, metavar="OPT[=VAL]", help="quiet, strsize=N, bufsize=N[k|m]."
+)
+@click.argument("args", nargs=-1)
+@_debug_option
+@_guard
+def dtrace(programs: tuple[str, ...], script: str | None, args: tuple[str, ...], **kw: Any) -> None:
+    """Run a D program (DTrace's language, a subset; docs/dtrace.md) against -p PID or -c CMD.
+
+    ARGS are the macro arguments $1, $2, ..."""
+    from instr.dtrace.run import DConfig, load_sources, run_dtrace
+
+    config = DConfig(
+        sources=load_sources(programs, script),
+        pid=kw["attach_pid"],
+        command=kw["command"],
+        args=args,
+        quiet=kw["quiet"],
+        output=kw["output"],
+        list_only=kw["list_only"],
+        xopts=kw["xopts"],
+    )
+    sys.exit(run_dtrace(config))
 
 
 _cc_option = click.option(

@@ -1,7 +1,7 @@
 // The instr agent: one static bundle, configured as data over RPC.
 // See docs/agent.md for the contract; this file only composes rpc.exports.
 
-import { Plan } from "./protocol.js";
+import { Plan, Point } from "./protocol.js";
 import { Session } from "./core/session.js";
 import { SyscallConfig } from "./syscalls/syscalls.js";
 import { cmoduleSource } from "./core/cmodule.js";
@@ -15,6 +15,7 @@ import { armingsSeen, commit as hooksCommit, quiesce } from "./core/hooks.js";
 import { markArmed, setHost, unmarkArmed } from "./core/marker.js";
 import { prepareStopper } from "./core/stopper.js";
 import { holdingPosts } from "./core/util.js";
+import { listPoints } from "./dtrace/list.js";
 
 prepareLeave();
 prepareStopper();
@@ -72,6 +73,8 @@ rpc.exports = {
     memStop: () => mem.stop(),
     peek: (requests: PeekRequest[]) => peek(requests),
     poke: (requests: PokeRequest[]) => poke(requests),
+    // instr dtrace -l: resolve points without arming (dtrace/list.ts).
+    dtraceList: (points: Point[]) => listPoints(points),
     // Live patching (docs/patching.md).
     patchApply: (specs: PatchSpec[]) => armed(() => patcher.apply(specs)),
     patchList: () => patcher.list(),

@@ -1,0 +1,1 @@
+"""instr dtrace: a D subset compiled onto the probe IR (see docs/dtrace.md)."""

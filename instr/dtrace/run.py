@@ -1,0 +1,276 @@
+"""``instr dtrace``: parse, compile onto the probe IR, run through ``instr.session``.
+
+The lifecycle (spawn or attach, arm, resume, the acked final flush, the leave)
+is ``Session``'s; this module adds what D puts around it: BEGIN before the
+target resumes, tick clauses on a timer, ``exit()``, END and the final
+aggregations after the close.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from instr.aggregate.model import AggSnapshot
+from instr.dtrace.compiler import DProgram, compile_program
+from instr.dtrace.errors import DError, Loc, Src
+from instr.dtrace.parser import parse
+from instr.dtrace.probes import ProbeSpec
+from instr.dtrace.runtime import Runtime
+from instr.errors import InstrError, NothingArmedError, UsageError
+from instr.events import Event, RunContext, RunInfo, RunSummary
+from instr.probes.ir import PlanOptions
+from instr.runner import exit_status
+from instr.session import Session
+from instr.signals import signals_held, sigterm_as_interrupt
+from instr.target import DeviceSpec, TargetSpec, check_program
+
+
+@dataclass(frozen=True)
+class DConfig:
+    sources: tuple[Src, ...]
+    pid: int | None = None
+    command: str | None = None
+    args: tuple[str, ...] = ()  # $1, $2, ...
+    quiet: bool = False
+    output: str | None = None
+    list_only: bool = False
+    xopts: tuple[str, ...] = ()  # -x NAME[=VALUE], as #pragma D option NAME[=VALUE]
+    device: DeviceSpec = field(default_factory=DeviceSpec)
+    options: PlanOptions = field(default_factory=PlanOptions)
+
+
+def load_sources(programs: tuple[str, ...], script: str | None) -> tuple[Src, ...]:
+    srcs = [Src("-n" if len(programs) == 1 else f"-n#{i + 1}", p) for i, p in enumerate(programs)]
+    if script is not None:
+        try:
+            srcs.append(Src(script, Path(script).read_text(encoding="utf-8")))
+        except OSError as e:
+            raise UsageError(f"cannot read D script '{script}': {e.strerror or e}") from e
+    if not srcs:
+        raise UsageError("no D program", "give -n 'PROGRAM' or -s FILE.d")
+    return tuple(srcs)
+
+
+def _main_module(config: DConfig, argv: tuple[str, ...] | None) -> str | None:
+    if argv is not None:
+        return os.path.basename(os.path.realpath(check_program(argv[0])))
+    if config.pid is not None:
+        try:
+            return os.path.basename(os.readlink(f"/proc/{config.pid}/exe"))
+        except OSError:
+            return None
+    return None
+
+
+def compile_config(config: DConfig) -> tuple[DProgram, tuple[str, ...] | None]:
+    argv = tuple(shlex.split(config.command)) if config.command is not None else None
+    if argv == ():
+        raise UsageError("-c needs a command")
+    if argv is not None and config.pid is not None:
+        raise UsageError("give -c CMD or -p PID, not both")
+    macros = {str(i + 1): a for i, a in enumerate(config.args)}
+    if config.pid is not None:
+        macros["target"] = macros["pid"] = str(config.pid)
+    elif argv is not None:
+        macros["target"] = macros["pid"] = "$target"  # known once spawned
+    main = _main_module(config, argv)
+    from instr.dtrace import ast as A
+
+    clauses: list[Any] = []
+    options: list[Any] = []
+    for src in config.sources:
+        p = parse(src)
+        clauses += p.clauses
+        options += p.options
+    for x in config.xopts:
+        name, _, value = x.partition("=")
+        options.append((name, value or None, Loc(Src("-x", x), 1, 1)))
+    prog = compile_program(
+        A.Program(tuple(clauses), tuple(options)), macros, main, config.options, config.quiet
+    )
+    return prog, argv
+
+
+class _DCollector:
+    """Hands the probes' events and aggregation snapshots to the runtime, in order."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.seq = -1
+
+    def open(self, ctx: RunContext, info: RunInfo) -> None:
+        self.rt.ctx = ctx
+
+    def on_events(self, events: list[Event]) -> None:
+        self.rt.on_events(events)
+
+    def on_aggregations(self, snapshot: AggSnapshot) -> None:
+        self.rt.on_snapshot(snapshot)
+        self.seq = snapshot.seq
+
+    def close(self, summary: RunSummary) -> None:
+        pass
+
+
+def run_dtrace(config: DConfig, status: TextIO | None = None) -> int:
+    err = status if status is not None else sys.stderr
+
+    def warn(text: str) -> None:
+        print(f"instr: {text}", file=err, flush=True)
+
+    prog, argv = compile_config(config)
+
+    def say(text: str) -> None:
+        if not prog.quiet:  # -q or #pragma D option quiet
+            print(f"instr: {text}", file=err, flush=True)
+
+    if config.list_only:
+        from instr.dtrace.listing import list_probes
+
+        listed: int = list_probes(prog, config, argv)
+        return listed
+    out: TextIO = open(config.output, "w") if config.output else sys.stdout  # noqa: SIM115
+    try:
+        if argv is None and config.pid is None:
+            if any(not c.spec.is_host for c in prog.clauses):
+                raise UsageError("pid and syscall probes need a process", "give -p PID or -c CMD")
+            return _host_only(prog, out, warn)
+        return _run(prog, config, argv, out, say, warn)
+    finally:
+        if config.output:
+            out.close()
+
+
+def _host_only(prog: DProgram, out: TextIO, warn: Any) -> int:
+    rt = Runtime(prog, out, os.getpid(), "instr", warn)
+    for hc in rt.host_clauses("begin"):
+        rt.run_host(hc, time.monotonic_ns())
+    with contextlib.suppress(KeyboardInterrupt):
+        _ticks(rt, None)
+    return _end(rt, 0)
+
+
+def _run(
+    prog: DProgram,
+    config: DConfig,
+    argv: tuple[str, ...] | None,
+    out: TextIO,
+    say: Any,
+    warn: Any,
+) -> int:
+    target = TargetSpec(argv=argv) if argv is not None else TargetSpec(pid=config.pid)
+    rt = Runtime(prog, out, 0, "", warn)
+    session = Session(
+        prog.table, target, device=config.device, collectors=[_DCollector(rt)],
+        source="dtrace", stream=False,
+    )  # fmt: skip
+    with sigterm_as_interrupt():
+        try:
+            reports = session.start(resume=False)
+        except KeyboardInterrupt:
+            raise InstrError("interrupted while arming the probes") from None
+        except NothingArmedError:
+            raise DError(
+                [(_spec(prog, r.id).loc, f"probe description {_spec(prog, r.id).text} matches "
+                  f"nothing: {r.reason}", "instr dtrace -l lists what a description matches")
+                 for r in session.reports]
+            ) from None  # fmt: skip
+        assert session.pid is not None
+        rt.pid = session.pid
+        rt.execname = _comm(session.pid)
+        try:
+            for r in reports:
+                if r.state != "armed":
+                    spec = _spec(prog, r.id)
+                    warn(f"{spec.loc}: probe description {spec.text} {r.state}: {r.reason}")
+            sites = sum(r.sites for r in reports if r.state == "armed")
+            say(f"matched {sites} probe site(s) in pid {session.pid}")
+            for hc in rt.host_clauses("begin"):
+                rt.run_host(hc, time.monotonic_ns())
+            if not rt.exited.is_set():
+                session.resume()
+                _ticks(rt, session)
+        except KeyboardInterrupt:
+            pass
+        with signals_held():
+            summary = session.close()
+    if summary.drops:
+        warn(f"dropped {summary.drops} records when the in-target buffer was full")
+    for e in summary.errors:
+        warn(f"error: {e}")
+    code = rt.exit_code if rt.exit_code is not None else exit_status(summary, target.spawns)
+    if session.leave_note is not None and not target.spawns:
+        say(session.leave_note)
+    return _end(rt, code)
+
+
+def _end(rt: Runtime, code: int) -> int:
+    rt.exited.clear()
+    rt.in_end = True
+    for hc in rt.host_clauses("end"):
+        rt.run_host(hc, time.monotonic_ns())
+    with rt.lock:
+        rt.print_all()
+        rt.out.flush()
+    return code if rt.exit_code is None else rt.exit_code
+
+
+def _ticks(rt: Runtime, session: Session | None) -> None:
+    """Wait for the end (target gone, exit(), Ctrl-C), firing tick clauses on time."""
+    ticks = rt.host_clauses("tick")
+    start = time.monotonic()
+    due = [start + hc.spec.period_ns / 1e9 for hc in ticks]
+    while not rt.exited.is_set():
+        now = time.monotonic()
+        wait = min([0.25, *(d - now for d in due)])
+        if session is not None:
+            if session.wait(max(0.0, wait)):
+                return
+        else:
+            if not ticks:
+                return  # BEGIN only: done
+            rt.exited.wait(max(0.0, wait))
+        now = time.monotonic()
+        for i, hc in enumerate(ticks):
+            if now >= due[i]:
+                due[i] += hc.spec.period_ns / 1e9
+                if session is not None and _uses_aggs(hc):
+                    _fresh_snapshot(rt, session)
+                rt.run_host(hc, time.monotonic_ns())
+
+
+def _uses_aggs(hc: Any) -> bool:
+    from instr.dtrace import ast as A
+    from instr.dtrace.compiler import walk
+
+    return any(isinstance(n, A.AggRef) for st in hc.body for n in walk(st))
+
+
+def _fresh_snapshot(rt: Runtime, session: Session) -> None:
+    """Ask the target for its tables and wait (bounded) until they are here."""
+    before = rt.snapshot.seq if rt.snapshot is not None else -1
+    session.snapshot()
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline and not session.ended:
+        snap = rt.snapshot
+        if snap is not None and snap.seq > before:
+            return
+        time.sleep(0.01)
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return "?"
+
+
+def _spec(prog: DProgram, probe_id: int) -> ProbeSpec:
+    return prog.by_probe[probe_id].spec

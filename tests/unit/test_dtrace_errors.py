@@ -1,0 +1,294 @@
+"""The D front end's error corpus: every bad program exits 2 with one diagnostic at
+FILE:LINE:COL, the line itself, a caret under the column and (mostly) a hint; no traceback.
+
+Pure compile-time checks (nothing is spawned: errors come before the target)."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+import instr.cli
+from instr.cli import main
+
+
+@pytest.fixture(autouse=True)
+def _keep_frida(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command closes Frida's device manager as it ends (instr.cli._guard); in this
+    process that would leave it closed for every later test, so here it stays open."""
+    monkeypatch.setattr(instr.cli, "release_frida", lambda *a, **k: None)
+
+
+# (program, first line of the diagnostic, hint or None)
+CORPUS = [
+    ("BEGIN { speculate(1); }", "-n:1:9: error: speculation is not supported", None),
+    ("BEGIN { x++; }", "-n:1:10: error: '++' is not supported", "write x = x + 1"),
+    (
+        "BEGIN { y = (int)x; }",
+        "-n:1:13: error: casts are not supported",
+        "values are 64-bit integers or strings",
+    ),
+    (
+        "BEGIN { *p = 1; }",
+        "-n:1:9: error: pointer dereference is not supported",
+        "read memory with copyinstr() or str()",
+    ),
+    (
+        "fbt::vfs_read:entry { }",
+        "-n:1:1: error: the fbt provider traces kernel functions: instr traces user space only",
+        "use uprobe:LIBRARY:FUNCTION or tracepoint:syscalls:sys_enter_NAME",
+    ),
+    (
+        "kprobe:do_sys_open { }",
+        "-n:1:1: error: kprobes trace kernel functions: instr traces user space only",
+        "use uprobe:LIBRARY:FUNCTION or tracepoint:syscalls:sys_enter_NAME",
+    ),
+    (
+        "profile-97 { }",
+        "-n:1:1: error: profile probes are not supported yet",
+        "use tick-N for a timer",
+    ),
+    (
+        "tracepoint:sched:sched_switch { }",
+        "-n:1:1: error: tracepoint 'tracepoint:sched:sched_switch' is not supported",
+        "only tracepoint:syscalls:sys_enter_NAME and sys_exit_NAME",
+    ),
+    (
+        "syscall::opne:entry { }",
+        "-n:1:1: error: unknown system call 'opne'",
+        "did you mean 'open'?",
+    ),
+    (
+        "pid$target::malloc { }",
+        "-n:1:1: error: probe description 'pid$target::malloc' needs four fields: provider:module:function:name",
+        "e.g. pid$target::malloc:entry",
+    ),
+    (
+        "pid$target::malloc:entri { }",
+        "-n:1:1: error: unknown probe name 'entri' for the pid provider",
+        "use entry or return",
+    ),
+    (
+        "tick-0s { exit(0); }",
+        "-n:1:1: error: bad period '0s'",
+        "e.g. tick-1s, tick-100ms, tick-10hz",
+    ),
+    ("uprobe:libc { }", "-n:1:1: error: bad uprobe 'uprobe:libc'", "write uprobe:LIBRARY:FUNCTION"),
+    (
+        "pid$target::malloc:entry { @x = summ(arg0); }",
+        "-n:1:33: error: unknown aggregating function 'summ'",
+        "did you mean 'sum'?",
+    ),
+    (
+        'pid$target::malloc:entry { printf("%d %d\\n", arg0); }',
+        "-n:1:35: error: printf format has 2 conversion(s) but 1 argument(s) follow it",
+        None,
+    ),
+    (
+        'pid$target::malloc:entry { printf("%d\\n", execname); }',
+        "-n:1:43: error: %d needs an integer, not a string",
+        "use %s",
+    ),
+    (
+        'pid$target::malloc:entry { printf("%f\\n", arg0); }',
+        "-n:1:35: error: printf conversion '%f' is not supported",
+        "supported: %d %i %u %x %X %o %c %s %p %%",
+    ),
+    (
+        "pid$target::malloc:entry { trace(retval); }",
+        "-n:1:34: error: retval has a value only in :return probes",
+        "trace the function's return: ...:return",
+    ),
+    (
+        "pid$target::malloc:return { trace(arg0); }",
+        "-n:1:35: error: in a :return probe arg0 is not an argument (arg0 is the return offset, arg1 the return value)",
+        "use retval, or save the argument at entry: self->x = arg0",
+    ),
+    (
+        "pid$target::malloc:entry { @a = count(); } pid$target::free:entry { @a = sum(arg0); }",
+        "-n:1:74: error: @a is count() at 1:28, not sum()",
+        "an aggregation keeps one function",
+    ),
+    (
+        "pid$target::malloc:entry { @a[arg0 + 1] = count(); }",
+        "-n:1:31: error: this key cannot be computed in the target",
+        "keys are arguments, retval, copyinstr()/str() of an argument, execname, probefunc, probemod, pid or tid",
+    ),
+    (
+        "pid$target::malloc:entry { @a = sum(arg0 * 2); }",
+        "-n:1:37: error: this value cannot be aggregated in the target",
+        "aggregate an argument (arg0..arg9), retval, or timestamp - self->ts with self->ts = timestamp at the same function's entry",
+    ),
+    (
+        "pid$target::malloc:entry /x == 1/ { @a = count(); }",
+        "-n:1:27: error: this predicate runs on the host (x is a variable), so it cannot filter an aggregation kept in the target",
+        "use arguments, retval, tid and constants here",
+    ),
+    (
+        "BEGIN { @a = count(); }",
+        "-n:1:12: error: aggregations cannot be updated in BEGIN clauses",
+        "update them in pid or syscall clauses",
+    ),
+    (
+        "pid$target::malloc:entry { printa(@a); }",
+        "-n:1:28: error: printa() is supported in BEGIN, END and tick clauses only",
+        None,
+    ),
+    (
+        'BEGIN { printf("hi") ',
+        "-n:1:22: error: expected ';' or '}' after a statement, found the end of the program",
+        None,
+    ),
+    ('BEGIN { printf("hi); }', "-n:1:16: error: string is not closed", 'end it with "'),
+    (
+        "BEGIN { foo(); }",
+        "-n:1:9: error: unknown action 'foo'",
+        "actions: printf, printa, trace, exit, clear, trunc",
+    ),
+    (
+        "BEGIN { exit(); }",
+        "-n:1:9: error: exit() takes 1 argument (the exit status), not 0",
+        "e.g. exit(0)",
+    ),
+    (
+        "pid$target::malloc:entry { @a = lquantize(arg0); }",
+        "-n:1:33: error: lquantize() takes 3 or 4 arguments, not 1",
+        None,
+    ),
+    (
+        "inline int x = 1;",
+        "-n:1:1: error: inline declarations are not supported",
+        "write probe clauses only",
+    ),
+    (
+        "pid$target::malloc:entry { stack(); }",
+        "-n:1:28: error: stack() is a kernel stack: instr traces user space (use ustack() as an aggregation key)",
+        None,
+    ),
+    (
+        "pid$target::malloc:entry { copyout(arg0, arg1, 1); }",
+        "-n:1:28: error: copyout() is a destructive action; destructive actions are not supported yet",
+        None,
+    ),
+    (
+        "BEGIN { if (x) { exit(0); } }",
+        "-n:1:9: error: 'if' statements are not supported",
+        "use a predicate /.../ or the ?: operator",
+    ),
+    (
+        "#pragma D option flowindent\nBEGIN { exit(0); }",
+        "-n:1:1: error: option 'flowindent' is not supported",
+        "supported: quiet, strsize=N, bufsize=N[k|m|g]",
+    ),
+    (
+        'pid$target::malloc:entry { printf("%s\\n", copyinstr(retval)); }',
+        "-n:1:53: error: retval has a value only in :return probes",
+        "trace the function's return: ...:return",
+    ),
+    (
+        "BEGIN { trace(arg0); }",
+        "-n:1:15: error: arg0 has no value in a BEGIN probe",
+        "arguments exist in pid and syscall probes",
+    ),
+    (
+        'BEGIN { printf("%s\\n", $3); }',
+        "-n:1:24: error: macro $3 is not defined",
+        "macro arguments $1, $2... follow the program on the command line; $target needs -p PID or -c CMD",
+    ),
+    ("BEGIN\n{\n  x = 1 +;\n}", "-n:3:10: error: expected an expression, found ';'", None),
+    ("BEGIN { x = 08; }", "-n:1:13: error: bad integer constant '08'", None),
+    (
+        "pid$target::malloc:entry { ustack(); }",
+        "-n:1:28: error: ustack() as an action is not supported yet",
+        "use it as an aggregation key: @[ustack()] = count()",
+    ),
+    (
+        "pid$target::malloc:return { @[ustack()] = count(); }",
+        "-n:1:31: error: ustack() is supported in pid :entry probes only",
+        "the stack is read at the function's entry",
+    ),
+    (
+        "syscall::read:entry { @[ucaller] = count(); }",
+        "-n:1:25: error: ucaller has a value in pid :entry probes only",
+        "the return address is read at the function's entry",
+    ),
+    (
+        'tracepoint:syscalls:sys_enter_openat { printf("%s\\n", str(args->filename)); }',
+        "-n:1:59: error: args->NAME is bpftrace's; D has arg0, arg1...",
+        "e.g. tracepoint:syscalls:sys_enter_openat's args->filename is copyinstr(arg1)",
+    ),
+    (
+        "uprobe:/bin/prog:f { @start[tid] = nsecs; }",
+        "-n:1:36: error: an aggregation is assigned an aggregating function",
+        "e.g. @n[probefunc] = count(); bpftrace's @start[tid] = nsecs is self->start = timestamp in D",
+    ),
+    (
+        "uprobe:/bin/prog:f { @ = hist(arg0); }",
+        "-n:1:26: error: unknown aggregating function 'hist'",
+        "bpftrace's hist() is quantize() in D",
+    ),
+    (
+        'uprobe:/bin/prog:f { $x = arg0; printf("%d\\n", $x); }',
+        "-n:1:22: error: $x is a macro, not a variable",
+        "bpftrace's scratch variable $x is this->x in D",
+    ),
+    (
+        "pid$target::f:entry /* never closed { }",
+        "-n:1:21: error: comment is not closed",
+        "end it with */",
+    ),
+    (
+        "BEGIN { printf(\"%c\\n\", 'ab'); }",
+        "-n:1:24: error: character constant is not closed",
+        "write one character: 'a'",
+    ),
+    (
+        "#pragma D option strsize=8k\nBEGIN { exit(0); }",
+        "-n:1:1: error: option strsize=8k is out of range (1 to 4096 bytes)",
+        None,
+    ),
+    (
+        "pid$target::ol_*:entry /arg0 % 2/ { @ = count(); }",
+        "-n:1:30: error: this predicate runs on the host ('%' rounds as in C only on the host), "
+        "so it cannot filter an aggregation kept in the target",
+        "use arguments, retval, tid and constants here",
+    ),
+    (
+        "syscall::write:entry, syscall::openat:entry { self->ts = timestamp; } "
+        "syscall::write:return /self->ts/ { @ = count(); }",
+        "-n:1:94: error: this predicate runs on the host (self->ts is kept on the host; it is "
+        "paired in the target only when one clause without a predicate sets it at this "
+        "function's entry and only its return reads it), so it cannot filter an aggregation "
+        "kept in the target",
+        "use arguments, retval, tid and constants here",
+    ),
+]
+
+
+@pytest.mark.parametrize(("program", "head", "hint"), CORPUS, ids=range(len(CORPUS)))
+def test_bad_program(program: str, head: str, hint: str | None) -> None:
+    res = CliRunner().invoke(main, ["dtrace", "-n", program, "-c", "true"])
+    assert res.exit_code == 2
+    lines = res.stderr.splitlines()
+    assert "Traceback" not in res.stderr
+    assert lines[0] == head
+    line, col = (int(x) for x in head.split(":")[1:3])
+    # the program's line, then a caret under the column (both indented by two)
+    assert lines[1] == "  " + program.splitlines()[line - 1]
+    assert lines[2] == "  " + " " * (col - 1) + "^"
+    assert (lines[3] if len(lines) > 3 else None) == (None if hint is None else f"  hint: {hint}")
+
+
+def test_the_corpus_is_large_enough() -> None:
+    assert len(CORPUS) >= 25
+    assert len({h for _, h, _ in CORPUS}) == len(CORPUS)  # no two alike
+
+
+def test_a_script_file_is_named_in_its_errors(tmp_path) -> None:
+    path = tmp_path / "bad.d"
+    path.write_text('BEGIN\n{\n  printf("%d\\n");\n}\n')
+    res = CliRunner().invoke(main, ["dtrace", "-s", str(path)])
+    assert res.exit_code == 2
+    assert res.stderr.splitlines()[0] == (
+        f"{path}:3:10: error: printf format has 1 conversion(s) but 0 argument(s) follow it"
+    )
