@@ -40,7 +40,9 @@ const OFF_HELD_GROUP = OFF_HELD_FLAG + 8 * MAX_HELD;
 const MAX_FOREIGN = 256;
 const OFF_N_FOREIGN = OFF_HELD_GROUP + 4 * MAX_HELD;
 const OFF_FOREIGN = OFF_N_FOREIGN + 8;
-const STATE_SIZE = OFF_FOREIGN + 16 * MAX_FOREIGN;
+const OFF_HELD_SLOT = OFF_FOREIGN + 16 * MAX_FOREIGN;
+const OFF_HELD_PAD = OFF_HELD_SLOT + 8 * MAX_HELD;
+const STATE_SIZE = OFF_HELD_PAD + 8 * MAX_HELD;
 // Landing pads (x64): a code page, then a data page of flags and return addresses.
 const PAGE = 4096;
 const PAD_STRIDE = 16;
@@ -74,7 +76,7 @@ const state = Memory.alloc(STATE_SIZE);
 function leaveModule(): CModule {
     if (module === null) {
         const symbols: Record<string, NativePointer> = { lv: state };
-        for (const name of ["open", "read", "close", "usleep", "pthread_create", "pthread_detach"]) {
+        for (const name of ["open", "read", "pread", "close", "usleep", "pthread_create", "pthread_detach"]) {
             symbols[name] = Module.getGlobalExportByName(name);
         }
         module = new CModule(LEAVE_C_SOURCE, symbols);
@@ -432,12 +434,15 @@ function leave(): LeaveReport {
         waiting = []; // the host then waits its bounded time for the unload
     }
     if (held.length === 0) return { held: [], error: null, waiting, read: readRunning };
-    const flags = landingPads(cm, held);
+    const pads = landingPads(cm, held);
+    const flags = pads.map((p) => p.flag);
     held.forEach((h, i) => {
         state.add(OFF_HELD_TID + 4 * i).writeS32(h.tid);
         state.add(OFF_HELD_END + 8 * i).writePointer(h.top);
         state.add(OFF_HELD_FLAG + 8 * i).writePointer(flags[i]);
         state.add(OFF_HELD_GROUP + 4 * i).writeS32(h.group);
+        state.add(OFF_HELD_SLOT + 8 * i).writePointer(pads[i].slot);
+        state.add(OFF_HELD_PAD + 8 * i).writePointer(pads[i].pad);
     });
     state.add(OFF_N_HELD).writeS32(held.length);
     const start = new NativeFunction(cm.instr_hold_start, "int", []);
@@ -456,8 +461,15 @@ function leave(): LeaveReport {
  * frees (the documented remainder of a leave that had to hold). Elsewhere the
  * flag is NULL (leave_c.ts scans the thread's stack instead).
  */
-function landingPads(cm: CModule, held: Held[]): NativePointer[] {
-    const none = held.map(() => NULL);
+interface Pad {
+    flag: NativePointer;
+    /** The stack slot now holding `pad` (NULL: not swapped, or no pad). */
+    slot: NativePointer;
+    pad: NativePointer;
+}
+
+function landingPads(cm: CModule, held: Held[]): Pad[] {
+    const none = held.map(() => ({ flag: NULL, slot: NULL, pad: NULL }));
     if (Process.arch !== "x64") return none;
     const mmap = new NativeFunction(Module.getGlobalExportByName("mmap"), "pointer", ["pointer", "size_t", "int", "int", "int", "int64"]);
     const mprotect = new NativeFunction(Module.getGlobalExportByName("mprotect"), "int", ["pointer", "size_t", "int"]);
@@ -479,10 +491,14 @@ function landingPads(cm: CModule, held: Held[]): NativePointer[] {
     });
     if (mprotect(pages, PAGE, PROT_RX) !== 0) return none;
     return held.map((t, i) => {
-        if (t.slot.isNull()) return NULL;
+        if (t.slot.isNull()) return { flag: NULL, slot: NULL, pad: NULL };
+        const pad = pages.add(PAD_STRIDE * i);
         // Not swapped: the thread took its return meanwhile and has left.
-        if (swap(t.slot, t.ret, pages.add(PAD_STRIDE * i)) === 0) pages.add(PAD_FLAGS + i).writeU8(1);
-        return flags[i];
+        if (swap(t.slot, t.ret, pad) === 0) {
+            pages.add(PAD_FLAGS + i).writeU8(1);
+            return { flag: flags[i], slot: NULL, pad: NULL };
+        }
+        return { flag: flags[i], slot: t.slot, pad };
     });
 }
 

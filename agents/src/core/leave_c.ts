@@ -19,6 +19,7 @@ typedef unsigned long u64;
 extern int open (const char * path, int flags, ...);
 extern long read (int fd, void * buf, unsigned long n);
 extern int close (int fd);
+extern long pread (int fd, void * buf, unsigned long n, long offset);
 extern int usleep (unsigned int us);
 extern int pthread_create (void * thread, const void * attr, void * (* fn) (void *), void * arg);
 extern int pthread_detach (unsigned long thread);
@@ -42,6 +43,8 @@ struct leave_state
   int held_group[MAX_HELD];
   int n_foreign;
   u64 foreign[2 * MAX_FOREIGN];
+  u64 held_slot[MAX_HELD]; /* the stack slot swapped for the pad (0: none) */
+  u64 held_pad[MAX_HELD];
 };
 extern struct leave_state lv;
 
@@ -52,6 +55,8 @@ extern struct leave_state lv;
 #define held_stack_end lv.held_stack_end
 #define held_flag lv.held_flag
 #define held_group lv.held_group
+#define held_slot lv.held_slot
+#define held_pad lv.held_pad
 #define hold_entered lv.entered
 #define hold_polls lv.polls
 
@@ -222,24 +227,52 @@ instr_held_busy (int i)
   return instr_scan (sp, held_stack_end[i]) != 0;
 }
 
+/* Whether entry i's stack slot still holds its pad: read through
+ * /proc/self/mem, which cannot fault (the thread may have ended and its
+ * stack gone). No slot (no pad): it counts as holding. */
+static int
+slot_holds_pad (int i)
+{
+  u64 v = 0;
+  int fd;
+  long n;
+  if (held_slot[i] == 0)
+    return 1;
+  fd = open ("/proc/self/mem", 0);
+  if (fd < 0)
+    return 1;
+  n = pread (fd, &v, sizeof (v), (long) held_slot[i]);
+  close (fd);
+  return n != (long) sizeof (v) || v == held_pad[i];
+}
+
 /* Each entry is one stack slot of a held thread; a group is one return
  * address of that thread (all the slots found holding it: one is the real
- * one). A group is done when one of its pads fired or its thread ended. */
+ * one). A group is done when one of its pads fired or its thread ended, or
+ * when every one of its slots has been overwritten without its pad firing:
+ * a live return address is only ever consumed by its return (which fires
+ * the pad), so the real one was not among them (stale copies in a live
+ * frame, seen keeping a mem agent loaded for ever). */
 static int
 any_busy (void)
 {
-  unsigned char done[MAX_HELD];
+  unsigned char done[MAX_HELD], live[MAX_HELD];
   int i;
   for (i = 0; i != n_held; i++)
+  {
     done[i] = 0;
+    live[i] = 0;
+  }
   for (i = 0; i != n_held; i++)
     if (held_tid[i] == 0 || !instr_held_busy (i))
     {
       held_tid[i] = 0;
       done[held_group[i]] = 1;
     }
+    else if (slot_holds_pad (i))
+      live[held_group[i]] = 1;
   for (i = 0; i != n_held; i++)
-    if (!done[held_group[i]])
+    if (!done[held_group[i]] && live[held_group[i]])
       return 1;
   return 0;
 }
