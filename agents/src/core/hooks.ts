@@ -54,6 +54,11 @@ function note(address: NativePointer): void {
     if (before !== null && before.length === SPAN) written.set(key, { address, before, after: null });
 }
 
+/** The PC of a thread blocked in a system call, or null (running, or gone). */
+function blockedPc(tid: number): NativePointer | null {
+    return blockedAt(tid)?.[1] ?? null;
+}
+
 /** How each arming's hooks were written (the leave report shows them with --debug). */
 const armings: StoppedWrite[] = [];
 
@@ -82,7 +87,7 @@ export function armStopped<T>(addresses: NativePointer[], arm: () => T): T {
             Interceptor.flush();
             return r;
         },
-        (tid) => blockedAt(tid)?.[1] ?? null,
+        blockedPc,
     );
     if (armings.length < 16) armings.push(stats);
     return result;
@@ -91,7 +96,7 @@ export function armStopped<T>(addresses: NativePointer[], arm: () => T): T {
 /** Takes hooks away (REVERT: the Interceptor calls and a flush) with the running threads stopped outside ADDRESSES' first bytes. */
 export function unhookStopped(addresses: NativePointer[], revert: () => void): void {
     if (inForkedChild()) return revert();
-    writeStopped(addresses, SPAN, revert, (tid) => blockedAt(tid)?.[1] ?? null);
+    writeStopped(addresses, SPAN, revert, blockedPc);
 }
 
 /**
@@ -196,7 +201,7 @@ export function quiesce(): Quiesced {
     // With the running threads stopped: a thread fetching a function's first
     // instructions while they are rewritten could decode half of each.
     const ours = [...written.values()].filter((w) => w.after !== null).map((w) => w.address);
-    const [restored] = writeStopped(ours, SPAN, unhook, (tid) => blockedAt(tid)?.[1] ?? null);
+    const [restored] = writeStopped(ours, SPAN, unhook, blockedPc);
     if (restored === 0) return { restored, waited_ms: 0, unsure: [] };
     const me = Process.getCurrentThreadId();
     const pending = new Map<number, Seen>();

@@ -227,23 +227,18 @@ instr_held_busy (int i)
   return instr_scan (sp, held_stack_end[i]) != 0;
 }
 
-/* Whether entry i's stack slot still holds its pad: read through
- * /proc/self/mem, which cannot fault (the thread may have ended and its
- * stack gone). No slot (no pad): it counts as holding. */
+/* Whether entry i's stack slot still holds its pad: read through MEM, an fd
+ * of /proc/self/mem, which cannot fault (the thread may have ended and its
+ * stack gone). No slot (no pad), or no fd: it counts as holding. */
 static int
-slot_holds_pad (int i)
+slot_holds_pad (int i, int mem)
 {
   u64 v = 0;
-  int fd;
-  long n;
-  if (held_slot[i] == 0)
+  if (held_slot[i] == 0 || mem < 0)
     return 1;
-  fd = open ("/proc/self/mem", 0);
-  if (fd < 0)
+  if (pread (mem, &v, sizeof (v), (long) held_slot[i]) != (long) sizeof (v))
     return 1;
-  n = pread (fd, &v, sizeof (v), (long) held_slot[i]);
-  close (fd);
-  return n != (long) sizeof (v) || v == held_pad[i];
+  return v == held_pad[i];
 }
 
 /* Each entry is one stack slot of a held thread; a group is one return
@@ -257,7 +252,7 @@ static int
 any_busy (void)
 {
   unsigned char done[MAX_HELD], live[MAX_HELD];
-  int i;
+  int i, mem = open ("/proc/self/mem", 0);
   for (i = 0; i != n_held; i++)
   {
     done[i] = 0;
@@ -269,8 +264,10 @@ any_busy (void)
       held_tid[i] = 0;
       done[held_group[i]] = 1;
     }
-    else if (slot_holds_pad (i))
+    else if (slot_holds_pad (i, mem))
       live[held_group[i]] = 1;
+  if (mem >= 0)
+    close (mem);
   for (i = 0; i != n_held; i++)
     if (!done[held_group[i]] && live[held_group[i]])
       return 1;

@@ -98,10 +98,15 @@ function unhookable(address: NativePointer): string | null {
     return hookInternal(address) !== null ? CALLS_ITSELF : kernelCode(address);
 }
 
-function leftOutReason(leftOut: LeftOut[]): string {
+/** The names left out, grouped by why: [why, names] in first-seen order. */
+export function leftOutByWhy(leftOut: Iterable<LeftOut>): [string, string[]][] {
     const byWhy = new Map<string, string[]>();
     for (const l of leftOut) byWhy.set(l.why, [...(byWhy.get(l.why) ?? []), l.name]);
-    return [...byWhy].map(([why, names]) => `${names.join(", ")} cannot be hooked: ${why}`).join("; ");
+    return [...byWhy];
+}
+
+function leftOutReason(leftOut: LeftOut[]): string {
+    return leftOutByWhy(leftOut).map(([why, names]) => `${names.join(", ")} cannot be hooked: ${why}`).join("; ");
 }
 
 function jumpTarget(a: NativePointer): NativePointer | null {

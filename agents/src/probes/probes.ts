@@ -6,7 +6,7 @@ import { Flusher } from "../core/buffer.js";
 import { Aggregator } from "../aggregate/agg.js";
 import { JsProbe } from "./jstier.js";
 import { Layout, Tier, chooseTier, layoutOf, validate } from "../core/layout.js";
-import { Site, mayMatchModule, resolvePoint } from "../core/resolver.js";
+import { Site, leftOutByWhy, mayMatchModule, resolvePoint } from "../core/resolver.js";
 import { describe, post, reportError } from "../core/util.js";
 import { LoadGate } from "../core/loadgate.js";
 import { PhaseSlots, SLOT_BACKTRACE, SLOT_INT, SLOT_VAR } from "../core/symbols.js";
@@ -213,9 +213,8 @@ export class ProbeSet {
         if (probe.replaced > 0) {
             notes.push(`no listener at ${probe.replaced} of ${probe.sites.size} site(s): replaceFast entry stubs`);
         }
-        const byWhy = new Map<string, string[]>();
-        for (const [name, why] of probe.leftOut) byWhy.set(why, [...(byWhy.get(why) ?? []), name]);
-        for (const [why, names] of byWhy) notes.push(`left out ${names.join(", ")}: ${why}`);
+        const leftOut = [...probe.leftOut].map(([name, why]) => ({ name, why }));
+        for (const [why, names] of leftOutByWhy(leftOut)) notes.push(`left out ${names.join(", ")}: ${why}`);
         if (errors.length > 0) {
             const shown = errors.slice(0, 3).join("; ");
             notes.push(`unable to intercept ${errors.length} function(s): ${shown}${errors.length > 3 ? "; …" : ""}`);
