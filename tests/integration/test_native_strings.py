@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import run_instr
+from helpers import run_instr, start_instr, start_target
 from jsonl import read_jsonl
 
 pytestmark = pytest.mark.frida
@@ -210,8 +210,9 @@ def test_four_threads_exact_counts_with_strings(targets, probe_file, tmp_path: P
 
 
 def test_leaving_while_threads_call_through_entry_stubs(targets, probe_file, tmp_path: Path):
-    """--duration leaves while 4 threads call the replaced function: it is
-    reverted under them and they run on to the end, with no hook."""
+    """--duration leaves an attached program while 4 threads call the replaced
+    function: it is reverted under them and they run on to the end, with no
+    hook. (Attached, not spawned: a spawned program is ended with the run.)"""
     k, t = 30_000_000, 4
     text = (
         "version: 1\nsets:\n  s:\n    probes:\n"
@@ -220,15 +221,26 @@ def test_leaving_while_threads_call_through_entry_stubs(targets, probe_file, tmp
         "        where: 'j % 1000 == 0'\n"
     )
     out = tmp_path / "leave.jsonl"
-    res = run_instr("run", "-q", "-P", probe_file(text), "-s", "s", "-o", out, "--duration", 1,
-                    "--", targets.path("strings"), "threads", k, t, timeout=300)  # fmt: skip
-    assert res.returncode == 0, res.stderr
+    with start_target(targets.path("strings"), "threads", k, t) as prog:
+        instr = start_instr("run", "-P", probe_file(text), "-s", "s", "-o", out,
+                            "--duration", 1, "-p", prog.pid)  # fmt: skip
+        with instr:
+            instr.wait_armed()
+            prog.go()
+            res = instr.finish(timeout=120)
+        assert res.returncode == 0, res.err
+        # the program, unhooked, finishes every call on its own
+        done = prog.finish(timeout=300)
+    assert done.returncode == 0, done.err
+    assert f"total={k * t}" in done.out, done.out[-300:]
     events, summary = read_jsonl(out)
     # the leave came in the middle: the hook was reverted under the threads
     assert 0 < len(events) < k * t // 1000
     assert "replaceFast" in summary["probes"][0]["reason"]
-    # and the program, unhooked, finished every call (it may end during the
-    # leave: then instr reports its exit, status 0)
-    assert summary["ending"]["reason"] in ("detach", "exit"), summary["ending"]
-    assert summary["ending"]["code"] in (None, 0)
-    assert f"total={k * t}" in res.stdout, res.stdout[-300:]
+    # Unhooked, the rest of its calls take a fraction of a second: it often
+    # ends while Frida detaches, and instr says so (its own status is above).
+    ending = summary["ending"]
+    if ending["reason"] == "lost":
+        assert ending["signal"] == "the target ended while Frida's agent left it", ending
+    else:
+        assert ending["reason"] in ("detach", "exit") and ending["code"] in (None, 0), ending

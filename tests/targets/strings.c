@@ -154,6 +154,7 @@ static void run_threads(long k, long t)
 
 int main(int argc, char **argv)
 {
+    wait_go();
     if (argc >= 2 && strcmp(argv[1], "cases") == 0) {
         run_cases();
     } else if (argc >= 3 && strcmp(argv[1], "threads") == 0) {
