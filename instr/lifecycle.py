@@ -22,6 +22,7 @@ import os
 import re
 import sys
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -229,6 +230,28 @@ class Agent:
         died = wait and bool(self.watch.images) and gone(self.pid)
         return Left(held=held, done=done, died=died)
 
+    def gate_children(self, bound_s: float = 2.0) -> str | None:
+        """Frida's child gating, in force when this returns: its fork() hook is
+        written only when the agent's JS leaves its current scope, so a fork()
+        made right after enable_child_gating() returned could go ungated (a
+        child missed, 1 run in about 30 under load). The agent reads fork()'s
+        first bytes before and then after, from a new scope each time
+        (agents/src/core/gating.ts). Returns what to tell the user when the
+        hook was not seen within ``bound_s``."""
+        before = self.rpc.fork_prologue()
+        self.session.enable_child_gating()
+        if before is None or _jumps(before):
+            return None  # no fork(), or hooked already (gating was on)
+        deadline = time.monotonic() + bound_s
+        while time.monotonic() < deadline:
+            if self.rpc.fork_prologue() != before:
+                return None
+            time.sleep(0.001)  # a poll of the target, bounded; not a test's wait
+        return (
+            f"pid {self.pid}: Frida's fork() hook was not in place after {bound_s:.0f} s;"
+            " a child forked before it is not followed"
+        )
+
     def abandon(self) -> None:
         """Detach without disposing: a half-loaded agent, or a process being torn down."""
         if self.session is not None:
@@ -249,6 +272,12 @@ class Agent:
         if reason == "process-replaced":
             return Ending("exec")
         return Ending("lost", signal=reason)
+
+
+def _jumps(prologue: str) -> bool:
+    """Code that starts with an x86 jump (Gum's hook: ``jmp rel32`` or
+    ``jmp [rip]``); other architectures wait for the bytes to change."""
+    return prologue.startswith(("e9", "ff25"))
 
 
 _loaded: weakref.WeakSet[Agent] = weakref.WeakSet()

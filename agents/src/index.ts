@@ -16,6 +16,7 @@ import { markArmed, setHost, unmarkArmed } from "./core/marker.js";
 import { prepareStopper } from "./core/stopper.js";
 import { holdingPosts } from "./core/util.js";
 import { listPoints } from "./dtrace/list.js";
+import { forkPrologue } from "./core/gating.js";
 
 prepareLeave();
 prepareStopper();
@@ -44,6 +45,7 @@ rpc.exports = {
     // Each instrument that arms hooks marks the process (core/marker.ts).
     configure: (plan: Plan) => armed(() => session.configure(plan)),
     flush: () => session.flush(),
+    forkPrologue: () => forkPrologue(), // child gating: is Frida's fork() hook written (core/gating.ts)
     snapshot: (final: boolean) => session.snapshot(final),
     // Every leave comes here (the host's dispose, Frida's unload when the host
     // is gone): each instrument reverts its hooks, then no thread may be left

@@ -48,7 +48,7 @@ def start_monitor(
     bufmax: int = 32,
     buffer_bytes: int = 8 << 20,
     follow: bool = False,
-    session: Any = None,
+    agent: Agent | None = None,
     kinds: list[list[Any]] | None = None,
     complete: bool = False,
     spawned: bool = False,
@@ -121,8 +121,8 @@ def start_monitor(
     started = start(config) if built is None else start(config, built)
     # Child gating once the monitor is armed: the first child is adopted with
     # the same configuration (docs/syscalls.md, "Children").
-    if follow and session is not None:
-        session.enable_child_gating()
+    if follow and agent is not None:
+        started["gating_note"] = agent.gate_children()
     return started, sites
 
 
@@ -231,7 +231,7 @@ class SyscallRun:
             bufmax=self.bufmax,
             buffer_bytes=self.buffer_bytes,
             follow=self.follow,
-            session=img.session,
+            agent=img.agent,
             complete=self.complete,
             spawned=adopted or self.target.spawns,  # suspended at its start
             thread_slots=self.thread_slots,
@@ -240,6 +240,8 @@ class SyscallRun:
             fork_stub=fork_stub,
         )
         img.sites = int(started["armed"])
+        if started.get("gating_note"):
+            self.errors.append(str(started["gating_note"]))  # a child may be missed
         img.fork_stub = started.get("fork_stub")
         if pid == self.root_pid:
             self.toolchain = str(started.get("toolchain", "tinycc"))

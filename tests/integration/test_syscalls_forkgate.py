@@ -40,6 +40,23 @@ def fork_slot(pid: int, exe: Path) -> int:
     return base + offsets[0]
 
 
+def fork_code(pid: int) -> bytes:
+    """The first bytes of libc's fork() in the running program."""
+    with open(f"/proc/{pid}/maps") as maps:
+        rows = [ln.split() for ln in maps]
+    # its code: Frida maps the file again, read-only, to read its symbols
+    libc = next(r for r in rows if len(r) == 6 and "x" in r[1]
+                and os.path.basename(r[5]).startswith("libc.so"))  # fmt: skip
+    base = int(libc[0].split("-")[0], 16) - int(libc[2], 16)
+    out = subprocess.run(["readelf", "-sW", "--dyn-syms", libc[5]], capture_output=True,
+                         text=True, check=True).stdout  # fmt: skip
+    value = next(int(f[1], 16) for f in (ln.split() for ln in out.splitlines())
+                 if len(f) >= 8 and f[7].split("@")[0] == "fork")  # fmt: skip
+    with open(f"/proc/{pid}/mem", "rb", buffering=0) as mem:
+        mem.seek(base + value)
+        return mem.read(5)
+
+
 def read_slot(pid: int, address: int) -> int:
     with open(f"/proc/{pid}/mem", "rb") as mem:
         mem.seek(address)
@@ -85,6 +102,10 @@ def test_forks_go_through_the_gate_and_the_slot_is_put_back(
             gate = read_slot(t.pid, slot)
             if follow:
                 assert gate != before and mapping(t.pid, gate) == ""
+                # Frida's child gating is in force once instr says so: its
+                # hook on fork() is written (a fork right after went ungated
+                # when it was not yet; instr/lifecycle.py: gate_children)
+                assert fork_code(t.pid)[0] == 0xE9, fork_code(t.pid).hex()
             else:
                 assert gate == before
             t.send("fork")
