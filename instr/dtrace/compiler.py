@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from instr.aggregate import llq
 from instr.dtrace import ast as A
 from instr.dtrace.errors import DError, Loc, fail
 from instr.dtrace.pairing import Unit, pair
@@ -31,7 +32,7 @@ from instr.probes.ir import PlanOptions, ProbeTable
 from instr.syscalls.table import SIGNATURES
 
 SET = "d"
-AGG_FUNCS = ("count", "sum", "min", "max", "avg", "stddev", "quantize", "lquantize")
+AGG_FUNCS = ("count", "sum", "min", "max", "avg", "stddev", "quantize", "lquantize", "llquantize")
 _KEYS = {"execname": "execname", "probefunc": "probefunc", "probemod": "module",
          "pid": "pid", "tid": "tid"}  # fmt: skip
 
@@ -291,8 +292,6 @@ def _agg_spec(
                    "self->start = timestamp in D")  # fmt: skip
     func = call.name
     if func not in AGG_FUNCS:
-        if func == "llquantize":
-            raise fail(call.loc, f"{func}() is not supported yet")
         bt = {"hist": "quantize", "lhist": "lquantize"}.get(func)
         hint = (
             f"bpftrace's {func}() is {bt}() in D"
@@ -300,7 +299,7 @@ def _agg_spec(
             else did_you_mean(func, AGG_FUNCS) or f"one of: {', '.join(AGG_FUNCS)}"
         )
         raise fail(call.loc, f"unknown aggregating function '{func}'", hint)
-    want = {"count": (0, 0), "lquantize": (3, 4)}.get(func, (1, 1))
+    want = {"count": (0, 0), "lquantize": (3, 4), "llquantize": (5, 5)}.get(func, (1, 1))
     if not want[0] <= len(call.args) <= want[1]:
         n = f"{want[0]}" if want[0] == want[1] else f"{want[0]} or {want[1]}"
         raise fail(call.loc, f"{func}() takes {n} argument{'s' if want[1] != 1 else ''}, "
@@ -323,6 +322,11 @@ def _agg_spec(
             if not isinstance(extra, A.Int):
                 raise fail(extra.loc, f"{func}()'s bounds must be integer constants")
             args.append(str(extra.value))
+        if func == "llquantize":
+            ps = [int(a) for a in args[1:]]
+            bad = llq.check((ps[0], ps[1], ps[2], ps[3]))
+            if bad is not None:
+                raise fail(call.args[bad[0]].loc, bad[1], bad[2] or None)
     keys = [_key(k, needs, spec) for k in ref.keys]
     text = f"{func}({', '.join(args)})"
     return f"{text} by {', '.join(keys)}" if keys else text

@@ -381,7 +381,8 @@ class Runtime:
                 out.append(r)
         t0 = parts[0]
         return AggTable(f"@{name}", t0.probe, t0.func, t0.arg, t0.key_names, tuple(out),
-                        sum(t.overflow for t in parts), t0.max_keys, t0.lquantize)  # fmt: skip
+                        sum(t.overflow for t in parts), t0.max_keys, t0.lquantize,
+                        llquantize=t0.llquantize)  # fmt: skip
 
     def clear(self, ref: A.Expr) -> None:
         assert isinstance(ref, A.AggRef)

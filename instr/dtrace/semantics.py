@@ -135,7 +135,8 @@ def _in_assign_target(clause: A.Clause, ref: A.AggRef) -> bool:
 def _check_action(e: A.Call, spec: ProbeSpec) -> None:
     if e.name in UNSUPPORTED:
         raise fail(e.loc, UNSUPPORTED[e.name])
-    if e.name in ("count", "sum", "min", "max", "avg", "quantize", "lquantize", "stddev"):
+    if e.name in ("count", "sum", "min", "max", "avg", "quantize", "lquantize", "llquantize",
+                  "stddev"):  # fmt: skip
         raise fail(e.loc, f"{e.name}() is an aggregating function",
                    f"assign it to an aggregation: @name[keys] = {e.name}(...)")  # fmt: skip
     if e.name not in ACTIONS:

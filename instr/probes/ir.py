@@ -154,12 +154,13 @@ class Aggregation:
     """One aggregation of one probe (DTrace's ``@name[keys] = func(arg)``)."""
 
     name: str  # unique within its set
-    func: str  # count sum min max avg stddev quantize lquantize
+    func: str  # count sum min max avg stddev quantize lquantize llquantize
     arg: str | None  # the aggregated capture's name; None for count()
     keys: tuple[AggKey, ...]
     phase: Phase  # updated at entry, or at exit (uses exit values)
     max_keys: int
     lquantize: tuple[int, int, int] | None = None  # (low, high, step)
+    llquantize: tuple[int, int, int, int] | None = None  # (factor, low, high, steps)
     source: str = ""  # the spec as written, for reports
     loc: SourceLoc | None = None
     id: int = 0  # numbered across the table by compile_sets (1, 2, ...)
@@ -175,6 +176,11 @@ class Aggregation:
         if self.func == "lquantize":
             assert self.lquantize is not None
             return 1 + lquantize_buckets(self.lquantize)
+        if self.func == "llquantize":
+            from instr.aggregate import llq
+
+            assert self.llquantize is not None
+            return 1 + llq.count(self.llquantize)
         return 2  # count and the sum / min / max
 
 
@@ -287,6 +293,7 @@ class Probe:
                 for k in agg.keys
             ],
             "lq": list(agg.lquantize) if agg.lquantize is not None else None,
+            "llq": list(agg.llquantize) if agg.llquantize is not None else None,
             "max_keys": agg.max_keys,
             "nvals": agg.value_words(),
         }

@@ -156,6 +156,42 @@ CORPUS = [
         None,
     ),
     (
+        "pid$target::malloc:entry { @a = llquantize(arg0, 10, 0, 6); }",
+        "-n:1:33: error: llquantize() takes 5 arguments, not 4",
+        None,
+    ),
+    (
+        "pid$target::malloc:entry { @a = llquantize(arg0, 1, 0, 6, 20); }",
+        "-n:1:50: error: llquantize()'s factor must be 2 or more, not 1",
+        "e.g. 10",
+    ),
+    (
+        "pid$target::malloc:entry { @a = llquantize(arg0, 10, 3, 3, 20); }",
+        "-n:1:57: error: llquantize()'s high magnitude (3) must be greater than its low "
+        "magnitude (3)",
+        "e.g. llquantize(x, 10, 0, 6, 20)",
+    ),
+    (
+        "pid$target::malloc:entry { @a = llquantize(arg0, 10, 0, 6, 25); }",
+        "-n:1:60: error: llquantize()'s steps (25) must be a multiple of its factor (10)",
+        "e.g. 10, 20 or 100",
+    ),
+    (
+        "pid$target::malloc:entry { @a = llquantize(arg0, 4, 0, 6, 24); }",
+        "-n:1:59: error: llquantize()'s steps (24) must divide a power of its factor (4)",
+        "e.g. 4 or 16",
+    ),
+    (
+        "pid$target::malloc:entry { @a = llquantize(arg0, 10, 0, 20, 10); }",
+        "-n:1:57: error: llquantize(): 10 to the power 21 does not fit in 64 bits",
+        "lower the high magnitude",
+    ),
+    (
+        "pid$target::malloc:entry { @a = llquantize(arg0, 10, 0, x, 10); }",
+        "-n:1:57: error: llquantize()'s bounds must be integer constants",
+        None,
+    ),
+    (
         "inline int x = 1;",
         "-n:1:1: error: inline declarations are not supported",
         "write probe clauses only",
