@@ -245,6 +245,8 @@ def _host_values(node: A.Stmt | A.Expr, needs: Needs) -> None:
             needs.cap(e)
         elif isinstance(e, A.Call) and e.name in ("copyinstr", "str"):
             needs.string(e)
+        elif isinstance(e, A.Call) and e.name == "copyin":
+            needs.copyin(e)
         elif isinstance(e, A.Entry | A.Elapsed):
             needs.cap(e)
 

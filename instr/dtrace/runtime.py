@@ -20,7 +20,7 @@ from instr.dtrace import ast as A
 from instr.dtrace.aggtext import merge, minus, render_table, sorted_rows
 from instr.dtrace.compiler import DProgram, HostClause
 from instr.dtrace.errors import Loc
-from instr.dtrace.printf import Piece, parse_format, render
+from instr.dtrace.printf import Piece, parse_format, render, tracemem
 from instr.dtrace.values import ARGS, Needs, canonical
 from instr.events import Event, RunContext
 
@@ -166,7 +166,10 @@ class Runtime:
         name = self._caps.get(key)
         if name is None:
             needs = Needs(hc.spec, strsize=self.prog.strsize)
-            name = needs.string(e) if isinstance(e, A.Call) else needs.cap(e)
+            if isinstance(e, A.Call):
+                name = needs.copyin(e) if e.name == "copyin" else needs.string(e)
+            else:
+                name = needs.cap(e)
             self._caps[key] = name
         return name
 
@@ -189,6 +192,10 @@ class Runtime:
             assert isinstance(fmt, A.Str)
             values = [self.eval(a, env) for a in e.args[1:]]
             self.out.write(render(self._format(fmt), values))
+        elif e.name == "tracemem":
+            mem, size = e.args
+            assert isinstance(mem, A.Call) and isinstance(size, A.Int)
+            self.out.write(tracemem(self.mem(mem, env)[: size.value]))
         elif e.name == "trace":
             v = self.eval(e.args[0], env)
             self.out.write(f"{v}" if self.prog.quiet else f" {v}")
@@ -345,10 +352,20 @@ class Runtime:
                 return ""
             v = env.event.args.get(self._cap(env.clause, e))
             return v if isinstance(v, str) else ("" if v is None else str(v))
+        if e.name == "copyin":  # as a string: up to the first NUL, as printf's %s shows it
+            return self.mem(e, env).split(b"\0", 1)[0].decode("utf-8", "replace")
+        if e.name == "stringof":
+            v = self.eval(e.args[0], env)
+            return v if isinstance(v, str) else str(v)
         if e.name == "strlen":
             s = self.eval(e.args[0], env)
             return len(s.encode()) if isinstance(s, str) else 0
         raise DRuntimeError(e.loc, f"{e.name}() has no value")
+
+    def mem(self, e: A.Call, env: Env) -> bytes:
+        """copyin()'s bytes (as many as the target could read; none outside an event)."""
+        v = env.event.args.get(self._cap(env.clause, e)) if env.event is not None else None
+        return bytes(v) if isinstance(v, bytes | bytearray | memoryview) else b""
 
     # -- aggregations -------------------------------------------------------------------
 

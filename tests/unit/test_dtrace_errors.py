@@ -192,6 +192,36 @@ CORPUS = [
         None,
     ),
     (
+        "pid$target::malloc:entry { this->b = copyin(arg0, 4); }",
+        "-n:1:38: error: copyin()'s bytes can only be printed or made a string here",
+        'use printf("%s", copyin(...)), tracemem(copyin(arg0, 16), 16) or stringof(copyin(...))',
+    ),
+    (
+        'syscall::read:entry { printf("%s", copyin(arg1, 4)); }',
+        "-n:1:36: error: copyin() is supported in pid :entry probes only",
+        "the bytes are read at the function's entry",
+    ),
+    (
+        'pid$target::malloc:entry { printf("%s", copyin(arg0, 0)); }',
+        "-n:1:54: error: copyin()'s size must be a constant from 1 to 4096 or an argument",
+        "e.g. copyin(arg1, 16) or copyin(arg1, arg2)",
+    ),
+    (
+        'pid$target::malloc:entry { printf("%s", copyin(probefunc, 4)); }',
+        "-n:1:48: error: copyin() reads at an argument here: arg0..arg9",
+        "e.g. copyin(arg1, 16)",
+    ),
+    (
+        'pid$target::malloc:entry { printf("%x", copyin(arg0, 4)); }',
+        "-n:1:41: error: %x needs an integer, not copyin()'s bytes",
+        "print them with %s or tracemem()",
+    ),
+    (
+        "pid$target::malloc:entry { tracemem(arg0, 4); }",
+        "-n:1:37: error: tracemem() dumps copyin()'s bytes",
+        "e.g. tracemem(copyin(arg0, 16), 16)",
+    ),
+    (
         "inline int x = 1;",
         "-n:1:1: error: inline declarations are not supported",
         "write probe clauses only",
