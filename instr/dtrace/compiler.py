@@ -20,6 +20,7 @@ import yaml
 
 from instr.aggregate import llq
 from instr.dtrace import ast as A
+from instr.dtrace.destructive import is_destructive, patch_probes
 from instr.dtrace.errors import DError, Loc, fail
 from instr.dtrace.pairing import Unit, pair
 from instr.dtrace.probes import ProbeSpec, parse_probe
@@ -76,11 +77,14 @@ def compile_program(
     main_module: str | None,
     options: PlanOptions | None = None,
     quiet: bool = False,
+    destructive: bool = False,
 ) -> DProgram:
     strsize = 256
     for name, value, loc in prog.options:
         if name == "quiet" and value in (None, "", "yes", "true"):
             quiet = True
+        elif name == "destructive" and value in (None, "", "yes", "true"):
+            destructive = True
         elif name == "strsize":
             strsize = _size(value, loc, name, 1, 4096)
         elif name == "bufsize":
@@ -90,8 +94,9 @@ def compile_program(
             )
         else:
             raise fail(loc, f"option '{name}' is not supported",
-                       "supported: quiet, strsize=N, bufsize=N[k|m|g]")  # fmt: skip
+                       "supported: quiet, destructive, strsize=N, bufsize=N[k|m|g]")  # fmt: skip
     probes_yaml: list[dict[str, object]] = []
+    origins: dict[str, Loc] = {}  # generated probe name -> where it comes from
     clauses: list[HostClause] = []
     aggs: dict[str, AggInfo] = {}
     agg_seq = 0
@@ -113,8 +118,12 @@ def compile_program(
             clauses.append(HostClause(ci, clause, spec, clause.predicate, _host_body(clause)))
             continue
         specs.append(spec)
+        for patch, loc in patch_probes(clause, spec, macros, _consts(spec, macros), destructive):
+            name = f"w{len(origins) + 1}"
+            probes_yaml.append({"name": name, **patch})
+            origins[name] = loc
         needs = Needs(spec, strsize=strsize)
-        probe: dict[str, object] = {"name": f"c{len(probes_yaml) + 1}"}
+        probe: dict[str, object] = {"name": f"c{sum(1 for n in origins if n[0] == 'c') + 1}"}
         if spec.kind == "pid":
             probe["function"] = f"{spec.module or '*'}!{spec.func}"
             probe["on"] = (
@@ -144,6 +153,9 @@ def compile_program(
         for st in body:
             _host_values(st, needs)
         emit = bool(body) or host_pred is not None or not clause.body
+        if not emit and not agg_specs:  # destructive actions only: the patch probes do it all
+            clauses.append(HostClause(ci, clause, spec, None, body))
+            continue
         if emit and spec.kind == "syscall":
             needs.cap(A.Ident(spec.loc, "probefunc"))  # FUNCTION:NAME, and probefunc
         if needs.captures:
@@ -152,9 +164,10 @@ def compile_program(
             probe["aggregate"] = agg_specs
         probe["emit"] = emit
         probes_yaml.append(probe)
+        origins[str(probe["name"])] = spec.loc
         hc = HostClause(ci, clause, spec, host_pred, body, len(probes_yaml), unit.paired)
         clauses.append(hc)
-    table = _table(probes_yaml, options, clauses, prog)
+    table = _table(probes_yaml, options, origins, prog)
     ir_aggs = {ir: a.name for a in aggs.values() for ir in a.ir_names}
     by_probe = {c.probe_id: c for c in clauses if c.probe_id}
     return DProgram(table, clauses, by_probe, aggs, ir_aggs, quiet, specs, macros, strsize)
@@ -163,7 +176,7 @@ def compile_program(
 def _table(
     probes: list[dict[str, object]],
     options: PlanOptions | None,
-    clauses: list[HostClause],
+    origins: dict[str, Loc],
     prog: A.Program,
 ) -> ProbeTable:
     if not probes:
@@ -175,22 +188,21 @@ def _table(
         # Point at the clause: the generated probe set is not the user's text.
         items = []
         for d in e.diagnostics:
-            owner = _owner(text, d.line, clauses)
-            loc = owner.spec.loc if owner is not None else prog.clauses[0].loc
+            loc = origins.get(_owner(text, d.line), prog.clauses[0].loc)
             items.append((loc, d.message, d.hint))
         raise DError(items) from None
 
 
-def _owner(text: str, line: int, clauses: list[HostClause]) -> HostClause | None:
-    """The clause whose generated probe holds ``line`` of the YAML."""
-    current = 0
+def _owner(text: str, line: int) -> str:
+    """The generated probe that holds ``line`` of the YAML."""
+    current = ""
     for i, row in enumerate(text.splitlines(), 1):
-        m = re.match(r"\s*- name: c(\d+)$", row)
+        m = re.match(r"\s*- name: ([cw]\d+)$", row)
         if m:
-            current = int(m.group(1))
+            current = m.group(1)
         if i >= line:
             break
-    return next((c for c in clauses if c.probe_id == current), None)
+    return current
 
 
 def _consts(spec: ProbeSpec, macros: dict[str, str]) -> dict[str, object]:
@@ -228,10 +240,13 @@ def _syscalls(spec: ProbeSpec) -> list[str] | str:
 
 
 def _host_body(clause: A.Clause) -> tuple[A.Stmt, ...]:
+    """What the host runs: neither aggregation updates nor destructive actions (the
+    target does those)."""
     return tuple(
         st
         for st in clause.body
         if not (isinstance(st, A.Assign) and isinstance(st.target, A.AggRef))
+        and not is_destructive(st)
     )
 
 

@@ -42,6 +42,7 @@ class DConfig:
     output: str | None = None
     list_only: bool = False
     xopts: tuple[str, ...] = ()  # -x NAME[=VALUE], as #pragma D option NAME[=VALUE]
+    destructive: bool = False  # -w: raise(), stop(), copyout(), override()... are allowed
     device: DeviceSpec = field(default_factory=DeviceSpec)
     options: PlanOptions = field(default_factory=PlanOptions)
 
@@ -93,7 +94,12 @@ def compile_config(config: DConfig) -> tuple[DProgram, tuple[str, ...] | None]:
         name, _, value = x.partition("=")
         options.append((name, value or None, Loc(Src("-x", x), 1, 1)))
     prog = compile_program(
-        A.Program(tuple(clauses), tuple(options)), macros, main, config.options, config.quiet
+        A.Program(tuple(clauses), tuple(options)),
+        macros,
+        main,
+        config.options,
+        config.quiet,
+        config.destructive,
     )
     return prog, argv
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from instr.dtrace import ast as A
+from instr.dtrace.destructive import DESTRUCTIVE
 from instr.dtrace.errors import fail
 from instr.dtrace.printf import convs, parse_format
 from instr.dtrace.probes import ProbeSpec
@@ -18,11 +19,7 @@ UNSUPPORTED = {
     "aggregation key)",
     "jstack": "jstack() is not supported",
     "copyinto": "copyinto() is not supported",
-    "copyout": "copyout() is a destructive action; destructive actions are not supported yet",
-    "copyoutstr": "copyoutstr() is a destructive action; destructive actions are not supported yet",
-    "raise": "raise() is a destructive action; destructive actions are not supported yet",
-    "stop": "stop() is a destructive action; destructive actions are not supported yet",
-    "system": "system() is a destructive action; destructive actions are not supported yet",
+    "system": "system() is not supported: instr does not run commands",
     "panic": "panic() is not supported",
     "breakpoint": "breakpoint() is not supported",
     "chill": "chill() is not supported",
@@ -49,11 +46,9 @@ UNSUPPORTED = {
     "ntop": "ntop() is not supported yet",
     "join": "join() is not supported",
     "cat": "cat() is not supported",
-    "signal": "signal() is a destructive action; destructive actions are not supported yet",
-    "override": "override() is a destructive action; destructive actions are not supported yet",
 }
 ACTIONS = ("printf", "printa", "trace", "tracemem", "exit", "clear", "trunc", "normalize",
-           "denormalize")  # fmt: skip
+           "denormalize", *DESTRUCTIVE)  # fmt: skip
 FUNCTIONS = ("copyinstr", "str", "strlen", "ustack", "copyin", "stringof")
 # Where copyin()'s bytes may go: (function, argument index)
 _BYTES_TAKERS = (("printf", -1), ("tracemem", 0), ("stringof", 0))

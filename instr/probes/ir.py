@@ -200,16 +200,12 @@ class Predicate:
     expr: dict[str, Any]  # the Expr tree, as in agents/src/protocol.ts
 
 
-PatchKind = Literal["ret", "skip", "replace_c", "replace_js", "args", "bytes", "nop"]
+PatchKind = Literal[
+    "ret", "skip", "replace_c", "replace_js", "args", "bytes", "nop", "signal", "copyout"
+]
 PATCH_KINDS: tuple[PatchKind, ...] = (
-    "ret",
-    "skip",
-    "replace_c",
-    "replace_js",
-    "args",
-    "bytes",
-    "nop",
-)
+    "ret", "skip", "replace_c", "replace_js", "args", "bytes", "nop", "signal", "copyout"
+)  # fmt: skip
 # NativeFunction types a JavaScript replacement may declare.
 JS_TYPES: tuple[str, ...] = (
     "void", "pointer", "int", "uint", "long", "ulong", "char", "uchar", "size_t", "ssize_t",
@@ -221,14 +217,14 @@ JS_TYPES: tuple[str, ...] = (
 class PatchParams:
     """What a patch does, by kind (shared by a probe's ``PatchAction`` and ``PatchSpec``)."""
 
-    value: int | None = None  # ret, skip
+    value: int | None = None  # ret, skip; signal: the signal; copyout: the argument's index
     code: str | None = None  # replace_c (C source), replace_js (a function body)
     fn: str | None = None  # replace_c: the replacement's name
     returns: str | None = None  # replace_js
     params: tuple[str, ...] = ()  # replace_js
     args: tuple[tuple[int, int | str], ...] = ()  # args: (index, new value)
     expect: bytes | None = None  # bytes (required), nop (optional)
-    data: bytes | None = None  # bytes
+    data: bytes | None = None  # bytes, copyout
     instructions: int | None = None  # nop
 
     def patch_params(self) -> dict[str, Any]:

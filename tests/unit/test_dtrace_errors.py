@@ -222,6 +222,47 @@ CORPUS = [
         "e.g. tracemem(copyin(arg0, 16), 16)",
     ),
     (
+        "pid$target::malloc:entry { stop(); }",
+        "-n:1:28: error: destructive action stop() needs -w",
+        "instr dtrace -w (or #pragma D option destructive) allows actions that change the target",
+    ),
+    (
+        "#pragma D option destructive\npid$target::malloc:return { raise(SIGUSR1); }",
+        "-n:2:29: error: raise() is supported in pid :entry clauses only",
+        "it runs as the call starts",
+    ),
+    (
+        "#pragma D option destructive\nsyscall::read:entry { override(0); }",
+        "-n:2:23: error: override() is supported in pid probes only",
+        "it runs in the target, at the function's hook",
+    ),
+    (
+        "#pragma D option destructive\npid$target::malloc:entry { raise(SIGFOO); }",
+        "-n:2:34: error: unknown signal 'SIGFOO'",
+        "e.g. SIGUSR1, SIGTERM",
+    ),
+    (
+        "#pragma D option destructive\npid$target::malloc:entry /x == 1/ { raise(SIGUSR1); }",
+        "-n:2:27: error: this predicate runs on the host (x is a variable), so it cannot decide "
+        "raise() in the target",
+        "use arguments, retval, tid and constants here",
+    ),
+    (
+        "#pragma D option destructive\npid$target::malloc:entry { override(arg0); }",
+        "-n:2:37: error: override()'s value must be an integer constant",
+        "the target applies it without asking the host",
+    ),
+    (
+        '#pragma D option destructive\npid$target::malloc:entry { copyout("x", probefunc, 1); }',
+        "-n:2:41: error: copyout() writes where an argument points here: arg0..arg9",
+        'e.g. copyout("text", arg0, 4)',
+    ),
+    (
+        "#pragma D option destructive\npid$target::malloc:entry { stop(1); }",
+        "-n:2:28: error: stop() takes 0 arguments, not 1",
+        "e.g. stop()",
+    ),
+    (
         "inline int x = 1;",
         "-n:1:1: error: inline declarations are not supported",
         "write probe clauses only",
@@ -233,8 +274,8 @@ CORPUS = [
     ),
     (
         "pid$target::malloc:entry { copyout(arg0, arg1, 1); }",
-        "-n:1:28: error: copyout() is a destructive action; destructive actions are not supported yet",
-        None,
+        "-n:1:28: error: destructive action copyout() needs -w",
+        "instr dtrace -w (or #pragma D option destructive) allows actions that change the target",
     ),
     (
         "BEGIN { if (x) { exit(0); } }",
@@ -244,7 +285,7 @@ CORPUS = [
     (
         "#pragma D option flowindent\nBEGIN { exit(0); }",
         "-n:1:1: error: option 'flowindent' is not supported",
-        "supported: quiet, strsize=N, bufsize=N[k|m|g]",
+        "supported: quiet, destructive, strsize=N, bufsize=N[k|m|g]",
     ),
     (
         'pid$target::malloc:entry { printf("%s\\n", copyinstr(retval)); }',

@@ -95,7 +95,9 @@ def test_unknown_and_reserved_keys() -> None:
     ]
 
 
-ACTIONS = "('ret', 'skip', 'replace_c', 'replace_js', 'args', 'bytes' or 'nop')"
+ACTIONS = (
+    "('ret', 'skip', 'replace_c', 'replace_js', 'args', 'bytes', 'nop', 'signal' or 'copyout')"
+)
 
 
 def test_patch_actions() -> None:
@@ -141,7 +143,7 @@ def test_patch_parameters() -> None:
 def test_patch_where_and_captures() -> None:
     assert probe("function: f\ncapture: {n: arg0}\nwhere: 'n > 1'\npatch: {nop: 2}\n") == [
         "p.yaml:7:16: error: 'where' cannot gate a 'nop' patch\n"
-        "  hint: only 'ret', 'skip' or 'args' patches decide per call"
+        "  hint: only 'ret', 'skip', 'args', 'signal' or 'copyout' patches decide per call"
     ]
     assert probe("function: f\ncapture: {r: retval}\nwhere: 'r > 1'\npatch: {skip: 2}\n") == [
         "p.yaml:7:16: error: a 'skip' patch decides before the call: "
