@@ -135,6 +135,16 @@ def test_patch_parameters() -> None:
     assert probe("function: f\npatch: {bytes: {expect: '90', new: '9090'}}\n") == [
         "p.yaml:6:24: error: 'expect' has 1 and 'new' 2 bytes: they must be the same length"
     ]
+    assert probe("function: f\npatch: {signal: 0}\n") == [
+        "p.yaml:6:25: error: 'patch: signal' must be between 1 and 64, not 0"
+    ]
+    assert probe("function: f\npatch: {copyout: {arg: 1}}\n") == [
+        "p.yaml:6:26: error: 'patch: copyout' needs exactly the keys 'arg' and 'data'\n"
+        '  hint: e.g. patch: {copyout: {arg: 1, data: "68690a00"}}'
+    ]
+    assert probe("function: f\npatch: {copyout: {arg: 16, data: '41'}}\n") == [
+        "p.yaml:6:32: error: 'arg' must be between 0 and 15, not 16"
+    ]
     assert probe("function: f\npatch: {nop: 2, fn: g}\n") == [
         "p.yaml:6:25: error: 'fn' does not apply to a 'nop' patch"
     ]
