@@ -69,7 +69,7 @@ def test_sets() -> None:
         "p.yaml:6:5: error: unknown key 'descripton' in set 'a'\n  hint: did you mean 'description'?",
         "p.yaml:7:13: error: set 'a' has an empty 'probes' list",
         "p.yaml:8:6: error: set 'b' must be a mapping, not the integer 3",
-        "p.yaml:9:3: error: set 'c' has no 'probes'\n  hint: add 'probes:' with a list of probes",
+        "p.yaml:9:3: error: set 'c' has no 'probes'\n  hint: add 'probes:' with a list of probes (or 'dtrace:' with a D program)",
         "p.yaml:10:18: error: 'description' must be a string, not the integer 5",
     ]
 
