@@ -78,7 +78,11 @@ def compile_program(
     options: PlanOptions | None = None,
     quiet: bool = False,
     destructive: bool = False,
+    offsets: dict[str, str] | None = None,
 ) -> DProgram:
+    """``offsets``: instruction probes resolved in the target (``offset_key(spec)`` ->
+    ``MODULE+0xOFFSET``, see instr.dtrace.offsets); without it they are compiled as
+    their function's entry, for resolving them."""
     strsize = 256
     for name, value, loc in prog.options:
         if name == "quiet" and value in (None, "", "yes", "true"):
@@ -124,7 +128,10 @@ def compile_program(
             origins[name] = loc
         needs = Needs(spec, strsize=strsize)
         probe: dict[str, object] = {"name": f"c{sum(1 for n in origins if n[0] == 'c') + 1}"}
-        if spec.kind == "pid":
+        if spec.kind == "pid" and spec.offset is not None and offsets is not None:
+            probe["offset"] = offsets[offset_key(spec)]
+            probe["on"] = "entry"
+        elif spec.kind == "pid":
             probe["function"] = f"{spec.module or '*'}!{spec.func}"
             probe["on"] = (
                 ["entry", "exit"] if unit.paired else "exit" if spec.name == "return" else "entry"
@@ -171,6 +178,11 @@ def compile_program(
     ir_aggs = {ir: a.name for a in aggs.values() for ir in a.ir_names}
     by_probe = {c.probe_id: c for c in clauses if c.probe_id}
     return DProgram(table, clauses, by_probe, aggs, ir_aggs, quiet, specs, macros, strsize)
+
+
+def offset_key(spec: ProbeSpec) -> str:
+    """An instruction probe's key in ``compile_program``'s ``offsets``."""
+    return f"{spec.loc}"
 
 
 def _table(

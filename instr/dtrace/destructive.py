@@ -69,6 +69,9 @@ def patch_probes(
             n = _ARITY[e.name]
             raise fail(e.loc, f"{e.name}() takes {n} argument{'' if n == 1 else 's'}, "
                        f"not {len(e.args)}", f"e.g. {_USAGE[e.name]}")  # fmt: skip
+        if e.name == "override" and spec.offset is not None:
+            raise fail(e.loc, "override() is supported in pid :entry and :return clauses",
+                       "an instruction probe is inside the function")  # fmt: skip
         if e.name != "override" and spec.name != "entry":
             raise fail(e.loc, f"{e.name}() is supported in pid :entry clauses only",
                        "it runs as the call starts")  # fmt: skip

@@ -131,6 +131,8 @@ class Runtime:
             site = self.ctx.site(ev.probe_id, ev.site)
             if site is not None:
                 func, mod = site.symbol or "", site.module or ""
+            if hc.spec.offset is not None:  # the site is FUNC+OFFSET: probefunc is FUNC
+                func = hc.spec.func
         entry = None
         if hc.paired:  # the entry event only carries the call's entry values to its return
             stack = self.entries.setdefault((ev.probe_id, ev.tid), [])

@@ -63,6 +63,9 @@ def check_builtin(e: A.Ident, spec: ProbeSpec | None) -> str:
     if name == "ucaller" and (spec.kind != "pid" or spec.name != "entry"):
         raise fail(e.loc, f"{e.name} has a value in pid :entry probes only",
                    "the return address is read at the function's entry")  # fmt: skip
+    if spec.offset is not None and (name in ARGS or name in ("retval", "errno", "ucaller")):
+        raise fail(e.loc, f"{e.name} has no value at an instruction probe ({spec.text})",
+                   "read arguments at :entry and the result at :return")  # fmt: skip
     if spec.kind == "pid":
         if name == "errno":
             raise fail(e.loc, "errno is not supported in pid probes", "use a syscall probe")

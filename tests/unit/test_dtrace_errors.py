@@ -66,7 +66,7 @@ CORPUS = [
     (
         "pid$target::malloc:entri { }",
         "-n:1:1: error: unknown probe name 'entri' for the pid provider",
-        "use entry or return",
+        "use entry or return, or a hex offset",
     ),
     (
         "tick-0s { exit(0); }",
@@ -261,6 +261,21 @@ CORPUS = [
         "#pragma D option destructive\npid$target::malloc:entry { stop(1); }",
         "-n:2:28: error: stop() takes 0 arguments, not 1",
         "e.g. stop()",
+    ),
+    (
+        "pid$target::mall*:1c { }",
+        "-n:1:1: error: an instruction probe names one function, not a pattern",
+        "name it, e.g. pid$target::main:1c",
+    ),
+    (
+        "pid$target::malloc:1c { @ = sum(arg0); }",
+        "-n:1:33: error: arg0 has no value at an instruction probe (pid$target::malloc:1c)",
+        "read arguments at :entry and the result at :return",
+    ),
+    (
+        "#pragma D option destructive\npid$target::malloc:4 { override(0); }",
+        "-n:2:24: error: override() is supported in pid :entry and :return clauses",
+        "an instruction probe is inside the function",
     ),
     (
         "inline int x = 1;",
