@@ -305,6 +305,9 @@ def sets(file: str) -> None:
 @click.option("-o", "output", metavar="FILE", help="Write the program's output to FILE.")
 @click.option("-l", "list_only", is_flag=True, help="List the probes matched; arm nothing.")
 @click.option(
+    "-w", "destructive", is_flag=True, help="Allow destructive actions (raise, copyout...)."
+)
+@click.option(
     "-x", "xopts", multiple=True, metavar="OPT[=VAL]", help="quiet, strsize=N, bufsize=N[k|m]."
 )
 @click.argument("args", nargs=-1)
@@ -325,6 +328,7 @@ def dtrace(programs: tuple[str, ...], script: str | None, args: tuple[str, ...],
         output=kw["output"],
         list_only=kw["list_only"],
         xopts=kw["xopts"],
+        destructive=kw["destructive"],
     )
     sys.exit(run_dtrace(config))
 

@@ -32,7 +32,7 @@ def rows(*pairs: tuple[str | int | None, int]) -> str:
     return "\n" + "".join(agg_line(k, v) + "\n" for k, v in pairs)
 
 
-def hist(*buckets: tuple[int, int]) -> list[str]:
+def hist(*buckets: tuple[int | str, int]) -> list[str]:
     """DTrace's quantize/lquantize block for (bucket, count) rows, all rows given."""
     total = sum(c for _, c in buckets)
     lines = ["           value  ------------- Distribution ------------- count"]
@@ -152,6 +152,40 @@ TABLE: list[tuple[str, str, str, str | None, dict[str, dict[str, int]]]] = [
                 f"{'>= 30':>16} |{'':<40} 0",
             ]
         )
+        + "\n\n",
+        None,
+        {},
+    ),
+    (
+        # the fast tier (compiled C): 0 is below 10^0; 1..9 one wide; 10..90 ten wide
+        "llquantize",
+        "pid$target::ol_add:entry { @ = llquantize(arg0, 10, 0, 1, 10); }",
+        "\n"
+        + "\n".join(hist(("< 1", 1), *((v, 1) for v in range(1, 10)), (10, 10), (20, 10), (30, 0)))
+        + "\n\n",
+        None,
+        {},
+    ),
+    (
+        # the JS tier (a string key); retval 5, 4, 5 for alpha, beta, gamma: 4..7 one wide
+        "llquantize-js-keyed",
+        "pid$target::ol_name:entry { self->s = copyinstr(arg0); } "
+        "pid$target::ol_name:return { @[self->s] = llquantize(retval, 2, 0, 3, 8); }",
+        "\n"
+        + "".join(
+            f"  {name:<50}\n" + "\n".join(hist((b - 1, 0), (b, 10), (b + 1, 0))) + "\n\n"
+            for name, b in (("alpha", 5), ("beta", 4), ("gamma", 5))
+        ),
+        None,
+        {},
+    ),
+    (
+        # the host tier (syscall records): reads of 1 + i % 8 bytes; 4 and 6 are two
+        # wide (2^3 / 4 steps), 8 and up the top bucket
+        "llquantize-syscall",
+        "syscall::read:entry /arg0 == 10/ { @ = llquantize(arg2, 2, 0, 2, 4); }",
+        "\n"
+        + "\n".join(hist(("< 1", 0), (1, 4), (2, 4), (3, 4), (4, 8), (6, 7), (">= 8", 3)))
         + "\n\n",
         None,
         {},

@@ -68,7 +68,7 @@ export type Expr =
 
 export type Action = { kind: "emit" };
 
-export type AggFunc = "count" | "sum" | "min" | "max" | "avg" | "stddev" | "quantize" | "lquantize";
+export type AggFunc = "count" | "sum" | "min" | "max" | "avg" | "stddev" | "quantize" | "lquantize" | "llquantize";
 export type KeySrc = "capture" | "tid" | "pid" | "execname" | "probefunc" | "module";
 
 /** Where an aggregation's value or key comes from: a capture of the probe. */
@@ -86,6 +86,8 @@ export interface AggPlan {
     arg: CapRef | null;
     keys: ({ src: KeySrc } & Partial<CapRef>)[];
     lq: [number, number, number] | null;
+    /** llquantize's factor, low magnitude, high magnitude, steps. */
+    llq: [number, number, number, number] | null;
     max_keys: number;
     nvals: number;
 }

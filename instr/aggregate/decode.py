@@ -14,7 +14,8 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from instr.aggregate.model import AggRow, AggSnapshot, AggTable, Bucket, KeyValue
+from instr.aggregate import llq
+from instr.aggregate.model import HISTOGRAMS, AggRow, AggSnapshot, AggTable, Bucket, KeyValue
 from instr.events import RunContext
 from instr.probes.ir import (
     QUANTIZE_BUCKETS,
@@ -97,6 +98,7 @@ class AggDecoder:
                     max_keys=agg.max_keys,
                     lquantize=agg.lquantize,
                     tier=probe.agg_tier or "",
+                    llquantize=agg.llquantize,
                 )
             )
         return AggSnapshot(
@@ -148,10 +150,18 @@ class AggDecoder:
             return AggRow(keys, count, max=val(v[1]) if count else None)
         if agg.func == "stddev":
             return AggRow(keys, count, total=val(v[1]), sumsq=v[2] | (v[3] << 64))
-        if agg.func in ("quantize", "lquantize"):
+        if agg.func in HISTOGRAMS:
             make: Callable[[int], Bucket]
             if agg.func == "quantize":
                 make, nb = quantize_bucket, QUANTIZE_BUCKETS
+            elif agg.func == "llquantize":
+                params = agg.llquantize
+                assert params is not None
+
+                def make(i: int) -> Bucket:
+                    return llq.bucket(i, params)
+
+                nb = len(v) - 1
             else:
                 lq = agg.lquantize
                 assert lq is not None

@@ -67,6 +67,8 @@ def table_object(snapshot: AggSnapshot, table: AggTable) -> dict[str, Any]:
     obj["max_keys"] = table.max_keys
     if table.lquantize is not None:
         obj["lquantize"] = list(table.lquantize)
+    if table.llquantize is not None:
+        obj["llquantize"] = list(table.llquantize)
     obj["tier"] = table.tier
     return obj
 

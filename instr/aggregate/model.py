@@ -14,7 +14,9 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-AggFunc = Literal["count", "sum", "min", "max", "avg", "stddev", "quantize", "lquantize"]
+AggFunc = Literal[
+    "count", "sum", "min", "max", "avg", "stddev", "quantize", "lquantize", "llquantize"
+]
 AGG_FUNCS: tuple[str, ...] = (
     "count",
     "sum",
@@ -24,8 +26,9 @@ AGG_FUNCS: tuple[str, ...] = (
     "stddev",
     "quantize",
     "lquantize",
+    "llquantize",
 )
-HISTOGRAMS: tuple[str, ...] = ("quantize", "lquantize")
+HISTOGRAMS: tuple[str, ...] = ("quantize", "lquantize", "llquantize")
 
 # One key value: an int (ints, tid), a str (strings, a symbolised caller, a
 # function name, the process name) or a tuple of str (a symbolised backtrace,
@@ -37,7 +40,7 @@ KeyValue = int | str | tuple[str, ...]
 class Bucket:
     """One histogram bucket: values ``lo <= v < hi``.
 
-    ``lo is None``: everything below ``hi`` (lquantize's underflow);
+    ``lo is None``: everything below ``hi`` (lquantize's and llquantize's underflow);
     ``hi is None``: everything from ``lo`` up (lquantize's overflow, and
     quantize's top bucket).  quantize buckets are ..., [-7, -3), [-3, -1),
     [-1, 0), [0, 1), [1, 2), [2, 4), [4, 8), ...: a negative bucket holds
@@ -94,6 +97,7 @@ class AggTable:
     max_keys: int
     lquantize: tuple[int, int, int] | None = None  # (low, high, step)
     tier: str = ""  # "fast" (compiled C) or "js"
+    llquantize: tuple[int, int, int, int] | None = None  # (factor, low, high, steps)
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,8 @@ Conventions (documented in docs/outputs.md):
   first non-empty one to one after the last (DTrace's convention).  Labels
   are DTrace's: a bucket's lower bound, and for quantize's negative buckets
   the value nearest zero (row ``-4`` holds -4 to -7, as row ``4`` holds 4 to
-  7); lquantize's outer buckets read ``< low`` and ``>= high``.  In lquantize, a run of more than four empty buckets between
+  7); lquantize's outer buckets read ``< low`` and ``>= high``, llquantize's
+  ``< factor^low`` and ``>= factor^(high+1)``.  In lquantize, a run of more than four empty buckets between
   two non-empty ones is shown as its first bucket, ``...`` and its last.
 * ``AggTable.overflow > 0`` always adds a line saying how many updates were
   dropped because the table held ``max_keys`` keys.
@@ -44,6 +45,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from instr.aggregate import llq
 from instr.aggregate.export import has_value
 from instr.aggregate.model import HISTOGRAMS, AggRow, AggSnapshot, AggTable, Bucket, KeyValue
 
@@ -90,6 +92,8 @@ def title(table: AggTable) -> str:
     if table.func == "lquantize" and table.lquantize is not None:
         low, high, step = table.lquantize
         call = f"lquantize({table.arg or ''}, {low}, {high}, {step})"
+    elif table.func == "llquantize" and table.llquantize is not None:
+        call = f"llquantize({', '.join(map(str, (table.arg or '', *table.llquantize)))})"
     else:
         call = f"{table.func}({table.arg or ''})"
     by = f" by {', '.join(table.key_names)}" if table.key_names else ""
@@ -254,7 +258,7 @@ def _label(table: AggTable, span: _Span) -> str:
     lo, hi = span
     if lo is None:
         return f"< {hi}"
-    if hi is None and table.func == "lquantize":
+    if hi is None and table.func in ("lquantize", "llquantize"):
         return f">= {lo}"
     if lo < 0 and hi is not None and table.func == "quantize":
         return str(hi - 1)  # the bucket's value nearest zero, as DTrace: -2 holds -2 and -3
@@ -294,7 +298,7 @@ def _gap(table: AggTable, prev: _Span, span: _Span) -> list[_Span]:
         if step > 0 and (lo - cur[0]) // step > EMPTY_RUN_SHOWN:
             return [cur, _ELIDED, (lo - step, lo)]
     out: list[_Span] = []
-    while cur is not None and cur[0] is not None and cur[0] < lo and len(out) < 256:
+    while cur is not None and cur[0] is not None and cur[0] < lo and len(out) <= llq.MAX_BUCKETS:
         out.append(cur)
         cur = _next(table, cur)
     return out
@@ -304,6 +308,8 @@ def _next(table: AggTable, span: _Span) -> _Span | None:
     hi = span[1]
     if hi is None:
         return None
+    if table.llquantize is not None:
+        return llq.neighbour(span, table.llquantize, after=True)
     if table.func == "lquantize" and table.lquantize is not None:
         _, high, step = table.lquantize
         return (hi, None) if hi >= high else (hi, min(hi + step, high))
@@ -314,6 +320,8 @@ def _previous(table: AggTable, span: _Span) -> _Span | None:
     lo = span[0]
     if lo is None:
         return None
+    if table.llquantize is not None:
+        return llq.neighbour(span, table.llquantize, after=False)
     if table.func == "lquantize" and table.lquantize is not None:
         low, _, step = table.lquantize
         return (None, low) if lo <= low else (max(lo - step, low), lo)

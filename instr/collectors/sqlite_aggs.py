@@ -66,7 +66,10 @@ def insert_snapshot(db: sqlite3.Connection, run_id: int, snapshot: AggSnapshot) 
     tables: list[tuple[Any, ...]] = []
     rows: list[tuple[Any, ...]] = []
     for t in snapshot.tables:
-        lq = to_json(list(t.lquantize)) if t.lquantize is not None else None
+        # the histogram's parameters: lquantize's [low, high, step], llquantize's
+        # [factor, low, high, steps] (func tells which)
+        params = t.lquantize if t.lquantize is not None else t.llquantize
+        lq = to_json(list(params)) if params is not None else None
         keys = to_json(list(t.key_names))
         tables.append(
             (

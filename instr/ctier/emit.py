@@ -56,6 +56,7 @@ FUNC_CODES: dict[str, int] = {
     "stddev": 5,
     "quantize": 6,
     "lquantize": 7,
+    "llquantize": 8,
 }
 _SIGNED = ("i8", "i16", "i32", "i64")
 _NARROW = {"i8": "gint8", "i16": "gint16", "i32": "gint32"}

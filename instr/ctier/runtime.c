@@ -8,7 +8,9 @@
  * A table holds one aggregation. Header (64 bytes), then `cap` rows of
  * 1 + nkeys + nvals 64-bit words: state, keys, values. values[0] is the
  * count; then, by function: sum/avg [1] = sum; min/max [1]; stddev [1] = sum,
- * [2..3] = sum of squares (128-bit, lo/hi); quantize/lquantize: buckets.
+ * [2..3] = sum of squares (128-bit, lo/hi); quantize/lquantize/llquantize:
+ * buckets. llquantize keeps its factor in lq_low, its steps in lq_step, its
+ * low magnitude in lq_n and its high magnitude in lq_high.
  * Rows are claimed lock-free (EMPTY -> CLAIMING -> READY) and never freed;
  * every update is an atomic add or compare-and-swap, so totals are exact
  * under any number of threads. At most max_keys rows are claimed; updates
@@ -27,7 +29,7 @@ typedef struct
   volatile gint used, overflow;
   guint32 func, is_signed;
   gint64 lq_low, lq_step;
-  guint32 lq_n, pad;
+  guint32 lq_n, lq_high;
   guint64 reserved[2];
 } AggTable;
 
@@ -69,7 +71,7 @@ typedef guint64 (* AggOrig) (AGG_PARAMS);
 #define AGG_READY 2
 #define AGG_ROWS(t) ((volatile guint64 *) ((guint8 *) (t) + 64))
 
-enum { F_COUNT, F_SUM, F_MIN, F_MAX, F_AVG, F_STDDEV, F_QUANTIZE, F_LQUANTIZE };
+enum { F_COUNT, F_SUM, F_MIN, F_MAX, F_AVG, F_STDDEV, F_QUANTIZE, F_LQUANTIZE, F_LLQUANTIZE };
 
 #if defined(__x86_64__) && !defined(INSTR_PORTABLE_ATOMICS)
 #define AGG_ADD(p, v) \
@@ -361,13 +363,44 @@ agg_lqbucket (AggTable * t, guint64 x)
   return off >= t->lq_n ? t->lq_n + 1 : 1 + (guint32) off;
 }
 
+/* llquantize: DTrace's log-linear buckets (instr/aggregate/llq.py). 0 is
+ * below factor^low; each magnitude [factor^m, factor^(m+1)) for m from low
+ * to high adds its linear steps, factor^(m+1) / steps wide (1 while
+ * factor^(m+1) <= steps); the last bucket is from factor^(high+1) up. The
+ * host checked that factor^(high+1) fits in a gint64. */
+guint32
+agg_llqbucket (AggTable * t, guint64 x)
+{
+  gint64 factor = t->lq_low, steps = t->lq_step, v = (gint64) x;
+  gint64 this = 1, last, nb;
+  guint32 base = 1, order;
+  int top = !t->is_signed && v < 0; /* an unsigned value above G_MAXINT64 */
+  for (order = 0; order < t->lq_n; order++)
+    this *= factor;
+  if (!top && v < this)
+    return 0;
+  last = this;
+  this *= factor;
+  for (; order <= t->lq_high; order++)
+  {
+    nb = this > steps ? steps : this;
+    if (!top && v < this)
+      return base + (guint32) ((v - last) / (this / nb));
+    base += (guint32) (nb - nb / factor);
+    last = this;
+    if (order < t->lq_high)
+      this *= factor;
+  }
+  return base;
+}
+
 /* Everything one update does, by function: the JS tier's entry point, and
  * what emitted code calls for all but count and sum. */
 void
 agg_apply (AggTable * t, volatile guint64 * v, guint64 x)
 {
   /* histograms keep no count word: it is the sum of the buckets */
-  if (t->func != F_QUANTIZE && t->func != F_LQUANTIZE)
+  if (t->func != F_QUANTIZE && t->func != F_LQUANTIZE && t->func != F_LLQUANTIZE)
     AGG_ADD (&v[0], 1);
   switch (t->func)
   {
@@ -390,6 +423,9 @@ agg_apply (AggTable * t, volatile guint64 * v, guint64 x)
       break;
     case F_LQUANTIZE:
       AGG_ADD (&v[1 + agg_lqbucket (t, x)], 1);
+      break;
+    case F_LLQUANTIZE:
+      AGG_ADD (&v[1 + agg_llqbucket (t, x)], 1);
       break;
     default:
       break;

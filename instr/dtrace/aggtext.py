@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from instr.aggregate.model import AggRow, AggTable, Bucket
+from instr.aggregate.model import HISTOGRAMS, AggRow, AggTable, Bucket
 from instr.aggregate.report import histogram_lines
 from instr.dtrace import ast as A
 from instr.dtrace.printf import Conv, parse_format, render
@@ -34,7 +34,7 @@ def render_table(t: AggTable, fmt: A.Str | None = None, factor: int = 1) -> str:
         for k in r.keys:
             if isinstance(k, tuple):  # a stack: one frame a line, as DTrace
                 out.append("".join(f"{'':14}{_frame(f)}\n" for f in k))
-        if t.func in ("quantize", "lquantize"):
+        if t.func in HISTOGRAMS:
             if keys:
                 out.append(keys + "\n")
             out.extend(line + "\n" for line in histogram_lines(t, r))
@@ -62,7 +62,7 @@ def _value(r: AggRow, func: str) -> int:
         return int(r.total / r.count) if r.count else 0
     if func == "stddev":
         return int(r.value("stddev"))
-    if func in ("quantize", "lquantize"):
+    if func in HISTOGRAMS:
         return r.count
     v = r.value(func)
     return int(v)

@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from instr.aggregate import llq
 from instr.dtrace import ast as A
+from instr.dtrace.destructive import is_destructive, patch_probes
 from instr.dtrace.errors import DError, Loc, fail
 from instr.dtrace.pairing import Unit, pair
 from instr.dtrace.probes import ProbeSpec, parse_probe
@@ -31,7 +33,7 @@ from instr.probes.ir import PlanOptions, ProbeTable
 from instr.syscalls.table import SIGNATURES
 
 SET = "d"
-AGG_FUNCS = ("count", "sum", "min", "max", "avg", "stddev", "quantize", "lquantize")
+AGG_FUNCS = ("count", "sum", "min", "max", "avg", "stddev", "quantize", "lquantize", "llquantize")
 _KEYS = {"execname": "execname", "probefunc": "probefunc", "probemod": "module",
          "pid": "pid", "tid": "tid"}  # fmt: skip
 
@@ -75,11 +77,18 @@ def compile_program(
     main_module: str | None,
     options: PlanOptions | None = None,
     quiet: bool = False,
+    destructive: bool = False,
+    offsets: dict[str, str] | None = None,
 ) -> DProgram:
+    """``offsets``: instruction probes resolved in the target (``offset_key(spec)`` ->
+    ``MODULE+0xOFFSET``, see instr.dtrace.offsets); without it they are compiled as
+    their function's entry, for resolving them."""
     strsize = 256
     for name, value, loc in prog.options:
         if name == "quiet" and value in (None, "", "yes", "true"):
             quiet = True
+        elif name == "destructive" and value in (None, "", "yes", "true"):
+            destructive = True
         elif name == "strsize":
             strsize = _size(value, loc, name, 1, 4096)
         elif name == "bufsize":
@@ -89,8 +98,9 @@ def compile_program(
             )
         else:
             raise fail(loc, f"option '{name}' is not supported",
-                       "supported: quiet, strsize=N, bufsize=N[k|m|g]")  # fmt: skip
+                       "supported: quiet, destructive, strsize=N, bufsize=N[k|m|g]")  # fmt: skip
     probes_yaml: list[dict[str, object]] = []
+    origins: dict[str, Loc] = {}  # generated probe name -> where it comes from
     clauses: list[HostClause] = []
     aggs: dict[str, AggInfo] = {}
     agg_seq = 0
@@ -112,9 +122,16 @@ def compile_program(
             clauses.append(HostClause(ci, clause, spec, clause.predicate, _host_body(clause)))
             continue
         specs.append(spec)
+        for patch, loc in patch_probes(clause, spec, macros, _consts(spec, macros), destructive):
+            name = f"w{len(origins) + 1}"
+            probes_yaml.append({"name": name, **patch})
+            origins[name] = loc
         needs = Needs(spec, strsize=strsize)
-        probe: dict[str, object] = {"name": f"c{len(probes_yaml) + 1}"}
-        if spec.kind == "pid":
+        probe: dict[str, object] = {"name": f"c{sum(1 for n in origins if n[0] == 'c') + 1}"}
+        if spec.kind == "pid" and spec.offset is not None and offsets is not None:
+            probe["offset"] = offsets[offset_key(spec)]
+            probe["on"] = "entry"
+        elif spec.kind == "pid":
             probe["function"] = f"{spec.module or '*'}!{spec.func}"
             probe["on"] = (
                 ["entry", "exit"] if unit.paired else "exit" if spec.name == "return" else "entry"
@@ -143,6 +160,9 @@ def compile_program(
         for st in body:
             _host_values(st, needs)
         emit = bool(body) or host_pred is not None or not clause.body
+        if not emit and not agg_specs:  # destructive actions only: the patch probes do it all
+            clauses.append(HostClause(ci, clause, spec, None, body))
+            continue
         if emit and spec.kind == "syscall":
             needs.cap(A.Ident(spec.loc, "probefunc"))  # FUNCTION:NAME, and probefunc
         if needs.captures:
@@ -151,18 +171,24 @@ def compile_program(
             probe["aggregate"] = agg_specs
         probe["emit"] = emit
         probes_yaml.append(probe)
+        origins[str(probe["name"])] = spec.loc
         hc = HostClause(ci, clause, spec, host_pred, body, len(probes_yaml), unit.paired)
         clauses.append(hc)
-    table = _table(probes_yaml, options, clauses, prog)
+    table = _table(probes_yaml, options, origins, prog)
     ir_aggs = {ir: a.name for a in aggs.values() for ir in a.ir_names}
     by_probe = {c.probe_id: c for c in clauses if c.probe_id}
     return DProgram(table, clauses, by_probe, aggs, ir_aggs, quiet, specs, macros, strsize)
 
 
+def offset_key(spec: ProbeSpec) -> str:
+    """An instruction probe's key in ``compile_program``'s ``offsets``."""
+    return f"{spec.loc}"
+
+
 def _table(
     probes: list[dict[str, object]],
     options: PlanOptions | None,
-    clauses: list[HostClause],
+    origins: dict[str, Loc],
     prog: A.Program,
 ) -> ProbeTable:
     if not probes:
@@ -174,22 +200,21 @@ def _table(
         # Point at the clause: the generated probe set is not the user's text.
         items = []
         for d in e.diagnostics:
-            owner = _owner(text, d.line, clauses)
-            loc = owner.spec.loc if owner is not None else prog.clauses[0].loc
+            loc = origins.get(_owner(text, d.line), prog.clauses[0].loc)
             items.append((loc, d.message, d.hint))
         raise DError(items) from None
 
 
-def _owner(text: str, line: int, clauses: list[HostClause]) -> HostClause | None:
-    """The clause whose generated probe holds ``line`` of the YAML."""
-    current = 0
+def _owner(text: str, line: int) -> str:
+    """The generated probe that holds ``line`` of the YAML."""
+    current = ""
     for i, row in enumerate(text.splitlines(), 1):
-        m = re.match(r"\s*- name: c(\d+)$", row)
+        m = re.match(r"\s*- name: ([cw]\d+)$", row)
         if m:
-            current = int(m.group(1))
+            current = m.group(1)
         if i >= line:
             break
-    return next((c for c in clauses if c.probe_id == current), None)
+    return current
 
 
 def _consts(spec: ProbeSpec, macros: dict[str, str]) -> dict[str, object]:
@@ -227,10 +252,13 @@ def _syscalls(spec: ProbeSpec) -> list[str] | str:
 
 
 def _host_body(clause: A.Clause) -> tuple[A.Stmt, ...]:
+    """What the host runs: neither aggregation updates nor destructive actions (the
+    target does those)."""
     return tuple(
         st
         for st in clause.body
         if not (isinstance(st, A.Assign) and isinstance(st.target, A.AggRef))
+        and not is_destructive(st)
     )
 
 
@@ -244,6 +272,8 @@ def _host_values(node: A.Stmt | A.Expr, needs: Needs) -> None:
             needs.cap(e)
         elif isinstance(e, A.Call) and e.name in ("copyinstr", "str"):
             needs.string(e)
+        elif isinstance(e, A.Call) and e.name == "copyin":
+            needs.copyin(e)
         elif isinstance(e, A.Entry | A.Elapsed):
             needs.cap(e)
 
@@ -291,8 +321,6 @@ def _agg_spec(
                    "self->start = timestamp in D")  # fmt: skip
     func = call.name
     if func not in AGG_FUNCS:
-        if func == "llquantize":
-            raise fail(call.loc, f"{func}() is not supported yet")
         bt = {"hist": "quantize", "lhist": "lquantize"}.get(func)
         hint = (
             f"bpftrace's {func}() is {bt}() in D"
@@ -300,7 +328,7 @@ def _agg_spec(
             else did_you_mean(func, AGG_FUNCS) or f"one of: {', '.join(AGG_FUNCS)}"
         )
         raise fail(call.loc, f"unknown aggregating function '{func}'", hint)
-    want = {"count": (0, 0), "lquantize": (3, 4)}.get(func, (1, 1))
+    want = {"count": (0, 0), "lquantize": (3, 4), "llquantize": (5, 5)}.get(func, (1, 1))
     if not want[0] <= len(call.args) <= want[1]:
         n = f"{want[0]}" if want[0] == want[1] else f"{want[0]} or {want[1]}"
         raise fail(call.loc, f"{func}() takes {n} argument{'s' if want[1] != 1 else ''}, "
@@ -323,6 +351,11 @@ def _agg_spec(
             if not isinstance(extra, A.Int):
                 raise fail(extra.loc, f"{func}()'s bounds must be integer constants")
             args.append(str(extra.value))
+        if func == "llquantize":
+            ps = [int(a) for a in args[1:]]
+            bad = llq.check((ps[0], ps[1], ps[2], ps[3]))
+            if bad is not None:
+                raise fail(call.args[bad[0]].loc, bad[1], bad[2] or None)
     keys = [_key(k, needs, spec) for k in ref.keys]
     text = f"{func}({', '.join(args)})"
     return f"{text} by {', '.join(keys)}" if keys else text

@@ -241,7 +241,10 @@ class _Parser:
             raise fail(t.loc, f"'{t.text}' is not supported", "write x = x + 1")
         if t.is_("(") and self._cast_ahead():
             raise fail(t.loc, "casts are not supported", "values are 64-bit integers or strings")
-        if t.kind == "ident" and t.text in ("sizeof", "offsetof", "stringof", "xlate"):
+        if t.kind == "ident" and t.text == "stringof":  # an operator: stringof x, stringof(x)
+            self.take()
+            return A.Call(t.loc, "stringof", (self.unary(),))
+        if t.kind == "ident" and t.text in ("sizeof", "offsetof", "xlate"):
             raise fail(t.loc, f"{t.text} is not supported")
         return self.postfix(self.primary())
 

@@ -113,3 +113,16 @@ def _align(spec: str) -> str:
     if spec.startswith("-"):
         return "<" + spec[1:]
     return ">" + spec
+
+
+def tracemem(data: bytes) -> str:
+    """DTrace's tracemem() dump: a header of column offsets, then 16 bytes a line (the
+    offset in hex, the bytes, the printable ones as text, others as '.')."""
+    digits = "0123456789abcdef"
+    lines = ["", "     " + "".join(f"  {c}" for c in digits) + "  " + digits]
+    for off in range(0, len(data), 16):
+        chunk = data[off : off + 16]
+        hexes = "".join(f" {b:02x}" for b in chunk) + "   " * (16 - len(chunk))
+        text = "".join(chr(b) if 0x20 <= b <= 0x7E else "." for b in chunk)
+        lines.append(f"{off:5x}:{hexes}  {text}")
+    return "\n".join(lines) + "\n"

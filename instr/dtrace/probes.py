@@ -1,6 +1,7 @@
 """Probe descriptions, DTrace's and bpftrace's spellings, resolved to what instr arms.
 
 pid$target:MOD:FUNC:entry|return     uprobe:LIB:FUNC  uretprobe:LIB:FUNC
+pid$target:MOD:FUNC:OFFSET           (the instruction at hex OFFSET in FUNC)
 syscall::NAME:entry|return           tracepoint:syscalls:sys_enter_NAME / sys_exit_NAME
 BEGIN  END  tick-N[ns|us|ms|s|m|h|hz]  interval:s:N  interval:ms:N
 """
@@ -15,6 +16,8 @@ from typing import Literal
 from instr.dtrace.errors import Loc, fail
 
 Kind = Literal["pid", "syscall", "begin", "end", "tick"]
+_HEX = re.compile(r"(?:0[xX])?[0-9a-fA-F]+")  # DTrace's instruction offsets are hex
+_MAX_OFFSET = 1 << 24
 
 _UNITS_NS = {"ns": 1, "nsec": 1, "us": 1000, "usec": 1000, "ms": 10**6, "msec": 10**6,
              "s": 10**9, "sec": 10**9, "m": 60 * 10**9, "min": 60 * 10**9,
@@ -53,6 +56,7 @@ class ProbeSpec:
     func: str = ""  # glob: a function, or syscall names
     name: str = ""  # "entry" | "return" | "" (BEGIN/END/tick)
     period_ns: int = 0  # tick
+    offset: int | None = None  # pid$target:MOD:FUNC:OFFSET (name: the offset as written)
 
     @property
     def phase(self) -> Literal["entry", "exit"]:
@@ -152,9 +156,14 @@ def _dtrace(
         if not func:
             raise fail(loc, "a pid probe needs a function", "write pid$target::malloc:entry")
         mod = _module(module, main_module)
-        if name.isdigit() or name.startswith("0x"):
-            raise fail(loc, "pid probes at an offset (pid$target:MOD:FUNC:OFFSET) are not "
-                       "supported yet", "use :entry or :return")  # fmt: skip
+        if _HEX.fullmatch(name):
+            if any(c in func for c in "*?["):
+                raise fail(loc, "an instruction probe names one function, not a pattern",
+                           f"name it, e.g. pid$target::main:{name}")  # fmt: skip
+            off = int(name, 16)
+            if off > _MAX_OFFSET:
+                raise fail(loc, f"offset {name} is too large for an instruction probe")
+            return ProbeSpec(loc, text, "pid", mod, func, name, offset=off)
         return ProbeSpec(loc, text, "pid", mod, func, _name(loc, name, "pid"))
     if not provider:
         raise fail(loc, f"probe description '{text}' has no provider",
@@ -171,7 +180,7 @@ def _name(loc: Loc, name: str, provider: str) -> str:
         raise fail(loc, f"{provider} probes need a name: entry or return",
                    "add ':entry' or ':return'")  # fmt: skip
     raise fail(loc, f"unknown probe name '{name}' for the {provider} provider",
-               "use entry or return")  # fmt: skip
+               "use entry or return" + (", or a hex offset" if provider == "pid" else ""))  # fmt: skip
 
 
 def _module(module: str, main_module: str | None) -> str | None:

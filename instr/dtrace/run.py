@@ -42,6 +42,7 @@ class DConfig:
     output: str | None = None
     list_only: bool = False
     xopts: tuple[str, ...] = ()  # -x NAME[=VALUE], as #pragma D option NAME[=VALUE]
+    destructive: bool = False  # -w: raise(), stop(), copyout(), override()... are allowed
     device: DeviceSpec = field(default_factory=DeviceSpec)
     options: PlanOptions = field(default_factory=PlanOptions)
 
@@ -92,9 +93,15 @@ def compile_config(config: DConfig) -> tuple[DProgram, tuple[str, ...] | None]:
     for x in config.xopts:
         name, _, value = x.partition("=")
         options.append((name, value or None, Loc(Src("-x", x), 1, 1)))
-    prog = compile_program(
-        A.Program(tuple(clauses), tuple(options)), macros, main, config.options, config.quiet
-    )
+    program = A.Program(tuple(clauses), tuple(options))
+    args = (program, macros, main, config.options, config.quiet, config.destructive)
+    prog = compile_program(*args)
+    if not config.list_only and any(s.offset is not None for s in prog.probes):
+        from instr.dtrace.offsets import resolve_offsets
+
+        target = TargetSpec(argv=argv) if argv is not None else TargetSpec(pid=config.pid)
+        if argv is not None or config.pid is not None:
+            prog = compile_program(*args, resolve_offsets(prog, config.device, target))
     return prog, argv
 
 

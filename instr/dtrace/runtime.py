@@ -20,7 +20,7 @@ from instr.dtrace import ast as A
 from instr.dtrace.aggtext import merge, minus, render_table, sorted_rows
 from instr.dtrace.compiler import DProgram, HostClause
 from instr.dtrace.errors import Loc
-from instr.dtrace.printf import Piece, parse_format, render
+from instr.dtrace.printf import Piece, parse_format, render, tracemem
 from instr.dtrace.values import ARGS, Needs, canonical
 from instr.events import Event, RunContext
 
@@ -131,6 +131,8 @@ class Runtime:
             site = self.ctx.site(ev.probe_id, ev.site)
             if site is not None:
                 func, mod = site.symbol or "", site.module or ""
+            if hc.spec.offset is not None:  # the site is FUNC+OFFSET: probefunc is FUNC
+                func = hc.spec.func
         entry = None
         if hc.paired:  # the entry event only carries the call's entry values to its return
             stack = self.entries.setdefault((ev.probe_id, ev.tid), [])
@@ -166,7 +168,10 @@ class Runtime:
         name = self._caps.get(key)
         if name is None:
             needs = Needs(hc.spec, strsize=self.prog.strsize)
-            name = needs.string(e) if isinstance(e, A.Call) else needs.cap(e)
+            if isinstance(e, A.Call):
+                name = needs.copyin(e) if e.name == "copyin" else needs.string(e)
+            else:
+                name = needs.cap(e)
             self._caps[key] = name
         return name
 
@@ -189,6 +194,10 @@ class Runtime:
             assert isinstance(fmt, A.Str)
             values = [self.eval(a, env) for a in e.args[1:]]
             self.out.write(render(self._format(fmt), values))
+        elif e.name == "tracemem":
+            mem, size = e.args
+            assert isinstance(mem, A.Call) and isinstance(size, A.Int)
+            self.out.write(tracemem(self.mem(mem, env)[: size.value]))
         elif e.name == "trace":
             v = self.eval(e.args[0], env)
             self.out.write(f"{v}" if self.prog.quiet else f" {v}")
@@ -345,10 +354,20 @@ class Runtime:
                 return ""
             v = env.event.args.get(self._cap(env.clause, e))
             return v if isinstance(v, str) else ("" if v is None else str(v))
+        if e.name == "copyin":  # as a string: up to the first NUL, as printf's %s shows it
+            return self.mem(e, env).split(b"\0", 1)[0].decode("utf-8", "replace")
+        if e.name == "stringof":
+            v = self.eval(e.args[0], env)
+            return v if isinstance(v, str) else str(v)
         if e.name == "strlen":
             s = self.eval(e.args[0], env)
             return len(s.encode()) if isinstance(s, str) else 0
         raise DRuntimeError(e.loc, f"{e.name}() has no value")
+
+    def mem(self, e: A.Call, env: Env) -> bytes:
+        """copyin()'s bytes (as many as the target could read; none outside an event)."""
+        v = env.event.args.get(self._cap(env.clause, e)) if env.event is not None else None
+        return bytes(v) if isinstance(v, bytes | bytearray | memoryview) else b""
 
     # -- aggregations -------------------------------------------------------------------
 
@@ -381,7 +400,8 @@ class Runtime:
                 out.append(r)
         t0 = parts[0]
         return AggTable(f"@{name}", t0.probe, t0.func, t0.arg, t0.key_names, tuple(out),
-                        sum(t.overflow for t in parts), t0.max_keys, t0.lquantize)  # fmt: skip
+                        sum(t.overflow for t in parts), t0.max_keys, t0.lquantize,
+                        llquantize=t0.llquantize)  # fmt: skip
 
     def clear(self, ref: A.Expr) -> None:
         assert isinstance(ref, A.AggRef)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from instr.dtrace import ast as A
+from instr.dtrace.destructive import DESTRUCTIVE
 from instr.dtrace.errors import fail
 from instr.dtrace.printf import convs, parse_format
 from instr.dtrace.probes import ProbeSpec
@@ -17,20 +18,14 @@ UNSUPPORTED = {
     "stack": "stack() is a kernel stack: instr traces user space (use ustack() as an "
     "aggregation key)",
     "jstack": "jstack() is not supported",
-    "copyin": "copyin() is not supported yet",
     "copyinto": "copyinto() is not supported",
-    "copyout": "copyout() is a destructive action; destructive actions are not supported yet",
-    "copyoutstr": "copyoutstr() is a destructive action; destructive actions are not supported yet",
-    "raise": "raise() is a destructive action; destructive actions are not supported yet",
-    "stop": "stop() is a destructive action; destructive actions are not supported yet",
-    "system": "system() is a destructive action; destructive actions are not supported yet",
+    "system": "system() is not supported: instr does not run commands",
     "panic": "panic() is not supported",
     "breakpoint": "breakpoint() is not supported",
     "chill": "chill() is not supported",
     "freopen": "freopen() is not supported",
     "ftruncate": "ftruncate() is not supported",
     "setopt": "setopt() is not supported",
-    "tracemem": "tracemem() is not supported yet",
     "print": "print() is not supported: use printf() or trace()",
     "alloca": "alloca() is not supported",
     "bcopy": "bcopy() is not supported",
@@ -51,11 +46,12 @@ UNSUPPORTED = {
     "ntop": "ntop() is not supported yet",
     "join": "join() is not supported",
     "cat": "cat() is not supported",
-    "signal": "signal() is a destructive action; destructive actions are not supported yet",
-    "override": "override() is a destructive action; destructive actions are not supported yet",
 }
-ACTIONS = ("printf", "printa", "trace", "exit", "clear", "trunc", "normalize", "denormalize")
-FUNCTIONS = ("copyinstr", "str", "strlen", "ustack")
+ACTIONS = ("printf", "printa", "trace", "tracemem", "exit", "clear", "trunc", "normalize",
+           "denormalize", *DESTRUCTIVE)  # fmt: skip
+FUNCTIONS = ("copyinstr", "str", "strlen", "ustack", "copyin", "stringof")
+# Where copyin()'s bytes may go: (function, argument index)
+_BYTES_TAKERS = (("printf", -1), ("tracemem", 0), ("stringof", 0))
 
 
 def start(e: A.Expr) -> A.Loc:
@@ -106,6 +102,7 @@ def check_clause(clause: A.Clause, spec: ProbeSpec, macros: dict[str, str]) -> N
         if isinstance(st, A.Assign) and isinstance(st.target, A.AggRef)
         for k in st.target.keys
     }
+    _check_bytes(nodes)
     for n in nodes:
         if isinstance(n, A.Call) and n.name == "ustack":
             if id(n) not in keys:
@@ -128,6 +125,21 @@ def check_clause(clause: A.Clause, spec: ProbeSpec, macros: dict[str, str]) -> N
                        "print it with printa()")  # fmt: skip
 
 
+def _check_bytes(nodes: list[A.Expr]) -> None:
+    """copyin()'s bytes are printed (printf's %s, tracemem()) or made a string (stringof())."""
+    takers: set[int] = set()
+    for n in nodes:
+        if isinstance(n, A.Call):
+            for name, i in _BYTES_TAKERS:
+                if n.name == name and n.args:
+                    takers.update(id(a) for a in (n.args[1:] if i < 0 else n.args[i : i + 1]))
+    for n in nodes:
+        if isinstance(n, A.Call) and n.name == "copyin" and id(n) not in takers:
+            raise fail(n.loc, "copyin()'s bytes can only be printed or made a string here",
+                       'use printf("%s", copyin(...)), tracemem(copyin(arg0, 16), 16) or '
+                       "stringof(copyin(...))")  # fmt: skip
+
+
 def _in_assign_target(clause: A.Clause, ref: A.AggRef) -> bool:
     return any(isinstance(st, A.Assign) and st.target is ref for st in clause.body)
 
@@ -135,7 +147,8 @@ def _in_assign_target(clause: A.Clause, ref: A.AggRef) -> bool:
 def _check_action(e: A.Call, spec: ProbeSpec) -> None:
     if e.name in UNSUPPORTED:
         raise fail(e.loc, UNSUPPORTED[e.name])
-    if e.name in ("count", "sum", "min", "max", "avg", "quantize", "lquantize", "stddev"):
+    if e.name in ("count", "sum", "min", "max", "avg", "quantize", "lquantize", "llquantize",
+                  "stddev"):  # fmt: skip
         raise fail(e.loc, f"{e.name}() is an aggregating function",
                    f"assign it to an aggregation: @name[keys] = {e.name}(...)")  # fmt: skip
     if e.name not in ACTIONS:
@@ -156,6 +169,16 @@ def _check_action(e: A.Call, spec: ProbeSpec) -> None:
         want = len(convs(parse_format(e.args[0].value, e.args[0].loc)))
         if want == 0:
             raise fail(e.args[0].loc, "printa()'s format has no conversion for the value")
+    if e.name == "tracemem":
+        if len(e.args) != 2:
+            raise fail(e.loc, f"tracemem() takes 2 arguments, not {len(e.args)}",
+                       "e.g. tracemem(copyin(arg0, 16), 16)")  # fmt: skip
+        mem, n = e.args
+        if not (isinstance(mem, A.Call) and mem.name == "copyin"):
+            raise fail(mem.loc, "tracemem() dumps copyin()'s bytes",
+                       "e.g. tracemem(copyin(arg0, 16), 16)")  # fmt: skip
+        if not isinstance(n, A.Int) or not 0 < n.value <= 4096:
+            raise fail(n.loc, "tracemem()'s size must be a constant from 1 to 4096")
     if e.name == "trace" and len(e.args) != 1:
         raise fail(e.loc, f"trace() takes 1 argument, not {len(e.args)}")
     if e.name == "exit" and len(e.args) != 1:
@@ -200,8 +223,10 @@ def kind_of(e: A.Expr) -> str:
         return "str"
     if isinstance(e, A.Ident) and e.name in STRING_BUILTINS:
         return "str"
-    if isinstance(e, A.Call) and e.name in ("copyinstr", "str"):
+    if isinstance(e, A.Call) and e.name in ("copyinstr", "str", "stringof"):
         return "str"
+    if isinstance(e, A.Call) and e.name == "copyin":
+        return "bytes"
     if isinstance(e, A.Ternary):
         return kind_of(e.then)
     if isinstance(e, A.Macro):
@@ -221,5 +246,8 @@ def _check_printf(fmt: A.Str, args: tuple[A.Expr, ...]) -> None:
         k = kind_of(a)
         if c.conv == "s" and k == "int" and not isinstance(a, A.Var | A.Ident):
             raise fail(a.loc, "%s needs a string, not an integer")
+        if c.conv != "s" and k == "bytes":
+            raise fail(a.loc, f"%{c.conv} needs an integer, not copyin()'s bytes",
+                       "print them with %s or tracemem()")  # fmt: skip
         if c.conv != "s" and k == "str" and not isinstance(a, A.Macro):
             raise fail(a.loc, f"%{c.conv} needs an integer, not a string", "use %s")

@@ -25,6 +25,7 @@ BUILTINS = (
     "vtimestamp", "caller", "ucaller", "comm", "nsecs", "elapsed", "arg",
 )  # fmt: skip
 STR_FUNCS = ("copyinstr", "str")
+COPYIN_MAX = 4096  # copyin(): most bytes read
 _NOT_HERE = {
     "vtimestamp": "vtimestamp is not supported",
     "cpu": "cpu is not supported: instr does not know which CPU a call ran on",
@@ -62,6 +63,9 @@ def check_builtin(e: A.Ident, spec: ProbeSpec | None) -> str:
     if name == "ucaller" and (spec.kind != "pid" or spec.name != "entry"):
         raise fail(e.loc, f"{e.name} has a value in pid :entry probes only",
                    "the return address is read at the function's entry")  # fmt: skip
+    if spec.offset is not None and (name in ARGS or name in ("retval", "errno", "ucaller")):
+        raise fail(e.loc, f"{e.name} has no value at an instruction probe ({spec.text})",
+                   "read arguments at :entry and the result at :return")  # fmt: skip
     if spec.kind == "pid":
         if name == "errno":
             raise fail(e.loc, "errno is not supported in pid probes", "use a syscall probe")
@@ -137,6 +141,8 @@ class Needs:
             return self._add(f"stack{depth}", f"backtrace({depth})")
         if isinstance(e, A.Call) and e.name in STR_FUNCS:
             return self.string(e)
+        if isinstance(e, A.Call) and e.name == "copyin":
+            return self.copyin(e)
         raise HostOnly(e.loc, "not a capture")
 
     def string(self, e: A.Call) -> str:
@@ -161,6 +167,30 @@ class Needs:
         if self.spec.kind == "syscall":
             return self._add(f"s{i}", f"arg{i}")
         return self._add(f"s{i}_{size}" if len(e.args) == 2 else f"s{i}", f"arg{i}:cstr({size})")
+
+    def copyin(self, e: A.Call) -> str:
+        """``copyin(argN, SIZE)``: SIZE bytes at an argument, read at the function's entry
+        (SIZE a constant, or another argument: at most COPYIN_MAX bytes are kept)."""
+        if len(e.args) != 2:
+            raise fail(e.loc, f"copyin() takes an address and a size, not {len(e.args)} "
+                       "argument(s)", "e.g. copyin(arg1, 16)")  # fmt: skip
+        if self.spec.kind != "pid" or self.spec.name != "entry":
+            raise fail(e.loc, "copyin() is supported in pid :entry probes only",
+                       "the bytes are read at the function's entry")  # fmt: skip
+        arg, size = e.args
+        if not (isinstance(arg, A.Ident) and canonical(arg.name) in ARGS):
+            raise fail(arg.loc, "copyin() reads at an argument here: arg0..arg9",
+                       "e.g. copyin(arg1, 16)")  # fmt: skip
+        check_builtin(arg, self.spec)
+        i = int(canonical(arg.name)[3:])
+        if isinstance(size, A.Ident) and canonical(size.name) in ARGS:
+            check_builtin(size, self.spec)
+            j = int(canonical(size.name)[3:])
+            return self._add(f"m{i}_a{j}", f"arg{i}:bytes(arg{j}, {COPYIN_MAX})")
+        if not isinstance(size, A.Int) or not 0 < size.value <= COPYIN_MAX:
+            raise fail(size.loc, f"copyin()'s size must be a constant from 1 to {COPYIN_MAX} "
+                       "or an argument", "e.g. copyin(arg1, 16) or copyin(arg1, arg2)")  # fmt: skip
+        return self._add(f"m{i}_{size.value}", f"arg{i}:bytes({size.value})")
 
     def _add(self, name: str, spec: str) -> str:
         self.captures.setdefault(name, spec)

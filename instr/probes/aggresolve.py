@@ -92,6 +92,7 @@ class AggResolver:
             phase="exit" if "exit" in phases else "entry",
             max_keys=self.max_keys,
             lquantize=spec.lquantize,
+            llquantize=spec.llquantize,
             source=src.spec.text.strip(),
             loc=src.name_loc,
         )

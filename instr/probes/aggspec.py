@@ -1,10 +1,11 @@
 """Aggregation specs: ``"sum(size) by caller"``, ``"quantize(arg0:size_t)"``,
-``"lquantize(took, 0, 1000, 100) by probefunc, tid"``, ``"count()"``.
+``"lquantize(took, 0, 1000, 100) by probefunc, tid"``, ``"count()"``,
+``"llquantize(took, 10, 0, 6, 20)"``.
 
 Grammar (whitespace is free)::
 
-    spec  := FUNC "(" [value ["," INT "," INT ["," INT]]] ")" ["by" ref ("," ref)*]
-    FUNC  := count | sum | min | max | avg | stddev | quantize | lquantize
+    spec  := FUNC "(" [value ["," INT "," INT ["," INT ["," INT]]]] ")" ["by" ref ("," ref)*]
+    FUNC  := count | sum | min | max | avg | stddev | quantize | lquantize | llquantize
     value := ref
     ref   := NAME [":" TYPE] | "backtrace" ["(" DEPTH ")"]
 
@@ -21,11 +22,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from instr.aggregate import llq as llq_mod
 from instr.probes import limits
 from instr.probes.captures import SpecError
 from instr.probes.diag import did_you_mean, one_of
 
-FUNCS: tuple[str, ...] = ("count", "sum", "min", "max", "avg", "stddev", "quantize", "lquantize")
+FUNCS: tuple[str, ...] = (
+    "count", "sum", "min", "max", "avg", "stddev", "quantize", "lquantize", "llquantize"
+)  # fmt: skip
 BUILTIN_KEYS: tuple[str, ...] = ("tid", "pid", "execname", "probefunc", "module", "syscall")
 IMPLICIT = re.compile(r"^(arg[0-9]+|retval|caller|duration|backtrace)$")
 LQUANTIZE_MAX_BUCKETS = 4096
@@ -56,6 +60,7 @@ class AggSpec:
     value: Ref | None
     lquantize: tuple[int, int, int] | None
     keys: tuple[Ref, ...]
+    llquantize: tuple[int, int, int, int] | None = None  # (factor, low, high, steps)
 
 
 class _Tokens:
@@ -146,6 +151,7 @@ def parse_agg(text: str) -> AggSpec:
     t.take("(", f"'(' after {func}")
     value: Ref | None = None
     lq: tuple[int, int, int] | None = None
+    llq: tuple[int, int, int, int] | None = None
     nxt = t.peek()
     if func == "count":
         if nxt is not None and nxt[1] != ")":
@@ -175,9 +181,11 @@ def parse_agg(text: str) -> AggSpec:
                     start, f"lquantize would have more than {LQUANTIZE_MAX_BUCKETS} buckets"
                 )
             lq = (low, high, step)
+        elif func == "llquantize":
+            llq = _llq_args(t, start)
     close = t.take(None, "')'")
     if close[1] != ")":
-        extra = "; only lquantize takes bounds" if close[1] == "," else ""
+        extra = "; only lquantize and llquantize take bounds" if close[1] == "," else ""
         raise AggSpecError(close[2], f"expected ')', found {close[1]!r}{extra}")
     keys: list[Ref] = []
     nxt = t.peek()
@@ -191,4 +199,24 @@ def parse_agg(text: str) -> AggSpec:
             keys.append(_ref(t, "a key after ','"))
         if len(keys) > MAX_KEYS_PER_AGG:
             raise AggSpecError(keys[MAX_KEYS_PER_AGG].offset, f"at most {MAX_KEYS_PER_AGG} keys")
-    return AggSpec(func, value, lq, tuple(keys))
+    return AggSpec(func, value, lq, tuple(keys), llq)
+
+
+def _llq_args(t: _Tokens, start: int) -> tuple[int, int, int, int]:
+    """``, factor, low, high, steps`` after llquantize's value, checked as DTrace does."""
+    nums: list[int] = []
+    offsets: list[int] = []
+    for what in ("factor", "low magnitude", "high magnitude", "steps"):
+        comma = t.peek()
+        if comma is None or comma[1] != ",":
+            at = comma[2] if comma is not None else t.end_offset()
+            raise AggSpecError(at, "llquantize needs (value, factor, low, high, steps)")
+        t.take(",")
+        tok = t.take(None, f"the {what}")
+        nums.append(_int(tok, f"the {what}"))
+        offsets.append(tok[2])
+    llq = (nums[0], nums[1], nums[2], nums[3])
+    bad = llq_mod.check(llq)
+    if bad is not None:
+        raise AggSpecError(offsets[bad[0] - 1], bad[1], bad[2] or None)
+    return llq

@@ -316,6 +316,10 @@ def _compile(text: str, file: str) -> ProbeSetFile:
     for set_name, set_spec in spec.sets.items():
         builder = _ProbeBuilder(set_name, diags)
         probes: list[Probe] = []
+        if set_spec.dtrace is not None:
+            from instr.dtrace.embed import set_probes
+
+            probes = set_probes(set_name, set_spec.dtrace, set_spec.dtrace_file, file, diags)
         for probe_spec, name in zip(set_spec.probes, _names(set_spec, diags), strict=True):
             probe = builder.build(probe_spec, name)
             if probe is not None:

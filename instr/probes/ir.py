@@ -154,12 +154,13 @@ class Aggregation:
     """One aggregation of one probe (DTrace's ``@name[keys] = func(arg)``)."""
 
     name: str  # unique within its set
-    func: str  # count sum min max avg stddev quantize lquantize
+    func: str  # count sum min max avg stddev quantize lquantize llquantize
     arg: str | None  # the aggregated capture's name; None for count()
     keys: tuple[AggKey, ...]
     phase: Phase  # updated at entry, or at exit (uses exit values)
     max_keys: int
     lquantize: tuple[int, int, int] | None = None  # (low, high, step)
+    llquantize: tuple[int, int, int, int] | None = None  # (factor, low, high, steps)
     source: str = ""  # the spec as written, for reports
     loc: SourceLoc | None = None
     id: int = 0  # numbered across the table by compile_sets (1, 2, ...)
@@ -175,6 +176,11 @@ class Aggregation:
         if self.func == "lquantize":
             assert self.lquantize is not None
             return 1 + lquantize_buckets(self.lquantize)
+        if self.func == "llquantize":
+            from instr.aggregate import llq
+
+            assert self.llquantize is not None
+            return 1 + llq.count(self.llquantize)
         return 2  # count and the sum / min / max
 
 
@@ -194,16 +200,12 @@ class Predicate:
     expr: dict[str, Any]  # the Expr tree, as in agents/src/protocol.ts
 
 
-PatchKind = Literal["ret", "skip", "replace_c", "replace_js", "args", "bytes", "nop"]
+PatchKind = Literal[
+    "ret", "skip", "replace_c", "replace_js", "args", "bytes", "nop", "signal", "copyout"
+]
 PATCH_KINDS: tuple[PatchKind, ...] = (
-    "ret",
-    "skip",
-    "replace_c",
-    "replace_js",
-    "args",
-    "bytes",
-    "nop",
-)
+    "ret", "skip", "replace_c", "replace_js", "args", "bytes", "nop", "signal", "copyout"
+)  # fmt: skip
 # NativeFunction types a JavaScript replacement may declare.
 JS_TYPES: tuple[str, ...] = (
     "void", "pointer", "int", "uint", "long", "ulong", "char", "uchar", "size_t", "ssize_t",
@@ -215,14 +217,14 @@ JS_TYPES: tuple[str, ...] = (
 class PatchParams:
     """What a patch does, by kind (shared by a probe's ``PatchAction`` and ``PatchSpec``)."""
 
-    value: int | None = None  # ret, skip
+    value: int | None = None  # ret, skip; signal: the signal; copyout: the argument's index
     code: str | None = None  # replace_c (C source), replace_js (a function body)
     fn: str | None = None  # replace_c: the replacement's name
     returns: str | None = None  # replace_js
     params: tuple[str, ...] = ()  # replace_js
     args: tuple[tuple[int, int | str], ...] = ()  # args: (index, new value)
     expect: bytes | None = None  # bytes (required), nop (optional)
-    data: bytes | None = None  # bytes
+    data: bytes | None = None  # bytes, copyout
     instructions: int | None = None  # nop
 
     def patch_params(self) -> dict[str, Any]:
@@ -287,6 +289,7 @@ class Probe:
                 for k in agg.keys
             ],
             "lq": list(agg.lquantize) if agg.lquantize is not None else None,
+            "llq": list(agg.llquantize) if agg.llquantize is not None else None,
             "max_keys": agg.max_keys,
             "nvals": agg.value_words(),
         }

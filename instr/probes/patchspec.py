@@ -13,8 +13,12 @@ One action per probe, with its own parameters::
     patch: {args: {arg0: 5, arg1: "text"}}  change arguments before the call
     patch: {bytes: {expect: HEX, new: HEX}} write NEW if the code there is EXPECT
     patch: {nop: 2, expect: HEX}            overwrite 2 instructions (EXPECT optional)
+    patch: {signal: 10}                     send the thread signal 10 as the call starts
+    patch: {copyout: {arg: 1, data: HEX}}   write DATA where argument 1 points, as the
+                                            call starts
 
-``ret``, ``skip`` and ``args`` can be gated by the probe's ``where``.
+``ret``, ``skip``, ``args``, ``signal`` and ``copyout`` can be gated by the probe's
+``where``.
 """
 
 from __future__ import annotations
@@ -35,10 +39,13 @@ MODIFIERS: dict[PatchKind, tuple[str, ...]] = {
     "args": (),
     "bytes": (),
     "nop": ("expect",),
+    "signal": (),
+    "copyout": (),
 }
 ALL_KEYS = (*PATCH_KINDS, "fn", "returns", "params", "expect")
 # What a `where` can gate: these decide per call.
-GATED: tuple[PatchKind, ...] = ("ret", "skip", "args")
+GATED: tuple[PatchKind, ...] = ("ret", "skip", "args", "signal", "copyout")
+MAX_SIGNAL = 64
 MAX_BYTES = 4096
 MAX_ARGS = 16
 _HEX = re.compile(r"^(?:[0-9a-fA-F]{2})+$")
@@ -112,6 +119,11 @@ class _Checker:
             return self.args(main)
         if kind == "bytes":
             return self.bytes_(main)
+        if kind == "signal":
+            sig = self.integer(main, "patch: signal", 1, MAX_SIGNAL)
+            return None if sig is None else PatchAction(kind=kind, loc=node.loc, value=sig)
+        if kind == "copyout":
+            return self.copyout(main)
         n = self.integer(main, "patch: nop", 1, 64)
         expect = self.hexbytes(e, "expect") if (e := node.get("expect")) is not None else None
         if n is None or (e is not None and expect is None):
@@ -192,6 +204,20 @@ class _Checker:
             )
             return None
         return PatchAction(kind="bytes", loc=main.loc, expect=expect, data=new)
+
+    def copyout(self, main: YNode) -> PatchAction | None:
+        if not isinstance(main, YMap) or set(main.entries) != {"arg", "data"}:
+            self.d.error(
+                main.loc,
+                "'patch: copyout' needs exactly the keys 'arg' and 'data'",
+                'e.g. patch: {copyout: {arg: 1, data: "68690a00"}}',
+            )
+            return None
+        index = self.integer(main.entries["arg"].value, "arg", 0, MAX_ARGS - 1)
+        data = self.hexbytes(main.entries["data"].value, "data")
+        if index is None or data is None:
+            return None
+        return PatchAction(kind="copyout", loc=main.loc, value=index, data=data)
 
 
 def validate_patch(node: YNode, d: Diagnostics) -> PatchAction | None:

@@ -30,7 +30,7 @@ from instr.probes.patchspec import validate_patch
 
 VERSION = 1
 TOP_KEYS = ("version", "sets")
-SET_KEYS = ("description", "probes")
+SET_KEYS = ("description", "probes", "dtrace", "dtrace_file")
 POINT_KEYS = ("function", "address", "offset", "syscall")
 PROBE_KEYS = (
     "name",
@@ -104,6 +104,9 @@ class SetSpec:
     loc: SourceLoc
     description: str | None = None
     probes: list[ProbeSpec] = field(default_factory=list)
+    # a D program instead of 'probes' (instr/dtrace/embed.py): its text, or a .d file
+    dtrace: YScalar | None = None
+    dtrace_file: bool = False
 
 
 @dataclass
@@ -215,10 +218,27 @@ class _Validator:
         if desc is not None and (s := self.string(desc, "description")) is not None:
             out.description = s.text
         probes = node.get("probes")
+        d_text, d_file = node.get("dtrace"), node.get("dtrace_file")
+        if d_text is not None or d_file is not None:
+            if d_text is not None and d_file is not None:
+                self.d.error(loc, f"set '{name}' has both 'dtrace' and 'dtrace_file'",
+                             "give the D program once")  # fmt: skip
+            elif probes is not None:
+                self.d.error(loc, f"set '{name}' has both 'probes' and a D program",
+                             "write the probes in D, or as 'probes', in two sets")  # fmt: skip
+            else:
+                key = "dtrace" if d_text is not None else "dtrace_file"
+                d_node = d_text if d_text is not None else d_file
+                assert d_node is not None
+                s = self.string(d_node, key)
+                if s is not None:
+                    out.dtrace, out.dtrace_file = s, d_file is not None
+            return out
         if probes is None:
             self.d.error(
-                loc, f"set '{name}' has no 'probes'", "add 'probes:' with a list of probes"
-            )
+                loc, f"set '{name}' has no 'probes'",
+                "add 'probes:' with a list of probes (or 'dtrace:' with a D program)",
+            )  # fmt: skip
         elif not isinstance(probes, YSeq):
             self.d.error(probes.loc, f"'probes' must be a list, not {describe(probes)}")
         elif not probes.items:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from instr.aggregate import llq
 from instr.aggregate.decode import lquantize_bucket, quantize_bucket
 from instr.aggregate.model import AggRow, AggTable, Bucket, KeyValue
 from instr.collectors.layout import build_layout
@@ -235,6 +236,10 @@ class HostAgg:
             assert self.agg.lquantize is not None
             i = _bucket_lq(value, self.agg.lquantize)
             row.buckets[i] = row.buckets.get(i, 0) + 1
+        elif f == "llquantize":
+            assert self.agg.llquantize is not None
+            i = llq.index(value, self.agg.llquantize)
+            row.buckets[i] = row.buckets.get(i, 0) + 1
 
     def table(self) -> AggTable:
         rows = []
@@ -244,6 +249,8 @@ class HostAgg:
                 b = (
                     quantize_bucket(i)
                     if self.agg.func == "quantize"
+                    else llq.bucket(i, self.agg.llquantize)
+                    if self.agg.llquantize is not None
                     else lquantize_bucket(i, self.agg.lquantize or (0, 1, 1))
                 )
                 buckets.append(Bucket(b.lo, b.hi, r.buckets[i]))
@@ -259,6 +266,7 @@ class HostAgg:
             max_keys=self.agg.max_keys,
             lquantize=self.agg.lquantize,
             tier="host",
+            llquantize=self.agg.llquantize,
         )
 
 

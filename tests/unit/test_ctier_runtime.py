@@ -13,8 +13,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from test_llquantize import dtrace_llq_bucket
 
 from instr.aggregate.decode import AggDecoder, quantize_bucket
+from instr.aggregate.llq import bucket as llq_bucket
 from instr.ctier.cast import unit
 from instr.ctier.emit import FUNC_CODES, is_signed, probe_source, runtime_source
 from instr.events import RunContext
@@ -40,6 +42,7 @@ sets:
           sd: stddev(a)
           q: quantize(a)
           lq: lquantize(a, 0, 100, 10)
+          llq: llquantize(a, 4, 1, 2, 16)
           rs: sum(r) by a
 """
 
@@ -102,10 +105,13 @@ def harness(table, fns) -> str:
             signed = int(is_signed(probe.capture_ref(a.arg)[2]))
         low, high, step = a.lquantize or (0, 0, 1)
         lq_n = (high - low + step - 1) // step if a.lquantize else 0
+        lq_high = 0
+        if a.llquantize is not None:  # as agents/src/aggregate/agg.ts writes it
+            low, lq_n, lq_high, step = a.llquantize
         decls.append(f"unsigned char agg_t{a.id}[{size}] __attribute__ ((aligned (64)));")
         inits.append(
             f"init (agg_t{a.id}, {nk}, {nv}, {cap}, {a.max_keys}, {FUNC_CODES[a.func]}, "
-            f"{signed}, {low}, {step}, {lq_n});"
+            f"{signed}, {low}, {step}, {lq_n}, {lq_high});"
         )
         dumps.append(f"dump (out, agg_t{a.id}, {a.id}, {cap * (nk + nv)});")
     leave = fns["leave"]
@@ -127,10 +133,11 @@ def harness(table, fns) -> str:
             f"void {fns['enter']} (GumInvocationContext *);",
             f"void {leave} (GumInvocationContext *);" if leave else "",
             "static void init (unsigned char * t, uint32_t nk, uint32_t nv, uint32_t cap,",
-            "    uint32_t mk, uint32_t fn, uint32_t sg, int64_t low, int64_t step, uint32_t n)",
+            "    uint32_t mk, uint32_t fn, uint32_t sg, int64_t low, int64_t step, uint32_t n,",
+            "    uint32_t hi)",
             "{ uint32_t h[4] = { nk, nv, cap, mk }; memcpy (t, h, 16);",
             "  memcpy (t + 24, &fn, 4); memcpy (t + 28, &sg, 4); memcpy (t + 32, &low, 8);",
-            "  memcpy (t + 40, &step, 8); memcpy (t + 48, &n, 4); }",
+            "  memcpy (t + 40, &step, 8); memcpy (t + 48, &n, 4); memcpy (t + 52, &hi, 4); }",
             "static void dump (FILE * f, unsigned char * t, int id, size_t words)",
             "{ uint64_t * buf = calloc (words + 1, 8); int n = agg_compact (t, buf);",
             "  int ov; memcpy (&ov, t + 20, 4);",
@@ -226,6 +233,12 @@ def test_runtime_exact_under_threads(tmp_path: Path, portable: bool):
     assert lq.buckets[0].lo is None and lq.buckets[0].count == under
     assert lq.buckets[-1].hi is None and lq.buckets[-1].count == over
     assert lq.count == len(vals)
+    (llq,) = got["s/llq"].rows
+    want = dict(Counter(dtrace_llq_bucket(4, 1, 2, 16, v) for v in vals))
+    assert [(b.lo, b.hi, b.count) for b in llq.buckets] == [
+        (llq_bucket(i, (4, 1, 2, 16)).lo, llq_bucket(i, (4, 1, 2, 16)).hi, want[i])
+        for i in sorted(want)
+    ]
     rs = {r.keys[0]: (r.count, r.total) for r in got["s/rs"].rows}
     counts = Counter(vals)
     assert rs == {v: (n, 2 * v * n) for v, n in counts.items()}

@@ -66,7 +66,7 @@ CORPUS = [
     (
         "pid$target::malloc:entri { }",
         "-n:1:1: error: unknown probe name 'entri' for the pid provider",
-        "use entry or return",
+        "use entry or return, or a hex offset",
     ),
     (
         "tick-0s { exit(0); }",
@@ -156,6 +156,128 @@ CORPUS = [
         None,
     ),
     (
+        "pid$target::malloc:entry { @a = llquantize(arg0, 10, 0, 6); }",
+        "-n:1:33: error: llquantize() takes 5 arguments, not 4",
+        None,
+    ),
+    (
+        "pid$target::malloc:entry { @a = llquantize(arg0, 1, 0, 6, 20); }",
+        "-n:1:50: error: llquantize()'s factor must be 2 or more, not 1",
+        "e.g. 10",
+    ),
+    (
+        "pid$target::malloc:entry { @a = llquantize(arg0, 10, 3, 3, 20); }",
+        "-n:1:57: error: llquantize()'s high magnitude (3) must be greater than its low "
+        "magnitude (3)",
+        "e.g. llquantize(x, 10, 0, 6, 20)",
+    ),
+    (
+        "pid$target::malloc:entry { @a = llquantize(arg0, 10, 0, 6, 25); }",
+        "-n:1:60: error: llquantize()'s steps (25) must be a multiple of its factor (10)",
+        "e.g. 10, 20 or 100",
+    ),
+    (
+        "pid$target::malloc:entry { @a = llquantize(arg0, 4, 0, 6, 24); }",
+        "-n:1:59: error: llquantize()'s steps (24) must divide a power of its factor (4)",
+        "e.g. 4 or 16",
+    ),
+    (
+        "pid$target::malloc:entry { @a = llquantize(arg0, 10, 0, 20, 10); }",
+        "-n:1:57: error: llquantize(): 10 to the power 21 does not fit in 64 bits",
+        "lower the high magnitude",
+    ),
+    (
+        "pid$target::malloc:entry { @a = llquantize(arg0, 10, 0, x, 10); }",
+        "-n:1:57: error: llquantize()'s bounds must be integer constants",
+        None,
+    ),
+    (
+        "pid$target::malloc:entry { this->b = copyin(arg0, 4); }",
+        "-n:1:38: error: copyin()'s bytes can only be printed or made a string here",
+        'use printf("%s", copyin(...)), tracemem(copyin(arg0, 16), 16) or stringof(copyin(...))',
+    ),
+    (
+        'syscall::read:entry { printf("%s", copyin(arg1, 4)); }',
+        "-n:1:36: error: copyin() is supported in pid :entry probes only",
+        "the bytes are read at the function's entry",
+    ),
+    (
+        'pid$target::malloc:entry { printf("%s", copyin(arg0, 0)); }',
+        "-n:1:54: error: copyin()'s size must be a constant from 1 to 4096 or an argument",
+        "e.g. copyin(arg1, 16) or copyin(arg1, arg2)",
+    ),
+    (
+        'pid$target::malloc:entry { printf("%s", copyin(probefunc, 4)); }',
+        "-n:1:48: error: copyin() reads at an argument here: arg0..arg9",
+        "e.g. copyin(arg1, 16)",
+    ),
+    (
+        'pid$target::malloc:entry { printf("%x", copyin(arg0, 4)); }',
+        "-n:1:41: error: %x needs an integer, not copyin()'s bytes",
+        "print them with %s or tracemem()",
+    ),
+    (
+        "pid$target::malloc:entry { tracemem(arg0, 4); }",
+        "-n:1:37: error: tracemem() dumps copyin()'s bytes",
+        "e.g. tracemem(copyin(arg0, 16), 16)",
+    ),
+    (
+        "pid$target::malloc:entry { stop(); }",
+        "-n:1:28: error: destructive action stop() needs -w",
+        "instr dtrace -w (or #pragma D option destructive) allows actions that change the target",
+    ),
+    (
+        "#pragma D option destructive\npid$target::malloc:return { raise(SIGUSR1); }",
+        "-n:2:29: error: raise() is supported in pid :entry clauses only",
+        "it runs as the call starts",
+    ),
+    (
+        "#pragma D option destructive\nsyscall::read:entry { override(0); }",
+        "-n:2:23: error: override() is supported in pid probes only",
+        "it runs in the target, at the function's hook",
+    ),
+    (
+        "#pragma D option destructive\npid$target::malloc:entry { raise(SIGFOO); }",
+        "-n:2:34: error: unknown signal 'SIGFOO'",
+        "e.g. SIGUSR1, SIGTERM",
+    ),
+    (
+        "#pragma D option destructive\npid$target::malloc:entry /x == 1/ { raise(SIGUSR1); }",
+        "-n:2:27: error: this predicate runs on the host (x is a variable), so it cannot decide "
+        "raise() in the target",
+        "use arguments, retval, tid and constants here",
+    ),
+    (
+        "#pragma D option destructive\npid$target::malloc:entry { override(arg0); }",
+        "-n:2:37: error: override()'s value must be an integer constant",
+        "the target applies it without asking the host",
+    ),
+    (
+        '#pragma D option destructive\npid$target::malloc:entry { copyout("x", probefunc, 1); }',
+        "-n:2:41: error: copyout() writes where an argument points here: arg0..arg9",
+        'e.g. copyout("text", arg0, 4)',
+    ),
+    (
+        "#pragma D option destructive\npid$target::malloc:entry { stop(1); }",
+        "-n:2:28: error: stop() takes 0 arguments, not 1",
+        "e.g. stop()",
+    ),
+    (
+        "pid$target::mall*:1c { }",
+        "-n:1:1: error: an instruction probe names one function, not a pattern",
+        "name it, e.g. pid$target::main:1c",
+    ),
+    (
+        "pid$target::malloc:1c { @ = sum(arg0); }",
+        "-n:1:33: error: arg0 has no value at an instruction probe (pid$target::malloc:1c)",
+        "read arguments at :entry and the result at :return",
+    ),
+    (
+        "#pragma D option destructive\npid$target::malloc:4 { override(0); }",
+        "-n:2:24: error: override() is supported in pid :entry and :return clauses",
+        "an instruction probe is inside the function",
+    ),
+    (
         "inline int x = 1;",
         "-n:1:1: error: inline declarations are not supported",
         "write probe clauses only",
@@ -167,8 +289,8 @@ CORPUS = [
     ),
     (
         "pid$target::malloc:entry { copyout(arg0, arg1, 1); }",
-        "-n:1:28: error: copyout() is a destructive action; destructive actions are not supported yet",
-        None,
+        "-n:1:28: error: destructive action copyout() needs -w",
+        "instr dtrace -w (or #pragma D option destructive) allows actions that change the target",
     ),
     (
         "BEGIN { if (x) { exit(0); } }",
@@ -178,7 +300,7 @@ CORPUS = [
     (
         "#pragma D option flowindent\nBEGIN { exit(0); }",
         "-n:1:1: error: option 'flowindent' is not supported",
-        "supported: quiet, strsize=N, bufsize=N[k|m|g]",
+        "supported: quiet, destructive, strsize=N, bufsize=N[k|m|g]",
     ),
     (
         'pid$target::malloc:entry { printf("%s\\n", copyinstr(retval)); }',

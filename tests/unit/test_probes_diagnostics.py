@@ -69,7 +69,7 @@ def test_sets() -> None:
         "p.yaml:6:5: error: unknown key 'descripton' in set 'a'\n  hint: did you mean 'description'?",
         "p.yaml:7:13: error: set 'a' has an empty 'probes' list",
         "p.yaml:8:6: error: set 'b' must be a mapping, not the integer 3",
-        "p.yaml:9:3: error: set 'c' has no 'probes'\n  hint: add 'probes:' with a list of probes",
+        "p.yaml:9:3: error: set 'c' has no 'probes'\n  hint: add 'probes:' with a list of probes (or 'dtrace:' with a D program)",
         "p.yaml:10:18: error: 'description' must be a string, not the integer 5",
     ]
 
@@ -95,7 +95,9 @@ def test_unknown_and_reserved_keys() -> None:
     ]
 
 
-ACTIONS = "('ret', 'skip', 'replace_c', 'replace_js', 'args', 'bytes' or 'nop')"
+ACTIONS = (
+    "('ret', 'skip', 'replace_c', 'replace_js', 'args', 'bytes', 'nop', 'signal' or 'copyout')"
+)
 
 
 def test_patch_actions() -> None:
@@ -133,6 +135,16 @@ def test_patch_parameters() -> None:
     assert probe("function: f\npatch: {bytes: {expect: '90', new: '9090'}}\n") == [
         "p.yaml:6:24: error: 'expect' has 1 and 'new' 2 bytes: they must be the same length"
     ]
+    assert probe("function: f\npatch: {signal: 0}\n") == [
+        "p.yaml:6:25: error: 'patch: signal' must be between 1 and 64, not 0"
+    ]
+    assert probe("function: f\npatch: {copyout: {arg: 1}}\n") == [
+        "p.yaml:6:26: error: 'patch: copyout' needs exactly the keys 'arg' and 'data'\n"
+        '  hint: e.g. patch: {copyout: {arg: 1, data: "68690a00"}}'
+    ]
+    assert probe("function: f\npatch: {copyout: {arg: 16, data: '41'}}\n") == [
+        "p.yaml:6:32: error: 'arg' must be between 0 and 15, not 16"
+    ]
     assert probe("function: f\npatch: {nop: 2, fn: g}\n") == [
         "p.yaml:6:25: error: 'fn' does not apply to a 'nop' patch"
     ]
@@ -141,7 +153,7 @@ def test_patch_parameters() -> None:
 def test_patch_where_and_captures() -> None:
     assert probe("function: f\ncapture: {n: arg0}\nwhere: 'n > 1'\npatch: {nop: 2}\n") == [
         "p.yaml:7:16: error: 'where' cannot gate a 'nop' patch\n"
-        "  hint: only 'ret', 'skip' or 'args' patches decide per call"
+        "  hint: only 'ret', 'skip', 'args', 'signal' or 'copyout' patches decide per call"
     ]
     assert probe("function: f\ncapture: {r: retval}\nwhere: 'r > 1'\npatch: {skip: 2}\n") == [
         "p.yaml:7:16: error: a 'skip' patch decides before the call: "

@@ -13,7 +13,7 @@ import { ownCode, ownModule } from "../core/leave.js";
 import * as hooks from "../core/hooks.js";
 
 const HEADER = 64;
-const FUNC_CODES: Record<string, number> = { count: 0, sum: 1, min: 2, max: 3, avg: 4, stddev: 5, quantize: 6, lquantize: 7 };
+const FUNC_CODES: Record<string, number> = { count: 0, sum: 1, min: 2, max: 3, avg: 4, stddev: 5, quantize: 6, lquantize: 7, llquantize: 8 };
 const SIGNED = new Set(["i8", "i16", "i32", "i64"]);
 const STAGE_WORDS = 64 * 1024;
 
@@ -140,6 +140,14 @@ export class Aggregator implements AggSink {
             mem.add(32).writeS64(low);
             mem.add(40).writeS64(step);
             mem.add(48).writeU32(Math.ceil((high - low) / step));
+        }
+        if (a.llq !== null) {
+            // runtime.c's agg_llqbucket: factor, steps, low and high magnitudes
+            const [factor, low, high, steps] = a.llq;
+            mem.add(32).writeS64(factor);
+            mem.add(40).writeS64(steps);
+            mem.add(48).writeU32(low);
+            mem.add(52).writeU32(high);
         }
         this.keep.push(mem);
         return { plan: a, mem, cap, stride };

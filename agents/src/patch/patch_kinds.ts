@@ -355,6 +355,59 @@ function applyArgs(spec: PatchSpec, address: NativePointer): Applied {
     });
 }
 
+let signalFn: ((sig: number) => void) | null = null;
+
+/** Signal the calling thread (DTrace's raise()); the process when libc has no tgkill. */
+function signalSelf(sig: number): void {
+    if (signalFn === null) {
+        const tg = Module.findGlobalExportByName("tgkill");
+        if (tg !== null) {
+            const f = new NativeFunction(tg, "int", ["int", "int", "int"]);
+            signalFn = (s) => f(Process.id, Process.getCurrentThreadId(), s);
+        } else {
+            const f = new NativeFunction(Module.getGlobalExportByName("kill"), "int", ["int", "int"]);
+            signalFn = (s) => f(Process.id, s);
+        }
+    }
+    signalFn(sig);
+}
+
+/** As a call starts (when its `where` holds): a signal to its thread, or bytes written where an argument points. */
+function applyAtEntry(spec: PatchSpec, address: NativePointer): Applied {
+    const g = gate(spec);
+    let act: (args: InvocationArguments) => void;
+    let detail: string;
+    if (spec.kind === "signal") {
+        const sig = Number(spec.value ?? "0");
+        if (Module.findGlobalExportByName("tgkill") === null && Module.findGlobalExportByName("kill") === null) {
+            throw new Error("neither tgkill nor kill is exported here: cannot send signals");
+        }
+        act = () => signalSelf(sig);
+        detail = `signal ${sig}${when(spec)}`;
+    } else {
+        const index = Number(spec.value ?? "0");
+        const data = unhex(spec.bytes ?? "");
+        const buf = data.buffer.slice(data.byteOffset, data.byteOffset + data.length) as ArrayBuffer;
+        act = (args) => {
+            try {
+                args[index].writeByteArray(buf);
+            } catch {
+                // not writable there: DTrace reports an invalid address and goes on
+            }
+        };
+        detail = `copy ${data.length} byte${data.length === 1 ? "" : "s"} to arg${index}${when(spec)}`;
+    }
+    return hooked(address, detail, () => {
+        const l = Interceptor.attach(address, {
+            onEnter(args) {
+                if (g !== null && !holds(g, { entry: entryValues(g, args, this.returnAddress), exit: [], tid: this.threadId })) return;
+                act(args);
+            },
+        });
+        return () => l.detach();
+    });
+}
+
 /** The range is mapped executable code, all of it. */
 function checkCode(address: NativePointer, n: number): void {
     let at = address;
@@ -456,5 +509,8 @@ export function applyKind(spec: PatchSpec, address: NativePointer): Applied {
             return applyBytes(spec, address);
         case "nop":
             return applyNop(spec, address);
+        case "signal":
+        case "copyout":
+            return applyAtEntry(spec, address);
     }
 }

@@ -3,7 +3,7 @@
 
 import { Capture, Expr, Point } from "../protocol.js";
 
-export type PatchKind = "ret" | "skip" | "replace_c" | "replace_js" | "args" | "bytes" | "nop";
+export type PatchKind = "ret" | "skip" | "replace_c" | "replace_js" | "args" | "bytes" | "nop" | "signal" | "copyout";
 
 /** An argument's new value: an exact integer as decimal text, or a C string. */
 export type ArgValue = { int: string } | { str: string };
@@ -13,9 +13,10 @@ export interface PatchSpec {
     point: Point;
     /** Where the request came from, for the ledger: "cli --ret ..." or "file:line:col set/probe". */
     source: string;
-    /** ret, skip: the value returned (exact integer, decimal text). */
+    /** ret, skip: the value returned (exact integer, decimal text); signal: the signal;
+     * copyout: the index of the argument that points where `bytes` are written. */
     value?: string;
-    /** ret, skip, args: apply only when this holds (evaluated over the captures). */
+    /** ret, skip, args, signal, copyout: apply only when this holds (over the captures). */
     where?: { phase: "entry" | "exit"; expr: Expr; text: string } | null;
     entry?: Capture[];
     exit?: Capture[];
@@ -27,7 +28,7 @@ export interface PatchSpec {
     params?: string[];
     /** args: argument index -> new value. */
     args?: { index: number; value: ArgValue }[];
-    /** bytes: hex of the expected original and of the new bytes (same length). */
+    /** bytes: hex of the expected original and of the new bytes (same length); copyout: what is written. */
     expect?: string;
     bytes?: string;
     /** nop: how many instructions to overwrite (bytes: `expect` optional). */
