@@ -1,0 +1,86 @@
+/* profile_split: CPU spent in known shares, for instr profile.
+ *
+ *   profile_split ROUNDS [UNIT]
+ *
+ * After "go", runs ROUNDS rounds; each round spends, by construction
+ * (fixed iteration counts of the same loop body):
+ *   3 units in hot_a, 1 unit in hot_b, and 1 unit in leaf_work called at
+ *   the bottom of recurse(), which calls itself RECURSE_DEPTH times
+ *   (so RECURSE_DEPTH + 1 frames of recurse sit above leaf_work).
+ * Shares of the work: hot_a 60 %, hot_b 20 %, leaf_work 20 %.
+ * UNIT (default 2000000) is the loop count of one unit. Prints
+ * "sum=<S>" (deterministic), then "done", then waits for a line and exits
+ * (so an attached profiler can leave while it still runs).
+ */
+#include "target.h"
+
+#define RECURSE_DEPTH 24
+
+static volatile unsigned long sink;
+
+/* One unit of work: N steps of a dependent multiply-add chain. */
+#define SPIN(n, acc)                                  \
+    do {                                              \
+        long i_;                                      \
+        for (i_ = 0; i_ < (n); i_++) {                \
+            (acc) = (acc) * 6364136223846793005UL + 1; \
+            KEEP(acc);                                \
+        }                                             \
+    } while (0)
+
+TARGET_FN unsigned long hot_a(long unit)
+{
+    unsigned long acc = 1;
+    SPIN(3 * unit, acc);
+    return acc;
+}
+
+TARGET_FN unsigned long hot_b(long unit)
+{
+    unsigned long acc = 2;
+    SPIN(unit, acc);
+    return acc;
+}
+
+TARGET_FN unsigned long leaf_work(long unit)
+{
+    unsigned long acc = 3;
+    SPIN(unit, acc);
+    return acc;
+}
+
+TARGET_FN unsigned long recurse(int depth, long unit)
+{
+    unsigned long r;
+    if (depth == 0)
+        return leaf_work(unit);
+    r = recurse(depth - 1, unit);
+    sink = r; /* not a tail call: every level keeps its frame */
+    return r + 1;
+}
+
+int main(int argc, char **argv)
+{
+    long rounds, unit = 2000000, k;
+    unsigned long sum = 0;
+    char line[64];
+
+    if (argc < 2) {
+        fprintf(stderr, "usage: profile_split ROUNDS [UNIT]\n");
+        return 2;
+    }
+    rounds = parse_count(argv[1]);
+    if (argc > 2)
+        unit = parse_count(argv[2]);
+    wait_go();
+    for (k = 0; k < rounds; k++) {
+        sum += hot_a(unit);
+        sum += hot_b(unit);
+        sum += recurse(RECURSE_DEPTH, unit);
+    }
+    printf("sum=%lu\ndone\n", sum);
+    fflush(stdout);
+    if (fgets(line, sizeof line, stdin) == NULL)
+        clearerr(stdin);
+    return 0;
+}
