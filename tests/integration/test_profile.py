@@ -1,0 +1,166 @@
+"""instr profile against tests/targets/profile_split.c, whose CPU split is known by construction.
+
+Each round of profile_split spends 3 units in hot_a, 1 in hot_b and 1 in
+leaf_work under 25 frames of recurse: shares 60 / 20 / 20 %. Sampling is on
+each thread's CPU time, so the busy loops of a loaded machine do not skew it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from helpers import TargetProcess
+
+from instr.profile.model import parse_folded, top
+
+pytestmark = pytest.mark.frida
+
+ROUNDS = 400  # about 4 s of CPU here (10 ms a round)
+UNIT = 2_000_000
+DEPTH = 24  # RECURSE_DEPTH in profile_split.c: DEPTH + 1 frames of recurse
+SHARES = {"hot_a": 60.0, "hot_b": 20.0, "leaf_work": 20.0}
+TOLERANCE = 5.0  # points
+MASK = (1 << 64) - 1
+A = 6364136223846793005
+
+
+def _spin(acc: int, n: int) -> int:
+    """acc after n steps of acc = acc * A + 1 (mod 2^64), by squaring the affine map."""
+    mul, add = A, 1
+    while n:
+        if n & 1:
+            acc = (acc * mul + add) & MASK
+        mul, add = (mul * mul) & MASK, (mul * add + add) & MASK
+        n >>= 1
+    return acc
+
+
+def expected_sum(rounds: int, unit: int) -> int:
+    per_round = _spin(1, 3 * unit) + _spin(2, unit) + _spin(3, unit) + DEPTH
+    return (per_round * rounds) & MASK
+
+
+def shares(stacks: Counter[tuple[str, ...]]) -> dict[str, float]:
+    total = sum(stacks.values())
+    return {r.name: 100.0 * r.self_samples / total for r in top(stacks) if r.name in SHARES}
+
+
+def check_split(stacks: Counter[tuple[str, ...]]) -> None:
+    got = shares(stacks)
+    for name, want in SHARES.items():
+        assert abs(got.get(name, 0.0) - want) <= TOLERANCE, (name, got)
+    # Every sample in leaf_work is under exactly DEPTH + 1 frames of recurse, under main.
+    for stack, _n in stacks.items():
+        if stack[-1] == "leaf_work":
+            i = stack.index("main")
+            assert stack[i + 1 :] == ("recurse",) * (DEPTH + 1) + ("leaf_work",), stack
+        if stack[-1] in ("hot_a", "hot_b"):
+            assert stack[-2] == "main", stack
+
+
+def _cpu_ticks(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
+
+
+def _sig_caught(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return int(line.split()[1], 16)
+    raise AssertionError("no SigCgt")
+
+
+def test_spawned_split_matches_the_program_and_perf(targets, instr_bg, tmp_path: Path) -> None:
+    folded, svg = tmp_path / "out.folded", tmp_path / "out.svg"
+    prog = targets.path("profile_split")
+    instr = instr_bg("profile", "-F", "199", "-o", folded, "-o", svg, "--", prog, ROUNDS)
+    armed = instr.wait_armed()
+    pid = int(re.search(r"pid (\d+)", armed).group(1))  # type: ignore[union-attr]
+    assert instr.readline() == "ready"
+    instr.send("")  # go
+    assert instr.readline() == f"sum={expected_sum(ROUNDS, UNIT)}"
+    assert instr.readline() == "done"
+    cpu_s = _cpu_ticks(pid) / os.sysconf("SC_CLK_TCK")
+    instr.send("")  # the program exits
+    done = instr.finish()
+    assert done.returncode == 0, done.err
+    stacks = parse_folded(folded.read_text())
+    check_split(stacks)
+    # One sample per 1/199 s of the thread's CPU time (ticks are 10 ms: a bound, not exact).
+    samples = sum(stacks.values())
+    assert 0.85 * 199 * cpu_s <= samples <= 1.1 * 199 * cpu_s + 5, (samples, cpu_s)
+    # The console table and the summary
+    assert re.search(r"^\s+\d+\.\d\s+100\.0\s+0\s+main$", done.out, re.M), done.out
+    assert "100.0% unwound to the thread's first frame" in done.err, done.err
+    # The SVG parses and names the hot functions with their counts
+    root = ET.parse(svg).getroot()
+    titles = [t.text or "" for t in root.iter("{http://www.w3.org/2000/svg}title")]
+    for name in SHARES:
+        n = sum(c for s, c in stacks.items() if s[-1] == name)
+        assert any(t.startswith(f"{name} ({n} samples, ") for t in titles), (name, titles[:20])
+    _compare_with_perf(prog, stacks, tmp_path)
+
+
+def _compare_with_perf(prog: Path, ours: Counter[tuple[str, ...]], tmp_path: Path) -> None:
+    perf = shutil.which("perf")
+    if perf is None:
+        pytest.skip("perf (Debian linux-perf) is not installed: instr's split was checked alone")
+    data = tmp_path / "perf.data"
+    rec = subprocess.run(
+        [perf, "record", "-F", "199", "-g", "-e", "cpu-clock", "-o", data, "--", prog, str(ROUNDS)],
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if rec.returncode != 0:
+        pytest.skip(f"perf record cannot run here: {rec.stderr.strip()[-300:]}")
+    script = subprocess.run(
+        [perf, "script", "-i", data, "-F", "ip,sym"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    leaves: Counter[tuple[str, ...]] = Counter()
+    for block in script.stdout.strip().split("\n\n"):
+        lines = block.strip().splitlines()
+        if lines:
+            leaves[(lines[0].split()[-1],)] += 1
+    theirs = shares(leaves)
+    mine = shares(ours)
+    for name in SHARES:
+        assert abs(theirs.get(name, 0.0) - SHARES[name]) <= TOLERANCE, ("perf", theirs)
+        assert abs(theirs.get(name, 0.0) - mine[name]) <= TOLERANCE, (theirs, mine)
+
+
+def test_attached_program_runs_on_correctly(targets, launch, instr_bg, tmp_path: Path) -> None:
+    rounds = 300  # about 3 s of CPU: instr leaves half way through
+    target: TargetProcess = launch(targets.path("profile_split", pie=False), rounds)
+    folded = tmp_path / "attached.folded"
+    instr = instr_bg("profile", "-p", target.pid, "-F", "199", "--duration", "1.5", "-o", folded)
+    armed = instr.wait_armed()
+    sig = int(re.search(r"signal (\d+)", armed).group(1))  # type: ignore[union-attr]
+    assert _sig_caught(target.pid) >> (sig - 1) & 1, "the sampler's handler is installed"
+    target.go()
+    done = instr.finish()
+    assert done.returncode == 0, done.err
+    # instr has left: the program still runs, with the signal's disposition put back
+    assert target.proc.poll() is None
+    assert not _sig_caught(target.pid) >> (sig - 1) & 1
+    assert target.readline() == f"sum={expected_sum(rounds, UNIT)}"
+    assert target.readline() == "done"
+    target.go()
+    assert target.finish().returncode == 0
+    stacks = parse_folded(folded.read_text())
+    assert sum(stacks.values()) >= 100
+    assert {s[-1] for s in stacks} >= set(SHARES)
