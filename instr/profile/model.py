@@ -86,7 +86,8 @@ def _pct(n: int, total: int) -> str:
 
 def demangle(names: Iterable[str]) -> dict[str, str]:
     """C++ (Itanium ABI) names demangled by binutils' ``c++filt`` when it is
-    installed (one process for all of them); other names map to themselves."""
+    installed (one process for all of them), by mangled name; names that are not
+    mangled are not in the result, and without ``c++filt`` mangled names map to themselves."""
     mangled = sorted({n for n in names if n.startswith("_Z")})
     out = {n: n for n in mangled}
     tool = shutil.which("c++filt")

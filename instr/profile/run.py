@@ -6,7 +6,6 @@ the agent is alive (the agent answers no calls once the process exits).
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections import Counter
@@ -53,13 +52,16 @@ def check_outputs(outputs: tuple[str, ...]) -> None:
                 hint="give a .folded (folded stacks) or .svg (flame graph) path",
             )
         p = Path(path)
-        parent = p.parent if str(p.parent) else Path(".")
         if p.is_dir():
             raise InstrError(f"-o {path}: is a directory")
-        if not parent.is_dir():
-            raise InstrError(f"-o {path}: no such directory: {parent}")
-        if not os.access(p if p.exists() else parent, os.W_OK):
-            raise InstrError(f"-o {path}: not writable")
+        existed = p.exists()
+        try:  # the one sure test, root included: open it for writing (truncated at the end)
+            with open(p, "a"):
+                pass
+        except OSError as e:
+            raise InstrError(f"-o {path}: cannot write: {e.strerror or e}") from None
+        if not existed:
+            p.unlink(missing_ok=True)
 
 
 def check_hz(hz: int) -> None:
