@@ -7,7 +7,6 @@ each thread's CPU time, so the busy loops of a loaded machine do not skew it.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -22,11 +21,14 @@ from instr.profile.model import parse_folded, top
 
 pytestmark = pytest.mark.frida
 
-ROUNDS = 400  # about 4 s of CPU here (10 ms a round)
+ROUNDS = 450  # about 4.5 s of CPU here (10 ms a round): ~900 samples at 199 Hz
 UNIT = 2_000_000
 DEPTH = 24  # RECURSE_DEPTH in profile_split.c: DEPTH + 1 frames of recurse
 SHARES = {"hot_a": 60.0, "hot_b": 20.0, "leaf_work": 20.0}
-TOLERANCE = 5.0  # points
+TOLERANCE = 5.0  # points: > 3 standard deviations of a 60 % share over ~900 samples
+# instr against perf: two independent estimates, each with its own sampling
+# noise (perf's is not jittered), so their difference has sqrt(2) times the spread.
+PERF_TOLERANCE = 7.5
 MASK = (1 << 64) - 1
 A = 6364136223846793005
 
@@ -65,12 +67,6 @@ def check_split(stacks: Counter[tuple[str, ...]]) -> None:
             assert stack[-2] == "main", stack
 
 
-def _cpu_ticks(pid: int) -> int:
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
-
-
 def _sig_caught(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("SigCgt:"):
@@ -82,21 +78,21 @@ def test_spawned_split_matches_the_program_and_perf(targets, instr_bg, tmp_path:
     folded, svg = tmp_path / "out.folded", tmp_path / "out.svg"
     prog = targets.path("profile_split")
     instr = instr_bg("profile", "-F", "199", "-o", folded, "-o", svg, "--", prog, ROUNDS)
-    armed = instr.wait_armed()
-    pid = int(re.search(r"pid (\d+)", armed).group(1))  # type: ignore[union-attr]
+    instr.wait_armed()
     assert instr.readline() == "ready"
     instr.send("")  # go
     assert instr.readline() == f"sum={expected_sum(ROUNDS, UNIT)}"
     assert instr.readline() == "done"
-    cpu_s = _cpu_ticks(pid) / os.sysconf("SC_CLK_TCK")
     instr.send("")  # the program exits
     done = instr.finish()
     assert done.returncode == 0, done.err
     stacks = parse_folded(folded.read_text())
     check_split(stacks)
-    # One sample per 1/199 s of the thread's CPU time (ticks are 10 ms: a bound, not exact).
+    # One sample per 1/199 s of the thread's CPU time, as the program measured it
+    # (its loop; the few ms before it are in the + 5).
+    cpu_s = int(re.search(r"cpu_ns=(\d+)", done.err).group(1)) / 1e9  # type: ignore[union-attr]
     samples = sum(stacks.values())
-    assert 0.85 * 199 * cpu_s <= samples <= 1.1 * 199 * cpu_s + 5, (samples, cpu_s)
+    assert 0.9 * 199 * cpu_s <= samples <= 1.1 * 199 * cpu_s + 5, (samples, cpu_s)
     # The console table and the summary
     assert re.search(r"^\s+\d+\.\d\s+100\.0\s+0\s+main$", done.out, re.M), done.out
     assert "100.0% unwound to the thread's first frame" in done.err, done.err
@@ -138,9 +134,9 @@ def _compare_with_perf(prog: Path, ours: Counter[tuple[str, ...]], tmp_path: Pat
             leaves[(lines[0].split()[-1],)] += 1
     theirs = shares(leaves)
     mine = shares(ours)
+    assert sum(leaves.values()) >= 400, leaves
     for name in SHARES:
-        assert abs(theirs.get(name, 0.0) - SHARES[name]) <= TOLERANCE, ("perf", theirs)
-        assert abs(theirs.get(name, 0.0) - mine[name]) <= TOLERANCE, (theirs, mine)
+        assert abs(theirs.get(name, 0.0) - mine[name]) <= PERF_TOLERANCE, (theirs, mine)
 
 
 def test_attached_program_runs_on_correctly(targets, launch, instr_bg, tmp_path: Path) -> None:

@@ -10,8 +10,12 @@
  * Shares of the work: hot_a 60 %, hot_b 20 %, leaf_work 20 %.
  * UNIT (default 2000000) is the loop count of one unit. Prints
  * "sum=<S>" (deterministic), then "done", then waits for a line and exits
- * (so an attached profiler can leave while it still runs).
+ * (so an attached profiler can leave while it still runs). On stderr:
+ * "cpu_ns=<C> wall_ns=<W>", the rounds' thread CPU time and wall time
+ * (scripts/bench_profile.py).
  */
+#include <time.h>
+
 #include "target.h"
 
 #define RECURSE_DEPTH 24
@@ -59,6 +63,13 @@ TARGET_FN unsigned long recurse(int depth, long unit)
     return r + 1;
 }
 
+static long long now_ns(clockid_t clock)
+{
+    struct timespec ts;
+    clock_gettime(clock, &ts);
+    return ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
 int main(int argc, char **argv)
 {
     long rounds, unit = 2000000, k;
@@ -73,11 +84,14 @@ int main(int argc, char **argv)
     if (argc > 2)
         unit = parse_count(argv[2]);
     wait_go();
+    long long cpu0 = now_ns(CLOCK_THREAD_CPUTIME_ID), wall0 = now_ns(CLOCK_MONOTONIC);
     for (k = 0; k < rounds; k++) {
         sum += hot_a(unit);
         sum += hot_b(unit);
         sum += recurse(RECURSE_DEPTH, unit);
     }
+    fprintf(stderr, "cpu_ns=%lld wall_ns=%lld\n", now_ns(CLOCK_THREAD_CPUTIME_ID) - cpu0,
+            now_ns(CLOCK_MONOTONIC) - wall0);
     printf("sum=%lu\ndone\n", sum);
     fflush(stdout);
     if (fgets(line, sizeof line, stdin) == NULL)

@@ -54,6 +54,8 @@ const SYS_rt_sigaction = 13;
 const SYS_timer_create = 222;
 const SYS_timer_settime = 223;
 const SYS_timer_delete = 226;
+const SYS_clock_gettime = 228;
+const MAX_TIMERS = 1024; // RING.DEADLINES entries
 const SIGEV_THREAD_ID = 4;
 /** The stopper's signal (core/stopper.ts) is never taken. */
 const STOPPER_SIGNAL = 61;
@@ -174,6 +176,7 @@ export class Sampler {
         this.ring.add(RING.SLOT_SIZE).writeU64(slotSize);
         this.ring.add(RING.STACK_MAX).writeU64(options.stack_bytes);
         this.ring.add(RING.PID).writeU64(Process.id);
+        this.ring.add(RING.PERIOD_NS).writeU64(Math.round(1e9 / options.hz));
         this.cm = new CModule(PROFILE_C_SOURCE, { prof_ring: this.ring, prof_syscall: st.syscall }, { toolchain: "internal" });
         ownModule(this.cm);
         st.state.add(ST_TARGET).writePointer(this.cm.prof_on_signal);
@@ -194,7 +197,7 @@ export class Sampler {
             this.running = false;
             if (this.drainTimer !== null) clearInterval(this.drainTimer);
             this.drainTimer = null;
-            for (const id of this.timers.values()) this.sys(SYS_timer_delete, ptr(id), NULL, NULL, NULL, 0, 0);
+            for (const id of this.timers.values()) this.deleteTimer(id);
             this.timers.clear();
             const st = stubs as Stubs;
             // SIG_IGN first: an instance still pending is discarded, never run under SIG_DFL.
@@ -259,11 +262,16 @@ export class Sampler {
         const live = new Set(threads.program);
         for (const [tid, id] of this.timers) {
             if (!live.has(tid)) {
-                this.sys(SYS_timer_delete, ptr(id), NULL, NULL, NULL, 0, 0);
+                this.deleteTimer(id);
                 this.timers.delete(tid);
             }
         }
         for (const tid of threads.program) if (!this.timers.has(tid)) this.arm(tid);
+    }
+
+    private deleteTimer(id: number): void {
+        this.sys(SYS_timer_delete, ptr(id), NULL, NULL, NULL, 0, 0);
+        if (id >= 0 && id < MAX_TIMERS) this.ring.add(RING.DEADLINES + 8 * id).writeU64(0);
     }
 
     private arm(tid: number): void {
@@ -282,6 +290,12 @@ export class Sampler {
         }
         const timer = id.readS32();
         const period = Math.round(1e9 / hz);
+        // The handler draws each next expiry from the previous one (profile_c.ts rearm).
+        const now = Memory.alloc(16);
+        if (timer >= 0 && timer < MAX_TIMERS && this.sys(SYS_clock_gettime, ptr(clock), now, NULL, NULL, 0, 0).toNumber() === 0) {
+            const t = now.readU64().toNumber() * 1e9 + now.add(8).readU64().toNumber();
+            this.ring.add(RING.DEADLINES + 8 * timer).writeU64(t + period);
+        }
         const spec = Memory.alloc(32);
         spec.writeU64(Math.floor(period / 1e9));
         spec.add(8).writeU64(period % 1e9);
