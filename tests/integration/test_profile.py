@@ -27,8 +27,11 @@ DEPTH = 24  # RECURSE_DEPTH in profile_split.c: DEPTH + 1 frames of recurse
 SHARES = {"hot_a": 60.0, "hot_b": 20.0, "leaf_work": 20.0}
 TOLERANCE = 5.0  # points: > 3 standard deviations of a 60 % share over ~900 samples
 # instr against perf: two independent estimates, each with its own sampling
-# noise (perf's is not jittered), so their difference has sqrt(2) times the spread.
-PERF_TOLERANCE = 7.5
+# noise, and perf's period is not jittered: its rounds alias with the program's
+# 10 ms rounds (measured: hot_b 13.7 % instead of 20 % in 1 of 6 perf runs;
+# instr's worst of 6 was 1.2 points off). Its share of each function is
+# compared with instr's within this bound; the accuracy check is TOLERANCE.
+PERF_TOLERANCE = 10.0
 MASK = (1 << 64) - 1
 A = 6364136223846793005
 
@@ -54,17 +57,17 @@ def shares(stacks: Counter[tuple[str, ...]]) -> dict[str, float]:
     return {r.name: 100.0 * r.self_samples / total for r in top(stacks) if r.name in SHARES}
 
 
-def check_split(stacks: Counter[tuple[str, ...]]) -> None:
+def check_split(stacks: Counter[tuple[str, ...]], caller: str = "main") -> None:
     got = shares(stacks)
     for name, want in SHARES.items():
         assert abs(got.get(name, 0.0) - want) <= TOLERANCE, (name, got)
-    # Every sample in leaf_work is under exactly DEPTH + 1 frames of recurse, under main.
+    # Every sample in leaf_work is under exactly DEPTH + 1 frames of recurse, under CALLER.
     for stack, _n in stacks.items():
         if stack[-1] == "leaf_work":
-            i = stack.index("main")
+            i = stack.index(caller)
             assert stack[i + 1 :] == ("recurse",) * (DEPTH + 1) + ("leaf_work",), stack
         if stack[-1] in ("hot_a", "hot_b"):
-            assert stack[-2] == "main", stack
+            assert stack[-2] == caller, stack
 
 
 def _sig_caught(pid: int) -> int:
@@ -160,3 +163,23 @@ def test_attached_program_runs_on_correctly(targets, launch, instr_bg, tmp_path:
     stacks = parse_folded(folded.read_text())
     assert sum(stacks.values()) >= 100
     assert {s[-1] for s in stacks} >= set(SHARES)
+
+
+def test_every_thread_is_sampled(targets, instr_bg, tmp_path: Path) -> None:
+    folded = tmp_path / "threads.folded"
+    rounds, threads = 150, 3  # ~4.5 s of CPU over three threads
+    prog = targets.path("profile_split")
+    instr = instr_bg("profile", "-F", "199", "-o", folded, "--", prog, rounds, UNIT, threads)
+    instr.wait_armed()
+    assert instr.readline() == "ready"
+    instr.send("")
+    assert instr.readline() == f"sum={expected_sum(rounds, UNIT) * threads & MASK}"
+    assert instr.readline() == "done"
+    instr.send("")
+    done = instr.finish()
+    assert done.returncode == 0, done.err
+    m = re.search(r"(\d+) samples from (\d+) thread\(s\), 100\.0% unwound", done.err)
+    assert m is not None, done.err
+    assert int(m.group(2)) >= threads  # main may have been sampled while it started
+    stacks = parse_folded(folded.read_text())
+    check_split(stacks, caller="worker")
