@@ -96,8 +96,8 @@ def test_spawned_split_matches_the_program_and_perf(targets, instr_bg, tmp_path:
     cpu_s = int(re.search(r"cpu_ns=(\d+)", done.err).group(1)) / 1e9  # type: ignore[union-attr]
     samples = sum(stacks.values())
     assert 0.9 * 199 * cpu_s <= samples <= 1.1 * 199 * cpu_s + 5, (samples, cpu_s)
-    # The console table and the summary
-    assert re.search(r"^\s+\d+\.\d\s+100\.0\s+0\s+main$", done.out, re.M), done.out
+    # The console table (main's own loop may be sampled too) and the summary
+    assert re.search(r"^\s+\d+\.\d\s+100\.0\s+\d+\s+main$", done.out, re.M), done.out
     assert "100.0% unwound to the thread's first frame" in done.err, done.err
     # The SVG parses and names the hot functions with their counts
     root = ET.parse(svg).getroot()
