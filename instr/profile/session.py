@@ -70,11 +70,14 @@ class ProfileSession:
         self._proc = TargetProcess.open(self.device_spec, self.target)
         self.pid = self._proc.pid
         try:
+            # The sampler hooks no function, so another instr's hooks in the
+            # process are no reason to refuse (docs/leaving.md, two sessions).
             self._agent = Agent.load(
                 self._proc,
                 "instr-profile",
                 on_message=self._on_message,
                 on_detached=self._on_detached,
+                exclusive=False,
             )
             try:
                 self.started = self._agent.rpc.profile_start(asdict(options))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import time
 import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
@@ -183,3 +184,21 @@ def test_every_thread_is_sampled(targets, instr_bg, tmp_path: Path) -> None:
     assert int(m.group(2)) >= threads  # main may have been sampled while it started
     stacks = parse_folded(folded.read_text())
     check_split(stacks, caller="worker")
+
+
+def test_ctrl_c_leaves_promptly_and_the_program_runs_on(targets, launch, instr_bg) -> None:
+    rounds, threads = 400, 2  # busy for longer than the test takes
+    target: TargetProcess = launch(targets.path("profile_split"), rounds, UNIT, threads)
+    instr = instr_bg("profile", "-p", target.pid, "-F", "999")
+    sig = int(re.search(r"signal (\d+)", instr.wait_armed()).group(1))  # type: ignore[union-attr]
+    target.go()
+    t0 = time.monotonic()
+    instr.interrupt()
+    done = instr.finish(timeout=30)
+    took = time.monotonic() - t0
+    assert done.returncode == 0, done.err
+    assert "stopping" in done.err
+    assert took < 5.0, took
+    assert target.proc.poll() is None
+    assert not _sig_caught(target.pid) >> (sig - 1) & 1
+    target.proc.kill()

@@ -168,6 +168,9 @@ export class Sampler {
     start(options: SamplerOptions): SamplerStarted {
         if (this.running || this.cm !== null) throw new Error("the sampler is already running");
         if (!(options.hz >= 1 && options.hz <= 10000)) throw new Error(`bad sampling rate ${options.hz}`);
+        // The handler copies through at most MAX_IOV (64) page-bounded iovecs.
+        if (!(options.stack_bytes >= 256 && options.stack_bytes <= 63 * 4096)) throw new Error(`bad stack copy size ${options.stack_bytes}`);
+        if (!(options.slots >= 16 && options.slots <= 65536)) throw new Error(`bad ring size ${options.slots}`);
         const st = stubs as Stubs;
         this.options = options;
         const slotSize = (SLOT.HEADER + options.stack_bytes + 7) & ~7;
