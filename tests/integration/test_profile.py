@@ -16,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from helpers import TargetProcess
+from helpers import TargetProcess, run_instr
 
 from instr.profile.model import parse_folded, top
 
@@ -202,3 +202,22 @@ def test_ctrl_c_leaves_promptly_and_the_program_runs_on(targets, launch, instr_b
     assert target.proc.poll() is None
     assert not _sig_caught(target.pid) >> (sig - 1) & 1
     target.proc.kill()
+
+
+def test_cxx_names_are_demangled(tmp_path: Path) -> None:
+    gxx = shutil.which("g++")
+    if gxx is None:
+        pytest.skip("g++ is not installed: the C++ target cannot be built")
+    if shutil.which("c++filt") is None:
+        pytest.skip("c++filt (binutils) is not installed: names stay mangled (docs/profile.md)")
+    exe = tmp_path / "profile_cxx"
+    src = Path(__file__).resolve().parent.parent / "targets" / "profile_cxx.cc"
+    subprocess.run([gxx, "-O1", "-g", "-o", exe, src], check=True, timeout=120)
+    done = run_instr("profile", "-F", "199", "-o", tmp_path / "cxx.folded", "--", exe, "40")
+    assert done.returncode == 0, done.stderr
+    stacks = parse_folded((tmp_path / "cxx.folded").read_text())
+    spin = "geo::Box<unsigned long>::spin(long)"
+    rows = top(stacks)
+    assert rows[0].name == spin, rows[:3]
+    assert rows[0].self_samples >= 0.95 * sum(stacks.values()), rows[:3]  # main's loop is tiny
+    assert f"  {spin}\n" in done.stdout, done.stdout
