@@ -581,6 +581,12 @@ def patch(**kw: Any) -> None:
     help="Write folded stacks (.folded) or a flame graph (.svg). Repeatable.",
 )
 @click.option("--top", type=POSITIVE, default=20, show_default=True, help="Rows of the table.")
+@click.option(
+    "--off-cpu",
+    is_flag=True,
+    help="Also sample threads blocked in system calls, HZ times per second of wall time "
+    "(their stacks end in [off-cpu]).",
+)
 @duration_option
 @click.option("-q", "--quiet", is_flag=True, help="No status lines on stderr.")
 @click.argument("program", nargs=-1, type=click.UNPROCESSED)
@@ -598,5 +604,6 @@ def profile(**kw: Any) -> None:
         outputs=tuple(kw["outputs"]),
         top=kw["top"],
         quiet=kw["quiet"],
+        off_cpu=kw["off_cpu"],
     )
     sys.exit(run_profile(config).exit_code)

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 Stack = tuple[str, ...]
+OFF_CPU = "[off-cpu]"  # the leaf of an off-CPU sample's stack
 
 
 @dataclass
@@ -25,6 +26,7 @@ class Profile:
     drops: int = 0  # samples the target's ring had no room for
     threads: set[int] = field(default_factory=set)
     hz: int = 0
+    off_cpu: int = 0  # of the samples, those of blocked threads (their stacks end in OFF_CPU)
 
     def folded(self) -> str:
         return "".join(f"{';'.join(s)} {n}\n" for s, n in sorted(self.stacks.items()))

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TextIO
 
 from instr.errors import InstrError, UsageError
-from instr.profile.model import Profile, Stack, demangle, render_top
+from instr.profile.model import OFF_CPU, Profile, Stack, demangle, render_top
 from instr.profile.session import Batch, ProfileSession, SamplerOptions
 from instr.profile.svg import render_svg
 from instr.profile.unwind import Walk
@@ -35,6 +35,7 @@ class ProfileConfig:
     top: int = 20
     quiet: bool = False
     stack_bytes: int = 32 << 10
+    off_cpu: bool = False
 
 
 @dataclass
@@ -75,6 +76,7 @@ class _Collector:
     def __init__(self, session: ProfileSession) -> None:
         self.session = session
         self.walks: Counter[tuple[int, ...]] = Counter()
+        self.off_walks: Counter[tuple[int, ...]] = Counter()
         self.samples = 0
         self.complete = 0
         self.threads: set[int] = set()
@@ -84,20 +86,21 @@ class _Collector:
         unwinder = self.session.unwinder
         assert unwinder is not None
         new: set[int] = set()
+        walks = self.off_walks if batch.off_cpu else self.walks
         for s in batch.samples:
             w: Walk = unwinder.walk(s)
             self.samples += 1
             self.complete += w.complete
             self.threads.add(s.tid)
-            if w.frames not in self.walks:
+            if w.frames not in walks:
                 new.update(w.frames)
-            self.walks[w.frames] += 1
+            walks[w.frames] += 1
         self.drops = max(self.drops, batch.drops)
         if new and not batch.final:
             self.session.symbolize(new)
 
     def profile(self, hz: int) -> Profile:
-        addrs = {a for frames in self.walks for a in frames}
+        addrs = {a for walks in (self.walks, self.off_walks) for frames in walks for a in frames}
         symbols = self.session.symbolize(addrs) if not self.session.ended.is_set() else {}
         symbols = {**self.session.known_symbols(addrs), **symbols}
         unwinder = self.session.unwinder
@@ -111,9 +114,12 @@ class _Collector:
                 names[a] = f"{m.name}+0x{a - m.base:x}" if m is not None else f"0x{a:x}"
         pretty = demangle(names.values())
         stacks: Counter[Stack] = Counter()
-        for frames, n in self.walks.items():
-            stacks[tuple(pretty.get(names[a], names[a]) for a in reversed(frames))] += n
-        return Profile(stacks, self.samples, self.complete, self.drops, self.threads, hz)
+        for walks, leaf in ((self.walks, ()), (self.off_walks, (OFF_CPU,))):
+            for frames, n in walks.items():
+                stack = tuple(pretty.get(names[a], names[a]) for a in reversed(frames))
+                stacks[stack + leaf] += n
+        off = sum(self.off_walks.values())
+        return Profile(stacks, self.samples, self.complete, self.drops, self.threads, hz, off)
 
 
 def run_profile(
@@ -132,7 +138,10 @@ def run_profile(
     collector = _Collector(session)
     with sigterm_as_interrupt():
         try:
-            started = session.start(SamplerOptions(hz=config.hz, stack_bytes=config.stack_bytes))
+            options = SamplerOptions(
+                hz=config.hz, stack_bytes=config.stack_bytes, off_cpu=config.off_cpu
+            )
+            started = session.start(options)
         except KeyboardInterrupt:
             raise InstrError("interrupted while starting the sampler") from None
         try:
@@ -159,9 +168,10 @@ def run_profile(
     if profile.samples:
         print(render_top(profile.stacks, config.top), file=out, end="", flush=True)
     pct = 100.0 * profile.complete / profile.samples if profile.samples else 0.0
+    off = f" ({profile.off_cpu} off-CPU)" if config.off_cpu else ""
     say(
-        f"{profile.samples} samples from {len(profile.threads)} thread(s), {pct:.1f}% unwound to"
-        f" the thread's first frame; {profile.drops} dropped (ring full)"
+        f"{profile.samples} samples{off} from {len(profile.threads)} thread(s), {pct:.1f}% unwound"
+        f" to the thread's first frame; {profile.drops} dropped (ring full)"
     )
     code = 0
     if config.target.spawns:

@@ -36,6 +36,7 @@ class SamplerOptions:
     stack_bytes: int = 32 << 10  # stack copied per sample, from rsp up
     slots: int = 512  # ring slots in the target
     drain_ms: int = 20
+    off_cpu: bool = False  # also sample threads blocked in system calls (wall time)
 
 
 @dataclass
@@ -43,6 +44,7 @@ class Batch:
     samples: list[Sample]
     drops: int  # cumulative, in the target
     final: bool  # the process is exiting: the agent takes no more calls
+    off_cpu: bool = False  # samples of blocked threads
 
 
 class ProfileSession:
@@ -110,7 +112,9 @@ class ProfileSession:
     def _unwind_info(self, base: int) -> bytes | None:
         try:
             blob = self._rpc().profile_unwind_info(f"0x{base:x}")
-        except (frida.InvalidOperationError, frida.TransportError, frida.RPCException) as e:
+        except (frida.InvalidOperationError, frida.TransportError):
+            return None  # the process has exited: walks through this module stop there
+        except frida.RPCException as e:
             self.errors.append(f"unwind tables at 0x{base:x}: {e}")
             return None
         return bytes(blob) if blob else None
@@ -122,7 +126,9 @@ class ProfileSession:
             chunk = [f"0x{a:x}" for a in wanted[i : i + SYMBOL_CHUNK]]
             try:
                 got = self._rpc().symbolize(chunk)
-            except (frida.InvalidOperationError, frida.TransportError, frida.RPCException) as e:
+            except (frida.InvalidOperationError, frida.TransportError):
+                break  # the process has exited: these keep module+offset names (docs/profile.md)
+            except frida.RPCException as e:
                 self.errors.append(f"symbols: {e}")
                 break
             for key, (mod, sym, off) in got.items():
@@ -160,9 +166,10 @@ class ProfileSession:
                 self.errors.append(str(payload.get("message")))
             return self.next_batch(0)
         count = int(payload.get("count", 0))
-        samples = list(decode_samples(data, count)) if data and count else []
+        off = bool(payload.get("off"))
+        samples = list(decode_samples(data, count, off)) if data and count else []
         self.stats.update(drops=payload.get("drops", 0), samples=payload.get("samples", 0))
-        return Batch(samples, int(payload.get("drops", 0)), bool(payload.get("final")))
+        return Batch(samples, int(payload.get("drops", 0)), bool(payload.get("final")), off)
 
     # -- the end ---------------------------------------------------------------
 

@@ -36,8 +36,9 @@ class Sample:
     stack: bytes  # memory from regs[RSP] upwards
 
 
-def decode_samples(data: bytes, count: int) -> Iterator[Sample]:
-    """The ``count`` samples of one ``profile`` message's data."""
+def decode_samples(data: bytes, count: int, off_cpu: bool = False) -> Iterator[Sample]:
+    """The ``count`` samples of one ``profile`` message's data. Off-CPU samples
+    (agents/src/profile/offcpu.ts) know only rsp and rip."""
     pos = 0
     for _ in range(count):
         if pos + SLOT_HEADER > len(data):
@@ -47,6 +48,8 @@ def decode_samples(data: bytes, count: int) -> Iterator[Sample]:
         start = pos + SLOT_HEADER
         pos = start + length
         regs = dict(zip(_GREGS_DWARF, gregs, strict=True))
+        if off_cpu:
+            regs = {RSP: regs[RSP], 16: regs[16]}
         yield Sample(tid & 0xFFFFFFFF, ts, regs, bytes(data[start:pos]))
 
 

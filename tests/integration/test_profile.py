@@ -221,3 +221,33 @@ def test_cxx_names_are_demangled(tmp_path: Path) -> None:
     assert rows[0].name == spin, rows[:3]
     assert rows[0].self_samples >= 0.95 * sum(stacks.values()), rows[:3]  # main's loop is tiny
     assert f"  {spin}\n" in done.stdout, done.stdout
+
+
+def test_off_cpu_samples_blocked_threads_in_known_shares(targets, instr_bg, tmp_path: Path) -> None:
+    """profile_sleep blocks 30 ms in nap_a and 10 ms in nap_b a round: 3:1 of its
+    blocked time, whatever the machine's load (the wait for a core after each
+    wake-up is neither on- nor off-CPU)."""
+    folded = tmp_path / "off.folded"
+    rounds = 100  # 4 s blocked: ~800 samples at 199 Hz
+    instr = instr_bg(
+        "profile", "--off-cpu", "-F", "199", "-o", folded, "--", targets.path("profile_sleep"),
+        rounds,
+    )  # fmt: skip
+    instr.wait_armed()
+    assert instr.readline() == "ready"
+    instr.send("")
+    assert instr.readline() == "done"
+    instr.send("")
+    done = instr.finish()
+    assert done.returncode == 0, done.err
+    stacks = parse_folded(folded.read_text())
+    naps = {name: sum(n for s, n in stacks.items() if name in s) for name in ("nap_a", "nap_b")}
+    total = sum(naps.values())
+    # 4 s at 199 Hz; the agent's timer may run late on a loaded machine, never early
+    assert 0.6 * 199 * 4 <= total <= 1.1 * 199 * 4 + 5, naps
+    assert abs(100.0 * naps["nap_a"] / total - 75.0) <= TOLERANCE, naps
+    for stack in stacks:
+        if "nap_a" in stack or "nap_b" in stack:
+            assert stack[-1] == "[off-cpu]" and stack[-2] == "clock_nanosleep", stack
+    m = re.search(r"(\d+) samples \((\d+) off-CPU\) from 1 thread\(s\), 100\.0% unwound", done.err)
+    assert m is not None, done.err

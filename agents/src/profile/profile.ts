@@ -24,6 +24,8 @@ export interface SamplerOptions {
     stack_bytes: number;
     /** Ring slots (samples waiting for the drain). */
     slots: number;
+    /** Also sample blocked threads (offcpu.ts). */
+    off_cpu?: boolean;
     /** Drain period. */
     drain_ms: number;
 }
@@ -163,6 +165,11 @@ export class Sampler {
 
     get active(): boolean {
         return this.running;
+    }
+
+    /** The program threads being sampled (each has a timer). */
+    programThreads(): number[] {
+        return [...this.timers.keys()];
     }
 
     start(options: SamplerOptions): SamplerStarted {

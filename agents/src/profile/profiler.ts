@@ -7,6 +7,7 @@
 // (Frida's dispose("exit"), while the script is being torn down: no RPC
 // reaches it any more) the sampler stops and its last batch is `final`.
 
+import { OffCpuSampler } from "./offcpu.js";
 import { Sampler, SamplerOptions, SamplerStarted, SamplerStats } from "./profile.js";
 
 const PT_LOAD = 1;
@@ -21,30 +22,40 @@ export interface ModuleInfo {
 
 export class Profiler {
     private sampler: Sampler | null = null;
+    private off: OffCpuSampler | null = null;
     private seq = 0;
 
     start(options: SamplerOptions): SamplerStarted {
         if (this.sampler !== null) throw new Error("the profiler is already running");
-        this.sampler = new Sampler((count, data) => this.send(count, data, false));
-        return this.sampler.start(options);
+        const sampler = new Sampler((count, data) => this.send(count, data, false));
+        this.sampler = sampler;
+        const started = sampler.start(options);
+        if (options.off_cpu === true) {
+            this.off = new OffCpuSampler(options.hz, options.stack_bytes, () => sampler.programThreads(), (count, data) => this.send(count, data, false, true));
+            this.off.start();
+        }
+        return started;
     }
 
     /** Stop sampling and send what is left; the counts. */
-    stop(): SamplerStats | null {
-        return this.sampler?.stop() ?? null;
+    stop(): (SamplerStats & { off_cpu_samples: number; off_cpu_moved: number }) | null {
+        this.off?.stop();
+        const stats = this.sampler?.stop() ?? null;
+        return stats === null ? null : { ...stats, off_cpu_samples: this.off?.samples ?? 0, off_cpu_moved: this.off?.moved ?? 0 };
     }
 
     /** The process is exiting: the last samples go out. */
     atExit(): void {
         const s = this.sampler;
         if (s === null || !s.active) return;
+        this.off?.stop();
         const stats = s.stop();
         send({ type: "profile", seq: ++this.seq, count: 0, drops: stats.drops, samples: stats.samples, final: true });
     }
 
-    private send(count: number, data: ArrayBuffer, final: boolean): void {
+    private send(count: number, data: ArrayBuffer, final: boolean, off = false): void {
         const stats = this.sampler?.stats();
-        send({ type: "profile", seq: ++this.seq, count, drops: stats?.drops ?? 0, samples: stats?.samples ?? 0, final }, data);
+        send({ type: "profile", seq: ++this.seq, count, drops: stats?.drops ?? 0, samples: stats?.samples ?? 0, final, off }, data);
     }
 }
 
