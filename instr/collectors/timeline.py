@@ -13,6 +13,7 @@ short leaves a file that Perfetto still opens (it accepts an unclosed array).
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any, TextIO
@@ -122,9 +123,14 @@ class TimelineCollector:
     def close(self, summary: RunSummary) -> None:
         if self.stream is None:
             return
-        # Calls still open at the end (the run stopped inside them): instants at their entry.
-        self._write([self._instant(e) for stack in self._open.values() for e in stack])
-        self._open.clear()
-        self.stream.write("\n]}\n")
-        self.stream.close()
-        self.stream = None
+        stream, self.stream = self.stream, None
+        try:
+            # Calls still open at the end (the run stopped inside them): instants at their entry.
+            self.stream = stream
+            self._write([self._instant(e) for st in self._open.values() for e in st])
+            self.stream = None
+            stream.write("\n]}\n")
+        finally:
+            self._open.clear()
+            with contextlib.suppress(OSError):
+                stream.close()  # the file goes back even when its last write fails
