@@ -558,3 +558,56 @@ def patch(**kw: Any) -> None:
         quiet=kw["quiet"],
     )
     sys.exit(run_patch(cmd))
+
+
+# --------------------------------------------------------------------------- instr profile
+
+
+@main.command(context_settings=CONTEXT)
+@_where_options
+@click.option("-f", "--file", "spawn_file", metavar="PROGRAM", help="Spawn PROGRAM.")
+@click.option(
+    "-F",
+    "--frequency",
+    "hz",
+    type=click.IntRange(1, 5000),
+    default=99,
+    show_default=True,
+    metavar="HZ",
+    help="Samples per second of each thread's CPU time (1 to 5000).",
+)
+@click.option(
+    "-o",
+    "--output",
+    "outputs",
+    multiple=True,
+    metavar="PATH",
+    help="Write folded stacks (.folded) or a flame graph (.svg). Repeatable.",
+)
+@click.option("--top", type=POSITIVE, default=20, show_default=True, help="Rows of the table.")
+@click.option(
+    "--off-cpu",
+    is_flag=True,
+    help="Also sample threads blocked in system calls, HZ times per second of wall time "
+    "(their stacks end in [off-cpu]).",
+)
+@duration_option
+@click.option("-q", "--quiet", is_flag=True, help="No status lines on stderr.")
+@click.argument("program", nargs=-1, type=click.UNPROCESSED)
+@_debug_option
+@_guard
+def profile(**kw: Any) -> None:
+    """Sample on-CPU stacks of every thread: a top-N table, folded stacks, a flame graph."""
+    from instr.profile.run import ProfileConfig, run_profile
+
+    config = ProfileConfig(
+        target=_target(kw),
+        device=_device(kw),
+        hz=kw["hz"],
+        duration_s=kw["duration"],
+        outputs=tuple(kw["outputs"]),
+        top=kw["top"],
+        quiet=kw["quiet"],
+        off_cpu=kw["off_cpu"],
+    )
+    sys.exit(run_profile(config).exit_code)

@@ -17,12 +17,15 @@ import { prepareStopper } from "./core/stopper.js";
 import { holdingPosts } from "./core/util.js";
 import { listPoints } from "./dtrace/list.js";
 import { forkPrologue } from "./core/gating.js";
+import { Profiler, modules, unwindInfo } from "./profile/profiler.js";
+import { SamplerOptions } from "./profile/profile.js";
 
 prepareLeave();
 prepareStopper();
 const session = new Session();
 const mem = new MemTracker(); // instr mem: its own engine (docs/memory.md)
 const fdTable = new FdTable();
+const profiler = new Profiler(); // instr profile (docs/profile.md)
 
 // The mark goes first: made after arming, its own libc calls (memfd_create,
 // mmap, ...) went through the new hooks and showed up in a trace of libc.
@@ -54,9 +57,11 @@ rpc.exports = {
         // Gum's hooks: bytes back, and no thread on its way in, before any
         // is taken away (core/hooks.ts). Not at exit or exec: nothing leaves.
         const quiet = reason === "exit" || reason === "exec" ? null : quiesce();
+        if (reason === "exit" || reason === "exec") profiler.atExit();
         const result = session.dispose(reason);
         if (reason === "exit" || reason === "exec") return result;
         mem.stop();
+        profiler.stop();
         unmarkArmed();
         return { ...result, leave: { ...leaveSafely(), quiesced: quiet, armed: armingsSeen() } };
     },
@@ -77,6 +82,11 @@ rpc.exports = {
     poke: (requests: PokeRequest[]) => poke(requests),
     // instr dtrace -l: resolve points without arming (dtrace/list.ts).
     dtraceList: (points: Point[]) => listPoints(points),
+    // instr profile: the sampler hooks nothing (docs/profile.md).
+    profileStart: (options: SamplerOptions) => profiler.start(options),
+    profileStop: () => profiler.stop(),
+    profileModules: () => modules(),
+    profileUnwindInfo: (address: string) => unwindInfo(address),
     // Live patching (docs/patching.md).
     patchApply: (specs: PatchSpec[]) => armed(() => patcher.apply(specs)),
     patchList: () => patcher.list(),

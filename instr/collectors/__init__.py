@@ -16,7 +16,8 @@ from instr.errors import UsageError
 
 JSONL_EXTENSIONS = (".jsonl", ".ndjson")
 SQLITE_EXTENSIONS = (".db", ".sqlite", ".sqlite3")
-SUPPORTED = "- (console), " + ", ".join(JSONL_EXTENSIONS + SQLITE_EXTENSIONS)
+TIMELINE_EXTENSIONS = (".json",)  # Chrome trace JSON, for Perfetto UI (collectors/timeline.py)
+SUPPORTED = "- (console), " + ", ".join(JSONL_EXTENSIONS + SQLITE_EXTENSIONS + TIMELINE_EXTENSIONS)
 
 
 def open_output(path_or_dash: str, *, top: int | None = None) -> Collector:
@@ -31,7 +32,7 @@ def open_output(path_or_dash: str, *, top: int | None = None) -> Collector:
         return ConsoleCollector(sys.stdout, top=top)
     path = Path(path_or_dash)
     ext = path.suffix.lower()
-    if ext not in JSONL_EXTENSIONS + SQLITE_EXTENSIONS:
+    if ext not in JSONL_EXTENSIONS + SQLITE_EXTENSIONS + TIMELINE_EXTENSIONS:
         raise UsageError(
             f"unknown output format {ext or '(no extension)'!r} for {path_or_dash!r}",
             hint=f"supported: {SUPPORTED}",
@@ -45,6 +46,10 @@ def open_output(path_or_dash: str, *, top: int | None = None) -> Collector:
         from instr.collectors.jsonl import JsonlCollector
 
         return JsonlCollector(path)
+    if ext in TIMELINE_EXTENSIONS:
+        from instr.collectors.timeline import TimelineCollector
+
+        return TimelineCollector(path)
     from instr.collectors.sqlite import SqliteCollector
 
     return SqliteCollector(path)

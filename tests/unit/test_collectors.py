@@ -256,7 +256,9 @@ def test_open_output_unknown_extension(tmp_path: Path) -> None:
     with pytest.raises(UsageError) as err:
         open_output(str(tmp_path / "trace.csv"))
     assert "unknown output format '.csv'" in str(err.value)
-    assert err.value.hint == "supported: - (console), .jsonl, .ndjson, .db, .sqlite, .sqlite3"
+    assert err.value.hint == (
+        "supported: - (console), .jsonl, .ndjson, .db, .sqlite, .sqlite3, .json"
+    )
     with pytest.raises(UsageError, match="no extension"):
         open_output(str(tmp_path / "trace"))
 

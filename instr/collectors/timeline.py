@@ -1,0 +1,136 @@
+"""A timeline: the Trace Event Format (Chrome JSON) that Perfetto UI and chrome://tracing open.
+
+``-o run.json`` from ``instr trace`` / ``instr run``. One track per thread of
+the target. A call seen at entry and exit is one slice (``"ph": "X"``) from
+its entry to its exit, named after the function, in the probe's category,
+with the captures of both phases as its arguments; nested calls nest. A
+probe with no exit hook gives instant events (``"ph": "i"``) at its entry, and
+an exit whose entry was not seen an instant at the exit. Times are the
+target's clock in microseconds (fractions kept). The file is written as the
+run goes (its ``traceEvents`` array is closed at the end), so a run cut
+short leaves a file that Perfetto still opens (it accepts an unclosed array).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Any, TextIO
+
+from instr.collectors.values import site_function
+from instr.events import Event, RunContext, RunInfo, RunSummary
+from instr.protocol import FLAG_NO_ENTRY
+
+
+def _plain(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).hex()
+    try:  # a backtrace: its addresses
+        return [_plain(v) for v in value]
+    except TypeError:
+        return str(value)
+
+
+class TimelineCollector:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.stream: TextIO | None = None
+        self.ctx: RunContext | None = None
+        self.pid = 0
+        self._exits: dict[int, bool] = {}  # probe id -> it has an exit hook
+        self._open: dict[tuple[int, int], list[Event]] = {}  # (tid, probe) -> entries
+        self._names: dict[tuple[int, int], str] = {}
+        self._first = True
+        self.written = 0
+
+    def open(self, ctx: RunContext, info: RunInfo) -> None:
+        self.ctx = ctx
+        self.pid = info.pid
+        self._exits = {p.id: p.exit is not None for p in ctx.table}
+        self.stream = self.path.open("w", encoding="utf-8", buffering=1 << 20)
+        name = " ".join(info.argv) if info.argv else f"pid {info.pid}"
+        self.stream.write('{"displayTimeUnit": "ns", "traceEvents": [\n')
+        self._write([{"ph": "M", "name": "process_name", "pid": self.pid, "args": {"name": name}}])
+
+    def _name(self, e: Event) -> str:
+        key = (e.probe_id, e.site)
+        name = self._names.get(key)
+        if name is None:
+            assert self.ctx is not None
+            site = self.ctx.site(e.probe_id, e.site)
+            name = site_function(site, e.site)
+            if site is not None:
+                self._names[key] = name
+        return name
+
+    def _args(self, *events: Event) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for e in events:
+            out.update({k: _plain(v) for k, v in e.args.items()})
+            if e.retval is not None:
+                out["retval"] = e.retval
+        return out
+
+    def _instant(self, e: Event) -> dict[str, Any]:
+        return {
+            "ph": "i", "s": "t", "name": self._name(e), "cat": e.probe, "pid": self.pid,
+            "tid": e.tid, "ts": e.ts_ns / 1000, "args": {"phase": e.phase, **self._args(e)},
+        }  # fmt: skip
+
+    def on_events(self, events: list[Event]) -> None:
+        if self.stream is None:
+            return
+        out: list[dict[str, Any]] = []
+        for e in events:
+            key = (e.tid, e.probe_id)
+            if e.phase == "entry":
+                if self._exits.get(e.probe_id, False):
+                    self._open.setdefault(key, []).append(e)
+                else:
+                    out.append(self._instant(e))
+                continue
+            stack = self._open.get(key)
+            if e.flags & FLAG_NO_ENTRY or not stack:
+                out.append(self._instant(e))
+                continue
+            entry = stack.pop()
+            out.append(
+                {
+                    "ph": "X",
+                    "name": self._name(e),
+                    "cat": e.probe,
+                    "pid": self.pid,
+                    "tid": e.tid,
+                    "ts": entry.ts_ns / 1000,
+                    "dur": max(0, e.ts_ns - entry.ts_ns) / 1000,
+                    "args": self._args(entry, e),
+                }
+            )
+        self._write(out)
+        self.written += len(events)
+
+    def _write(self, objs: list[dict[str, Any]]) -> None:
+        if not objs or self.stream is None:
+            return
+        text = ",\n".join(json.dumps(o, separators=(",", ":")) for o in objs)
+        self.stream.write(text if self._first else ",\n" + text)
+        self._first = False
+        self.stream.flush()
+
+    def close(self, summary: RunSummary) -> None:
+        if self.stream is None:
+            return
+        stream, self.stream = self.stream, None
+        try:
+            # Calls still open at the end (the run stopped inside them): instants at their entry.
+            self.stream = stream
+            self._write([self._instant(e) for st in self._open.values() for e in st])
+            self.stream = None
+            stream.write("\n]}\n")
+        finally:
+            self._open.clear()
+            with contextlib.suppress(OSError):
+                stream.close()  # the file goes back even when its last write fails

@@ -1,0 +1,213 @@
+"""A Frida session running the agent's sampler (``agents/src/profile/``).
+
+It plugs into the one lifecycle (``instr.lifecycle``): ``TargetProcess`` spawns
+or attaches, ``Agent`` loads the bundle and leaves. The Frida callback thread
+only queues messages; the caller's thread unwinds (``instr.profile.unwind``)
+and symbolises through the agent while it is alive. At the process's exit
+the agent's last batch is ``final``: the agent is being torn down and answers
+no more calls, so addresses first seen there keep a module+offset name.
+
+The Python API for other instruments (a ``profile-N`` probe of the one-liner
+language): ``ProfileSession(target).start(SamplerOptions(hz=99))``, then
+``next_batch()`` gives raw samples and ``unwinder.walk(sample)`` their frames.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import frida
+
+from instr import target as tgt
+from instr.errors import AgentError
+from instr.lifecycle import Agent, Left, TargetProcess
+from instr.profile.unwind import ModuleSpan, Sample, Unwinder, decode_samples
+
+SYMBOL_CHUNK = 2000
+
+
+@dataclass(frozen=True)
+class SamplerOptions:
+    hz: int = 99
+    stack_bytes: int = 32 << 10  # stack copied per sample, from rsp up
+    slots: int = 512  # ring slots in the target
+    drain_ms: int = 20
+    off_cpu: bool = False  # also sample threads blocked in system calls (wall time)
+
+
+@dataclass
+class Batch:
+    samples: list[Sample]
+    drops: int  # cumulative, in the target
+    final: bool  # the process is exiting: the agent takes no more calls
+    off_cpu: bool = False  # samples of blocked threads
+
+
+class ProfileSession:
+    def __init__(
+        self,
+        target: tgt.TargetSpec,
+        device: tgt.DeviceSpec | None = None,
+    ) -> None:
+        self.target = target
+        self.device_spec = device or tgt.DeviceSpec()
+        self.pid: int | None = None
+        self.started: dict[str, Any] = {}
+        self.errors: list[str] = []
+        self.leave_note: str | None = None
+        self.stats: dict[str, Any] = {}
+        self.ended = threading.Event()
+        self.detach_reason: str | None = None
+        self._proc: TargetProcess | None = None
+        self._agent: Agent | None = None
+        self._messages: queue.SimpleQueue[tuple[dict[str, Any], bytes | None]] = queue.SimpleQueue()
+        self._symbols: dict[int, tuple[str | None, str | None, int]] = {}
+        self.unwinder: Unwinder | None = None
+
+    def start(self, options: SamplerOptions) -> dict[str, Any]:
+        self._proc = TargetProcess.open(self.device_spec, self.target)
+        self.pid = self._proc.pid
+        try:
+            # The sampler hooks no function, so another instr's hooks in the
+            # process are no reason to refuse (docs/leaving.md, two sessions).
+            self._agent = Agent.load(
+                self._proc,
+                "instr-profile",
+                on_message=self._on_message,
+                on_detached=self._on_detached,
+                exclusive=False,
+            )
+            try:
+                self.started = self._agent.rpc.profile_start(asdict(options))
+            except frida.RPCException as e:
+                raise AgentError(f"cannot start the sampler: {e}") from e
+            self.unwinder = Unwinder(self._modules, self._unwind_info)
+        except BaseException:
+            self._abort()
+            raise
+        return self.started
+
+    def resume(self) -> None:
+        if self._proc is not None:
+            self._proc.resume()
+
+    # -- agent calls -----------------------------------------------------------
+
+    def _rpc(self) -> Any:
+        if self._agent is None:
+            raise AgentError("the profile session is not started")
+        return self._agent.rpc
+
+    def _modules(self) -> list[ModuleSpan]:
+        try:
+            mods = self._rpc().profile_modules()
+        except (frida.InvalidOperationError, frida.TransportError, frida.RPCException):
+            return []
+        return [ModuleSpan(m["name"], m["path"], int(m["base"], 16), int(m["size"])) for m in mods]
+
+    def _unwind_info(self, base: int) -> bytes | None:
+        try:
+            blob = self._rpc().profile_unwind_info(f"0x{base:x}")
+        except (frida.InvalidOperationError, frida.TransportError):
+            return None  # the process has exited: walks through this module stop there
+        except frida.RPCException as e:
+            self.errors.append(f"unwind tables at 0x{base:x}: {e}")
+            return None
+        return bytes(blob) if blob else None
+
+    def symbolize(self, addresses: set[int]) -> dict[int, tuple[str | None, str | None, int]]:
+        """[module, symbol, offset] of each address (the agent's ``symbolize``), cached."""
+        wanted = sorted(a for a in addresses if a not in self._symbols)
+        for i in range(0, len(wanted), SYMBOL_CHUNK):
+            chunk = [f"0x{a:x}" for a in wanted[i : i + SYMBOL_CHUNK]]
+            try:
+                got = self._rpc().symbolize(chunk)
+            except (frida.InvalidOperationError, frida.TransportError):
+                break  # the process has exited: these keep module+offset names (docs/profile.md)
+            except frida.RPCException as e:
+                self.errors.append(f"symbols: {e}")
+                break
+            for key, (mod, sym, off) in got.items():
+                self._symbols[int(key, 16)] = (mod, sym, int(off))
+        return {a: self._symbols[a] for a in addresses if a in self._symbols}
+
+    def known_symbols(self, addresses: set[int]) -> dict[int, tuple[str | None, str | None, int]]:
+        """What ``symbolize`` already resolved, without asking the agent."""
+        return {a: self._symbols[a] for a in addresses if a in self._symbols}
+
+    # -- messages --------------------------------------------------------------
+
+    def _on_message(self, message: dict[str, Any], data: bytes | None) -> None:
+        self._messages.put((message, data))
+
+    def _on_detached(self, reason: str, crash: Any) -> None:
+        self.detach_reason = reason
+        self.ended.set()
+        self._messages.put(({"type": "detached", "reason": reason}, None))
+
+    def next_batch(self, timeout: float | None) -> Batch | str | None:
+        """The next batch of samples; "ended" once the session is gone; None on timeout."""
+        try:
+            message, data = self._messages.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if message.get("type") == "detached":
+            return "ended"
+        if message.get("type") == "error":
+            self.errors.append(str(message.get("description") or message.get("stack")))
+            return self.next_batch(0)
+        payload = message.get("payload")
+        if not isinstance(payload, dict) or payload.get("type") != "profile":
+            if isinstance(payload, dict) and payload.get("type") == "error":
+                self.errors.append(str(payload.get("message")))
+            return self.next_batch(0)
+        count = int(payload.get("count", 0))
+        off = bool(payload.get("off"))
+        samples = list(decode_samples(data, count, off)) if data and count else []
+        self.stats.update(drops=payload.get("drops", 0), samples=payload.get("samples", 0))
+        return Batch(samples, int(payload.get("drops", 0)), bool(payload.get("final")), off)
+
+    # -- the end ---------------------------------------------------------------
+
+    def stop_sampling(self) -> dict[str, Any] | None:
+        """Stop the sampler; the agent sends what its ring still holds first."""
+        if self._agent is None or self.ended.is_set():
+            return None
+        with contextlib.suppress(
+            frida.InvalidOperationError, frida.TransportError, frida.RPCException
+        ):
+            stats = self._agent.rpc.profile_stop()
+            if isinstance(stats, dict):
+                self.stats.update(stats)
+                return stats
+        return None
+
+    def leave(self, kill: bool) -> Left | None:
+        """Leave (instr/lifecycle.py); ``kill``: a spawned target dies too."""
+        left = None
+        if self._agent is not None and not self.ended.is_set():
+            left = self._agent.leave(wait=not kill)
+            self.leave_note = left.note
+        if kill and not self.ended.is_set() and self._proc is not None:
+            self._proc.kill()
+        if self._proc is not None:
+            self._proc.close()
+        return left
+
+    def exit_status(self) -> int | None:
+        if self._proc is None:
+            return None
+        ending = self._proc.kernel_ending(wait_s=0.5)
+        return None if ending is None else ending.status()
+
+    def _abort(self) -> None:
+        if self._agent is not None:
+            self._agent.abandon()
+        if self._proc is not None:
+            if self.target.spawns:
+                self._proc.kill()
+            self._proc.close()
