@@ -397,7 +397,8 @@ def _replace_fn(probe: Probe, exit_hook: bool) -> Func:
     entry = _Ctx(probe, replace=True, phase="entry")
     call = Call("AGG_CALL_ORIG", (Var(f"agg_orig_p{probe.id}"),))
     skip: list[Stmt] = [Return(call)]
-    body: list[Stmt] = []
+    # Frida's and the agent's own calls are not the program's (runtime.c)
+    body: list[Stmt] = [If(Call("AGG_TOOL_THREAD", ()), (Return(call),))]
     body += _phase_code(entry, used, skip)
     if exit_hook:
         if t0:

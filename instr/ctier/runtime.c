@@ -66,6 +66,14 @@ extern int agg_gettid (void);
 typedef guint64 (* AggOrig) (AGG_PARAMS);
 #define AGG_CALL_ORIG(f) ((AggOrig) (f)) (AGG_ARGS)
 
+/* Whether the calling thread is the tool's (Frida's, the agent's): a
+ * replacement runs on every thread, and those calls are not the program's.
+ * The agent defines it (agents/src/core/toolthread.ts); nothing is the
+ * tool's where it does not (the host's unit tests of this file). */
+#ifndef AGG_TOOL_THREAD
+#define AGG_TOOL_THREAD() 0
+#endif
+
 #define AGG_EMPTY 0
 #define AGG_CLAIMING 1
 #define AGG_READY 2

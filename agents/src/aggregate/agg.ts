@@ -11,6 +11,7 @@ import { Symbolizer } from "../core/symbols.js";
 import { post } from "../core/util.js";
 import { ownCode, ownModule } from "../core/leave.js";
 import * as hooks from "../core/hooks.js";
+import { TOOL_C, armToolThreads, toolSymbols } from "../core/toolthread.js";
 
 const HEADER = 64;
 const FUNC_CODES: Record<string, number> = { count: 0, sum: 1, min: 2, max: 3, avg: 4, stddev: 5, quantize: 6, lquantize: 7, llquantize: 8 };
@@ -103,8 +104,12 @@ export class Aggregator implements AggSink {
                 symbolsMap[`agg_orig_p${p.id}`] = slot;
             }
         }
-        this.cm = new CModule(fast.source, symbolsMap);
+        // Replacements run on Frida's threads too: AGG_TOOL_THREAD leaves those calls out.
+        const tool = toolSymbols();
+        Object.assign(symbolsMap, tool);
+        this.cm = new CModule(`${TOOL_C}\n#define AGG_TOOL_THREAD() tool_thread ()\n${fast.source}`, symbolsMap);
         ownModule(this.cm);
+        armToolThreads(this.cm, tool.tool_state);
         new NativeFunction(this.cm.agg_setup, "void", [])();
         const ready = new NativeFunction(this.cm.agg_table_ready, "void", ["pointer"]);
         for (const t of this.order) ready(t.mem);

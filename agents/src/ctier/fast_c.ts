@@ -47,11 +47,16 @@ fast_enter (guint64 idx, const guint64 * regs, const guint64 * sp, guint64 rbp)
 {
   FastSlot * f = &fast_slots[idx];
   Desc * d = f->desc;
-  guint64 ts = now_ns ();
+  guint64 ts;
   guint64 slots[MAXC];
   guint64 fr[2];
   guint i, a;
   static const guint8 reg_of_arg[6] = { 6, 5, 4, 3, 2, 1 };
+
+  /* Frida's and the agent's calls are not the program's (core/toolthread.ts) */
+  if (tool_thread ())
+    return f->orig;
+  ts = now_ns ();
 
   for (i = 0; i != d->n_entry; i++)
   {

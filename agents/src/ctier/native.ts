@@ -27,6 +27,7 @@ import { FAST_STUBS } from "./fast_c.js";
 import { recoverAt } from "../core/faults.js";
 import { writeProgram } from "./where.js";
 import * as hooks from "../core/hooks.js";
+import { armToolThreads, toolSymbols } from "../core/toolthread.js";
 
 // Byte offsets of the C structs in native_c.ts (layout_check() verifies the sizes).
 const RING_SIZE = 112;
@@ -202,7 +203,9 @@ export class NativeRing {
         const stageAb = ArrayBuffer.wrap(this.stage, STAGE_SLOTS * STAGE_SIZE);
         this.st32 = new Uint32Array(stageAb);
         this.st64 = new BigUint64Array(stageAb);
+        const tool = toolSymbols(); // the entry stubs run on Frida's threads too
         this.cm = new CModule(C_SOURCE, {
+            ...tool,
             ring: this.state,
             clock_gettime: Module.getGlobalExportByName("clock_gettime"),
             sched_yield: Module.getGlobalExportByName("sched_yield"),
@@ -213,6 +216,7 @@ export class NativeRing {
             fast_slots: this.fastSlots,
         });
         ownModule(this.cm);
+        armToolThreads(this.cm, tool.tool_state);
         recoverAt(this.cm.instr_safe_copy_load, this.cm.instr_safe_copy_fault);
         const check = new NativeFunction(this.cm.layout_check, "int", [])();
         if (check !== RING_SIZE * 100000 + STAGE_SIZE * 1000 + DESC_SIZE) throw new Error(`native layout mismatch (${check})`);

@@ -10,6 +10,7 @@
 import { RECORD_C } from "./record_c.js";
 import { FAST_C } from "./fast_c.js";
 import { STAGE_C } from "./stage_c.js";
+import { TOOL_C } from "../core/toolthread.js";
 
 export const C_SOURCE = `
 #include <gum/guminterceptor.h>
@@ -322,6 +323,7 @@ on_leave (GumInvocationContext * ic)
   build_record (d, NULL, 1, ts, slots, d->ncap_exit, d->exit_max, d->exit_var, d->exit_lenidx, 1);
 }
 
+${TOOL_C}
 ${FAST_C}
 
 ${STAGE_C}
