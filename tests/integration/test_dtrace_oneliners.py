@@ -91,11 +91,6 @@ def test_seed_syscall_entry_probefunc(targets: Targets, tmp_path: Path) -> None:
     assert out == "openatopenatdup2dup2closeclosenewfstatatwritenewfstatatread" + loop + "write"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the fast tier's replaceFast on malloc also counts Frida's own threads' mallocs "
-    "(the JS tier and Interceptor.attach leave them out); reported to the lead",
-)
 def test_seed_malloc_bytes_by_execname(targets: Targets, tmp_path: Path) -> None:
     seed = "pid$target::malloc:entry { @bytes[execname] = sum(arg0); }"
     out = dtrace(targets, tmp_path, "-n", seed)
