@@ -8,15 +8,15 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-import instr.cli
+import instr.clicore
 from instr.cli import main
 
 
 @pytest.fixture(autouse=True)
 def _keep_frida(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The command closes Frida's device manager as it ends (instr.cli._guard); in this
+    """The command closes Frida's device manager as it ends (instr.clicore.guard); in this
     process that would leave it closed for every later test, so here it stays open."""
-    monkeypatch.setattr(instr.cli, "release_frida", lambda *a, **k: None)
+    monkeypatch.setattr(instr.clicore, "release_frida", lambda *a, **k: None)
 
 
 # (program, first line of the diagnostic, hint or None)
