@@ -17,6 +17,7 @@ from instr.clicore import (
     target_of,
     target_options,
 )
+from instr.errors import UsageError
 from instr.probes.ir import PlanOptions
 
 
@@ -102,17 +103,37 @@ def run(probes_file: str, set_names: tuple[str, ...], **kw: Any) -> None:
     help="Aggregate instead of tracing: NAME='FUNC(VALUE) [by KEY,...]'. Repeatable.",
 )
 @click.option(
+    "-a",
+    "--args",
+    "captures",
+    multiple=True,
+    metavar="N|KEY:NAME=SPEC",
+    help="N: the first N arguments (arg0 ...) and the return value (ret), raw, in hex. "
+    "KEY:NAME=SPEC: a capture of the include KEY, e.g. malloc:size=arg0:u64. Repeatable.",
+)
+@click.option(
+    "--where",
+    metavar="EXPR",
+    help="Only calls where EXPR holds, over the -a captures, e.g. 'arg0 > 4096'.",
+)
+@click.option(
     "-l", "--list", "list_only", is_flag=True, help="List the functions -i/-x match; arm nothing."
 )
 @target_options
 @debug_option
 @guard
 def trace(
-    includes: tuple[str, ...], excludes: tuple[str, ...], aggs: tuple[str, ...], **kw: Any
+    includes: tuple[str, ...],
+    excludes: tuple[str, ...],
+    aggs: tuple[str, ...],
+    captures: tuple[str, ...],
+    where: str | None,
+    **kw: Any,
 ) -> None:
     """Trace entry and exit of functions matching -i globs, without a probe set.
 
-    With --agg, aggregate in the target instead of emitting events, e.g.
+    -a 3 shows each call's first three arguments and its return value. With
+    --agg, aggregate in the target instead of emitting events, e.g.
     --agg 'bytes=sum(arg0:size_t) by execname'."""
     from instr.probes import compile_quick, compile_quick_aggs
 
@@ -125,9 +146,15 @@ def trace(
         return
 
     if aggs:
+        if captures or where:
+            raise UsageError(
+                "-a and --where trace calls; --agg takes its values and filters itself"
+            )
         table = compile_quick_aggs(list(includes), list(excludes), aggs, _options(kw))
     else:
-        table = compile_quick(list(includes), list(excludes), _options(kw))
+        table = compile_quick(
+            list(includes), list(excludes), _options(kw), captures=captures, where=where
+        )
     _execute(table, kw, "cli", ())
 
 

@@ -1,12 +1,16 @@
-"""Quick mode: ``instr trace -i GLOB -x GLOB [-a KEY:NAME=SPEC]`` -> ``ProbeTable``.
+"""Quick mode: ``instr trace -i GLOB -x GLOB [-a N] [-a KEY:NAME=SPEC]
+[--where EXPR]`` -> ``ProbeTable``.
 
 Each include (frida-trace style ``module!symbol`` glob, or a bare ``symbol``
 for any module) becomes one probe named ``cli/<include>`` with entry and exit
 hooks. Excludes apply to every include. Without ``-a`` a probe captures
-nothing: its events carry the timestamp, thread and site. ``-a`` adds
-captures with the probe-set spec syntax, e.g. ``malloc:size=arg0:u64`` or
-``open:path=arg0:cstr,fd=retval:i32``; ``KEY`` is an include as written or
-its symbol part.
+nothing: its events carry the timestamp, thread and site. ``-a N`` captures
+the first N arguments of every include as raw 64-bit values (``arg0`` ...,
+shown in hex) and its return value (``ret``), DTrace's quick look. ``-a
+KEY:NAME=SPEC`` adds captures with the probe-set spec syntax, e.g.
+``malloc:size=arg0:u64`` or ``open:path=arg0:cstr,fd=retval:i32``; ``KEY`` is
+an include as written or its symbol part. ``--where`` is a probe-set
+predicate over those captures, applied to every include.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from instr.probes.ir import (
     Probe,
     ProbeTable,
 )
+from instr.probes.predicate import CapInfo, compile_predicate
 from instr.probes.schema import parse_function
 
 
@@ -81,6 +86,41 @@ def _glob(text: str, flag: str) -> tuple[str | None, str]:
     return parsed
 
 
+MAX_RAW_ARGS = 8
+
+
+def _raw_args(adds: Sequence[str]) -> tuple[int, list[str]]:
+    """``-a N`` (the first N arguments, raw) out of the ``-a`` values: (N, the rest)."""
+    n, rest = 0, []
+    for add in adds:
+        if add.strip().isdigit():
+            n = int(add)
+            if n > MAX_RAW_ARGS:
+                raise UsageError(f"-a {n}: at most {MAX_RAW_ARGS} arguments")
+        else:
+            rest.append(add)
+    return n, rest
+
+
+def _where(source: str, probe_name: str, caps: list[ParsedCapture]) -> Any:
+    """``--where``'s predicate for one probe; a usage error with a caret if it is bad."""
+    env: dict[str, CapInfo] = {}
+    for phase in ("entry", "exit"):
+        for i, c in enumerate([c for c in caps if c.phase == phase]):
+            env[c.capture.name] = CapInfo(phase, i, c.capture.type)
+    pred, errors = compile_predicate(source, env)
+    if errors:
+        e = errors[0]
+        caret = f"\n  {source}\n  {' ' * e.offset}^"
+        if not env:
+            hint = "give -a N (or -a KEY:NAME=SPEC) to capture what it tests"
+        else:
+            hint = e.hint or "-a N names the arguments arg0 ... and the return value ret"
+        raise UsageError(f"--where (for {probe_name}), column {e.offset + 1}: {e.message}{caret}",
+                         hint)  # fmt: skip
+    return pred
+
+
 def _parse_adds(adds: Sequence[str], keys: dict[str, int]) -> dict[int, list[ParsedCapture]]:
     """``-a KEY:NAME=SPEC[,NAME=SPEC...]`` -> include index -> captures."""
     out: dict[int, list[ParsedCapture]] = {}
@@ -118,6 +158,7 @@ def compile_quick(
     options: PlanOptions | None = None,
     *,
     captures: Sequence[str] = (),
+    where: str | None = None,
 ) -> ProbeTable:
     """One entry+exit probe per include glob; ids 1, 2, ... in include order."""
     incs = list(dict.fromkeys(i.strip() for i in includes if i.strip()))
@@ -135,19 +176,27 @@ def compile_quick(
         keys.setdefault(inc, n)
         if isinstance(point, FunctionPoint):
             keys.setdefault(point.symbol, n)
-    added = _parse_adds(captures, keys)
+    n_raw, specs = _raw_args(captures)
+    raw = [parse_capture(f"arg{i}", f"arg{i}:ptr") for i in range(n_raw)]
+    raw += [parse_capture("ret", "retval:ptr")] if n_raw else []
+    added = _parse_adds(specs, keys)
     table = ProbeTable(options=options or PlanOptions())
     for n, (inc, point) in enumerate(zip(incs, points, strict=True)):
-        caps = added.get(n, [])
+        mine = [c for c in added.get(n, []) if c.capture.name not in {r.capture.name for r in raw}]
+        # one return value per event: a typed capture of it wins over -a N's raw one
+        typed_ret = any(c.capture.src == "retval" for c in mine)
+        caps = [r for r in raw if not (typed_ret and r.capture.src == "retval")] + mine
         entry = [c.capture for c in caps if c.phase == "entry"]
         exit_ = [c.capture for c in caps if c.phase == "exit"]
+        name = f"{QUICK_SET}/{inc}"
         table.add(
             Probe(
                 id=n + 1,
-                name=f"{QUICK_SET}/{inc}",
+                name=name,
                 point=point,
                 entry=tuple(entry),
                 exit=tuple(exit_),
+                where=None if where is None else _where(where, name, caps),
             )
         )
     return table
