@@ -56,6 +56,11 @@ sets:
       - function: "libc.so*!malloc"
         aggregate:
           n: count()
+  probefunc:
+    probes:
+      - function: "libc.so*!malloc"
+        aggregate:
+          n: count() by probefunc
   callers:
     probes:
       - function: "libc.so*!malloc"
@@ -121,6 +126,30 @@ def instr_set(name: str, counted: str) -> Callable[[Ctx], Measured]:
     return run
 
 
+def instr_dtrace(program: str) -> Callable[[Ctx], Measured]:
+    """The same aggregation as a D one-liner (instr dtrace): it compiles onto the
+    same tiers, so it should cost what the YAML set costs."""
+
+    def run(ctx: Ctx) -> Measured:
+        with start_bench(ctx) as b:
+            argv = instr_argv("dtrace", "-p", b.pid, "-n", program)
+            with Proc(argv, cwd=REPO, env=instr_env()) as ins:
+                wait_line(ins, ctx, "matched", stream="err")  # said once armed
+                d = drive(b, ctx, "malloc", ctx.calls)
+                lines = stop(ins, ctx)
+            finish_bench(b, ctx)
+        counts = [int(m[1]) for m in (re.search(r"(\d+)\s*$", ln) for ln in lines) if m]
+        total = sum(counts) if counts else None
+        note = f"D: {program!r}; counted {total} mallocs for {d.total_calls} loop calls"
+        if total is not None and total < d.total_calls:
+            note += " (LOSS)"
+        return Measured(
+            "malloc", ctx.calls, statistics.median(d.ns), d.total_calls, total, None, note
+        )
+
+    return run
+
+
 def _final_count(path: Path, name: str) -> int | None:
     """The final snapshot's count for aggregation ``name`` (all rows), from the JSONL."""
     if not path.exists():
@@ -174,6 +203,9 @@ def frida_js(ctx: Ctx) -> Measured:
 
 TOOLS: dict[str, Callable[[Ctx], Measured]] = {
     "instr-count": instr_set("count", "count/n"),
+    "instr-probefunc": instr_set("probefunc", "probefunc/n"),
+    "dtrace-count": instr_dtrace("pid$target::malloc:entry { @n = count(); }"),
+    "dtrace-probefunc": instr_dtrace("pid$target::malloc:entry { @[probefunc] = count(); }"),
     "instr-callers": instr_set("callers", "callers/calls"),
     "instr-callers-attach": instr_set("callers-attach", "callers-attach/calls"),
     "instr-callers-js": instr_set("callers-js", "callers-js/calls"),
