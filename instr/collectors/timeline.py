@@ -5,7 +5,12 @@ the target. A call seen at entry and exit is one slice (``"ph": "X"``) from
 its entry to its exit, named after the function, in the probe's category,
 with the captures of both phases as its arguments; nested calls nest. A
 probe with no exit hook gives instant events (``"ph": "i"``) at its entry, and
-an exit whose entry was not seen an instant at the exit. Times are the
+an exit whose entry was not seen an instant at the exit, unless it carries
+its call's duration (a system call point: ``instr syscalls -o run.json``):
+then a slice of that duration. Each aggregation snapshot (every
+``--interval``, and the final one) becomes counters (``"ph": "C"``): one
+track per aggregation, one series per key (at most MAX_SERIES, the largest),
+with the row's value as printa shows it. Times are the
 target's clock in microseconds (fractions kept). The file is written as the
 run goes (its ``traceEvents`` array is closed at the end), so a run cut
 short leaves a file that Perfetto still opens (it accepts an unclosed array).
@@ -18,8 +23,10 @@ import json
 from pathlib import Path
 from typing import Any, TextIO
 
+from instr.aggregate.model import AggSnapshot, AggTable
 from instr.collectors.values import site_function
 from instr.events import Event, RunContext, RunInfo, RunSummary
+from instr.probes.ir import SyscallPoint
 from instr.protocol import FLAG_NO_ENTRY
 
 
@@ -34,6 +41,19 @@ def _plain(value: Any) -> Any:
         return str(value)
 
 
+MAX_SERIES = 16  # keys per aggregation counter track: the largest rows
+
+
+def _series(table: AggTable) -> dict[str, int | float]:
+    """One counter value per key of an aggregation: its largest rows."""
+    rows = sorted(table.rows, key=lambda r: r.value(table.func), reverse=True)[:MAX_SERIES]
+    out: dict[str, int | float] = {}
+    for row in rows:
+        label = ",".join(str(_plain(k)) for k in row.keys) if row.keys else table.func
+        out[label] = row.value(table.func)
+    return out
+
+
 class TimelineCollector:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -41,6 +61,7 @@ class TimelineCollector:
         self.ctx: RunContext | None = None
         self.pid = 0
         self._exits: dict[int, bool] = {}  # probe id -> it has an exit hook
+        self._starts: set[int] = set()  # system call points (see open)
         self._open: dict[tuple[int, int], list[Event]] = {}  # (tid, probe) -> entries
         self._names: dict[tuple[int, int], str] = {}
         self._first = True
@@ -50,6 +71,9 @@ class TimelineCollector:
         self.ctx = ctx
         self.pid = info.pid
         self._exits = {p.id: p.exit is not None for p in ctx.table}
+        # A system call point's one event is stamped at the call's start (its
+        # record's time, agents/src/syscalls/syscalls_c.ts); a function's exit, at the exit.
+        self._starts = {p.id for p in ctx.table if isinstance(p.point, SyscallPoint)}
         self.stream = self.path.open("w", encoding="utf-8", buffering=1 << 20)
         name = " ".join(info.argv) if info.argv else f"pid {info.pid}"
         self.stream.write('{"displayTimeUnit": "ns", "traceEvents": [\n')
@@ -93,24 +117,39 @@ class TimelineCollector:
                     out.append(self._instant(e))
                 continue
             stack = self._open.get(key)
+            if (e.flags & FLAG_NO_ENTRY or not stack) and e.duration_ns is not None:
+                start = e.ts_ns if e.probe_id in self._starts else e.ts_ns - e.duration_ns
+                out.append(self._slice(e, start, self._args(e), start + e.duration_ns))
+                continue
             if e.flags & FLAG_NO_ENTRY or not stack:
                 out.append(self._instant(e))
                 continue
             entry = stack.pop()
-            out.append(
-                {
-                    "ph": "X",
-                    "name": self._name(e),
-                    "cat": e.probe,
-                    "pid": self.pid,
-                    "tid": e.tid,
-                    "ts": entry.ts_ns / 1000,
-                    "dur": max(0, e.ts_ns - entry.ts_ns) / 1000,
-                    "args": self._args(entry, e),
-                }
-            )
+            out.append(self._slice(e, entry.ts_ns, self._args(entry, e)))
         self._write(out)
         self.written += len(events)
+
+    def _slice(
+        self, e: Event, start_ns: int, args: dict[str, Any], end_ns: int | None = None
+    ) -> dict[str, Any]:
+        """A complete event from ``start_ns`` to the exit ``e`` (or ``end_ns``)."""
+        end = e.ts_ns if end_ns is None else end_ns
+        return {
+            "ph": "X", "name": self._name(e), "cat": e.probe, "pid": self.pid, "tid": e.tid,
+            "ts": start_ns / 1000, "dur": max(0, end - start_ns) / 1000, "args": args,
+        }  # fmt: skip
+
+    def on_aggregations(self, snapshot: AggSnapshot) -> None:
+        """Counters: each aggregation's values at the snapshot's time."""
+        ts = snapshot.ts_ns / 1000
+        counter = {"ph": "C", "pid": self.pid, "ts": ts}
+        self._write(
+            [
+                {**counter, "name": t.name, "cat": t.probe, "args": _series(t)}
+                for t in snapshot.tables
+                if t.rows
+            ]
+        )
 
     def _write(self, objs: list[dict[str, Any]]) -> None:
         if not objs or self.stream is None:

@@ -19,18 +19,18 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from instr.collectors import JSONL_EXTENSIONS, SQLITE_EXTENSIONS
+from instr.collectors import JSONL_EXTENSIONS, SQLITE_EXTENSIONS, TIMELINE_EXTENSIONS
 from instr.errors import UsageError
 from instr.syscalls import ARCHES, select
 from instr.syscalls.table import SIGNATURES
 from instr.target import DeviceSpec, TargetSpec
 
-STRUCTURED = JSONL_EXTENSIONS + SQLITE_EXTENSIONS
+STRUCTURED = JSONL_EXTENSIONS + SQLITE_EXTENSIONS + TIMELINE_EXTENSIONS
 SET = "syscalls"
 
 
 def structured(outputs: tuple[str, ...]) -> bool:
-    """Whether any ``-o`` asks for JSON Lines or SQLite (others get strace's text)."""
+    """Whether any ``-o`` asks for JSON Lines, SQLite or a timeline (others get strace's text)."""
     return any(Path(o).suffix.lower() in STRUCTURED for o in outputs if o != "-")
 
 
