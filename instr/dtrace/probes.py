@@ -249,7 +249,7 @@ def _profile(loc: Loc, text: str, spec: str, default_unit: str) -> ProbeSpec:
     period = _period(loc, spec if m.group(2) else spec + default_unit, default_unit)
     hz = int(m.group(1)) if unit == "hz" else round(10**9 / period)
     if not HZ_MIN <= hz <= HZ_MAX:
-        raise fail(loc, f"sampling rate {hz} Hz is out of range",
+        raise fail(loc, f"sampling rate '{spec}' is out of range",
                    f"the sampler takes {HZ_MIN} to {HZ_MAX} samples a second of each "
-                   "thread's CPU time")  # fmt: skip
+                   "thread's CPU time: profile-1 to profile-5000, profile-1s to profile-200us")  # fmt: skip
     return ProbeSpec(loc, text, "profile", period_ns=period, hz=hz)

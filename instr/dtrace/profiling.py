@@ -51,8 +51,7 @@ def check_profile_clause(clause: A.Clause, spec: ProbeSpec) -> None:
         if not (isinstance(st, A.Assign) and isinstance(st.target, A.AggRef)):
             where = st.expr.loc if isinstance(st, A.ExprStmt) else st.target.loc
             raise fail(where, "profile clauses only count samples into aggregations",
-                       "e.g. @[ustack()] = count(); printf, trace and variables are for "
-                       "pid, syscall, BEGIN, END and tick clauses")  # fmt: skip
+                       "e.g. @[ustack()] = count(); actions go in other clauses")  # fmt: skip
         if st.op != "=":
             raise fail(st.loc, f"'{st.op}' cannot update an aggregation", "write @[...] = count()")
         call = st.value
