@@ -129,7 +129,7 @@ class ProfileAggs:
         }
         self.samples = 0
         self.drops = 0
-        self.names: dict[int, str] = {}  # address -> frame name, once symbolised
+        self.names: dict[int, tuple[str, int]] = {}  # address -> (name, offset)
         self._needs_walk = any(
             kind in ("stack", "func", "mod")
             for c in self.clauses
@@ -182,28 +182,34 @@ class ProfileAggs:
     def name_frames(
         self, addrs: set[int], symbols: Symbols, module_at: Callable[[int], Any]
     ) -> None:
-        """Frame names (``module!symbol+0xOFF``; without a symbol ``module+0xOFF``)."""
+        """Frame names: ``module!symbol`` and the offset (without a symbol ``module``
+        and the module's offset; neither: the address)."""
         for a in addrs:
             m = module_at(a)
             mod, sym, off = symbols.get(a, (None, None, 0))
             mod = mod or (m.name if m is not None else None)
             if sym:
-                self.names[a] = (f"{mod}!{sym}" if mod else sym) + (f"+0x{off:x}" if off else "")
+                self.names[a] = (f"{mod}!{sym}" if mod else sym, off)
             elif m is not None:
-                self.names[a] = f"{m.name}+0x{a - m.base:x}"
+                self.names[a] = (m.name, a - m.base)
             else:
-                self.names[a] = f"0x{a:x}"
+                self.names[a] = ("", a)
 
-    def _frame(self, a: int) -> str:
-        return self.names.get(a, f"0x{a:x}")
+    def _frame(self, a: int, bias: int = 0) -> str:
+        """``bias`` 1: a caller's frame, whose walk address is its return address - 1:
+        shown as the return address, as DTrace's ustack() shows it."""
+        base, off = self.names.get(a, ("", a))
+        off += bias
+        if not base:
+            return f"0x{off:x}"
+        return f"{base}+0x{off:x}" if off else base
 
     def _key(self, k: Any) -> Any:
         if isinstance(k, tuple) and len(k) == 2 and k[0] in ("func", "mod"):
-            name = self._frame(k[1])
-            base = name.split("+0x", 1)[0]
+            base = self.names.get(k[1], ("", k[1]))[0] or f"0x{k[1]:x}"
             return base.split("!", 1)[0] if k[0] == "mod" else base
         if isinstance(k, tuple):
-            return tuple(self._frame(a) for a in k)
+            return tuple(self._frame(a, 1 if i else 0) for i, a in enumerate(k))
         return k
 
     def table(self, name: str) -> AggTable | None:
