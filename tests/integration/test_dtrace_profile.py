@@ -12,7 +12,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from test_profile import DEPTH, SHARES, TOLERANCE, UNIT, expected_sum
+from helpers import run_instr
+from test_profile import DEPTH, SHARES, TOLERANCE, UNIT, _sig_caught, expected_sum
 
 pytestmark = pytest.mark.frida
 
@@ -91,3 +92,49 @@ def test_profile_clauses_count_the_split(targets, instr_bg, tmp_path: Path) -> N
         assert funcs[name] == leaves[name]  # the same samples, keyed by ufunc(arg1)
     assert abs(int(blocks[4].strip()) - total * 99 / 199) <= 1, (blocks[4], total)
     assert re.search(rf"profile: {total} samples at 199 Hz", done.err), done.err
+
+
+def test_attached_threads_and_the_leave(targets, launch, instr_bg, tmp_path: Path) -> None:
+    """-p: every thread is sampled, the split holds per leaf (ustack(1)), and Ctrl-C
+    leaves the program running with the sampler's signal disposition put back."""
+    rounds, threads = 150, 3  # ~4.5 s of CPU over three threads
+    target = launch(targets.path("profile_split"), rounds, UNIT, threads)
+    out = tmp_path / "out.txt"
+    program = "profile-199 { @[tid] = count(); @leaf[ustack(1)] = count(); }"
+    instr = instr_bg("dtrace", "-o", out, "-n", program, "-p", target.pid)
+    armed = instr.wait_armed()
+    sig = int(re.search(r"signal (\d+)", armed).group(1))  # type: ignore[union-attr]
+    assert _sig_caught(target.pid) >> (sig - 1) & 1, "the sampler's handler is installed"
+    target.go()
+    assert target.readline() == f"sum={expected_sum(rounds, UNIT) * threads & (1 << 64) - 1}"
+    assert target.readline() == "done"  # the work is over: every sample is taken
+    instr.interrupt()
+    done = instr.finish(timeout=30)
+    assert done.returncode == 0, done.err
+    assert target.proc.poll() is None
+    assert not _sig_caught(target.pid) >> (sig - 1) & 1
+    target.go()
+    assert target.finish().returncode == 0
+    blocks = out.read_text().strip().split("\n\n")
+    per_tid = {int(t): int(n) for t, n in (line.split() for line in blocks[0].splitlines())}
+    workers = sorted(per_tid.values())[-threads:]
+    assert len(per_tid) >= threads, per_tid  # main may be sampled while it starts them
+    total = sum(per_tid.values())
+    assert min(workers) >= total / threads * 0.7, per_tid  # the same work in each
+    leaves = Counter[str]()
+    for st, n in parse_stacks(blocks[1]).items():
+        assert len(st) == 1, st
+        leaves[func(st[0])] += n
+    assert sum(leaves.values()) == total
+    for name, want in SHARES.items():
+        assert abs(100.0 * leaves[name] / total - want) <= TOLERANCE, (name, leaves, total)
+
+
+def test_list_shows_the_profile_probe(targets) -> None:
+    prog = targets.path("profile_split")
+    res = run_instr("dtrace", "-l", "-n", "profile-997 { @ = count(); }", "-c", f"{prog} 1")
+    assert res.returncode == 0, res.stderr
+    assert [" ".join(line.split()) for line in res.stdout.splitlines()] == [
+        "ID PROVIDER MODULE FUNCTION NAME",
+        "1 profile profile-997",
+    ]
