@@ -67,6 +67,8 @@ def key_kind(k: A.Expr) -> str:
     """ "stack" | "func" | "mod" | "tid" | "pid" | "execname", or a line:col error."""
     if isinstance(k, A.Ident) and canonical(k.name) in _IDENTS:
         return canonical(k.name)
+    if isinstance(k, A.Ident) and k.name == "ustack":  # bpftrace's spelling
+        return "stack"
     if isinstance(k, A.Call) and k.name == "ustack":
         if len(k.args) > 1 or (k.args and not isinstance(k.args[0], A.Int)):
             raise fail(k.loc, "ustack() takes an optional constant depth", "e.g. ustack(5)")

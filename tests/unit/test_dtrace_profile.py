@@ -41,6 +41,12 @@ def test_rates(probe: str, hz: int) -> None:
     assert prog.aggs[""].func == "count" and prog.aggs[""].ir_names == []
 
 
+def test_bpftrace_one_liner() -> None:
+    prog = _prog('profile:hz:99 /comm == "prog"/ { @[ustack] = count(); @c[comm] = count(); }')
+    (hc,) = prog.clauses
+    assert hc.spec.hz == 99 and set(prog.aggs) == {"", "c"}
+
+
 @dataclass
 class _Sample:
     tid: int
