@@ -102,6 +102,8 @@ class Session:
         self.leaving = False  # the agent had not unloaded when instr left (see held)
         self.leave_note: str | None = None  # what to say about it
         self.stop_grace_s = 20.0  # how long leaving may take before the agent counts as hung
+        # Agent messages another instrument on this session takes (``tap``), by payload type.
+        self._taps: dict[str, Any] = {}
 
     # -- construction helpers -------------------------------------------------
 
@@ -151,7 +153,7 @@ class Session:
         for c in self.collectors:
             c.open(self.ctx, info)
         self._agent = Agent.load(
-            self._proc, "instr", on_message=self._dispatcher.post, on_detached=self._on_detached
+            self._proc, "instr", on_message=self._on_message, on_detached=self._on_detached
         )
         try:
             result = self._agent.rpc.configure(self.table.plan())
@@ -190,6 +192,30 @@ class Session:
             sites=int(status.get("sites", 0)),
             reason=status.get("reason"),
         )
+
+    def tap(self, kind: str, handler: Any) -> None:
+        """Hand the agent's messages whose payload type is ``kind`` (e.g. the
+        sampler's "profile" batches) to ``handler(message, data)`` instead of the
+        dispatcher. It runs on Frida's thread: it should only queue. Call before
+        ``start``."""
+        self._taps[kind] = handler
+
+    @property
+    def rpc(self) -> Any:
+        """The agent's exports, for an instrument riding this session (the sampler)."""
+        if self._agent is None:
+            raise AgentError("the session is not started")
+        return self._agent.rpc
+
+    def _on_message(self, message: dict[str, Any], data: bytes | None) -> None:
+        payload = message.get("payload") if isinstance(message, dict) else None
+        if self._taps and isinstance(payload, dict):
+            handler = self._taps.get(payload.get("type"))  # type: ignore[arg-type]
+            if handler is not None:
+                handler(message, data)
+                return
+        assert self._dispatcher is not None
+        self._dispatcher.post(message, data)
 
     def resume(self) -> None:
         if self._proc is not None:

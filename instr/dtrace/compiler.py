@@ -110,9 +110,12 @@ def compile_program(
         kinds = set()
         for desc in clause.probes:
             spec = parse_probe(desc.loc, desc.text, macros, main_module)
-            kinds.add(spec.is_host)
+            kinds.add("profile" if spec.kind == "profile" else spec.is_host)
             check_clause(clause, spec, macros)
             units.append(Unit(ci, clause, spec))
+        if "profile" in kinds and len(kinds) > 1:
+            raise fail(clause.loc, "a clause cannot mix profile probes with other probes",
+                       "write two clauses")  # fmt: skip
         if len(kinds) > 1:
             raise fail(clause.loc, "a clause cannot mix BEGIN/END/tick with pid or syscall "
                        "probes", "write two clauses")  # fmt: skip
@@ -120,6 +123,12 @@ def compile_program(
         ci, clause, spec = unit.index, unit.clause, unit.spec
         if spec.is_host:
             clauses.append(HostClause(ci, clause, spec, clause.predicate, _host_body(clause)))
+            continue
+        if spec.kind == "profile":  # counted on the host from the sampler (instr.dtrace.profiling)
+            for st in clause.body:
+                assert isinstance(st, A.Assign) and isinstance(st.target, A.AggRef)
+                _agg_info(st.target, "count", aggs)
+            clauses.append(HostClause(ci, clause, spec, clause.predicate, ()))
             continue
         specs.append(spec)
         for patch, loc in patch_probes(clause, spec, macros, _consts(spec, macros), destructive):
@@ -333,17 +342,7 @@ def _agg_spec(
         n = f"{want[0]}" if want[0] == want[1] else f"{want[0]} or {want[1]}"
         raise fail(call.loc, f"{func}() takes {n} argument{'s' if want[1] != 1 else ''}, "
                    f"not {len(call.args)}")  # fmt: skip
-    info = aggs.get(ref.name)
-    shown = f"@{ref.name}"
-    if info is None:
-        info = aggs[ref.name] = AggInfo(ref.name, func, len(ref.keys), ref.loc)
-    elif info.func != func:
-        raise fail(call.loc, f"{shown} is {info.func}() at {info.loc.line}:{info.loc.col}, "
-                   f"not {func}()", "an aggregation keeps one function")  # fmt: skip
-    elif info.nkeys != len(ref.keys):
-        raise fail(ref.loc, f"{shown} has {info.nkeys} key(s) at {info.loc.line}:"
-                   f"{info.loc.col}, not {len(ref.keys)}")  # fmt: skip
-    info.ir_names.append(ir_name)
+    _agg_info(ref, func, aggs, call.loc).ir_names.append(ir_name)
     args = []
     if call.args:
         args.append(_value(call.args[0], needs))
@@ -359,6 +358,21 @@ def _agg_spec(
     keys = [_key(k, needs, spec) for k in ref.keys]
     text = f"{func}({', '.join(args)})"
     return f"{text} by {', '.join(keys)}" if keys else text
+
+
+def _agg_info(ref: A.AggRef, func: str, aggs: dict[str, AggInfo], at: Loc | None = None) -> AggInfo:
+    """The D aggregation ``ref`` names, checked against its earlier updates."""
+    info = aggs.get(ref.name)
+    shown = f"@{ref.name}"
+    if info is None:
+        info = aggs[ref.name] = AggInfo(ref.name, func, len(ref.keys), ref.loc)
+    elif info.func != func:
+        raise fail(at or ref.loc, f"{shown} is {info.func}() at {info.loc.line}:{info.loc.col}, "
+                   f"not {func}()", "an aggregation keeps one function")  # fmt: skip
+    elif info.nkeys != len(ref.keys):
+        raise fail(ref.loc, f"{shown} has {info.nkeys} key(s) at {info.loc.line}:"
+                   f"{info.loc.col}, not {len(ref.keys)}")  # fmt: skip
+    return info
 
 
 def _value(e: A.Expr, needs: Needs) -> str:

@@ -33,8 +33,8 @@ def list_probes(
         pid, listed = _resolve(config, argv, [pt for _, pt in functions], [i for i, _ in functions])
     for hc in prog.clauses:
         spec = hc.spec
-        if spec.is_host:
-            rows.append(("dtrace", "", "", spec.text))
+        if spec.is_host or spec.kind == "profile":  # profile: the sampler, nothing to resolve
+            rows.append(("dtrace" if spec.is_host else "profile", "", "", spec.text))
             continue
         probe = prog.table.probes[hc.probe_id]
         if isinstance(probe.point, SyscallPoint):

@@ -4,6 +4,7 @@ pid$target:MOD:FUNC:entry|return     uprobe:LIB:FUNC  uretprobe:LIB:FUNC
 pid$target:MOD:FUNC:OFFSET           (the instruction at hex OFFSET in FUNC)
 syscall::NAME:entry|return           tracepoint:syscalls:sys_enter_NAME / sys_exit_NAME
 BEGIN  END  tick-N[ns|us|ms|s|m|h|hz]  interval:s:N  interval:ms:N
+profile-N[hz|ns|us|ms|s]             profile:hz:N  profile:s:N  profile:ms:N  profile:us:N
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Literal
 
 from instr.dtrace.errors import Loc, fail
 
-Kind = Literal["pid", "syscall", "begin", "end", "tick"]
+Kind = Literal["pid", "syscall", "begin", "end", "tick", "profile"]
 _HEX = re.compile(r"(?:0[xX])?[0-9a-fA-F]+")  # DTrace's instruction offsets are hex
 _MAX_OFFSET = 1 << 24
 
@@ -39,7 +40,6 @@ _KERNEL = {
     "software": "software events need the kernel's perf counters",
 }
 _LATER = {
-    "profile": "profile probes are not supported yet",
     "usdt": "USDT probes are not supported",
     "sdt": "USDT probes are not supported",
     "watchpoint": "watchpoints are not supported",
@@ -56,6 +56,7 @@ class ProbeSpec:
     func: str = ""  # glob: a function, or syscall names
     name: str = ""  # "entry" | "return" | "" (BEGIN/END/tick)
     period_ns: int = 0  # tick
+    hz: int = 0  # profile: samples a second of each thread's CPU time
     offset: int | None = None  # pid$target:MOD:FUNC:OFFSET (name: the offset as written)
 
     @property
@@ -89,7 +90,7 @@ def parse_probe(loc: Loc, raw: str, macros: dict[str, str], main_module: str | N
         return ProbeSpec(loc, text, "begin" if text == "BEGIN" else "end")
     if text.startswith("tick-") or text.startswith("profile-"):
         if text.startswith("profile-"):
-            raise fail(loc, "profile probes are not supported yet", "use tick-N for a timer")
+            return _profile(loc, text, text[8:] or "?", "hz")
         return ProbeSpec(loc, text, "tick", period_ns=_period(loc, text[5:], "hz"))
     parts = text.split(":")
     provider = parts[0]
@@ -104,6 +105,11 @@ def parse_probe(loc: Loc, raw: str, macros: dict[str, str], main_module: str | N
         return _uprobe(loc, text, parts, provider, main_module)
     if provider == "tracepoint":
         return _tracepoint(loc, text, parts)
+    if provider == "profile" and len(parts) > 1:
+        if len(parts) != 3:
+            raise fail(loc, f"bad profile probe '{text}'",
+                       "write profile:hz:N, profile:ms:N, profile:us:N or profile:s:N")  # fmt: skip
+        return _profile(loc, text, parts[2] + parts[1], "hz")
     if provider == "interval":
         if len(parts) != 3:
             raise fail(loc, f"bad interval probe '{text}'", "write interval:s:N or interval:ms:N")
@@ -225,3 +231,25 @@ def _period(loc: Loc, spec: str, default_unit: str) -> int:
     if unit not in _UNITS_NS:
         raise fail(loc, f"unknown time unit '{unit}'", "use ns, us, ms, s, m, h or hz")
     return n * _UNITS_NS[unit]
+
+
+def _profile(loc: Loc, text: str, spec: str, default_unit: str) -> ProbeSpec:
+    """A sampling rate: profile-N is N Hz; profile-10ms is 100 Hz. One sampler runs at
+    the highest rate of the program (instr.dtrace.profiling); its range is instr
+    profile's -F range."""
+    from instr.profile.limits import HZ_MAX, HZ_MIN
+
+    m = re.fullmatch(r"(\d+)([a-z]*)", spec)
+    if m is None or int(m.group(1)) == 0:
+        raise fail(loc, f"bad sampling rate '{spec}'",
+                   f"e.g. profile-99 (Hz), profile-997hz or profile-10ms; {HZ_MIN} to {HZ_MAX} Hz")  # fmt: skip
+    unit = m.group(2) or default_unit
+    if unit != "hz" and unit not in _UNITS_NS:
+        raise fail(loc, f"unknown time unit '{unit}'", "use hz, ns, us, ms or s")
+    period = _period(loc, spec if m.group(2) else spec + default_unit, default_unit)
+    hz = int(m.group(1)) if unit == "hz" else round(10**9 / period)
+    if not HZ_MIN <= hz <= HZ_MAX:
+        raise fail(loc, f"sampling rate '{spec}' is out of range",
+                   f"the sampler takes {HZ_MIN} to {HZ_MAX} samples a second of each "
+                   "thread's CPU time: profile-1 to profile-5000, profile-1s to profile-200us")  # fmt: skip
+    return ProbeSpec(loc, text, "profile", period_ns=period, hz=hz)

@@ -3,7 +3,9 @@
 The lifecycle (spawn or attach, arm, resume, the acked final flush, the leave)
 is ``Session``'s; this module adds what D puts around it: BEGIN before the
 target resumes, tick clauses on a timer, ``exit()``, END and the final
-aggregations after the close.
+aggregations after the close. Profile clauses start instr profile's sampler on
+the same session's agent (``AgentSampler``) and count its samples here
+(``instr.dtrace.profiling``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -146,6 +149,8 @@ def run_dtrace(config: DConfig, status: TextIO | None = None) -> int:
     out: TextIO = open(config.output, "w") if config.output else sys.stdout  # noqa: SIM115
     try:
         if argv is None and config.pid is None:
+            if any(c.spec.kind == "profile" for c in prog.clauses):
+                raise UsageError("profile probes sample a process", "give -p PID or -c CMD")
             if any(not c.spec.is_host for c in prog.clauses):
                 raise UsageError("pid and syscall probes need a process", "give -p PID or -c CMD")
             return _host_only(prog, out, warn)
@@ -178,6 +183,7 @@ def _run(
         prog.table, target, device=config.device, collectors=[_DCollector(rt)],
         source="dtrace", stream=False,
     )  # fmt: skip
+    prof = _Profiling(prog, rt, session) if rt.host_clauses("profile") else None
     with sigterm_as_interrupt():
         try:
             reports = session.start(resume=False)
@@ -198,16 +204,29 @@ def _run(
                     spec = _spec(prog, r.id)
                     warn(f"{spec.loc}: probe description {spec.text} {r.state}: {r.reason}")
             sites = sum(r.sites for r in reports if r.state == "armed")
-            say(f"matched {sites} probe site(s) in pid {session.pid}")
+            if prog.probes:
+                say(f"matched {sites} probe site(s) in pid {session.pid}")
+            if prof is not None:
+                say(prof.start(session.pid))
             for hc in rt.host_clauses("begin"):
                 rt.run_host(hc, time.monotonic_ns())
             if not rt.exited.is_set():
                 session.resume()
-                _ticks(rt, session)
+                _ticks(rt, session, prof.pump if prof is not None else None)
         except KeyboardInterrupt:
             pass
+        except BaseException:
+            with signals_held():
+                session.close()
+            raise
         with signals_held():
+            if prof is not None:
+                prof.finish()
             summary = session.close()
+    if prof is not None:
+        say(prof.summary())
+        for e in prof.sampler.errors:
+            warn(f"sampler: {e}")
     if summary.drops:
         warn(f"dropped {summary.drops} records when the in-target buffer was full")
     for e in summary.errors:
@@ -229,14 +248,18 @@ def _end(rt: Runtime, code: int) -> int:
     return code if rt.exit_code is None else rt.exit_code
 
 
-def _ticks(rt: Runtime, session: Session | None) -> None:
-    """Wait for the end (target gone, exit(), Ctrl-C), firing tick clauses on time."""
+def _ticks(rt: Runtime, session: Session | None, pump: Callable[[], None] | None = None) -> None:
+    """Wait for the end (target gone, exit(), Ctrl-C), firing tick clauses on time;
+    ``pump`` takes the sampler's batches (profile clauses) as they come."""
     ticks = rt.host_clauses("tick")
     start = time.monotonic()
     due = [start + hc.spec.period_ns / 1e9 for hc in ticks]
+    target_aggs = any(a.ir_names for a in rt.prog.aggs.values())
     while not rt.exited.is_set():
+        if pump is not None:
+            pump()
         now = time.monotonic()
-        wait = min([0.25, *(d - now for d in due)])
+        wait = min([0.25 if pump is None else 0.05, *(d - now for d in due)])
         if session is not None:
             if session.wait(max(0.0, wait)):
                 return
@@ -248,9 +271,65 @@ def _ticks(rt: Runtime, session: Session | None) -> None:
         for i, hc in enumerate(ticks):
             if now >= due[i]:
                 due[i] += hc.spec.period_ns / 1e9
-                if session is not None and _uses_aggs(hc):
+                if pump is not None:
+                    pump()
+                if session is not None and target_aggs and _uses_aggs(hc):
                     _fresh_snapshot(rt, session)
                 rt.run_host(hc, time.monotonic_ns())
+
+
+class _Profiling:
+    """The program's profile clauses: one sampler on the session's agent, at the
+    highest rate asked for; its batches are unwound and counted here."""
+
+    def __init__(self, prog: DProgram, rt: Runtime, session: Session) -> None:
+        from instr.dtrace.profiling import ProfileAggs
+        from instr.profile.session import AgentSampler
+
+        self.session = session
+        self.aggs = ProfileAggs(rt.host_clauses("profile"), rt)
+        self.sampler = AgentSampler(lambda: session.rpc)
+        session.tap("profile", self.sampler.post)
+        rt.host_table = self.aggs.table
+
+    def start(self, pid: int) -> str:
+        from instr.profile.session import SamplerOptions
+
+        started = self.sampler.start(SamplerOptions(hz=self.aggs.hz))
+        return (
+            f"profiling pid {pid} at {self.aggs.hz} Hz of CPU time per thread: armed"
+            f" ({started.get('threads')} thread(s), signal {started.get('signal')})"
+        )
+
+    def pump(self, wait: float = 0.0) -> None:
+        """Count the batches received; name their new frames while the agent answers."""
+        from instr.profile.session import Batch
+
+        unwinder = self.sampler.unwinder
+        if unwinder is None:
+            return
+        deadline = time.monotonic() + wait
+        while True:
+            got = self.sampler.next_batch(max(0.0, deadline - time.monotonic()) if wait else 0)
+            if not isinstance(got, Batch):
+                return
+            self.aggs.drops = max(self.aggs.drops, got.drops)
+            new = {a for a in self.aggs.add(got.samples, unwinder.walk) if a not in self.aggs.names}
+            if not new:
+                continue
+            alive = not got.final and not self.session.ended
+            symbols = self.sampler.symbolize(new) if alive else {}
+            self.aggs.name_frames(new, symbols, unwinder.module_at)
+
+    def finish(self) -> None:
+        """Stop the sampler (the agent sends what its ring holds first) and count the rest."""
+        if not self.session.ended:
+            self.sampler.stop()
+        self.pump(0.2 if not self.session.ended else 0.0)
+
+    def summary(self) -> str:
+        a = self.aggs
+        return f"profile: {a.samples} samples at {a.hz} Hz; {a.drops} dropped (ring full)"
 
 
 def _uses_aggs(hc: Any) -> bool:

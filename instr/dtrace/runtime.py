@@ -79,6 +79,8 @@ class Runtime:
         self.exit_code: int | None = None
         self.exited = threading.Event()
         self.snapshot: AggSnapshot | None = None
+        # the host's own table of an aggregation (profile clauses: instr.dtrace.profiling)
+        self.host_table: Callable[[str], AggTable | None] | None = None
         self.baseline: dict[str, dict[tuple[Any, ...], AggRow]] = {}  # clear(): rows at the time
         self.hidden: dict[str, set[tuple[Any, ...]]] = {}  # trunc(): keys dropped
         self.printed: set[str] = set()  # printa'd in END: not printed again at exit
@@ -377,11 +379,7 @@ class Runtime:
 
     def tables(self, name: str) -> AggTable | None:
         """The D aggregation ``name``: its tables (one per probe) merged, minus clear()."""
-        snap = self.snapshot
-        info = self.prog.aggs.get(name)
-        if snap is None or info is None:
-            return None
-        parts = [t for t in snap.tables if t.name in info.ir_names]
+        parts = self._parts(name)
         if not parts:
             return None
         rows: dict[tuple[Any, ...], AggRow] = {}
@@ -420,15 +418,21 @@ class Runtime:
         self.hidden.setdefault(ref.name, set()).update(r.keys for r in drop)
 
     def _raw_rows(self, name: str) -> dict[tuple[Any, ...], AggRow]:
-        snap, info = self.snapshot, self.prog.aggs.get(name)
         rows: dict[tuple[Any, ...], AggRow] = {}
-        if snap is None or info is None:
-            return rows
-        for t in snap.tables:
-            if t.name in info.ir_names:
-                for r in t.rows:
-                    rows[r.keys] = merge(rows.get(r.keys), r)
+        for t in self._parts(name):
+            for r in t.rows:
+                rows[r.keys] = merge(rows.get(r.keys), r)
         return rows
+
+    def _parts(self, name: str) -> list[AggTable]:
+        """The tables of aggregation ``name``: the target's (one per probe), and the
+        host's (profile clauses, ``host_table``)."""
+        snap, info = self.snapshot, self.prog.aggs.get(name)
+        if info is None:
+            return []
+        parts = [t for t in snap.tables if t.name in info.ir_names] if snap is not None else []
+        host = self.host_table(name) if self.host_table is not None else None
+        return [*parts, host] if host is not None else parts
 
     def printa(self, e: A.Call) -> None:
         args = list(e.args)

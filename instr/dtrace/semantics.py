@@ -83,6 +83,11 @@ def check_clause(clause: A.Clause, spec: ProbeSpec, macros: dict[str, str]) -> N
             raise fail(n.loc, f"macro ${n.name} is not defined", hint)
         if isinstance(n, A.Ident) and n.name in BUILTINS:
             check_builtin(n, spec)
+    if spec.kind == "profile":
+        from instr.dtrace.profiling import check_profile_clause
+
+        check_profile_clause(clause, spec)
+        return
     for st in clause.body:
         if isinstance(st, A.ExprStmt):
             e = st.expr

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TextIO
 
 from instr.errors import InstrError, UsageError
+from instr.profile.limits import HZ_MAX, HZ_MIN
 from instr.profile.model import OFF_CPU, Profile, Stack, demangle, render_top
 from instr.profile.session import Batch, ProfileSession, SamplerOptions
 from instr.profile.svg import render_svg
@@ -21,7 +22,6 @@ from instr.profile.unwind import Walk
 from instr.signals import signals_held, sigterm_as_interrupt
 from instr.target import DeviceSpec, TargetSpec
 
-HZ_MIN, HZ_MAX = 1, 5000
 OUTPUT_KINDS = (".folded", ".svg")
 
 

@@ -10,6 +10,8 @@ no more calls, so addresses first seen there keep a module+offset name.
 The Python API for other instruments (a ``profile-N`` probe of the one-liner
 language): ``ProfileSession(target).start(SamplerOptions(hz=99))``, then
 ``next_batch()`` gives raw samples and ``unwinder.walk(sample)`` their frames.
+An instrument with a session of its own runs ``AgentSampler`` on that session's
+agent instead (``instr dtrace``'s profile probes do).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -47,72 +50,47 @@ class Batch:
     off_cpu: bool = False  # samples of blocked threads
 
 
-class ProfileSession:
-    def __init__(
-        self,
-        target: tgt.TargetSpec,
-        device: tgt.DeviceSpec | None = None,
-    ) -> None:
-        self.target = target
-        self.device_spec = device or tgt.DeviceSpec()
-        self.pid: int | None = None
+class AgentSampler:
+    """The sampler's calls and messages on an agent some session already loaded.
+
+    ``rpc`` gives the agent's exports (``profileStart``... in agents/src/index.ts);
+    ``post`` takes the agent's messages (on Frida's thread: it only queues).
+    ``ProfileSession`` runs one on its own agent; ``instr dtrace``'s profile
+    probes run one on the dtrace session's agent (``Session.tap``).
+    """
+
+    def __init__(self, rpc: Callable[[], Any]) -> None:
+        self._get_rpc = rpc
         self.started: dict[str, Any] = {}
         self.errors: list[str] = []
-        self.leave_note: str | None = None
         self.stats: dict[str, Any] = {}
         self.ended = threading.Event()
-        self.detach_reason: str | None = None
-        self._proc: TargetProcess | None = None
-        self._agent: Agent | None = None
         self._messages: queue.SimpleQueue[tuple[dict[str, Any], bytes | None]] = queue.SimpleQueue()
         self._symbols: dict[int, tuple[str | None, str | None, int]] = {}
         self.unwinder: Unwinder | None = None
 
     def start(self, options: SamplerOptions) -> dict[str, Any]:
-        self._proc = TargetProcess.open(self.device_spec, self.target)
-        self.pid = self._proc.pid
         try:
-            # The sampler hooks no function, so another instr's hooks in the
-            # process are no reason to refuse (docs/leaving.md, two sessions).
-            self._agent = Agent.load(
-                self._proc,
-                "instr-profile",
-                on_message=self._on_message,
-                on_detached=self._on_detached,
-                exclusive=False,
-            )
-            try:
-                self.started = self._agent.rpc.profile_start(asdict(options))
-            except frida.RPCException as e:
-                raise AgentError(f"cannot start the sampler: {e}") from e
-            self.unwinder = Unwinder(self._modules, self._unwind_info)
-        except BaseException:
-            self._abort()
-            raise
+            self.started = self._get_rpc().profile_start(asdict(options))
+        except frida.RPCException as e:
+            raise AgentError(f"cannot start the sampler: {e}") from e
+        self.unwinder = Unwinder(self._modules, self._unwind_info)
         return self.started
 
-    def resume(self) -> None:
-        if self._proc is not None:
-            self._proc.resume()
-
-    # -- agent calls -----------------------------------------------------------
-
     def _rpc(self) -> Any:
-        if self._agent is None:
-            raise AgentError("the profile session is not started")
-        return self._agent.rpc
+        return self._get_rpc()
 
     def _modules(self) -> list[ModuleSpan]:
         try:
             mods = self._rpc().profile_modules()
-        except (frida.InvalidOperationError, frida.TransportError, frida.RPCException):
+        except (frida.InvalidOperationError, frida.TransportError, frida.RPCException, AgentError):
             return []
         return [ModuleSpan(m["name"], m["path"], int(m["base"], 16), int(m["size"])) for m in mods]
 
     def _unwind_info(self, base: int) -> bytes | None:
         try:
             blob = self._rpc().profile_unwind_info(f"0x{base:x}")
-        except (frida.InvalidOperationError, frida.TransportError):
+        except (frida.InvalidOperationError, frida.TransportError, AgentError):
             return None  # the process has exited: walks through this module stop there
         except frida.RPCException as e:
             self.errors.append(f"unwind tables at 0x{base:x}: {e}")
@@ -126,7 +104,7 @@ class ProfileSession:
             chunk = [f"0x{a:x}" for a in wanted[i : i + SYMBOL_CHUNK]]
             try:
                 got = self._rpc().symbolize(chunk)
-            except (frida.InvalidOperationError, frida.TransportError):
+            except (frida.InvalidOperationError, frida.TransportError, AgentError):
                 break  # the process has exited: these keep module+offset names (docs/profile.md)
             except frida.RPCException as e:
                 self.errors.append(f"symbols: {e}")
@@ -139,15 +117,12 @@ class ProfileSession:
         """What ``symbolize`` already resolved, without asking the agent."""
         return {a: self._symbols[a] for a in addresses if a in self._symbols}
 
-    # -- messages --------------------------------------------------------------
-
-    def _on_message(self, message: dict[str, Any], data: bytes | None) -> None:
+    def post(self, message: dict[str, Any], data: bytes | None) -> None:
         self._messages.put((message, data))
 
-    def _on_detached(self, reason: str, crash: Any) -> None:
-        self.detach_reason = reason
+    def detached(self) -> None:
         self.ended.set()
-        self._messages.put(({"type": "detached", "reason": reason}, None))
+        self._messages.put(({"type": "detached"}, None))
 
     def next_batch(self, timeout: float | None) -> Batch | str | None:
         """The next batch of samples; "ended" once the session is gone; None on timeout."""
@@ -171,20 +146,104 @@ class ProfileSession:
         self.stats.update(drops=payload.get("drops", 0), samples=payload.get("samples", 0))
         return Batch(samples, int(payload.get("drops", 0)), bool(payload.get("final")), off)
 
-    # -- the end ---------------------------------------------------------------
-
-    def stop_sampling(self) -> dict[str, Any] | None:
+    def stop(self) -> dict[str, Any] | None:
         """Stop the sampler; the agent sends what its ring still holds first."""
-        if self._agent is None or self.ended.is_set():
+        if self.ended.is_set():
             return None
         with contextlib.suppress(
-            frida.InvalidOperationError, frida.TransportError, frida.RPCException
+            frida.InvalidOperationError, frida.TransportError, frida.RPCException, AgentError
         ):
-            stats = self._agent.rpc.profile_stop()
+            stats = self._rpc().profile_stop()
             if isinstance(stats, dict):
                 self.stats.update(stats)
                 return stats
         return None
+
+
+class ProfileSession:
+    def __init__(
+        self,
+        target: tgt.TargetSpec,
+        device: tgt.DeviceSpec | None = None,
+    ) -> None:
+        self.target = target
+        self.device_spec = device or tgt.DeviceSpec()
+        self.pid: int | None = None
+        self.leave_note: str | None = None
+        self.detach_reason: str | None = None
+        self._proc: TargetProcess | None = None
+        self._agent: Agent | None = None
+        self.sampler = AgentSampler(self._rpc)
+
+    # the sampler's state, under the names instr profile reads
+    @property
+    def started(self) -> dict[str, Any]:
+        return self.sampler.started
+
+    @property
+    def errors(self) -> list[str]:
+        return self.sampler.errors
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        return self.sampler.stats
+
+    @property
+    def ended(self) -> threading.Event:
+        return self.sampler.ended
+
+    @property
+    def unwinder(self) -> Unwinder | None:
+        return self.sampler.unwinder
+
+    def start(self, options: SamplerOptions) -> dict[str, Any]:
+        self._proc = TargetProcess.open(self.device_spec, self.target)
+        self.pid = self._proc.pid
+        try:
+            # The sampler hooks no function, so another instr's hooks in the
+            # process are no reason to refuse (docs/leaving.md, two sessions).
+            self._agent = Agent.load(
+                self._proc,
+                "instr-profile",
+                on_message=self.sampler.post,
+                on_detached=self._on_detached,
+                exclusive=False,
+            )
+            self.sampler.start(options)
+        except BaseException:
+            self._abort()
+            raise
+        return self.started
+
+    def resume(self) -> None:
+        if self._proc is not None:
+            self._proc.resume()
+
+    def _rpc(self) -> Any:
+        if self._agent is None:
+            raise AgentError("the profile session is not started")
+        return self._agent.rpc
+
+    def symbolize(self, addresses: set[int]) -> dict[int, tuple[str | None, str | None, int]]:
+        return self.sampler.symbolize(addresses)
+
+    def known_symbols(self, addresses: set[int]) -> dict[int, tuple[str | None, str | None, int]]:
+        return self.sampler.known_symbols(addresses)
+
+    def _on_detached(self, reason: str, crash: Any) -> None:
+        self.detach_reason = reason
+        self.sampler.detached()
+
+    def next_batch(self, timeout: float | None) -> Batch | str | None:
+        return self.sampler.next_batch(timeout)
+
+    # -- the end ---------------------------------------------------------------
+
+    def stop_sampling(self) -> dict[str, Any] | None:
+        """Stop the sampler; the agent sends what its ring still holds first."""
+        if self._agent is None:
+            return None
+        return self.sampler.stop()
 
     def leave(self, kill: bool) -> Left | None:
         """Leave (instr/lifecycle.py); ``kill``: a spawned target dies too."""

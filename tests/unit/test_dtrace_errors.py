@@ -44,9 +44,55 @@ CORPUS = [
         "use uprobe:LIBRARY:FUNCTION or tracepoint:syscalls:sys_enter_NAME",
     ),
     (
+        "profile-0 { @[ustack()] = count(); }",
+        "-n:1:1: error: bad sampling rate '0'",
+        "e.g. profile-99 (Hz), profile-997hz or profile-10ms; 1 to 5000 Hz",
+    ),
+    (
+        "profile-9999 { @ = count(); }",
+        "-n:1:1: error: sampling rate '9999' is out of range",
+        "the sampler takes 1 to 5000 samples a second of each thread's CPU time: "
+        "profile-1 to profile-5000, profile-1s to profile-200us",
+    ),
+    (
+        "profile:hz { @ = count(); }",
+        "-n:1:1: error: bad profile probe 'profile:hz'",
+        "write profile:hz:N, profile:ms:N, profile:us:N or profile:s:N",
+    ),
+    (
+        "profile-99 { @ = count(); trace(tid); }",
+        "-n:1:27: error: profile clauses only count samples into aggregations",
+        "e.g. @[ustack()] = count(); actions go in other clauses",
+    ),
+    (
+        "profile-99 { @[arg0] = count(); }",
+        "-n:1:16: error: this key has no value in a profile clause",
+        "keys here: ustack(), ustack(N), tid, pid, execname, ufunc(arg1), umod(arg1)",
+    ),
+    (
+        "profile-99 /arg0 == 1/ { @ = count(); }",
+        "-n:1:13: error: a profile-99 predicate can test tid, pid and execname only",
+        "a sample has no arguments or variables",
+    ),
+    (
+        "profile-99 { @ = sum(1); }",
+        "-n:1:18: error: a profile clause counts samples: its aggregations use count()",
+        "e.g. @[ustack()] = count()",
+    ),
+    (
+        "profile-99 { @[ufunc(arg0)] = count(); }",
+        "-n:1:16: error: in a profile clause ufunc() takes arg1, the sampled user PC",
+        "write ufunc(arg1)",
+    ),
+    (
         "profile-97 { }",
-        "-n:1:1: error: profile probes are not supported yet",
-        "use tick-N for a timer",
+        "-n:1:1: error: a profile-97 clause needs an aggregation",
+        "e.g. profile-99 { @[ustack()] = count(); }",
+    ),
+    (
+        "profile-99, syscall::read:entry { @ = count(); }",
+        "-n:1:1: error: a clause cannot mix profile probes with other probes",
+        "write two clauses",
     ),
     (
         "tracepoint:sched:sched_switch { }",
