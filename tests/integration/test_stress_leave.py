@@ -18,8 +18,9 @@ case (``STRESS`` lines, seen with ``pytest -s``); INSTR_STRESS_SEED replays one.
 
 .ci/run runs it at a size that fits CI (N_CYCLES cycles per command, N_KILLS
 kills during an attach). The soak, by hand, runs 200 cycles per command and
-50 kills: ``INSTR_STRESS=soak python -m pytest -s
-tests/integration/test_stress_leave.py`` (INSTR_STRESS_CYCLES and
+50 kills: ``INSTR_STRESS=soak python -m pytest -s --timeout=3600
+tests/integration/test_stress_leave.py`` (200 cycles of one command take
+longer than the suite's 600 s per test; INSTR_STRESS_CYCLES and
 INSTR_STRESS_KILLS set either number).
 """
 
