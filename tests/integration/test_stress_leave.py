@@ -731,6 +731,7 @@ def test_cycles_on_one_program(targets, launch, instr_bg, tmp_path, command) -> 
         except Exception as e:  # the program died or hung: the cycles end here
             alive = r.proc.proc.poll()
             problems.append(f"cycle {i} ({call.id}, {how}): {e}; program status {alive}")
+            note(command, f"PROBLEM {problems[-1]}")  # at once: a soak's summary comes late
             break
         what = f"cycle {i} ({call.id}, {how}): leave {left.took:.2f}s frida-maps {maps_left}"
         note(command, what)
