@@ -64,7 +64,7 @@ def test_profile_clauses_count_the_split(targets, instr_bg, tmp_path: Path) -> N
     text = out.read_text()
 
     # @[ustack()]: leaf-first stacks, sorted ascending by count as DTrace prints them
-    stacks = parse_stacks(text.strip().split("\n\n")[0])  # the first table: @[ustack()]
+    stacks = parse_stacks(text.strip("\n").split("\n\n")[0])  # the first table: @[ustack()]
     counts = list(stacks.values())
     assert counts == sorted(counts)
     total = sum(stacks.values())
