@@ -42,7 +42,7 @@ from instr.probes.ir import (
 )
 from instr.probes.loader import parse_yaml
 from instr.probes.patchspec import GATED
-from instr.probes.predicate import CapInfo, compile_predicate
+from instr.probes.predicate import capture_env, compile_predicate
 from instr.probes.schema import ProbeSpec, SetSpec, validate
 
 
@@ -153,10 +153,7 @@ class _ProbeBuilder:
         on = spec.on or (("entry", "exit") if exit_ else ("entry",))
         self.check_phases(spec, on, parsed)
         hooks_entry = "entry" in on
-        env = {name: CapInfo("entry", -1, "") for name in broken}
-        for phase, caps in (("entry", entry), ("exit", exit_)):
-            for i, c in enumerate(caps):
-                env[c.name] = CapInfo("entry" if phase == "entry" else "exit", i, c.type)
+        env = capture_env(entry, exit_, broken)
         where = None
         if spec.where is not None:
             where, perrs = compile_predicate(spec.where.text, env, entry_hook=hooks_entry)

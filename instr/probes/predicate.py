@@ -17,13 +17,13 @@ import ast
 import io
 import tokenize
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from instr.probes import limits
 from instr.probes.diag import did_you_mean
-from instr.probes.ir import Phase, Predicate
+from instr.probes.ir import Capture, Phase, Predicate
 
 Kind = Literal["int", "str", "err"]
 Expr = dict[str, Any]
@@ -302,6 +302,18 @@ class _Compiler:
             self.want(node.args[0], "str", ak, f"{func.attr}()")
             return {"op": "call", "fn": func.attr, "args": [target, arg]}, "int"
         return self.fail(node, "only len(), startswith() and endswith() can be called")
+
+
+def capture_env(
+    entry: Sequence[Capture], exit_: Sequence[Capture], broken: Iterable[str] = ()
+) -> dict[str, CapInfo]:
+    """What a predicate over a probe's captures may name: each capture by its
+    phase and position; ``broken`` ones (in error already) by name only."""
+    env = {name: CapInfo("entry", -1, "") for name in broken}
+    for phase, caps in (("entry", entry), ("exit", exit_)):
+        for i, c in enumerate(caps):
+            env[c.name] = CapInfo("entry" if phase == "entry" else "exit", i, c.type)
+    return env
 
 
 def _kind_name(kind: Kind) -> str:

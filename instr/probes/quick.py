@@ -27,6 +27,7 @@ from instr.probes.captures import ParsedCapture, SpecError, check_name, parse_ca
 from instr.probes.diag import did_you_mean
 from instr.probes.ir import (
     AddressPoint,
+    Capture,
     FunctionPoint,
     OffsetPoint,
     PlanOptions,
@@ -34,7 +35,7 @@ from instr.probes.ir import (
     Probe,
     ProbeTable,
 )
-from instr.probes.predicate import CapInfo, compile_predicate
+from instr.probes.predicate import capture_env, compile_predicate
 from instr.probes.schema import parse_function
 
 
@@ -102,12 +103,9 @@ def _raw_args(adds: Sequence[str]) -> tuple[int, list[str]]:
     return n, rest
 
 
-def _where(source: str, probe_name: str, caps: list[ParsedCapture]) -> Any:
+def _where(source: str, probe_name: str, entry: list[Capture], exit_: list[Capture]) -> Any:
     """``--where``'s predicate for one probe; a usage error with a caret if it is bad."""
-    env: dict[str, CapInfo] = {}
-    for phase in ("entry", "exit"):
-        for i, c in enumerate([c for c in caps if c.phase == phase]):
-            env[c.capture.name] = CapInfo(phase, i, c.capture.type)
+    env = capture_env(entry, exit_)
     pred, errors = compile_predicate(source, env)
     if errors:
         e = errors[0]
@@ -196,7 +194,7 @@ def compile_quick(
                 point=point,
                 entry=tuple(entry),
                 exit=tuple(exit_),
-                where=None if where is None else _where(where, name, caps),
+                where=None if where is None else _where(where, name, entry, exit_),
             )
         )
     return table
