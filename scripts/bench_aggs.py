@@ -102,28 +102,48 @@ def baseline(ctx: Ctx) -> Measured:
     return Measured("malloc", ctx.calls, statistics.median(d.ns), d.total_calls, None, None)
 
 
+def _instr_row(
+    ctx: Ctx,
+    argv: Callable[[int], list[object]],
+    ready: str,
+    count: Callable[[list[str]], int | None],
+    what: str = "",
+) -> Measured:
+    """One instr command on a fresh bench target: armed when stderr says ``ready``;
+    ``count`` reads its malloc count from its stdout once it has stopped."""
+    with start_bench(ctx) as b:
+        with Proc(instr_argv(*argv(b.pid)), cwd=REPO, env=instr_env()) as ins:
+            wait_line(ins, ctx, ready, stream="err")
+            d = drive(b, ctx, "malloc", ctx.calls)
+            lines = stop(ins, ctx)
+        finish_bench(b, ctx)
+    total = count(lines)
+    note = f"{what}counted {total} mallocs for {d.total_calls} loop calls"
+    if total is not None and total < d.total_calls:
+        note += " (LOSS)"
+    return Measured("malloc", ctx.calls, statistics.median(d.ns), d.total_calls, total, None, note)
+
+
 def instr_set(name: str, counted: str) -> Callable[[Ctx], Measured]:
     def run(ctx: Ctx) -> Measured:
         probes = ctx.workdir / "aggs.yaml"
         probes.write_text(SETS)
         out = ctx.workdir / f"instr-{name}.jsonl"
         out.unlink(missing_ok=True)
-        with start_bench(ctx) as b:
-            argv = instr_argv("run", "-P", probes, "-s", name, "-p", b.pid, "-o", out)
-            with Proc(argv, cwd=REPO, env=instr_env()) as ins:
-                wait_line(ins, ctx, "armed", stream="err")
-                d = drive(b, ctx, "malloc", ctx.calls)
-                stop(ins, ctx)
-            finish_bench(b, ctx)
-        total = _final_count(out, counted)
-        note = f"counted {total} mallocs for {d.total_calls} loop calls"
-        if total is not None and total < d.total_calls:
-            note += " (LOSS)"
-        return Measured(
-            "malloc", ctx.calls, statistics.median(d.ns), d.total_calls, total, None, note
+        return _instr_row(
+            ctx,
+            lambda pid: ["run", "-P", probes, "-s", name, "-p", pid, "-o", out],
+            "armed",
+            lambda lines: _final_count(out, counted),
         )
 
     return run
+
+
+def _printed_total(lines: list[str]) -> int | None:
+    """The sum of the counts a D program printed (each row's last number)."""
+    counts = [int(m[1]) for m in (re.search(r"(\d+)\s*$", ln) for ln in lines) if m]
+    return sum(counts) if counts else None
 
 
 def instr_dtrace(program: str) -> Callable[[Ctx], Measured]:
@@ -131,20 +151,12 @@ def instr_dtrace(program: str) -> Callable[[Ctx], Measured]:
     same tiers, so it should cost what the YAML set costs."""
 
     def run(ctx: Ctx) -> Measured:
-        with start_bench(ctx) as b:
-            argv = instr_argv("dtrace", "-p", b.pid, "-n", program)
-            with Proc(argv, cwd=REPO, env=instr_env()) as ins:
-                wait_line(ins, ctx, "matched", stream="err")  # said once armed
-                d = drive(b, ctx, "malloc", ctx.calls)
-                lines = stop(ins, ctx)
-            finish_bench(b, ctx)
-        counts = [int(m[1]) for m in (re.search(r"(\d+)\s*$", ln) for ln in lines) if m]
-        total = sum(counts) if counts else None
-        note = f"D: {program!r}; counted {total} mallocs for {d.total_calls} loop calls"
-        if total is not None and total < d.total_calls:
-            note += " (LOSS)"
-        return Measured(
-            "malloc", ctx.calls, statistics.median(d.ns), d.total_calls, total, None, note
+        return _instr_row(
+            ctx,
+            lambda pid: ["dtrace", "-p", pid, "-n", program],
+            "matched",  # said once armed
+            _printed_total,
+            f"D: {program!r}; ",
         )
 
     return run
