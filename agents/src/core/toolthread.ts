@@ -21,6 +21,7 @@ const OFF_N_RANGES = 16;
 const OFF_TIDS = 24;
 const OFF_RANGES = OFF_TIDS + 4 * MAX_TOOL_TIDS;
 const STATE_SIZE = OFF_RANGES + 16 * MAX_TOOL_RANGES;
+const keep: NativePointer[] = []; // the states, alive as long as their modules
 
 export const TOOL_C = `
 #include <gum/gumtls.h>
@@ -92,8 +93,6 @@ export function toolSymbols(): { tool_state: NativePointer; tool_pthread_self: N
         tool_gettid: Module.getGlobalExportByName("gettid"),
     };
 }
-
-const keep: NativePointer[] = [];
 
 /** Fill a built module's ToolState (from the calling JS thread, which is Frida's):
  * before any of its hooks is in. */
