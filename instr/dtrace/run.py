@@ -318,7 +318,7 @@ class _Profiling:
             if not new:
                 continue
             alive = not got.final and not self.session.ended
-            symbols = self.sampler.symbolize(new) if alive else {}
+            symbols = self.sampler.symbolize(new, ask_agent=alive)
             self.aggs.name_frames(new, symbols, unwinder.module_at)
 
     def finish(self) -> None:

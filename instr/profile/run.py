@@ -81,6 +81,7 @@ class _Collector:
         self.complete = 0
         self.threads: set[int] = set()
         self.drops = 0
+        self.final = False  # the agent sent its last batch: it answers no more calls
 
     def add(self, batch: Batch) -> None:
         unwinder = self.session.unwinder
@@ -96,13 +97,13 @@ class _Collector:
                 new.update(w.frames)
             walks[w.frames] += 1
         self.drops = max(self.drops, batch.drops)
-        if new and not batch.final:
+        self.final = self.final or batch.final
+        if new and not self.final:
             self.session.symbolize(new)
 
     def profile(self, hz: int) -> Profile:
         addrs = {a for walks in (self.walks, self.off_walks) for frames in walks for a in frames}
-        symbols = self.session.symbolize(addrs) if not self.session.ended.is_set() else {}
-        symbols = {**self.session.known_symbols(addrs), **symbols}
+        symbols = self.session.symbolize(addrs, ask_agent=not self.final)
         unwinder = self.session.unwinder
         names: dict[int, str] = {}
         for a in addrs:

@@ -5,7 +5,8 @@ or attaches, ``Agent`` loads the bundle and leaves. The Frida callback thread
 only queues messages; the caller's thread unwinds (``instr.profile.unwind``)
 and symbolises through the agent while it is alive. At the process's exit
 the agent's last batch is ``final``: the agent is being torn down and answers
-no more calls, so addresses first seen there keep a module+offset name.
+no more calls, so addresses first seen there are named from the module's file
+on this host (``instr.profile.elfsyms``), or keep a module+offset name.
 
 The Python API for other instruments (a ``profile-N`` probe of the one-liner
 language): ``ProfileSession(target).start(SamplerOptions(hz=99))``, then
@@ -28,6 +29,7 @@ import frida
 from instr import target as tgt
 from instr.errors import AgentError
 from instr.lifecycle import Agent, Left, TargetProcess
+from instr.profile.elfsyms import HostSymbols
 from instr.profile.unwind import ModuleSpan, Sample, Unwinder, decode_samples
 
 SYMBOL_CHUNK = 2000
@@ -67,6 +69,7 @@ class AgentSampler:
         self.ended = threading.Event()
         self._messages: queue.SimpleQueue[tuple[dict[str, Any], bytes | None]] = queue.SimpleQueue()
         self._symbols: dict[int, tuple[str | None, str | None, int]] = {}
+        self._host_symbols = HostSymbols()
         self.unwinder: Unwinder | None = None
 
     def start(self, options: SamplerOptions) -> dict[str, Any]:
@@ -85,7 +88,10 @@ class AgentSampler:
             mods = self._rpc().profile_modules()
         except (frida.InvalidOperationError, frida.TransportError, frida.RPCException, AgentError):
             return []
-        return [ModuleSpan(m["name"], m["path"], int(m["base"], 16), int(m["size"])) for m in mods]
+        return [
+            ModuleSpan(m["name"], m["path"], int(m["base"], 16), int(m["size"]), m.get("build_id"))
+            for m in mods
+        ]
 
     def _unwind_info(self, base: int) -> bytes | None:
         try:
@@ -97,25 +103,39 @@ class AgentSampler:
             return None
         return bytes(blob) if blob else None
 
-    def symbolize(self, addresses: set[int]) -> dict[int, tuple[str | None, str | None, int]]:
-        """[module, symbol, offset] of each address (the agent's ``symbolize``), cached."""
+    def symbolize(
+        self, addresses: set[int], ask_agent: bool = True
+    ) -> dict[int, tuple[str | None, str | None, int]]:
+        """[module, symbol, offset] of each address, cached: the agent's ``symbolize``
+        while it answers (``ask_agent``), else the module's file on this host
+        (``instr.profile.elfsyms``) when it is the one mapped. Addresses neither
+        names are left out (they keep a module+offset name)."""
         wanted = sorted(a for a in addresses if a not in self._symbols)
-        for i in range(0, len(wanted), SYMBOL_CHUNK):
+        ask_agent = ask_agent and not self.ended.is_set()
+        for i in range(0, len(wanted), SYMBOL_CHUNK) if ask_agent else ():
             chunk = [f"0x{a:x}" for a in wanted[i : i + SYMBOL_CHUNK]]
             try:
                 got = self._rpc().symbolize(chunk)
             except (frida.InvalidOperationError, frida.TransportError, AgentError):
-                break  # the process has exited: these keep module+offset names (docs/profile.md)
+                break  # the process has exited: the host's files name the rest
             except frida.RPCException as e:
                 self.errors.append(f"symbols: {e}")
                 break
             for key, (mod, sym, off) in got.items():
                 self._symbols[int(key, 16)] = (mod, sym, int(off))
+        for a in wanted:
+            if a not in self._symbols:
+                named = self._from_file(a)
+                if named is not None:
+                    self._symbols[a] = named
         return {a: self._symbols[a] for a in addresses if a in self._symbols}
 
-    def known_symbols(self, addresses: set[int]) -> dict[int, tuple[str | None, str | None, int]]:
-        """What ``symbolize`` already resolved, without asking the agent."""
-        return {a: self._symbols[a] for a in addresses if a in self._symbols}
+    def _from_file(self, address: int) -> tuple[str | None, str | None, int] | None:
+        m = self.unwinder.module_at(address) if self.unwinder is not None else None
+        if m is None:
+            return None
+        found = self._host_symbols.name(address, m.base, m.path, m.size, m.build_id)
+        return None if found is None else (m.name, found[0], found[1])
 
     def post(self, message: dict[str, Any], data: bytes | None) -> None:
         self._messages.put((message, data))
@@ -224,11 +244,10 @@ class ProfileSession:
             raise AgentError("the profile session is not started")
         return self._agent.rpc
 
-    def symbolize(self, addresses: set[int]) -> dict[int, tuple[str | None, str | None, int]]:
-        return self.sampler.symbolize(addresses)
-
-    def known_symbols(self, addresses: set[int]) -> dict[int, tuple[str | None, str | None, int]]:
-        return self.sampler.known_symbols(addresses)
+    def symbolize(
+        self, addresses: set[int], ask_agent: bool = True
+    ) -> dict[int, tuple[str | None, str | None, int]]:
+        return self.sampler.symbolize(addresses, ask_agent)
 
     def _on_detached(self, reason: str, crash: Any) -> None:
         self.detach_reason = reason

@@ -59,6 +59,7 @@ class ModuleSpan:
     path: str
     base: int
     size: int
+    build_id: str | None = None  # of the image in memory (the agent's modules)
 
 
 @dataclass(frozen=True)

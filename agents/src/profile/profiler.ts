@@ -11,6 +11,8 @@ import { OffCpuSampler } from "./offcpu.js";
 import { Sampler, SamplerOptions, SamplerStarted, SamplerStats } from "./profile.js";
 
 const PT_LOAD = 1;
+const PT_NOTE = 4;
+const NT_GNU_BUILD_ID = 3;
 const PT_GNU_EH_FRAME = 0x6474e550;
 
 export interface ModuleInfo {
@@ -18,6 +20,8 @@ export interface ModuleInfo {
     path: string;
     base: string;
     size: number;
+    /** GNU build ID of the image in memory (hex), so the host can tell its file is the one mapped */
+    build_id: string | null;
 }
 
 export class Profiler {
@@ -60,7 +64,52 @@ export class Profiler {
 }
 
 export function modules(): ModuleInfo[] {
-    return Process.enumerateModules().map((m) => ({ name: m.name, path: m.path, base: m.base.toString(), size: m.size }));
+    return Process.enumerateModules().map((m) => ({
+        name: m.name,
+        path: m.path,
+        base: m.base.toString(),
+        size: m.size,
+        build_id: buildId(m.base),
+    }));
+}
+
+/** The GNU build ID note of the ELF image at BASE, or null (none, or not ELF). */
+function buildId(base: NativePointer): string | null {
+    try {
+        if (base.readU32() !== 0x464c457f || base.add(4).readU8() !== 2) return null;
+        const phoff = base.add(0x20).readU64().toNumber();
+        const phentsize = base.add(0x36).readU16();
+        const phnum = base.add(0x38).readU16();
+        let lowest: UInt64 | null = null;
+        const notes: [UInt64, number][] = [];
+        for (let i = 0; i < phnum; i++) {
+            const ph = base.add(phoff + i * phentsize);
+            const type = ph.readU32();
+            const vaddr = ph.add(16).readU64();
+            if (type === PT_LOAD && (lowest === null || vaddr.compare(lowest) < 0)) lowest = vaddr;
+            else if (type === PT_NOTE) notes.push([vaddr, ph.add(32).readU64().toNumber()]);
+        }
+        if (lowest === null) return null;
+        const bias = base.sub(ptr(lowest.toString()).and(ptr(Process.pageSize - 1).not()));
+        for (const [vaddr, size] of notes) {
+            const at = bias.add(ptr(vaddr.toString()));
+            let pos = 0;
+            while (pos + 12 <= size) {
+                const namesz = at.add(pos).readU32();
+                const descsz = at.add(pos + 4).readU32();
+                const kind = at.add(pos + 8).readU32();
+                const desc = pos + 12 + ((namesz + 3) & ~3);
+                if (kind === NT_GNU_BUILD_ID && namesz === 4 && at.add(pos + 12).readUtf8String(3) === "GNU") {
+                    const bytes = new Uint8Array(at.add(desc).readByteArray(descsz) as ArrayBuffer);
+                    return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+                }
+                pos = desc + ((descsz + 3) & ~3);
+            }
+        }
+    } catch {
+        return null; // an image whose headers are not mapped readable
+    }
+    return null;
 }
 
 /**
