@@ -35,6 +35,7 @@ from instr import target as tgt
 from instr.agent import load_bundle
 from instr.errors import AgentError, TargetError
 from instr.events import Ending
+from instr.leftover import AttachRecord
 from instr.protocol import PROTOCOL_VERSION
 from instr.unload import AgentWatch, Lingering, detach, gone, held_note, held_threads
 
@@ -127,6 +128,7 @@ class Agent:
         self.detach_reason: str | None = None
         self.crash: Any = None
         self.watch = AgentWatch(pid, local=proc.local)
+        self.record: AttachRecord | None = None  # local: instr.leftover
 
     @classmethod
     def load(
@@ -152,8 +154,10 @@ class Agent:
         on_detached: Detached | None,
         exclusive: bool = True,
     ) -> None:
-        if exclusive and self.proc.local:
-            refuse_if_armed(self.pid)
+        if self.proc.local:
+            if exclusive:
+                refuse_if_armed(self.pid)
+            self.record = AttachRecord.take(self.pid)
         self.session = tgt.attach(self.proc.device, self.pid)
         self.watch.attached()
 
@@ -215,6 +219,12 @@ class Agent:
             print(
                 f"instr: debug: leave of pid {self.pid}: {disposed.get('leave')}", file=sys.stderr
             )
+        try:
+            return self._leave(disposed, wait)
+        finally:
+            self._release()
+
+    def _leave(self, disposed: dict[str, Any] | None, wait: bool) -> Left:
         held = held_threads(disposed)
         blocked = list(dict.fromkeys(held + held_threads(disposed, "waiting")))
         if self.session is None or self.ended.is_set():
@@ -229,6 +239,10 @@ class Agent:
             return Left(held=held, done=False, note=held_note(self.pid, blocked))
         died = wait and bool(self.watch.images) and gone(self.pid)
         return Left(held=held, done=done, died=died)
+
+    def _release(self) -> None:
+        if self.record is not None:
+            self.record.release()
 
     def gate_children(self, bound_s: float = 2.0) -> str | None:
         """Frida's child gating, in force when this returns: its fork() hook is
@@ -257,6 +271,7 @@ class Agent:
         if self.session is not None:
             with contextlib.suppress(frida.InvalidOperationError, frida.TransportError):
                 self.session.detach()
+        self._release()
 
     def ending(self) -> Ending | None:
         """How the process ended when its agent could not say (SIGKILL, a lost

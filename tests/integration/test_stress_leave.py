@@ -760,7 +760,9 @@ def test_sigkill_at_any_moment_of_an_attach(targets, launch, instr_bg, tmp_path)
     """instr killed at a random moment from its start to a little after it
     has armed (while Frida injects, while the agent loads, while the hooks go
     in), each time in a new program: the program answers exactly after the
-    kill, Frida leaves it, and it ends normally."""
+    kill, and it ends normally. Frida leaves it, except when its host died
+    while Frida injected the agent (a few kills in a hundred): then the agent
+    stays idle, and a new instr refuses to attach, saying so."""
     r = start("sleeper", targets, launch)
     started = time.monotonic()
     instr = instr_bg("syscalls", "-c", "-p", r.pid, cwd=tmp_path)
@@ -771,6 +773,7 @@ def test_sigkill_at_any_moment_of_an_attach(targets, launch, instr_bg, tmp_path)
     finish(r, exits_with_lines=False)
     moment = rng("attach-kill")
     problems: list[str] = []
+    left_behind: list[str] = []
     for i in range(N_KILLS):
         r = start("sleeper", targets, launch)
         instr = instr_bg("syscalls", "-c", "-p", r.pid, cwd=tmp_path)
@@ -794,13 +797,25 @@ def test_sigkill_at_any_moment_of_an_attach(targets, launch, instr_bg, tmp_path)
 
             maps_left, settle = frida_maps_settled(r.pid)
             what += f": frida-maps {maps_left} ({settle:.2f}s)"
+            if maps_left != 0:
+                # Frida's agent stayed, idle: its host died while Frida injected it,
+                # and nothing can unload it (docs/leaving.md, known gaps). What instr
+                # promises then: the program lives on, and the next instr refuses
+                # to attach (an attach could abort it) and says why.
+                left_behind.append(what)
+                what += "; left behind: " + diagnose(r.pid).replace("\n", " |")
+                again = instr_bg("syscalls", "-c", "-p", r.pid, cwd=tmp_path).finish(timeout=60)
+                assert again.returncode == 1, (
+                    f"a new instr attached: {again.returncode} {again.err}"
+                )
+                assert f"pid {r.pid} still holds a Frida agent that instr" in again.err, again.err
+                assert "Traceback" not in again.err, again.err
             note("attach-kill", what)
-            lingering = "" if maps_left == 0 else diagnose(r.pid)
             r.ask("1", "sleeping 1", "slept 1")
             finish(r, exits_with_lines=False)
-            assert maps_left == 0, f"Frida still in the maps {UNLOAD_S} s after:\n{lingering}"
         except (AssertionError, TimeoutError) as e:
             problems.append(f"{what}: {e}")
+    note("attach-kill", f"{N_KILLS} kills: {len(left_behind)} left Frida's agent behind")
     assert problems == [], "\n".join(problems)
 
 
