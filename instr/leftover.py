@@ -11,9 +11,12 @@ this host, held locked for as long as that instr lives:
 
     <tmp>/instr-<uid>/attach/<pid>-<start time>-<host pid>
 
-It is removed once Frida has left the process (or the process is gone). An
-attach that finds a record whose host is dead while Frida is still in the
-process's maps refuses, with what happened, instead of attaching.
+It is removed when that instr leaves in order (Frida's agent may stay a
+while after that, held by a thread blocked inside a hook: it then leaves on
+its own), so a record outlives its instr only when instr died without
+leaving: SIGKILL, a crash. An attach that finds a record whose host is dead
+while Frida is still in the process's maps refuses, with what happened,
+instead of attaching.
 """
 
 from __future__ import annotations
@@ -82,13 +85,12 @@ class AttachRecord:
         return record
 
     def release(self) -> None:
-        """Remove the record if Frida has left the process (or it is gone); else it
-        stays, for the next instr to find."""
+        """instr has left in order (its agent may still be held by a thread inside
+        a hook, and then leaves on its own: docs/leaving.md): the record goes."""
         if self.path is None:
             return
-        if not frida_in(self.pid):
-            with contextlib.suppress(OSError):
-                self.path.unlink()
+        with contextlib.suppress(OSError):
+            self.path.unlink()
         if self._fd is not None:
             with contextlib.suppress(OSError):
                 os.close(self._fd)

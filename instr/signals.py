@@ -17,14 +17,18 @@ STOPPING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """Raise KeyboardInterrupt on SIGTERM and SIGHUP, so a killed instr, or one
-    whose terminal closed, still flushes and detaches."""
+    """Raise KeyboardInterrupt on SIGINT, SIGTERM and SIGHUP, so a killed instr,
+    or one whose terminal closed, still flushes and detaches. SIGINT too: a
+    shell without job control starts a background command (``instr ... &`` in
+    a script) with SIGINT ignored, and Python then leaves it ignored, so a
+    ``kill -INT`` of that instr did nothing (and a harness that ran it so
+    waited for ever)."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
     try:
-        previous = [(sig, signal.signal(sig, handler)) for sig in STOPPING[1:]]
+        previous = [(sig, signal.signal(sig, handler)) for sig in STOPPING]
     except ValueError:  # not the main thread: leave signals alone
         yield
         return

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from instr.unload import agent_images, wait_unloaded
-from tests.helpers import Finished
+from tests.helpers import Finished, InstrProcess, instr_argv, instr_env
 
 # How long a leave takes is measured by hand, not asserted here (no timing
 # in tests): what proves that instr did not wait for the blocked thread is
@@ -71,6 +71,34 @@ def test_syscalls_leave_while_the_program_sleeps_in_a_replaced_wrapper(
     assert target.readline() == "sum=6"
     end = target.finish()
     assert end.returncode == 0, end.err
+
+
+def test_sigint_stops_an_instr_started_with_sigint_ignored(targets, launch, tmp_path):
+    """A shell script without job control starts ``instr ... &`` with SIGINT
+    ignored (and Python keeps it so); ``kill -INT`` must still stop it as
+    Ctrl-C does. It used to be ignored: the run went on for ever."""
+    target = launch(targets.path("sleeper"))
+    argv = [
+        "sh",
+        "-c",
+        "trap '' INT; exec \"$@\"",
+        "sh",
+        *instr_argv("syscalls", "-c", "-p", target.pid),
+    ]
+    instr = InstrProcess(argv, cwd=tmp_path, env=instr_env())
+    try:
+        instr.err.expect("counting system calls", timeout=60)
+        target.send("2 sum")
+        assert target.readline() == "sum=3"
+        instr.proc.send_signal(signal.SIGINT)
+        done = instr.finish(timeout=60)
+    finally:
+        instr.kill()
+    assert done.returncode == 0, done.err
+    assert re.search(r"\b1\s+write$", done.out, re.M), done.out  # "sum=3": the one write
+    target.send("1 sum")
+    assert target.readline() == "sum=1"
+    assert target.finish().returncode == 0
 
 
 def test_syscalls_duration_leave_while_the_program_sleeps(targets, launch, instr_bg):
