@@ -444,14 +444,16 @@ lis_leave (GumInvocationContext * ic)
     end (&sys.sites[i], c, (gint64) GPOINTER_TO_SIZE (gum_invocation_context_get_return_value (ic)), &ic->system_error);
 }
 
-/* Whether this thread's calls are not counted (Frida's threads), from its
- * state word alone; a thread not seen yet reads 0 and goes through call(). */
+/* Whether this thread's calls are not counted (Frida's threads). A thread
+ * not seen yet is classified here, before its call: a Frida thread's first
+ * call once went through call(), and when it blocked there (a ppoll of a
+ * thread Frida starts when its host has gone) its return address into this
+ * code held the agent's leave for ever (the soak, docs/leaving.md). */
 static inline gboolean
 ignored_here (void)
 {
-  gsize v = GPOINTER_TO_SIZE (gum_tls_key_get_value (sys.key));
-  Thr * t = slot_of (v);
-  return ((t != NULL ? t->st : (guint64) v) & ST_IGNORE) != 0;
+  Thr * t;
+  return (state_get (&t) & ST_IGNORE) != 0;
 }
 
 /* r<ooo>: site 0ooo (octal), 512 of them. A call that is not counted (a
