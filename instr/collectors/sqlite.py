@@ -198,6 +198,9 @@ class SqliteCollector:
                 if pending:
                     db.executemany(sql, pending)
                     pending.clear()
+            for sql, block in rows.blocks:
+                db.executemany(sql, block)
+            rows.blocks.clear()
             db.execute("COMMIT")
         except BaseException:
             self._rollback(db)
@@ -210,6 +213,7 @@ class SqliteCollector:
         self.failed = True
         if self.rows is not None:
             self.rows.new_stacks.clear()
+            self.rows.blocks.clear()
             for pending in self.rows.pending.values():
                 pending.clear()
         if db.in_transaction:
