@@ -10,6 +10,11 @@ batch and ``args`` from a ``%`` template; anything unexpected in an event
 (missing capture, ``args_status``, a non-integer) falls back to the generic
 writer, which handles every capture kind and backtraces (deduplicated into
 ``stacks``).
+
+A uniform batch of an integer-only layout (``decode.Block``, what a hot
+native probe sends) skips ``Event`` objects and Python rows altogether:
+``EventRows.blocks`` holds (statement, iterator) pairs whose rows are unpacked
+from the batch's bytes while ``executemany`` binds them (``_block_writer``).
 """
 
 from __future__ import annotations
