@@ -30,6 +30,7 @@ SCRIPTS: dict[str, list[str]] = {
     "bench_fast.py": ["--calls", "2000", "--rounds", "1", "--timeout", "60"],
     "bench_mem.py": ["--pairs", "2000", "--slow-pairs", "300", "--rounds", "1"],
     "bench_profile.py": ["--work", "5", "--repeat", "1"],
+    "bench_sqlite.py": ["--events", "20000", "--rounds", "1", "--timeout", "60"],
     "bench_static.py": ["--calls", "200", "--rounds", "1", "--timeout", "60"],
 }
 FAILED = re.compile(r"\bfailed\b", re.IGNORECASE)

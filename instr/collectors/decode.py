@@ -31,6 +31,7 @@ batch, and each kind of problem is counted in ``Decoder.problems``.
 from __future__ import annotations
 
 import struct
+from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -158,10 +159,14 @@ def _build_plan(lay: Layout) -> _Plan:
 
 @dataclass(frozen=True, slots=True)
 class Block:
-    """A uniform batch as columns: one probe and phase, a fixed layout, the same flags.
+    """A uniform batch: one probe and phase, a fixed layout, the same flags.
 
     Collectors that can write columns (``on_block``) skip building an ``Event``
-    per record, which is most of the host's cost for a hot probe.
+    per record, which is most of the host's cost for a hot probe. Nothing is
+    decoded until asked: ``heads``, ``args``, ``rets`` and ``durs`` unpack the
+    columns, ``numbered`` gives the records with their sequence numbers in
+    place of the header's first word (for a single ``iter_unpack`` of whole
+    rows, see ``sqlite_rows``).
     """
 
     probe_id: int
@@ -169,10 +174,44 @@ class Block:
     first_seq: int
     count: int
     flags: int
-    heads: list[tuple[int, int, int]]  # (site, tid, ts_ns) per record
-    args: list[tuple[Any, ...]]  # argument values per record, in layout order; [] if none
-    rets: list[Any] | None
-    durs: list[Any] | None  # None when not captured, or for exits without their entry
+    data: Buffer  # the batch's records, ``count`` of ``layout.size`` bytes each
+    layout: Layout
+    plan: _Plan
+
+    @property
+    def heads(self) -> list[tuple[int, int, int]]:
+        """(site, tid, ts_ns) per record."""
+        assert self.plan.head is not None
+        return [h for h in self.plan.head.iter_unpack(self.data)]
+
+    @property
+    def args(self) -> list[tuple[Any, ...]]:
+        """Argument values per record, in layout order; [] if the layout has none."""
+        a = self.plan.args
+        return list(a.iter_unpack(self.data)) if a is not None else []
+
+    @property
+    def rets(self) -> list[Any] | None:
+        r = self.plan.ret
+        return [v for (v,) in r.iter_unpack(self.data)] if r is not None else None
+
+    @property
+    def durs(self) -> list[Any] | None:
+        """None when not captured, or for exits without their entry (``FLAG_NO_ENTRY``)."""
+        d = self.plan.dur
+        if d is None or self.flags & FLAG_NO_ENTRY:
+            return None
+        return [v for (v,) in d.iter_unpack(self.data)]
+
+    def numbered(self) -> bytearray:
+        """A copy of the records whose first 8 bytes (size, phase, flags, probe:
+        the same in every record of a block) hold each record's sequence number."""
+        buf = bytearray(self.data)
+        words = memoryview(buf).cast("Q")
+        first = self.first_seq
+        words[:: self.layout.size >> 3] = array("Q", range(first, first + self.count))
+        words.release()
+        return buf
 
 
 class Decoder:
@@ -261,20 +300,8 @@ class Decoder:
         if found is None:
             return None
         plan, flags, records = found
-        assert plan.hot is not None and plan.head is not None
-        return Block(
-            probe_id=plan.hot[1],
-            phase=plan.hot[3],
-            first_seq=first_seq,
-            count=records,
-            flags=flags,
-            heads=list(plan.head.iter_unpack(data)),
-            args=list(plan.args.iter_unpack(data)) if plan.args is not None else [],
-            rets=[r for (r,) in plan.ret.iter_unpack(data)] if plan.ret is not None else None,
-            durs=[d for (d,) in plan.dur.iter_unpack(data)]
-            if plan.dur is not None and not flags & FLAG_NO_ENTRY
-            else None,
-        )
+        assert plan.hot is not None
+        return Block(plan.hot[1], plan.hot[3], first_seq, records, flags, data, plan.layout, plan)
 
     def _uniform(self, data: Buffer, first_seq: int) -> list[Event] | None:
         """Whole-buffer decode when every record has the same fixed layout and flags."""

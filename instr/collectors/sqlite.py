@@ -5,6 +5,9 @@ Speed notes (measured on the 2-core VM, see the report in docs/outputs.md):
 * one transaction per batch, ``executemany`` per statement, WAL, ``synchronous=OFF``;
 * rows are built per batch by ``sqlite_rows.EventRows`` (statement per
   (probe, phase) with literals, no bound ``None``, ``%``-template JSON);
+* a uniform batch (one probe and phase, integer captures: the hot native
+  case) is bound straight from its bytes, ``args`` written by SQLite's
+  ``printf``; SQLite itself is then most of the time (scripts/bench_sqlite.py);
 * the two secondary indexes are created at ``close`` when missing, so the first
   run into a database inserts without maintaining them.
 """
@@ -198,6 +201,9 @@ class SqliteCollector:
                 if pending:
                     db.executemany(sql, pending)
                     pending.clear()
+            for sql, block in rows.blocks:
+                db.executemany(sql, block)
+            rows.blocks.clear()
             db.execute("COMMIT")
         except BaseException:
             self._rollback(db)
@@ -210,6 +216,7 @@ class SqliteCollector:
         self.failed = True
         if self.rows is not None:
             self.rows.new_stacks.clear()
+            self.rows.blocks.clear()
             for pending in self.rows.pending.values():
                 pending.clear()
         if db.in_transaction:

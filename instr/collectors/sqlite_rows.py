@@ -10,11 +10,17 @@ batch and ``args`` from a ``%`` template; anything unexpected in an event
 (missing capture, ``args_status``, a non-integer) falls back to the generic
 writer, which handles every capture kind and backtraces (deduplicated into
 ``stacks``).
+
+A uniform batch of an integer-only layout (``decode.Block``, what a hot
+native probe sends) skips ``Event`` objects and Python rows altogether:
+``EventRows.blocks`` holds (statement, iterator) pairs whose rows are unpacked
+from the batch's bytes while ``executemany`` binds them (``_block_writer``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import struct
+from collections.abc import Callable, Iterator
 from operator import attrgetter
 from typing import Any, cast
 
@@ -23,7 +29,7 @@ from instr.collectors.jsonl import names_getter
 from instr.collectors.layout import UNSIGNED64, Kind, Layout, LayoutCache
 from instr.collectors.values import MAX_I64, address_json, int64, to_json
 from instr.events import Event, RunContext
-from instr.protocol import PHASE_NAMES
+from instr.protocol import FLAG_NO_ENTRY, PHASE_NAMES
 
 Row = tuple[Any, ...]
 _Writer = Callable[[list[Event]], None]
@@ -42,6 +48,8 @@ class EventRows:
         self.layouts = layouts
         self.pending: dict[str, list[Row]] = {}
         self.new_stacks: list[Row] = []
+        # (statement, rows) of uniform batches, rows unpacked while SQLite binds them
+        self.blocks: list[tuple[str, Iterator[Row]]] = []
         self._writers: dict[tuple[int, str], _Writer] = {}
         self._block_writers: dict[tuple[int, str], Callable[[Block], None]] = {}
         self._stacks: dict[tuple[int, ...], int] = {}
@@ -120,41 +128,7 @@ class EventRows:
         full = self._rows(lay.probe_id, lay.phase, (*_BASE, *ret, "duration_ns", "args"))
         generic = self._generic_writer(lay.probe_id, lay.phase, lay)
 
-        def block_write(b: Block) -> None:
-            seqs = range(b.first_seq, b.first_seq + b.count)
-            js = [tpl % a for a in b.args] if names else ["{}"] * b.count
-            if has_ret:
-                assert b.rets is not None
-                rets = [r - _TWO64 if r > MAX_I64 else r for r in b.rets] if wide else b.rets
-                if has_dur and b.durs is not None:
-                    full.extend(
-                        [
-                            (q, t, ts, si, r, d, j)
-                            for q, (si, t, ts), r, d, j in zip(
-                                seqs, b.heads, rets, b.durs, js, strict=True
-                            )
-                        ]
-                    )
-                else:
-                    short.extend(
-                        [
-                            (q, t, ts, si, r, j)
-                            for q, (si, t, ts), r, j in zip(seqs, b.heads, rets, js, strict=True)
-                        ]
-                    )
-            elif has_dur and b.durs is not None:
-                full.extend(
-                    [
-                        (q, t, ts, si, d, j)
-                        for q, (si, t, ts), d, j in zip(seqs, b.heads, b.durs, js, strict=True)
-                    ]
-                )
-            else:
-                short.extend(
-                    [(q, t, ts, si, j) for q, (si, t, ts), j in zip(seqs, b.heads, js, strict=True)]
-                )
-
-        self._block_writers[(lay.probe_id, lay.phase)] = block_write
+        self._block_writers[(lay.probe_id, lay.phase)] = self._block_writer(lay)
 
         def entry_rows(evs: list[Event]) -> list[Row]:
             return [(e.seq, e.tid, e.ts_ns, e.site, tpl % get(e.args)) for e in evs]
@@ -191,6 +165,59 @@ class EventRows:
                     short.append((*h, a))
                 else:
                     full.append((*h, d, a))
+
+        return write
+
+    def _block_writer(self, lay: Layout) -> Callable[[Block], None]:
+        """A uniform batch straight from its bytes: ``Block.numbered`` puts each
+        record's seq in its first word, one ``iter_unpack`` yields whole rows
+        (seq, site, tid, ts, slots...) that ``executemany`` binds as they come,
+        and SQLite's ``printf`` writes ``args`` (same text as ``tpl % args``).
+        No Python object is built per record beyond the tuple SQLite binds.
+
+        64-bit unsigned slots are read as signed (SQLite's integers are) and
+        printed with ``%u``; a retval keeps the i64 bit pattern, as elsewhere.
+        """
+        if lay.phase not in PHASE_NAMES:  # only literals we know go into SQL text
+            raise ValueError(f"unknown phase {lay.phase!r}")
+
+        def statement(duration: bool) -> tuple[str, struct.Struct]:
+            cols = {"seq": "?1", "site": "?2", "tid": "?3", "ts_ns": "?4"}
+            fmt = ["<Q", "IIQ"]  # the header's first word holds the seq (Block.numbered)
+            keys: list[str] = []
+            params: list[str] = []
+            n = 4  # values per row so far
+            for s in lay.slots:
+                wide = s.fmt == "Q"
+                if s.role == "duration" and not duration:
+                    fmt.append("8x")
+                    continue
+                fmt.append("q" if wide else s.fmt)
+                n += 1
+                if s.role == "arg":
+                    keys.append(f"{to_json(s.name).replace('%', '%%')}:{'%u' if wide else '%d'}")
+                    params.append(f"?{n}")
+                else:
+                    cols["retval" if s.role == "retval" else "duration_ns"] = f"?{n}"
+            if keys:
+                tpl = ("{" + ",".join(keys) + "}").replace("'", "''")
+                cols["args"] = f"printf('{tpl}', {', '.join(params)})"
+            else:
+                cols["args"] = "'{}'"
+            sql = (
+                f"INSERT INTO events (run_id, probe_id, phase, {', '.join(cols)})"
+                f" VALUES ({int(self.run_id)}, {int(lay.probe_id)}, '{lay.phase}',"
+                f" {', '.join(cols.values())})"
+            )
+            return sql, struct.Struct("".join(fmt))
+
+        # a record without its entry (FLAG_NO_ENTRY) leaves duration_ns NULL
+        full, short = statement(True), statement(False)
+        blocks = self.blocks
+
+        def write(b: Block) -> None:
+            sql, rec = short if b.flags & FLAG_NO_ENTRY else full
+            blocks.append((sql, rec.iter_unpack(b.numbered())))
 
         return write
 

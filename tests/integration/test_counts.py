@@ -167,3 +167,32 @@ def test_sqlite_alone_takes_the_columnar_path_exactly(targets, tier, phases_, pr
         assert (ret_sum, durs) == (3 * N * (N - 1) // 2, N)
     (events,) = con.execute("SELECT events FROM runs").fetchone()
     assert events == len(seqs)
+
+
+def test_a_million_two_integer_events_reach_sqlite_exactly(targets, probe_file, tmp_path):
+    """The hot case of issue 19 at full size: 1M entry events of a two-integer native
+    probe into SQLite alone (the columnar path), every one present, in order, with the
+    values the target passed, and counts that agree with the target's own."""
+    n = 1_000_000
+    text = ADD_SET.format(tier="native").replace(', r: "retval:i64", d: duration', "")
+    out = tmp_path / "million.db"
+    res = run_instr("run", "-q", "-P", probe_file(text + "        on: [entry]\n"), "-s", "add",
+                    "-o", out, "--", targets.path("calls"), "add", n)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert f"add calls={n} sum={3 * n * (n - 1) // 2}" in res.stdout
+    con = db(out)
+    got = con.execute(
+        "SELECT count(*), count(DISTINCT seq), min(seq), max(seq),"
+        " sum(json_extract(args, '$.a')), sum(json_extract(args, '$.b')),"
+        " count(DISTINCT probe_id), count(DISTINCT phase) FROM events"
+    ).fetchone()
+    assert got == (n, n, 1, n, n * (n - 1) // 2, n * (n - 1), 1, 1)
+    # in call order: seq and the captured argument rise together
+    (disorder,) = con.execute(
+        "SELECT count(*) FROM events WHERE json_extract(args, '$.a') != seq - 1"
+    ).fetchone()
+    assert disorder == 0
+    run = con.execute("SELECT events, drops, lost_batches, ending_reason FROM runs").fetchone()
+    assert run == (n, 0, 0, "exit")
+    (probe_events,) = con.execute("SELECT events FROM probes").fetchone()
+    assert probe_events == n

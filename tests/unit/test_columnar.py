@@ -3,6 +3,7 @@ the per-event path, and is the one taken when SQLite is the only output."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from instr.collectors.sqlite import SqliteCollector
 from instr.dispatch import Dispatcher
 from instr.events import RunContext, RunInfo
 from instr.probes.ir import Capture, FunctionPoint, Probe, ProbeTable
-from instr.protocol import PROTOCOL_VERSION
+from instr.protocol import FLAG_NO_ENTRY, PROTOCOL_VERSION
 
 INFO = RunInfo(0, "local", 1, ("demo",), "test", ("t",))
 
@@ -101,3 +102,81 @@ def test_credit_is_granted_after_each_batch_is_written(tmp_path):
                 "records": 100, "drops": {}}}, data)  # fmt: skip
     d.close(None)
     assert granted == [(1, 100), (2, 200)]
+
+
+def wide_table() -> ProbeTable:
+    """Every scalar width and sign, 64-bit unsigned values past 2^63, a name SQL and
+    printf would misread, a duration, a second retval (an arg) and a probe with no args."""
+    t = ProbeTable()
+    entry = (
+        Capture("s8", "arg", "i8"),
+        Capture("u16", "arg", "u16"),
+        Capture("p%'q", "arg", "ptr", index=2),
+        Capture("big", "arg", "u64", index=3),
+        Capture("who", "caller", "ptr"),
+        Capture("s32", "arg", "i32", index=4),
+    )
+    exit_ = (
+        Capture("r", "retval", "ptr"),
+        Capture("lat", "duration", "duration"),
+        Capture("r2", "retval", "u32"),
+    )
+    t.add(Probe(1, "t/w", FunctionPoint("m", "w"), entry, exit_))
+    t.add(Probe(2, "t/none", FunctionPoint("m", "n"), (), (Capture("r", "retval", "i16"),)))
+    return t
+
+
+def wide_batches() -> list[bytes]:
+    top = 2**64 - 1
+    entries = b"".join(
+        encode_record(
+            1, 0, [-i, 65535 - i, top - i, 2**63 + i, 0x7F00 + i, i - 2**31], ts=i, site=i % 3
+        )
+        for i in range(50)
+    )
+    exits = b"".join(
+        encode_record(1, 1, [top - i, 1000 + i, top - i], tid=9, ts=i) for i in range(50)
+    )
+    orphans = b"".join(  # exits whose entry was not seen: duration_ns stays NULL
+        encode_record(1, 1, [i, 0, i], tid=9, ts=i, flags=FLAG_NO_ENTRY) for i in range(20)
+    )
+    bare = b"".join(encode_record(2, 1, [2**64 - 5 + i], tid=3, ts=i) for i in range(5))
+    none_entries = b"".join(encode_record(2, 0, [], tid=3, ts=i) for i in range(5))
+    return [entries, exits, orphans, bare, none_entries]
+
+
+def run_wide(path: Path, columnar: bool) -> list[tuple[object, ...]]:
+    ctx = RunContext(wide_table())
+    sink = SqliteCollector(path)
+    sink.open(ctx, INFO)
+    d = Dispatcher(ctx, [sink])
+    d._columnar = columnar
+    data = wide_batches()
+    for seq, batch in enumerate(data, 1):
+        n = len(Decoder(ctx).decode(batch, 1))
+        d.post({"type": "send", "payload": {"v": PROTOCOL_VERSION, "type": "batch", "seq": seq,
+                "records": n, "drops": {}}}, batch)  # fmt: skip
+    summary = d.close(None)
+    assert summary.events == 130 and summary.errors == []
+    return (
+        sqlite3.connect(path)
+        .execute(
+            "SELECT seq, probe_id, phase, tid, ts_ns, site, retval, duration_ns, args, stack_id,"
+            " args_status, typeof(retval), typeof(duration_ns) FROM events ORDER BY seq"
+        )
+        .fetchall()
+    )
+
+
+def test_columnar_rows_equal_event_rows_for_every_scalar_kind(tmp_path: Path):
+    by_block = run_wide(tmp_path / "block.db", columnar=True)
+    by_event = run_wide(tmp_path / "event.db", columnar=False)
+    assert by_block == by_event
+    assert [r[0] for r in by_block] == list(range(1, 131))  # seq contiguous
+    top = 2**64 - 1
+    first = {"s8": -1, "u16": 65534, "p%'q": top - 1, "big": 2**63 + 1, "who": 0x7F01}
+    assert json.loads(str(by_block[1][8])) == {**first, "s32": 1 - 2**31}
+    assert by_block[50][6:8] == (-1, 1000) and json.loads(str(by_block[50][8])) == {"r2": 2**32 - 1}
+    assert by_block[100][6:8] == (0, None)  # FLAG_NO_ENTRY: no duration
+    assert by_block[120][6] == -5 and by_block[120][8] == "{}"  # i16 retval sign-extended
+    assert by_block[125][1:3] == (2, "entry") and by_block[125][8] == "{}"
