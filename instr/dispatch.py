@@ -278,10 +278,17 @@ class Dispatcher:
 
     def _sites(self, env: dict[str, Any], data: bytes | None) -> None:
         probe = int(env["probe"])
-        for s in env.get("sites", ()):
-            addr = _addr(s.get("address"))
-            site = Site(probe, int(s["site"]), addr or 0, s.get("module"), s.get("symbol"))
-            self.ctx.add_site(site)
+        self.ctx.add_sites(
+            Site(
+                probe,
+                int(s["site"]),
+                _addr(s.get("address")) or 0,
+                s.get("module"),
+                s.get("symbol"),
+                s.get("offset"),
+            )
+            for s in env.get("sites", ())
+        )
 
     def _symbols(self, env: dict[str, Any], data: bytes | None) -> None:
         mapping: dict[int, Symbol] = {}
