@@ -121,6 +121,10 @@ class Dispatcher:
         self._failed: dict[int, Exception] = {}  # collectors that raised, by index
         # the console's reader went away (instr ... | head): the run should stop
         self.pipe_closed = threading.Event()
+        for c in self.collectors:  # the console also writes from a thread of its own
+            watch = getattr(c, "watch_pipe", None)
+            if watch is not None:
+                watch(self.pipe_closed.set)
         self._seen_errors: set[str] = set()
         self._more_errors = 0
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()

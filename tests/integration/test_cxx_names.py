@@ -139,3 +139,22 @@ def test_symbols_and_backtraces_are_demangled_everywhere(
         ]
         names = {n for (n,) in con.execute("SELECT name FROM symbols WHERE module = 'cxx'")}
         assert names == {OUTER, "main", "_start"}
+
+
+def test_console_nests_calls(cxx: dict[str, Path]) -> None:
+    """The console's CALL column: demangled names, indented per open call on the
+    thread, as frida-trace draws them."""
+    res = run_instr("trace", "-q", "-i", "cxx!ns::Widget::*", "--", cxx["cxx"], 1)
+    assert res.returncode == 0, res.stderr
+    out = res.stdout.splitlines()
+    head = out.index("TIME             TID PROBE                 CALL")
+    calls = [line.split(" cli/cxx!ns::Widget::* ", 1)[1] for line in out[head + 1 : head + 7]]
+    assert calls == [
+        f"→ cxx!{OUTER}",
+        f"   | → cxx!{TWICE_INT}",
+        f"   | ← cxx!{TWICE_INT}",
+        f"   | → cxx!{TWICE_LONG}",
+        f"   | ← cxx!{TWICE_LONG}",
+        f"← cxx!{OUTER}",
+    ]
+    assert out[head + 7] == "--"
