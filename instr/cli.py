@@ -244,9 +244,9 @@ def dtrace(programs: tuple[str, ...], script: str | None, args: tuple[str, ...],
 @click.option(
     "--own-fds/--shared-fds",
     default=None,
-    help="The program's thread gets an fd table apart from Frida's threads at its next "
-    "hooked call (the default for a spawned program; attached, only when asked: fd "
-    "calls cost ~60-90 ns less), or keeps sharing it (see docs/syscalls.md).",
+    help="Give the program an fd table apart from Frida's threads, so its fd calls cost "
+    "~60-90 ns less (the default for a spawned program), and say how it went; or leave it "
+    "shared (see docs/syscalls.md).",
 )
 @cc_option
 @target_options

@@ -40,7 +40,7 @@ def closed_pipe(target, *args: object) -> tuple[list[str], str]:
     try:
         assert instr.stderr is not None
         err = LineReader(instr.stderr)
-        started = err.expect(re.compile(r"\b(armed|counting)\b"))
+        started = err.expect(re.compile(r"\b(armed|tracing)\b"))
         target.send("100 sum")  # 100 target_add calls, one write
         assert target.readline() == "sum=5050"
         assert select.select([r], [], [], 60)[0], "no output within 60 s"
@@ -78,7 +78,7 @@ def test_closed_pipe_syscalls(targets, launch):
     target = launch(targets.path("sleeper"))
     lines, started = closed_pipe(target, "syscalls", "-e", "trace=write")
     first = lines[0]
-    assert started.startswith(f"instr: counting system calls in pid {target.pid} (")
+    assert started.startswith(f"instr: tracing system calls in pid {target.pid} (")
     assert re.fullmatch(r'write\(1<pipe:\[\d+\]>, "sum=5050\\n", 9\) = 9 <[\d.]+>', first), first
 
 
