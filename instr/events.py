@@ -129,6 +129,18 @@ class RunInfo:
     sets: tuple[str, ...]
 
 
+def _demangled(where: str | None) -> str | None:
+    """``cxx!_ZN2ns1fEv+0x5`` (the agent's text of an address) with the name demangled."""
+    if where is None or "!_Z" not in where:
+        return where
+    module, _, rest = where.partition("!")
+    name, plus, offset = rest.rpartition("+0x")
+    if not plus:
+        name, offset = rest, ""
+    pretty = demangle((name,)).get(name, name)
+    return f"{module}!{pretty}{plus}{offset}"
+
+
 # Signal numbers by name (Linux), for exit statuses of 128+N.
 SIGNALS = {
     "SIGHUP": 1, "SIGINT": 2, "SIGQUIT": 3, "SIGILL": 4, "SIGTRAP": 5, "SIGABRT": 6,
@@ -158,7 +170,7 @@ class Ending:
             address=(int(address, 0) if isinstance(address, str) else int(address))
             if address is not None
             else None,
-            symbol=env.get("symbol"),
+            symbol=_demangled(env.get("symbol")),
         )
 
     @classmethod

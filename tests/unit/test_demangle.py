@@ -61,3 +61,18 @@ def test_site_without_symbol_is_named_from_its_module_base() -> None:
     assert Site(1, 0, 0x5641DD68F209, "calls", None, 0x1209).function == "calls+0x1209"
     assert Site(1, 0, 0x5641DD68F209, "calls", None).function == "0x5641dd68f209"
     assert Site(1, 0, 0x401000, None, None).function == "0x401000"
+
+
+@needs_cxxfilt
+def test_crash_site_is_demangled() -> None:
+    from instr.events import Ending
+
+    crash = {
+        "reason": "crash",
+        "signal": "SIGSEGV",
+        "address": "0x10",
+        "symbol": "cxx!_ZN2ns1fEv+0x5",
+    }
+    assert Ending.from_message(crash).symbol == "cxx!ns::f()+0x5"
+    assert Ending.from_message({**crash, "symbol": "cxx!_ZN2ns1fEv"}).symbol == "cxx!ns::f()"
+    assert Ending.from_message({**crash, "symbol": "cxx!main+0x5"}).symbol == "cxx!main+0x5"
