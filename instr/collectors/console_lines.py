@@ -76,6 +76,7 @@ class EventLines:
         self.t0: int | None = None
         self.depth: dict[int, int] = {}  # tid -> calls open on it
         self._thread_colour: dict[int, str] = {}
+        self._heads: dict[tuple[int, int, str], tuple[str, str]] = {}
         # probes whose entries are followed by exits: only they open a level
         self._nests = {
             p.id
@@ -113,35 +114,52 @@ class EventLines:
             self.depth[e.tid] = d - 1
         return d - 1
 
+    def _head(self, e: Event) -> tuple[str, str]:
+        """The padded probe and ``→ function`` of an event's site (kept once the site is known)."""
+        key = (e.probe_id, e.site, e.phase)
+        known = self._heads.get(key)
+        if known is None:
+            site = self.ctx.site(e.probe_id, e.site)
+            fn = site_function(site, e.site)
+            known = (f"{e.probe:<{self.probe_width}}", f"{ARROWS.get(e.phase, '?')} {fn}")
+            if site is not None:
+                self._heads[key] = known
+        return known
+
     def format(self, e: Event, lines: list[str]) -> None:
         """Append the event's line, then its backtrace and hex-dump lines."""
         ctx = self.ctx
-        lay = self.layouts.get(e.probe_id, e.phase)
-        fn = site_function(ctx.site(e.probe_id, e.site), e.site)
-        call = f"{DEPTH_INDENT * self._level(e)}{ARROWS.get(e.phase, '?')} {fn}"
+        probe, call = self._head(e)
+        level = self._level(e)
+        if level:
+            call = DEPTH_INDENT * level + call
         parts: list[str] = []
         stacks: list[list[int]] = []
         dumps: list[tuple[str, bytes]] = []
-        status = e.args_status or {}
-        kinds = lay.kinds if lay is not None else {}
-        for name, value in e.args.items():
-            kind = kinds.get(name, "int")
-            parts.append(f"{name}={show_value(ctx, kind, value, status.get(name))}")
-            if kind == "backtrace" and value:
-                stacks.append(value)
-            elif kind == "bytes" and value is not None and len(value) > BYTES_SHOWN:
-                dumps.append((name, bytes(value)))
+        if e.args:
+            lay = self.layouts.get(e.probe_id, e.phase)
+            status = e.args_status or {}
+            kinds = lay.kinds if lay is not None else {}
+            for name, value in e.args.items():
+                kind = kinds.get(name, "int")
+                parts.append(f"{name}={show_value(ctx, kind, value, status.get(name))}")
+                if kind == "backtrace" and value:
+                    stacks.append(value)
+                elif kind == "bytes" and value is not None and len(value) > BYTES_SHOWN:
+                    dumps.append((name, bytes(value)))
         if e.phase == "exit":
-            parts.extend(self._exit_parts(e, lay))
-        when, tid, probe = (
-            self.when(e.ts_ns),
-            f"{e.tid:>{TID_WIDTH}}",
-            f"{e.probe:<{self.probe_width}}",
-        )
+            parts.extend(self._exit_parts(e, self.layouts.get(e.probe_id, e.phase)))
+        when, tid = self.when(e.ts_ns), f"{e.tid:>{TID_WIDTH}}"
         if self.colour:
             c = self._colour_of(e.tid)
             when, tid, call = f"{DIM}{when}{RESET}", f"{c}{tid}{RESET}", f"{c}{call}{RESET}"
-        lines.append(" ".join([when, tid, probe, call, *parts]))
+        lines.append(
+            f"{when} {tid} {probe} {call} {' '.join(parts)}"
+            if parts
+            else f"{when} {tid} {probe} {call}"
+        )
+        if not stacks and not dumps:
+            return
         more: list[str] = []
         for frames in stacks:
             more.extend(f"{FRAME_INDENT}#{i} {ctx.symbolize(a)}" for i, a in enumerate(frames))
