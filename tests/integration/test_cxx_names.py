@@ -158,3 +158,12 @@ def test_console_nests_calls(cxx: dict[str, Path]) -> None:
         f"← cxx!{OUTER}",
     ]
     assert out[head + 7] == "--"
+
+
+def test_did_you_mean_shows_demangled_names(cxx: dict[str, Path]) -> None:
+    res = run_instr("trace", "-i", "cxx!twice", "--", cxx["cxx"])
+    assert res.returncode != 0
+    assert res.stderr.splitlines()[-1] == (
+        "  cli/cxx!twice: no function matches 'cxx!twice';"
+        f" did you mean 'cxx!{TWICE_INT}', 'cxx!{TWICE_LONG}'?"
+    )

@@ -192,6 +192,13 @@ function globIn(point: FunctionPoint, modules: Module[], onlyModule: boolean): S
     return sites;
 }
 
+/** `module!_ZN2ns1fEv` -> `module!ns::f()`, for what people read (a "did you mean"). */
+function readable(name: string): string {
+    const bang = name.indexOf("!");
+    const d = demangle(name.slice(bang + 1));
+    return d === null ? name : name.slice(0, bang + 1) + d;
+}
+
 /** Functions whose demangled names match a C++ pattern, from exports and symbol tables. */
 function cxxIn(point: FunctionPoint, modules: Module[]): Site[] {
     const sites: Site[] = [];
@@ -258,7 +265,7 @@ function resolveFunction(point: FunctionPoint, only: Module | null): Resolution 
     if (sites.length === 0 && leftOut.length > 0) return { kind: "failed", reason: leftOutReason(leftOut) };
     if (sites.length === 0) {
         const names = functionNames(modules);
-        const hint = didYouMean(closest(point.symbol, names.keys()).map((n) => names.get(n) ?? n));
+        const hint = didYouMean(closest(point.symbol, names.keys()).map((n) => readable(names.get(n) ?? n)));
         return { kind: "failed", reason: `no function matches '${what}'${hint}` };
     }
     sites.sort((a, b) => a.address.compare(b.address));
