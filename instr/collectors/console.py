@@ -82,7 +82,6 @@ class ConsoleCollector:
         self.clock = clock
         self.view = LiveView(stream, size)
         self._opened_ns: int | None = None
-        self._local_clock = True
         self._unprinted: list[str] | None = None  # the live report not yet appended
         self._headed = False
         self._lock = threading.RLock()  # the stream, the order and the lines: worker and ticker
@@ -99,8 +98,8 @@ class ConsoleCollector:
 
     def open(self, ctx: RunContext, info: RunInfo) -> None:
         self.ctx = ctx
-        self._local_clock = info.device in LOCAL_DEVICES
-        offset = time.time_ns() - time.monotonic_ns() if self._local_clock else None
+        local = info.device in LOCAL_DEVICES
+        offset = time.time_ns() - time.monotonic_ns() if local else None
         self.lines = EventLines(
             ctx, colour=self.colour, wall_offset_ns=offset if self.wall_time else None
         )
