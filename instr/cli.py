@@ -16,14 +16,17 @@ from instr.clicore import (
     guard,
     target_of,
     target_options,
+    wall_time_option,
 )
 from instr.errors import UsageError
 from instr.probes.ir import PlanOptions
 
 
 def _execute(table: Any, kw: dict[str, Any], source: str, sets: tuple[str, ...]) -> None:
+    from instr.collectors.console import set_wall_time_default
     from instr.runner import RunConfig, finish, run
 
+    set_wall_time_default(bool(kw.get("wall_time")))
     config = RunConfig(
         table=table,
         target=target_of(kw),
@@ -67,6 +70,7 @@ def main() -> None:
     "-w", "--destructive", is_flag=True, help="Allow the sets' patch actions (change the target)."
 )
 @target_options
+@wall_time_option
 @debug_option
 @guard
 def run(probes_file: str, set_names: tuple[str, ...], **kw: Any) -> None:
@@ -120,6 +124,7 @@ def run(probes_file: str, set_names: tuple[str, ...], **kw: Any) -> None:
     "-l", "--list", "list_only", is_flag=True, help="List the functions -i/-x match; arm nothing."
 )
 @target_options
+@wall_time_option
 @debug_option
 @guard
 def trace(
@@ -239,9 +244,9 @@ def dtrace(programs: tuple[str, ...], script: str | None, args: tuple[str, ...],
 @click.option(
     "--own-fds/--shared-fds",
     default=None,
-    help="The program's thread gets an fd table apart from Frida's threads at its next "
-    "hooked call (the default for a spawned program; attached, only when asked: fd "
-    "calls cost ~60-90 ns less), or keeps sharing it (see docs/syscalls.md).",
+    help="Give the program an fd table apart from Frida's threads, so its fd calls cost "
+    "~60-90 ns less (the default for a spawned program), and say how it went; or leave it "
+    "shared (see docs/syscalls.md).",
 )
 @cc_option
 @target_options

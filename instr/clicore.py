@@ -166,6 +166,14 @@ cc_option = click.option(
 )
 
 
+wall_time_option = click.option(
+    "--wall-time",
+    is_flag=True,
+    help="Console: the time of day of each event (HH:MM:SS.microseconds) instead of "
+    "milliseconds since the first.",
+)
+
+
 def where_options(fn: F) -> F:
     """Device and target flags only (frida-tools style), for mem and peek."""
     for opt in reversed(

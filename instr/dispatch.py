@@ -121,6 +121,10 @@ class Dispatcher:
         self._failed: dict[int, Exception] = {}  # collectors that raised, by index
         # the console's reader went away (instr ... | head): the run should stop
         self.pipe_closed = threading.Event()
+        for c in self.collectors:  # the console also writes from a thread of its own
+            watch = getattr(c, "watch_pipe", None)
+            if watch is not None:
+                watch(self.pipe_closed.set)
         self._seen_errors: set[str] = set()
         self._more_errors = 0
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -278,10 +282,17 @@ class Dispatcher:
 
     def _sites(self, env: dict[str, Any], data: bytes | None) -> None:
         probe = int(env["probe"])
-        for s in env.get("sites", ()):
-            addr = _addr(s.get("address"))
-            site = Site(probe, int(s["site"]), addr or 0, s.get("module"), s.get("symbol"))
-            self.ctx.add_site(site)
+        self.ctx.add_sites(
+            Site(
+                probe,
+                int(s["site"]),
+                _addr(s.get("address")) or 0,
+                s.get("module"),
+                s.get("symbol"),
+                s.get("offset"),
+            )
+            for s in env.get("sites", ())
+        )
 
     def _symbols(self, env: dict[str, Any], data: bytes | None) -> None:
         mapping: dict[int, Symbol] = {}

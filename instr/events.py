@@ -7,12 +7,15 @@ objects using the ``ProbeTable``; collectors receive them together with a
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from instr.demangle import demangle
 from instr.probes.ir import ProbeTable
 
 
@@ -41,11 +44,16 @@ class Site:
     address: int
     module: str | None
     symbol: str | None
+    offset: int | None = None  # address - the module's base, when the agent knows the module
 
     @property
     def function(self) -> str:
+        """``demo!main``; without a symbol ``demo+0x1209`` (from the module's base),
+        or the bare address when the module is not known."""
         if self.symbol is None:
-            return f"{self.module or '?'}+{self.address:#x}" if self.module else hex(self.address)
+            if self.module and self.offset is not None:
+                return f"{self.module}+{self.offset:#x}"
+            return hex(self.address)
         return f"{self.module}!{self.symbol}" if self.module else self.symbol
 
 
@@ -74,13 +82,33 @@ class RunContext:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add_site(self, site: Site) -> None:
+        self.add_sites((site,))
+
+    def add_sites(self, sites: Iterable[Site]) -> None:
+        """Hooked sites; C++ symbols are kept demangled (``instr.demangle``), one
+        ``c++filt`` for all of them."""
+        sites = list(sites)
+        pretty = demangle(s.symbol for s in sites if s.symbol)
+        if pretty:
+            sites = [
+                dataclasses.replace(s, symbol=pretty[s.symbol]) if s.symbol in pretty else s
+                for s in sites
+            ]
         with self._lock:
-            self.sites[(site.probe, site.site)] = site
+            for site in sites:
+                self.sites[(site.probe, site.site)] = site
 
     def site(self, probe: int, site: int) -> Site | None:
         return self.sites.get((probe, site))
 
     def add_symbols(self, mapping: dict[int, Symbol]) -> None:
+        """Symbols of addresses; C++ names are kept demangled (``instr.demangle``)."""
+        pretty = demangle(s.name for s in mapping.values() if s.name)
+        if pretty:
+            mapping = {
+                a: Symbol(s.module, pretty[s.name], s.offset) if s.name in pretty else s
+                for a, s in mapping.items()
+            }
         with self._lock:
             self.symbols.update(mapping)
 
@@ -99,6 +127,18 @@ class RunInfo:
     argv: tuple[str, ...] | None  # spawned program and args; None when attached
     source: str | None  # probe-set file, or "cli" for quick mode
     sets: tuple[str, ...]
+
+
+def _demangled(where: str | None) -> str | None:
+    """``cxx!_ZN2ns1fEv+0x5`` (the agent's text of an address) with the name demangled."""
+    if where is None or "!_Z" not in where:
+        return where
+    module, _, rest = where.partition("!")
+    name, plus, offset = rest.rpartition("+0x")
+    if not plus:
+        name, offset = rest, ""
+    pretty = demangle((name,)).get(name, name)
+    return f"{module}!{pretty}{plus}{offset}"
 
 
 # Signal numbers by name (Linux), for exit statuses of 128+N.
@@ -130,7 +170,7 @@ class Ending:
             address=(int(address, 0) if isinstance(address, str) else int(address))
             if address is not None
             else None,
-            symbol=env.get("symbol"),
+            symbol=_demangled(env.get("symbol")),
         )
 
     @classmethod

@@ -139,6 +139,8 @@ export interface SiteInfo {
     address: string;
     module: string | null;
     symbol: string | null;
+    /** address - the module's base (null without a module): `module+0x1209` for a site without a symbol. */
+    offset: number | null;
 }
 
 export type ProbeState = "armed" | "pending" | "failed";

@@ -1,11 +1,14 @@
-"""Human-readable output: one line per event, then a summary block.
+"""Human-readable output: a header, one line per event, then a summary block.
 
-    0.000 ms   4242 calls/open → libc.so.6!open path="/etc/passwd" flags=0
-    0.061 ms   4242 calls/open ← libc.so.6!open = 3 (56.0 µs)
+    TIME             TID PROBE        CALL
+        0.000 ms    4242 calls/malloc → libc.so.6!malloc size=1024 caller=demo!main+0x2a
+        0.061 ms    4242 calls/malloc ← libc.so.6!malloc = 0x5555a000 (56.0 µs)
 
-Time is relative to the first event this collector saw.  Pointers and callers
-are symbolised through the run context; backtraces follow on indented lines.
-Formatting is deterministic (tests compare it line by line).
+Lines are built by ``console_lines`` (columns, call depth, time, colour) in
+timestamp order across threads (``console_order``: events are held back for
+a short window and sorted).  Pointers and callers are symbolised through the
+run context; backtraces follow on indented lines.  Formatting is deterministic
+(tests compare it line by line).
 
 Aggregation snapshots (``on_aggregations``) are printed as reports
 (``instr.aggregate.report``): the final one always; interval ones too, unless
@@ -14,6 +17,7 @@ the live view is on, which redraws them in place (``instr.aggregate.live``).
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import TextIO
@@ -21,14 +25,17 @@ from typing import TextIO
 from instr.aggregate.live import LiveView, TerminalSize, terminal_size
 from instr.aggregate.model import AggSnapshot
 from instr.aggregate.report import render_snapshot
-from instr.collectors.layout import Layout, LayoutCache
-from instr.collectors.values import BYTES_SHOWN, show_duration, show_value, site_function
+from instr.collectors.console_lines import EventLines, use_colour
+from instr.collectors.console_order import HOLD_NS, TimeOrder
 from instr.events import Event, ProbeReport, RunContext, RunInfo, RunSummary
-from instr.hexdump import hexdump
 
-ARROWS = {"entry": "→", "exit": "←"}
-FRAME_INDENT = " " * 8
-DUMP_MAX = 256  # bytes of a long ``bytes`` capture hex-dumped under its event
+LOCAL_DEVICES = ("local", "id:local")  # the target's CLOCK_MONOTONIC is the host's
+_defaults = {"wall_time": False}
+
+
+def set_wall_time_default(on: bool) -> None:
+    """Console collectors made from now on show the time of day (``--wall-time``)."""
+    _defaults["wall_time"] = on
 
 
 class ConsoleCollector:
@@ -38,8 +45,14 @@ class ConsoleCollector:
     ``None`` (the default) means "when ``stream`` is a terminal".  Only interval
     snapshots (``--interval``) are ever drawn live; the final report is always
     appended, and so is the last live one when the run ends without a final
-    snapshot.  ``top``: cut each aggregation to its N largest rows.  ``clock``
-    and ``size`` (terminal columns, lines) are for tests.
+    snapshot.  ``top``: cut each aggregation to its N largest rows.
+    ``colour``: ``None`` means "on a terminal without ``NO_COLOR``".
+    ``wall_time``: the time of day instead of milliseconds since the first
+    event (``None``: as ``set_wall_time_default`` said).  ``hold_ns``: how long
+    events wait to be put in timestamp order (``console_order``); a thread
+    prints what waited that long every ``hold_ns / 4`` (``tick_s`` = 0: only
+    when batches come, for tests, which call ``tick``).  ``clock`` (monotonic
+    ns) and ``size`` (terminal columns, lines) are for tests.
     """
 
     def __init__(
@@ -49,26 +62,47 @@ class ConsoleCollector:
         *,
         live: bool | None = None,
         top: int | None = None,
+        colour: bool | None = None,
+        wall_time: bool | None = None,
+        hold_ns: int = HOLD_NS,
+        tick_s: float | None = None,
         clock: Callable[[], int] = time.monotonic_ns,
         size: TerminalSize = terminal_size,
     ) -> None:
         self.stream = stream
         self.show_summary = summary
         self.ctx: RunContext | None = None
-        self.layouts: LayoutCache | None = None
-        self.t0: int | None = None
+        self.lines: EventLines | None = None
         self.live = _isatty(stream) if live is None else live
         self.top = top
+        self.colour = use_colour(stream) if colour is None else colour
+        self.wall_time = _defaults["wall_time"] if wall_time is None else wall_time
+        self.order = TimeOrder(hold_ns)
+        self.tick_s = hold_ns / 4e9 if tick_s is None else tick_s
         self.clock = clock
         self.view = LiveView(stream, size)
         self._opened_ns: int | None = None
         self._unprinted: list[str] | None = None  # the live report not yet appended
+        self._headed = False
+        self._lock = threading.RLock()  # the stream, the order and the lines: worker and ticker
+        self._ticker: threading.Thread | None = None
+        self._stop = threading.Event()
         self.written = 0  # events flushed to the stream (instr.collectors.failure)
         self.pipe_closed = False  # the reader went away (instr ... | head): write no more
+        self._on_closed_pipe: Callable[[], None] | None = None
+
+    def watch_pipe(self, on_closed: Callable[[], None]) -> None:
+        """``on_closed`` is called when the reader goes away while the ticker
+        writes (the dispatcher then stops the run, as when ``on_events`` raises)."""
+        self._on_closed_pipe = on_closed
 
     def open(self, ctx: RunContext, info: RunInfo) -> None:
         self.ctx = ctx
-        self.layouts = LayoutCache(ctx.table)
+        local = info.device in LOCAL_DEVICES
+        offset = time.time_ns() - time.monotonic_ns() if local else None
+        self.lines = EventLines(
+            ctx, colour=self.colour, wall_offset_ns=offset if self.wall_time else None
+        )
         self._opened_ns = self.clock()
 
     def configure_reports(self, *, top: int | None = None, live: bool = False) -> None:
@@ -81,12 +115,15 @@ class ConsoleCollector:
         """Report one snapshot; elapsed time is counted from ``open``."""
         elapsed = self.clock() - self._opened_ns if self._opened_ns is not None else None
         lines = render_snapshot(snapshot, top=self.top, elapsed_ns=elapsed)
-        if self.live and not snapshot.final:
-            self.view.show(lines)
-            self._unprinted = lines
-            return
-        self._leave_live(print_last=False)
-        self._write("\n".join(lines) + "\n")
+        with self._lock:
+            if snapshot.final:
+                self._print(self.order.drain())  # the events before the final report
+            if self.live and not snapshot.final:
+                self.view.show(lines)
+                self._unprinted = lines
+                return
+            self._leave_live(print_last=False)
+            self._write("\n".join(lines) + "\n")
 
     def _leave_live(self, print_last: bool) -> None:
         self.view.close()
@@ -95,15 +132,50 @@ class ConsoleCollector:
         self._unprinted = None
 
     def on_events(self, events: list[Event]) -> None:
-        if not events or self.ctx is None:
+        if not events or self.lines is None:
             return
-        if self.t0 is None:
-            self.t0 = events[0].ts_ns
-        lines: list[str] = []
+        with self._lock:
+            if self.pipe_closed:
+                raise BrokenPipeError(32, "Broken pipe")
+            lines = self.lines
+            if self.wall_time and lines.wall_offset_ns is None:
+                # another device's clock: its offset from the first batch's arrival
+                lines.wall_offset_ns = time.time_ns() - max(e.ts_ns for e in events)
+            self._print(self.order.add(events, self.clock()))
+            if self._ticker is None and self.tick_s > 0:
+                self._ticker = threading.Thread(
+                    target=self._tick_loop, name="instr-console", daemon=True
+                )
+                self._ticker.start()
+
+    def tick(self) -> None:
+        """Print the events that waited long enough (the ticker thread calls this)."""
+        with self._lock:
+            if not self.pipe_closed and self.order.pending:
+                self._print(self.order.due(self.clock()))
+
+    def _tick_loop(self) -> None:
+        while not self._stop.wait(self.tick_s):
+            try:
+                self.tick()
+            except BrokenPipeError:
+                if self._on_closed_pipe is not None:
+                    self._on_closed_pipe()
+                return
+            except (OSError, ValueError):
+                return  # a failed or closed stream: on_events and close say it
+
+    def _print(self, events: list[Event]) -> None:
+        if not events or self.lines is None:
+            return
+        text: list[str] = []
+        if not self._headed:
+            text.append(self.lines.header())
+            self._headed = True
         for e in events:
-            self._format(e, lines)
-        lines.append("")
-        self._write("\n".join(lines))
+            self.lines.format(e, text)
+        text.append("")
+        self._write("\n".join(text))
         self.written += len(events)
 
     def _write(self, text: str) -> None:
@@ -117,59 +189,22 @@ class ConsoleCollector:
             raise
 
     def format_event(self, event: Event) -> list[str]:
-        """The line (and backtrace lines) for one event."""
-        if self.t0 is None:
-            self.t0 = event.ts_ns
+        """The line (and backtrace lines) for one event, as it comes (no header, no ordering)."""
+        assert self.lines is not None
         lines: list[str] = []
-        self._format(event, lines)
+        self.lines.format(event, lines)
         return lines
 
-    def _format(self, e: Event, lines: list[str]) -> None:
-        ctx = self.ctx
-        assert ctx is not None and self.layouts is not None
-        lay = self.layouts.get(e.probe_id, e.phase)
-        ms = (e.ts_ns - (self.t0 or 0)) / 1e6
-        fn = site_function(ctx.site(e.probe_id, e.site), e.site)
-        parts = [f"{ms:9.3f} ms {e.tid:>6} {e.probe} {ARROWS.get(e.phase, '?')} {fn}"]
-        stacks: list[list[int]] = []
-        dumps: list[tuple[str, bytes]] = []
-        status = e.args_status or {}
-        kinds = lay.kinds if lay is not None else {}
-        for name, value in e.args.items():
-            kind = kinds.get(name, "int")
-            parts.append(f"{name}={show_value(ctx, kind, value, status.get(name))}")
-            if kind == "backtrace" and value:
-                stacks.append(value)
-            elif kind == "bytes" and value is not None and len(value) > BYTES_SHOWN:
-                dumps.append((name, bytes(value)))
-        if e.phase == "exit":
-            parts.extend(self._exit_parts(e, lay))
-        lines.append(" ".join(parts))
-        for frames in stacks:
-            lines.extend(f"{FRAME_INDENT}#{i} {ctx.symbolize(a)}" for i, a in enumerate(frames))
-        for name, data in dumps:  # the whole buffer, hexdump -C style, offsets from 0
-            lines.append(f"{FRAME_INDENT}{name}:")
-            lines.extend(FRAME_INDENT + row for row in hexdump(data[:DUMP_MAX]).splitlines())
-            if len(data) > DUMP_MAX:
-                lines.append(f"{FRAME_INDENT}… {len(data) - DUMP_MAX} more bytes")
-
-    def _exit_parts(self, e: Event, lay: Layout | None) -> list[str]:
-        assert self.ctx is not None
-        parts: list[str] = []
-        if e.retval is not None:
-            kind = lay.retval.kind if lay is not None and lay.retval is not None else "int"
-            parts.append(f"= {show_value(self.ctx, kind, e.retval, None)}")
-        if e.duration_ns is not None:
-            parts.append(f"({show_duration(e.duration_ns)})")
-        elif lay is not None and lay.duration is not None:
-            parts.append("(entry not seen)")
-        return parts
-
     def close(self, summary: RunSummary) -> None:
-        if self.pipe_closed:
-            return
-        self._leave_live(print_last=True)
-        self._write("\n".join(summary_lines(summary)) + "\n" if self.show_summary else "")
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join()
+        with self._lock:
+            if self.pipe_closed:
+                raise BrokenPipeError(32, "Broken pipe")
+            self._print(self.order.drain())
+            self._leave_live(print_last=True)
+            self._write("\n".join(summary_lines(summary)) + "\n" if self.show_summary else "")
 
 
 def _isatty(stream: TextIO) -> bool:

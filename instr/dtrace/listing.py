@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
+from instr.demangle import demangle
 from instr.dtrace.compiler import DProgram
 from instr.lifecycle import Agent, TargetProcess
 from instr.probes.ir import FunctionPoint, ProbeTable, SyscallPoint
@@ -44,8 +45,10 @@ def list_probes(
         if result["state"] != "sites":
             print(f"instr: {spec.text}: {result['state']}: {result['reason']}", file=sys.stderr)
         provider = f"pid{pid}"
+        pretty = demangle(s["symbol"] for s in result["sites"] if s["symbol"])
         for s in sorted(result["sites"], key=lambda s: (s["module"] or "", s["symbol"] or "")):
-            rows.append((provider, s["module"] or "?", s["symbol"] or s["address"], spec.name))
+            name = pretty.get(s["symbol"], s["symbol"]) or s["address"]
+            rows.append((provider, s["module"] or "?", name, spec.name))
     print(HEADER, file=out)
     seen: set[tuple[str, str, str, str]] = set()
     n = 0
@@ -95,5 +98,9 @@ def list_table(device: DeviceSpec, target: TargetSpec, table: ProbeTable) -> lis
         if result["state"] != "sites":
             print(f"instr: {point}: {result['state']}: {result['reason']}", file=sys.stderr)
         sites = sorted(result["sites"], key=lambda s: (s["module"] or "", s["symbol"] or ""))
-        lines += [f"{s['module'] or '?'}!{s['symbol'] or s['address']}" for s in sites]
+        pretty = demangle(s["symbol"] for s in sites if s["symbol"])
+        lines += [
+            f"{s['module'] or '?'}!{pretty.get(s['symbol'], s['symbol']) or s['address']}"
+            for s in sites
+        ]
     return list(dict.fromkeys(lines))

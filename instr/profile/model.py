@@ -8,11 +8,10 @@ sample count after the last space.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+from instr.demangle import demangle as demangle  # instr.profile.run imports it from here
 
 Stack = tuple[str, ...]
 OFF_CPU = "[off-cpu]"  # the leaf of an off-CPU sample's stack
@@ -84,24 +83,3 @@ def render_top(stacks: Counter[Stack], n: int) -> str:
 
 def _pct(n: int, total: int) -> str:
     return f"{100.0 * n / total:.1f}" if total else "0.0"
-
-
-def demangle(names: Iterable[str]) -> dict[str, str]:
-    """C++ (Itanium ABI) names demangled by binutils' ``c++filt`` when it is
-    installed (one process for all of them), by mangled name; names that are not
-    mangled are not in the result, and without ``c++filt`` mangled names map to themselves."""
-    mangled = sorted({n for n in names if n.startswith("_Z")})
-    out = {n: n for n in mangled}
-    tool = shutil.which("c++filt")
-    if not mangled or tool is None:
-        return out
-    try:
-        done = subprocess.run(
-            [tool], input="\n".join(mangled) + "\n", capture_output=True, text=True, timeout=30
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return out
-    lines = done.stdout.splitlines()
-    if done.returncode == 0 and len(lines) == len(mangled):
-        out.update(zip(mangled, lines, strict=True))
-    return out

@@ -320,7 +320,7 @@ class SyscallRun:
                 img.exec_pending = "execve" in chosen
             with contextlib.suppress(frida.InvalidOperationError, frida.TransportError):
                 img.script.post(ack(int(p["token"])))
-        elif kind == "fds":  # the fd table separated, or why not
+        elif kind == "fds" and self.own_fds:  # the fd table separated, or why not: if asked
             fdsplit.told(p, self.say)
         elif kind == "error":
             self.errors.append(f"pid {img.pid}: agent error: {p.get('message')}")
@@ -422,7 +422,8 @@ class SyscallRun:
             cc = "the host's C compiler" if self.toolchain == "host" else "TinyCC"
             # Armed before "counting" is said: an attached program's next call may follow it.
             shared = self._separate()
-            self.say(f"counting system calls in pid {self.root_pid} ({what}; C built by {cc})")
+            verb = "tracing" if self.stream else "counting"  # the list, or -c's table
+            self.say(f"{verb} system calls in pid {self.root_pid} ({what}; C built by {cc})")
             if self.toolchain != "host" and self.compiler != "tinycc" and self.toolchain_note:
                 self.say(f"TinyCC because {self.toolchain_note}")
             if shared is not None:
@@ -455,8 +456,9 @@ class SyscallRun:
     def _separate(self) -> str | None:
         """Arm the program's thread to get its own fd table at its next hooked
         call (instr/syscalls/fdsplit.py): a spawned program by default, an
-        attached one with --own-fds. Returns what to say when it is not done:
-        always when it could not be armed, and why not when --own-fds asked."""
+        attached one with --own-fds. Returns what to say when it is not done,
+        only when --own-fds asked for it: by default the table is an internal
+        matter (a few tens of ns per fd call), not worth a line every run."""
         if not self.images:
             return None
         why = fdsplit.why_shared(
@@ -467,8 +469,7 @@ class SyscallRun:
         )
         if why is None:
             why = fdsplit.separate(self.images[0].script)
-            return None if why is None else fdsplit.SHARED.format(why)
-        return fdsplit.SHARED.format(why) if self.own_fds else None
+        return fdsplit.SHARED.format(why) if why is not None and self.own_fds else None
 
     def _stop_bounded(self) -> None:
         """_stop, but not for ever (instr/unload.py: leave_bounded)."""

@@ -274,7 +274,8 @@ class StaticRun:
         self.root = child.pid
         what = "every system call" if self.everything else f"{len(self.chosen_nrs)} system calls"
         self.say(
-            f"counting system calls in pid {child.pid} (static executable: seccomp user "
+            f"{'tracing' if self.stream else 'counting'} system calls in pid {child.pid}"
+            " (static executable: seccomp user "
             f"notification on {what}; results, errors and times are not seen)"
         )
         try:

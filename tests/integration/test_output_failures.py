@@ -22,9 +22,9 @@ import pytest
 from helpers import LineReader, instr_argv, instr_env, run_instr
 
 
-def closed_pipe(target, *args: object) -> tuple[str, str]:
+def closed_pipe(target, *args: object) -> tuple[list[str], str]:
     """Run instr ARGS -p TARGET into a pipe, read its first output, close the
-    pipe, make the target call again; return the first line and the line on
+    pipe, make the target call again; return the lines read and the line on
     stderr that says the run started. Asserts the quiet SIGPIPE ending and
     that the target was left as on Ctrl-C."""
     r, w = os.pipe()
@@ -40,11 +40,11 @@ def closed_pipe(target, *args: object) -> tuple[str, str]:
     try:
         assert instr.stderr is not None
         err = LineReader(instr.stderr)
-        started = err.expect(re.compile(r"\b(armed|counting)\b"))
+        started = err.expect(re.compile(r"\b(armed|tracing)\b"))
         target.send("100 sum")  # 100 target_add calls, one write
         assert target.readline() == "sum=5050"
         assert select.select([r], [], [], 60)[0], "no output within 60 s"
-        first = os.read(r, 4096).decode().splitlines()[0]
+        first = os.read(r, 4096).decode().splitlines()
         os.close(r)  # the reader goes away, as head does after its line
         r = -1
         target.send("10 sum")  # the next output meets the closed pipe
@@ -68,13 +68,17 @@ def test_closed_pipe_trace(targets, launch):
     target = launch(targets.path("sleeper"))
     first, armed = closed_pipe(target, "trace", "-i", "sleeper!target_add")
     assert armed == f"instr: armed 1 of 1 probes (1 sites) in pid {target.pid}"
-    assert first == f"    0.000 ms {target.pid:>6} cli/sleeper!target_add → sleeper!target_add"
+    assert first[:2] == [
+        "TIME             TID PROBE                  CALL",
+        f"    0.000 ms {target.pid:>7} cli/sleeper!target_add → sleeper!target_add",
+    ]
 
 
 def test_closed_pipe_syscalls(targets, launch):
     target = launch(targets.path("sleeper"))
-    first, started = closed_pipe(target, "syscalls", "-e", "trace=write")
-    assert started.startswith(f"instr: counting system calls in pid {target.pid} (")
+    lines, started = closed_pipe(target, "syscalls", "-e", "trace=write")
+    first = lines[0]
+    assert started.startswith(f"instr: tracing system calls in pid {target.pid} (")
     assert re.fullmatch(r'write\(1<pipe:\[\d+\]>, "sum=5050\\n", 9\) = 9 <[\d.]+>', first), first
 
 

@@ -56,7 +56,7 @@ UNLOAD_S = float(os.environ.get("INSTR_STRESS_UNLOAD_S", "5.0"))
 DURATION_S = 1.0
 # Frida's agent notices that its host died (SIGKILL) and reverts instr's hooks within this.
 NOTICE_S = 30.0
-ARMED = re.compile(r"\barmed\b|counting system calls|tracking \d+ allocator")
+ARMED = re.compile(r"\barmed\b|(counting|tracing) system calls|tracking \d+ allocator")
 # x86-64 system call numbers of the calls the programs block in. A sleep
 # interrupted by a ptrace stop (Frida reads a thread's registers that way)
 # goes on in restart_syscall, with the time it had left.

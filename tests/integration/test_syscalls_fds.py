@@ -1,5 +1,6 @@
 """The program's own fd table under ``instr syscalls``: a spawned program's
-thread gets one by default, an attached one's with --own-fds, at its next
+thread gets one by default (said only when --own-fds asks), an attached
+one's with --own-fds, at its next
 hooked call (agents/src/syscalls/fdtable.ts; docs/syscalls.md, "Frida's threads and
 the fd table"). What must hold: the program's fds keep their meaning (a pipe
 it closes is held by no thread of it), the threads it makes later share its
@@ -83,8 +84,19 @@ def assert_own_table(pid: int, pipe: str) -> None:
         assert theirs and not theirs & mine
 
 
+def test_a_spawned_program_gets_its_own_fd_table_without_a_word(targets: Targets) -> None:
+    """The default for a spawned program; instr does not talk about it."""
+    with spawned(targets) as (ins, _, _):
+        ins.send(f"write {N}")
+        assert ins.readline() == f"wrote {N}"
+        done = ins.finish()
+    assert done.returncode == 0, done.err
+    assert not [ln for ln in done.stderr if "fd table" in ln], done.stderr
+    assert writes(done.stdout) == N + 2
+
+
 def test_a_spawned_program_gets_its_own_fd_table(targets: Targets) -> None:
-    with spawned(targets) as (ins, pid, pipe):
+    with spawned(targets, ("--own-fds",)) as (ins, pid, pipe):  # asked: said
         # Done in the write of "ready" (the first hooked call); said once the
         # agent has closed the program's fds in Frida's table. instr itself
         # holds the pipe (it passed it on): look inside the target.
@@ -107,7 +119,7 @@ def test_a_stripped_program_gets_its_own_fd_table(targets: Targets, tmp_path: Pa
     shutil.copy(targets.path("sys_fdhold"), program)
     subprocess.run(["strip", program], check=True)
     assert b" main\n" not in subprocess.run(["nm", "-D", program], capture_output=True).stdout
-    with spawned(targets, program=program) as (ins, pid, pipe):
+    with spawned(targets, ("--own-fds",), program=program) as (ins, pid, pipe):
         assert ins.err.expect("fd table") == f"instr: {SEPARATE}"
         assert_own_table(pid, pipe)
         ins.send(f"write {N}")
@@ -118,7 +130,7 @@ def test_a_stripped_program_gets_its_own_fd_table(targets: Targets, tmp_path: Pa
 
 
 def test_threads_the_program_makes_later_share_its_table(targets: Targets) -> None:
-    with spawned(targets) as (ins, pid, pipe):
+    with spawned(targets, ("--own-fds",)) as (ins, pid, pipe):
         assert ins.err.expect("fd table") == f"instr: {SEPARATE}"
         ins.send("thread")
         assert ins.readline() == "started"
@@ -131,7 +143,7 @@ def test_threads_the_program_makes_later_share_its_table(targets: Targets) -> No
 
 
 def test_a_program_with_two_threads_keeps_the_shared_table(targets: Targets) -> None:
-    with spawned(targets, env={"FDHOLD_THREAD": "1"}) as (ins, pid, pipe):
+    with spawned(targets, ("--own-fds",), env={"FDHOLD_THREAD": "1"}) as (ins, pid, pipe):
         line = ins.err.expect("fd table")
         assert line == (
             "instr: the fd table stays shared with Frida's threads:"

@@ -3,6 +3,7 @@ takes them: a site by offset, for stripped code or a point inside a module."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 
@@ -36,3 +37,20 @@ def test_bad_sites_are_usage_errors():
         2,
         "instr: error: -i: invalid offset '0xZZ' in 'calls+0xZZ'\n  hint: write MODULE+0x1234\n",
     )
+
+
+def test_stripped_site_is_named_by_its_offset(targets, tmp_path):
+    """Without a symbol a site is MODULE+OFFSET from the module's base, as written."""
+    if shutil.which("strip") is None:
+        pytest.skip("strip (binutils) is not installed")
+    offset = symbol_offset(targets.path("calls"), "target_add")
+    prog = tmp_path / "calls"
+    shutil.copy(targets.path("calls"), prog)
+    subprocess.run(["strip", str(prog)], check=True)
+    site = f"calls+{offset:#x}"
+    out = tmp_path / "run.jsonl"
+    res = run_instr("trace", "-q", "-i", site, "-o", out, "--", prog, 1)
+    assert res.returncode == 0, res.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    got = [(r["phase"], r["function"]) for r in rows if r["type"] == "event"]
+    assert got == [("entry", site), ("exit", site)]

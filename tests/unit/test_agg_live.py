@@ -15,7 +15,9 @@ K = "\x1b[K"
 INFO = RunInfo(1, "local", 2, None, "cli", ())
 SUMMARY = RunSummary(1, 1, 0, [], None, [], 9)
 EVENT = Event(1, 1, "calls/malloc", "entry", 10, 100, 0, {"size": 24})
-EVENT_LINE = "    0.000 ms     10 calls/malloc → <site 0> size=24\n"
+EVENT_LINE = (
+    "TIME             TID PROBE        CALL\n    0.000 ms      10 calls/malloc → <site 0> size=24\n"
+)
 
 
 class Tty(io.StringIO):

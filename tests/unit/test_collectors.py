@@ -84,60 +84,6 @@ def sample() -> tuple[RunContext, list[Event], RunSummary]:
     return ctx, events, summary
 
 
-# -- console ------------------------------------------------------------------------
-
-CONSOLE = """\
-    0.000 ms   4242 calls/malloc → libc.so.6!malloc size=1024 caller=demo!main+0x2a
-    0.012 ms   4242 calls/malloc ← libc.so.6!malloc = 0x5555a000 (12.3 µs)
-    1.000 ms      1 files/open → libc.so.6!open path="/etc/\\"pa%\\n"... flags=0 stack=[3 frames]
-        #0 demo!main+0x2a
-        #1 demo!main
-        #2 0x99
-    1.500 ms      1 files/open ← libc.so.6!open ok=true = -2
-    2.000 ms      7 calls/malloc ← libc.so.6!malloc = 0x0 (entry not seen)
-    3.000 ms      1 files/open → <site 5> path=NULL flags=64 stack=[0 frames]
---
-6 events in 2 batches, 4 dropped, 1 lost batch
-  probe        state   tier   sites    events   drops
-  calls/malloc armed   native     1         3       4
-  files/open   failed  -          0         3       0  no function matches 'x'
-ending: target exited with status 0
-errors (1):
-  lost 1 batch (seq 2)
-"""
-
-
-def test_console_golden() -> None:
-    ctx, events, summary = sample()
-    out = io.StringIO()
-    c = ConsoleCollector(out)
-    c.open(ctx, INFO)
-    c.on_events(events[:3])
-    c.on_events(events[3:])
-    c.close(summary)
-    assert out.getvalue() == CONSOLE
-
-
-def test_console_values_of_every_kind() -> None:
-    ctx, _, _ = sample()
-    c = ConsoleCollector(io.StringIO())
-    c.open(ctx, INFO)
-    e = Event(1, 2, "files/open", "entry", 1, 0, 0, {"path": None, "flags": 1, "stack": []})
-    e.args_status = {"path": "unreadable"}
-    assert c.format_event(e) == [
-        "    0.000 ms      1 files/open → libc.so.6!open path=<unreadable> flags=1 stack=[0 frames]"
-    ]
-    slow = Event(2, 1, "calls/malloc", "exit", 1, 2_500_000_000, 0, {}, 1, 2_500_000_000)
-    assert c.format_event(slow)[0].endswith("= 0x1 (2.500 s)")
-
-
-def test_console_summary_without_probes_or_ending() -> None:
-    out = io.StringIO()
-    c = ConsoleCollector(out)
-    c.close(RunSummary(0, 0, 0, [], None, [], 0))  # never opened: still prints the summary
-    assert out.getvalue() == "--\n0 events in 0 batches, 0 dropped\n"
-
-
 # -- JSON Lines ---------------------------------------------------------------------
 
 

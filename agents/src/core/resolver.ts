@@ -4,9 +4,12 @@
 // glob. Exact names use findExportByName, then findSymbolByName (static
 // functions of a binary with a symbol table). Globs use ApiResolver("module")
 // for exports plus Module.enumerateSymbols() (functions) for the rest,
-// deduplicated by address. `exclude` removes matches.
+// deduplicated by address. `exclude` removes matches. A symbol pattern in
+// C++ syntax (`ns::Widget::twice*`) matches demangled names (core/demangle.ts),
+// with or without their parameter list.
 
 import { closest, didYouMean, functionNames } from "./suggest.js";
+import { cxxPattern, demangle, withoutParams } from "./demangle.js";
 import { Point } from "../protocol.js";
 import { globMatch, isGlob } from "./util.js";
 import { mappingOf } from "./maps.js";
@@ -34,10 +37,18 @@ function moduleMatches(glob: string | null, m: Module): boolean {
     return glob === null || globMatch(glob, m.name) || (glob.includes("/") && globMatch(glob, m.path));
 }
 
+/** `symbol` matches `glob` as it is, or demangled when the glob is C++ (`ns::f*`). */
+function symbolMatches(glob: string, symbol: string): boolean {
+    if (globMatch(glob, symbol)) return true;
+    if (!cxxPattern(glob)) return false;
+    const d = demangle(symbol);
+    return d !== null && (globMatch(glob, d) || globMatch(glob, withoutParams(d)));
+}
+
 function excluded(point: FunctionPoint, module: string, symbol: string): boolean {
     for (const e of point.exclude) {
         if (e.module !== null && !globMatch(e.module, module)) continue;
-        if (globMatch(e.symbol, symbol)) return true;
+        if (symbolMatches(e.symbol, symbol)) return true;
     }
     return false;
 }
@@ -181,6 +192,35 @@ function globIn(point: FunctionPoint, modules: Module[], onlyModule: boolean): S
     return sites;
 }
 
+/** `module!_ZN2ns1fEv` -> `module!ns::f()`, for what people read (a "did you mean"). */
+function readable(name: string): string {
+    const bang = name.indexOf("!");
+    const d = demangle(name.slice(bang + 1));
+    return d === null ? name : name.slice(0, bang + 1) + d;
+}
+
+/** Functions whose demangled names match a C++ pattern, from exports and symbol tables. */
+function cxxIn(point: FunctionPoint, modules: Module[]): Site[] {
+    const sites: Site[] = [];
+    for (const m of modules) {
+        const named: [string, NativePointer][] = [];
+        try {
+            for (const e of m.enumerateExports()) if (e.type === "function") named.push([e.name, e.address]);
+        } catch {
+            // the symbol table below
+        }
+        try {
+            for (const s of m.enumerateSymbols()) if (s.type === "function" && !s.address.isNull()) named.push([s.name, s.address]);
+        } catch {
+            // the exports above
+        }
+        for (const [name, address] of named) {
+            if (inModule(m, address) && symbolMatches(point.symbol, name)) sites.push({ address, module: m.name, symbol: name });
+        }
+    }
+    return sites;
+}
+
 function resolveFunction(point: FunctionPoint, only: Module | null): Resolution {
     const modules = (only !== null ? [only] : Process.enumerateModules()).filter((m) => moduleMatches(point.module, m));
     const what = `${point.module ?? "*"}!${point.symbol}`;
@@ -191,7 +231,9 @@ function resolveFunction(point: FunctionPoint, only: Module | null): Resolution 
         return { kind: "pending", reason: `no loaded module matches '${point.module}' (armed if one loads)${hint}` };
     }
     let found: Site[] = [];
-    if (!isGlob(point.symbol)) {
+    if (cxxPattern(point.symbol)) {
+        found = cxxIn(point, modules);
+    } else if (!isGlob(point.symbol)) {
         const global = point.module === null && only === null ? Module.findGlobalExportByName(point.symbol) : null;
         if (global !== null) {
             const m = Process.findModuleByAddress(global);
@@ -223,11 +265,17 @@ function resolveFunction(point: FunctionPoint, only: Module | null): Resolution 
     if (sites.length === 0 && leftOut.length > 0) return { kind: "failed", reason: leftOutReason(leftOut) };
     if (sites.length === 0) {
         const names = functionNames(modules);
-        const hint = didYouMean(closest(point.symbol, names.keys()).map((n) => names.get(n) ?? n));
+        const hint = didYouMean(closest(point.symbol, names.keys()).map((n) => readable(names.get(n) ?? n)));
         return { kind: "failed", reason: `no function matches '${what}'${hint}` };
     }
     sites.sort((a, b) => a.address.compare(b.address));
     return leftOut.length > 0 ? { kind: "sites", sites, leftOut } : { kind: "sites", sites };
+}
+
+/** `address` - its module's base, or null when it is in no module. */
+export function moduleOffset(address: NativePointer): number | null {
+    const m = Process.findModuleByAddress(address);
+    return m === null ? null : address.sub(m.base).toUInt32();
 }
 
 function siteAt(address: NativePointer): Site {

@@ -81,6 +81,31 @@ export function resolveAddress(address: NativePointer): SymbolTriple {
     return [mod.name, null, address.sub(mod.base).toInt32()];
 }
 
+const startsFunction = new Map<string, boolean>();
+
+/**
+ * Is `address` the first instruction of a named function? A return address
+ * never is (the call before it is in the same function), but a pointer to a
+ * function left on the stack is: `main`, which `__libc_start_main` keeps in
+ * its frame, read back by a stack-scanning backtrace as a frame of its own.
+ */
+export function isFunctionStart(address: NativePointer): boolean {
+    const key = address.toString();
+    let known = startsFunction.get(key);
+    if (known === undefined) {
+        let triple: SymbolTriple;
+        try {
+            triple = resolveAddress(address);
+        } catch {
+            triple = [null, null, 1];
+        }
+        known = triple[1] !== null && triple[2] === 0;
+        if (startsFunction.size >= 1 << 16) startsFunction.clear();
+        startsFunction.set(key, known);
+    }
+    return known;
+}
+
 /** "module!symbol+0x1f", for crash reports. */
 export function formatAddress(address: NativePointer): string {
     const [mod, sym, off] = resolveAddress(address);

@@ -18,6 +18,7 @@ import { K_ARG, K_CALLER, K_DURATION, K_RETVAL, K_STASHED, SW_V, ValueLists, Val
 import { Value } from "./predicate.js";
 import { decodeUtf8 } from "../core/util.js";
 import { fpBacktrace } from "../core/frames.js";
+import { isFunctionStart } from "../core/symbols.js";
 
 /** Where a capture writer reads from, for one call. */
 export interface Src {
@@ -220,9 +221,12 @@ export function backtrace(ic: InvocationContext, depth: number): NativePointer[]
     // On x86_64 Linux the accurate (unwind-table) walk from an Interceptor
     // context often stops after the caller; the fuzzy walk (stack scanning for
     // return addresses) then gives the rest, at the risk of a stale frame.
+    // Pointers to a function's first instruction are never return addresses
+    // (main's own address, kept by __libc_start_main, read as two more `main`
+    // frames): they are left out, all but the first frame (the caller).
     if (frames.length <= 1 && depth > 1) {
         const fuzzy = Thread.backtrace(ic.context, Backtracer.FUZZY);
-        if (fuzzy.length > frames.length) frames = fuzzy;
+        if (fuzzy.length > frames.length) frames = fuzzy.filter((f, i) => i === 0 || !isFunctionStart(f));
     }
     return frames.slice(0, depth);
 }

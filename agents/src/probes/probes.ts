@@ -6,7 +6,7 @@ import { Flusher } from "../core/buffer.js";
 import { Aggregator } from "../aggregate/agg.js";
 import { JsProbe } from "./jstier.js";
 import { Layout, Tier, chooseTier, layoutOf, validate } from "../core/layout.js";
-import { Site, leftOutByWhy, mayMatchModule, resolvePoint } from "../core/resolver.js";
+import { Site, leftOutByWhy, mayMatchModule, moduleOffset, resolvePoint } from "../core/resolver.js";
 import { describe, post, reportError } from "../core/util.js";
 import { LoadGate } from "../core/loadgate.js";
 import { PhaseSlots, SLOT_BACKTRACE, SLOT_INT, SLOT_VAR } from "../core/symbols.js";
@@ -197,7 +197,7 @@ export class ProbeSet {
                 const listeners = this.attach(probe, s.address, site, s.module);
                 probe.nextSite++;
                 probe.sites.set(s.address.toString(), { site, address: s.address, listeners });
-                armed.push({ site, address: s.address.toString(), module: s.module, symbol: s.symbol });
+                armed.push({ site, address: s.address.toString(), module: s.module, symbol: s.symbol, offset: moduleOffset(s.address) });
             } catch (e) {
                 errors.push(`${s.symbol ?? s.address.toString()}: ${describe(e)}`);
             }
