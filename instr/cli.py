@@ -13,6 +13,7 @@ from instr.clicore import (
     cc_option,
     debug_option,
     device_of,
+    follow_option,
     guard,
     target_of,
     target_options,
@@ -36,6 +37,7 @@ def _execute(table: Any, kw: dict[str, Any], source: str, sets: tuple[str, ...])
         interval_s=kw.get("interval"),
         top=kw.get("top"),
         destructive=bool(kw.get("destructive", False)),
+        follow=bool(kw.get("follow", False)),
     )
     finish(*run(config))
 
@@ -66,6 +68,7 @@ def main() -> None:
 @click.option(
     "-w", "--destructive", is_flag=True, help="Allow the sets' patch actions (change the target)."
 )
+@follow_option
 @target_options
 @debug_option
 @guard
@@ -119,6 +122,7 @@ def run(probes_file: str, set_names: tuple[str, ...], **kw: Any) -> None:
 @click.option(
     "-l", "--list", "list_only", is_flag=True, help="List the functions -i/-x match; arm nothing."
 )
+@follow_option
 @target_options
 @debug_option
 @guard

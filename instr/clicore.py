@@ -166,6 +166,11 @@ cc_option = click.option(
 )
 
 
+follow_option = click.option(
+    "-F", "--follow", is_flag=True, help="Follow forked and exec'ed children (docs/follow.md)."
+)
+
+
 def where_options(fn: F) -> F:
     """Device and target flags only (frida-tools style), for mem and peek."""
     for opt in reversed(

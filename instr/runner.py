@@ -37,6 +37,7 @@ class RunConfig:
     interval_s: float | None = None  # aggregation snapshots this often (and at the end)
     top: int | None = None  # reports: the N largest rows of each aggregation
     destructive: bool = False  # -w: allow the sets' patch actions
+    follow: bool = False  # -F: forked and exec'ed children too (docs/follow.md)
 
 
 def exit_status(summary: RunSummary, spawned: bool) -> int:
@@ -73,6 +74,7 @@ def run(config: RunConfig, status: TextIO | None = None) -> tuple[RunSummary, in
         source=config.source,
         sets=config.sets,
         stream=False,
+        follow=config.follow,
     )
     with sigterm_as_interrupt():
         try:
@@ -112,6 +114,9 @@ def run(config: RunConfig, status: TextIO | None = None) -> tuple[RunSummary, in
     console = not config.outputs or "-" in config.outputs
     if summary.ending is not None and not console:  # the console summary already says it
         say(summary.ending.describe())
+    if len(summary.processes) > 1:  # -F: how each process ended
+        for proc in summary.processes:
+            say(proc.describe())
     failures = [f.describe(summary.events) for f in summary.output_failures]
     for err in summary.errors:
         if err not in failures:
