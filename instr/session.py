@@ -341,6 +341,8 @@ class Session:
         if self.kill_on_stop and self._proc is not None:
             self._proc.kill()
             self._killed_at_stop = True
+            if self._dispatcher is not None:  # -F: the root's image, unless it exec'ed
+                self._dispatcher.source_ended(0, Ending("stopped", signal="SIGKILL"))
             for child in self._left_children:  # the program's tree, as it was started
                 with contextlib.suppress(Exception):
                     tgt.kill(self._proc.device, child.pid)
@@ -362,9 +364,10 @@ class Session:
         self.held = left.held
         self.agent_left = left.done
         self.leaving = left.done is False
-        self.leave_note = left.note
+        self.leave_note = left.note or self.leave_note  # a child's (-F) otherwise
         # Not "the target keeps running" if it did not (seen once in CI).
         self._died_at_unload = left.died
+        self._left_alive(0)
 
     def _leave_children(self) -> None:
         """-F: no more adoptions (held children resumed), then every child's
@@ -382,6 +385,12 @@ class Session:
             left = child.agent.leave(wait=not self.kill_on_stop)
             if left.note is not None and self.leave_note is None:
                 self.leave_note = left.note
+            self._left_alive(child.key)
+
+    def _left_alive(self, key: int) -> None:
+        """-F: an image instr left running (stop() kills those it started instead)."""
+        if self._dispatcher is not None and self.follow and not self.kill_on_stop:
+            self._dispatcher.source_ended(key, Ending("detach"))
 
     def _image_endings(self) -> None:
         """-F: how each image ended when its agent could not say (killed, lost)."""

@@ -153,3 +153,30 @@ def test_attached_with_follow(targets, tmp_path: Path) -> None:
     assert len(entries) == 5 and set(entries.values()) == {N}, entries
     assert target.pid in entries
     assert summary["ending"]["reason"] == "exit"
+
+
+def test_ctrl_c_stops_every_process_of_a_spawned_tree(targets, instr_bg, tmp_path: Path) -> None:
+    """Ctrl-C under -F: every child's agent leaves (Agent.leave), and the
+    tree instr started is killed; the summary says so for each process."""
+    out = tmp_path / "run.jsonl"
+    tracer = instr_bg("trace", "-F", "-i", "forker!target_work", "--agg", "c=count() by pid",
+                      "-o", out, "--", targets.path("forker"), "spin", N)  # fmt: skip
+    assert tracer.out.readline() == "ready"
+    tracer.send("")  # the target's stdin is instr's
+    up = {tracer.out.readline() for _ in range(5)}  # printed once each is followed
+    assert up == {"up parent", "up 0", "up 1", "up 2", "up 3"}
+    tracer.interrupt()
+    done = tracer.finish()
+    assert done.returncode == 0, done.err
+    _, summary = read_jsonl(out)
+    procs = summary["processes"]
+    assert [p["origin"] for p in procs] == ["root", "fork", "fork", "fork", "fork"]
+    assert all(p["ending"]["reason"] == "stopped" for p in procs), procs
+    for p in procs:
+        assert (
+            not Path(f"/proc/{p['pid']}/status").exists()
+            or "zombie" in Path(f"/proc/{p['pid']}/status").read_text()
+        ), p
+    counts = {r["keys"]["pid"]: r["value"] for r in _aggregations(out, "cli/c")}
+    assert set(counts) == {p["pid"] for p in procs}  # every process counted in the one table
+    assert counts[procs[0]["pid"]] == N

@@ -7,6 +7,9 @@
  *                      child did not exit as it should (killed, lost)
  *   forker exec N      forks one child that execs "forker again N"; prints
  *                      "forker ok" when it exited 4
+ *   forker spin N      forks 4 children that print "up K" and call
+ *                      target_work for ever; the parent calls it N times,
+ *                      prints "up parent" and waits for them (for ever)
  *   forker again N     calls target_work(i) N times at once, first thing in
  *                      main (no wait for a "go": the probes must be armed
  *                      before main runs), prints "again N" and exits 4
@@ -61,6 +64,21 @@ int main(int argc, char **argv)
             _exit(127);
         }
         ok = p > 0 && waited(p, 4);
+    } else if (argc > 1 && strcmp(argv[1], "spin") == 0) {
+        fflush(stdout);
+        for (int k = 0; k < 4; k++) {
+            if (fork() == 0) {
+                printf("up %d\n", k);
+                fflush(stdout);
+                for (;;)
+                    work(1000);
+            }
+        }
+        work(n);
+        puts("up parent");
+        fflush(stdout);
+        while (wait(NULL) > 0)
+            ;
     } else {
         pid_t kids[4];
         fflush(stdout);
