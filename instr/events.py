@@ -219,12 +219,18 @@ class ProcessEnding:
     forked child, or the new image of an exec; and how it ended."""
 
     pid: int
-    parent: int | None  # the pid that forked it (an exec's: its own pid); None for the root
-    origin: str  # "root" | "fork" | "exec"
+    # the pid that forked or spawned it (an exec's: its own pid); None for the root
+    parent: int | None
+    origin: str  # "root" | "fork" | "exec" | "spawn" (posix_spawn: seen first at its exec)
     ending: Ending | None  # None: still running when instr left it
 
     def describe(self) -> str:
-        what = {"root": "the program", "fork": f"forked by {self.parent}", "exec": "after exec"}
+        what = {
+            "root": "the program",
+            "fork": f"forked by {self.parent}",
+            "exec": "after exec",
+            "spawn": f"spawned by {self.parent}",
+        }
         said = self.ending.describe() if self.ending is not None else "still running"
         if self.ending is not None and self.ending.reason == "exec":
             said = "called exec (its new image is followed)"

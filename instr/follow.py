@@ -104,6 +104,10 @@ class Children:
     def _adopt(self, child: Any, key: int) -> None:
         origin = "exec" if child.origin == "exec" else "fork"
         parent = child.pid if origin == "exec" else child.parent_pid
+        if origin == "exec" and not self._known(child.pid):
+            # posix_spawn (system(), popen()): Frida holds the child only at
+            # its exec, and names it as its own parent
+            origin, parent = "spawn", self._ppid(child.pid)
         img = Image(key, child.pid)
         try:
             self._added(key, child.pid, parent, origin)
@@ -129,6 +133,19 @@ class Children:
             with self._lock:
                 self.pending.discard(child.pid)
             self._changed()
+
+    def _known(self, pid: int) -> bool:
+        with self._lock:
+            return any(i.pid == pid for i in self.images)
+
+    def _ppid(self, pid: int) -> int | None:
+        if not self.proc.local:
+            return None
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return int(f.read().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
+            return None
 
     def _resume(self, pid: int) -> None:
         # A child already gone: Frida says NotSupported (instr/syscalls/monitor.py)

@@ -134,6 +134,21 @@ def test_an_exec_ed_image_is_armed_before_its_main(targets, tmp_path: Path) -> N
     assert f"pid {child} (after exec): exited with status 4" in res.stderr
 
 
+def test_a_posix_spawned_child_is_followed_from_its_exec(targets, tmp_path: Path) -> None:
+    """posix_spawn: Frida holds the child at its exec (before main): exactly 5
+    events from it; it is said as spawned by the program."""
+    out = tmp_path / "run.jsonl"
+    res = run_instr("trace", "-F", "-i", "forker!target_work", "-o", out,
+                    "--", targets.path("forker"), "spawn", 5)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "forker ok" in res.stdout
+    events, summary = read_jsonl(out)
+    root, child = summary["processes"]
+    assert (root["origin"], child["origin"], child["parent"]) == ("root", "spawn", root["pid"])
+    assert child["ending"]["code"] == 4
+    assert Counter(e["pid"] for e in events if e["phase"] == "entry") == {child["pid"]: 5}
+
+
 def test_attached_with_follow(targets, tmp_path: Path) -> None:
     """-p PID -F: the children the program forks after the attach are followed."""
     out = tmp_path / "run.jsonl"

@@ -7,6 +7,9 @@
  *                      child did not exit as it should (killed, lost)
  *   forker exec N      forks one child that execs "forker again N"; prints
  *                      "forker ok" when it exited 4
+ *   forker spawn N     posix_spawn()s "forker again N" (glibc: clone with
+ *                      CLONE_VM|CLONE_VFORK, then exec); "forker ok" when it
+ *                      exited 4
  *   forker spin N      forks 4 children that print "up K" and call
  *                      target_work for ever; the parent calls it N times,
  *                      prints "up parent" and waits for them (for ever)
@@ -16,6 +19,7 @@
  *
  * The children run at the same time as each other and as their parent.
  */
+#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -34,6 +38,8 @@ static void work(long n)
     for (long i = 0; i < n; i++)
         KEEP(target_work(i));
 }
+
+extern char **environ;
 
 static int waited(pid_t p, int code)
 {
@@ -64,6 +70,13 @@ int main(int argc, char **argv)
             _exit(127);
         }
         ok = p > 0 && waited(p, 4);
+    } else if (argc > 1 && strcmp(argv[1], "spawn") == 0) {
+        char count[32];
+        char *args[] = {argv[0], "again", count, NULL};
+        pid_t p;
+        snprintf(count, sizeof count, "%ld", n);
+        fflush(stdout);
+        ok = posix_spawn(&p, argv[0], NULL, NULL, args, environ) == 0 && waited(p, 4);
     } else if (argc > 1 && strcmp(argv[1], "spin") == 0) {
         fflush(stdout);
         for (int k = 0; k < 4; k++) {
