@@ -4,7 +4,11 @@ table over the process tree; the summary says how each process ended."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -170,28 +174,58 @@ def test_attached_with_follow(targets, tmp_path: Path) -> None:
     assert summary["ending"]["reason"] == "exit"
 
 
+def _spinners(prog: Path) -> list[int]:
+    """The pids of the `PROG spin` processes (a zombie has no command line)."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            if cmdline.read_bytes().split(b"\0")[:2] == [str(prog).encode(), b"spin"]:
+                pids.append(int(cmdline.parent.name))
+    return pids
+
+
+def _alive(pids: list[int], within_s: float = 10.0) -> list[int]:
+    """Those of PIDS that still run after WITHIN_S (a bound, not a timing)."""
+    deadline = time.monotonic() + within_s
+    while True:
+        left = [p for p in pids if Path(f"/proc/{p}/cmdline").exists()
+                and Path(f"/proc/{p}/cmdline").read_bytes()]  # fmt: skip
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.05)
+
+
+def _kill_spinners(prog: Path) -> None:
+    for pid in _spinners(prog):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def test_ctrl_c_stops_every_process_of_a_spawned_tree(targets, instr_bg, tmp_path: Path) -> None:
     """Ctrl-C under -F: every child's agent leaves (Agent.leave), and the
     tree instr started is killed; the summary says so for each process."""
     out = tmp_path / "run.jsonl"
+    prog = targets.path("forker")
     tracer = instr_bg("trace", "-F", "-i", "forker!target_work", "--agg", "c=count() by pid",
-                      "-o", out, "--", targets.path("forker"), "spin", N)  # fmt: skip
-    assert tracer.out.readline() == "ready"
-    tracer.send("")  # the target's stdin is instr's
-    up = {tracer.out.readline() for _ in range(5)}  # printed once each is followed
-    assert up == {"up parent", "up 0", "up 1", "up 2", "up 3"}
-    tracer.interrupt()
-    done = tracer.finish()
+                      "-o", out, "--", prog, "spin", N)  # fmt: skip
+    try:
+        assert tracer.out.readline() == "ready"
+        tracer.send("")  # the target's stdin is instr's
+        up = {tracer.out.readline() for _ in range(5)}  # printed once each is followed
+        assert up == {"up parent", "up 0", "up 1", "up 2", "up 3"}
+        spun = _spinners(prog)
+        tracer.interrupt()
+        done = tracer.finish()
+    finally:
+        alive = _alive(_spinners(prog))  # SIGKILL is sent, not waited for
+        _kill_spinners(prog)  # never left spinning when the test fails
+    assert alive == [], "instr did not kill the tree it started"
     assert done.returncode == 0, done.err
     _, summary = read_jsonl(out)
     procs = summary["processes"]
     assert [p["origin"] for p in procs] == ["root", "fork", "fork", "fork", "fork"]
     assert all(p["ending"]["reason"] == "stopped" for p in procs), procs
-    for p in procs:
-        assert (
-            not Path(f"/proc/{p['pid']}/status").exists()
-            or "zombie" in Path(f"/proc/{p['pid']}/status").read_text()
-        ), p
+    assert sorted(p["pid"] for p in procs) == sorted(spun)
     counts = {r["keys"]["pid"]: r["value"] for r in _aggregations(out, "cli/c")}
     assert set(counts) == {p["pid"] for p in procs}  # every process counted in the one table
     assert counts[procs[0]["pid"]] == N
