@@ -128,6 +128,8 @@ class Children:
             self._error(f"cannot follow pid {child.pid} ({origin}): {e}")
             if img.agent is not None:
                 img.agent.leave()  # whatever was armed is reverted (docs/leaving.md)
+                with self._lock:  # not waited for: the run ends without it
+                    img.detach_reason = img.detach_reason or "not followed"
         finally:
             self._resume(child.pid)
             with self._lock:

@@ -420,6 +420,8 @@ class Session:
 
     def _abort(self) -> None:
         """Undo a half-started session: detach, kill what we spawned, close collectors."""
+        if self._children is not None:
+            self._children.stop()  # no more adoptions
         if self._agent is not None:
             self._agent.abandon()
         if self._proc is not None:
