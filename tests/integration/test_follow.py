@@ -229,3 +229,17 @@ def test_ctrl_c_stops_every_process_of_a_spawned_tree(targets, instr_bg, tmp_pat
     counts = {r["keys"]["pid"]: r["value"] for r in _aggregations(out, "cli/c")}
     assert set(counts) == {p["pid"] for p in procs}  # every process counted in the one table
     assert counts[procs[0]["pid"]] == N
+
+
+def test_follow_refuses_syscall_points(targets, probe_file) -> None:
+    """-F follows function probes; a set with syscall points is refused before
+    anything is spawned (exit status 2, one line)."""
+    probes = probe_file(
+        "version: 1\nsets:\n  s:\n    probes:\n      - syscall: [write]\n        emit: true\n"
+    )
+    res = run_instr("run", "-F", "-P", probes, "-s", "s", "--", targets.path("forker"), "fork", 1)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr == (
+        "instr: error: -F follows function probes only, not patch or syscall probes\n"
+    )
+    assert res.stdout == ""
