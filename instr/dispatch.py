@@ -30,22 +30,13 @@ from operator import attrgetter
 from typing import Any
 
 from instr.aggregate.decode import AggDecoder
-from instr.aggregate.merge import merge_snapshots
 from instr.aggregate.model import AggSnapshot
 from instr.collectors.base import Collector
 from instr.collectors.decode import Block, Decoder
 from instr.collectors.failure import output_failure
-from instr.events import (
-    Ending,
-    Event,
-    ProbeReport,
-    ProcessEnding,
-    RunContext,
-    RunSummary,
-    Site,
-    Symbol,
-)
+from instr.events import Ending, Event, ProbeReport, RunContext, RunSummary, Site, Symbol
 from instr.protocol import PROTOCOL_VERSION
+from instr.sources import Sources
 
 OnEnding = Callable[[Ending, int], None]  # its agent is the current ``source``
 MAX_ERRORS = 200  # beyond this, errors are only counted
@@ -153,17 +144,10 @@ class Dispatcher:
         self._final_sent = False
         self.agg_decoder = AggDecoder(ctx.table, ctx)
         # Children followed (-F, docs/follow.md): each process image's agent is
-        # a source (0: the root), with its own batch numbers, drops, ending,
-        # interned strings and aggregation tables; the snapshots are merged.
+        # a source (instr/sources.py); its snapshots are merged.
         self.source = 0  # of the message being handled (the worker's)
         self.follow = False
-        self.root_pid = 0
-        self._pids: dict[int, int] = {}
-        self._seqs: dict[int, int] = {}
-        self._source_drops: dict[tuple[int, int], int] = {}
-        self._agg_decoders: dict[int, AggDecoder] = {0: self.agg_decoder}
-        self._latest: dict[int, AggSnapshot] = {}  # per source, for the merge
-        self.processes: dict[int, ProcessEnding] = {}
+        self.sources = Sources(self.agg_decoder, lambda: AggDecoder(ctx.table, ctx))
         # the latest aggregation snapshot (the final one, after the run)
         self.last_snapshot: AggSnapshot | None = None
         self._worker = threading.Thread(target=self._run, name="instr-dispatch", daemon=True)
@@ -178,18 +162,11 @@ class Dispatcher:
 
     def add_source(self, source: int, pid: int, parent: int | None, origin: str) -> None:
         """A process image whose agent posts as ``source`` (call before it loads)."""
-        with self._lock:
-            self._pids[source] = pid
-            if source == 0:
-                self.root_pid = pid
-            self.processes[source] = ProcessEnding(pid, parent, origin, None)
+        self.sources.add(source, pid, parent, origin)
 
     def source_ended(self, source: int, ending: Ending) -> None:
         """How an image ended when its agent could not say (killed, lost)."""
-        with self._lock:
-            proc = self.processes.get(source)
-            if proc is not None and proc.ending is None:
-                proc.ending = ending
+        self.sources.ended(source, ending)
 
     def set_reports(self, reports: Sequence[ProbeReport]) -> None:
         """The per-probe results of ``configure``; later ``status`` messages update them.
@@ -348,8 +325,8 @@ class Dispatcher:
     def _handle_batch(self, env: dict[str, Any], data: bytes | None) -> None:
         seq = int(env["seq"])
         source = self.source
-        last = self._seqs.get(source, 0)
-        who = f"pid {self._pids.get(source, '?')}: " if self.follow else ""
+        last = self.sources.last_seq(source)
+        who = f"pid {self.sources.pid(source)}: " if self.follow else ""
         if seq > last + 1:
             missing = seq - last - 1
             self.lost_batches += missing
@@ -358,23 +335,19 @@ class Dispatcher:
             self._error(f"{who}lost {missing} batch{'es' if missing > 1 else ''} (seq {span})")
         elif seq <= last:
             self._error(f"{who}batch seq {seq} arrived after seq {last}; decoded anyway")
-        self._seqs[source] = max(last, seq)
-        self.last_seq = self._seqs.get(0, 0)
+        self.sources.saw_seq(source, seq)
+        self.last_seq = self.sources.last_seq(0)
         self.batches += 1
         for key, total in (env.get("drops") or {}).items():
-            probe = int(key)
-            # cumulative per agent: the run's drops are the sum over the images
-            had = self._source_drops.get((source, probe), 0)
-            now = max(had, int(total))
-            self._source_drops[(source, probe)] = now
-            self.drops[probe] = self.drops.get(probe, 0) + now - had
+            probe = int(key)  # cumulative per agent: the run's are the sum over the images
+            self.drops[probe] = self.drops.get(probe, 0) + self.sources.drops(source, probe, total)
         with _gc_paused(self.pause_gc):
             block = self.decoder.block(data, self.events + 1) if data and self._columnar else None
             if block is not None and data is not None:
                 self._deliver_block(block, env.get("records"), seq, data)
                 return
             events = self.decoder.decode(data, self.events + 1) if data else []
-            pid = self._pids.get(source, 0)
+            pid = self.sources.pid(source)
             for e in events:
                 e.pid = pid
             expected = env.get("records")
@@ -443,26 +416,22 @@ class Dispatcher:
         self._deliver_snapshot(AggSnapshot(time.monotonic_ns(), seq, True, tables))
 
     def _aggs(self, env: dict[str, Any], data: bytes | None) -> None:
-        source = self.source
-        decoder = self._agg_decoders.get(source)
-        if decoder is None:  # interned strings are numbered per agent
-            decoder = self._agg_decoders[source] = AggDecoder(self.ctx.table, self.ctx)
-        snap = decoder.decode(env, data)
+        snap = self.sources.decoder(self.source).decode(env, data)
         if not self.follow:
             self._deliver_snapshot(snap)
             return
         # One table across the processes: every image's latest snapshot,
         # merged. The final one goes out once, at the close; a live one when
         # the root's arrives (the children's were asked for first).
-        self._latest[source] = snap
-        if not snap.final and source == 0:
+        self.sources.keep(self.source, snap)
+        if not snap.final and self.source == 0:
             self._deliver_merged(final=False)
 
     def _deliver_merged(self, final: bool) -> None:
-        if not self._latest:
-            return
         seq = self.last_snapshot.seq + 1 if self.last_snapshot is not None else 0
-        self._deliver_snapshot(merge_snapshots(self._latest.values(), seq, final))
+        merged = self.sources.merged(seq, final)
+        if merged is not None:
+            self._deliver_snapshot(merged)
 
     def _deliver_snapshot(self, snap: AggSnapshot) -> None:
         if self.points is not None and self.points.aggs:
@@ -494,13 +463,8 @@ class Dispatcher:
 
     def _ending(self, env: dict[str, Any], data: bytes | None) -> None:
         ending = Ending.from_message(env)
-        source = self.source
-        with self._lock:
-            proc = self.processes.get(source)
-            if proc is not None:
-                proc.ending = ending
         # The run's ending is the root program's (its last image's, after an exec)
-        if source == 0 or self._pids.get(source) == self.root_pid:
+        if self.sources.ended(self.source, ending, said=True):
             self.ending = ending
         if self.on_ending is not None:
             try:
@@ -569,5 +533,5 @@ class Dispatcher:
             ended_ns=time.time_ns(),
             lost_batches=self.lost_batches,
             aggregations=self.last_snapshot,
-            processes=list(self.processes.values()) if self.follow else [],
+            processes=self.sources.processes() if self.follow else [],
         )
