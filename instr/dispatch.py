@@ -139,6 +139,7 @@ class Dispatcher:
             "error": self._agent_error,
             "ending": self._ending,
             "aggs": self._aggs,
+            "merge-aggs": lambda env, data: self._deliver_merged(final=False),  # -F
         }
         self.points: Any = None  # instr.syscalls.points.SyscallPoints, for syscall probes
         self._final_sent = False
@@ -422,10 +423,8 @@ class Dispatcher:
             return
         # One table across the processes: every image's latest snapshot,
         # merged. The final one goes out once, at the close; a live one when
-        # the root's arrives (the children's were asked for first).
+        # the session has asked every image (its "merge-aggs").
         self.sources.keep(self.source, snap)
-        if not snap.final and self.source == 0:
-            self._deliver_merged(final=False)
 
     def _deliver_merged(self, final: bool) -> None:
         seq = self.last_snapshot.seq + 1 if self.last_snapshot is not None else 0

@@ -185,7 +185,11 @@ class Children:
         self.unlisten()
         return held
 
-    def live(self) -> list[Image]:
-        """The children whose agent is still attached (the root is the session's)."""
+    def live(self, root: bool = False) -> list[Image]:
+        """The children whose agent is still attached (the root's too with ``root``)."""
         with self._lock:
-            return [i for i in self.images if i.key != 0 and i.detach_reason is None]
+            return [
+                i
+                for i in self.images
+                if (root or i.key != 0) and i.detach_reason is None and i.agent is not None
+            ]

@@ -300,22 +300,30 @@ class Session:
         """Ask the agent for the aggregations now; they reach the collectors in order."""
         if self._agent is None or self._ended.is_set():
             return
+        if self._children is not None:
+            self._snapshot_all()
+            return
         with contextlib.suppress(
             frida.InvalidOperationError, frida.TransportError, frida.RPCException
         ):
-            for child in self._children.live() if self._children is not None else ():
-                # the children's first: the root's snapshot sends the merged table
-                with contextlib.suppress(
-                    frida.InvalidOperationError, frida.TransportError, frida.RPCException
-                ):
-                    if child.agent is not None:
-                        child.agent.rpc.snapshot(False)
             self._agent.rpc.snapshot(False)
             d = self._dispatcher
             agent_aggs = any(p.aggregations for p in self.table if not p.is_syscall)
             if d is not None and d.points is not None and not agent_aggs:
                 # only host tables (syscall points): no agent snapshot will carry them
                 d.post({"v": PROTOCOL_VERSION, "type": "host-aggs"}, None)
+
+    def _snapshot_all(self) -> None:
+        """-F: every live image's tables, then one merged snapshot (an agent's
+        messages reach the dispatcher before its RPC returns)."""
+        assert self._children is not None and self._dispatcher is not None
+        for img in self._children.live(root=True):
+            with contextlib.suppress(
+                frida.InvalidOperationError, frida.TransportError, frida.RPCException
+            ):
+                if img.agent is not None:
+                    img.agent.rpc.snapshot(False)
+        self._dispatcher.post({"v": PROTOCOL_VERSION, "type": "merge-aggs"}, None)
 
     @property
     def aggregations(self) -> AggSnapshot | None:

@@ -142,3 +142,19 @@ def test_the_merged_final_snapshot_goes_out_once_at_the_close() -> None:
     assert rec.snaps == []  # not one report per process
     d.close(None)
     assert [s.final for s in rec.snaps] == [True]
+
+
+def test_a_live_snapshot_is_merged_when_the_session_has_asked_every_image() -> None:
+    rec = Recorder()
+    d = Dispatcher(RunContext(_table()), [rec])
+    _sources(d)
+    snap = {"v": PROTOCOL_VERSION, "type": "aggs", "seq": 0, "final": False, "tables": []}
+    for source in (1, 0):
+        d.post({"type": "send", "payload": snap}, b"", source)
+    assert d.drain(WAIT)
+    assert rec.snaps == []
+    d.post({"v": PROTOCOL_VERSION, "type": "merge-aggs"}, None)
+    assert d.drain(WAIT)
+    assert [(s.seq, s.final) for s in rec.snaps] == [(0, False)]
+    d.close(None)
+    assert [(s.seq, s.final) for s in rec.snaps] == [(0, False), (1, True)]
