@@ -13,6 +13,7 @@ from instr.clicore import (
     cc_option,
     debug_option,
     device_of,
+    follow_option,
     guard,
     target_of,
     target_options,
@@ -23,10 +24,8 @@ from instr.probes.ir import PlanOptions
 
 
 def _execute(table: Any, kw: dict[str, Any], source: str, sets: tuple[str, ...]) -> None:
-    from instr.collectors.console import set_wall_time_default
     from instr.runner import RunConfig, finish, run
 
-    set_wall_time_default(bool(kw.get("wall_time")))
     config = RunConfig(
         table=table,
         target=target_of(kw),
@@ -39,6 +38,8 @@ def _execute(table: Any, kw: dict[str, Any], source: str, sets: tuple[str, ...])
         interval_s=kw.get("interval"),
         top=kw.get("top"),
         destructive=bool(kw.get("destructive", False)),
+        follow=bool(kw.get("follow", False)),
+        wall_time=bool(kw.get("wall_time", False)),
     )
     finish(*run(config))
 
@@ -69,6 +70,7 @@ def main() -> None:
 @click.option(
     "-w", "--destructive", is_flag=True, help="Allow the sets' patch actions (change the target)."
 )
+@follow_option
 @target_options
 @wall_time_option
 @debug_option
@@ -123,6 +125,7 @@ def run(probes_file: str, set_names: tuple[str, ...], **kw: Any) -> None:
 @click.option(
     "-l", "--list", "list_only", is_flag=True, help="List the functions -i/-x match; arm nothing."
 )
+@follow_option
 @target_options
 @wall_time_option
 @debug_option

@@ -173,6 +173,10 @@ wall_time_option = click.option(
     "milliseconds since the first.",
 )
 
+follow_option = click.option(
+    "-F", "--follow", is_flag=True, help="Follow forked and exec'ed children (docs/follow.md)."
+)
+
 
 def where_options(fn: F) -> F:
     """Device and target flags only (frida-tools style), for mem and peek."""

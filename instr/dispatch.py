@@ -36,8 +36,9 @@ from instr.collectors.decode import Block, Decoder
 from instr.collectors.failure import output_failure
 from instr.events import Ending, Event, ProbeReport, RunContext, RunSummary, Site, Symbol
 from instr.protocol import PROTOCOL_VERSION
+from instr.sources import Sources
 
-OnEnding = Callable[[Ending, int], None]
+OnEnding = Callable[[Ending, int], None]  # its agent is the current ``source``
 MAX_ERRORS = 200  # beyond this, errors are only counted
 _STOP = object()
 _probe_id = attrgetter("probe_id")
@@ -142,10 +143,16 @@ class Dispatcher:
             "error": self._agent_error,
             "ending": self._ending,
             "aggs": self._aggs,
+            "merge-aggs": lambda env, data: self._deliver_merged(final=False),  # -F
         }
         self.points: Any = None  # instr.syscalls.points.SyscallPoints, for syscall probes
         self._final_sent = False
         self.agg_decoder = AggDecoder(ctx.table, ctx)
+        # Children followed (-F, docs/follow.md): each process image's agent is
+        # a source (instr/sources.py); its snapshots are merged.
+        self.source = 0  # of the message being handled (the worker's)
+        self.follow = False
+        self.sources = Sources(self.agg_decoder, lambda: AggDecoder(ctx.table, ctx))
         # the latest aggregation snapshot (the final one, after the run)
         self.last_snapshot: AggSnapshot | None = None
         self._worker = threading.Thread(target=self._run, name="instr-dispatch", daemon=True)
@@ -153,9 +160,18 @@ class Dispatcher:
 
     # -- called from other threads --------------------------------------------
 
-    def post(self, message: dict[str, Any], data: bytes | None) -> None:
-        """Frida's message callback: enqueue and return (thread-safe, never blocks)."""
-        self._queue.put((message, data))
+    def post(self, message: dict[str, Any], data: bytes | None, source: int = 0) -> None:
+        """Frida's message callback: enqueue and return (thread-safe, never blocks).
+        ``source``: which process image's agent sent it (``add_source``)."""
+        self._queue.put((message, data, source))
+
+    def add_source(self, source: int, pid: int, parent: int | None, origin: str) -> None:
+        """A process image whose agent posts as ``source`` (call before it loads)."""
+        self.sources.add(source, pid, parent, origin)
+
+    def source_ended(self, source: int, ending: Ending) -> None:
+        """How an image ended when its agent could not say (killed, lost)."""
+        self.sources.ended(source, ending)
 
     def set_reports(self, reports: Sequence[ProbeReport]) -> None:
         """The per-probe results of ``configure``; later ``status`` messages update them.
@@ -197,6 +213,8 @@ class Dispatcher:
             self._closing = True
             self._queue.put(_STOP)
             self._worker.join()
+            if self.follow:
+                self._deliver_merged(final=True)
             self._host_final()
             summary = self._build_summary(ending)
             if stopped is not None and (
@@ -237,7 +255,7 @@ class Dispatcher:
             if isinstance(item, threading.Event):
                 item.set()
                 continue
-            message, data = item
+            message, data, self.source = item
             try:
                 self._handle(message, data)
             except Exception as e:  # a bug or a malformed message must not stop the worker
@@ -318,25 +336,32 @@ class Dispatcher:
 
     def _handle_batch(self, env: dict[str, Any], data: bytes | None) -> None:
         seq = int(env["seq"])
-        if seq > self.last_seq + 1:
-            missing = seq - self.last_seq - 1
+        source = self.source
+        last = self.sources.last_seq(source)
+        who = f"pid {self.sources.pid(source)}: " if self.follow else ""
+        if seq > last + 1:
+            missing = seq - last - 1
             self.lost_batches += missing
-            first = self.last_seq + 1
+            first = last + 1
             span = f"{first}" if missing == 1 else f"{first}-{seq - 1}"
-            self._error(f"lost {missing} batch{'es' if missing > 1 else ''} (seq {span})")
-        elif seq <= self.last_seq:
-            self._error(f"batch seq {seq} arrived after seq {self.last_seq}; decoded anyway")
-        self.last_seq = max(self.last_seq, seq)
+            self._error(f"{who}lost {missing} batch{'es' if missing > 1 else ''} (seq {span})")
+        elif seq <= last:
+            self._error(f"{who}batch seq {seq} arrived after seq {last}; decoded anyway")
+        self.sources.saw_seq(source, seq)
+        self.last_seq = self.sources.last_seq(0)
         self.batches += 1
         for key, total in (env.get("drops") or {}).items():
-            pid = int(key)
-            self.drops[pid] = max(self.drops.get(pid, 0), int(total))
+            probe = int(key)  # cumulative per agent: the run's are the sum over the images
+            self.drops[probe] = self.drops.get(probe, 0) + self.sources.drops(source, probe, total)
         with _gc_paused(self.pause_gc):
             block = self.decoder.block(data, self.events + 1) if data and self._columnar else None
             if block is not None and data is not None:
                 self._deliver_block(block, env.get("records"), seq, data)
                 return
             events = self.decoder.decode(data, self.events + 1) if data else []
+            pid = self.sources.pid(source)
+            for e in events:
+                e.pid = pid
             expected = env.get("records")
             if expected is not None and int(expected) != len(events):
                 self._error(f"batch {seq}: {expected} records announced, {len(events)} decoded")
@@ -403,7 +428,20 @@ class Dispatcher:
         self._deliver_snapshot(AggSnapshot(time.monotonic_ns(), seq, True, tables))
 
     def _aggs(self, env: dict[str, Any], data: bytes | None) -> None:
-        self._deliver_snapshot(self.agg_decoder.decode(env, data))
+        snap = self.sources.decoder(self.source).decode(env, data)
+        if not self.follow:
+            self._deliver_snapshot(snap)
+            return
+        # One table across the processes: every image's latest snapshot,
+        # merged. The final one goes out once, at the close; a live one when
+        # the session has asked every image (its "merge-aggs").
+        self.sources.keep(self.source, snap)
+
+    def _deliver_merged(self, final: bool) -> None:
+        seq = self.last_snapshot.seq + 1 if self.last_snapshot is not None else 0
+        merged = self.sources.merged(seq, final)
+        if merged is not None:
+            self._deliver_snapshot(merged)
 
     def _deliver_snapshot(self, snap: AggSnapshot) -> None:
         if self.points is not None and self.points.aggs:
@@ -425,6 +463,8 @@ class Dispatcher:
             st = {"id": st, **{k: v for k, v in env.items() if k != "probe"}}
         pid = int(st["id"])
         report = self._report(pid)
+        if self.source != 0 and (st.get("state") != "armed" or report.state == "armed"):
+            return  # a child's agent: only news that a probe armed there (pending in the root)
         self._status_seen.add(pid)
         report.state = str(st.get("state", report.state))
         report.tier = st.get("tier", report.tier)
@@ -432,10 +472,13 @@ class Dispatcher:
         report.reason = st.get("reason")
 
     def _ending(self, env: dict[str, Any], data: bytes | None) -> None:
-        self.ending = Ending.from_message(env)
+        ending = Ending.from_message(env)
+        # The run's ending is the root program's (its last image's, after an exec)
+        if self.sources.ended(self.source, ending, said=True):
+            self.ending = ending
         if self.on_ending is not None:
             try:
-                self.on_ending(self.ending, int(env.get("token", 0)))
+                self.on_ending(ending, int(env.get("token", 0)))
             except Exception as e:
                 self._error(f"acknowledging the agent's ending failed: {_describe(e)}")
 
@@ -500,4 +543,5 @@ class Dispatcher:
             ended_ns=time.time_ns(),
             lost_batches=self.lost_batches,
             aggregations=self.last_snapshot,
+            processes=self.sources.processes() if self.follow else [],
         )

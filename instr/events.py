@@ -35,6 +35,7 @@ class Event:
     # capture name -> "truncated" | "null" | "unreadable", only for cstr/bytes captures
     # that are not complete (None when every capture is complete); see docs/outputs.md
     args_status: dict[str, str] | None = None
+    pid: int = 0  # the process that made the call (set by the dispatcher; 0: not known)
 
 
 @dataclass(frozen=True)
@@ -253,6 +254,31 @@ class OutputFailure:
 
 
 @dataclass
+class ProcessEnding:
+    """One process image of a run that follows children (-F): the root, a
+    forked child, or the new image of an exec; and how it ended."""
+
+    pid: int
+    # the pid that forked or spawned it (an exec's: its own pid); None for the root
+    parent: int | None
+    origin: str  # "root" | "fork" | "exec" | "spawn" (posix_spawn: seen first at its exec)
+    ending: Ending | None  # None: still running when instr left it
+
+    def describe(self) -> str:
+        what = {
+            "root": "the program",
+            "fork": f"forked by {self.parent}",
+            "exec": "after exec",
+            "spawn": f"spawned by {self.parent}",
+        }
+        said = self.ending.describe() if self.ending is not None else "still running"
+        if self.ending is not None and self.ending.reason == "exec":
+            said = "called exec (its new image is followed)"
+        said = said.removeprefix("target ")
+        return f"pid {self.pid} ({what.get(self.origin, self.origin)}): {said}"
+
+
+@dataclass
 class RunSummary:
     events: int
     batches: int
@@ -265,3 +291,5 @@ class RunSummary:
     aggregations: Any = None  # the last AggSnapshot (instr.aggregate), None without aggregations
     output_failures: list[OutputFailure] = field(default_factory=list)
     pipe_closed: bool = False  # the console's reader went away (instr ... | head): stopped early
+    # -F: every process image the run followed, in the order they appeared (docs/follow.md)
+    processes: list[ProcessEnding] = field(default_factory=list)

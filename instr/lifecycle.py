@@ -118,6 +118,8 @@ class Left:
 class Agent:
     """instr's agent in one process, from the attach to the leave."""
 
+    child = False  # a followed child's (-F), not the target's: its end is not the pidfd's
+
     def __init__(self, proc: TargetProcess, pid: int) -> None:
         self.proc = proc
         self.pid = pid
@@ -143,6 +145,7 @@ class Agent:
         """Attach to ``pid`` (the target's by default: a forked child's under
         child gating), load the agent bundle and check its protocol."""
         agent = cls(proc, proc.pid if pid is None else pid)
+        agent.child = agent.pid != proc.pid
         _loaded.add(agent)
         agent._load(name, on_message, on_detached, exclusive)
         return agent
@@ -283,6 +286,8 @@ class Agent:
             summary = getattr(self.crash, "summary", None) or str(self.crash)
             return Ending("crash", signal=str(summary))
         if reason == "process-terminated":
+            if self.child:  # the pidfd is the root's
+                return Ending("killed")
             return self.proc.kernel_ending() or Ending("killed")
         if reason == "process-replaced":
             return Ending("exec")

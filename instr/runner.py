@@ -13,6 +13,7 @@ from typing import NoReturn, TextIO
 
 from instr.collectors import open_output
 from instr.collectors.base import Collector
+from instr.collectors.console import ConsoleCollector
 from instr.errors import InstrError
 from instr.events import RunSummary
 from instr.patch.model import require_destructive
@@ -37,6 +38,8 @@ class RunConfig:
     interval_s: float | None = None  # aggregation snapshots this often (and at the end)
     top: int | None = None  # reports: the N largest rows of each aggregation
     destructive: bool = False  # -w: allow the sets' patch actions
+    follow: bool = False  # -F: forked and exec'ed children too (docs/follow.md)
+    wall_time: bool = False  # --wall-time: the console shows the time of day
 
 
 def exit_status(summary: RunSummary, spawned: bool) -> int:
@@ -52,6 +55,8 @@ def _collectors(config: RunConfig) -> list[Collector]:
         configure = getattr(c, "configure_reports", None)
         if configure is not None:
             configure(top=config.top, live=config.interval_s is not None)
+        if isinstance(c, ConsoleCollector):
+            c.wall_time = config.wall_time
     return out
 
 
@@ -73,6 +78,7 @@ def run(config: RunConfig, status: TextIO | None = None) -> tuple[RunSummary, in
         source=config.source,
         sets=config.sets,
         stream=False,
+        follow=config.follow,
     )
     with sigterm_as_interrupt():
         try:
@@ -112,6 +118,9 @@ def run(config: RunConfig, status: TextIO | None = None) -> tuple[RunSummary, in
     console = not config.outputs or "-" in config.outputs
     if summary.ending is not None and not console:  # the console summary already says it
         say(summary.ending.describe())
+    if len(summary.processes) > 1:  # -F: how each process ended
+        for proc in summary.processes:
+            say(proc.describe())
     failures = [f.describe(summary.events) for f in summary.output_failures]
     for err in summary.errors:
         if err not in failures:

@@ -17,6 +17,7 @@ detach) and turns Frida's failures into ``InstrError``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import queue
 import threading
 import time
@@ -30,8 +31,9 @@ from instr import target as tgt
 from instr.aggregate.model import AggSnapshot
 from instr.collectors.base import Collector
 from instr.dispatch import Dispatcher
-from instr.errors import AgentError, NothingArmedError, TargetError
+from instr.errors import AgentError, NothingArmedError, TargetError, UsageError
 from instr.events import Ending, Event, ProbeReport, RunContext, RunInfo, RunSummary
+from instr.follow import Children, Image
 from instr.lifecycle import Agent, TargetProcess
 from instr.patch.model import RevertResult
 from instr.probes.ir import ProbeTable
@@ -70,7 +72,16 @@ class Session:
         sets: Sequence[str] = (),
         kill_on_stop: bool | None = None,
         stream: bool = True,
+        follow: bool = False,
     ) -> None:
+        if follow:  # forked and exec'ed children too (docs/follow.md)
+            if table.patch_probes() or table.syscall_probes():
+                raise UsageError("-F follows function probes only, not patch or syscall probes")
+            table.options = dataclasses.replace(table.options, follow=True)
+        self.follow = follow
+        self._children: Children | None = None
+        self._root: Image | None = None
+        self._left_children: list[Image] = []  # children whose agent stop() made leave
         self.table = table
         self.target = target
         self.device_spec = device or tgt.DeviceSpec()
@@ -128,6 +139,17 @@ class Session:
         """
         self._proc = TargetProcess.open(self.device_spec, self.target)
         self.pid = self._proc.pid
+        if self.follow:
+            self._children = Children(
+                self._proc,
+                self._arm_child,
+                lambda key: lambda m, d: self._on_message(m, d, key),
+                self._child_added,
+                self._children_changed,
+                self._child_error,
+            )
+            self._root = self._children.root(self.pid)
+            self._children.listen()
         try:
             self._arm()
         except BaseException:
@@ -152,9 +174,13 @@ class Session:
         )
         for c in self.collectors:
             c.open(self.ctx, info)
+        self._dispatcher.follow = self.follow
+        self._dispatcher.add_source(0, self.pid, None, "root")
         self._agent = Agent.load(
             self._proc, "instr", on_message=self._on_message, on_detached=self._on_detached
         )
+        if self._root is not None:
+            self._root.agent = self._agent
         try:
             result = self._agent.rpc.configure(self.table.plan())
         except frida.RPCException as e:
@@ -170,6 +196,36 @@ class Session:
         if self.reports and all(r.state == "failed" for r in self.reports):
             reasons = "\n".join(f"  {r.name}: {r.reason}" for r in self.reports)
             raise NothingArmedError(f"no probe could be armed:\n{reasons}")
+        if self.follow:  # in force before the program goes on (Agent.gate_children)
+            note = self._agent.gate_children()
+            if note is not None:
+                self._dispatcher.error(note)
+
+    # -- children (-F: instr/follow.py) ------------------------------------------
+
+    def _arm_child(self, agent: Agent) -> None:
+        """A child's agent gets the run's plan (Children._adopt, Frida held it)."""
+        try:
+            agent.rpc.configure(self.table.plan())
+        except frida.RPCException as e:
+            raise AgentError(f"the agent rejected the plan: {e}") from e
+
+    def _child_added(self, key: int, pid: int, parent: int | None, origin: str) -> None:
+        assert self._dispatcher is not None
+        self._dispatcher.add_source(key, pid, parent, origin)
+
+    def _child_error(self, text: str) -> None:
+        if self._dispatcher is not None:
+            self._dispatcher.error(text)
+
+    def _children_changed(self) -> None:
+        if self._children is not None and self._children.all_done():
+            self._ended.set()
+
+    def _agent_of(self, source: int) -> Agent | None:
+        if source == 0 or self._children is None:
+            return self._agent
+        return self._children.agent(source)
 
     def _arm_syscalls(self, arch: str) -> list[ProbeReport]:
         """Syscall probes: the host arms the agent's syscall monitor (see instr.syscalls.points)."""
@@ -207,15 +263,15 @@ class Session:
             raise AgentError("the session is not started")
         return self._agent.rpc
 
-    def _on_message(self, message: dict[str, Any], data: bytes | None) -> None:
+    def _on_message(self, message: dict[str, Any], data: bytes | None, source: int = 0) -> None:
         payload = message.get("payload") if isinstance(message, dict) else None
-        if self._taps and isinstance(payload, dict):
+        if self._taps and source == 0 and isinstance(payload, dict):
             handler = self._taps.get(payload.get("type"))  # type: ignore[arg-type]
             if handler is not None:
                 handler(message, data)
                 return
         assert self._dispatcher is not None
-        self._dispatcher.post(message, data)
+        self._dispatcher.post(message, data, source)
 
     def resume(self) -> None:
         if self._proc is not None:
@@ -244,6 +300,9 @@ class Session:
         """Ask the agent for the aggregations now; they reach the collectors in order."""
         if self._agent is None or self._ended.is_set():
             return
+        if self._children is not None:
+            self._snapshot_all()
+            return
         with contextlib.suppress(
             frida.InvalidOperationError, frida.TransportError, frida.RPCException
         ):
@@ -253,6 +312,18 @@ class Session:
             if d is not None and d.points is not None and not agent_aggs:
                 # only host tables (syscall points): no agent snapshot will carry them
                 d.post({"v": PROTOCOL_VERSION, "type": "host-aggs"}, None)
+
+    def _snapshot_all(self) -> None:
+        """-F: every live image's tables, then one merged snapshot (an agent's
+        messages reach the dispatcher before its RPC returns)."""
+        assert self._children is not None and self._dispatcher is not None
+        for img in self._children.live(root=True):
+            with contextlib.suppress(
+                frida.InvalidOperationError, frida.TransportError, frida.RPCException
+            ):
+                if img.agent is not None:
+                    img.agent.rpc.snapshot(False)
+        self._dispatcher.post({"v": PROTOCOL_VERSION, "type": "merge-aggs"}, None)
 
     @property
     def aggregations(self) -> AggSnapshot | None:
@@ -278,9 +349,18 @@ class Session:
         if self.kill_on_stop and self._proc is not None:
             self._proc.kill()
             self._killed_at_stop = True
+            if self._dispatcher is not None:  # -F: the root's image, unless it exec'ed
+                self._dispatcher.source_ended(0, Ending("stopped", signal="SIGKILL"))
+            for child in self._left_children:  # the program's tree, as it was started
+                with contextlib.suppress(Exception):
+                    tgt.kill(self._proc.device, child.pid)
+                if self._dispatcher is not None:
+                    self._dispatcher.source_ended(child.key, Ending("stopped", signal="SIGKILL"))
 
     def _leave(self) -> None:
         """Revert patches, dispose of the agent, detach, wait for it to unload."""
+        if self._children is not None:
+            self._leave_children()
         agent = self._agent
         if agent is None or self._ended.is_set():
             return
@@ -292,9 +372,42 @@ class Session:
         self.held = left.held
         self.agent_left = left.done
         self.leaving = left.done is False
-        self.leave_note = left.note
+        self.leave_note = left.note or self.leave_note  # a child's (-F) otherwise
         # Not "the target keeps running" if it did not (seen once in CI).
         self._died_at_unload = left.died
+        self._left_alive(0)
+
+    def _leave_children(self) -> None:
+        """-F: no more adoptions (held children resumed), then every child's
+        agent leaves the one way (Agent.leave)."""
+        assert self._children is not None
+        held = self._children.stop()
+        if held and self._dispatcher is not None:
+            self._dispatcher.error(
+                f"{len(held)} child process(es) were still being armed when the run stopped"
+                f" ({', '.join(map(str, held))}); their calls are not all traced"
+            )
+        self._left_children = self._children.live()
+        for child in self._left_children:
+            assert child.agent is not None
+            left = child.agent.leave(wait=not self.kill_on_stop)
+            if left.note is not None and self.leave_note is None:
+                self.leave_note = left.note
+            self._left_alive(child.key)
+
+    def _left_alive(self, key: int) -> None:
+        """-F: an image instr left running (stop() kills those it started instead)."""
+        if self._dispatcher is not None and self.follow and not self.kill_on_stop:
+            self._dispatcher.source_ended(key, Ending("detach"))
+
+    def _image_endings(self) -> None:
+        """-F: how each image ended when its agent could not say (killed, lost)."""
+        if self._children is None or self._dispatcher is None:
+            return
+        for img in list(self._children.images):
+            ending = img.agent.ending() if img.agent is not None else None
+            if ending is not None:
+                self._dispatcher.source_ended(img.key, ending)
 
     def close(self) -> RunSummary:
         """Stop if needed, drain everything, close the collectors; returns the summary."""
@@ -307,6 +420,7 @@ class Session:
                 raise TargetError("the session was never started")
             # Frida's kill is SIGKILL: said as it happened, not "the target keeps running"
             stopped = Ending("stopped", signal="SIGKILL") if self._killed_at_stop else None
+            self._image_endings()
             self.summary = self._dispatcher.close(self._fallback_ending(), stopped)
             if self._proc is not None:
                 self._proc.close()
@@ -314,6 +428,8 @@ class Session:
 
     def _abort(self) -> None:
         """Undo a half-started session: detach, kill what we spawned, close collectors."""
+        if self._children is not None:
+            self._children.stop()  # no more adoptions
         if self._agent is not None:
             self._agent.abandon()
         if self._proc is not None:
@@ -332,14 +448,23 @@ class Session:
 
     def _on_ending(self, ending: Ending, token: int) -> None:
         """The agent flushed everything and waits: all earlier batches are decoded."""
-        self._post(ack(token))
+        source = self._dispatcher.source if self._dispatcher is not None else 0
+        agent = self._agent_of(source)  # the worker is on that agent's message
+        if agent is not None:
+            agent.post(ack(token))
 
     def _credit(self, seq: int) -> None:
         """Flow control: the host has finished with batch ``seq``; the agent may send more."""
         if not self._ended.is_set():
-            self._post(credit(seq))
+            source = self._dispatcher.source if self._dispatcher is not None else 0
+            agent = self._agent_of(source)  # the worker is on that agent's batch
+            if agent is not None:
+                agent.post(credit(seq))
 
     def _on_detached(self, reason: str, crash: Any) -> None:
+        if self._children is not None and self._root is not None:
+            self._children.detached(self._root, reason)  # ends the run when all are done
+            return
         self._ended.set()
 
     def _fallback_ending(self) -> Ending | None:

@@ -123,6 +123,11 @@ export interface PlanOptions {
     flush_interval_ms: number;
     buffer_bytes: number;
     on_full: "block" | "drop";
+    // Children followed (-F): listeners only, never replaceFast. A forked
+    // child's inherited copy of this script is unloaded by Frida while the
+    // child runs; code a replacement jumps into would be freed under it
+    // (docs/follow.md).
+    follow?: boolean;
 }
 
 export interface Plan {

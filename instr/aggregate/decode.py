@@ -93,7 +93,7 @@ class AggDecoder:
                     func=agg.func,  # type: ignore[arg-type]
                     arg=agg.arg,
                     key_names=tuple(k.name for k in agg.keys),
-                    rows=tuple(_merge(rows, agg.func)),
+                    rows=tuple(merge_rows(rows, agg.func)),
                     overflow=int(t.get("overflow", 0)),
                     max_keys=agg.max_keys,
                     lquantize=agg.lquantize,
@@ -194,8 +194,9 @@ def _typed(t: str, w: int) -> int:
     return w
 
 
-def _merge(rows: list[AggRow], func: str) -> list[AggRow]:
-    """Merge rows with equal keys (sites that name the same module or function)."""
+def merge_rows(rows: list[AggRow], func: str) -> list[AggRow]:
+    """Merge rows with equal keys (sites that name the same module or function;
+    the same keys in two processes: instr.aggregate.merge)."""
     out: dict[tuple[KeyValue, ...], AggRow] = {}
     for r in rows:
         prev = out.get(r.keys)

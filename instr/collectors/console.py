@@ -30,12 +30,6 @@ from instr.collectors.console_order import HOLD_NS, TimeOrder
 from instr.events import Event, ProbeReport, RunContext, RunInfo, RunSummary
 
 LOCAL_DEVICES = ("local", "id:local")  # the target's CLOCK_MONOTONIC is the host's
-_defaults = {"wall_time": False}
-
-
-def set_wall_time_default(on: bool) -> None:
-    """Console collectors made from now on show the time of day (``--wall-time``)."""
-    _defaults["wall_time"] = on
 
 
 class ConsoleCollector:
@@ -48,7 +42,7 @@ class ConsoleCollector:
     snapshot.  ``top``: cut each aggregation to its N largest rows.
     ``colour``: ``None`` means "on a terminal without ``NO_COLOR``".
     ``wall_time``: the time of day instead of milliseconds since the first
-    event (``None``: as ``set_wall_time_default`` said).  ``hold_ns``: how long
+    event (``--wall-time``: ``instr.runner.RunConfig.wall_time``).  ``hold_ns``: how long
     events wait to be put in timestamp order (``console_order``); a thread
     prints what waited that long every ``hold_ns / 4`` (``tick_s`` = 0: only
     when batches come, for tests, which call ``tick``).  ``clock`` (monotonic
@@ -63,7 +57,7 @@ class ConsoleCollector:
         live: bool | None = None,
         top: int | None = None,
         colour: bool | None = None,
-        wall_time: bool | None = None,
+        wall_time: bool = False,
         hold_ns: int = HOLD_NS,
         tick_s: float | None = None,
         clock: Callable[[], int] = time.monotonic_ns,
@@ -76,7 +70,7 @@ class ConsoleCollector:
         self.live = _isatty(stream) if live is None else live
         self.top = top
         self.colour = use_colour(stream) if colour is None else colour
-        self.wall_time = _defaults["wall_time"] if wall_time is None else wall_time
+        self.wall_time = wall_time
         self.order = TimeOrder(hold_ns)
         self.tick_s = hold_ns / 4e9 if tick_s is None else tick_s
         self.clock = clock

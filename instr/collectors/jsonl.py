@@ -138,7 +138,7 @@ class JsonlCollector:
             + _pct(to_json(lay.probe))
             + ',"phase":'
             + _pct(to_json(lay.phase))
-            + ',"tid":%d,"ts_ns":%d,"function":%s,"args":{'
+            + '%s,"tid":%d,"ts_ns":%d,"function":%s,"args":{'
             + args
             + "}"
         )
@@ -154,7 +154,15 @@ class JsonlCollector:
         want_dur = lay.phase == "exit" and lay.duration is not None
 
         def line(e: Event) -> str:
-            values = (e.seq, e.tid, e.ts_ns, function_json(e.probe_id, e.site), *getter(e.args))
+            pid = f',"pid":{e.pid}' if e.pid else ""  # 0: not known (a replay)
+            values = (
+                e.seq,
+                pid,
+                e.tid,
+                e.ts_ns,
+                function_json(e.probe_id, e.site),
+                *getter(e.args),
+            )
             if want_ret:
                 values += (e.retval,)
             if want_dur:
@@ -184,6 +192,7 @@ class JsonlCollector:
             "seq": e.seq,
             "probe": e.probe,
             "phase": e.phase,
+            **({"pid": e.pid} if e.pid else {}),
             "tid": e.tid,
             "ts_ns": e.ts_ns,
             "function": site_function(self.ctx.site(e.probe_id, e.site), e.site),

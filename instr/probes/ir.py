@@ -322,13 +322,17 @@ class PlanOptions:
     flush_interval_ms: int = 50
     buffer_bytes: int = 8 << 20
     on_full: Literal["block", "drop"] = "block"
+    follow: bool = False  # children followed (-F): listeners only (docs/follow.md)
 
     def to_plan(self) -> dict[str, Any]:
-        return {
+        plan: dict[str, Any] = {
             "flush_interval_ms": self.flush_interval_ms,
             "buffer_bytes": self.buffer_bytes,
             "on_full": self.on_full,
         }
+        if self.follow:
+            plan["follow"] = True
+        return plan
 
 
 @dataclass

@@ -9,7 +9,7 @@ import time
 import pytest
 from test_collectors import INFO, sample
 
-from instr.collectors.console import ConsoleCollector, set_wall_time_default
+from instr.collectors.console import ConsoleCollector
 from instr.collectors.console_lines import use_colour, wall_clock
 from instr.events import Event, RunContext, RunInfo, RunSummary, Site
 from instr.probes.ir import FunctionPoint, Probe, ProbeTable
@@ -241,15 +241,17 @@ def test_wall_time_of_another_device_from_the_first_batch(
     ]
 
 
-def test_wall_time_default_and_clock_text(utc: None) -> None:
+def test_wall_time_from_the_run_config_and_clock_text(utc: None, tmp_path) -> None:
+    from instr.probes.ir import ProbeTable
+    from instr.runner import RunConfig, _collectors
+    from instr.target import TargetSpec
+
     assert wall_clock(1_700_000_000_123_456_789) == "22:13:20.123456"
-    set_wall_time_default(True)
-    try:
-        assert ConsoleCollector(io.StringIO()).wall_time is True
-        assert ConsoleCollector(io.StringIO(), wall_time=False).wall_time is False
-    finally:
-        set_wall_time_default(False)
     assert ConsoleCollector(io.StringIO()).wall_time is False
+    for wall in (True, False):
+        config = RunConfig(table=ProbeTable(), target=TargetSpec(pid=1), wall_time=wall)
+        (console,) = _collectors(config)
+        assert isinstance(console, ConsoleCollector) and console.wall_time is wall
 
 
 class ClosedPipe(io.StringIO):

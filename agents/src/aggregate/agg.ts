@@ -79,6 +79,8 @@ export class Aggregator implements AggSink {
     constructor(
         plan: Plan,
         private readonly symbols: Symbolizer,
+        /** Children followed: listeners only (PlanOptions.follow). */
+        private readonly noReplace = false,
     ) {
         const fast = plan.fast_c;
         if (fast === null) throw new Error("no aggregation runtime in the plan");
@@ -168,7 +170,7 @@ export class Aggregator implements AggSink {
         const f = this.fns[String(plan.id)];
         if (f === undefined) throw new Error("no generated code for this probe");
         const orig = this.origs.get(plan.id);
-        if (f.replace !== null && orig !== undefined && site === 0 && plan.emit === false && !this.shared.has(JSON.stringify(plan.point))) {
+        if (!this.noReplace && f.replace !== null && orig !== undefined && site === 0 && plan.emit === false && !this.shared.has(JSON.stringify(plan.point))) {
             // replaceFast writes the trampoline before the change is
             // committed (at the end of this JS turn), so calls never see a
             // null original.

@@ -51,8 +51,9 @@ export class Session {
         const options = plan.options;
         const flusher = new Flusher(options, plan.probes.length);
         this.flusher = flusher;
-        this.aggs = plan.fast_c !== null ? new Aggregator(plan, flusher.symbols) : null;
-        this.probes = new ProbeSet(flusher, this.aggs);
+        const follow = options.follow === true;
+        this.aggs = plan.fast_c !== null ? new Aggregator(plan, flusher.symbols, follow) : null;
+        this.probes = new ProbeSet(flusher, this.aggs, follow);
         const statuses = this.probes.armAll(plan.probes);
         // Flush-at-exit is installed for every run, whatever the probes are;
         // after the probes, so that a probe on exit/_exit/abort itself writes

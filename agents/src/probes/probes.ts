@@ -97,6 +97,8 @@ export class ProbeSet {
     constructor(
         private readonly flusher: Flusher,
         private readonly aggs: Aggregator | null,
+        /** Children followed: listeners only, no replaceFast entry stubs (PlanOptions.follow). */
+        private readonly noReplace = false,
     ) {}
 
     /** Probes whose functions no other probe can hook: they may be replaced (replaceFast excludes listeners). */
@@ -247,7 +249,7 @@ export class ProbeSet {
         if (probe.tier === "native") {
             const desc = ring.descriptor(probe.plan, probe.layout, probe.slot, site);
             // Entry-only, and the only hook on its function: no listener (fast_c.ts).
-            if (!probe.layout.hookExit && probe.plan.aggs.length === 0 && this.alone.has(probe.plan.id) && !SYSTEM_LIBS.test(module ?? "libc.so")) {
+            if (!this.noReplace && !probe.layout.hookExit && probe.plan.aggs.length === 0 && this.alone.has(probe.plan.id) && !SYSTEM_LIBS.test(module ?? "libc.so")) {
                 const replaced = ring.replaceFast(address, desc);
                 if (replaced !== null) {
                     probe.replaced++;
