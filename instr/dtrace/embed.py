@@ -76,6 +76,9 @@ def set_probes(
 
 def _target_only(clauses: list[HostClause]) -> None:
     for hc in clauses:
+        if hc.spec.kind == "profile":
+            raise fail(hc.spec.loc, f"{hc.spec.text} clauses count on the host's sampler: {_HOST}",
+                       _USE_DTRACE)  # fmt: skip
         if hc.spec.is_host:
             raise fail(hc.spec.loc, f"{hc.spec.text} clauses run on the host: {_HOST}",
                        _USE_DTRACE)  # fmt: skip

@@ -54,6 +54,11 @@ def test_the_sets_probes_are_the_programs() -> None:
             "p.yaml:7:11: printf() runs on the host",
         ),
         ("BEGIN { }", "p.yaml:6:7: BEGIN clauses run on the host"),
+        # once compiled to no probe at all, and instr run sampled nothing
+        (
+            "profile-99 { @[ustack()] = count(); }",
+            "p.yaml:6:7: profile-99 clauses count on the host's sampler",
+        ),
         ("pid$target::f:entry /x == 1/ { }", "p.yaml:6:28: this predicate runs on the host"),
     ],
 )

@@ -79,3 +79,16 @@ def test_profile_probe_errors() -> None:
         "p.yaml:5:9: error: 'profile' cannot be combined with 'function'\n"
         "  hint: a probe has exactly one point; write one probe per point"
     ]
+
+
+def test_instr_run_refuses_them_until_the_session_starts_the_sampler(tmp_path) -> None:
+    from helpers import run_instr
+
+    (tmp_path / "p.yaml").write_text(SETS)
+    done = run_instr("run", "-P", tmp_path / "p.yaml", "-s", "cpu", "--", "/bin/true")
+    assert (done.returncode, done.stderr) == (
+        2,
+        f"instr: error: {tmp_path / 'p.yaml'}:5:9: cpu/profile-99: instr run cannot arm "
+        "profile probes yet\n  hint: sample with instr dtrace -n "
+        "'profile-99 { @[ustack()] = count(); }' or instr profile\n",
+    )
