@@ -92,3 +92,18 @@ def test_instr_run_refuses_them_until_the_session_starts_the_sampler(tmp_path) -
         "profile probes yet\n  hint: sample with instr dtrace -n "
         "'profile-99 { @[ustack()] = count(); }' or instr profile\n",
     )
+
+
+def test_the_published_schema_takes_them() -> None:
+    import json
+    from pathlib import Path
+
+    import jsonschema
+    import yaml
+
+    import instr
+
+    schema = json.loads((Path(instr.__file__).parent / "schema/probes.schema.json").read_text())
+    jsonschema.validate(yaml.safe_load(SETS), schema)
+    bad = yaml.safe_load(SETS.replace("profile: 99", "profile: 0"))
+    assert not jsonschema.Draft202012Validator(schema).is_valid(bad)
