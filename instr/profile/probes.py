@@ -161,11 +161,11 @@ class ProfilePoints(FrameNames):
     def finish(self, ended: bool = False) -> None:
         """Stop the sampler (the agent sends what its ring holds first), count the
         rest and stop the worker. ``ended``: the session is gone already."""
-        if not ended:
-            self.sampler.stop()
-        self._stop.set()
+        self._stop.set()  # first: no call of the worker's may overlap the stop
         if self._worker is not None:
             self._worker.join(timeout=5.0)
+        if not ended:
+            self.sampler.stop()
         self.pump(0.2 if not ended else 0.0)
 
     def tables(self) -> list[AggTable]:
