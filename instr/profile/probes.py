@@ -114,6 +114,8 @@ class ProfilePoints(FrameNames):
                     self.name_frames(new, symbols, unwinder.module_at)
             if got.final:
                 self._alive = False
+            if self._stop.is_set() and threading.current_thread() is self._worker:
+                return None  # finish() counts the rest, on its own thread
             got = self.sampler.next_batch(0)
         return got if isinstance(got, str) else None
 
@@ -163,7 +165,7 @@ class ProfilePoints(FrameNames):
         rest and stop the worker. ``ended``: the session is gone already."""
         self._stop.set()  # first: no call of the worker's may overlap the stop
         if self._worker is not None:
-            self._worker.join(timeout=5.0)
+            self._worker.join()  # at most the batch it holds: it stops after that one
         if not ended:
             self.sampler.stop()
         self.pump(0.2 if not ended else 0.0)
