@@ -68,6 +68,12 @@ class ProfilePoints(FrameNames):
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
         self._alive = True  # the agent still answers (names frames)
+        self._finished = False
+
+    @property
+    def aggs(self) -> list[Aggregation]:
+        """The probes' aggregations (a host table source, as syscall points are)."""
+        return [a for s in self.shares for a in s.probe.aggregations]
 
     def post(self, message: dict[str, Any], data: bytes | None) -> None:
         """The session's tap for the agent's "profile" messages (Frida's thread)."""
@@ -162,7 +168,10 @@ class ProfilePoints(FrameNames):
 
     def finish(self, ended: bool = False) -> None:
         """Stop the sampler (the agent sends what its ring holds first), count the
-        rest and stop the worker. ``ended``: the session is gone already."""
+        rest and stop the worker. ``ended``: the session is gone already. Once."""
+        if self._finished:
+            return
+        self._finished = True
         self._stop.set()  # first: no call of the worker's may overlap the stop
         if self._worker is not None:
             self._worker.join()  # at most the batch it holds: it stops after that one
