@@ -2,10 +2,10 @@
 
 One CPU-bound program (tests/targets/profile_split.c), the same binary for
 every tool; ``instr profile -p`` attaches to it once it runs (and leaves it
-running after its work, as the do-no-harm rules want). The program times its own work, excluding start-up and the
-tool's end: the thread's CPU time (CLOCK_THREAD_CPUTIME_ID: includes the
-time its signal handler takes, not the time of the agent's thread) and the
-wall time (CLOCK_MONOTONIC: includes anything that takes the CPU from it,
+running after its work, as the do-no-harm rules want). The program times
+its own work, excluding start-up and the tool's end: the thread's CPU time
+(CLOCK_THREAD_CPUTIME_ID: includes the time its signal handler takes, not
+the time of the agent's thread) and the wall time (CLOCK_MONOTONIC: includes anything that takes the CPU from it,
 so it is noisy on a loaded machine). Tools run in turn, round after round,
 so drift in the machine's load is shared; medians are shown.
 
