@@ -189,3 +189,26 @@ class ProfileAggs(FrameNames):
             rows[shown] = rows.get(shown, 0) + n
         return AggTable(f"@{name}", "profile", "count", None, self.key_names.get(name, ()),
                         tuple(AggRow(k, n, n) for k, n in rows.items()), 0, 0)  # fmt: skip
+
+
+_AGG_KEYS = {"stack": "backtrace", "func": "probefunc", "mod": "module"}
+
+
+def probe_set_aggregations(clause: A.Clause) -> list[tuple[str, tuple[Any, ...]]]:
+    """A profile clause of a probe set's D program as the set's profile probe says
+    it (docs/probes.md, "Profile probes"): (the D aggregation's name, its keys as
+    ``AggKey``s) per update. ``ustack(N)`` is ``backtrace(N)``, ``ufunc(arg1)``
+    ``probefunc`` and ``umod(arg1)`` ``module``."""
+    from instr.probes.ir import AggKey
+
+    out: list[tuple[str, tuple[Any, ...]]] = []
+    for st in clause.body:
+        assert isinstance(st, A.Assign) and isinstance(st.target, A.AggRef)
+        keys = []
+        for k in st.target.keys:
+            kind = key_kind(k)
+            src = _AGG_KEYS.get(kind, kind)
+            depth = depth_of(k) if kind == "stack" else 0
+            keys.append(AggKey(src, src, depth=depth))  # type: ignore[arg-type]
+        out.append((st.target.name, tuple(keys)))
+    return out
