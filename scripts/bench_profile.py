@@ -1,10 +1,11 @@
 """Sampling overhead: instr profile (and perf record -g) against the bare program.
 
 One CPU-bound program (tests/targets/profile_split.c), the same binary for
-every tool. The program times its own work, excluding start-up and the
-tool's end: the thread's CPU time (CLOCK_THREAD_CPUTIME_ID: includes the
-time its signal handler takes, not the time of the agent's thread) and the
-wall time (CLOCK_MONOTONIC: includes anything that takes the CPU from it,
+every tool; ``instr profile -p`` attaches to it once it runs (and leaves it
+running after its work, as the do-no-harm rules want). The program times
+its own work, excluding start-up and the tool's end: the thread's CPU time
+(CLOCK_THREAD_CPUTIME_ID: includes the time its signal handler takes, not
+the time of the agent's thread) and the wall time (CLOCK_MONOTONIC: includes anything that takes the CPU from it,
 so it is noisy on a loaded machine). Tools run in turn, round after round,
 so drift in the machine's load is shared; medians are shown.
 
@@ -19,6 +20,7 @@ import argparse
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -54,6 +56,57 @@ def measure(argv: list[str], cwd: Path, timeout: float) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
+def measure_attached(
+    prog: list[str], tool: list[str], cwd: Path, timeout: float
+) -> tuple[int, int]:
+    """(cpu ns, wall ns) of the rounds of a program that runs first, with ``tool``
+    (``instr profile -p PID ...``) attached once it waits for its "go" line and
+    stopped (Ctrl-C) after its work, while it still runs: as a user profiles a
+    running service."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    target = subprocess.Popen(
+        prog, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, cwd=cwd,
+    )  # fmt: skip
+    assert target.stdin is not None and target.stdout is not None
+    profiler = None
+    try:
+        if target.stdout.readline().strip() != "ready":
+            raise RuntimeError("the program did not start")
+        argv = [*tool, "-p", str(target.pid)]
+        profiler = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            text=True, cwd=cwd, env=env,
+        )  # fmt: skip
+        assert profiler.stderr is not None
+        status = ""
+        while "armed" not in status:
+            status = profiler.stderr.readline()
+            if not status:
+                raise RuntimeError(f"{argv[0]} did not arm ({profiler.wait(timeout)})")
+        target.stdin.write("\n")  # go
+        target.stdin.flush()
+        lines = [target.stdout.readline().strip() for _ in range(2)]
+        if lines[1] != "done":
+            raise RuntimeError(f"the program's work did not end: {lines}")
+        profiler.send_signal(signal.SIGINT)
+        rest = profiler.communicate(timeout=timeout)[1]
+        if profiler.returncode != 0:
+            raise RuntimeError(f"instr profile -p failed ({profiler.returncode}): {rest[-300:]}")
+        if target.poll() is not None:
+            raise RuntimeError(f"the program died under the profiler ({target.returncode})")
+        _out, err = target.communicate("\n", timeout=timeout)
+    finally:
+        for p in (profiler, target):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+    m = RX.search(err)
+    if target.returncode != 0 or m is None:
+        raise RuntimeError(f"the program failed ({target.returncode}): {err[-300:]}")
+    return int(m.group(1)), int(m.group(2))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=int, default=300, help="rounds of work (~10 ms each here)")
@@ -71,6 +124,12 @@ def main(argv: list[str] | None = None) -> int:
         tools: dict[str, list[str] | None] = {
             "baseline": prog,
             f"instr profile -F {hz}": [*instr, "-o", str(work / "out.folded"), "--", *prog],
+            # without -q: its "armed" line says when to start the work
+            f"instr profile -F {hz} -p": [
+                *(a for a in instr if a != "-q"),
+                "-o",
+                str(work / "attached.folded"),
+            ],
             f"perf record -F {hz} -g": None
             if perf is None
             else [*record, "-o", str(work / "perf.data"), "--", *prog],
@@ -82,7 +141,10 @@ def main(argv: list[str] | None = None) -> int:
                 if cmd is None or name in failed:
                     continue
                 try:
-                    runs[name].append(measure(cmd, work, 600))
+                    if name.endswith(" -p"):
+                        runs[name].append(measure_attached(prog, cmd, work, 600))
+                    else:
+                        runs[name].append(measure(cmd, work, 600))
                 except (RuntimeError, subprocess.TimeoutExpired) as e:
                     failed[name] = str(e)
     base = runs["baseline"]

@@ -13,6 +13,7 @@ error that says to use ``instr dtrace``. Errors point at the probe-set file
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 from instr.dtrace import ast as A
@@ -71,11 +72,58 @@ def set_probes(
         out.append(
             dataclasses.replace(probe, id=0, name=f"{set_name}/{short}", loc=at, aggregations=aggs)
         )
+    taken = set(names.values())
+    return out + _profile_probes(set_name, d.clauses, taken, where)
+
+
+def _profile_probes(
+    set_name: str, clauses: list[HostClause], taken: set[str], where: Callable[[Loc], SourceLoc]
+) -> list[Probe]:
+    """The program's profile clauses as the set's profile probes (``profile: HZ``),
+    named ``profile-HZ`` (then ``-2``...); their aggregations keep their D names
+    (``@`` is ``agg``; a name the set has already gets ``.2``, ``.3``...)."""
+    from instr.dtrace.profiling import probe_set_aggregations
+    from instr.probes.ir import Aggregation, ProfilePoint
+    from instr.probes.schema import MAX_KEYS_DEFAULT
+
+    out: list[Probe] = []
+    seen: dict[str, int] = {}
+    for hc in clauses:
+        if hc.spec.kind != "profile":
+            continue
+        at = where(hc.spec.loc)
+        name = f"profile-{hc.spec.hz}"
+        seen[name] = seen.get(name, 0) + 1
+        if seen[name] > 1:
+            name += f"-{seen[name]}"
+        aggs = []
+        for d_name, keys in probe_set_aggregations(hc.clause):
+            agg = first = d_name or "agg"
+            n = 1
+            while agg in taken:
+                n += 1
+                agg = f"{first}.{n}"
+            taken.add(agg)
+            by = ", ".join(
+                f"backtrace({k.depth})" if k.src == "backtrace" else k.name for k in keys
+            )
+            aggs.append(Aggregation(agg, "count", None, keys, "entry", MAX_KEYS_DEFAULT,
+                                    source=f"count() by {by}" if by else "count()", loc=at))  # fmt: skip
+        out.append(Probe(
+            id=0, name=f"{set_name}/{name}", point=ProfilePoint(hc.spec.hz), entry=None,
+            exit=None, actions=(), loc=at, aggregations=tuple(aggs), emit=False,
+            agg_tier="host", agg_tier_why="samples are unwound and counted on the host",
+        ))  # fmt: skip
     return out
 
 
 def _target_only(clauses: list[HostClause]) -> None:
     for hc in clauses:
+        if hc.spec.kind == "profile":
+            if hc.predicate is not None:
+                raise fail(start(hc.predicate), f"a {hc.spec.text} predicate runs on the host: "
+                           f"{_HOST}", "key the aggregation by tid instead")  # fmt: skip
+            continue  # a profile probe of the set (_profile_probes)
         if hc.spec.is_host:
             raise fail(hc.spec.loc, f"{hc.spec.text} clauses run on the host: {_HOST}",
                        _USE_DTRACE)  # fmt: skip

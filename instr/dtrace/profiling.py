@@ -25,6 +25,7 @@ from instr.dtrace import ast as A
 from instr.dtrace.errors import fail
 from instr.dtrace.probes import ProbeSpec
 from instr.dtrace.values import canonical
+from instr.profile.framenames import FrameNames
 
 MAX_DEPTH = 1024  # ustack(N): the most frames
 _IDENTS = ("tid", "pid", "execname")
@@ -105,13 +106,11 @@ class ProfileClause:
     acc: int = 0  # the share of the samples: fires when acc reaches the sampler's rate
 
 
-Symbols = dict[int, tuple[str | None, str | None, int]]
-
-
-class ProfileAggs:
+class ProfileAggs(FrameNames):
     """The host's tables of the program's profile clauses."""
 
     def __init__(self, clauses: list[Any], runtime: Any) -> None:
+        super().__init__()
         self.rt = runtime
         self.clauses: list[ProfileClause] = []
         for hc in clauses:
@@ -131,7 +130,6 @@ class ProfileAggs:
         }
         self.samples = 0
         self.drops = 0
-        self.names: dict[int, tuple[str, int]] = {}  # address -> (name, offset)
         self._needs_walk = any(
             kind in ("stack", "func", "mod")
             for c in self.clauses
@@ -181,46 +179,36 @@ class ProfileAggs:
                         self.counts.setdefault(u.agg, Counter())[tuple(key)] += 1
         return addrs
 
-    def name_frames(
-        self, addrs: set[int], symbols: Symbols, module_at: Callable[[int], Any]
-    ) -> None:
-        """Frame names: ``module!symbol`` and the offset (without a symbol ``module``
-        and the module's offset; neither: the address)."""
-        for a in addrs:
-            m = module_at(a)
-            mod, sym, off = symbols.get(a, (None, None, 0))
-            mod = mod or (m.name if m is not None else None)
-            if sym:
-                self.names[a] = (f"{mod}!{sym}" if mod else sym, off)
-            elif m is not None:
-                self.names[a] = (m.name, a - m.base)
-            else:
-                self.names[a] = ("", a)
-
-    def _frame(self, a: int, bias: int = 0) -> str:
-        """``bias`` 1: a caller's frame, whose walk address is its return address - 1:
-        shown as the return address, as DTrace's ustack() shows it."""
-        base, off = self.names.get(a, ("", a))
-        off += bias
-        if not base:
-            return f"0x{off:x}"
-        return f"{base}+0x{off:x}" if off else base
-
-    def _key(self, k: Any) -> Any:
-        if isinstance(k, tuple) and len(k) == 2 and k[0] in ("func", "mod"):
-            base = self.names.get(k[1], ("", k[1]))[0] or f"0x{k[1]:x}"
-            return base.split("!", 1)[0] if k[0] == "mod" else base
-        if isinstance(k, tuple):
-            return tuple(self._frame(a, 1 if i else 0) for i, a in enumerate(k))
-        return k
-
     def table(self, name: str) -> AggTable | None:
         counts = self.counts.get(name)
         if not counts:
             return None
         rows: dict[tuple[Any, ...], int] = {}
         for keys, n in counts.items():
-            shown = tuple(self._key(k) for k in keys)
+            shown = tuple(self.key(k) for k in keys)
             rows[shown] = rows.get(shown, 0) + n
         return AggTable(f"@{name}", "profile", "count", None, self.key_names.get(name, ()),
                         tuple(AggRow(k, n, n) for k, n in rows.items()), 0, 0)  # fmt: skip
+
+
+_AGG_KEYS = {"stack": "backtrace", "func": "probefunc", "mod": "module"}
+
+
+def probe_set_aggregations(clause: A.Clause) -> list[tuple[str, tuple[Any, ...]]]:
+    """A profile clause of a probe set's D program as the set's profile probe says
+    it (docs/probes.md, "Profile probes"): (the D aggregation's name, its keys as
+    ``AggKey``s) per update. ``ustack(N)`` is ``backtrace(N)``, ``ufunc(arg1)``
+    ``probefunc`` and ``umod(arg1)`` ``module``."""
+    from instr.probes.ir import AggKey
+
+    out: list[tuple[str, tuple[Any, ...]]] = []
+    for st in clause.body:
+        assert isinstance(st, A.Assign) and isinstance(st.target, A.AggRef)
+        keys = []
+        for k in st.target.keys:
+            kind = key_kind(k)
+            src = _AGG_KEYS.get(kind, kind)
+            depth = depth_of(k) if kind == "stack" else 0
+            keys.append(AggKey(src, src, depth=depth))  # type: ignore[arg-type]
+        out.append((st.target.name, tuple(keys)))
+    return out

@@ -37,6 +37,7 @@ from instr.probes.ir import (
     Predicate,
     Probe,
     ProbeTable,
+    ProfilePoint,
     SourceLoc,
     SyscallPoint,
 )
@@ -125,6 +126,12 @@ class _ProbeBuilder:
             from instr.probes.syscallpoint import SyscallProbeBuilder
 
             return SyscallProbeBuilder(self.set_name, self.d).build(
+                spec, name, self.check_agg_names
+            )
+        if isinstance(spec.point, ProfilePoint):
+            from instr.probes.profilepoint import ProfileProbeBuilder
+
+            return ProfileProbeBuilder(self.set_name, self.d).build(
                 spec, name, self.check_agg_names
             )
         errors = len(self.d)

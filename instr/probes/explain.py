@@ -17,6 +17,8 @@ from instr.probes.ir import FunctionPoint, Probe
 
 def event_tier(probe: Probe) -> tuple[str, str]:
     """(tier, why) for the probe's events, as the agent will choose."""
+    if probe.is_profile:
+        return "none", "a profile probe counts samples into its aggregations"
     if not probe.emit:
         return "none", "emit: false"
     if probe.is_syscall:

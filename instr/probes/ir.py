@@ -136,9 +136,27 @@ class SyscallPoint:
         return "syscall:" + ",".join(self.items)
 
 
-Point = FunctionPoint | AddressPoint | OffsetPoint | SyscallPoint
+@dataclass(frozen=True)
+class ProfilePoint:
+    """Samples of every thread's stack, ``hz`` a second of the thread's CPU time
+    (DTrace's ``profile-N``, bpftrace's ``profile:hz:N``).
 
-KeySrc = Literal["capture", "tid", "pid", "execname", "probefunc", "module", "syscall"]
+    Not armed by the probe agent: the sampler of ``instr profile``
+    (``agents/src/profile/``) takes the samples; the host unwinds them and
+    counts them into the probe's aggregations (``instr.profile.probes``)."""
+
+    hz: int
+
+    def to_plan(self) -> dict[str, Any]:
+        return {"kind": "profile", "hz": self.hz}
+
+    def __str__(self) -> str:
+        return f"profile-{self.hz}"
+
+
+Point = FunctionPoint | AddressPoint | OffsetPoint | SyscallPoint | ProfilePoint
+
+KeySrc = Literal["capture", "tid", "pid", "execname", "probefunc", "module", "syscall", "backtrace"]
 AggTier = Literal["fast", "js", "host"]
 
 
@@ -147,6 +165,7 @@ class AggKey:
     name: str  # as shown in reports: a capture name or a built-in
     src: KeySrc
     capture: str | None = None  # the capture's name, for src == "capture"
+    depth: int = 0  # src == "backtrace" (profile probes): the most frames kept
 
 
 @dataclass(frozen=True)
@@ -262,6 +281,10 @@ class Probe:
     def is_syscall(self) -> bool:
         return isinstance(self.point, SyscallPoint)
 
+    @property
+    def is_profile(self) -> bool:
+        return isinstance(self.point, ProfilePoint)
+
     def captures(self, phase: Phase) -> tuple[Capture, ...]:
         caps = self.entry if phase == "entry" else self.exit
         return caps or ()
@@ -352,12 +375,17 @@ class ProbeTable:
         return len(self.probes)
 
     def plan(self) -> dict[str, Any]:
-        """The agent's plan. Syscall points are not in it: the host arms the
-        syscall monitor for them (``instr.syscalls.points``)."""
+        """The agent's plan. Syscall and profile points are not in it: the host
+        arms the syscall monitor (``instr.syscalls.points``) and the sampler
+        (``instr.profile.probes``) for them."""
         from instr.protocol import PROTOCOL_VERSION
 
         agent = ProbeTable(
-            {i: p for i, p in self.probes.items() if not p.is_syscall and p.patch is None},
+            {
+                i: p
+                for i, p in self.probes.items()
+                if not p.is_syscall and not p.is_profile and p.patch is None
+            },
             self.options,
         )
         return {
@@ -372,6 +400,9 @@ class ProbeTable:
 
     def syscall_probes(self) -> list[Probe]:
         return [p for p in self.probes.values() if p.is_syscall]
+
+    def profile_probes(self) -> list[Probe]:
+        return [p for p in self.probes.values() if p.is_profile]
 
     def aggregations(self) -> Iterator[tuple[Probe, Aggregation]]:
         for p in self.probes.values():

@@ -31,7 +31,7 @@ from instr.probes.patchspec import validate_patch
 VERSION = 1
 TOP_KEYS = ("version", "sets")
 SET_KEYS = ("description", "probes", "dtrace", "dtrace_file")
-POINT_KEYS = ("function", "address", "offset", "syscall")
+POINT_KEYS = ("function", "address", "offset", "syscall", "profile")
 PROBE_KEYS = (
     "name",
     *POINT_KEYS,
@@ -304,8 +304,8 @@ class _Validator:
             self.d.error(
                 node.loc,
                 "probe has no point",
-                "give one of 'function: MODULE!SYMBOL', 'address: 0x...', 'offset: MODULE+0x...' "
-                "or 'syscall: [NAME, %CATEGORY, ...]'",
+                "give one of 'function: MODULE!SYMBOL', 'address: 0x...', 'offset: MODULE+0x...', "
+                "'syscall: [NAME, %CATEGORY, ...]' or 'profile: HZ'",
             )
         for extra in given[1:]:
             self.d.error(
@@ -330,6 +330,10 @@ class _Validator:
                     p.point = FunctionPoint(parsed[0], parsed[1], excl)
         elif given[0] == "syscall":
             p.point = self.syscalls(value)
+        elif given[0] == "profile":
+            from instr.probes.profilepoint import profile_point
+
+            p.point = profile_point(value, node, self.d)
         elif given[0] == "address":
             p.point = self.address(value)
         else:

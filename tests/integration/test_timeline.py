@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from helpers import run_instr
+from timeline_check import check_trace
 
 pytestmark = pytest.mark.frida
 
@@ -23,7 +24,7 @@ def test_trace_timeline_nests_calls(targets, tmp_path: Path) -> None:
         "--", prog, 2, 1000,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    events = json.loads(out.read_text())["traceEvents"]
+    events = check_trace(out.read_text())
     assert Counter((e["ph"], e["name"]) for e in events) == {
         ("M", "process_name"): 1,
         ("X", "profile_split!recurse"): 2 * (DEPTH + 1),
@@ -52,7 +53,7 @@ def test_aggregation_snapshots_are_counters(targets, tmp_path: Path) -> None:
                      "--agg", "bytes=sum(arg0:size_t) by probefunc", "-o", out,
                      "--", targets.path("oneliners"), N)  # fmt: skip
     assert done.returncode == 0, done.stderr
-    events = json.loads(out.read_text())["traceEvents"]
+    events = check_trace(out.read_text())
     counters = {e["name"]: e["args"] for e in events if e["ph"] == "C"}
     # stdout's and stdin's 4096-byte stdio buffers, then oneliners' own blocks
     calls = 2 + sum(ALLOC.values())
@@ -70,7 +71,7 @@ def test_system_calls_are_slices(targets, tmp_path: Path) -> None:
                          tmp_path / name, "--", prog, 3)  # fmt: skip
         assert done.returncode == 0, done.stderr
         runs[name] = (tmp_path / name).read_text()
-    events = json.loads(runs["calls.json"])["traceEvents"]
+    events = check_trace(runs["calls.json"])
     slices = [e for e in events if e["ph"] == "X"]
     lines = [json.loads(ln) for ln in runs["calls.jsonl"].splitlines()]
     want = Counter(ln["function"] for ln in lines if ln["type"] == "event")

@@ -54,6 +54,10 @@ def test_the_sets_probes_are_the_programs() -> None:
             "p.yaml:7:11: printf() runs on the host",
         ),
         ("BEGIN { }", "p.yaml:6:7: BEGIN clauses run on the host"),
+        (
+            "profile-99 /tid == 1/ { @[ustack()] = count(); }",
+            "p.yaml:6:19: a profile-99 predicate runs on the host",
+        ),
         ("pid$target::f:entry /x == 1/ { }", "p.yaml:6:28: this predicate runs on the host"),
     ],
 )
@@ -87,3 +91,32 @@ def test_a_d_file_beside_the_set(tmp_path: Path) -> None:
 def test_a_set_has_probes_or_a_program() -> None:
     text = "version: 1\nsets:\n  d:\n    dtrace: 'BEGIN { }'\n    probes: []\n"
     assert errors(text) == ["p.yaml:3:3: set 'd' has both 'probes' and a D program"]
+
+
+def test_profile_clauses_are_the_sets_profile_probes() -> None:
+    """Once compiled to no probe at all (instr run sampled nothing): now the
+    set's ``profile: HZ`` probes, their aggregations keeping the D names."""
+    from instr.probes.ir import AggKey, ProfilePoint
+
+    text = SET.replace("pid$target::h:entry { }", "profile-99 { @[ustack()] = count(); @calls = count(); @t[tid] = count(); }\n"
+                       "      profile:hz:99 { @f[ufunc(arg1), umod(arg1)] = count(); @[ustack(3)] = count(); }")  # fmt: skip
+    table = load_text(text, "p.yaml").compile(["d"])
+    got = [
+        (p.name, p.point, p.loc, [(a.name, a.keys, a.source) for a in p.aggregations])
+        for p in table.profile_probes()
+    ]
+    stack, tid = AggKey("backtrace", "backtrace", depth=1024), AggKey("tid", "tid")
+    func, mod = AggKey("probefunc", "probefunc"), AggKey("module", "module")
+    top = AggKey("backtrace", "backtrace", depth=3)
+    assert [(n, pt, (loc.line, loc.col), a) for n, pt, loc, a in got] == [  # type: ignore[union-attr]
+        ("d/profile-99", ProfilePoint(99), (8, 7), [
+            ("agg", (stack,), "count() by backtrace(1024)"),
+            ("calls.2", (), "count()"),  # the set has a table 'calls' already
+            ("t", (tid,), "count() by tid"),
+        ]),
+        ("d/profile-99-2", ProfilePoint(99), (9, 7), [
+            ("f", (func, mod), "count() by probefunc, module"),
+            ("agg.2", (top,), "count() by backtrace(3)"),
+        ]),
+    ]  # fmt: skip
+    assert [p.name for p in table if not p.is_profile] == ["d/c1", "d/c2"]

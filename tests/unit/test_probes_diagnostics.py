@@ -204,7 +204,7 @@ def test_points() -> None:
     assert probe("name: x\n") == [
         "p.yaml:5:9: error: probe has no point\n"
         "  hint: give one of 'function: MODULE!SYMBOL', 'address: 0x...', "
-        "'offset: MODULE+0x...' or 'syscall: [NAME, %CATEGORY, ...]'"
+        "'offset: MODULE+0x...', 'syscall: [NAME, %CATEGORY, ...]' or 'profile: HZ'"
     ]
     assert probe("function: f\naddress: 0x10\n") == [
         "p.yaml:6:9: error: 'address' cannot be combined with 'function'\n"
