@@ -104,6 +104,16 @@ class TargetProcess:
             os.close(self._pidfd)
             self._pidfd = None
 
+    def abandon(self, agent: Agent | None) -> None:
+        """Undo a half-started session: the agent detaches without disposing, a
+        spawned program is killed (it never ran, or ran only under a broken
+        start), and the process is closed."""
+        if agent is not None:
+            agent.abandon()
+        if self.spawned:
+            self.kill()
+        self.close()
+
 
 @dataclass
 class Left:

@@ -430,12 +430,8 @@ class Session:
         """Undo a half-started session: detach, kill what we spawned, close collectors."""
         if self._children is not None:
             self._children.stop()  # no more adoptions
-        if self._agent is not None:
-            self._agent.abandon()
         if self._proc is not None:
-            if self.target.spawns:
-                self._proc.kill()
-            self._proc.close()
+            self._proc.abandon(self._agent)
         if self._dispatcher is not None:
             self.summary = self._dispatcher.close(None)
 

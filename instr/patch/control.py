@@ -85,12 +85,8 @@ class PatchController:
         self._script = self._agent.script
 
     def _abandon(self) -> None:
-        if self._agent is not None:
-            self._agent.abandon()
         if self._proc is not None:
-            if self.target.spawns:
-                self._proc.kill()
-            self._proc.close()
+            self._proc.abandon(self._agent)
 
     def _call(self, method: str, *args: Any) -> Any:
         if self._script is None:

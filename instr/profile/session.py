@@ -283,9 +283,5 @@ class ProfileSession:
         return None if ending is None else ending.status()
 
     def _abort(self) -> None:
-        if self._agent is not None:
-            self._agent.abandon()
         if self._proc is not None:
-            if self.target.spawns:
-                self._proc.kill()
-            self._proc.close()
+            self._proc.abandon(self._agent)

@@ -409,9 +409,7 @@ class SyscallRun:
         try:
             self._arm(self.root_pid)
         except BaseException:
-            if self.target.spawns:
-                self._proc.kill()
-            self._proc.close()
+            self._proc.abandon(None)  # the images' agents left in _arm
             raise
         try:
             what = (
