@@ -80,11 +80,6 @@ def run(probes_file: str, set_names: tuple[str, ...], **kw: Any) -> None:
     from instr.probes import compile_sets, load_file
 
     table = compile_sets(load_file(probes_file), list(set_names), _options(kw))
-    for p in table.profile_probes():  # the session does not start the sampler yet
-        raise UsageError(
-            f"{p.loc}: {p.name}: instr run cannot arm profile probes yet",
-            "sample with instr dtrace -n 'profile-99 { @[ustack()] = count(); }' or instr profile",
-        )
     _execute(table, kw, probes_file, set_names)
 
 

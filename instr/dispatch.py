@@ -146,6 +146,8 @@ class Dispatcher:
             "merge-aggs": lambda env, data: self._deliver_merged(final=False),  # -F
         }
         self.points: Any = None  # instr.syscalls.points.SyscallPoints, for syscall probes
+        # host-side aggregation tables merged into every snapshot: .aggs, .tables()
+        self.host_sources: list[Any] = []
         self._final_sent = False
         self.agg_decoder = AggDecoder(ctx.table, ctx)
         # Children followed (-F, docs/follow.md): each process image's agent is
@@ -188,6 +190,12 @@ class Dispatcher:
         host-side aggregation tables (merged into every snapshot)."""
         self.points = points
         self._handlers["syscalls"] = self._syscalls
+        self.add_host_tables(points)
+
+    def add_host_tables(self, source: Any) -> None:
+        """Aggregation tables the host keeps (syscall points, the sampler's profile
+        probes): merged into every snapshot."""
+        self.host_sources.append(source)
         self._handlers["host-aggs"] = self._host_aggs
 
     def drain(self, timeout: float | None = None) -> bool:
@@ -420,7 +428,7 @@ class Dispatcher:
 
     def _host_final(self) -> None:
         """The final snapshot, when the agent sent none (its tables as last seen)."""
-        if self.points is None or self._final_sent or not self.points.aggs:
+        if self._final_sent or not any(src.aggs for src in self.host_sources):
             return
         last = self.last_snapshot
         tables = tuple(t for t in last.tables if t.tier != "host") if last is not None else ()
@@ -444,8 +452,9 @@ class Dispatcher:
             self._deliver_snapshot(merged)
 
     def _deliver_snapshot(self, snap: AggSnapshot) -> None:
-        if self.points is not None and self.points.aggs:
-            snap = dataclasses.replace(snap, tables=snap.tables + tuple(self.points.tables()))
+        host = tuple(t for src in self.host_sources if src.aggs for t in src.tables())
+        if host:
+            snap = dataclasses.replace(snap, tables=snap.tables + host)
             self._final_sent = self._final_sent or snap.final
         self.last_snapshot = snap
         for i, c in enumerate(self.collectors):

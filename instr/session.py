@@ -115,6 +115,7 @@ class Session:
         self.stop_grace_s = 20.0  # how long leaving may take before the agent counts as hung
         # Agent messages another instrument on this session takes (``tap``), by payload type.
         self._taps: dict[str, Any] = {}
+        self._profile: Any = None  # instr.profile.probes.ProfilePoints, for profile probes
 
     # -- construction helpers -------------------------------------------------
 
@@ -192,6 +193,13 @@ class Session:
             self.reports += apply_probes(self._agent.script, self.table)
         if self.table.syscall_probes():
             self.reports += self._arm_syscalls(str(self._agent.hello.get("arch", "x64")))
+        if self.table.profile_probes():
+            from instr.profile.probes import ProfilePoints
+
+            self._profile = ProfilePoints(self.table.profile_probes(), lambda: self.rpc)
+            self._taps["profile"] = self._profile.post
+            self._dispatcher.add_host_tables(self._profile)
+            self.reports += self._profile.arm(self.pid)
         self._dispatcher.set_reports(self.reports)
         if self.reports and all(r.state == "failed" for r in self.reports):
             reasons = "\n".join(f"  {r.name}: {r.reason}" for r in self.reports)
@@ -308,7 +316,9 @@ class Session:
         ):
             self._agent.rpc.snapshot(False)
             d = self._dispatcher
-            agent_aggs = any(p.aggregations for p in self.table if not p.is_syscall)
+            agent_aggs = any(
+                p.aggregations for p in self.table if not p.is_syscall and not p.is_profile
+            )
             if d is not None and d.points is not None and not agent_aggs:
                 # only host tables (syscall points): no agent snapshot will carry them
                 d.post({"v": PROTOCOL_VERSION, "type": "host-aggs"}, None)
@@ -324,6 +334,12 @@ class Session:
                 if img.agent is not None:
                     img.agent.rpc.snapshot(False)
         self._dispatcher.post({"v": PROTOCOL_VERSION, "type": "merge-aggs"}, None)
+
+    @property
+    def profile(self) -> Any:
+        """The sampler of the table's profile probes (``instr.profile.probes.ProfilePoints``),
+        once armed; None without profile probes."""
+        return self._profile
 
     @property
     def aggregations(self) -> AggSnapshot | None:
@@ -364,6 +380,8 @@ class Session:
         agent = self._agent
         if agent is None or self._ended.is_set():
             return
+        if self._profile is not None:
+            self._profile.finish()  # its counts complete before the agent's final snapshot
         if self.table.patch_probes():
             from instr.patch.probes import revert_owned
 
@@ -418,6 +436,8 @@ class Session:
                 self.stop()
             if self._dispatcher is None:
                 raise TargetError("the session was never started")
+            if self._profile is not None:  # the target ended first: count what came
+                self._profile.finish(ended=True)
             # Frida's kill is SIGKILL: said as it happened, not "the target keeps running"
             stopped = Ending("stopped", signal="SIGKILL") if self._killed_at_stop else None
             self._image_endings()
@@ -458,6 +478,8 @@ class Session:
                 agent.post(credit(seq))
 
     def _on_detached(self, reason: str, crash: Any) -> None:
+        if self._profile is not None:
+            self._profile.sampler.detached()  # the sampler runs on the root's agent
         if self._children is not None and self._root is not None:
             self._children.detached(self._root, reason)  # ends the run when all are done
             return

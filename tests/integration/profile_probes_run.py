@@ -13,24 +13,23 @@ import sys
 
 from instr import Session
 from instr.probes import load_file
-from instr.profile.probes import ProfilePoints
 
 
 def main() -> None:
     path, name, pid = sys.argv[1], sys.argv[2], int(sys.argv[3])
     table = load_file(path).compile([name])
     with Session.attach(pid, table, stream=False) as session:
-        points = ProfilePoints(table.profile_probes(), lambda: session.rpc)
-        session.tap("profile", points.post)
-        session.start()
-        reports = [(r.name, r.state, r.sites) for r in points.arm(pid)]
+        session.start()  # the session arms the sampler for the table's profile probes
+        points = session.profile
+        reports = [(r.name, r.state, r.sites) for r in session.reports]
         print(f"armed at {points.hz} Hz: {json.dumps(reports)}", file=sys.stderr, flush=True)
         sys.stdin.read()
-        points.finish()
+    snapshot = session.aggregations
+    assert snapshot is not None
     tables = [
         {"name": t.name, "tier": t.tier, "key_names": t.key_names,
          "rows": [[list(r.keys), r.count] for r in t.rows]}
-        for t in points.tables()
+        for t in snapshot.tables
     ]  # fmt: skip
     print(json.dumps({"samples": points.samples, "drops": points.drops, "tables": tables}))
 

@@ -106,3 +106,38 @@ def test_profile_probes_count_the_split(targets, launch, tmp_path: Path) -> None
     # the 99 Hz probe: every other sample of the 199 Hz sampler, spread evenly
     ((keys, half),) = tables["cpu/n"]["rows"]
     assert keys == [] and abs(half - total * 99 / 199) <= 1, (half, total)
+
+
+def test_instr_run_arms_a_sets_profile_probe_on_a_spawned_program(
+    targets, instr_bg, tmp_path
+) -> None:
+    """The same through the CLI: ``instr run -P`` spawns the program, the session
+    starts the sampler, and the final table (JSON Lines) has the split."""
+    sets = tmp_path / "sets.yaml"
+    sets.write_text(
+        "version: 1\nsets:\n  cpu:\n    probes:\n      - profile: 199\n"
+        "        aggregate:\n          leaf: count() by probefunc\n"
+    )
+    out = tmp_path / "out.jsonl"
+    instr = instr_bg(
+        "run", "-P", sets, "-s", "cpu", "-o", out, "--", targets.path("profile_split"), ROUNDS
+    )
+    instr.wait_armed(timeout=60)
+    assert instr.readline() == "ready"
+    instr.send("")
+    assert instr.readline() == f"sum={expected_sum(ROUNDS, UNIT)}"
+    assert instr.readline() == "done"
+    instr.send("")
+    done = instr.finish(timeout=60)
+    assert done.returncode == 0, done.err
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    leaf = {
+        func(r["keys"]["probefunc"]): r["count"]
+        for r in rows
+        if r["type"] == "aggregation" and r["name"] == "cpu/leaf" and r["final"]
+    }
+    total = sum(leaf.values())
+    cpu_s = int(re.search(r"cpu_ns=(\d+)", done.err).group(1)) / 1e9  # type: ignore[union-attr]
+    assert 0.9 * 199 * cpu_s <= total <= 1.1 * 199 * cpu_s + 5, (total, cpu_s)
+    for name, want in SHARES.items():
+        assert abs(100.0 * leaf.get(name, 0) / total - want) <= TOLERANCE, (name, leaf, total)

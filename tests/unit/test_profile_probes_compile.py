@@ -81,19 +81,6 @@ def test_profile_probe_errors() -> None:
     ]
 
 
-def test_instr_run_refuses_them_until_the_session_starts_the_sampler(tmp_path) -> None:
-    from helpers import run_instr
-
-    (tmp_path / "p.yaml").write_text(SETS)
-    done = run_instr("run", "-P", tmp_path / "p.yaml", "-s", "cpu", "--", "/bin/true")
-    assert (done.returncode, done.stderr) == (
-        2,
-        f"instr: error: {tmp_path / 'p.yaml'}:5:9: cpu/profile-99: instr run cannot arm "
-        "profile probes yet\n  hint: sample with instr dtrace -n "
-        "'profile-99 { @[ustack()] = count(); }' or instr profile\n",
-    )
-
-
 def test_the_published_schema_takes_them() -> None:
     import json
     from pathlib import Path
