@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from helpers import run_instr
-from test_profile import DEPTH, SHARES, TOLERANCE, UNIT, _sig_caught, expected_sum
+from test_profile import SHARES, TOLERANCE, UNIT, _sig_caught, check_leaf_first, expected_sum
 
 pytestmark = pytest.mark.frida
 
@@ -70,17 +70,7 @@ def test_profile_clauses_count_the_split(targets, instr_bg, tmp_path: Path) -> N
     total = sum(stacks.values())
     cpu_s = int(re.search(r"cpu_ns=(\d+)", done.err).group(1)) / 1e9  # type: ignore[union-attr]
     assert 0.9 * 199 * cpu_s <= total <= 1.1 * 199 * cpu_s + 5, (total, cpu_s)
-    leaves: Counter[str] = Counter()
-    for st, n in stacks.items():
-        leaves[func(st[0])] += n
-        names = [func(f) for f in st]
-        if names[0] == "leaf_work":
-            assert names[1 : DEPTH + 2] == ["recurse"] * (DEPTH + 1), st
-            assert names[DEPTH + 2] == "main", st
-        if names[0] in ("hot_a", "hot_b"):
-            assert names[1] == "main", st
-    for name, want in SHARES.items():
-        assert abs(100.0 * leaves[name] / total - want) <= TOLERANCE, (name, leaves, total)
+    leaves = check_leaf_first(stacks, func)
 
     # the other tables: every sample once per clause at 199 Hz, half of them at 99 Hz
     blocks = text.strip().split("\n\n")

@@ -13,6 +13,7 @@ import subprocess
 import time
 import xml.etree.ElementTree as ET
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,20 @@ def check_split(stacks: Counter[tuple[str, ...]], caller: str = "main") -> None:
             assert stack[i + 1 :] == ("recurse",) * (DEPTH + 1) + ("leaf_work",), stack
         if stack[-1] in ("hot_a", "hot_b"):
             assert stack[-2] == caller, stack
+
+
+def check_leaf_first(
+    stacks: dict[tuple[str, ...], int], name: Callable[[str], str]
+) -> Counter[str]:
+    """``check_split`` for stacks written leaf first (``ustack()`` keys, ``count()
+    by backtrace``), NAME taking a frame to its function; the samples per leaf."""
+    rooted: Counter[tuple[str, ...]] = Counter()
+    leaves: Counter[str] = Counter()
+    for st, n in stacks.items():
+        rooted[tuple(name(f) for f in reversed(st))] += n
+        leaves[name(st[0])] += n
+    check_split(rooted)
+    return leaves
 
 
 def _sig_caught(pid: int) -> int:

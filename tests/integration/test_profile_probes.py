@@ -12,12 +12,11 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections import Counter
 from pathlib import Path
 
 import pytest
 from helpers import Proc, instr_env
-from test_profile import DEPTH, SHARES, TOLERANCE, UNIT, expected_sum
+from test_profile import SHARES, TOLERANCE, UNIT, check_leaf_first, expected_sum
 
 from instr.probes import load_text
 
@@ -82,17 +81,7 @@ def test_profile_probes_count_the_split(targets, launch, tmp_path: Path) -> None
     assert total == got["samples"] and got["drops"] == 0
     cpu_s = int(re.search(r"cpu_ns=(\d+)", "\n".join(done.stderr)).group(1)) / 1e9  # type: ignore[union-attr]
     assert 0.9 * 199 * cpu_s <= total <= 1.1 * 199 * cpu_s + 5, (total, cpu_s)
-    leaves: Counter[str] = Counter()
-    for st, n in stacks.items():
-        names = [func(f) for f in st]
-        leaves[names[0]] += n
-        if names[0] == "leaf_work":
-            assert names[1 : DEPTH + 2] == ["recurse"] * (DEPTH + 1), st
-            assert names[DEPTH + 2] == "main", st
-        if names[0] in ("hot_a", "hot_b"):
-            assert names[1] == "main", st
-    for name, want in SHARES.items():
-        assert abs(100.0 * leaves[name] / total - want) <= TOLERANCE, (name, leaves, total)
+    leaves = check_leaf_first(stacks, func)
 
     # the same samples by leaf function: exactly the stacks' leaves
     funcs = {func(keys[0]): n for keys, n in tables["cpu/leaf"]["rows"]}
