@@ -182,7 +182,9 @@ def _final_at_detach(
 
 @contextlib.contextmanager
 def _signals() -> Iterator[dict[str, bool]]:
-    """SIGUSR1: a report now. SIGTERM and SIGHUP (a closed terminal): stop like Ctrl-C."""
+    """SIGUSR1: a report now. SIGTERM and SIGHUP (a closed terminal): stop like Ctrl-C.
+    SIGINT raises KeyboardInterrupt, also where it was inherited ignored (a
+    script's ``instr mem ... &`` without job control: kill -INT did nothing)."""
     flags: dict[str, bool] = {}
 
     def on_usr1(signum: int, frame: FrameType | None) -> None:
@@ -196,6 +198,7 @@ def _signals() -> Iterator[dict[str, bool]]:
         saved.append((signal.SIGUSR1, signal.signal(signal.SIGUSR1, on_usr1)))
         saved.append((signal.SIGTERM, signal.signal(signal.SIGTERM, on_term)))
         saved.append((signal.SIGHUP, signal.signal(signal.SIGHUP, on_term)))
+        saved.append((signal.SIGINT, signal.signal(signal.SIGINT, signal.default_int_handler)))
     except ValueError:  # not the main thread
         pass
     try:

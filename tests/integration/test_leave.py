@@ -73,21 +73,24 @@ def test_syscalls_leave_while_the_program_sleeps_in_a_replaced_wrapper(
     assert end.returncode == 0, end.err
 
 
-def test_sigint_stops_an_instr_started_with_sigint_ignored(targets, launch, tmp_path):
+SIGINT_IGNORED = {  # command -> (arguments before -p PID, the line that says it is armed, a check)
+    "syscalls": (("syscalls", "-c"), "counting system calls", r"\b1\s+write$"),  # "sum=3"
+    "trace": (("trace", "-i", "sleeper!target_add"), "armed", r"target_add"),
+    "mem": (("mem",), "armed", r"^== instr mem: sleeper \(pid \d+\), at detach$"),
+}
+
+
+@pytest.mark.parametrize("command", list(SIGINT_IGNORED))
+def test_sigint_stops_an_instr_started_with_sigint_ignored(targets, launch, tmp_path, command):
     """A shell script without job control starts ``instr ... &`` with SIGINT
     ignored (and Python keeps it so); ``kill -INT`` must still stop it as
     Ctrl-C does. It used to be ignored: the run went on for ever."""
+    args, armed, check = SIGINT_IGNORED[command]
     target = launch(targets.path("sleeper"))
-    argv = [
-        "sh",
-        "-c",
-        "trap '' INT; exec \"$@\"",
-        "sh",
-        *instr_argv("syscalls", "-c", "-p", target.pid),
-    ]
+    argv = ["sh", "-c", "trap '' INT; exec \"$@\"", "sh", *instr_argv(*args, "-p", target.pid)]
     instr = InstrProcess(argv, cwd=tmp_path, env=instr_env())
     try:
-        instr.err.expect("counting system calls", timeout=60)
+        instr.err.expect(armed, timeout=60)
         target.send("2 sum")
         assert target.readline() == "sum=3"
         instr.proc.send_signal(signal.SIGINT)
@@ -95,7 +98,7 @@ def test_sigint_stops_an_instr_started_with_sigint_ignored(targets, launch, tmp_
     finally:
         instr.kill()
     assert done.returncode == 0, done.err
-    assert re.search(r"\b1\s+write$", done.out, re.M), done.out  # "sum=3": the one write
+    assert re.search(check, done.out, re.M), done.out
     target.send("1 sum")
     assert target.readline() == "sum=1"
     assert target.finish().returncode == 0
