@@ -21,6 +21,7 @@ from typing import Any
 
 import frida
 
+from instr import target as tgt
 from instr.lifecycle import Agent, TargetProcess
 
 Message = Callable[[dict[str, Any], bytes | None], None]
@@ -143,11 +144,10 @@ class Children:
     def _ppid(self, pid: int) -> int | None:
         if not self.proc.local:
             return None
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                return int(f.read().rpartition(")")[2].split()[1])
-        except (OSError, ValueError, IndexError):
-            return None
+        fields = tgt.proc_stat(pid)
+        return (
+            int(fields[1]) if fields is not None and fields[1:2] and fields[1].isdigit() else None
+        )
 
     def _resume(self, pid: int) -> None:
         # A child already gone: Frida says NotSupported (instr/syscalls/monitor.py)

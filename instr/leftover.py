@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 from instr.errors import TargetError
+from instr.target import proc_stat
 
 UNLOADING_S = 1.0  # an agent whose host just left may still be unloading
 
@@ -40,11 +41,8 @@ def _dir() -> Path:
 def _start_time(pid: int) -> str | None:
     """The process's start time in clock ticks (field 22 of /proc/PID/stat): a
     pid reused by a new process has another."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
+    fields = proc_stat(pid)
+    return fields[19] if fields is not None and len(fields) > 19 else None
 
 
 def frida_in(pid: int) -> bool:

@@ -199,6 +199,17 @@ def refuse_static(path: str, argv: str | None, what: str | None = None) -> None:
 PF_KTHREAD = 0x00200000  # include/linux/sched.h
 
 
+def proc_stat(pid: int) -> list[str] | None:
+    """The fields of local process ``pid``'s /proc/PID/stat after its command
+    name (state, ppid, pgrp, ...: ``proc_pid_stat(5)``'s field 3 on, so field N
+    is index N - 3); None when it cannot be read (gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    return stat.rpartition(")")[2].split()
+
+
 def check_local_pid(pid: int) -> None:
     """Refuse, before anything is opened, a pid of this machine that is gone
     or is a kernel thread (which has no user-space code: Frida's attempt ends

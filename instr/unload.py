@@ -26,6 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from instr.target import proc_stat
+
 _AGENT_IMAGE = re.compile(r"frida-agent-\w+\.so")
 _POLL_S = 0.002
 
@@ -49,11 +51,8 @@ def agent_images(pid: int) -> frozenset[str]:
 
 def gone(pid: int) -> bool:
     """Local process ``pid`` has ended (a zombie, or no longer there)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rpartition(")")[2].split()[:1] in (["Z"], ["X"])
+    fields = proc_stat(pid)
+    return fields is None or fields[:1] in (["Z"], ["X"])
 
 
 def threads(pid: int) -> frozenset[int]:
