@@ -1,3 +1,3 @@
-from instr.cli import main
+from instr.guard import main
 
 main()

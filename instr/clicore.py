@@ -42,12 +42,15 @@ def guard(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         if kwargs.pop("debug", False):
             os.environ["INSTR_DEBUG"] = "1"
+        interrupted = False
         try:
             return fn(*args, **kwargs)
         except InstrError as e:
             fail(e, e.exit_code)
         except BrokenPipeError:  # instr ... | head: the reader went away
             pass  # below, once Frida is closed (its injector may still be at work)
+        except KeyboardInterrupt:  # stopped before the run began, or as it ended
+            interrupted = True
         except OSError as e:
             fail(InstrError(f"{e.strerror or e}: {e.filename}" if e.filename else str(e)), 1)
         except (frida.InvalidOperationError, frida.TransportError) as e:
@@ -67,6 +70,9 @@ def guard(fn: F) -> F:
             )
         finally:
             release_frida()
+        if interrupted:
+            print("instr: interrupted", file=sys.stderr)
+            sys.exit(130)
         die_of_sigpipe()
 
     return wrapper

@@ -35,8 +35,10 @@ from instr import target as tgt
 from instr.agent import load_bundle
 from instr.errors import AgentError, TargetError
 from instr.events import Ending
+from instr.guard import guard_of
 from instr.leftover import AttachRecord
 from instr.protocol import PROTOCOL_VERSION
+from instr.signals import deferred
 from instr.unload import AgentWatch, Lingering, detach, gone, held_note, held_threads
 
 Message = Callable[[dict[str, Any], bytes | None], None]
@@ -59,7 +61,8 @@ class TargetProcess:
 
     @classmethod
     def open(cls, device_spec: tgt.DeviceSpec, spec: tgt.TargetSpec) -> TargetProcess:
-        device, pid = tgt.open_target(device_spec, spec)
+        with deferred():  # Frida's spawn, too, is not to be cut short (instr.signals)
+            device, pid = tgt.open_target(device_spec, spec)
         return cls(device, device_spec, spec, pid)
 
     @property
@@ -171,6 +174,10 @@ class Agent:
             if exclusive:
                 refuse_if_armed(self.pid)
             self.record = AttachRecord.take(self.pid)
+        with deferred():  # a stop waits for Frida's injection to finish (instr.signals)
+            self._attach(name, on_message, on_detached)
+
+    def _attach(self, name: str, on_message: Message | None, on_detached: Detached | None) -> None:
         self.session = tgt.attach(self.proc.device, self.pid)
         self.watch.attached()
 
@@ -381,8 +388,9 @@ def refuse_if_armed(pid: int) -> None:
     leave in the other order (docs/leaving.md)."""
     hosts = armed_by(pid)
     if hosts:
+        other = guard_of(hosts[0])  # the pid its user knows it by (instr.guard)
         raise TargetError(
-            f"pid {pid} is already traced by instr (pid {hosts[0]}), whose hooks are armed;"
+            f"pid {pid} is already traced by instr (pid {other}), whose hooks are armed;"
             " a second set of hooks could crash it when the two leave",
-            hint=f"stop the other instr first (kill -INT {hosts[0]})",
+            hint=f"stop the other instr first (kill -INT {other})",
         )

@@ -8,11 +8,35 @@ import contextlib
 import os
 import signal
 import sys
+import time
 from collections.abc import Iterator
 from types import FrameType
 from typing import NoReturn
 
 STOPPING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+# A stopping signal this soon after another is the same one twice: a kill of
+# the process group (a closed terminal's SIGHUP, ``timeout``'s SIGTERM) reaches
+# instr's worker both directly and passed on by its guard (instr.guard).
+TWICE_S = 0.5
+_stopped_at: float | None = None
+
+
+def stop(signum: int, frame: FrameType | None) -> None:
+    """The handler of SIGINT, SIGTERM and SIGHUP: KeyboardInterrupt, once."""
+    global _stopped_at
+    now = time.monotonic()
+    if _stopped_at is not None and now - _stopped_at < TWICE_S:
+        return
+    _stopped_at = now
+    raise KeyboardInterrupt
+
+
+def install_stopping() -> None:
+    """Make SIGINT, SIGTERM and SIGHUP a KeyboardInterrupt for the whole life
+    of the process (instr's worker, instr.guard)."""
+    for sig in STOPPING:
+        signal.signal(sig, stop)
 
 
 @contextlib.contextmanager
@@ -24,11 +48,8 @@ def sigterm_as_interrupt() -> Iterator[None]:
     ``kill -INT`` of that instr did nothing (and a harness that ran it so
     waited for ever)."""
 
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
     try:
-        previous = [(sig, signal.signal(sig, handler)) for sig in STOPPING]
+        previous = [(sig, signal.signal(sig, stop)) for sig in STOPPING]
     except ValueError:  # not the main thread: leave signals alone
         yield
         return
@@ -52,6 +73,33 @@ def signals_held() -> Iterator[None]:
     finally:
         for sig, handler in previous:
             signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """Hold SIGINT, SIGTERM and SIGHUP inside the block and act on the first
+    one after it, as the handler then in force would. For Frida's attach and
+    the agent's load: frida-python waits for them on a threading.Event, which
+    a KeyboardInterrupt cuts short while Frida's injector goes on in the
+    program, and a host that exits then leaves the program to crash, or
+    Frida's agent idle in it (instr.guard)."""
+    got: list[int] = []
+
+    def record(signum: int, frame: FrameType | None) -> None:
+        got.append(signum)
+
+    try:
+        previous = [(sig, signal.signal(sig, record)) for sig in STOPPING]
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        for sig, old in previous:
+            signal.signal(sig, old)
+    if got:
+        signal.raise_signal(got[0])
 
 
 def die_of_sigpipe() -> NoReturn:

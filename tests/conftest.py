@@ -171,7 +171,7 @@ def instr_bg(tmp_path: Path) -> Iterator[Callable[..., InstrProcess]]:
 
     yield _start
     for proc in started:
-        proc.kill()
+        proc.kill_all()
 
 
 @pytest.fixture

@@ -300,6 +300,26 @@ class InstrProcess(Proc):
         """Wait for the stderr status line that says probes are armed; return it."""
         return self.err.expect(re.compile(r"\barmed\b"), timeout)
 
+    def worker(self) -> int | None:
+        """The pid of the worker that this instr (its guard: instr.guard) forked;
+        None once it has ended."""
+        pid = self.proc.pid
+        try:
+            kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except OSError:
+            return None
+        return int(kids[0]) if kids else None
+
+    def kill_all(self) -> None:
+        """SIGKILL the worker too (a kill of instr's guard alone lets the worker
+        leave in order): a test's cleanup, or a worker that dies with its
+        host's agent in the program (Frida's own unload)."""
+        worker = self.worker()
+        if worker is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker, signal.SIGKILL)
+        self.kill()
+
 
 def start_instr(
     *args: object,

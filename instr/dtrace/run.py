@@ -28,6 +28,7 @@ from instr.dtrace.probes import ProbeSpec
 from instr.dtrace.runtime import Runtime
 from instr.errors import InstrError, NothingArmedError, UsageError
 from instr.events import Event, RunContext, RunInfo, RunSummary
+from instr.guard import public_pid
 from instr.probes.ir import PlanOptions
 from instr.runner import exit_status
 from instr.session import Session
@@ -161,7 +162,7 @@ def run_dtrace(config: DConfig, status: TextIO | None = None) -> int:
 
 
 def _host_only(prog: DProgram, out: TextIO, warn: Any) -> int:
-    rt = Runtime(prog, out, os.getpid(), "instr", warn)
+    rt = Runtime(prog, out, public_pid(), "instr", warn)  # the pid its user knows
     for hc in rt.host_clauses("begin"):
         rt.run_host(hc, time.monotonic_ns())
     with contextlib.suppress(KeyboardInterrupt):

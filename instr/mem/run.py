@@ -23,6 +23,7 @@ from instr.errors import InstrError
 from instr.mem.model import MemReport
 from instr.mem.render import render_text, to_json
 from instr.mem.session import MemOptions, MemSession
+from instr.signals import stop
 from instr.target import DeviceSpec, TargetSpec
 
 
@@ -198,7 +199,7 @@ def _signals() -> Iterator[dict[str, bool]]:
         saved.append((signal.SIGUSR1, signal.signal(signal.SIGUSR1, on_usr1)))
         saved.append((signal.SIGTERM, signal.signal(signal.SIGTERM, on_term)))
         saved.append((signal.SIGHUP, signal.signal(signal.SIGHUP, on_term)))
-        saved.append((signal.SIGINT, signal.signal(signal.SIGINT, signal.default_int_handler)))
+        saved.append((signal.SIGINT, signal.signal(signal.SIGINT, stop)))
     except ValueError:  # not the main thread
         pass
     try:

@@ -41,7 +41,7 @@ def _disarmed(pid: int, timeout_s: float = 30.0) -> bool:
 
 def _stop(instr, how: str) -> Finished:
     if how == "SIGKILL":
-        instr.kill()
+        instr.kill_all()  # the worker too: Frida's own unload (a guard alone leaves in order)
         return Finished(-9, [], [])
     instr.proc.send_signal(getattr(signal, how))
     return instr.finish(timeout=60)
