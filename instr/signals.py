@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import NoReturn
 
@@ -39,18 +39,16 @@ def install_stopping() -> None:
         signal.signal(sig, stop)
 
 
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Raise KeyboardInterrupt on SIGINT, SIGTERM and SIGHUP, so a killed instr,
-    or one whose terminal closed, still flushes and detaches. SIGINT too: a
-    shell without job control starts a background command (``instr ... &`` in
-    a script) with SIGINT ignored, and Python then leaves it ignored, so a
-    ``kill -INT`` of that instr did nothing (and a harness that ran it so
-    waited for ever)."""
+Handler = Callable[[int, FrameType | None], object] | int | signal.Handlers
 
+
+@contextlib.contextmanager
+def _handling(handler: Handler) -> Iterator[None]:
+    """``handler`` for SIGINT, SIGTERM and SIGHUP inside the block; outside the
+    main thread, where handlers cannot be set, signals are left alone."""
     try:
-        previous = [(sig, signal.signal(sig, stop)) for sig in STOPPING]
-    except ValueError:  # not the main thread: leave signals alone
+        previous = [(sig, signal.signal(sig, handler)) for sig in STOPPING]
+    except ValueError:
         yield
         return
     try:
@@ -61,18 +59,22 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Raise KeyboardInterrupt on SIGINT, SIGTERM and SIGHUP, so a killed instr,
+    or one whose terminal closed, still flushes and detaches. SIGINT too: a
+    shell without job control starts a background command (``instr ... &`` in
+    a script) with SIGINT ignored, and Python then leaves it ignored, so a
+    ``kill -INT`` of that instr did nothing (and a harness that ran it so
+    waited for ever)."""
+    with _handling(stop):
+        yield
+
+
+@contextlib.contextmanager
 def signals_held() -> Iterator[None]:
     """Ignore SIGINT, SIGTERM and SIGHUP inside the block."""
-    try:
-        previous = [(sig, signal.signal(sig, signal.SIG_IGN)) for sig in STOPPING]
-    except ValueError:  # not the main thread
+    with _handling(signal.SIG_IGN):
         yield
-        return
-    try:
-        yield
-    finally:
-        for sig, handler in previous:
-            signal.signal(sig, handler)
 
 
 @contextlib.contextmanager
@@ -84,20 +86,8 @@ def deferred() -> Iterator[None]:
     program, and a host that exits then leaves the program to crash, or
     Frida's agent idle in it (instr.guard)."""
     got: list[int] = []
-
-    def record(signum: int, frame: FrameType | None) -> None:
-        got.append(signum)
-
-    try:
-        previous = [(sig, signal.signal(sig, record)) for sig in STOPPING]
-    except ValueError:  # not the main thread
+    with _handling(lambda signum, frame: got.append(signum)):
         yield
-        return
-    try:
-        yield
-    finally:
-        for sig, old in previous:
-            signal.signal(sig, old)
     if got:
         signal.raise_signal(got[0])
 

@@ -25,26 +25,25 @@ pytestmark = pytest.mark.frida
 KILLS = 3
 
 
-def tracer(pid: int) -> int:
-    """The pid tracing ``pid``'s main thread (0: none; -1: it is gone)."""
+def status(pid: int, key: str) -> int:
+    """A number of /proc/PID/status (-1: the process is gone)."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("TracerPid:"):
-                return int(line.split()[1])
-    except OSError:
-        return -1
-    return 0
-
-
-def tgid(tid: int) -> int:
-    """The process of thread ``tid`` (-1: gone)."""
-    try:
-        for line in Path(f"/proc/{tid}/status").read_text().splitlines():
-            if line.startswith("Tgid:"):
+            if line.startswith(f"{key}:"):
                 return int(line.split()[1])
     except OSError:
         pass
     return -1
+
+
+def tracer(pid: int) -> int:
+    """The thread tracing ``pid``'s main thread (0: none; -1: it is gone)."""
+    return status(pid, "TracerPid")
+
+
+def tgid(tid: int) -> int:
+    """The process of thread ``tid`` (-1: gone)."""
+    return status(tid, "Tgid")
 
 
 def frida_maps(pid: int) -> int:
