@@ -202,6 +202,11 @@ def sets(file: str) -> None:
 @click.option("-c", "command", metavar="CMD", help="Run CMD, traced from its start ($target).")
 @click.option("-q", "quiet", is_flag=True, help="Quiet: only what the program prints.")
 @click.option("-o", "output", metavar="FILE", help="Write the program's output to FILE.")
+@click.option(
+    "--timeline",
+    metavar="FILE.json",
+    help="Also write the run as a timeline (Chrome trace JSON, for Perfetto UI).",
+)
 @click.option("-l", "list_only", is_flag=True, help="List the probes matched; arm nothing.")
 @click.option(
     "-w", "destructive", is_flag=True, help="Allow destructive actions (raise, copyout...)."
@@ -225,6 +230,7 @@ def dtrace(programs: tuple[str, ...], script: str | None, args: tuple[str, ...],
         args=args,
         quiet=kw["quiet"],
         output=kw["output"],
+        timeline=kw["timeline"],
         list_only=kw["list_only"],
         xopts=kw["xopts"],
         destructive=kw["destructive"],

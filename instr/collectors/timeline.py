@@ -55,14 +55,25 @@ def _series(table: AggTable) -> dict[str, int | float]:
 
 
 class TimelineCollector:
-    def __init__(self, path: str | Path) -> None:
+    """``by_function``: a call's entry and its exit may come from two probes on
+    one function (``instr dtrace``'s ``f:entry`` and ``f:return`` clauses):
+    they are paired by the function's address, not by the probe."""
+
+    def __init__(self, path: str | Path, by_function: bool = False) -> None:
         self.path = Path(path)
+        self.by_function = by_function
         self.stream: TextIO | None = None
         self.ctx: RunContext | None = None
         self.pid = 0
         self._exits: dict[int, bool] = {}  # probe id -> it has an exit hook
         self._starts: set[int] = set()  # system call points (see open)
-        self._open: dict[tuple[int, int], list[Event]] = {}  # (tid, probe) -> entries
+        # (tid, probe id, or by_function the function's address) -> entries
+        self._open: dict[tuple[int, int], list[Event]] = {}
+        self._both: dict[int, bool] = {}  # probe id -> hooked at entry and exit
+        self._returns: set[int] = set()  # by_function: addresses hooked at exit only
+        self._sites_seen = 0
+        # tid -> its last slice: (name, ts, dur), and the slice
+        self._last_slice: dict[int, tuple[tuple[str, float, float], dict[str, Any]]] = {}
         self._names: dict[tuple[int, int], str] = {}
         self._first = True
         self.written = 0
@@ -71,6 +82,7 @@ class TimelineCollector:
         self.ctx = ctx
         self.pid = info.pid
         self._exits = {p.id: p.exit is not None for p in ctx.table}
+        self._both = {p.id: p.exit is not None and p.entry is not None for p in ctx.table}
         # A system call point's one event is stamped at the call's start (its
         # record's time, agents/src/syscalls/syscalls_c.ts); a function's exit, at the exit.
         self._starts = {p.id for p in ctx.table if isinstance(p.point, SyscallPoint)}
@@ -104,14 +116,41 @@ class TimelineCollector:
             "tid": e.tid, "ts": e.ts_ns / 1000, "args": {"phase": e.phase, **self._args(e)},
         }  # fmt: skip
 
+    def _key(self, e: Event) -> tuple[int, int]:
+        """Where ``e``'s call is kept open: per probe, or (by_function, a probe
+        hooked at entry only or at exit only) per function, as ``-1 - address``."""
+        if not self.by_function or self._both.get(e.probe_id, False):
+            return (e.tid, e.probe_id)
+        assert self.ctx is not None
+        site = self.ctx.site(e.probe_id, e.site)
+        return (e.tid, -1 - site.address) if site is not None else (e.tid, e.probe_id)
+
+    def _opens(self, e: Event, key: tuple[int, int]) -> bool:
+        """Whether an exit will close entry ``e``: its probe has an exit hook; or
+        (by_function) a probe hooks only its function's exit, and none hooks both
+        (whose own pair is the call: this entry would be a second one)."""
+        if self._exits.get(e.probe_id, False) or key[1] >= 0:
+            return self._exits.get(e.probe_id, False)
+        assert self.ctx is not None
+        sites = self.ctx.sites
+        if len(sites) != self._sites_seen:  # sites come as modules are hooked
+            self._sites_seen = len(sites)
+            both = {s.address for s in list(sites.values()) if self._both.get(s.probe)}
+            self._returns = {
+                s.address
+                for s in list(sites.values())
+                if self._exits.get(s.probe) and s.address not in both
+            }
+        return -1 - key[1] in self._returns
+
     def on_events(self, events: list[Event]) -> None:
         if self.stream is None:
             return
         out: list[dict[str, Any]] = []
         for e in events:
-            key = (e.tid, e.probe_id)
+            key = self._key(e)
             if e.phase == "entry":
-                if self._exits.get(e.probe_id, False):
+                if self._opens(e, key):
                     self._open.setdefault(key, []).append(e)
                 else:
                     out.append(self._instant(e))
@@ -126,8 +165,25 @@ class TimelineCollector:
                 continue
             entry = stack.pop()
             out.append(self._slice(e, entry.ts_ns, self._args(entry, e)))
+        if self.by_function:
+            out = self._once(out)
         self._write(out)
         self.written += len(events)
+
+    def _once(self, out: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """by_function: one slice per call, where two probes (a system call's
+        entry and return clauses) each gave the call's whole span."""
+        kept = []
+        for o in out:
+            if o["ph"] == "X":
+                span = (o["name"], o["ts"], o["dur"])
+                last = self._last_slice.get(o["tid"])
+                if last is not None and last[0] == span:
+                    last[1]["args"].update(o["args"])  # both clauses' values (if not yet written)
+                    continue
+                self._last_slice[o["tid"]] = (span, o)
+            kept.append(o)
+        return kept
 
     def _slice(
         self, e: Event, start_ns: int, args: dict[str, Any], end_ns: int | None = None

@@ -56,6 +56,7 @@ class HostClause:
     body: tuple[A.Stmt, ...]  # the statements the host runs (no aggregation updates)
     probe_id: int = 0  # the IR probe (pid/syscall)
     paired: bool = False  # a return clause hooked at entry too (instr.dtrace.pairing)
+    emits: bool = True  # its events are the program's (False: written for --timeline only)
 
 
 @dataclass
@@ -79,10 +80,12 @@ def compile_program(
     quiet: bool = False,
     destructive: bool = False,
     offsets: dict[str, str] | None = None,
+    timeline: bool = False,
 ) -> DProgram:
     """``offsets``: instruction probes resolved in the target (``offset_key(spec)`` ->
     ``MODULE+0xOFFSET``, see instr.dtrace.offsets); without it they are compiled as
-    their function's entry, for resolving them."""
+    their function's entry, for resolving them. ``timeline``: every pid and syscall
+    probe writes events (``--timeline``), also those whose clauses only aggregate."""
     strsize = 256
     for name, value, loc in prog.options:
         if name == "quiet" and value in (None, "", "yes", "true"):
@@ -174,14 +177,16 @@ def compile_program(
             continue
         if emit and spec.kind == "syscall":
             needs.cap(A.Ident(spec.loc, "probefunc"))  # FUNCTION:NAME, and probefunc
+        if timeline and spec.kind == "syscall":
+            needs.cap(A.Elapsed(spec.loc))  # a call's slice: from its start, for this long
         if needs.captures:
             probe["capture"] = dict(needs.captures)
         if agg_specs:
             probe["aggregate"] = agg_specs
-        probe["emit"] = emit
+        probe["emit"] = emit or timeline
         probes_yaml.append(probe)
         origins[str(probe["name"])] = spec.loc
-        hc = HostClause(ci, clause, spec, host_pred, body, len(probes_yaml), unit.paired)
+        hc = HostClause(ci, clause, spec, host_pred, body, len(probes_yaml), unit.paired, emit)
         clauses.append(hc)
     table = _table(probes_yaml, options, origins, prog)
     ir_aggs = {ir: a.name for a in aggs.values() for ir in a.ir_names}

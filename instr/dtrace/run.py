@@ -11,6 +11,7 @@ the same session's agent (``AgentSampler``) and count its samples here
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shlex
 import sys
@@ -44,6 +45,7 @@ class DConfig:
     args: tuple[str, ...] = ()  # $1, $2, ...
     quiet: bool = False
     output: str | None = None
+    timeline: str | None = None  # --timeline FILE: Chrome trace JSON (docs/outputs.md)
     list_only: bool = False
     xopts: tuple[str, ...] = ()  # -x NAME[=VALUE], as #pragma D option NAME[=VALUE]
     destructive: bool = False  # -w: raise(), stop(), copyout(), override()... are allowed
@@ -99,13 +101,15 @@ def compile_config(config: DConfig) -> tuple[DProgram, tuple[str, ...] | None]:
         options.append((name, value or None, Loc(Src("-x", x), 1, 1)))
     program = A.Program(tuple(clauses), tuple(options))
     args = (program, macros, main, config.options, config.quiet, config.destructive)
-    prog = compile_program(*args)
+    timeline = config.timeline is not None
+    prog = compile_program(*args, timeline=timeline)
     if not config.list_only and any(s.offset is not None for s in prog.probes):
         from instr.dtrace.offsets import resolve_offsets
 
         target = TargetSpec(argv=argv) if argv is not None else TargetSpec(pid=config.pid)
         if argv is not None or config.pid is not None:
-            prog = compile_program(*args, resolve_offsets(prog, config.device, target))
+            offsets = resolve_offsets(prog, config.device, target)
+            prog = compile_program(*args, offsets, timeline=timeline)
     return prog, argv
 
 
@@ -128,6 +132,33 @@ class _DCollector:
 
     def close(self, summary: RunSummary) -> None:
         pass
+
+
+class _DTimeline:
+    """``--timeline FILE``: the run as Chrome trace JSON (instr.collectors.timeline).
+    A function's entry and return clauses are two probes, so calls are paired
+    by function; the counters are the D aggregations (``@name``: their tables
+    merged, as printa shows them), read from the runtime after each snapshot."""
+
+    def __init__(self, path: str, rt: Runtime) -> None:
+        from instr.collectors.timeline import TimelineCollector
+
+        self.rt = rt
+        self.timeline = TimelineCollector(path, by_function=True)
+
+    def open(self, ctx: RunContext, info: RunInfo) -> None:
+        self.timeline.open(ctx, info)
+
+    def on_events(self, events: list[Event]) -> None:
+        self.timeline.on_events(events)
+
+    def on_aggregations(self, snapshot: AggSnapshot) -> None:
+        tables = [self.rt.tables(name) for name in self.rt.prog.aggs]
+        merged = tuple(t for t in tables if t is not None)
+        self.timeline.on_aggregations(dataclasses.replace(snapshot, tables=merged))
+
+    def close(self, summary: RunSummary) -> None:
+        self.timeline.close(summary)
 
 
 def run_dtrace(config: DConfig, status: TextIO | None = None) -> int:
@@ -154,6 +185,8 @@ def run_dtrace(config: DConfig, status: TextIO | None = None) -> int:
                 raise UsageError("profile probes sample a process", "give -p PID or -c CMD")
             if any(not c.spec.is_host for c in prog.clauses):
                 raise UsageError("pid and syscall probes need a process", "give -p PID or -c CMD")
+            if config.timeline is not None:
+                raise UsageError("--timeline records a process", "give -p PID or -c CMD")
             return _host_only(prog, out, warn)
         return _run(prog, config, argv, out, say, warn)
     finally:
@@ -180,8 +213,11 @@ def _run(
 ) -> int:
     target = TargetSpec(argv=argv) if argv is not None else TargetSpec(pid=config.pid)
     rt = Runtime(prog, out, 0, "", warn)
+    collectors: list[Any] = [_DCollector(rt)]  # first: the timeline reads its snapshot
+    if config.timeline is not None:
+        collectors.append(_DTimeline(config.timeline, rt))
     session = Session(
-        prog.table, target, device=config.device, collectors=[_DCollector(rt)],
+        prog.table, target, device=config.device, collectors=collectors,
         source="dtrace", stream=False,
     )  # fmt: skip
     prof = _Profiling(prog, rt, session) if rt.host_clauses("profile") else None

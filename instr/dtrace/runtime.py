@@ -124,7 +124,7 @@ class Runtime:
 
     def on_event(self, ev: Event) -> None:
         hc = self.prog.by_probe.get(ev.probe_id)
-        if hc is None:
+        if hc is None or not hc.emits:  # not emits: an event for --timeline only
             return
         func, mod = "", ""
         if hc.spec.kind == "syscall":
