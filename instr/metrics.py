@@ -90,13 +90,22 @@ class MetricsSink:
         self._final = False
         self._request: Callable[[], None] | None = None
         self._counters: Callable[[], tuple[int, int]] = lambda: (0, 0)
+        self._alive: Callable[[], bool] = lambda: True
         self.on_close: Callable[[], None] | None = None
         self.pid: int | None = None
         self.command = ""
 
-    def bind(self, request: Callable[[], None], counters: Callable[[], tuple[int, int]]) -> None:
+    def bind(
+        self,
+        request: Callable[[], None],
+        counters: Callable[[], tuple[int, int]],
+        alive: Callable[[], bool] = lambda: True,
+    ) -> None:
+        """``request`` asks for a snapshot (it reaches ``on_aggregations``), unless
+        ``alive()`` says the target has ended; ``counters``: events and drops so far."""
         self._request = request
         self._counters = counters
+        self._alive = alive
 
     def stop_asking(self) -> None:
         """The run is closing: scrapes serve what is here (the final snapshot comes by itself)."""
@@ -119,12 +128,12 @@ class MetricsSink:
     def on_aggregations(self, snapshot: AggSnapshot) -> None:
         tables = tuple(self.view(snapshot)) if self.view is not None else snapshot.tables
         with self._cond:
-            if self._final:
-                return
             private = self._owed > 0 and not snapshot.final
             if private:
                 self._owed -= 1
             self._private = snapshot if private else None
+            if self._final:  # a scrape's, answered after the end: the final values stay
+                return
             self._final = snapshot.final
             self._tables, self._seq = tables, snapshot.seq
             self._received = self.clock()
@@ -146,7 +155,7 @@ class MetricsSink:
         with self._scrape:
             with self._cond:
                 request, before = self._request, self._count
-            if request is None:
+            if request is None or not self._alive():
                 return
             with self._cond:
                 self._owed += 1
@@ -280,7 +289,7 @@ class Endpoint:
 
     def bind(self, session: Any) -> None:
         """``session``: an armed ``instr.session.Session``."""
-        self.sink.bind(session.snapshot, lambda: session.progress)
+        self.sink.bind(session.snapshot, lambda: session.progress, lambda: not session.ended)
 
     def closing(self) -> None:
         self.sink.stop_asking()

@@ -164,3 +164,44 @@ def test_a_bad_address_is_a_usage_error(targets):
     assert "Invalid value for '--metrics'" in res.stderr
     assert "PORT 0 to 65535" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+SET = """
+version: 1
+sets:
+  adds:
+    probes:
+      - function: "sleeper!target_add"
+        capture: {a: "arg0:i64"}
+        aggregate:
+          calls: count() by pid
+          total: sum(a)
+          spread: lquantize(a, 0, 4, 1)
+"""
+
+
+def test_run_aggregations_scraped_live(targets, instr_bg, probe_file):
+    probes = probe_file(SET)
+    proc, url = start(
+        instr_bg, "run", "-P", probes, "-s", "adds", "--metrics", "0", "--", targets.path("sleeper")
+    )
+    sums(proc, 6)  # a = 0..5
+    _, v = scrape(url)
+    pid = dict(next(k for k in v if k[0] == "instr_run_info")[1])["pid"]
+    assert v[("instr_adds_calls_total", (("pid", pid),))] == 6  # the key's pid: the same
+    assert v[("instr_adds_total", (("pid", pid),))] == 15
+    # lquantize(0, 4, 1): [0,1) [1,2) [2,3) [3,4), then 4 and 5 in the overflow
+    assert buckets(v, "instr_adds_spread", pid) == [
+        ("0", 1),
+        ("1", 2),
+        ("2", 3),
+        ("3", 4),
+        ("+Inf", 6),
+    ]
+    sums(proc, 2)
+    _, v = scrape(url)
+    assert v[("instr_adds_calls_total", (("pid", pid),))] == 8
+    assert v[("instr_adds_total", (("pid", pid),))] == 16
+    done = proc.finish()
+    assert done.returncode == 0, done.err
+    assert sum(line.startswith("=== aggregations") for line in done.stdout) == 1, done.out

@@ -248,3 +248,27 @@ def test_server_serves_metrics_and_refuses_a_port_in_use():
             MetricsServer(("127.0.0.1", port), MetricsSink(fresh=False))
     finally:
         server.stop()
+
+
+def test_a_scrapes_snapshot_that_comes_after_the_final_one_changes_nothing(monkeypatch):
+    monkeypatch.setattr("instr.metrics.FRESH_WAIT_S", 0.01)
+    sink = MetricsSink(fresh=True)
+    other = Recorder()
+    gated = Gated(other, sink)
+    sink.bind(lambda: None, lambda: (0, 0))  # asked; the answer comes late
+    assert "instr_snapshot_seq" not in sink.render()  # nothing yet: the run's figures only
+    for s in (snap(3, True, 9), snap(4, False, 99)):
+        sink.on_aggregations(s)
+        gated.on_aggregations(s)
+    assert other.seen == [3]
+    sink.stop_asking()
+    assert {n: v for n, _, v in samples(sink.render())}["instr_s_n_total"] == 9
+
+
+def test_no_asking_once_the_target_has_ended():
+    sink = MetricsSink(fresh=True)
+    asked: list[int] = []
+    sink.bind(lambda: asked.append(1), lambda: (0, 0), alive=lambda: False)
+    sink.on_aggregations(snap(0, False, 1))
+    assert {n: v for n, _, v in samples(sink.render())}["instr_s_n_total"] == 1
+    assert asked == []
