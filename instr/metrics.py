@@ -185,25 +185,25 @@ class Gated:
     """A collector that skips the snapshots a scrape asked for; the rest passes through."""
 
     def __init__(self, inner: Any, sink: MetricsSink) -> None:
-        self._inner = inner
+        self.wrapped = inner  # what a failure names (instr.collectors.failure)
         self._sink = sink
 
     def open(self, ctx: RunContext, info: RunInfo) -> None:
-        self._inner.open(ctx, info)
+        self.wrapped.open(ctx, info)
 
     def on_events(self, events: list[Event]) -> None:
-        self._inner.on_events(events)
+        self.wrapped.on_events(events)
 
     def close(self, summary: RunSummary) -> None:
-        self._inner.close(summary)
+        self.wrapped.close(summary)
 
     def on_aggregations(self, snapshot: AggSnapshot) -> None:
-        deliver = getattr(self._inner, "on_aggregations", None)
+        deliver = getattr(self.wrapped, "on_aggregations", None)
         if deliver is not None and not self._sink.hides(snapshot):
             deliver(snapshot)
 
     def __getattr__(self, name: str) -> Any:  # on_block, watch_pipe, ...
-        return getattr(self._inner, name)
+        return getattr(self.wrapped, name)
 
 
 class _Server(ThreadingHTTPServer):

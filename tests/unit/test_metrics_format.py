@@ -4,6 +4,7 @@ the snapshots a scrape asks for (instr.metrics), without Frida."""
 
 from __future__ import annotations
 
+import io
 import threading
 import urllib.error
 import urllib.request
@@ -19,6 +20,8 @@ from instr.aggregate.prometheus import (
     label_name,
     metric_name,
 )
+from instr.collectors.console import ConsoleCollector
+from instr.collectors.failure import output_name
 from instr.errors import InstrError
 from instr.events import RunInfo, RunSummary
 from instr.metrics import Gated, MetricsServer, MetricsSink, parse_address
@@ -272,3 +275,11 @@ def test_no_asking_once_the_target_has_ended():
     sink.on_aggregations(snap(0, False, 1))
     assert {n: v for n, _, v in samples(sink.render())}["instr_s_n_total"] == 1
     assert asked == []
+
+
+def test_a_gated_output_keeps_its_name_and_its_ways():
+    sink = MetricsSink(fresh=True)
+    console = Gated(ConsoleCollector(io.StringIO()), sink)
+    assert output_name(console) == "console"
+    assert console.watch_pipe is not None  # the dispatcher's getattr reaches the console's
+    assert output_name(Gated(Recorder(), sink)) == "Recorder"
