@@ -97,7 +97,7 @@ class MetricsSink:
 
     def bind(
         self,
-        request: Callable[[], None],
+        request: Callable[[], None] | None,
         counters: Callable[[], tuple[int, int]],
         alive: Callable[[], bool] = lambda: True,
     ) -> None:
@@ -288,8 +288,12 @@ class Endpoint:
         return [self.sink, *(Gated(c, self.sink) for c in others)]
 
     def bind(self, session: Any) -> None:
-        """``session``: an armed ``instr.session.Session``."""
-        self.sink.bind(session.snapshot, lambda: session.progress, lambda: not session.ended)
+        """``session``: an armed ``instr.session.Session``. A run without aggregation
+        tables a snapshot would carry (events only; profile probes' counts, which
+        come at the end) is not asked: the scrape would wait for nothing."""
+        asks = any(p.aggregations for p in session.table if not p.is_profile)
+        request = session.snapshot if asks else None
+        self.sink.bind(request, lambda: session.progress, lambda: not session.ended)
 
     def closing(self) -> None:
         self.sink.stop_asking()
