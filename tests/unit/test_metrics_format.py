@@ -24,7 +24,7 @@ from instr.collectors.console import ConsoleCollector
 from instr.collectors.failure import output_name
 from instr.errors import InstrError
 from instr.events import RunInfo, RunSummary
-from instr.metrics import Gated, MetricsServer, MetricsSink, parse_address
+from instr.metrics import Endpoint, Gated, MetricsServer, MetricsSink, parse_address
 
 RUN = RunFigures(pid=77, command="demo", events=12, drops=3, seq=4, age_s=0.5)
 
@@ -283,3 +283,46 @@ def test_a_gated_output_keeps_its_name_and_its_ways():
     assert output_name(console) == "console"
     assert console.watch_pipe is not None  # the dispatcher's getattr reaches the console's
     assert output_name(Gated(Recorder(), sink)) == "Recorder"
+
+
+class _Probe:
+    def __init__(self, aggregations: tuple[str, ...], is_profile: bool = False) -> None:
+        self.aggregations = aggregations
+        self.is_profile = is_profile
+
+
+class _Session:
+    """What Endpoint.bind reads of a session."""
+
+    def __init__(self, *probes: _Probe) -> None:
+        self.table = probes
+        self.asked = 0
+        self.progress = (10, 0)
+        self.ended = False
+
+    def snapshot(self) -> None:
+        self.asked += 1
+
+
+@pytest.mark.parametrize(
+    ("probes", "asks"),
+    [
+        ((_Probe(()),), False),  # events only: no snapshot would come
+        ((_Probe(("n",), is_profile=True),), False),  # profile counts come at the end
+        ((_Probe(()), _Probe(("n",))), True),
+    ],
+)
+def test_only_a_run_with_tables_is_asked(monkeypatch, probes, asks):
+    monkeypatch.setattr("instr.metrics.FRESH_WAIT_S", 0.01)
+    sink = MetricsSink(fresh=True)
+    server = MetricsServer(("127.0.0.1", 0), sink)
+    try:
+        endpoint = Endpoint(sink, server)
+        session = _Session(*probes)
+        endpoint.bind(session)
+        text = sink.render()
+        assert session.asked == (1 if asks else 0)
+        assert 'instr_events_total{pid="77"} 10' not in text  # no pid before open
+        assert "instr_events_total 10" in text
+    finally:
+        server.stop()
