@@ -40,6 +40,7 @@ class RunConfig:
     destructive: bool = False  # -w: allow the sets' patch actions
     follow: bool = False  # -F: forked and exec'ed children too (docs/follow.md)
     wall_time: bool = False  # --wall-time: the console shows the time of day
+    metrics: tuple[str, int] | None = None  # --metrics HOST:PORT (instr.metrics)
 
 
 def exit_status(summary: RunSummary, spawned: bool) -> int:
@@ -70,11 +71,18 @@ def run(config: RunConfig, status: TextIO | None = None) -> tuple[RunSummary, in
 
     if config.table.patch_probes():
         require_destructive(config.destructive, "this probe set has patch actions; it")
+    collectors = _collectors(config)
+    metrics = None
+    if config.metrics is not None:  # bound before the target is touched
+        from instr.metrics import open_endpoint
+
+        metrics = open_endpoint(config.metrics, fresh=config.interval_s is None, say=say)
+        collectors = metrics.collectors(collectors)
     session = Session(
         config.table,
         config.target,
         device=config.device,
-        collectors=_collectors(config),
+        collectors=collectors,
         source=config.source,
         sets=config.sets,
         stream=False,
@@ -97,10 +105,14 @@ def run(config: RunConfig, status: TextIO | None = None) -> tuple[RunSummary, in
                 f"armed {len(armed)} of {len(reports)} probes ({sites} sites{extra})"
                 f" in pid {session.pid}"
             )
+            if metrics is not None:
+                metrics.bind(session)
             session.resume()
             _wait(session, config.duration_s, config.interval_s)
         except KeyboardInterrupt:
             say("stopping")
+        if metrics is not None:
+            metrics.closing()
         with signals_held():  # a second Ctrl-C must not cut the flush short
             summary = session.close()
     for rev in session.patch_reverts:

@@ -342,6 +342,12 @@ class Session:
         return self._profile
 
     @property
+    def progress(self) -> tuple[int, int]:
+        """Events decoded and records dropped so far (any thread may ask)."""
+        d = self._dispatcher
+        return (d.events, sum(d.drops.copy().values())) if d is not None else (0, 0)
+
+    @property
     def aggregations(self) -> AggSnapshot | None:
         """The latest aggregation snapshot received (the final one after ``close``)."""
         return self._dispatcher.last_snapshot if self._dispatcher is not None else None
