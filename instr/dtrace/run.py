@@ -154,8 +154,7 @@ class _DTimeline:
         self.timeline.on_events(events)
 
     def on_aggregations(self, snapshot: AggSnapshot) -> None:
-        tables = [self.rt.tables(name) for name in self.rt.prog.aggs]
-        merged = tuple(t for t in tables if t is not None)
+        merged = tuple(_d_aggs(self.rt))
         self.timeline.on_aggregations(dataclasses.replace(snapshot, tables=merged))
 
     def close(self, summary: RunSummary) -> None:
@@ -381,7 +380,7 @@ class _Profiling:
 
 
 def _d_aggs(rt: Runtime) -> list[AggTable]:
-    """The D aggregations as printa shows them (``--metrics``)."""
+    """The D aggregations as printa shows them (``--metrics``, ``--timeline``)."""
     tables = [rt.tables(name) for name in rt.prog.aggs]
     return [t for t in tables if t is not None]
 
