@@ -276,8 +276,8 @@ function resolveFunction(point: FunctionPoint, only: Module | null): Resolution 
     if (sites.length === 0) {
         const names = functionNames(modules);
         const hint = didYouMean(closest(point.symbol, names.keys()).map((n) => readable(names.get(n) ?? n)));
-        // A name for "the one the program calls" (malloc) that nothing defines:
-        // say where it was looked for (a static program's allocator may be internal).
+        // A name for "the one the program calls" that nothing defines: say
+        // where it was looked for.
         const plain = point.module === null && !isGlob(point.symbol) && !cxxPattern(point.symbol);
         const where = plain ? ": no loaded module exports it or names it in a symbol table" : "";
         return { kind: "failed", reason: `no function matches '${what}'${where}${hint}` };
