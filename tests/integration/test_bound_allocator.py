@@ -236,3 +236,25 @@ def test_redis_agg_on_malloc_equals_jemalloc_by_module_and_symlink_names_the_mai
         assert redis.proc.poll() is None
     finally:
         stop_redis(redis, port)
+
+
+@needs_redis
+def test_redis_mem_tracks_jemalloc_without_hook_errors(instr_bg, tmp_path: Path):
+    """instr mem on redis-server hooks jemalloc's functions (the ones calls bind
+    to). jemalloc's operator new[] and delete[] are jumps to operator new and
+    delete: they count as hooked through those, with no 'cannot hook' line."""
+    redis, port = start_redis(tmp_path)
+    try:
+        instr = instr_bg("mem", "-p", redis.pid, "--no-mmap")
+        instr.wait_armed(timeout=120)
+        for i in range(SETS):
+            assert redis_cli(port, "set", f"k{i}", "v" * 100) == "OK"
+        instr.proc.send_signal(signal.SIGINT)
+        done = instr.finish(timeout=60)
+        assert done.returncode == 0, done.err
+        assert "cannot hook" not in done.err, done.err
+        calls = re.search(r"^  calls      malloc ([\d,]+),", done.out, re.M)
+        assert calls is not None and int(calls[1].replace(",", "")) >= SETS, done.out
+        assert redis.proc.poll() is None
+    finally:
+        stop_redis(redis, port)

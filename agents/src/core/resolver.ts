@@ -127,6 +127,20 @@ function leftOutReason(leftOut: LeftOut[]): string {
     return leftOutByWhy(leftOut).map(([why, names]) => `${names.join(", ")} cannot be hooked: ${why}`).join("; ");
 }
 
+/**
+ * Where Gum writes a hook on `address`: past the direct jumps a function may
+ * start with (jemalloc's `operator new[]` is `jmp operator new`), as Gum does.
+ */
+export function hookTarget(address: NativePointer): NativePointer {
+    let a = address;
+    for (let hop = 0; hop < 4; hop++) {
+        const next = jumpTarget(a);
+        if (next === null) break;
+        a = next;
+    }
+    return a;
+}
+
 function jumpTarget(a: NativePointer): NativePointer | null {
     try {
         let insn = Instruction.parse(a);
