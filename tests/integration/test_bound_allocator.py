@@ -241,8 +241,9 @@ def test_redis_agg_on_malloc_equals_jemalloc_by_module_and_symlink_names_the_mai
 @needs_redis
 def test_redis_mem_tracks_jemalloc_without_hook_errors(instr_bg, tmp_path: Path):
     """instr mem on redis-server hooks jemalloc's functions (the ones calls bind
-    to). jemalloc's operator new[] and delete[] are jumps to operator new and
-    delete: they count as hooked through those, with no 'cannot hook' line."""
+    to). jemalloc's operator new[] is a jump to operator new, and its delete
+    and delete[] jump to one PLT entry: they count as hooked through the
+    first, with no 'cannot hook' line."""
     redis, port = start_redis(tmp_path)
     try:
         instr = instr_bg("mem", "-p", redis.pid, "--no-mmap")

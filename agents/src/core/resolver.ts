@@ -129,7 +129,8 @@ function leftOutReason(leftOut: LeftOut[]): string {
 
 /**
  * Where Gum writes a hook on `address`: past the direct jumps a function may
- * start with (jemalloc's `operator new[]` is `jmp operator new`), as Gum does.
+ * start with (jemalloc's `operator new[]` is `jmp operator new`), as Gum does
+ * (Gum also follows a PLT entry's indirect jump, which this leaves alone).
  */
 export function hookTarget(address: NativePointer): NativePointer {
     let a = address;
