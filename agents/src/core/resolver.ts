@@ -129,8 +129,9 @@ function leftOutReason(leftOut: LeftOut[]): string {
 
 /**
  * Where Gum writes a hook on `address`: past the direct jumps a function may
- * start with (jemalloc's `operator new[]` is `jmp operator new`), as Gum does
- * (Gum also follows a PLT entry's indirect jump, which this leaves alone).
+ * start with (jemalloc's `operator new[]` is `jmp operator new`), as Gum does.
+ * jemalloc's `operator delete` and `delete[]` both jump to its PLT entry for
+ * free, and Gum hooks that entry: the second one failed as "already replaced".
  */
 export function hookTarget(address: NativePointer): NativePointer {
     let a = address;
