@@ -119,6 +119,11 @@ def test_a_module_named_through_its_symlink(targets, tmp_path: Path):
     note = "module 'alloc-link' is loaded as alloc-real (a symlink to it)"
     assert rows["cli/alloc-link!rounds"].endswith(note), rows
     assert rows["cli/alloc-link![mc]alloc"].endswith(note), rows
+    # An exclude names it through the symlink too.
+    res = run_instr("trace", "-i", "alloc-real![mc]alloc", "-x", "alloc-link!calloc",
+                    "--agg", "n=count()", "--", link, input="3\n")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert agg_counts(res.stdout) == {"n": 3}, res.stdout
     # A name that is no symlink to a loaded module is still pending, as before.
     res = run_instr(
         "trace", "-i", "alloc-other!rounds", "--agg", "n=count()", "--", link, input="1\n"

@@ -19,7 +19,7 @@ import { cxxPattern, demangle, withoutParams } from "./demangle.js";
 import { Point } from "../protocol.js";
 import { globMatch, isGlob } from "./util.js";
 import { mappingOf } from "./maps.js";
-import { aliasNote, isAliasOf } from "./modalias.js";
+import { aliasNote, aliasable, isAliasOf } from "./modalias.js";
 
 export interface Site {
     address: NativePointer;
@@ -52,9 +52,17 @@ function symbolMatches(glob: string, symbol: string): boolean {
     return d !== null && (globMatch(glob, d) || globMatch(glob, withoutParams(d)));
 }
 
+/** Does an exclude's module glob name module `name`, by its name or a symlink's? */
+function excludeModule(glob: string, name: string): boolean {
+    if (globMatch(glob, name)) return true;
+    if (!aliasable(glob)) return false;
+    const m = Process.findModuleByName(name);
+    return m !== null && isAliasOf(glob, m);
+}
+
 function excluded(point: FunctionPoint, module: string, symbol: string): boolean {
     for (const e of point.exclude) {
-        if (e.module !== null && !globMatch(e.module, module)) continue;
+        if (e.module !== null && !excludeModule(e.module, module)) continue;
         if (symbolMatches(e.symbol, symbol)) return true;
     }
     return false;
