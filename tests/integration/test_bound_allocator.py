@@ -119,6 +119,14 @@ def test_a_module_named_through_its_symlink(targets, tmp_path: Path):
     note = "module 'alloc-link' is loaded as alloc-real (a symlink to it)"
     assert rows["cli/alloc-link!rounds"].endswith(note), rows
     assert rows["cli/alloc-link![mc]alloc"].endswith(note), rows
+    # So does an offset point.
+    nm = subprocess.run(["nm", real], capture_output=True, text=True, check=True).stdout
+    (offset,) = [int(line.split()[0], 16) for line in nm.splitlines() if line.endswith(" T rounds")]
+    res = run_instr("trace", "-i", f"alloc-link+0x{offset:x}", "--agg", "n=count()", "--", link,
+                    input="3\n4\n")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert agg_counts(res.stdout) == {"n": 2}, res.stdout
+    assert statuses(res.stdout)[f"cli/alloc-link+0x{offset:x}"].endswith(note), res.stdout
     # An exclude names it through the symlink too.
     res = run_instr("trace", "-i", "alloc-real![mc]alloc", "-x", "alloc-link!calloc",
                     "--agg", "n=count()", "--", link, input="3\n")  # fmt: skip
