@@ -95,6 +95,22 @@ def test_agg_on_malloc_counts_the_bound_one_and_libc_says_where_calls_go(targets
     assert rows["cli/malloc"].split()[:3] == ["armed", "fast", "1"], rows
 
 
+def test_agg_on_a_function_that_jumps_into_its_first_bytes(targets, pie):
+    """own_malloc's malloc_usable_size jumps back to its instruction 5 bytes
+    in: replaceFast's 18 bytes would be jumped into (the program died of
+    SIGSEGV at malloc_usable_size+0x5). It is aggregated through listeners."""
+    prog = targets.path("own_malloc", pie=pie)
+    res = run_instr("trace", "-i", "own_malloc!malloc_usable_size", "--agg", "n=count()", "--", prog,
+                    input=f"usable {N}\n")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert f"usable sum={40 * N}" in res.stdout
+    assert "ending: target exited with status 0" in res.stdout, res.stdout
+    assert agg_counts(res.stdout) == {"n": 2 * N}, res.stdout
+    assert (
+        "aggregated through listeners" in statuses(res.stdout)["cli/own_malloc!malloc_usable_size"]
+    )
+
+
 def test_a_name_nothing_defines_says_where_it_was_looked_for(targets):
     res = run_instr("trace", "-i", "no_such_allocator", "--", targets.path("own_malloc"), input="")
     assert res.returncode != 0 and "Traceback" not in res.stderr

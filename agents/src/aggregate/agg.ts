@@ -10,6 +10,7 @@ import { AggSink, JsAgg } from "./aggjs.js";
 import { Symbolizer } from "../core/symbols.js";
 import { post } from "../core/util.js";
 import { mayOverlap } from "../core/resolver.js";
+import { jumpsIntoHead } from "../core/prologue.js";
 import { ownCode, ownModule } from "../core/leave.js";
 import * as hooks from "../core/hooks.js";
 import { TOOL_C, armToolThreads, toolSymbols } from "../core/toolthread.js";
@@ -171,13 +172,15 @@ export class Aggregator implements AggSink {
             // committed (at the end of this JS turn), so calls never see a
             // null original.
             try {
+                if (jumpsIntoHead(address)) throw new Error("a jump lands inside the bytes replaceFast writes");
                 const trampoline = Interceptor.replaceFast(address, this.cm[f.replace]);
                 orig.writePointer(trampoline);
                 ownCode(trampoline);
                 return [revertOnDetach(address)];
             } catch {
                 // No room for replaceFast's jump (read, lseek, getpid: short
-                // or rip-relative prologues): the same C through listeners.
+                // or rip-relative prologues), or code jumps into the bytes it
+                // writes (core/prologue.ts): the same C through listeners.
                 this.listened.add(plan.id);
             }
         }

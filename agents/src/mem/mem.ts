@@ -25,6 +25,7 @@ import { ownCode } from "../core/leave.js";
 import { post, reportError } from "../core/util.js";
 import * as hooks from "../core/hooks.js";
 import { hookTarget } from "../core/resolver.js";
+import { jumpsIntoHead } from "../core/prologue.js";
 
 export const MEM_NCOUNTERS_ALL = MEM_NSCALARS + 2 * MEM_NKINDS + 130;
 const ACK_TIMEOUT_MS = 60000;
@@ -245,6 +246,7 @@ export class MemTracker {
                     continue;
                 }
                 try {
+                    if (jumpsIntoHead(address)) throw new Error("a jump lands inside the bytes replaceFast writes");
                     const original = Interceptor.replaceFast(address, cm[hook]);
                     ownCode(original);
                     setReal(idx, original, 0);

@@ -205,7 +205,7 @@ export class ProbeSet {
             notes.push(`${fresh.length - take.length} more matching functions not armed (max_sites ${max})`);
         }
         if (this.aggs !== null && this.aggs.listened.has(probe.plan.id)) {
-            notes.push("aggregated through listeners (C callbacks): a function's first instructions leave no room for replaceFast's jump");
+            notes.push("aggregated through listeners (C callbacks): replaceFast's jump cannot go over a function's first instructions (no room, or code jumps into them)");
         }
         if (probe.replaced > 0) {
             notes.push(`no listener at ${probe.replaced} of ${probe.sites.size} site(s): replaceFast entry stubs`);
