@@ -9,6 +9,8 @@ import { AggPlan, CapRef, FastFns, Plan, ProbePlan } from "../protocol.js";
 import { AggSink, JsAgg } from "./aggjs.js";
 import { Symbolizer } from "../core/symbols.js";
 import { post } from "../core/util.js";
+import { mayOverlap } from "../core/resolver.js";
+import { jumpsIntoHead } from "../core/prologue.js";
 import { ownCode, ownModule } from "../core/leave.js";
 import * as hooks from "../core/hooks.js";
 import { TOOL_C, armToolThreads, toolSymbols } from "../core/toolthread.js";
@@ -73,8 +75,8 @@ export class Aggregator implements AggSink {
     private finalSent = false;
     /** Probes whose replacement could not be installed at some site: listeners there. */
     readonly listened = new Set<number>();
-    /** Points hooked by more than one probe: never replaced (replaceFast excludes attach). */
-    private readonly shared: Set<string>;
+    /** Probes whose functions another probe may hook too: never replaced (replaceFast excludes attach). */
+    private readonly shared: Set<number>;
 
     constructor(
         plan: Plan,
@@ -124,12 +126,7 @@ export class Aggregator implements AggSink {
         for (const t of this.order) this.tableIndex.add(8 * t.plan.id).writePointer(t.mem);
         this.compact = new NativeFunction(this.cm.agg_compact, "int", ["pointer", "pointer"]);
         this.now = new NativeFunction(this.cm.agg_now, "uint64", []);
-        const seen = new Map<string, number>();
-        for (const p of plan.probes) {
-            const k = JSON.stringify(p.point);
-            seen.set(k, (seen.get(k) ?? 0) + 1);
-        }
-        this.shared = new Set([...seen].filter(([, n]) => n > 1).map(([k]) => k));
+        this.shared = new Set(plan.probes.filter((p) => plan.probes.some((q) => q !== p && mayOverlap(p.point, q.point))).map((p) => p.id));
     }
 
     private allocTable(a: AggPlan): Table {
@@ -170,18 +167,20 @@ export class Aggregator implements AggSink {
         const f = this.fns[String(plan.id)];
         if (f === undefined) throw new Error("no generated code for this probe");
         const orig = this.origs.get(plan.id);
-        if (!this.noReplace && f.replace !== null && orig !== undefined && site === 0 && plan.emit === false && !this.shared.has(JSON.stringify(plan.point))) {
+        if (!this.noReplace && f.replace !== null && orig !== undefined && site === 0 && plan.emit === false && !this.shared.has(plan.id)) {
             // replaceFast writes the trampoline before the change is
             // committed (at the end of this JS turn), so calls never see a
             // null original.
             try {
+                if (jumpsIntoHead(address)) throw new Error("a jump lands inside the bytes replaceFast writes");
                 const trampoline = Interceptor.replaceFast(address, this.cm[f.replace]);
                 orig.writePointer(trampoline);
                 ownCode(trampoline);
                 return [revertOnDetach(address)];
             } catch {
                 // No room for replaceFast's jump (read, lseek, getpid: short
-                // or rip-relative prologues): the same C through listeners.
+                // or rip-relative prologues), or code jumps into the bytes it
+                // writes (core/prologue.ts): the same C through listeners.
                 this.listened.add(plan.id);
             }
         }

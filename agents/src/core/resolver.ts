@@ -7,12 +7,19 @@
 // deduplicated by address. `exclude` removes matches. A symbol pattern in
 // C++ syntax (`ns::Widget::twice*`) matches demangled names (core/demangle.ts),
 // with or without their parameter list.
+//
+// An exact symbol with no module (`malloc`, `*!malloc`) is the definition
+// the dynamic linker binds the program's calls to: the first module in link
+// map order that exports it (Module.findGlobalExportByName), so an allocator
+// that interposes libc's (jemalloc, the program's own) is the one found. A
+// plain module name may be a symlink to a loaded module (core/modalias.ts).
 
 import { closest, didYouMean, functionNames } from "./suggest.js";
 import { cxxPattern, demangle, withoutParams } from "./demangle.js";
 import { Point } from "../protocol.js";
 import { globMatch, isGlob } from "./util.js";
 import { mappingOf } from "./maps.js";
+import { aliasNote, aliasable, isAliasOf } from "./modalias.js";
 
 export interface Site {
     address: NativePointer;
@@ -27,14 +34,14 @@ export interface LeftOut {
 }
 
 export type Resolution =
-    | { kind: "sites"; sites: Site[]; leftOut?: LeftOut[] }
+    | { kind: "sites"; sites: Site[]; leftOut?: LeftOut[]; notes?: string[] }
     | { kind: "pending"; reason: string }
     | { kind: "failed"; reason: string };
 
 type FunctionPoint = Extract<Point, { kind: "function" }>;
 
 function moduleMatches(glob: string | null, m: Module): boolean {
-    return glob === null || globMatch(glob, m.name) || (glob.includes("/") && globMatch(glob, m.path));
+    return glob === null || globMatch(glob, m.name) || (glob.includes("/") && globMatch(glob, m.path)) || isAliasOf(glob, m);
 }
 
 /** `symbol` matches `glob` as it is, or demangled when the glob is C++ (`ns::f*`). */
@@ -45,9 +52,17 @@ function symbolMatches(glob: string, symbol: string): boolean {
     return d !== null && (globMatch(glob, d) || globMatch(glob, withoutParams(d)));
 }
 
+/** Does an exclude's module glob name module `name`, by its name or a symlink's? */
+function excludeModule(glob: string, name: string): boolean {
+    if (globMatch(glob, name)) return true;
+    if (!aliasable(glob)) return false;
+    const m = Process.findModuleByName(name);
+    return m !== null && isAliasOf(glob, m);
+}
+
 function excluded(point: FunctionPoint, module: string, symbol: string): boolean {
     for (const e of point.exclude) {
-        if (e.module !== null && !globMatch(e.module, module)) continue;
+        if (e.module !== null && !excludeModule(e.module, module)) continue;
         if (symbolMatches(e.symbol, symbol)) return true;
     }
     return false;
@@ -120,6 +135,22 @@ function leftOutReason(leftOut: LeftOut[]): string {
     return leftOutByWhy(leftOut).map(([why, names]) => `${names.join(", ")} cannot be hooked: ${why}`).join("; ");
 }
 
+/**
+ * Where Gum writes a hook on `address`: past the direct jumps a function may
+ * start with (jemalloc's `operator new[]` is `jmp operator new`), as Gum does.
+ * jemalloc's `operator delete` and `delete[]` both jump to its PLT entry for
+ * free, and Gum hooks that entry: the second one failed as "already replaced".
+ */
+export function hookTarget(address: NativePointer): NativePointer {
+    let a = address;
+    for (let hop = 0; hop < 4; hop++) {
+        const next = jumpTarget(a);
+        if (next === null) break;
+        a = next;
+    }
+    return a;
+}
+
 function jumpTarget(a: NativePointer): NativePointer | null {
     try {
         let insn = Instruction.parse(a);
@@ -158,11 +189,13 @@ function exactIn(m: Module, symbol: string): NativePointer | null {
     }
 }
 
-function globIn(point: FunctionPoint, modules: Module[], onlyModule: boolean): Site[] {
+function globIn(point: FunctionPoint, modules: Module[], onlyModule: boolean, aliased: boolean): Site[] {
     const sites: Site[] = [];
     const names = new Set(modules.map((m) => m.name));
-    // Exports, through one resolver query.
-    const modGlob = onlyModule ? modules[0].path : point.module === null ? "*" : resolverGlob(point.module);
+    // Exports, through one resolver query (by path for one module: a symlink's
+    // name is not the module's).
+    const one = onlyModule || (aliased && modules.length === 1);
+    const modGlob = one ? modules[0].path : point.module === null || aliased ? "*" : resolverGlob(point.module);
     try {
         const r = new ApiResolver("module");
         for (const m of r.enumerateMatches(`exports:${modGlob}!${resolverGlob(point.symbol)}`)) {
@@ -224,6 +257,7 @@ function cxxIn(point: FunctionPoint, modules: Module[]): Site[] {
 function resolveFunction(point: FunctionPoint, only: Module | null): Resolution {
     const modules = (only !== null ? [only] : Process.enumerateModules()).filter((m) => moduleMatches(point.module, m));
     const what = `${point.module ?? "*"}!${point.symbol}`;
+    const notes = point.module === null ? [] : modules.filter((m) => isAliasOf(point.module as string, m)).map((m) => aliasNote(point.module as string, m));
     if (modules.length === 0) {
         if (point.module === null) return { kind: "failed", reason: `no function matches '${what}'` };
         const loaded = Process.enumerateModules().map((m) => m.name);
@@ -245,7 +279,7 @@ function resolveFunction(point: FunctionPoint, only: Module | null): Resolution 
             }
         }
     } else {
-        found = globIn(point, modules, only !== null);
+        found = globIn(point, modules, only !== null, notes.length > 0);
     }
     const seen = new Set<string>();
     const sites: Site[] = [];
@@ -266,10 +300,38 @@ function resolveFunction(point: FunctionPoint, only: Module | null): Resolution 
     if (sites.length === 0) {
         const names = functionNames(modules);
         const hint = didYouMean(closest(point.symbol, names.keys()).map((n) => readable(names.get(n) ?? n)));
-        return { kind: "failed", reason: `no function matches '${what}'${hint}` };
+        // A name for "the one the program calls" that nothing defines: say
+        // where it was looked for.
+        const plain = point.module === null && !isGlob(point.symbol) && !cxxPattern(point.symbol);
+        const where = plain ? ": no loaded module exports it or names it in a symbol table" : "";
+        return { kind: "failed", reason: `no function matches '${what}'${where}${hint}` };
     }
     sites.sort((a, b) => a.address.compare(b.address));
-    return leftOut.length > 0 ? { kind: "sites", sites, leftOut } : { kind: "sites", sites };
+    if (point.module !== null && !isGlob(point.symbol) && !cxxPattern(point.symbol)) notes.push(...interposed(point.symbol, sites, modules));
+    const r: Resolution = { kind: "sites", sites };
+    if (leftOut.length > 0) r.leftOut = leftOut;
+    if (notes.length > 0) r.notes = notes;
+    return r;
+}
+
+/**
+ * Sites named by module (`libc.so*!malloc`) that the program's calls do not
+ * reach because another module's export of the name comes first in link map
+ * order (jemalloc's malloc, the program's own): the note says which is called.
+ */
+function interposed(symbol: string, sites: Site[], modules: Module[]): string[] {
+    const bound = Module.findGlobalExportByName(symbol);
+    if (bound === null) return [];
+    const winner = Process.findModuleByAddress(bound);
+    if (winner === null) return [];
+    const out: string[] = [];
+    for (const s of sites) {
+        if (s.module === null || s.module === winner.name) continue;
+        const m = modules.find((x) => x.name === s.module);
+        if (m === undefined || m.findExportByName(symbol)?.equals(s.address) !== true) continue; // a local function of that name
+        out.push(`calls to ${symbol} bind to ${winner.name}!${symbol}, which comes first in link map order, not to ${s.module}'s: write '${symbol}' for the one the program calls`);
+    }
+    return out;
 }
 
 /** `address` - its module's base, or null when it is in no module. */
@@ -316,19 +378,32 @@ export function resolvePoint(point: Point, only: Module | null = null): Resoluti
         }
         case "offset": {
             const candidates = only !== null ? [only] : Process.enumerateModules();
-            const m = candidates.find((x) => x.name === point.module || globMatch(point.module, x.name));
+            const m = candidates.find((x) => x.name === point.module || globMatch(point.module, x.name) || isAliasOf(point.module, x));
             if (m === undefined) return { kind: "pending", reason: `module '${point.module}' is not loaded` };
             if (point.offset < 0 || point.offset >= m.size) {
                 return { kind: "failed", reason: `offset 0x${point.offset.toString(16)} is outside ${m.name}` };
             }
-            return single(siteAt(m.base.add(point.offset)));
+            const r = single(siteAt(m.base.add(point.offset)));
+            if (r.kind === "sites" && isAliasOf(point.module, m)) r.notes = [aliasNote(point.module, m)];
+            return r;
         }
     }
+}
+
+/**
+ * Whether two points could name one function (so neither can be replaced:
+ * replaceFast excludes other hooks). By symbol alone: `malloc` and
+ * `libjemalloc.so*!malloc` can be one function, as can a module and its symlink.
+ */
+export function mayOverlap(a: Point, b: Point): boolean {
+    if (a.kind !== "function" || b.kind !== "function") return true;
+    if (isGlob(a.symbol) || isGlob(b.symbol)) return true;
+    return a.symbol === b.symbol;
 }
 
 /** Can `point` gain sites when module `m` loads? */
 export function mayMatchModule(point: Point, m: Module): boolean {
     if (point.kind === "function") return point.module !== null && moduleMatches(point.module, m);
-    if (point.kind === "offset") return point.module === m.name || globMatch(point.module, m.name);
+    if (point.kind === "offset") return point.module === m.name || globMatch(point.module, m.name) || isAliasOf(point.module, m);
     return false;
 }

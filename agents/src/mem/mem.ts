@@ -24,6 +24,8 @@ import { loadCModule } from "../core/cmodule.js";
 import { ownCode } from "../core/leave.js";
 import { post, reportError } from "../core/util.js";
 import * as hooks from "../core/hooks.js";
+import { hookTarget } from "../core/resolver.js";
+import { jumpsIntoHead } from "../core/prologue.js";
 
 export const MEM_NCOUNTERS_ALL = MEM_NSCALARS + 2 * MEM_NKINDS + 130;
 const ACK_TIMEOUT_MS = 60000;
@@ -235,11 +237,16 @@ export class MemTracker {
                     missing.push(name);
                     continue;
                 }
-                if (seen.has(address.toString())) {
-                    hooked.push(name); // an alias of one already hooked (aligned_alloc == memalign)
+                // An alias of one already hooked (aligned_alloc == memalign), or
+                // a jump to one (jemalloc's operator new[] is `jmp operator new`:
+                // its calls are counted under the target's kind).
+                const at = hookTarget(address).toString();
+                if (seen.has(at)) {
+                    hooked.push(name);
                     continue;
                 }
                 try {
+                    if (jumpsIntoHead(address)) throw new Error("a jump lands inside the bytes replaceFast writes");
                     const original = Interceptor.replaceFast(address, cm[hook]);
                     ownCode(original);
                     setReal(idx, original, 0);
@@ -257,7 +264,7 @@ export class MemTracker {
                         continue;
                     }
                 }
-                seen.add(address.toString());
+                seen.add(at);
                 this.replaced.push(address);
             }
         });

@@ -6,7 +6,7 @@ import { Flusher } from "../core/buffer.js";
 import { Aggregator } from "../aggregate/agg.js";
 import { JsProbe } from "./jstier.js";
 import { Layout, Tier, chooseTier, layoutOf, validate } from "../core/layout.js";
-import { Site, leftOutByWhy, mayMatchModule, moduleOffset, resolvePoint } from "../core/resolver.js";
+import { Site, leftOutByWhy, mayMatchModule, mayOverlap, moduleOffset, resolvePoint } from "../core/resolver.js";
 import { describe, post, reportError } from "../core/util.js";
 import { LoadGate } from "../core/loadgate.js";
 import { PhaseSlots, SLOT_BACKTRACE, SLOT_INT, SLOT_VAR } from "../core/symbols.js";
@@ -29,6 +29,8 @@ class Probe {
     replaced = 0;
     /** Matching functions left out: instr's hooks call them (core/resolver.ts). */
     readonly leftOut = new Map<string, string>(); // name -> why (core/resolver.ts)
+    /** What resolving said besides the sites: a module named through a symlink, an interposed function. */
+    readonly notes = new Set<string>();
 
     constructor(
         readonly plan: ProbePlan,
@@ -74,14 +76,6 @@ function unchanged(p: Pending): boolean {
  * those hooks fail. Probes there keep listeners.
  */
 const SYSTEM_LIBS = /^(libc\.so|libc\.musl|ld-linux|ld-musl|libdl\.so|libpthread\.so)/;
-
-/** Whether two points could name one function (so one cannot be replaced). */
-function mayOverlap(a: ProbePlan["point"], b: ProbePlan["point"]): boolean {
-    if (a.kind !== "function" || b.kind !== "function") return true;
-    const glob = /[*?[]/;
-    if (glob.test(a.symbol) || glob.test(b.symbol)) return true;
-    return a.symbol === b.symbol;
-}
 
 export class ProbeSet {
     private readonly probes: Probe[] = [];
@@ -182,6 +176,7 @@ export class ProbeSet {
             return null;
         }
         for (const l of r.leftOut ?? []) probe.leftOut.set(l.name, l.why);
+        for (const n of r.notes ?? []) probe.notes.add(n);
         return r.sites;
     }
 
@@ -205,12 +200,12 @@ export class ProbeSet {
             }
         }
         if (armed.length > 0) post("sites", { probe: probe.plan.id, sites: armed });
-        const notes: string[] = [];
+        const notes: string[] = [...probe.notes];
         if (fresh.length > take.length) {
             notes.push(`${fresh.length - take.length} more matching functions not armed (max_sites ${max})`);
         }
         if (this.aggs !== null && this.aggs.listened.has(probe.plan.id)) {
-            notes.push("aggregated through listeners (C callbacks): a function's first instructions leave no room for replaceFast's jump");
+            notes.push("aggregated through listeners (C callbacks): replaceFast's jump cannot go over a function's first instructions (no room, or code jumps into them)");
         }
         if (probe.replaced > 0) {
             notes.push(`no listener at ${probe.replaced} of ${probe.sites.size} site(s): replaceFast entry stubs`);
@@ -370,6 +365,7 @@ export class ProbeSet {
                 const fresh = r.sites.filter((site) => !probe.sites.has(site.address.toString()));
                 const before = fresh.map((site) => ({ address: site.address, before: firstBytes(site.address) }));
                 for (const l of r.leftOut ?? []) probe.leftOut.set(l.name, l.why);
+                for (const n of r.notes ?? []) probe.notes.add(n);
                 this.armSites(probe, r.sites);
                 for (const p of before) {
                     if (probe.sites.has(p.address.toString()) && !hooked.some((h) => h.address.equals(p.address))) hooked.push(p);
