@@ -27,13 +27,13 @@ def render_table(t: AggTable, fmt: A.Str | None = None, factor: int = 1) -> str:
             out.append(_printa_line(fmt, r, t, factor))
             continue
         keys = "".join(
-            _key(_frame(k) if n == "caller" and isinstance(k, str) else k)
+            _key(frame_text(k) if n == "caller" and isinstance(k, str) else k)
             for k, n in zip(r.keys, t.key_names, strict=False)
             if not isinstance(k, tuple)
         )
         for k in r.keys:
             if isinstance(k, tuple):  # a stack: one frame a line, as DTrace
-                out.append("".join(f"{'':14}{_frame(f)}\n" for f in k))
+                out.append("".join(f"{'':14}{frame_text(f)}\n" for f in k))
         if t.func in HISTOGRAMS:
             if keys:
                 out.append(keys + "\n")
@@ -52,7 +52,7 @@ def _key(k: Any) -> str:
     return f"  {k!s:<50}"
 
 
-def _frame(frame: str) -> str:
+def frame_text(frame: str) -> str:
     """instr's ``module!symbol+0x10`` in DTrace's spelling, ``module`symbol+0x10``."""
     return frame.replace("!", "`", 1)
 

@@ -288,7 +288,7 @@ def _host_values(node: A.Stmt | A.Expr, needs: Needs) -> None:
             needs.string(e)
         elif isinstance(e, A.Call) and e.name == "copyin":
             needs.copyin(e)
-        elif isinstance(e, A.Entry | A.Elapsed):
+        elif isinstance(e, A.Entry | A.Elapsed) or (isinstance(e, A.Call) and e.name == "ustack"):
             needs.cap(e)
 
 

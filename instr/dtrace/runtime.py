@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 from instr.aggregate.model import AggRow, AggSnapshot, AggTable
 from instr.dtrace import ast as A
-from instr.dtrace.aggtext import merge, minus, render_table, sorted_rows
+from instr.dtrace.aggtext import frame_text, merge, minus, render_table, sorted_rows
 from instr.dtrace.compiler import DProgram, HostClause
 from instr.dtrace.errors import Loc
 from instr.dtrace.printf import Piece, parse_format, render, tracemem
@@ -170,7 +170,7 @@ class Runtime:
         name = self._caps.get(key)
         if name is None:
             needs = Needs(hc.spec, strsize=self.prog.strsize)
-            if isinstance(e, A.Call):
+            if isinstance(e, A.Call) and e.name != "ustack":
                 name = needs.copyin(e) if e.name == "copyin" else needs.string(e)
             else:
                 name = needs.cap(e)
@@ -200,6 +200,8 @@ class Runtime:
             mem, size = e.args
             assert isinstance(mem, A.Call) and isinstance(size, A.Int)
             self.out.write(tracemem(self.mem(mem, env)[: size.value]))
+        elif e.name == "ustack":
+            self.out.write("\n" + self.ustack(e, env))
         elif e.name == "trace":
             v = self.eval(e.args[0], env)
             self.out.write(f"{v}" if self.prog.quiet else f" {v}")
@@ -217,6 +219,14 @@ class Runtime:
         elif e.name == "trunc":
             n = e.args[1] if len(e.args) > 1 else None
             self.trunc(e.args[0], n.value if isinstance(n, A.Int) else 0)
+
+    def ustack(self, e: A.Call, env: Env) -> str:
+        """``ustack()``'s output: one frame a line (``module`symbol+0x10``, indented
+        as DTrace does), innermost first, and a blank line."""
+        addrs = env.event.args.get(self._cap(env.clause, e)) if env.event is not None else None
+        ctx = self.ctx
+        frames = [ctx.symbolize(a) if ctx is not None else hex(a) for a in addrs or ()]
+        return "".join(f"{'':14}{frame_text(f)}\n" for f in frames) + "\n"
 
     def assign(self, st: A.Assign, env: Env) -> None:
         target = st.target

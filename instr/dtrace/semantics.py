@@ -15,8 +15,7 @@ UNSUPPORTED = {
     "speculate": "speculation is not supported",
     "commit": "speculation is not supported",
     "discard": "speculation is not supported",
-    "stack": "stack() is a kernel stack: instr traces user space (use ustack() as an "
-    "aggregation key)",
+    "stack": "stack() is a kernel stack: instr traces user space (use ustack())",
     "jstack": "jstack() is not supported",
     "copyinto": "copyinto() is not supported",
     "system": "system() is not supported: instr does not run commands",
@@ -107,12 +106,17 @@ def check_clause(clause: A.Clause, spec: ProbeSpec, macros: dict[str, str]) -> N
         if isinstance(st, A.Assign) and isinstance(st.target, A.AggRef)
         for k in st.target.keys
     }
+    keys |= {  # ustack() as an action: the stack printed
+        id(st.expr)
+        for st in clause.body
+        if not isinstance(st, A.Assign) and isinstance(st.expr, A.Call) and st.expr.name == "ustack"
+    }
     _check_bytes(nodes)
     for n in nodes:
         if isinstance(n, A.Call) and n.name == "ustack":
             if id(n) not in keys:
-                raise fail(n.loc, "ustack() is supported as an aggregation key only",
-                           "e.g. @[ustack()] = count()")  # fmt: skip
+                raise fail(n.loc, "ustack() is supported as an action and as an aggregation "
+                           "key only", "e.g. ustack(); or @[ustack()] = count()")  # fmt: skip
             if len(n.args) > 1 or (n.args and not isinstance(n.args[0], A.Int)):
                 raise fail(n.loc, "ustack() takes an optional constant depth",
                            "e.g. ustack(5)")  # fmt: skip
@@ -156,10 +160,9 @@ def _check_action(e: A.Call, spec: ProbeSpec) -> None:
                   "stddev"):  # fmt: skip
         raise fail(e.loc, f"{e.name}() is an aggregating function",
                    f"assign it to an aggregation: @name[keys] = {e.name}(...)")  # fmt: skip
+    if e.name == "ustack":
+        return  # printed from the entry's backtrace capture (checked with the other uses)
     if e.name not in ACTIONS:
-        if e.name == "ustack":
-            raise fail(e.loc, "ustack() as an action is not supported yet",
-                       "use it as an aggregation key: @[ustack()] = count()")  # fmt: skip
         if e.name in FUNCTIONS:
             raise fail(e.loc, f"the value of {e.name}() is not used",
                        "use it in printf(), a predicate or an assignment")  # fmt: skip

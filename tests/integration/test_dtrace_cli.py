@@ -129,6 +129,13 @@ def test_stacks_and_callers_as_keys(targets: Targets, tmp_path: Path) -> None:
     assert callers.split() == ["oneliners`main+OFF", "30"]
 
 
+def test_ustack_as_an_action_prints_each_firings_stack(targets: Targets, tmp_path: Path) -> None:
+    """The same stacks as the key above, one per firing, as DTrace prints them."""
+    stacks = _masked(targets, tmp_path, "pid$target::malloc:entry /arg0 == 64/ { ustack(2); }")
+    one = "\n              oneliners`ol_alloc+OFF\n              oneliners`main+OFF\n\n"
+    assert stacks == one * 7
+
+
 def test_a_tick_prints_fresh_tables(targets: Targets, tmp_path: Path) -> None:
     """A tick's printa() asks the target for its tables first: the last call counted
     before the tick saw it is in them. The tick waits for a global set by the program's

@@ -330,7 +330,7 @@ CORPUS = [
     ),
     (
         "pid$target::malloc:entry { stack(); }",
-        "-n:1:28: error: stack() is a kernel stack: instr traces user space (use ustack() as an aggregation key)",
+        "-n:1:28: error: stack() is a kernel stack: instr traces user space (use ustack())",
         None,
     ),
     (
@@ -366,9 +366,14 @@ CORPUS = [
     ("BEGIN\n{\n  x = 1 +;\n}", "-n:3:10: error: expected an expression, found ';'", None),
     ("BEGIN { x = 08; }", "-n:1:13: error: bad integer constant '08'", None),
     (
-        "pid$target::malloc:entry { ustack(); }",
-        "-n:1:28: error: ustack() as an action is not supported yet",
-        "use it as an aggregation key: @[ustack()] = count()",
+        "pid$target::malloc:return { ustack(); }",
+        "-n:1:29: error: ustack() is supported in pid :entry probes only",
+        "the stack is read at the function's entry",
+    ),
+    (
+        "pid$target::malloc:entry { trace(ustack()); }",
+        "-n:1:34: error: ustack() is supported as an action and as an aggregation key only",
+        "e.g. ustack(); or @[ustack()] = count()",
     ),
     (
         "pid$target::malloc:return { @[ustack()] = count(); }",
