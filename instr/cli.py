@@ -10,6 +10,9 @@ import click
 from instr.cli_process import mem, patch, peek, poke, profile
 from instr.clicore import (
     CONTEXT,
+    all_of,
+    all_options,
+    all_target,
     cc_option,
     debug_option,
     device_of,
@@ -26,9 +29,10 @@ from instr.probes.ir import PlanOptions
 def _execute(table: Any, kw: dict[str, Any], source: str, sets: tuple[str, ...]) -> None:
     from instr.runner import RunConfig, finish, run
 
+    every = all_of(kw)  # --all, --all-matching, --watch (docs/all.md)
     config = RunConfig(
         table=table,
-        target=target_of(kw),
+        target=all_target(kw, every),
         device=device_of(kw),
         outputs=tuple(kw["outputs"]),
         source=source,
@@ -40,6 +44,7 @@ def _execute(table: Any, kw: dict[str, Any], source: str, sets: tuple[str, ...])
         destructive=bool(kw.get("destructive", False)),
         follow=bool(kw.get("follow", False)),
         wall_time=bool(kw.get("wall_time", False)),
+        attach_all=every,
     )
     finish(*run(config))
 
@@ -71,6 +76,7 @@ def main() -> None:
     "-w", "--destructive", is_flag=True, help="Allow the sets' patch actions (change the target)."
 )
 @follow_option
+@all_options
 @target_options
 @wall_time_option
 @debug_option
@@ -126,6 +132,7 @@ def run(probes_file: str, set_names: tuple[str, ...], **kw: Any) -> None:
     "-l", "--list", "list_only", is_flag=True, help="List the functions -i/-x match; arm nothing."
 )
 @follow_option
+@all_options
 @target_options
 @wall_time_option
 @debug_option

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import NoReturn, TextIO
 
+from instr.attach_all import AllSpec, await_first, scan
 from instr.collectors import open_output
 from instr.collectors.base import Collector
 from instr.collectors.console import ConsoleCollector
@@ -40,6 +41,7 @@ class RunConfig:
     destructive: bool = False  # -w: allow the sets' patch actions
     follow: bool = False  # -F: forked and exec'ed children too (docs/follow.md)
     wall_time: bool = False  # --wall-time: the console shows the time of day
+    attach_all: AllSpec | None = None  # --all, --all-matching, --watch (docs/all.md)
 
 
 def exit_status(summary: RunSummary, spawned: bool) -> int:
@@ -79,8 +81,18 @@ def run(config: RunConfig, status: TextIO | None = None) -> tuple[RunSummary, in
         sets=config.sets,
         stream=False,
         follow=config.follow,
+        attach_all=config.attach_all,
     )
+    session.on_note = say
+    duration_s = config.duration_s
     with sigterm_as_interrupt():
+        if config.attach_all is not None and config.attach_all.watch:
+            waited = time.monotonic()
+            if not scan(config.attach_all):  # none yet: --watch waits
+                say(f"waiting for a process {config.attach_all.describe()}")
+            await_first(config.attach_all, duration_s)
+            if duration_s is not None:  # --duration counts from the start
+                duration_s = max(0.001, duration_s - (time.monotonic() - waited))
         try:
             reports = session.start(resume=False)  # cleans up after itself on failure
         except KeyboardInterrupt:
@@ -93,12 +105,15 @@ def run(config: RunConfig, status: TextIO | None = None) -> tuple[RunSummary, in
             sites = sum(r.sites for r in armed)
             pending = sum(r.state == "pending" for r in reports)
             extra = f", {pending} pending" if pending else ""
-            say(
-                f"armed {len(armed)} of {len(reports)} probes ({sites} sites{extra})"
-                f" in pid {session.pid}"
-            )
+            pids = session.pids if config.attach_all is not None else [session.pid]
+            where = f"pid {pids[0]}" if len(pids) == 1 else f"{len(pids)} processes"
+            if len(pids) > 1:
+                where += f" (pids {', '.join(map(str, pids))})"
+            if config.attach_all is not None and config.attach_all.watch:
+                where += f"; watching for more every {config.attach_all.poll_s * 1000:.0f} ms"
+            say(f"armed {len(armed)} of {len(reports)} probes ({sites} sites{extra}) in {where}")
             session.resume()
-            _wait(session, config.duration_s, config.interval_s)
+            _wait(session, duration_s, config.interval_s)
         except KeyboardInterrupt:
             say("stopping")
         with signals_held():  # a second Ctrl-C must not cut the flush short

@@ -21,7 +21,7 @@ import dataclasses
 import queue
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -29,6 +29,7 @@ import frida
 
 from instr import target as tgt
 from instr.aggregate.model import AggSnapshot
+from instr.attach_all import AllSpec, Proc, Watcher, await_first
 from instr.collectors.base import Collector
 from instr.dispatch import Dispatcher
 from instr.errors import AgentError, NothingArmedError, TargetError, UsageError
@@ -73,12 +74,25 @@ class Session:
         kill_on_stop: bool | None = None,
         stream: bool = True,
         follow: bool = False,
+        attach_all: AllSpec | None = None,
     ) -> None:
         if follow:  # forked and exec'ed children too (docs/follow.md)
             if table.patch_probes() or table.syscall_probes():
                 raise UsageError("-F follows function probes only, not patch or syscall probes")
             table.options = dataclasses.replace(table.options, follow=True)
+        if attach_all is not None:  # every matching process (docs/all.md)
+            if table.patch_probes() or table.syscall_probes() or table.profile_probes():
+                raise UsageError("--all takes function probes only, not patch, syscall or profile")
+            if attach_all.watch and follow:
+                raise UsageError(
+                    "--watch and -F both add processes as they appear: give one",
+                    hint="-F arms a child before it runs; --watch finds any new match",
+                )
         self.follow = follow
+        self.attach_all = attach_all
+        self._watcher: Watcher | None = None
+        # --all: what to tell the user as the run attaches (runner sets it)
+        self.on_note: Callable[[str], None] | None = None
         self._children: Children | None = None
         self._root: Image | None = None
         self._left_children: list[Image] = []  # children whose agent stop() made leave
@@ -138,9 +152,13 @@ class Session:
         A spawned target stays suspended until ``resume()`` (called here unless
         ``resume=False``), so probes are armed before ``main`` runs.
         """
+        found: list[Proc] = []
+        if self.attach_all is not None:  # the first match is the root (source 0)
+            found = await_first(self.attach_all, None)
+            self.target = tgt.TargetSpec(pid=found[0].pid)
         self._proc = TargetProcess.open(self.device_spec, self.target)
         self.pid = self._proc.pid
-        if self.follow:
+        if self.follow or self.attach_all is not None:
             self._children = Children(
                 self._proc,
                 self._arm_child,
@@ -148,14 +166,22 @@ class Session:
                 self._child_added,
                 self._children_changed,
                 self._child_error,
+                gate=self.follow,
             )
             self._root = self._children.root(self.pid)
-            self._children.listen()
+            if self.follow:
+                self._children.listen()
         try:
             self._arm()
+            for proc in found[1:]:
+                self._attach_more(proc)
         except BaseException:
             self._abort()
             raise
+        if self.attach_all is not None and self.attach_all.watch:
+            seen = {(p.pid, p.start) for p in found}
+            self._watcher = Watcher(self.attach_all, self._attach_new, seen)
+            self._watcher.start()
         if resume:
             self.resume()
         return self.reports
@@ -175,8 +201,13 @@ class Session:
         )
         for c in self.collectors:
             c.open(self.ctx, info)
-        self._dispatcher.follow = self.follow
-        self._dispatcher.add_source(0, self.pid, None, "root")
+        self._dispatcher.follow = self.follow or self.attach_all is not None
+        if self.attach_all is not None:
+            fields = tgt.proc_stat(self.pid)
+            parent = int(fields[1]) if fields is not None and fields[1].isdigit() else None
+            self._dispatcher.add_source(0, self.pid, parent, "attach")
+        else:
+            self._dispatcher.add_source(0, self.pid, None, "root")
         self._agent = Agent.load(
             self._proc, "instr", on_message=self._on_message, on_detached=self._on_detached
         )
@@ -211,6 +242,25 @@ class Session:
 
     # -- children (-F: instr/follow.py) ------------------------------------------
 
+    def _attach_more(self, proc: Proc) -> bool:
+        """--all: one more matching process, through the one lifecycle."""
+        assert self._children is not None
+        fields = tgt.proc_stat(proc.pid)
+        parent = int(fields[1]) if fields is not None and fields[1].isdigit() else None
+        return self._children.attach(proc.pid, parent)
+
+    def _attach_new(self, proc: Proc) -> None:
+        """--watch: a process that appeared after the start."""
+        if self._attach_more(proc) and self.on_note is not None:
+            self.on_note(f"attached to pid {proc.pid} ({' '.join(proc.argv)[:80]})")
+
+    @property
+    def pids(self) -> list[int]:
+        """The processes this run has attached to or followed, live or not."""
+        if self._children is None:
+            return [self.pid] if self.pid is not None else []
+        return [img.pid for img in list(self._children.images)]
+
     def _arm_child(self, agent: Agent) -> None:
         """A child's agent gets the run's plan (Children._adopt, Frida held it)."""
         try:
@@ -227,6 +277,8 @@ class Session:
             self._dispatcher.error(text)
 
     def _children_changed(self) -> None:
+        if self._watcher is not None:  # --watch: the run goes on until stopped
+            return
         if self._children is not None and self._children.all_done():
             self._ended.set()
 
@@ -375,6 +427,8 @@ class Session:
 
     def _leave(self) -> None:
         """Revert patches, dispose of the agent, detach, wait for it to unload."""
+        if self._watcher is not None:
+            self._watcher.stop()  # an attach under way finishes first
         if self._children is not None:
             self._leave_children()
         agent = self._agent
@@ -415,7 +469,7 @@ class Session:
 
     def _left_alive(self, key: int) -> None:
         """-F: an image instr left running (stop() kills those it started instead)."""
-        if self._dispatcher is not None and self.follow and not self.kill_on_stop:
+        if self._dispatcher is not None and self._children is not None and not self.kill_on_stop:
             self._dispatcher.source_ended(key, Ending("detach"))
 
     def _image_endings(self) -> None:
@@ -448,8 +502,13 @@ class Session:
 
     def _abort(self) -> None:
         """Undo a half-started session: detach, kill what we spawned, close collectors."""
+        if self._watcher is not None:
+            self._watcher.stop()
         if self._children is not None:
             self._children.stop()  # no more adoptions
+            for img in self._children.live():  # --all: those attached before the failure
+                if img.agent is not None:
+                    img.agent.leave()
         if self._proc is not None:
             self._proc.abandon(self._agent)
         if self._dispatcher is not None:

@@ -1,0 +1,186 @@
+"""Attaching to every matching process (``--all -n NAME``, ``--all-matching
+REGEX``, ``--watch``; docs/all.md).
+
+Which processes match is read from this machine's /proc: a process matches
+``-n NAME`` when NAME is its command name (``/proc/PID/comm``, as pgrep
+reads it), its executable's file name, or the file name of its argv[0] (the
+name Frida gives it, which ``-n`` alone compares); it matches ``REGEX`` when
+the regular expression is found in its command line (``/proc/PID/cmdline``,
+arguments joined by spaces). Kernel threads, zombies and instr's own
+processes (this one, its guard, and every other instr) never match.
+
+The run attaches to each through the one lifecycle (``instr.follow.Children``
+loads an ``Agent`` per process, as for a followed child); ``Watcher`` polls
+/proc for new ones under ``--watch``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from instr import target as tgt
+from instr.errors import TargetError, UsageError
+
+POLL_S = 0.2  # --watch: how often /proc is read for new processes
+
+
+@dataclass(frozen=True)
+class AllSpec:
+    """Which processes a run attaches to: every one called ``name``, or whose
+    command line ``matching`` (a regular expression) is found in; ``watch``:
+    also those that appear later."""
+
+    name: str | None = None
+    matching: str | None = None
+    watch: bool = False
+    poll_s: float = POLL_S
+
+    def __post_init__(self) -> None:
+        if (self.name is None) == (self.matching is None):
+            raise UsageError("--all needs -n NAME; --all-matching REGEX takes no -n")
+        if self.matching is not None:
+            try:
+                re.compile(self.matching)
+            except re.error as e:
+                raise UsageError(f"--all-matching {self.matching!r}: {e}") from None
+
+    def describe(self) -> str:
+        if self.name is not None:
+            return f"named {self.name!r}"
+        return f"matching {self.matching!r}"
+
+
+@dataclass(frozen=True)
+class Proc:
+    """What /proc says of one process."""
+
+    pid: int
+    start: int  # its start time (clock ticks after boot): a pid reused is another process
+    comm: str
+    argv: tuple[str, ...]
+    exe: str
+
+
+def read_proc(pid: int) -> Proc | None:
+    """A user-space process that is alive (not a kernel thread, not a
+    zombie); None otherwise, or when it is gone."""
+    fields = tgt.proc_stat(pid)
+    if fields is None or len(fields) < 20:
+        return None
+    state, flags = fields[0], fields[6]
+    if state in ("Z", "X") or (flags.isdigit() and int(flags) & tgt.PF_KTHREAD):
+        return None
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        comm = Path(f"/proc/{pid}/comm").read_text(errors="replace").rstrip("\n")
+    except OSError:
+        return None
+    if not raw:  # a kernel thread (or a process at its very end)
+        return None
+    argv = tuple(a.decode(errors="replace") for a in raw.rstrip(b"\0").split(b"\0"))
+    try:
+        exe = os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        exe = ""
+    start = int(fields[19]) if fields[19].isdigit() else 0
+    return Proc(pid, start, comm, argv, exe)
+
+
+def is_instr(proc: Proc) -> bool:
+    """An instr process (its guard or worker, or a Python running ``-m instr``)."""
+    args = [os.path.basename(a) for a in proc.argv[:3]]
+    if args and args[0] == "instr":
+        return True
+    if args and args[0].startswith("python"):
+        rest = list(proc.argv[1:])
+        if rest[:2] == ["-m", "instr"] or (rest and os.path.basename(rest[0]) == "instr"):
+            return True
+    return False
+
+
+def own_pids() -> set[int]:
+    """This instr's processes: itself and its guard (instr.guard)."""
+    from instr.guard import public_pid
+
+    return {os.getpid(), public_pid()}
+
+
+def matches(spec: AllSpec, proc: Proc) -> bool:
+    if spec.name is not None:
+        first = os.path.basename(proc.argv[0]) if proc.argv else ""  # Frida's name
+        names = {proc.comm, os.path.basename(proc.exe), first}
+        names.discard("")
+        return spec.name in names
+    assert spec.matching is not None
+    return re.search(spec.matching, " ".join(proc.argv)) is not None
+
+
+def scan(spec: AllSpec) -> list[Proc]:
+    """Every process of this machine that matches ``spec``, by pid."""
+    mine = own_pids()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in mine:
+            continue
+        proc = read_proc(int(entry))
+        if proc is not None and not is_instr(proc) and matches(spec, proc):
+            found.append(proc)
+    return sorted(found, key=lambda p: p.pid)
+
+
+def await_first(spec: AllSpec, timeout_s: float | None) -> list[Proc]:
+    """The matching processes now; under ``watch``, waits for the first (up
+    to ``timeout_s``). ``TargetError`` when there is none."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        found = scan(spec)
+        if found:
+            return found
+        if not spec.watch:
+            raise TargetError(
+                f"no process {spec.describe()}",
+                hint="add --watch to wait for one" if spec.name is not None else None,
+            )
+        if deadline is not None and time.monotonic() >= deadline:
+            raise TargetError(f"no process {spec.describe()} appeared in {timeout_s:g} s")
+        time.sleep(spec.poll_s)  # a bounded poll of /proc (docs/all.md)
+
+
+class Watcher:
+    """``--watch``: reads /proc every ``spec.poll_s`` and hands each new
+    matching process to ``attach`` (on this thread, one at a time, so that a
+    stop waits for an attach under way). ``known(pid)`` says the run has it."""
+
+    def __init__(
+        self, spec: AllSpec, attach: Callable[[Proc], None], seen: set[tuple[int, int]]
+    ) -> None:
+        self.spec = spec
+        self._attach = attach
+        self._seen = set(seen)  # (pid, start time) already tried
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="instr-watch", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """No more attaches; returns once an attach under way has finished."""
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.spec.poll_s):
+            for proc in scan(self.spec):
+                if self._stop.is_set():
+                    return
+                if (proc.pid, proc.start) in self._seen:
+                    continue
+                self._seen.add((proc.pid, proc.start))
+                self._attach(proc)

@@ -1,0 +1,143 @@
+"""Attach to every matching process (--all -n NAME, --all-matching REGEX,
+--watch; docs/all.md): one run, one agent per process through the one
+lifecycle, one merged table with exact per-pid counts; every process keeps
+running after the leave."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import run_instr
+from jsonl import read_jsonl
+
+pytestmark = pytest.mark.frida
+
+COUNTS = (100, 200, 300)
+
+
+def _copy(targets: Any, tmp_path: Path) -> tuple[Path, str]:
+    """The attach target under a name of this test's own (no other test's
+    process may match it; a command name is at most 15 characters)."""
+    name = f"all{uuid.uuid4().hex[:8]}"
+    exe = tmp_path / name
+    shutil.copy2(targets.path("attach"), exe)
+    return exe, name
+
+
+def _counts(path: Path, name: str) -> dict[int, int]:
+    rows = {}
+    for line in path.read_text().splitlines():
+        obj = json.loads(line)
+        if obj["type"] == "aggregation" and obj["final"] and obj["name"] == name:
+            rows[obj["keys"]["pid"]] = obj["value"]
+    return rows
+
+
+def _work(procs: list[Any], counts: tuple[int, ...]) -> None:
+    for proc, n in zip(procs, counts, strict=True):
+        proc.send(str(n))
+        assert proc.readline() == f"sum={n * (n + 1) // 2}"
+
+
+@pytest.mark.parametrize("how", ["name", "matching"])
+def test_every_matching_process_gives_its_own_count(
+    targets, launch, instr_bg, tmp_path: Path, how: str
+) -> None:
+    """Three copies of one program: `count() by pid` has one exact row each;
+    instr's own processes (whose command lines hold the regex) are never
+    attached to; all three keep running, and answer right, after Ctrl-C."""
+    exe, name = _copy(targets, tmp_path)
+    procs = [launch(exe) for _ in COUNTS]
+    out = tmp_path / "run.jsonl"
+    who = ("--all", "-n", name) if how == "name" else ("--all-matching", name)
+    tracer = instr_bg("trace", *who, "-i", f"{name}!target_add",
+                      "--agg", "n=count() by pid", "-o", out)  # fmt: skip
+    armed = tracer.wait_armed()
+    pids = sorted(p.pid for p in procs)
+    assert f"in 3 processes (pids {', '.join(map(str, pids))})" in armed, armed
+    _work(procs, COUNTS)
+    tracer.interrupt()
+    done = tracer.finish()
+    assert done.returncode == 0, done.err
+    assert _counts(out, "cli/n") == {p.pid: n for p, n in zip(procs, COUNTS, strict=True)}
+    _events, summary = read_jsonl(out)
+    assert summary["errors"] == []
+    assert sorted((p["pid"], p["origin"], p["ending"]["reason"]) for p in summary["processes"]) == [
+        (pid, "attach", "detach") for pid in pids
+    ]
+    for pid in pids:
+        assert f"pid {pid} (attached): detached; the target keeps running" in done.err
+    _work(procs, (10, 20, 30))  # left in order: still there, still right
+    for proc in procs:
+        assert proc.finish().returncode == 0
+
+
+def test_watch_attaches_to_a_process_started_later(
+    targets, launch, instr_bg, tmp_path: Path
+) -> None:
+    """--watch: a fourth process started after the run armed is attached to
+    (said on stderr) and counted exactly; one that exits meanwhile is
+    reported and the run goes on."""
+    exe, name = _copy(targets, tmp_path)
+    procs = [launch(exe) for _ in COUNTS]
+    out = tmp_path / "run.jsonl"
+    tracer = instr_bg("trace", "--all", "-n", name, "--watch", "-i", f"{name}!target_add",
+                      "--agg", "n=count() by pid", "-o", out)  # fmt: skip
+    armed = tracer.wait_armed()
+    assert "in 3 processes" in armed and "watching for more every 200 ms" in armed, armed
+    fourth = launch(exe)
+    tracer.err.expect(re.compile(rf"attached to pid {fourth.pid} \("))
+    _work([*procs, fourth], (*COUNTS, 400))
+    gone = procs.pop(0)  # exits 0 on EOF while the run goes on
+    assert gone.finish().returncode == 0
+    _work([*procs, fourth], (5, 6, 7))
+    tracer.interrupt()
+    done = tracer.finish()
+    assert done.returncode == 0, done.err
+    want = {gone.pid: 100, procs[0].pid: 205, procs[1].pid: 306, fourth.pid: 407}
+    assert _counts(out, "cli/n") == want
+    _events, summary = read_jsonl(out)
+    assert summary["errors"] == []
+    endings = {p["pid"]: p["ending"] for p in summary["processes"]}
+    assert endings[gone.pid]["reason"] == "exit" and endings[gone.pid]["code"] == 0
+    assert f"pid {gone.pid} (attached): exited with status 0" in done.err
+    for p in [*procs, fourth]:
+        assert endings[p.pid]["reason"] == "detach"
+        assert p.finish().returncode == 0
+
+
+def test_zero_matches_is_an_error_unless_watching(tmp_path: Path) -> None:
+    name = f"none{uuid.uuid4().hex[:8]}"
+    res = run_instr("trace", "--all", "-n", name, "-i", "target_add")
+    assert res.returncode == 1
+    assert f"instr: error: no process named {name!r}" in res.stderr
+    assert "Traceback" not in res.stderr
+    res = run_instr("trace", "--all-matching", name, "-i", "target_add")
+    assert res.returncode == 1 and "no process matching" in res.stderr
+    res = run_instr("trace", "--all", "-n", name, "--watch", "--duration", "0.5", "-i", "x")
+    assert res.returncode == 1
+    assert f"waiting for a process named {name!r}" in res.stderr
+    assert f"no process named {name!r} appeared in 0.5 s" in res.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (("--all", "-i", "f"), "--all needs -n NAME"),
+        (("--watch", "-n", "x", "-i", "f"), "--watch goes with --all"),
+        (("--all", "-n", "x", "--all-matching", "x", "-i", "f"), "not both"),
+        (("--all", "-p", "1", "-i", "f"), "no -p, no program"),
+        (("--all-matching", "(", "-i", "f"), "--all-matching '('"),
+        (("--all", "-n", "x", "--watch", "-F", "-i", "f"), "--watch and -F"),
+    ],
+)
+def test_bad_all_flags_say_why(args: tuple[str, ...], said: str) -> None:
+    res = run_instr("trace", *args)
+    assert res.returncode == 2 or res.returncode == 1, res.stderr
+    assert said in res.stderr and "Traceback" not in res.stderr
