@@ -16,6 +16,7 @@ loads an ``Agent`` per process, as for a followed child); ``Watcher`` polls
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import threading
@@ -26,6 +27,9 @@ from pathlib import Path
 
 from instr import target as tgt
 from instr.errors import TargetError, UsageError
+from instr.events import ProcessEnding
+from instr.follow import Children, Image
+from instr.probes.ir import ProbeTable
 
 POLL_S = 0.2  # --watch: how often /proc is read for new processes
 
@@ -184,3 +188,84 @@ class Watcher:
                     continue
                 self._seen.add((proc.pid, proc.start))
                 self._attach(proc)
+
+
+def parent_of(pid: int) -> int | None:
+    fields = tgt.proc_stat(pid)
+    return int(fields[1]) if fields is not None and fields[1:2] and fields[1].isdigit() else None
+
+
+def check_table(spec: AllSpec, table: ProbeTable, follow: bool) -> None:
+    """What --all cannot take: probes other than functions', and --watch with -F."""
+    if table.patch_probes() or table.syscall_probes() or table.profile_probes():
+        raise UsageError("--all takes function probes only, not patch, syscall or profile")
+    if spec.watch and follow:
+        raise UsageError(
+            "--watch and -F both add processes as they appear: give one",
+            hint="-F arms a child before it runs; --watch finds any new match",
+        )
+
+
+class AllRun:
+    """--all inside a Session: the first match is the session's own target
+    (source 0); each other one is attached through ``Children.attach`` (the
+    one lifecycle, as a followed child), at the start and, under --watch, as
+    the Watcher finds it. ``say`` tells the user (the runner's status lines)."""
+
+    def __init__(self, spec: AllSpec, say: Callable[[str], None]) -> None:
+        self.spec = spec
+        self._say = say
+        self.found: list[Proc] = []
+        self._children: Children | None = None
+        self._process: Callable[[int], ProcessEnding | None] = lambda key: None
+        self._watcher: Watcher | None = None
+
+    def find(self) -> int:
+        """The processes that match now (under --watch, waits for the first);
+        returns the first one's pid."""
+        self.found = await_first(self.spec, None)
+        return self.found[0].pid
+
+    def begin(self, children: Children, process: Callable[[int], ProcessEnding | None]) -> None:
+        """Attach to the other matches (the first is armed by the session)."""
+        self._children = children
+        self._process = process
+        children.on_ended = self._ended
+        for proc in self.found[1:]:
+            self._attach(proc)
+
+    def watch(self) -> None:
+        if self.spec.watch:
+            seen = {(p.pid, p.start) for p in self.found}
+            self._watcher = Watcher(self.spec, self._attach_new, seen)
+            self._watcher.start()
+
+    @property
+    def watching(self) -> bool:
+        """--watch: the run goes on until it is stopped, with or without processes."""
+        return self._watcher is not None
+
+    def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.stop()  # an attach under way finishes first
+
+    def _attach(self, proc: Proc) -> bool:
+        assert self._children is not None
+        return self._children.attach(proc.pid, parent_of(proc.pid))
+
+    def _attach_new(self, proc: Proc) -> None:
+        if self._attach(proc):
+            self._say(f"attached to pid {proc.pid} ({' '.join(proc.argv)[:80]})")
+
+    def _ended(self, img: Image, reason: str) -> None:
+        """A process that ends while the run goes on is said at once (its
+        agent's ending message was handled before Frida's detach)."""
+        proc = self._process(img.key)
+        if reason == "application-requested" or proc is None:  # instr's own leave
+            return
+        ending = proc.ending or (img.agent.ending() if img.agent is not None else None)
+        said = dataclasses.replace(proc, ending=ending).describe()
+        goes_on = self.watching or (
+            self._children is not None and bool(self._children.live(root=True))
+        )
+        self._say(f"{said}; the run goes on" if goes_on else said)

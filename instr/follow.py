@@ -68,6 +68,7 @@ class Children:
         self._execs: Counter[int] = Counter()  # new images Frida announced, by pid
         self._stopped = False
         self._next_key = 0  # the root's is 0
+        self.on_ended: Callable[[Image, str], None] | None = None  # --all: said at once
 
     def root(self, pid: int) -> Image:
         """The root's image (its agent is set once loaded)."""
@@ -102,6 +103,8 @@ class Children:
             img.detach_reason = reason
             if reason == "process-replaced":
                 self._replaced[img.pid] += 1  # its new image comes as a child (exec)
+        if self.on_ended is not None:
+            self.on_ended(img, reason)
         self._changed()
 
     def _adopt(self, child: Any, key: int) -> None:

@@ -29,7 +29,7 @@ import frida
 
 from instr import target as tgt
 from instr.aggregate.model import AggSnapshot
-from instr.attach_all import AllSpec, Proc, Watcher, await_first
+from instr.attach_all import AllRun, AllSpec, check_table, parent_of
 from instr.collectors.base import Collector
 from instr.dispatch import Dispatcher
 from instr.errors import AgentError, NothingArmedError, TargetError, UsageError
@@ -80,18 +80,11 @@ class Session:
             if table.patch_probes() or table.syscall_probes():
                 raise UsageError("-F follows function probes only, not patch or syscall probes")
             table.options = dataclasses.replace(table.options, follow=True)
-        if attach_all is not None:  # every matching process (docs/all.md)
-            if table.patch_probes() or table.syscall_probes() or table.profile_probes():
-                raise UsageError("--all takes function probes only, not patch, syscall or profile")
-            if attach_all.watch and follow:
-                raise UsageError(
-                    "--watch and -F both add processes as they appear: give one",
-                    hint="-F arms a child before it runs; --watch finds any new match",
-                )
+        if attach_all is not None:
+            check_table(attach_all, table, follow)
         self.follow = follow
-        self.attach_all = attach_all
-        self._watcher: Watcher | None = None
-        # --all: what to tell the user as the run attaches (runner sets it)
+        # --all: every matching process (docs/all.md); on_note: what to tell the user
+        self._all = None if attach_all is None else AllRun(attach_all, self._note)
         self.on_note: Callable[[str], None] | None = None
         self._children: Children | None = None
         self._root: Image | None = None
@@ -152,13 +145,11 @@ class Session:
         A spawned target stays suspended until ``resume()`` (called here unless
         ``resume=False``), so probes are armed before ``main`` runs.
         """
-        found: list[Proc] = []
-        if self.attach_all is not None:  # the first match is the root (source 0)
-            found = await_first(self.attach_all, None)
-            self.target = tgt.TargetSpec(pid=found[0].pid)
+        if self._all is not None:  # the first match is this session's target
+            self.target = tgt.TargetSpec(pid=self._all.find())
         self._proc = TargetProcess.open(self.device_spec, self.target)
         self.pid = self._proc.pid
-        if self.follow or self.attach_all is not None:
+        if self.follow or self._all is not None:
             self._children = Children(
                 self._proc,
                 self._arm_child,
@@ -173,15 +164,14 @@ class Session:
                 self._children.listen()
         try:
             self._arm()
-            for proc in found[1:]:
-                self._attach_more(proc)
+            if self._all is not None and self._children is not None:
+                assert self._dispatcher is not None  # _arm made it
+                self._all.begin(self._children, self._dispatcher.sources.process)
         except BaseException:
             self._abort()
             raise
-        if self.attach_all is not None and self.attach_all.watch:
-            seen = {(p.pid, p.start) for p in found}
-            self._watcher = Watcher(self.attach_all, self._attach_new, seen)
-            self._watcher.start()
+        if self._all is not None:
+            self._all.watch()
         if resume:
             self.resume()
         return self.reports
@@ -201,11 +191,9 @@ class Session:
         )
         for c in self.collectors:
             c.open(self.ctx, info)
-        self._dispatcher.follow = self.follow or self.attach_all is not None
-        if self.attach_all is not None:
-            fields = tgt.proc_stat(self.pid)
-            parent = int(fields[1]) if fields is not None and fields[1].isdigit() else None
-            self._dispatcher.add_source(0, self.pid, parent, "attach")
+        self._dispatcher.follow = self.follow or self._all is not None
+        if self._all is not None:
+            self._dispatcher.add_source(0, self.pid, parent_of(self.pid), "attach")
         else:
             self._dispatcher.add_source(0, self.pid, None, "root")
         self._agent = Agent.load(
@@ -242,17 +230,9 @@ class Session:
 
     # -- children (-F: instr/follow.py) ------------------------------------------
 
-    def _attach_more(self, proc: Proc) -> bool:
-        """--all: one more matching process, through the one lifecycle."""
-        assert self._children is not None
-        fields = tgt.proc_stat(proc.pid)
-        parent = int(fields[1]) if fields is not None and fields[1].isdigit() else None
-        return self._children.attach(proc.pid, parent)
-
-    def _attach_new(self, proc: Proc) -> None:
-        """--watch: a process that appeared after the start."""
-        if self._attach_more(proc) and self.on_note is not None:
-            self.on_note(f"attached to pid {proc.pid} ({' '.join(proc.argv)[:80]})")
+    def _note(self, text: str) -> None:
+        if self.on_note is not None:
+            self.on_note(text)
 
     @property
     def pids(self) -> list[int]:
@@ -277,7 +257,7 @@ class Session:
             self._dispatcher.error(text)
 
     def _children_changed(self) -> None:
-        if self._watcher is not None:  # --watch: the run goes on until stopped
+        if self._all is not None and self._all.watching:  # goes on until stopped
             return
         if self._children is not None and self._children.all_done():
             self._ended.set()
@@ -427,8 +407,8 @@ class Session:
 
     def _leave(self) -> None:
         """Revert patches, dispose of the agent, detach, wait for it to unload."""
-        if self._watcher is not None:
-            self._watcher.stop()  # an attach under way finishes first
+        if self._all is not None:
+            self._all.stop()  # no more attaches; one under way finishes first
         if self._children is not None:
             self._leave_children()
         agent = self._agent
@@ -502,8 +482,8 @@ class Session:
 
     def _abort(self) -> None:
         """Undo a half-started session: detach, kill what we spawned, close collectors."""
-        if self._watcher is not None:
-            self._watcher.stop()
+        if self._all is not None:
+            self._all.stop()
         if self._children is not None:
             self._children.stop()  # no more adoptions
             for img in self._children.live():  # --all: those attached before the failure

@@ -106,7 +106,9 @@ def test_watch_attaches_to_a_process_started_later(
     assert summary["errors"] == []
     endings = {p["pid"]: p["ending"] for p in summary["processes"]}
     assert endings[gone.pid]["reason"] == "exit" and endings[gone.pid]["code"] == 0
-    assert f"pid {gone.pid} (attached): exited with status 0" in done.err
+    # said as it happened, and again at the end
+    assert f"pid {gone.pid} (attached): exited with status 0; the run goes on" in done.err
+    assert f"pid {gone.pid} (attached): exited with status 0\n" in done.err
     for p in [*procs, fourth]:
         assert endings[p.pid]["reason"] == "detach"
         assert p.finish().returncode == 0
