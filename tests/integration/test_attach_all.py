@@ -45,19 +45,38 @@ def _work(procs: list[Any], counts: tuple[int, ...]) -> None:
         assert proc.readline() == f"sum={n * (n + 1) // 2}"
 
 
-@pytest.mark.parametrize("how", ["name", "matching"])
+SET = """
+version: 1
+sets:
+  adds:
+    probes:
+      - name: add
+        function: "{name}!target_add"
+        aggregate:
+          n: count() by pid
+"""
+
+
+@pytest.mark.parametrize("how", ["name", "matching", "run"])
 def test_every_matching_process_gives_its_own_count(
-    targets, launch, instr_bg, tmp_path: Path, how: str
+    targets, launch, instr_bg, probe_file, tmp_path: Path, how: str
 ) -> None:
-    """Three copies of one program: `count() by pid` has one exact row each;
-    instr's own processes (whose command lines hold the regex) are never
-    attached to; all three keep running, and answer right, after Ctrl-C."""
+    """Three copies of one program: `count() by pid` has one exact row each
+    (instr trace, and instr run with a probe set); instr's own processes
+    (whose command lines hold the regex) are never attached to; all three
+    keep running, and answer right, after Ctrl-C."""
     exe, name = _copy(targets, tmp_path)
     procs = [launch(exe) for _ in COUNTS]
     out = tmp_path / "run.jsonl"
-    who = ("--all", "-n", name) if how == "name" else ("--all-matching", name)
-    tracer = instr_bg("trace", *who, "-i", f"{name}!target_add",
-                      "--agg", "n=count() by pid", "-o", out)  # fmt: skip
+    if how == "run":
+        probes = probe_file(SET.format(name=name))
+        tracer = instr_bg("run", "-P", probes, "-s", "adds", "--all", "-n", name, "-o", out)
+        agg = "adds/n"
+    else:
+        who = ("--all", "-n", name) if how == "name" else ("--all-matching", name)
+        tracer = instr_bg("trace", *who, "-i", f"{name}!target_add",
+                          "--agg", "n=count() by pid", "-o", out)  # fmt: skip
+        agg = "cli/n"
     armed = tracer.wait_armed()
     pids = sorted(p.pid for p in procs)
     assert f"in 3 processes (pids {', '.join(map(str, pids))})" in armed, armed
@@ -65,7 +84,7 @@ def test_every_matching_process_gives_its_own_count(
     tracer.interrupt()
     done = tracer.finish()
     assert done.returncode == 0, done.err
-    assert _counts(out, "cli/n") == {p.pid: n for p, n in zip(procs, COUNTS, strict=True)}
+    assert _counts(out, agg) == {p.pid: n for p, n in zip(procs, COUNTS, strict=True)}
     _events, summary = read_jsonl(out)
     assert summary["errors"] == []
     assert sorted((p["pid"], p["origin"], p["ending"]["reason"]) for p in summary["processes"]) == [
