@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -202,3 +203,60 @@ def test_follow_a_fresh_nginx_master(nginx_ok: None, tmp_path: Path) -> None:
     finally:
         tracer.kill_all()
         _kill([*workers, master] if master else workers)
+
+
+def test_all_with_follow_sees_the_workers_of_a_reload(nginx_ok: None, tmp_path: Path) -> None:
+    """--all -n nginx -F: a reload's new workers, forked by the traced master,
+    are followed from their start; the old ones' exits are said as they
+    happen, and the run goes on. Both generations' counts sum to the log."""
+    port = _free_port()
+    conf = _conf(tmp_path, port)
+    master = subprocess.Popen(_argv(tmp_path, conf), stdin=subprocess.DEVNULL)
+    old: list[int] = []
+    new: list[int] = []
+    out = tmp_path / "run.jsonl"
+    tracer = None
+    try:
+        _until("nginx's two workers did not start", lambda: len(_children(master.pid)) == 2,
+               tmp_path)  # fmt: skip
+        _until("nginx does not accept", lambda: _accepts(port), tmp_path)
+        old = _children(master.pid)
+        tracer = start_instr("trace", "--all", "-n", "nginx", "-F", "-i", PROBE,
+                             "--agg", "n=count() by pid", "-o", out)  # fmt: skip
+        tracer.wait_armed(60)
+        _requests(port, REQUESTS)
+        _until("nginx did not log every request", lambda: _logged(tmp_path) == REQUESTS, tmp_path)
+        reload = subprocess.run([*_argv(tmp_path, conf), "-s", "reload"], capture_output=True)
+        assert reload.returncode == 0, reload.stderr
+
+        def renewed() -> bool:
+            kids = _children(master.pid)
+            return len(kids) == 2 and not set(kids) & set(old)
+
+        _until("the reload did not replace both workers", renewed, tmp_path)
+        new = _children(master.pid)
+        said = re.compile(r"pid (\d+) \(attached\): exited with status 0; the run goes on")
+        ended = {int(said.search(tracer.err.expect(said))[1]) for _ in old}  # type: ignore[index]
+        assert ended == set(old)
+        _requests(port, REQUESTS)
+        _until("nginx did not log every request", lambda: _logged(tmp_path) == 2 * REQUESTS,
+               tmp_path)  # fmt: skip
+        tracer.interrupt()
+        done = tracer.finish()
+        assert done.returncode == 0, done.err
+        counts = _counts(out)
+        assert sorted(counts) == sorted(old + new), (counts, old, new)
+        assert sum(counts[p] for p in old) == sum(counts[p] for p in new) == REQUESTS
+        assert sum(counts.values()) == _logged(tmp_path)
+        _events, summary = read_jsonl(out)
+        origins = {p["pid"]: (p["origin"], p["parent"]) for p in summary["processes"]}
+        assert all(origins[p] == ("fork", master.pid) for p in new), origins
+        assert all(origins[p] == ("attach", master.pid) for p in old), origins
+        assert summary["errors"] == []
+        master.send_signal(signal.SIGQUIT)
+        assert master.wait(BOUND_S) == 0
+    finally:
+        if tracer is not None:
+            tracer.kill_all()
+        _kill([*old, *new, master.pid])
+        master.wait(BOUND_S)
