@@ -125,12 +125,48 @@ def matches(spec: AllSpec, proc: Proc) -> bool:
     return re.search(spec.matching, " ".join(proc.argv)) is not None
 
 
+def _read(path: str) -> bytes:
+    """A small /proc file, in as few system calls as Python allows (a scan
+    reads one or two per process); b"" when it is gone."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return b""
+    try:
+        return os.read(fd, 1 << 16)
+    except OSError:
+        return b""
+    finally:
+        os.close(fd)
+
+
+def _maybe(spec: AllSpec, pid: str) -> bool:
+    """A cheap first look (its command line, and for a name its command
+    name): only a process that passes is read in full and checked again."""
+    cmdline = _read(f"/proc/{pid}/cmdline")
+    if not cmdline:  # a kernel thread, a zombie, or gone
+        return False
+    if spec.matching is not None:
+        text = cmdline.rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
+        return re.search(spec.matching, text) is not None
+    assert spec.name is not None
+    first = cmdline.split(b"\0", 1)[0].decode(errors="replace")
+    if os.path.basename(first) == spec.name:
+        return True
+    if _read(f"/proc/{pid}/comm").rstrip(b"\n").decode(errors="replace") == spec.name:
+        return True
+    try:
+        return os.path.basename(os.readlink(f"/proc/{pid}/exe")) == spec.name
+    except OSError:
+        return False
+
+
 def scan(spec: AllSpec) -> list[Proc]:
     """Every process of this machine that matches ``spec``, by pid."""
     mine = own_pids()
     found = []
     for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) in mine:
+        if not entry.isdigit() or int(entry) in mine or not _maybe(spec, entry):
             continue
         proc = read_proc(int(entry))
         if proc is not None and not is_instr(proc) and matches(spec, proc):
