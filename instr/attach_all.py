@@ -29,6 +29,7 @@ from instr import target as tgt
 from instr.errors import TargetError, UsageError
 from instr.events import ProcessEnding
 from instr.follow import Children, Image
+from instr.lifecycle import armed_by
 from instr.probes.ir import ProbeTable
 
 POLL_S = 0.2  # --watch: how often /proc is read for new processes
@@ -259,7 +260,17 @@ class AllRun:
     def find(self) -> int:
         """The processes that match now (under --watch, waits for the first);
         returns the first one's pid."""
-        self.found = await_first(self.spec, None)
+        found = await_first(self.spec, None)
+        # one another instr traces is left out here, not refused as the target
+        self.found = [p for p in found if not armed_by(p.pid)]
+        for proc in found:
+            if proc not in self.found:
+                self._say(f"pid {proc.pid} is already traced by another instr: left out")
+        if not self.found:
+            raise TargetError(
+                f"every process {self.spec.describe()} is already traced by another instr",
+                hint="stop the other instr first",
+            )
         return self.found[0].pid
 
     def begin(self, children: Children, process: Callable[[int], ProcessEnding | None]) -> None:

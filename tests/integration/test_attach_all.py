@@ -133,6 +133,32 @@ def test_watch_attaches_to_a_process_started_later(
         assert p.finish().returncode == 0
 
 
+def test_a_process_another_instr_traces_is_left_out(
+    targets, launch, instr_bg, tmp_path: Path
+) -> None:
+    """The lowest pid is already traced by another instr: it is left out (not
+    refused as the run's target), the other two are counted exactly, and the
+    first instr's own count is untouched."""
+    exe, name = _copy(targets, tmp_path)
+    procs = [launch(exe) for _ in COUNTS]
+    first, out = tmp_path / "first.jsonl", tmp_path / "run.jsonl"
+    other = instr_bg("trace", "-p", procs[0].pid, "-i", f"{name}!target_add",
+                     "--agg", "n=count() by pid", "-o", first)  # fmt: skip
+    other.wait_armed()
+    tracer = instr_bg("trace", "--all", "-n", name, "-i", f"{name}!target_add",
+                      "--agg", "n=count() by pid", "-o", out)  # fmt: skip
+    armed = tracer.wait_armed()
+    assert f"pid {procs[0].pid} is already traced by another instr: left out" in tracer.err.seen[0]
+    assert f"in 2 processes (pids {procs[1].pid}, {procs[2].pid})" in armed, armed
+    _work(procs, COUNTS)
+    for instr in (tracer, other):
+        instr.interrupt()
+        done = instr.finish()
+        assert done.returncode == 0, done.err
+    assert _counts(out, "cli/n") == {procs[1].pid: 200, procs[2].pid: 300}
+    assert _counts(first, "cli/n") == {procs[0].pid: 100}
+
+
 def test_zero_matches_is_an_error_unless_watching(tmp_path: Path) -> None:
     name = f"none{uuid.uuid4().hex[:8]}"
     res = run_instr("trace", "--all", "-n", name, "-i", "target_add")
