@@ -55,6 +55,10 @@ class AllSpec:
             except re.error as e:
                 raise UsageError(f"--all-matching {self.matching!r}: {e}") from None
 
+    def target(self) -> tgt.TargetSpec:
+        """The run's target until it starts (its first match then)."""
+        return tgt.TargetSpec(name=self.name or self.matching)
+
     def describe(self) -> str:
         if self.name is not None:
             return f"named {self.name!r}"

@@ -233,11 +233,7 @@ def all_of(kw: dict[str, Any]) -> Any:
 def all_target(kw: dict[str, Any], spec: Any) -> Any:
     """The target of a run: the usual one, or under --all what was asked (the
     processes are found when the run starts)."""
-    from instr.target import TargetSpec
-
-    if spec is None:
-        return target_of(kw)
-    return TargetSpec(name=spec.name or spec.matching)
+    return target_of(kw) if spec is None else spec.target()
 
 
 def where_options(fn: F) -> F:

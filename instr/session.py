@@ -137,6 +137,11 @@ class Session:
             return cls(table, tgt.TargetSpec(pid=pid_or_name), **kw)
         return cls(table, tgt.TargetSpec(name=pid_or_name), **kw)
 
+    @classmethod
+    def every(cls, spec: AllSpec, table: ProbeTable, **kw: Any) -> Session:
+        """Every process ``spec`` matches (``--all``, docs/all.md)."""
+        return cls(table, spec.target(), attach_all=spec, **kw)
+
     # -- lifecycle (instr/lifecycle.py) ---------------------------------------
 
     def start(self, resume: bool = True) -> list[ProbeReport]:

@@ -9,12 +9,15 @@ import json
 import re
 import shutil
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 from helpers import run_instr
 from jsonl import read_jsonl
+
+import instr
 
 pytestmark = pytest.mark.frida
 
@@ -151,12 +154,32 @@ def test_a_process_another_instr_traces_is_left_out(
     assert f"pid {procs[0].pid} is already traced by another instr: left out" in tracer.err.seen[0]
     assert f"in 2 processes (pids {procs[1].pid}, {procs[2].pid})" in armed, armed
     _work(procs, COUNTS)
-    for instr in (tracer, other):
-        instr.interrupt()
-        done = instr.finish()
+    for host in (tracer, other):
+        host.interrupt()
+        done = host.finish()
         assert done.returncode == 0, done.err
     assert _counts(out, "cli/n") == {procs[1].pid: 200, procs[2].pid: 300}
     assert _counts(first, "cli/n") == {procs[0].pid: 100}
+
+
+def test_the_library_streams_each_process_s_events_with_its_pid(
+    targets, launch, tmp_path: Path
+) -> None:
+    """Session.every: one stream of events, each with its process's pid;
+    without --watch the run ends when the last process has ended."""
+    exe, name = _copy(targets, tmp_path)
+    procs = [launch(exe) for _ in range(2)]
+    table = instr.compile_quick([f"{name}!target_add"], [])
+    with instr.Session.every(instr.AllSpec(name=name), table) as run:
+        run.start()
+        _work(procs, (30, 40))
+        for proc in procs:
+            proc.close_stdin()  # each exits 0 on EOF
+        entries = Counter(e.pid for e in run.events() if e.phase == "entry")
+    assert entries == {procs[0].pid: 30, procs[1].pid: 40}
+    assert run.summary is not None and run.summary.errors == []
+    ended = sorted((p.pid, p.origin, p.ending) for p in run.summary.processes)
+    assert ended == [(p.pid, "attach", instr.Ending("exit", code=0)) for p in procs]
 
 
 def test_zero_matches_is_an_error_unless_watching(tmp_path: Path) -> None:
