@@ -236,15 +236,10 @@ def parent_of(pid: int) -> int | None:
     return int(fields[1]) if fields is not None and fields[1:2] and fields[1].isdigit() else None
 
 
-def check_table(spec: AllSpec, table: ProbeTable, follow: bool) -> None:
-    """What --all cannot take: probes other than functions', and --watch with -F."""
+def check_table(table: ProbeTable) -> None:
+    """What --all cannot take: probes other than functions'."""
     if table.patch_probes() or table.syscall_probes() or table.profile_probes():
         raise UsageError("--all takes function probes only, not patch, syscall or profile")
-    if spec.watch and follow:
-        raise UsageError(
-            "--watch and -F both add processes as they appear: give one",
-            hint="-F arms a child before it runs; --watch finds any new match",
-        )
 
 
 class AllRun:
@@ -253,9 +248,10 @@ class AllRun:
     one lifecycle, as a followed child), at the start and, under --watch, as
     the Watcher finds it. ``say`` tells the user (the runner's status lines)."""
 
-    def __init__(self, spec: AllSpec, say: Callable[[str], None]) -> None:
+    def __init__(self, spec: AllSpec, say: Callable[[str], None], follow: bool = False) -> None:
         self.spec = spec
         self._say = say
+        self._follow = follow  # -F: a child of a process the run has is Frida's to hold
         self.found: list[Proc] = []
         self._children: Children | None = None
         self._process: Callable[[int], ProcessEnding | None] = lambda key: None
@@ -305,6 +301,10 @@ class AllRun:
         return self._children.attach(proc.pid, parent_of(proc.pid))
 
     def _attach_new(self, proc: Proc) -> None:
+        if self._follow and self._children is not None:
+            parent = parent_of(proc.pid)  # -F brings it (child-added), armed from its fork
+            if any(img.pid == parent for img in self._children.live(root=True)):
+                return
         if self._attach(proc):
             self._say(f"attached to pid {proc.pid} ({' '.join(proc.argv)[:80]})")
 

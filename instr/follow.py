@@ -91,6 +91,11 @@ class Children:
             if self._stopped:  # the run is leaving: let it go unfollowed
                 self._resume(child.pid)
                 return
+            if child.origin != "exec" and (
+                child.pid in self.pending or any(i.pid == child.pid for i in self.images)
+            ):  # --all --watch attached to it first (its parent had died)
+                self._resume(child.pid)
+                return
             self.pending.add(child.pid)
             if child.origin == "exec":
                 self._execs[child.pid] += 1
@@ -164,8 +169,9 @@ class Children:
                     self._error(note)
             return True
         except Exception as e:
-            verb = "attach to" if origin == "attach" else "follow"
-            self._error(f"cannot {verb} pid {pid} ({origin}): {e}")
+            if origin != "attach" or not _gone(pid):  # --watch: gone first, as processes go
+                verb = "attach to" if origin == "attach" else "follow"
+                self._error(f"cannot {verb} pid {pid} ({origin}): {e}")
             if img.agent is not None:
                 img.agent.leave()  # whatever was armed is reverted (docs/leaving.md)
                 with self._lock:  # not waited for: the run ends without it
@@ -228,3 +234,9 @@ class Children:
                 for i in self.images
                 if (root or i.key != 0) and i.detach_reason is None and i.agent is not None
             ]
+
+
+def _gone(pid: int) -> bool:
+    """Local process ``pid`` has ended (gone, or a zombie)."""
+    fields = tgt.proc_stat(pid)
+    return fields is None or fields[:1] == ["Z"]

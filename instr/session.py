@@ -81,10 +81,10 @@ class Session:
                 raise UsageError("-F follows function probes only, not patch or syscall probes")
             table.options = dataclasses.replace(table.options, follow=True)
         if attach_all is not None:
-            check_table(attach_all, table, follow)
+            check_table(table)
         self.follow = follow
         # --all: every matching process (docs/all.md); on_note: what to tell the user
-        self._all = None if attach_all is None else AllRun(attach_all, self._note)
+        self._all = None if attach_all is None else AllRun(attach_all, self._note, follow)
         self.on_note: Callable[[str], None] | None = None
         self._children: Children | None = None
         self._root: Image | None = None

@@ -204,7 +204,7 @@ def test_zero_matches_is_an_error_unless_watching(tmp_path: Path) -> None:
         (("--all", "-n", "x", "--all-matching", "x", "-i", "f"), "not both"),
         (("--all", "-p", "1", "-i", "f"), "no -p, no program"),
         (("--all-matching", "(", "-i", "f"), "--all-matching '('"),
-        (("--all", "-n", "x", "--watch", "-F", "-i", "f"), "--watch and -F"),
+        (("--all", "-n", "x", "-U", "-i", "f"), "local only"),
     ],
 )
 def test_bad_all_flags_say_why(args: tuple[str, ...], said: str) -> None:

@@ -205,10 +205,15 @@ def test_follow_a_fresh_nginx_master(nginx_ok: None, tmp_path: Path) -> None:
         _kill([*workers, master] if master else workers)
 
 
-def test_all_with_follow_sees_the_workers_of_a_reload(nginx_ok: None, tmp_path: Path) -> None:
+@pytest.mark.parametrize("watch", [False, True], ids=["F", "F-watch"])
+def test_all_with_follow_sees_the_workers_of_a_reload(
+    nginx_ok: None, tmp_path: Path, watch: bool
+) -> None:
     """--all -n nginx -F: a reload's new workers, forked by the traced master,
     are followed from their start; the old ones' exits are said as they
-    happen, and the run goes on. Both generations' counts sum to the log."""
+    happen, and the run goes on. Both generations' counts sum to the log.
+    With --watch too, the watch leaves the new workers to -F (their parent
+    is traced), and does not attach to them a second time."""
     port = _free_port()
     conf = _conf(tmp_path, port)
     master = subprocess.Popen(_argv(tmp_path, conf), stdin=subprocess.DEVNULL)
@@ -221,8 +226,8 @@ def test_all_with_follow_sees_the_workers_of_a_reload(nginx_ok: None, tmp_path: 
                tmp_path)  # fmt: skip
         _until("nginx does not accept", lambda: _accepts(port), tmp_path)
         old = _children(master.pid)
-        tracer = start_instr("trace", "--all", "-n", "nginx", "-F", "-i", PROBE,
-                             "--agg", "n=count() by pid", "-o", out)  # fmt: skip
+        tracer = start_instr("trace", "--all", "-n", "nginx", "-F", *(["--watch"] if watch else []),
+                             "-i", PROBE, "--agg", "n=count() by pid", "-o", out)  # fmt: skip
         tracer.wait_armed(60)
         _requests(port, REQUESTS)
         _until("nginx did not log every request", lambda: _logged(tmp_path) == REQUESTS, tmp_path)
@@ -253,6 +258,7 @@ def test_all_with_follow_sees_the_workers_of_a_reload(nginx_ok: None, tmp_path: 
         assert all(origins[p] == ("fork", master.pid) for p in new), origins
         assert all(origins[p] == ("attach", master.pid) for p in old), origins
         assert summary["errors"] == []
+        assert "attached to pid" not in "\n".join(tracer.err.seen) + done.err
         master.send_signal(signal.SIGQUIT)
         assert master.wait(BOUND_S) == 0
     finally:
