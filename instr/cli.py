@@ -155,6 +155,9 @@ def trace(
     if kw.pop("list_only"):
         from instr.dtrace.listing import list_table
 
+        if all_of(kw) is not None:
+            raise UsageError("-l lists the functions of one process: give -p PID, not --all")
+
         table = compile_quick(list(includes), list(excludes), _options(kw))
         for line in list_table(device_of(kw), target_of(kw), table):
             click.echo(line)

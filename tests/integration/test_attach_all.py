@@ -162,6 +162,33 @@ def test_a_process_another_instr_traces_is_left_out(
     assert _counts(first, "cli/n") == {procs[0].pid: 100}
 
 
+@pytest.mark.parametrize("stop", ["SIGTERM", "duration"])
+def test_sigterm_and_duration_leave_every_process(
+    targets, launch, instr_bg, tmp_path: Path, stop: str
+) -> None:
+    """SIGTERM, and --duration, leave every process in order, as Ctrl-C does:
+    each is said to keep running, and does (its answers right)."""
+    exe, name = _copy(targets, tmp_path)
+    procs = [launch(exe) for _ in range(2)]
+    out = tmp_path / "run.jsonl"
+    extra = ("--duration", "1") if stop == "duration" else ()
+    tracer = instr_bg("trace", "--all", "-n", name, *extra, "-i", f"{name}!target_add",
+                      "--agg", "n=count() by pid", "-o", out)  # fmt: skip
+    tracer.wait_armed()
+    if stop == "SIGTERM":
+        _work(procs, (10, 20))
+        tracer.proc.terminate()
+    done = tracer.finish()
+    assert done.returncode == 0, done.err
+    for proc in procs:
+        assert f"pid {proc.pid} (attached): detached; the target keeps running" in done.err
+    if stop == "SIGTERM":
+        assert _counts(out, "cli/n") == {procs[0].pid: 10, procs[1].pid: 20}
+    _work(procs, (30, 40))
+    for proc in procs:
+        assert proc.finish().returncode == 0
+
+
 def test_the_library_streams_each_process_s_events_with_its_pid(
     targets, launch, tmp_path: Path
 ) -> None:
@@ -205,6 +232,7 @@ def test_zero_matches_is_an_error_unless_watching(tmp_path: Path) -> None:
         (("--all", "-p", "1", "-i", "f"), "no -p, no program"),
         (("--all-matching", "(", "-i", "f"), "--all-matching '('"),
         (("--all", "-n", "x", "-U", "-i", "f"), "local only"),
+        (("--all", "-n", "x", "-l", "-i", "f"), "-l lists the functions of one process"),
     ],
 )
 def test_bad_all_flags_say_why(args: tuple[str, ...], said: str) -> None:
