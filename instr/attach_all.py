@@ -197,6 +197,21 @@ def await_first(spec: AllSpec, timeout_s: float | None) -> list[Proc]:
         time.sleep(spec.poll_s)  # a bounded poll of /proc (docs/all.md)
 
 
+def wait_first(spec: AllSpec, duration_s: float | None, say: Callable[[str], None]) -> float | None:
+    """--watch with no match yet: say so and wait for the first (within
+    ``duration_s``); returns what is left of ``duration_s`` (it counts from
+    the start). Nothing to wait for without --watch."""
+    if not spec.watch:
+        return duration_s
+    waited = time.monotonic()
+    if not scan(spec):
+        say(f"waiting for a process {spec.describe()}")
+    await_first(spec, duration_s)
+    if duration_s is None:
+        return None
+    return max(0.001, duration_s - (time.monotonic() - waited))
+
+
 class Watcher:
     """``--watch``: reads /proc every ``spec.poll_s`` and hands each new
     matching process to ``attach`` (on this thread, one at a time, so that a

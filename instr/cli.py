@@ -22,6 +22,7 @@ from instr.clicore import (
     target_options,
     wall_time_option,
 )
+from instr.cliopts import metrics_option
 from instr.errors import UsageError
 from instr.probes.ir import PlanOptions
 
@@ -44,6 +45,7 @@ def _execute(table: Any, kw: dict[str, Any], source: str, sets: tuple[str, ...])
         destructive=bool(kw.get("destructive", False)),
         follow=bool(kw.get("follow", False)),
         wall_time=bool(kw.get("wall_time", False)),
+        metrics=kw.get("metrics"),
         attach_all=every,
     )
     finish(*run(config))
@@ -79,6 +81,7 @@ def main() -> None:
 @all_options
 @target_options
 @wall_time_option
+@metrics_option
 @debug_option
 @guard
 def run(probes_file: str, set_names: tuple[str, ...], **kw: Any) -> None:
@@ -135,6 +138,7 @@ def run(probes_file: str, set_names: tuple[str, ...], **kw: Any) -> None:
 @all_options
 @target_options
 @wall_time_option
+@metrics_option
 @debug_option
 @guard
 def trace(
@@ -225,6 +229,7 @@ def sets(file: str) -> None:
     "-x", "xopts", multiple=True, metavar="OPT[=VAL]", help="quiet, strsize=N, bufsize=N[k|m]."
 )
 @click.argument("args", nargs=-1)
+@metrics_option
 @debug_option
 @guard
 def dtrace(programs: tuple[str, ...], script: str | None, args: tuple[str, ...], **kw: Any) -> None:
@@ -244,6 +249,7 @@ def dtrace(programs: tuple[str, ...], script: str | None, args: tuple[str, ...],
         list_only=kw["list_only"],
         xopts=kw["xopts"],
         destructive=kw["destructive"],
+        metrics=kw["metrics"],
     )
     sys.exit(run_dtrace(config))
 

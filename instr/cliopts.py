@@ -68,6 +68,29 @@ buffer_size_option = click.option(
     metavar="BYTES",
     help="In-target buffer bytes (128K to 1024M; K, M and G suffixes).",
 )
+
+
+def _metrics_address(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> tuple[str, int] | None:
+    """A click callback: ``HOST:PORT``, ``:PORT`` or ``PORT`` (instr.metrics.parse_address)."""
+    if value is None:
+        return None
+    from instr.metrics import parse_address
+
+    try:
+        return parse_address(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+metrics_option = click.option(
+    "--metrics",
+    callback=_metrics_address,
+    metavar="HOST:PORT",
+    help="Serve the aggregations for Prometheus at http://HOST:PORT/metrics "
+    "(host 127.0.0.1 if left out; port 0: a free one). See docs/metrics.md.",
+)
 PID = click.IntRange(min=1)
 POSITIVE = click.IntRange(min=1)
 COUNT = click.IntRange(min=0)

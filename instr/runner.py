@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import NoReturn, TextIO
 
-from instr.attach_all import AllSpec, await_first, scan
+from instr.attach_all import AllSpec, wait_first
 from instr.collectors import open_output
 from instr.collectors.base import Collector
 from instr.collectors.console import ConsoleCollector
@@ -41,6 +41,7 @@ class RunConfig:
     destructive: bool = False  # -w: allow the sets' patch actions
     follow: bool = False  # -F: forked and exec'ed children too (docs/follow.md)
     wall_time: bool = False  # --wall-time: the console shows the time of day
+    metrics: tuple[str, int] | None = None  # --metrics HOST:PORT (instr.metrics)
     attach_all: AllSpec | None = None  # --all, --all-matching, --watch (docs/all.md)
 
 
@@ -72,11 +73,18 @@ def run(config: RunConfig, status: TextIO | None = None) -> tuple[RunSummary, in
 
     if config.table.patch_probes():
         require_destructive(config.destructive, "this probe set has patch actions; it")
+    collectors = _collectors(config)
+    metrics = None
+    if config.metrics is not None:  # bound before the target is touched
+        from instr.metrics import open_endpoint
+
+        metrics = open_endpoint(config.metrics, fresh=config.interval_s is None, say=say)
+        collectors = metrics.collectors(collectors)
     session = Session(
         config.table,
         config.target,
         device=config.device,
-        collectors=_collectors(config),
+        collectors=collectors,
         source=config.source,
         sets=config.sets,
         stream=False,
@@ -86,13 +94,8 @@ def run(config: RunConfig, status: TextIO | None = None) -> tuple[RunSummary, in
     session.on_note = say
     duration_s = config.duration_s
     with sigterm_as_interrupt():
-        if config.attach_all is not None and config.attach_all.watch:
-            waited = time.monotonic()
-            if not scan(config.attach_all):  # none yet: --watch waits
-                say(f"waiting for a process {config.attach_all.describe()}")
-            await_first(config.attach_all, duration_s)
-            if duration_s is not None:  # --duration counts from the start
-                duration_s = max(0.001, duration_s - (time.monotonic() - waited))
+        if config.attach_all is not None:  # --watch: waits for the first match
+            duration_s = wait_first(config.attach_all, duration_s, say)
         try:
             reports = session.start(resume=False)  # cleans up after itself on failure
         except KeyboardInterrupt:
@@ -105,17 +108,16 @@ def run(config: RunConfig, status: TextIO | None = None) -> tuple[RunSummary, in
             sites = sum(r.sites for r in armed)
             pending = sum(r.state == "pending" for r in reports)
             extra = f", {pending} pending" if pending else ""
-            pids = session.pids if config.attach_all is not None else [session.pid]
-            where = f"pid {pids[0]}" if len(pids) == 1 else f"{len(pids)} processes"
-            if len(pids) > 1:
-                where += f" (pids {', '.join(map(str, pids))})"
-            if config.attach_all is not None and config.attach_all.watch:
-                where += f"; watching for more every {config.attach_all.poll_s * 1000:.0f} ms"
+            where = f"pid {session.pid}" if config.attach_all is None else session.where()
             say(f"armed {len(armed)} of {len(reports)} probes ({sites} sites{extra}) in {where}")
+            if metrics is not None:
+                metrics.bind(session)
             session.resume()
             _wait(session, duration_s, config.interval_s)
         except KeyboardInterrupt:
             say("stopping")
+        if metrics is not None:
+            metrics.closing()
         with signals_held():  # a second Ctrl-C must not cut the flush short
             summary = session.close()
     for rev in session.patch_reverts:

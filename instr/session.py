@@ -246,6 +246,17 @@ class Session:
             return [self.pid] if self.pid is not None else []
         return [img.pid for img in list(self._children.images)]
 
+    def where(self) -> str:
+        """Where the probes are armed, for the status line: ``pid N``, or
+        ``3 processes (pids ...)`` (--all), and how often --watch looks."""
+        pids = self.pids
+        said = f"pid {pids[0]}" if len(pids) == 1 else f"{len(pids)} processes"
+        if len(pids) > 1:
+            said += f" (pids {', '.join(map(str, pids))})"
+        if self._all is not None and self._all.spec.watch:
+            said += f"; watching for more every {self._all.spec.poll_s * 1000:.0f} ms"
+        return said
+
     def _arm_child(self, agent: Agent) -> None:
         """A child's agent gets the run's plan (Children._adopt, Frida held it)."""
         try:
@@ -377,6 +388,12 @@ class Session:
         """The sampler of the table's profile probes (``instr.profile.probes.ProfilePoints``),
         once armed; None without profile probes."""
         return self._profile
+
+    @property
+    def progress(self) -> tuple[int, int]:
+        """Events decoded and records dropped so far (any thread may ask)."""
+        d = self._dispatcher
+        return (d.events, sum(d.drops.copy().values())) if d is not None else (0, 0)
 
     @property
     def aggregations(self) -> AggSnapshot | None:

@@ -15,6 +15,7 @@ from instr.events import OutputFailure
 
 def output_name(collector: object) -> str:
     """The ``-o`` argument a collector writes (its ``path``), or ``console``."""
+    collector = getattr(collector, "wrapped", collector)  # instr.metrics.Gated
     path = getattr(collector, "path", None)
     if path is not None:
         return str(path)

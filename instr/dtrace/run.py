@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from instr.aggregate.model import AggSnapshot
+from instr.aggregate.model import AggSnapshot, AggTable
 from instr.dtrace.compiler import DProgram, compile_program
 from instr.dtrace.errors import DError, Loc, Src
 from instr.dtrace.parser import parse
@@ -51,6 +51,7 @@ class DConfig:
     destructive: bool = False  # -w: raise(), stop(), copyout(), override()... are allowed
     device: DeviceSpec = field(default_factory=DeviceSpec)
     options: PlanOptions = field(default_factory=PlanOptions)
+    metrics: tuple[str, int] | None = None  # --metrics HOST:PORT (instr.metrics)
 
 
 def load_sources(programs: tuple[str, ...], script: str | None) -> tuple[Src, ...]:
@@ -153,8 +154,7 @@ class _DTimeline:
         self.timeline.on_events(events)
 
     def on_aggregations(self, snapshot: AggSnapshot) -> None:
-        tables = [self.rt.tables(name) for name in self.rt.prog.aggs]
-        merged = tuple(t for t in tables if t is not None)
+        merged = tuple(_d_aggs(self.rt))
         self.timeline.on_aggregations(dataclasses.replace(snapshot, tables=merged))
 
     def close(self, summary: RunSummary) -> None:
@@ -216,6 +216,12 @@ def _run(
     collectors: list[Any] = [_DCollector(rt)]  # first: the timeline reads its snapshot
     if config.timeline is not None:
         collectors.append(_DTimeline(config.timeline, rt))
+    metrics = None
+    if config.metrics is not None:  # bound before the target is touched; after _DCollector
+        from instr.metrics import open_endpoint
+
+        metrics = open_endpoint(config.metrics, fresh=True, say=say, view=lambda s: _d_aggs(rt))
+        collectors.append(metrics.sink)
     session = Session(
         prog.table, target, device=config.device, collectors=collectors,
         source="dtrace", stream=False,
@@ -235,6 +241,8 @@ def _run(
         assert session.pid is not None
         rt.pid = session.pid
         rt.execname = _comm(session.pid)
+        if metrics is not None:
+            metrics.bind(session)
         try:
             for r in reports:
                 if r.state != "armed":
@@ -256,6 +264,8 @@ def _run(
             with signals_held():
                 session.close()
             raise
+        if metrics is not None:
+            metrics.closing()
         with signals_held():
             if prof is not None:
                 prof.finish()
@@ -367,6 +377,12 @@ class _Profiling:
     def summary(self) -> str:
         a = self.aggs
         return f"profile: {a.samples} samples at {a.hz} Hz; {a.drops} dropped (ring full)"
+
+
+def _d_aggs(rt: Runtime) -> list[AggTable]:
+    """The D aggregations as printa shows them (``--metrics``, ``--timeline``)."""
+    tables = [rt.tables(name) for name in rt.prog.aggs]
+    return [t for t in tables if t is not None]
 
 
 def _uses_aggs(hc: Any) -> bool:

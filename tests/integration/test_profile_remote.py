@@ -4,7 +4,10 @@ target's memory through the agent, nothing from this machine's files."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,12 @@ from instr.profile.model import parse_folded
 pytestmark = pytest.mark.frida
 
 
+def cpu_seconds(pid: int) -> float:
+    """The CPU time (user + system) process ``pid`` has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def test_profile_on_a_remote_device(
     targets: Targets,
     launch: Any,
@@ -27,18 +36,26 @@ def test_profile_on_a_remote_device(
     tmp_path: Path,
 ) -> None:
     cluster, control = portal
-    rounds = 300  # ~3 s of CPU: instr leaves after 1.5 s, half way through
+    rounds = 300  # ~3 s of CPU: instr leaves after 1.5 s of it, half way through
     target = launch(targets.path("profile_split"), rounds)
     folded = tmp_path / "remote.folded"
     joined = frida.attach(target.pid)
     try:
         joined.join_portal(cluster)
         instr = instr_bg(
-            "profile", "-H", control, "-p", target.pid, "-F", "199", "--duration", "1.5",
-            "-o", folded,
+            "profile", "-H", control, "-p", target.pid, "-F", "199", "-o", folded,
         )  # fmt: skip
         instr.wait_armed(60)
+        start = cpu_seconds(target.pid)
         target.go()
+        # Samples come per second of the program's CPU, not of the clock: stop
+        # after 1.5 s of it, however busy the machine is (a CI run under load
+        # gave the program a sixth of a core, and 1.5 s of wall time too few).
+        deadline = time.monotonic() + 120
+        while cpu_seconds(target.pid) - start < 1.5:
+            assert time.monotonic() < deadline, "the program got no CPU for 120 s"
+            time.sleep(0.01)
+        instr.proc.send_signal(signal.SIGINT)
         done = instr.finish()
     finally:
         joined.detach()
