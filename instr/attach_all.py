@@ -302,6 +302,15 @@ class AllRun:
             self._watcher = Watcher(self.spec, self._attach_new, seen)
             self._watcher.start()
 
+    def where(self, pids: list[int]) -> str:
+        """``pid N``, or ``3 processes (pids ...)``, and how often --watch looks."""
+        said = f"pid {pids[0]}" if len(pids) == 1 else f"{len(pids)} processes"
+        if len(pids) > 1:
+            said += f" (pids {', '.join(map(str, pids))})"
+        if self.spec.watch:
+            said += f"; watching for more every {self.spec.poll_s * 1000:.0f} ms"
+        return said
+
     @property
     def watching(self) -> bool:
         """--watch: the run goes on until it is stopped, with or without processes."""

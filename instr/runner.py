@@ -108,8 +108,10 @@ def run(config: RunConfig, status: TextIO | None = None) -> tuple[RunSummary, in
             sites = sum(r.sites for r in armed)
             pending = sum(r.state == "pending" for r in reports)
             extra = f", {pending} pending" if pending else ""
-            where = f"pid {session.pid}" if config.attach_all is None else session.where()
-            say(f"armed {len(armed)} of {len(reports)} probes ({sites} sites{extra}) in {where}")
+            say(
+                f"armed {len(armed)} of {len(reports)} probes ({sites} sites{extra})"
+                f" in {session.where()}"
+            )
             if metrics is not None:
                 metrics.bind(session)
             session.resume()

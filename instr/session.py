@@ -247,15 +247,8 @@ class Session:
         return [img.pid for img in list(self._children.images)]
 
     def where(self) -> str:
-        """Where the probes are armed, for the status line: ``pid N``, or
-        ``3 processes (pids ...)`` (--all), and how often --watch looks."""
-        pids = self.pids
-        said = f"pid {pids[0]}" if len(pids) == 1 else f"{len(pids)} processes"
-        if len(pids) > 1:
-            said += f" (pids {', '.join(map(str, pids))})"
-        if self._all is not None and self._all.spec.watch:
-            said += f"; watching for more every {self._all.spec.poll_s * 1000:.0f} ms"
-        return said
+        """Where the probes are armed, for the status line."""
+        return f"pid {self.pid}" if self._all is None else self._all.where(self.pids)
 
     def _arm_child(self, agent: Agent) -> None:
         """A child's agent gets the run's plan (Children._adopt, Frida held it)."""
