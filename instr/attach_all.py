@@ -271,6 +271,7 @@ class AllRun:
         self._children: Children | None = None
         self._process: Callable[[int], ProcessEnding | None] = lambda key: None
         self._watcher: Watcher | None = None
+        self._hinted = False  # said once: -F for the children of traced processes
 
     def find(self) -> int:
         """The processes that match now (under --watch, waits for the first);
@@ -325,10 +326,18 @@ class AllRun:
         return self._children.attach(proc.pid, parent_of(proc.pid))
 
     def _attach_new(self, proc: Proc) -> None:
-        if self._follow and self._children is not None:
-            parent = parent_of(proc.pid)  # -F brings it (child-added), armed from its fork
+        if self._children is not None:
+            parent = parent_of(proc.pid)
             if any(img.pid == parent for img in self._children.live(root=True)):
-                return
+                if self._follow:  # -F brings it (child-added), armed from its fork
+                    return
+                if not self._hinted:  # docs/all.md: Frida's attach to it is slow
+                    self._hinted = True
+                    self._say(
+                        f"pid {proc.pid} was forked by pid {parent}, which this run traces:"
+                        " Frida takes seconds to attach to such a child; -F would arm it"
+                        " at its fork"
+                    )
         if self._attach(proc):
             self._say(f"attached to pid {proc.pid} ({' '.join(proc.argv)[:80]})")
 

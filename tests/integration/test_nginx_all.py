@@ -266,3 +266,50 @@ def test_all_with_follow_sees_the_workers_of_a_reload(
             tracer.kill_all()
         _kill([*old, *new, master.pid])
         master.wait(BOUND_S)
+
+
+def test_watch_without_follow_attaches_to_a_reload_s_workers(
+    nginx_ok: None, tmp_path: Path
+) -> None:
+    """--all -n nginx --watch, no -F: a reload's new workers are found by the
+    poll and attached to (Frida takes seconds with a child that inherited its
+    agent: the run says so, and says -F); the requests served once both are
+    attached are counted exactly, in the new workers."""
+    port = _free_port()
+    conf = _conf(tmp_path, port)
+    master = subprocess.Popen(_argv(tmp_path, conf), stdin=subprocess.DEVNULL)
+    old: list[int] = []
+    new: list[int] = []
+    out = tmp_path / "run.jsonl"
+    tracer = None
+    try:
+        _until("nginx's two workers did not start", lambda: len(_children(master.pid)) == 2,
+               tmp_path)  # fmt: skip
+        _until("nginx does not accept", lambda: _accepts(port), tmp_path)
+        old = _children(master.pid)
+        tracer = start_instr("trace", "--all", "-n", "nginx", "--watch", "-i", PROBE,
+                             "--agg", "n=count() by pid", "-o", out)  # fmt: skip
+        tracer.wait_armed(60)
+        reload = subprocess.run([*_argv(tmp_path, conf), "-s", "reload"], capture_output=True)
+        assert reload.returncode == 0, reload.stderr
+        hint = tracer.err.expect("which this run traces", 60)
+        assert "-F would arm it at its fork" in hint, hint
+        attached = re.compile(r"attached to pid (\d+) \(nginx: worker process\)")
+        lines = [tracer.err.expect(attached, 90) for _ in old]  # seconds each (docs/all.md)
+        new = sorted(int(m[1]) for m in map(attached.search, lines) if m is not None)
+        assert new == _children(master.pid) and not set(new) & set(old)
+        _requests(port, REQUESTS)
+        _until("nginx did not log every request", lambda: _logged(tmp_path) == REQUESTS, tmp_path)
+        tracer.interrupt()
+        done = tracer.finish()
+        assert done.returncode == 0, done.err
+        counts = _counts(out)
+        assert sorted(counts) == new, (counts, new)
+        assert sum(counts.values()) == _logged(tmp_path) == REQUESTS
+        master.send_signal(signal.SIGQUIT)
+        assert master.wait(BOUND_S) == 0
+    finally:
+        if tracer is not None:
+            tracer.kill_all()
+        _kill([*old, *new, master.pid])
+        master.wait(BOUND_S)
