@@ -20,6 +20,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from instr.attach_all import AllSpec
     from instr.errors import InstrError, ProbeSetError
     from instr.events import Ending, Event, RunSummary
     from instr.probes import compile_quick, compile_sets, load_file
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from instr.target import DeviceSpec, TargetSpec
 
 _WHERE = {
+    "AllSpec": "instr.attach_all",
     "InstrError": "instr.errors",
     "ProbeSetError": "instr.errors",
     "Ending": "instr.events",
@@ -54,6 +56,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "AllSpec",
     "DeviceSpec",
     "Ending",
     "Event",

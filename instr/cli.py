@@ -10,6 +10,9 @@ import click
 from instr.cli_process import mem, patch, peek, poke, profile
 from instr.clicore import (
     CONTEXT,
+    all_of,
+    all_options,
+    all_target,
     cc_option,
     debug_option,
     device_of,
@@ -27,9 +30,10 @@ from instr.probes.ir import PlanOptions
 def _execute(table: Any, kw: dict[str, Any], source: str, sets: tuple[str, ...]) -> None:
     from instr.runner import RunConfig, finish, run
 
+    every = all_of(kw)  # --all, --all-matching, --watch (docs/all.md)
     config = RunConfig(
         table=table,
-        target=target_of(kw),
+        target=all_target(kw, every),
         device=device_of(kw),
         outputs=tuple(kw["outputs"]),
         source=source,
@@ -42,6 +46,7 @@ def _execute(table: Any, kw: dict[str, Any], source: str, sets: tuple[str, ...])
         follow=bool(kw.get("follow", False)),
         wall_time=bool(kw.get("wall_time", False)),
         metrics=kw.get("metrics"),
+        attach_all=every,
     )
     finish(*run(config))
 
@@ -73,6 +78,7 @@ def main() -> None:
     "-w", "--destructive", is_flag=True, help="Allow the sets' patch actions (change the target)."
 )
 @follow_option
+@all_options
 @target_options
 @wall_time_option
 @metrics_option
@@ -129,6 +135,7 @@ def run(probes_file: str, set_names: tuple[str, ...], **kw: Any) -> None:
     "-l", "--list", "list_only", is_flag=True, help="List the functions -i/-x match; arm nothing."
 )
 @follow_option
+@all_options
 @target_options
 @wall_time_option
 @metrics_option
@@ -151,6 +158,9 @@ def trace(
 
     if kw.pop("list_only"):
         from instr.dtrace.listing import list_table
+
+        if all_of(kw) is not None:
+            raise UsageError("-l lists the functions of one process: give -p PID, not --all")
 
         table = compile_quick(list(includes), list(excludes), _options(kw))
         for line in list_table(device_of(kw), target_of(kw), table):

@@ -184,6 +184,58 @@ follow_option = click.option(
 )
 
 
+def all_options(fn: F) -> F:
+    """--all, --all-matching, --watch: every matching process (docs/all.md)."""
+    for opt in reversed(
+        [
+            click.option(
+                "--all", "attach_all", is_flag=True, help="Attach to every process named -n NAME."
+            ),
+            click.option(
+                "--all-matching",
+                metavar="REGEX",
+                help="Attach to every process whose command line REGEX is found in.",
+            ),
+            click.option(
+                "--watch",
+                is_flag=True,
+                help="With --all or --all-matching: also attach to matching processes that "
+                "start later (a poll of /proc; docs/all.md).",
+            ),
+        ]
+    ):
+        fn = opt(fn)
+    return fn
+
+
+def all_of(kw: dict[str, Any]) -> Any:
+    """The run's AllSpec from --all/--all-matching/--watch, or None."""
+    from instr.attach_all import AllSpec
+
+    every, matching, watch = kw.get("attach_all"), kw.get("all_matching"), kw.get("watch")
+    if not every and matching is None:
+        if watch:
+            raise UsageError("--watch goes with --all -n NAME or --all-matching REGEX")
+        return None
+    if every and matching is not None:
+        raise UsageError("give --all -n NAME or --all-matching REGEX, not both")
+    if kw.get("attach_pid") or kw.get("spawn_file") or kw.get("program"):
+        raise UsageError("--all and --all-matching attach to running processes: no -p, no program")
+    if every and not kw.get("attach_name"):
+        raise UsageError("--all needs -n NAME (or give --all-matching REGEX)")
+    if matching is not None and kw.get("attach_name"):
+        raise UsageError("--all-matching REGEX takes no -n NAME")
+    if device_of(kw).kind != "local":
+        raise UsageError("--all and --all-matching read this machine's /proc: local only")
+    return AllSpec(name=kw.get("attach_name"), matching=matching, watch=bool(watch))
+
+
+def all_target(kw: dict[str, Any], spec: Any) -> Any:
+    """The target of a run: the usual one, or under --all what was asked (the
+    processes are found when the run starts)."""
+    return target_of(kw) if spec is None else spec.target()
+
+
 def where_options(fn: F) -> F:
     """Device and target flags only (frida-tools style), for mem and peek."""
     for opt in reversed(

@@ -261,7 +261,9 @@ class ProcessEnding:
     pid: int
     # the pid that forked or spawned it (an exec's: its own pid); None for the root
     parent: int | None
-    origin: str  # "root" | "fork" | "exec" | "spawn" (posix_spawn: seen first at its exec)
+    # "root" | "fork" | "exec" | "spawn" (posix_spawn: seen first at its exec)
+    # | "attach" (--all: a running process; parent: its parent then)
+    origin: str
     ending: Ending | None  # None: still running when instr left it
 
     def describe(self) -> str:
@@ -270,6 +272,7 @@ class ProcessEnding:
             "fork": f"forked by {self.parent}",
             "exec": "after exec",
             "spawn": f"spawned by {self.parent}",
+            "attach": "attached",  # --all (docs/all.md)
         }
         said = self.ending.describe() if self.ending is not None else "still running"
         if self.ending is not None and self.ending.reason == "exec":

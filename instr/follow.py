@@ -52,8 +52,10 @@ class Children:
         added: Callable[[int, int, int | None, str], None],
         changed: Callable[[], None],
         error: Callable[[str], None],
+        gate: bool = True,
     ) -> None:
         self.proc = proc
+        self._gate = gate  # -F: each image's own children are held (not for --all alone)
         self._arm = arm
         self._on_message = on_message
         self._added = added
@@ -66,6 +68,7 @@ class Children:
         self._execs: Counter[int] = Counter()  # new images Frida announced, by pid
         self._stopped = False
         self._next_key = 0  # the root's is 0
+        self.on_ended: Callable[[Image, str], None] | None = None  # --all: said at once
 
     def root(self, pid: int) -> Image:
         """The root's image (its agent is set once loaded)."""
@@ -88,6 +91,11 @@ class Children:
             if self._stopped:  # the run is leaving: let it go unfollowed
                 self._resume(child.pid)
                 return
+            if child.origin != "exec" and (
+                child.pid in self.pending or any(i.pid == child.pid for i in self.images)
+            ):  # --all --watch attached to it first (its parent had died)
+                self._resume(child.pid)
+                return
             self.pending.add(child.pid)
             if child.origin == "exec":
                 self._execs[child.pid] += 1
@@ -100,6 +108,8 @@ class Children:
             img.detach_reason = reason
             if reason == "process-replaced":
                 self._replaced[img.pid] += 1  # its new image comes as a child (exec)
+        if self.on_ended is not None:
+            self.on_ended(img, reason)
         self._changed()
 
     def _adopt(self, child: Any, key: int) -> None:
@@ -109,33 +119,64 @@ class Children:
             # posix_spawn (system(), popen()): Frida holds the child only at
             # its exec, and names it as its own parent
             origin, parent = "spawn", self._ppid(child.pid)
-        img = Image(key, child.pid)
         try:
-            self._added(key, child.pid, parent, origin)
+            self._load(key, child.pid, parent, origin)
+        finally:  # the child is resumed even when it failed: never leave it held
+            self._resume(child.pid)
+            with self._lock:
+                self.pending.discard(child.pid)
+            self._changed()
+
+    def attach(self, pid: int, parent: int | None) -> bool:
+        """A running process the run attaches to (--all, docs/all.md): the
+        same steps as a child's, on the caller's thread, with nothing to
+        resume. False when it could not be attached (said as an error) or the
+        run is leaving."""
+        with self._lock:
+            if self._stopped or pid in self.pending or any(i.pid == pid for i in self.images):
+                return False
+            self.pending.add(pid)
+            self._next_key += 1
+            key = self._next_key
+        try:
+            return self._load(key, pid, parent, "attach")
+        finally:
+            with self._lock:
+                self.pending.discard(pid)
+            self._changed()
+
+    def _load(self, key: int, pid: int, parent: int | None, origin: str) -> bool:
+        """Attach to image ``pid``, arm it, gate its children (-F)."""
+        img = Image(key, pid)
+        try:
+            if origin != "attach":  # listed before it runs (an attach: once it is reached)
+                self._added(key, pid, parent, origin)
             img.agent = Agent.load(
                 self.proc,
                 "instr",
                 on_message=self._on_message(key),
                 on_detached=lambda reason, crash: self.detached(img, reason),
-                pid=child.pid,
+                pid=pid,
             )
+            if origin == "attach":
+                self._added(key, pid, parent, origin)
             with self._lock:
                 self.images.append(img)
             self._arm(img.agent)
-            note = img.agent.gate_children()  # its own children, before it runs
-            if note is not None:
-                self._error(note)
-        except Exception as e:  # the child is still resumed: never leave it held
-            self._error(f"cannot follow pid {child.pid} ({origin}): {e}")
+            if self._gate:
+                note = img.agent.gate_children()  # its own children, before it runs
+                if note is not None:
+                    self._error(note)
+            return True
+        except Exception as e:
+            if origin != "attach" or not _gone(pid):  # --watch: gone first, as processes go
+                verb = "attach to" if origin == "attach" else "follow"
+                self._error(f"cannot {verb} pid {pid} ({origin}): {e}")
             if img.agent is not None:
                 img.agent.leave()  # whatever was armed is reverted (docs/leaving.md)
                 with self._lock:  # not waited for: the run ends without it
                     img.detach_reason = img.detach_reason or "not followed"
-        finally:
-            self._resume(child.pid)
-            with self._lock:
-                self.pending.discard(child.pid)
-            self._changed()
+            return False
 
     def _known(self, pid: int) -> bool:
         with self._lock:
@@ -193,3 +234,9 @@ class Children:
                 for i in self.images
                 if (root or i.key != 0) and i.detach_reason is None and i.agent is not None
             ]
+
+
+def _gone(pid: int) -> bool:
+    """Local process ``pid`` has ended (gone, or a zombie)."""
+    fields = tgt.proc_stat(pid)
+    return fields is None or fields[:1] == ["Z"]

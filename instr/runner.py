@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import NoReturn, TextIO
 
+from instr.attach_all import AllSpec, wait_first
 from instr.collectors import open_output
 from instr.collectors.base import Collector
 from instr.collectors.console import ConsoleCollector
@@ -41,6 +42,7 @@ class RunConfig:
     follow: bool = False  # -F: forked and exec'ed children too (docs/follow.md)
     wall_time: bool = False  # --wall-time: the console shows the time of day
     metrics: tuple[str, int] | None = None  # --metrics HOST:PORT (instr.metrics)
+    attach_all: AllSpec | None = None  # --all, --all-matching, --watch (docs/all.md)
 
 
 def exit_status(summary: RunSummary, spawned: bool) -> int:
@@ -87,8 +89,13 @@ def run(config: RunConfig, status: TextIO | None = None) -> tuple[RunSummary, in
         sets=config.sets,
         stream=False,
         follow=config.follow,
+        attach_all=config.attach_all,
     )
+    session.on_note = say
+    duration_s = config.duration_s
     with sigterm_as_interrupt():
+        if config.attach_all is not None:  # --watch: waits for the first match
+            duration_s = wait_first(config.attach_all, duration_s, say)
         try:
             reports = session.start(resume=False)  # cleans up after itself on failure
         except KeyboardInterrupt:
@@ -103,12 +110,12 @@ def run(config: RunConfig, status: TextIO | None = None) -> tuple[RunSummary, in
             extra = f", {pending} pending" if pending else ""
             say(
                 f"armed {len(armed)} of {len(reports)} probes ({sites} sites{extra})"
-                f" in pid {session.pid}"
+                f" in {session.where()}"
             )
             if metrics is not None:
                 metrics.bind(session)
             session.resume()
-            _wait(session, config.duration_s, config.interval_s)
+            _wait(session, duration_s, config.interval_s)
         except KeyboardInterrupt:
             say("stopping")
         if metrics is not None:

@@ -21,7 +21,7 @@ import dataclasses
 import queue
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -29,6 +29,7 @@ import frida
 
 from instr import target as tgt
 from instr.aggregate.model import AggSnapshot
+from instr.attach_all import AllRun, AllSpec, check_table, parent_of
 from instr.collectors.base import Collector
 from instr.dispatch import Dispatcher
 from instr.errors import AgentError, NothingArmedError, TargetError, UsageError
@@ -73,12 +74,18 @@ class Session:
         kill_on_stop: bool | None = None,
         stream: bool = True,
         follow: bool = False,
+        attach_all: AllSpec | None = None,
     ) -> None:
         if follow:  # forked and exec'ed children too (docs/follow.md)
             if table.patch_probes() or table.syscall_probes():
                 raise UsageError("-F follows function probes only, not patch or syscall probes")
             table.options = dataclasses.replace(table.options, follow=True)
+        if attach_all is not None:
+            check_table(table)
         self.follow = follow
+        # --all: every matching process (docs/all.md); on_note: what to tell the user
+        self._all = None if attach_all is None else AllRun(attach_all, self._note, follow)
+        self.on_note: Callable[[str], None] | None = None
         self._children: Children | None = None
         self._root: Image | None = None
         self._left_children: list[Image] = []  # children whose agent stop() made leave
@@ -130,6 +137,11 @@ class Session:
             return cls(table, tgt.TargetSpec(pid=pid_or_name), **kw)
         return cls(table, tgt.TargetSpec(name=pid_or_name), **kw)
 
+    @classmethod
+    def every(cls, spec: AllSpec, table: ProbeTable, **kw: Any) -> Session:
+        """Every process ``spec`` matches (``--all``, docs/all.md)."""
+        return cls(table, spec.target(), attach_all=spec, **kw)
+
     # -- lifecycle (instr/lifecycle.py) ---------------------------------------
 
     def start(self, resume: bool = True) -> list[ProbeReport]:
@@ -138,9 +150,11 @@ class Session:
         A spawned target stays suspended until ``resume()`` (called here unless
         ``resume=False``), so probes are armed before ``main`` runs.
         """
+        if self._all is not None:  # the first match is this session's target
+            self.target = tgt.TargetSpec(pid=self._all.find())
         self._proc = TargetProcess.open(self.device_spec, self.target)
         self.pid = self._proc.pid
-        if self.follow:
+        if self.follow or self._all is not None:
             self._children = Children(
                 self._proc,
                 self._arm_child,
@@ -148,14 +162,21 @@ class Session:
                 self._child_added,
                 self._children_changed,
                 self._child_error,
+                gate=self.follow,
             )
             self._root = self._children.root(self.pid)
-            self._children.listen()
+            if self.follow:
+                self._children.listen()
         try:
             self._arm()
+            if self._all is not None and self._children is not None:
+                assert self._dispatcher is not None  # _arm made it
+                self._all.begin(self._children, self._dispatcher.sources.process)
         except BaseException:
             self._abort()
             raise
+        if self._all is not None:
+            self._all.watch()
         if resume:
             self.resume()
         return self.reports
@@ -175,8 +196,11 @@ class Session:
         )
         for c in self.collectors:
             c.open(self.ctx, info)
-        self._dispatcher.follow = self.follow
-        self._dispatcher.add_source(0, self.pid, None, "root")
+        self._dispatcher.follow = self.follow or self._all is not None
+        if self._all is not None:
+            self._dispatcher.add_source(0, self.pid, parent_of(self.pid), "attach")
+        else:
+            self._dispatcher.add_source(0, self.pid, None, "root")
         self._agent = Agent.load(
             self._proc, "instr", on_message=self._on_message, on_detached=self._on_detached
         )
@@ -211,6 +235,21 @@ class Session:
 
     # -- children (-F: instr/follow.py) ------------------------------------------
 
+    def _note(self, text: str) -> None:
+        if self.on_note is not None:
+            self.on_note(text)
+
+    @property
+    def pids(self) -> list[int]:
+        """The processes this run has attached to or followed, live or not."""
+        if self._children is None:
+            return [self.pid] if self.pid is not None else []
+        return [img.pid for img in list(self._children.images)]
+
+    def where(self) -> str:
+        """Where the probes are armed, for the status line."""
+        return f"pid {self.pid}" if self._all is None else self._all.where(self.pids)
+
     def _arm_child(self, agent: Agent) -> None:
         """A child's agent gets the run's plan (Children._adopt, Frida held it)."""
         try:
@@ -227,6 +266,8 @@ class Session:
             self._dispatcher.error(text)
 
     def _children_changed(self) -> None:
+        if self._all is not None and self._all.watching:  # goes on until stopped
+            return
         if self._children is not None and self._children.all_done():
             self._ended.set()
 
@@ -381,6 +422,8 @@ class Session:
 
     def _leave(self) -> None:
         """Revert patches, dispose of the agent, detach, wait for it to unload."""
+        if self._all is not None:
+            self._all.stop()  # no more attaches; one under way finishes first
         if self._children is not None:
             self._leave_children()
         agent = self._agent
@@ -421,7 +464,7 @@ class Session:
 
     def _left_alive(self, key: int) -> None:
         """-F: an image instr left running (stop() kills those it started instead)."""
-        if self._dispatcher is not None and self.follow and not self.kill_on_stop:
+        if self._dispatcher is not None and self._children is not None and not self.kill_on_stop:
             self._dispatcher.source_ended(key, Ending("detach"))
 
     def _image_endings(self) -> None:
@@ -454,8 +497,13 @@ class Session:
 
     def _abort(self) -> None:
         """Undo a half-started session: detach, kill what we spawned, close collectors."""
+        if self._all is not None:
+            self._all.stop()
         if self._children is not None:
             self._children.stop()  # no more adoptions
+            for img in self._children.live():  # --all: those attached before the failure
+                if img.agent is not None:
+                    img.agent.leave()
         if self._proc is not None:
             self._proc.abandon(self._agent)
         if self._dispatcher is not None:

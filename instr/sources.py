@@ -75,6 +75,10 @@ class Sources:
             return None
         return merge_snapshots(self._latest.values(), seq, final)
 
+    def process(self, source: int) -> ProcessEnding | None:
+        with self._lock:
+            return self._processes.get(source)
+
     def processes(self) -> list[ProcessEnding]:
         with self._lock:
             return list(self._processes.values())
