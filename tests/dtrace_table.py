@@ -55,6 +55,27 @@ TABLE: list[tuple[str, str, str, str | None, dict[str, dict[str, int]]]] = [
         {"@": {"": N}},
     ),
     (
+        "sum-expression",  # computed on the host (instr/aggregate/host.py)
+        "pid$target::ol_add:entry { @ = sum(arg0 * 2 + arg1); }",
+        rows((None, 2 * ADD_ARG0 + ADD_ARG1)),
+        "uprobe:PROG:ol_add { @ = sum(arg0 * 2 + arg1); }",
+        {"@": {"": 2 * ADD_ARG0 + ADD_ARG1}},
+    ),
+    (
+        "key-expression",  # computed on the host
+        "pid$target::ol_add:entry { @[arg0 % 3] = count(); }",
+        rows((0, N // 3), (1, N // 3), (2, N // 3)),
+        "uprobe:PROG:ol_add { @[arg0 % 3] = count(); }",
+        {"@": {"0": N // 3, "1": N // 3, "2": N // 3}},
+    ),
+    (
+        "host-predicate-aggregation",  # a global in the predicate: updated on the host
+        "BEGIN { lim = 10; } pid$target::ol_add:entry /arg0 < lim/ { @ = sum(arg0); }",
+        rows((None, sum(range(10)))),
+        None,
+        {},
+    ),
+    (
         "sum-arg0",
         "pid$target::ol_add:entry { @ = sum(arg0); }",
         rows((None, ADD_ARG0)),

@@ -151,24 +151,25 @@ def compile_program(
         else:
             probe["syscall"] = _syscalls(spec)
         host_pred: A.Expr | None = None
-        host_why = HostOnly(clause.loc, "")
         if clause.predicate is not None:
             try:
                 probe["where"] = needs.predicate(clause.predicate, _consts(spec, macros))
-            except HostOnly as why:
-                host_pred, host_why = clause.predicate, why
+            except HostOnly:
+                host_pred = clause.predicate
                 _host_values(clause.predicate, needs)
         agg_specs: dict[str, str] = {}
+        on_host: set[int] = set()  # aggregations the host updates from the events
         for st in clause.body:
             if isinstance(st, A.Assign) and isinstance(st.target, A.AggRef):
-                if host_pred is not None:
-                    raise fail(host_why.loc, f"this predicate runs on the host ({host_why.why}), "
-                               "so it cannot filter an aggregation kept in the target",
-                               "use arguments, retval, tid and constants here")  # fmt: skip
-                agg_seq += 1
-                ir = f"a{agg_seq}"
-                agg_specs[ir] = _agg_spec(st, needs, spec, aggs, f"{SET}/{ir}")
-        body = _host_body(clause)
+                ir = f"a{agg_seq + 1}"
+                try:
+                    agg_specs[ir] = _agg_spec(
+                        st, needs, spec, aggs, f"{SET}/{ir}", on_host=host_pred is not None
+                    )
+                    agg_seq += 1
+                except HostOnly:
+                    on_host.add(id(st))
+        body = _host_body(clause, on_host)
         for st in body:
             _host_values(st, needs)
         emit = bool(body) or host_pred is not None or not clause.body
@@ -265,13 +266,15 @@ def _syscalls(spec: ProbeSpec) -> list[str] | str:
     return names
 
 
-def _host_body(clause: A.Clause) -> tuple[A.Stmt, ...]:
-    """What the host runs: neither aggregation updates nor destructive actions (the
-    target does those)."""
+def _host_body(clause: A.Clause, on_host: set[int] = frozenset()) -> tuple[A.Stmt, ...]:  # type: ignore[assignment]
+    """What the host runs: neither the aggregation updates the target does (all but
+    ``on_host``'s) nor destructive actions."""
     return tuple(
         st
         for st in clause.body
-        if not (isinstance(st, A.Assign) and isinstance(st.target, A.AggRef))
+        if not (
+            isinstance(st, A.Assign) and isinstance(st.target, A.AggRef) and id(st) not in on_host
+        )
         and not is_destructive(st)
     )
 
@@ -324,8 +327,17 @@ def walk(node: A.Stmt | A.Expr) -> list[A.Expr]:
 
 
 def _agg_spec(
-    st: A.Assign, needs: Needs, spec: ProbeSpec, aggs: dict[str, AggInfo], ir_name: str
+    st: A.Assign,
+    needs: Needs,
+    spec: ProbeSpec,
+    aggs: dict[str, AggInfo],
+    ir_name: str,
+    on_host: bool = False,
 ) -> str:
+    """The aggregation's IR text (``sum(a0) by execname``), its table named
+    ``ir_name``; ``HostOnly`` when the target cannot compute its value, a key, or
+    (``on_host``) the clause's predicate: the host then updates it from the events
+    (``instr.aggregate.host``), as DTrace would, only slower."""
     ref = st.target
     assert isinstance(ref, A.AggRef)
     call = st.value
@@ -347,20 +359,22 @@ def _agg_spec(
         n = f"{want[0]}" if want[0] == want[1] else f"{want[0]} or {want[1]}"
         raise fail(call.loc, f"{func}() takes {n} argument{'s' if want[1] != 1 else ''}, "
                    f"not {len(call.args)}")  # fmt: skip
-    _agg_info(ref, func, aggs, call.loc).ir_names.append(ir_name)
-    args = []
-    if call.args:
-        args.append(_value(call.args[0], needs))
-        for extra in call.args[1:]:
-            if not isinstance(extra, A.Int):
-                raise fail(extra.loc, f"{func}()'s bounds must be integer constants")
-            args.append(str(extra.value))
-        if func == "llquantize":
-            ps = [int(a) for a in args[1:]]
-            bad = llq.check((ps[0], ps[1], ps[2], ps[3]))
-            if bad is not None:
-                raise fail(call.args[bad[0]].loc, bad[1], bad[2] or None)
+    info = _agg_info(ref, func, aggs, call.loc)
+    bounds = []
+    for extra in call.args[1:]:
+        if not isinstance(extra, A.Int):
+            raise fail(extra.loc, f"{func}()'s bounds must be integer constants")
+        bounds.append(str(extra.value))
+    if func == "llquantize":
+        ps = [int(a) for a in bounds]
+        bad = llq.check((ps[0], ps[1], ps[2], ps[3]))
+        if bad is not None:
+            raise fail(call.args[bad[0]].loc, bad[1], bad[2] or None)
+    if on_host:
+        raise HostOnly(st.loc, "the predicate runs on the host")
+    args = [_value(call.args[0], needs), *bounds] if call.args else []
     keys = [_key(k, needs, spec) for k in ref.keys]
+    info.ir_names.append(ir_name)
     text = f"{func}({', '.join(args)})"
     return f"{text} by {', '.join(keys)}" if keys else text
 
@@ -381,10 +395,9 @@ def _agg_info(ref: A.AggRef, func: str, aggs: dict[str, AggInfo], at: Loc | None
 
 
 def _value(e: A.Expr, needs: Needs) -> str:
-    try:
-        name = needs.cap(e)
-    except HostOnly:
-        name = ""
+    """The capture of an aggregation's value; ``HostOnly`` when it is an
+    expression the target does not compute (the host will)."""
+    name = needs.cap(e)
     if not name or name.startswith(("s", "es", "caller")) or name == "pf":
         raise fail(start(e), "this value cannot be aggregated in the target",
                    "aggregate an argument (arg0..arg9), retval, or timestamp - self->ts "
@@ -399,12 +412,7 @@ def _key(e: A.Expr, needs: Needs, spec: ProbeSpec) -> str:
             return "syscall"
         if name in _KEYS:
             return _KEYS[name]
-    try:
-        return needs.cap(e)
-    except HostOnly:
-        raise fail(start(e), "this key cannot be computed in the target",
-                   "keys are arguments, retval, copyinstr()/str() of an argument, execname, "
-                   "probefunc, probemod, pid or tid") from None  # fmt: skip
+    return needs.cap(e)  # HostOnly: the host computes it
 
 
 def _size(value: str | None, loc: Loc, name: str, low: int, high: int) -> int:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from instr.aggregate.host import HostAgg
 from instr.aggregate.model import AggRow, AggSnapshot, AggTable
 from instr.dtrace import ast as A
 from instr.dtrace.aggtext import frame_text, merge, minus, render_table, sorted_rows
@@ -81,6 +82,8 @@ class Runtime:
         self.snapshot: AggSnapshot | None = None
         # the host's own table of an aggregation (profile clauses: instr.dtrace.profiling)
         self.host_table: Callable[[str], AggTable | None] | None = None
+        # aggregations whose value, keys or predicate only the host computes
+        self.host_aggs: dict[str, HostAgg] = {}
         self.baseline: dict[str, dict[tuple[Any, ...], AggRow]] = {}  # clear(): rows at the time
         self.hidden: dict[str, set[tuple[Any, ...]]] = {}  # trunc(): keys dropped
         self.printed: set[str] = set()  # printa'd in END: not printed again at exit
@@ -144,7 +147,9 @@ class Runtime:
             entry = stack.pop() if stack else None
         env = Env(hc, ev, func, mod, ev.ts_ns, ev.tid, entry=entry)
         prefix = None
-        if not self.prog.quiet or not hc.clause.body:  # no actions: DTrace's default output
+        if (not self.prog.quiet and not _aggregates_only(hc)) or not hc.clause.body:
+            # DTrace's FUNCTION:NAME column (alone: a clause without actions); none for a
+            # clause that only aggregates, whose firings record nothing
             prefix = f"{func}:{hc.spec.name}" + (" " if hc.body else "")
         with self.lock:
             self.fire(hc, env, prefix)
@@ -230,6 +235,9 @@ class Runtime:
 
     def assign(self, st: A.Assign, env: Env) -> None:
         target = st.target
+        if isinstance(target, A.AggRef):  # one the target cannot compute (compiler._agg_spec)
+            self.aggregate(target, st.value, env)
+            return
         value = self.eval(st.value, env)
         if st.op != "=":
             old = self.read(target, env)
@@ -243,6 +251,24 @@ class Runtime:
                 self.tls[(env.tid, target.name)] = value
         elif isinstance(target, A.Ident):
             self.globals[target.name] = value
+
+    def aggregate(self, ref: A.AggRef, call: A.Expr, env: Env) -> None:
+        """Update aggregation ``ref`` on the host (``instr.aggregate.host``)."""
+        assert isinstance(call, A.Call)
+        keys = tuple(_key_value(self.eval(k, env)) for k in ref.keys)
+        value = self.eval(call.args[0], env) if call.args else 0
+        if not isinstance(value, int):
+            raise DRuntimeError(call.loc, f"{call.name}() needs an integer, not a string")
+        h = self.host_aggs.get(ref.name)
+        if h is None:
+            bounds = tuple(a.value for a in call.args[1:] if isinstance(a, A.Int))
+            h = self.host_aggs[ref.name] = HostAgg(
+                name=f"@{ref.name}", probe="d/host", func=call.name,
+                key_names=tuple(_key_name(k) for k in ref.keys), arg="value" if call.args else None,
+                lquantize=(*bounds, 1)[:3] if call.name == "lquantize" else None,  # type: ignore[arg-type]
+                llquantize=bounds if call.name == "llquantize" else None,  # type: ignore[arg-type]
+            )  # fmt: skip
+        h.update(keys, value)
 
     def read(self, e: A.Expr, env: Env) -> Value:
         if isinstance(e, A.Var):
@@ -442,7 +468,10 @@ class Runtime:
             return []
         parts = [t for t in snap.tables if t.name in info.ir_names] if snap is not None else []
         host = self.host_table(name) if self.host_table is not None else None
-        return [*parts, host] if host is not None else parts
+        with self.lock:  # the events' thread updates it
+            mine = self.host_aggs.get(name)
+            computed = mine.table() if mine is not None else None
+        return [t for t in (*parts, host, computed) if t is not None]
 
     def printa(self, e: A.Call) -> None:
         args = list(e.args)
@@ -467,6 +496,21 @@ class Runtime:
             t = self.tables(name)
             if name not in self.printed and t is not None and t.rows:  # empty: not printed
                 self.print_agg(name)
+
+
+def _aggregates_only(hc: HostClause) -> bool:
+    return all(
+        isinstance(st, A.Assign) and isinstance(st.target, A.AggRef) for st in hc.clause.body
+    )
+
+
+def _key_value(v: Value) -> Any:
+    """An aggregation key as the target's tables hold it (strings, integers)."""
+    return v.decode(errors="replace") if isinstance(v, bytes | bytearray) else v
+
+
+def _key_name(e: A.Expr) -> str:
+    return canonical(e.name) if isinstance(e, A.Ident) else "key"
 
 
 def _truth(v: Value) -> bool:

@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from instr.aggregate import llq
-from instr.aggregate.decode import lquantize_bucket, quantize_bucket
-from instr.aggregate.model import AggRow, AggTable, Bucket, KeyValue
+from instr.aggregate.host import HostAgg
+from instr.aggregate.model import AggTable, KeyValue
 from instr.collectors.layout import build_layout
 from instr.events import Event, Site
 from instr.probes.ir import Aggregation, Probe, SyscallPoint, SysCapture
@@ -179,102 +177,6 @@ def _truth(v: Any) -> bool:
 # -- aggregations ------------------------------------------------------------------
 
 
-def _bucket_q(v: int) -> int:
-    if v == 0:
-        return 64
-    if v > 0:
-        return 65 + v.bit_length() - 1
-    return 63 - ((-v).bit_length() - 1)
-
-
-def _bucket_lq(v: int, lq: tuple[int, int, int]) -> int:
-    low, high, step = lq
-    if v < low:
-        return 0
-    if v >= high:
-        return (high - low + step - 1) // step + 1
-    return (v - low) // step + 1
-
-
-@dataclass
-class _Row:
-    count: int = 0
-    total: int = 0
-    min: int | None = None
-    max: int | None = None
-    sumsq: int = 0
-    buckets: dict[int, int] = field(default_factory=dict)
-
-
-@dataclass
-class HostAgg:
-    probe: Probe
-    agg: Aggregation
-    rows: dict[tuple[KeyValue, ...], _Row] = field(default_factory=dict)
-    overflow: int = 0
-
-    def update(self, keys: tuple[KeyValue, ...], value: int) -> None:
-        row = self.rows.get(keys)
-        if row is None:
-            if len(self.rows) >= self.agg.max_keys:
-                self.overflow += 1
-                return
-            row = self.rows[keys] = _Row()
-        row.count += 1
-        f = self.agg.func
-        if f in ("sum", "avg", "stddev"):
-            row.total = (row.total + value) if f != "sum" else _wrap(row.total + value)
-            row.sumsq += value * value
-        elif f == "min":
-            row.min = value if row.min is None else min(row.min, value)
-        elif f == "max":
-            row.max = value if row.max is None else max(row.max, value)
-        elif f == "quantize":
-            i = _bucket_q(value)
-            row.buckets[i] = row.buckets.get(i, 0) + 1
-        elif f == "lquantize":
-            assert self.agg.lquantize is not None
-            i = _bucket_lq(value, self.agg.lquantize)
-            row.buckets[i] = row.buckets.get(i, 0) + 1
-        elif f == "llquantize":
-            assert self.agg.llquantize is not None
-            i = llq.index(value, self.agg.llquantize)
-            row.buckets[i] = row.buckets.get(i, 0) + 1
-
-    def table(self) -> AggTable:
-        rows = []
-        for keys, r in self.rows.items():
-            buckets: list[Bucket] = []
-            for i in sorted(r.buckets):
-                b = (
-                    quantize_bucket(i)
-                    if self.agg.func == "quantize"
-                    else llq.bucket(i, self.agg.llquantize)
-                    if self.agg.llquantize is not None
-                    else lquantize_bucket(i, self.agg.lquantize or (0, 1, 1))
-                )
-                buckets.append(Bucket(b.lo, b.hi, r.buckets[i]))
-            rows.append(AggRow(keys, r.count, r.total, r.min, r.max, r.sumsq, tuple(buckets)))
-        return AggTable(
-            name=f"{self.probe.name.split('/')[0]}/{self.agg.name}",
-            probe=self.probe.name,
-            func=self.agg.func,  # type: ignore[arg-type]
-            arg=self.agg.arg,
-            key_names=tuple(k.name for k in self.agg.keys),
-            rows=tuple(rows),
-            overflow=self.overflow,
-            max_keys=self.agg.max_keys,
-            lquantize=self.agg.lquantize,
-            tier="host",
-            llquantize=self.agg.llquantize,
-        )
-
-
-def _wrap(v: int) -> int:
-    v &= (1 << 64) - 1
-    return v - (1 << 64) if v >> 63 else v
-
-
 def _key(v: Value) -> KeyValue:
     if v is None:
         return ""
@@ -300,7 +202,7 @@ class SyscallPoints:
         self.clock: tuple[int, int] | None = None
         self.drops = 0
         self.lock = threading.Lock()
-        self.aggs = [HostAgg(p, a) for p in probes for a in p.aggregations]
+        self.aggs = [(p, a, HostAgg.of(p, a)) for p in probes for a in p.aggregations]
         self.sites: set[tuple[int, int]] = set()
         self.by_name: dict[str, list[Probe]] = {}
         for p in probes:
@@ -373,9 +275,9 @@ class SyscallPoints:
                         continue
                 except (PredicateFailed, TypeError, KeyError, IndexError):
                     continue
-            for h in self.aggs:
-                if h.probe is p:
-                    self._update(h, name, rec, vals)
+            for pa in self.aggs:
+                if pa[0] is p:
+                    self._update(pa, name, rec, vals)
             if not p.emit:
                 continue
             if (p.id, rec.nr) not in self.sites:
@@ -383,8 +285,10 @@ class SyscallPoints:
                 sites.append(Site(p.id, rec.nr, 0, None, name))
             events.append(self._event(p, rec, vals))
 
-    def _update(self, h: HostAgg, name: str, rec: Record, vals: list[Value]) -> None:
-        p, agg = h.probe, h.agg
+    def _update(
+        self, pa: tuple[Probe, Aggregation, HostAgg], name: str, rec: Record, vals: list[Value]
+    ) -> None:
+        p, agg, h = pa
         caps = {c.name: i for i, c in enumerate(p.exit or ())}
         keys: list[KeyValue] = []
         for k in agg.keys:
@@ -424,7 +328,7 @@ class SyscallPoints:
 
     def tables(self) -> list[AggTable]:
         with self.lock:
-            return [h.table() for h in self.aggs]
+            return [h.table() for _, _, h in self.aggs]
 
 
 def arm_points(

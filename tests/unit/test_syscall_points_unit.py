@@ -8,10 +8,12 @@ import struct
 import pytest
 
 from instr.aggregate.decode import lquantize_bucket, quantize_bucket
+from instr.aggregate.host import bucket_lq as _bucket_lq
+from instr.aggregate.host import bucket_q as _bucket_q
 from instr.probes import load_text
 from instr.probes.predicate import CapInfo, compile_predicate
 from instr.syscalls import numbers
-from instr.syscalls.points import SyscallPoints, _bucket_lq, _bucket_q, evaluate
+from instr.syscalls.points import SyscallPoints, evaluate
 from instr.syscalls.records import HEAD, MEM
 
 NR = numbers("x86_64")
