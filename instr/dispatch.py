@@ -361,13 +361,14 @@ class Dispatcher:
         for key, total in (env.get("drops") or {}).items():
             probe = int(key)  # cumulative per agent: the run's are the sum over the images
             self.drops[probe] = self.drops.get(probe, 0) + self.sources.drops(source, probe, total)
+        pid = self.sources.pid(source)
         with _gc_paused(self.pause_gc):
-            block = self.decoder.block(data, self.events + 1) if data and self._columnar else None
+            first = self.events + 1
+            block = self.decoder.block(data, first, pid) if data and self._columnar else None
             if block is not None and data is not None:
                 self._deliver_block(block, env.get("records"), seq, data)
                 return
-            events = self.decoder.decode(data, self.events + 1) if data else []
-            pid = self.sources.pid(source)
+            events = self.decoder.decode(data, first) if data else []
             for e in events:
                 e.pid = pid
             expected = env.get("records")
@@ -396,6 +397,8 @@ class Dispatcher:
                 self._output_failed(i, e)
         if declined:
             events = self.decoder.decode(data, block.first_seq)
+            for ev in events:
+                ev.pid = block.pid
             self._deliver(events, only=declined)
 
     def _deliver(self, events: list[Event], only: list[int] | None = None) -> None:

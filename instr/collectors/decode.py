@@ -177,6 +177,7 @@ class Block:
     data: Buffer  # the batch's records, ``count`` of ``layout.size`` bytes each
     layout: Layout
     plan: _Plan
+    pid: int = 0  # the process that sent the batch (set by the dispatcher; 0: not known)
 
     @property
     def heads(self) -> list[tuple[int, int, int]]:
@@ -294,14 +295,16 @@ class Decoder:
                 return None
         return plan, flags, records
 
-    def block(self, data: Buffer, first_seq: int) -> Block | None:
+    def block(self, data: Buffer, first_seq: int, pid: int = 0) -> Block | None:
         """The batch as columns, if it is uniform (see ``Block``); else None."""
         found = self._uniform_plan(data)
         if found is None:
             return None
         plan, flags, records = found
         assert plan.hot is not None
-        return Block(plan.hot[1], plan.hot[3], first_seq, records, flags, data, plan.layout, plan)
+        return Block(
+            plan.hot[1], plan.hot[3], first_seq, records, flags, data, plan.layout, plan, pid
+        )
 
     def _uniform(self, data: Buffer, first_seq: int) -> list[Event] | None:
         """Whole-buffer decode when every record has the same fixed layout and flags."""

@@ -32,10 +32,22 @@ from instr.errors import UsageError
 from instr.events import Event, ProbeReport, RunContext, RunInfo, RunSummary
 from instr.protocol import PHASE_NAMES
 
-# 2 added the aggregation tables (sqlite_aggs.AGG_SCHEMA): a version 1 file is
-# upgraded in place, since 2 only adds tables.
-SCHEMA_VERSION = 2
-UPGRADABLE = (0, 1)
+# 2 added the aggregation tables (sqlite_aggs.AGG_SCHEMA); 3 added events.pid,
+# runs.processes and pid in named_events (-F, docs/follow.md). Files of 1 and 2
+# are upgraded in place (_upgrade): tables and columns are only added, so the
+# runs they hold read as before, with pid NULL.
+SCHEMA_VERSION = 3
+UPGRADABLE = (0, 1, 2)
+# (table, column) added since version 1, for _upgrade
+ADDED_COLUMNS = (("events", "pid INTEGER"), ("runs", "processes TEXT"))
+NAMED_EVENTS = """
+CREATE VIEW IF NOT EXISTS named_events AS
+SELECT e.run_id, e.seq, p.name AS probe, e.phase, e.pid, e.tid, e.ts_ns, s.function,
+       e.args, e.retval, e.duration_ns, e.stack_id, e.args_status
+FROM events e
+JOIN probes p ON p.run_id = e.run_id AND p.probe_id = e.probe_id
+LEFT JOIN sites s ON s.run_id = e.run_id AND s.probe_id = e.probe_id AND s.site = e.site;
+"""
 SCHEMA = (
     """
 CREATE TABLE IF NOT EXISTS runs (
@@ -43,7 +55,8 @@ CREATE TABLE IF NOT EXISTS runs (
     device TEXT, pid INTEGER, argv TEXT, source TEXT, sets TEXT,
     ending_reason TEXT, ending_code INTEGER, ending_signal TEXT,
     ending_address INTEGER, ending_symbol TEXT,
-    events INTEGER, batches INTEGER, drops INTEGER, lost_batches INTEGER, errors TEXT
+    events INTEGER, batches INTEGER, drops INTEGER, lost_batches INTEGER, errors TEXT,
+    processes TEXT
 );
 CREATE TABLE IF NOT EXISTS probes (
     run_id INTEGER NOT NULL, probe_id INTEGER NOT NULL, name TEXT NOT NULL, point TEXT,
@@ -64,7 +77,8 @@ CREATE TABLE IF NOT EXISTS sites (
 CREATE TABLE IF NOT EXISTS events (
     run_id INTEGER NOT NULL, seq INTEGER NOT NULL, probe_id INTEGER NOT NULL,
     phase TEXT NOT NULL, tid INTEGER, ts_ns INTEGER, site INTEGER,
-    retval INTEGER, duration_ns INTEGER, args TEXT, stack_id INTEGER, args_status TEXT
+    retval INTEGER, duration_ns INTEGER, args TEXT, stack_id INTEGER, args_status TEXT,
+    pid INTEGER
 );
 CREATE TABLE IF NOT EXISTS stacks (
     run_id INTEGER NOT NULL, stack_id INTEGER NOT NULL, frames TEXT NOT NULL,
@@ -75,13 +89,8 @@ CREATE TABLE IF NOT EXISTS symbols (
     offset INTEGER, symbol TEXT,
     PRIMARY KEY (run_id, address)
 );
-CREATE VIEW IF NOT EXISTS named_events AS
-SELECT e.run_id, e.seq, p.name AS probe, e.phase, e.tid, e.ts_ns, s.function,
-       e.args, e.retval, e.duration_ns, e.stack_id, e.args_status
-FROM events e
-JOIN probes p ON p.run_id = e.run_id AND p.probe_id = e.probe_id
-LEFT JOIN sites s ON s.run_id = e.run_id AND s.probe_id = e.probe_id AND s.site = e.site;
 """
+    + NAMED_EVENTS
     + AGG_SCHEMA
 )
 INDEXES = (
@@ -126,8 +135,11 @@ class SqliteCollector:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version not in (*UPGRADABLE, SCHEMA_VERSION):
                 db.close()
+                newer = " (written by a newer instr)" if version > SCHEMA_VERSION else ""
                 raise UsageError(
-                    f"{self.path}: database schema version {version}, expected {SCHEMA_VERSION}"
+                    f"{self.path}: database schema version {version}{newer},"
+                    f" expected {SCHEMA_VERSION}",
+                    "write this run to another file",
                 )
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=OFF")
@@ -136,7 +148,8 @@ class SqliteCollector:
             db.execute("PRAGMA wal_autocheckpoint=100000")
             db.execute("PRAGMA cache_size=-65536")
             db.executescript(SCHEMA)
-            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            if version != SCHEMA_VERSION:
+                _upgrade(db)
         except sqlite3.DatabaseError as e:
             raise UsageError(f"cannot use {self.path} as an instr database: {e}") from e
         self.db = db
@@ -251,7 +264,7 @@ class SqliteCollector:
             db.execute(
                 "UPDATE runs SET ended_ns=?, ending_reason=?, ending_code=?, ending_signal=?,"
                 " ending_address=?, ending_symbol=?, events=?, batches=?, drops=?,"
-                " lost_batches=?, errors=? WHERE id=?",
+                " lost_batches=?, errors=?, processes=? WHERE id=?",
                 (
                     summary.ended_ns,
                     ending.reason if ending else None,
@@ -264,6 +277,7 @@ class SqliteCollector:
                     summary.drops,
                     summary.lost_batches,
                     to_json(summary.errors),
+                    _processes_json(summary),
                     self.run_id,
                 ),
             )
@@ -351,6 +365,34 @@ class SqliteCollector:
                 "INSERT OR REPLACE INTO symbols VALUES (?, ?, ?, ?, ?, ?)",
                 [(rid, int64(a), s.module, s.name, s.offset, str(s)) for a, s in syms],
             )
+
+
+def _upgrade(db: sqlite3.Connection) -> None:
+    """A file of an older version (or a new one) to this version, in one
+    transaction: the columns added since, and ``named_events`` made again
+    (a view keeps the columns it was created with)."""
+    db.execute("BEGIN IMMEDIATE")  # another instr opening the file waits here
+    try:
+        for table, column in ADDED_COLUMNS:
+            have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+            if column.split()[0] not in have:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
+        db.execute("DROP VIEW IF EXISTS named_events")
+        db.execute(NAMED_EVENTS)
+        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+        raise
+
+
+def _processes_json(summary: RunSummary) -> str | None:
+    """-F: each process image and its ending, as in the JSON Lines summary; NULL without."""
+    if not summary.processes:
+        return None
+    return to_json([dataclasses.asdict(p) for p in summary.processes])
 
 
 def _stored_in(role: str, kind: str, name: str, lay: Layout) -> str:

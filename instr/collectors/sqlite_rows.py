@@ -36,7 +36,7 @@ _Writer = Callable[[list[Event]], None]
 _key = attrgetter("probe_id", "phase")
 _NUMERIC_KINDS = frozenset({"int", "ptr", "caller"})
 _TWO64 = 1 << 64
-_BASE = ("seq", "tid", "ts_ns", "site")
+_BASE = ("seq", "pid", "tid", "ts_ns", "site")
 
 
 class EventRows:
@@ -131,7 +131,7 @@ class EventRows:
         self._block_writers[(lay.probe_id, lay.phase)] = self._block_writer(lay)
 
         def entry_rows(evs: list[Event]) -> list[Row]:
-            return [(e.seq, e.tid, e.ts_ns, e.site, tpl % get(e.args)) for e in evs]
+            return [(e.seq, e.pid or None, e.tid, e.ts_ns, e.site, tpl % get(e.args)) for e in evs]
 
         def ret_rows(evs: list[Event]) -> list[Row]:
             rets = [e.retval for e in evs]
@@ -140,7 +140,10 @@ class EventRows:
             vals = cast(list[int], rets)
             if wide:  # u64/ptr above 2^63-1: SQLite keeps the i64 bit pattern
                 vals = [r - _TWO64 if r > MAX_I64 else r for r in vals]
-            return [(e.seq, e.tid, e.ts_ns, e.site, r) for e, r in zip(evs, vals, strict=True)]
+            return [
+                (e.seq, e.pid or None, e.tid, e.ts_ns, e.site, r)
+                for e, r in zip(evs, vals, strict=True)
+            ]
 
         def write(evs: list[Event]) -> None:
             odd = [e for e in evs if e.args_status is not None or len(e.args) != n]
@@ -151,7 +154,11 @@ class EventRows:
                 if not has_ret and not has_dur:
                     short.extend(entry_rows(evs))
                     return
-                heads = ret_rows(evs) if has_ret else [(e.seq, e.tid, e.ts_ns, e.site) for e in evs]
+                heads = (
+                    ret_rows(evs)
+                    if has_ret
+                    else [(e.seq, e.pid or None, e.tid, e.ts_ns, e.site) for e in evs]
+                )
                 args = [tpl % get(e.args) for e in evs]
             except (KeyError, TypeError):  # not what the layout promises: take the slow path
                 generic(evs)
@@ -177,12 +184,15 @@ class EventRows:
 
         64-bit unsigned slots are read as signed (SQLite's integers are) and
         printed with ``%u``; a retval keeps the i64 bit pattern, as elsewhere.
+        The batch's pid (one process sends a batch) is a literal, like run,
+        probe and phase: one statement per process, nothing more per row.
         """
         if lay.phase not in PHASE_NAMES:  # only literals we know go into SQL text
             raise ValueError(f"unknown phase {lay.phase!r}")
 
-        def statement(duration: bool) -> tuple[str, struct.Struct]:
+        def statement(duration: bool, pid: int) -> tuple[str, struct.Struct]:
             cols = {"seq": "?1", "site": "?2", "tid": "?3", "ts_ns": "?4"}
+            cols["pid"] = str(int(pid)) if pid else "NULL"
             fmt = ["<Q", "IIQ"]  # the header's first word holds the seq (Block.numbered)
             keys: list[str] = []
             params: list[str] = []
@@ -212,11 +222,15 @@ class EventRows:
             return sql, struct.Struct("".join(fmt))
 
         # a record without its entry (FLAG_NO_ENTRY) leaves duration_ns NULL
-        full, short = statement(True), statement(False)
+        statements: dict[tuple[bool, int], tuple[str, struct.Struct]] = {}
         blocks = self.blocks
 
         def write(b: Block) -> None:
-            sql, rec = short if b.flags & FLAG_NO_ENTRY else full
+            key = (not b.flags & FLAG_NO_ENTRY, b.pid)
+            made = statements.get(key)
+            if made is None:
+                made = statements[key] = statement(*key)
+            sql, rec = made
             blocks.append((sql, rec.iter_unpack(b.numbered())))
 
         return write
@@ -230,7 +244,7 @@ class EventRows:
         def write(evs: list[Event]) -> None:
             for e in evs:
                 cols: list[str] = list(_BASE)
-                row: list[Any] = [e.seq, e.tid, e.ts_ns, e.site]
+                row: list[Any] = [e.seq, e.pid or None, e.tid, e.ts_ns, e.site]
                 if e.retval is not None:
                     cols.append("retval")
                     row.append(int64(int(e.retval)))

@@ -192,7 +192,7 @@ def test_sqlite_exact_rows(tmp_path: Path) -> None:
     path = tmp_path / "run.db"
     sqlite_run(path, snapshot(0, False, 1000), snapshot(1, True, 5000))
     db = sqlite3.connect(path)
-    assert rows(db, "PRAGMA user_version") == [(2,)] and SCHEMA_VERSION == 2
+    assert rows(db, "PRAGMA user_version") == [(3,)] and SCHEMA_VERSION == 3
     assert rows(db, "SELECT * FROM agg_snapshots") == [(1, 1, 0, 1000, 0), (2, 1, 1, 2000, 1)]
     assert rows(db, "SELECT * FROM agg_tables WHERE snapshot_id = 2 ORDER BY rowid") == [
         (
@@ -253,7 +253,7 @@ def test_sqlite_version_1_file_is_upgraded(tmp_path: Path) -> None:
     db.close()
     sqlite_run(path, snapshot(0, True, 2))
     db = sqlite3.connect(path)
-    assert rows(db, "PRAGMA user_version") == [(2,)]
+    assert rows(db, "PRAGMA user_version") == [(3,)]
     assert rows(db, "SELECT id FROM runs") == [(1,), (2,)]
     assert rows(db, "SELECT run_id, seq, final FROM agg_snapshots") == [(2, 0, 1)]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from instr.events import (
     Ending,
     Event,
     ProbeReport,
+    ProcessEnding,
     RunContext,
     RunInfo,
     RunSummary,
@@ -89,19 +91,22 @@ def test_exact_contents(tmp_path: Path) -> None:
     write(path)
     db = sqlite3.connect(path)
     run = (1, 123, 999, "local", 77, '["demo","-x"]', "probes.yaml", '["calls","files"]')
-    end = ("crash", None, "SIGSEGV", -16, "demo!boom", 5, 1, 2, 1, '["lost 1 batch (seq 1)"]')
+    end = ("crash", None, "SIGSEGV", -16, "demo!boom", 5, 1, 2, 1, '["lost 1 batch (seq 1)"]',
+           None)  # fmt: skip
     assert rows(db, "SELECT * FROM runs") == [(*run, *end)]
     assert rows(db, "SELECT * FROM probes ORDER BY probe_id") == [
         (1, 1, "calls/alloc", "libc*!malloc", "armed", "native", 1, None, 3, 2),
         (1, 2, "files/open", "*!open", "pending", None, 0, "libfoo not loaded", 2, 0),
     ]
-    assert rows(db, "SELECT * FROM events ORDER BY seq") == [
-        (1, 1, 1, "entry", 10, 100, 0, None, None, '{"size":1024,"caller":4198442}', None, None),
-        (1, 2, 1, "exit", 10, 155, 0, -1, 55, "{}", None, None),  # u64 max as its i64 bits
-        (1, 3, 1, "exit", 11, 160, 0, 7, None, "{}", None, None),  # no entry: no duration
-        (1, 4, 2, "entry", 1, 0, 0, None, None, TRUNCATED_ARGS, 1, '{"path":"truncated"}'),
-        (1, 5, 2, "entry", 12, 300, 0, None, None, '{"path":"/x","buf":"","again":1}', 2, None),
-    ]
+    assert rows(db, "SELECT * FROM events ORDER BY seq") == [  # pid last: NULL, not known
+        (1, 1, 1, "entry", 10, 100, 0, None, None, '{"size":1024,"caller":4198442}', None, None,
+         None),
+        (1, 2, 1, "exit", 10, 155, 0, -1, 55, "{}", None, None, None),  # u64 max: its i64 bits
+        (1, 3, 1, "exit", 11, 160, 0, 7, None, "{}", None, None, None),  # no entry: no duration
+        (1, 4, 2, "entry", 1, 0, 0, None, None, TRUNCATED_ARGS, 1, '{"path":"truncated"}', None),
+        (1, 5, 2, "entry", 12, 300, 0, None, None, '{"path":"/x","buf":"","again":1}', 2, None,
+         None),
+    ]  # fmt: skip
     assert rows(db, "SELECT * FROM stacks ORDER BY stack_id") == [
         (
             1,
@@ -173,8 +178,80 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "future.db"
     sqlite3.connect(path).execute("PRAGMA user_version = 7")
     ctx, _, _ = sample()
-    with pytest.raises(UsageError, match="schema version 7, expected 2"):
+    with pytest.raises(
+        UsageError, match=r"schema version 7 \(written by a newer instr\), expected 3"
+    ):
         SqliteCollector(path).open(ctx, INFO)
+
+
+def test_events_carry_their_pid_and_the_run_its_processes(tmp_path: Path) -> None:
+    """-F: each event's process in events.pid (every writer: integer-only and
+    generic), named_events shows it, runs.processes says how each ended."""
+    ctx, events, summary = sample()
+    for i, e in enumerate(events):
+        e.pid = 500 + i % 2
+    summary.processes = [
+        ProcessEnding(500, None, "root", Ending("exit", 0)),
+        ProcessEnding(501, 500, "fork", Ending("exit", 3)),
+        ProcessEnding(502, 501, "exec", None),
+    ]
+    path = tmp_path / "pids.db"
+    c = SqliteCollector(path)
+    c.open(ctx, INFO)
+    c.on_events(events)
+    c.close(summary)
+    db = sqlite3.connect(path)
+    assert rows(db, "SELECT seq, pid FROM events ORDER BY seq") == [
+        (1, 500), (2, 501), (3, 500), (4, 501), (5, 500)
+    ]  # fmt: skip
+    assert rows(db, "SELECT pid, count(*) FROM named_events GROUP BY pid") == [(500, 3), (501, 2)]
+    (procs,) = db.execute("SELECT processes FROM runs").fetchone()
+    assert json.loads(procs) == [
+        {"pid": 500, "parent": None, "origin": "root", "ending": ended(0)},
+        {"pid": 501, "parent": 500, "origin": "fork", "ending": ended(3)},
+        {"pid": 502, "parent": 501, "origin": "exec", "ending": None},
+    ]
+
+
+def ended(code: int) -> dict[str, object]:
+    return {"reason": "exit", "code": code, "signal": None, "address": None, "symbol": None}
+
+
+# The version 2 schema's named_events (before events.pid), as instr wrote it.
+V2_NAMED_EVENTS = """
+CREATE VIEW named_events AS
+SELECT e.run_id, e.seq, p.name AS probe, e.phase, e.tid, e.ts_ns, s.function,
+       e.args, e.retval, e.duration_ns, e.stack_id, e.args_status
+FROM events e
+JOIN probes p ON p.run_id = e.run_id AND p.probe_id = e.probe_id
+LEFT JOIN sites s ON s.run_id = e.run_id AND s.probe_id = e.probe_id AND s.site = e.site;
+"""
+
+
+def test_version_2_file_is_upgraded_in_place(tmp_path: Path) -> None:
+    """A file written by the schema before pid: its runs stay (pid NULL), the
+    new run has pids, named_events has the column, the version is 3."""
+    path = tmp_path / "old.db"
+    write(path)
+    db = sqlite3.connect(path)
+    db.executescript(
+        "DROP VIEW named_events; ALTER TABLE events DROP COLUMN pid;"
+        " ALTER TABLE runs DROP COLUMN processes;" + V2_NAMED_EVENTS + "PRAGMA user_version = 2;"
+    )
+    db.close()
+    ctx, events, summary = sample()
+    for e in events:
+        e.pid = 900
+    c = SqliteCollector(path)
+    c.open(ctx, INFO)
+    c.on_events(events)
+    c.close(summary)
+    db = sqlite3.connect(path)
+    assert rows(db, "PRAGMA user_version") == [(3,)]
+    assert rows(db, "SELECT run_id, pid, count(*) FROM named_events GROUP BY 1, 2") == [
+        (1, None, 5), (2, 900, 5)
+    ]  # fmt: skip
+    assert rows(db, "SELECT id, processes FROM runs") == [(1, None), (2, None)]
 
 
 def test_close_without_open_and_events_before_open(tmp_path: Path) -> None:

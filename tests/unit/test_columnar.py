@@ -38,15 +38,18 @@ def run(path: Path, columnar: bool) -> list[tuple[object, ...]]:
     sink.open(ctx, INFO)
     d = Dispatcher(ctx, [sink])
     d._columnar = columnar  # the path under test
-    for seq, data in enumerate(batches(), 1):
-        d.post({"type": "send", "payload": {"v": PROTOCOL_VERSION, "type": "batch", "seq": seq,
-                "records": 100, "drops": {}}}, data)  # fmt: skip
+    d.follow = True  # two processes (-F): the entries from one, the exits from the other
+    d.add_source(0, 4242, None, "root")
+    d.add_source(1, 4243, 4242, "fork")
+    for source, data in enumerate(batches()):
+        d.post({"type": "send", "payload": {"v": PROTOCOL_VERSION, "type": "batch", "seq": 1,
+                "records": 100, "drops": {}}}, data, source)  # fmt: skip
     summary = d.close(None)
     assert summary.events == 200 and summary.errors == []
     con = sqlite3.connect(path)
     return con.execute(
-        "SELECT seq, probe_id, phase, tid, ts_ns, site, retval, duration_ns, args FROM events"
-        " ORDER BY seq"
+        "SELECT seq, probe_id, phase, tid, ts_ns, site, retval, duration_ns, args, pid"
+        " FROM events ORDER BY seq"
     ).fetchall()
 
 
@@ -64,8 +67,10 @@ def test_columnar_rows_equal_event_rows(tmp_path: Path):
     by_block = run(tmp_path / "block.db", columnar=True)
     by_event = run(tmp_path / "event.db", columnar=False)
     assert by_block == by_event
-    assert by_block[1] == (2, 1, "entry", 7, 1, 0, None, None, '{"a":-1,"b":18446744073709551614}')
-    assert by_block[100] == (101, 1, "exit", 7, 0, 0, 0, 10, "{}")
+    b_max = '{"a":-1,"b":18446744073709551614}'
+    assert by_block[1] == (2, 1, "entry", 7, 1, 0, None, None, b_max, 4242)
+    assert by_block[100] == (101, 1, "exit", 7, 0, 0, 0, 10, "{}", 4243)
+    assert {r[-1] for r in by_block[:100]} == {4242} and {r[-1] for r in by_block[100:]} == {4243}
 
 
 def test_indexes_are_skipped_past_the_bound_and_the_summary_says_so(tmp_path, monkeypatch):
