@@ -191,9 +191,13 @@ class Children:
         )
 
     def _resume(self, pid: int) -> None:
-        # A child already gone: Frida says NotSupported (instr/syscalls/monitor.py)
+        # A child already gone: Frida says NotSupported (instr/syscalls/monitor.py),
+        # or "invalid PID" when the run's stop killed it while it was being armed
         with contextlib.suppress(
-            frida.InvalidOperationError, frida.ProcessNotFoundError, frida.NotSupportedError
+            frida.InvalidOperationError,
+            frida.ProcessNotFoundError,
+            frida.NotSupportedError,
+            frida.InvalidArgumentError,
         ):
             self.proc.device.resume(pid)
 

@@ -158,3 +158,27 @@ def test_a_live_snapshot_is_merged_when_the_session_has_asked_every_image() -> N
     assert [(s.seq, s.final) for s in rec.snaps] == [(0, False)]
     d.close(None)
     assert [(s.seq, s.final) for s in rec.snaps] == [(0, False), (1, True)]
+
+
+def test_resuming_a_child_the_stop_killed_is_not_an_error() -> None:
+    """A child still being armed when the run stops is killed with the tree;
+    Frida's resume then says "invalid PID": the adopting thread must not die
+    with a traceback (seen with instr dtrace -F and exit() at a tick)."""
+    import frida
+
+    from instr.follow import Children
+
+    class Device:
+        def __init__(self) -> None:
+            self.asked: list[int] = []
+
+        def resume(self, pid: int) -> None:
+            self.asked.append(pid)
+            raise frida.InvalidArgumentError("invalid PID")
+
+    class Proc:
+        device = Device()
+
+    kids = Children(Proc(), print, print, print, print, print)  # type: ignore[arg-type]
+    kids._resume(4321)
+    assert Proc.device.asked == [4321]
