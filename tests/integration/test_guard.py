@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from helpers import LineReader, instr_argv, instr_env
+from test_stress_leave import ended, frida_maps_settled, unarmed
 
 pytestmark = pytest.mark.frida
 
@@ -46,27 +47,6 @@ def tgid(tid: int) -> int:
     return status(tid, "Tgid")
 
 
-def frida_maps(pid: int) -> int:
-    return sum("frida" in line for line in Path(f"/proc/{pid}/maps").read_text().splitlines())
-
-
-def settled(pid: int, timeout: float = 30.0) -> int:
-    """Frida's lines left in ``pid``'s maps once they stop going (or at the timeout)."""
-    deadline = time.monotonic() + timeout
-    while (n := frida_maps(pid)) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return n
-
-
-def gone(pid: int, timeout: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while Path(f"/proc/{pid}").exists():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
 def test_sigkill_of_instr_while_frida_injects(targets, launch, instr_bg) -> None:
     """SIGKILL to instr while Frida's injector holds the program (its
     TracerPid set): the worker finishes the attach and leaves in order, and
@@ -87,11 +67,11 @@ def test_sigkill_of_instr_while_frida_injects(targets, launch, instr_bg) -> None
         time.sleep(0.003 + 0.006 * i)
         instr.kill()  # the user's instr: its guard
         assert instr.proc.returncode == -signal.SIGKILL
-        assert gone(worker), f"kill {i}: the worker {worker} did not end"
+        assert ended(worker, 60), f"kill {i}: the worker {worker} did not end"
         t.send(f"{i + 3} sum")
         want = (i + 3) * (i + 4) // 2
         assert t.readline(timeout=30) == f"sum={want}", f"kill {i}: {t.err.rest(5)}"
-        assert settled(t.pid) == 0, f"kill {i}: Frida stayed in pid {t.pid}"
+        assert frida_maps_settled(t.pid, 30)[0] == 0, f"kill {i}: Frida stayed in pid {t.pid}"
         assert "instr-armed-by-" not in Path(f"/proc/{t.pid}/maps").read_text()
         end = t.finish()
         assert end.returncode == 0, (end.returncode, end.err)
@@ -157,11 +137,8 @@ def test_instr_ends_as_its_worker_ends(targets, launch, instr_bg, tmp_path) -> N
     # Frida's agent reverts the hooks in its own time: until then the
     # program's read would go through them again, and block in one (which
     # rightly keeps the agent until it returns: docs/leaving.md).
-    deadline = time.monotonic() + 30
-    while "instr-armed-by-" in Path(f"/proc/{t.pid}/maps").read_text():
-        assert time.monotonic() < deadline, "the hooks stayed after the worker's death"
-        time.sleep(0.01)
+    unarmed(t.pid, 30)
     t.send("4 sum")
     assert t.readline(timeout=30) == "sum=10"
-    assert settled(t.pid) == 0
+    assert frida_maps_settled(t.pid, 30)[0] == 0
     assert t.finish().returncode == 0
